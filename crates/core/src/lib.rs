@@ -1,1 +1,30 @@
-//! placeholder
+//! The domain of secureFlows: identifiers, roles, plans, the error type, the store traits every backend
+//! implements, and the services that hold the rules (key ring, tokens, upstream sign-in, vault).
+//!
+//! This crate never imports HTTP, SQL drivers or Redis, and never calls a cryptographic primitive
+//! directly: it goes through `secureflows-crypto`'s named operations.
+
+pub mod access;
+pub mod auth;
+pub mod cache;
+mod clock;
+mod error;
+mod ids;
+pub mod keyring;
+mod model;
+mod plan;
+mod role;
+mod services;
+pub mod store;
+pub mod vault;
+pub mod workspace;
+
+pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use error::{AuthFailure, Error, FieldError, ForbiddenReason, LimitKind, Result};
+pub use ids::{ApplicationId, SessionId, UserId, WorkspaceId};
+pub use model::{
+    Application, Invalidation, LoginSession, NewIdentity, UpstreamTrust, User, UserStatus, Workspace,
+};
+pub use plan::{Plan, PlanLimits, PlanTable};
+pub use role::Role;
+pub use services::{DomainSettings, Services};

@@ -78,7 +78,9 @@ impl SigningKey {
             }
             SigningAlgorithm::EdDsa => {
                 let pair = Ed25519KeyPair::generate().map_err(|_| CryptoError::Key("Ed25519 generation"))?;
-                let doc = pair.to_pkcs8().map_err(|_| CryptoError::Key("Ed25519 encoding"))?;
+                let doc = pair
+                    .to_pkcs8()
+                    .map_err(|_| CryptoError::Key("Ed25519 encoding"))?;
                 Zeroizing::new(doc.as_ref().to_vec())
             }
         };
@@ -107,12 +109,13 @@ impl SigningKey {
                 (encoding, jwk, decoding)
             }
             SigningAlgorithm::EdDsa => {
-                let pair =
-                    Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|_| CryptoError::Key("Ed25519 key rejected"))?;
+                let pair = Ed25519KeyPair::from_pkcs8(pkcs8)
+                    .map_err(|_| CryptoError::Key("Ed25519 key rejected"))?;
                 let x = URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
                 let thumb = json!({"crv": "Ed25519", "kty": "OKP", "x": x});
                 let kid = thumbprint(&thumb)?;
-                let jwk = json!({"kty": "OKP", "crv": "Ed25519", "use": "sig", "alg": "EdDSA", "kid": kid, "x": x});
+                let jwk =
+                    json!({"kty": "OKP", "crv": "Ed25519", "use": "sig", "alg": "EdDSA", "kid": kid, "x": x});
                 let encoding = jsonwebtoken::EncodingKey::from_ed_der(pkcs8);
                 let decoding = DecodingKey::from_ed_components(&x)
                     .map_err(|_| CryptoError::Key("Ed25519 public key rejected"))?;
@@ -120,7 +123,14 @@ impl SigningKey {
             }
         };
         let kid = public_jwk["kid"].as_str().unwrap_or_default().to_owned();
-        Ok(SigningKey { kid, alg, pkcs8: Zeroizing::new(pkcs8.to_vec()), encoding, public_jwk, decoding })
+        Ok(SigningKey {
+            kid,
+            alg,
+            pkcs8: Zeroizing::new(pkcs8.to_vec()),
+            encoding,
+            public_jwk,
+            decoding,
+        })
     }
 
     /// The key id: the RFC 7638 thumbprint of the public key.
@@ -145,7 +155,10 @@ impl SigningKey {
 
     /// The verifying half of this key.
     pub fn verifying_key(&self) -> VerifyingKey {
-        VerifyingKey { alg: self.alg.jose(), key: self.decoding.clone() }
+        VerifyingKey {
+            alg: self.alg.jose(),
+            key: self.decoding.clone(),
+        }
     }
 
     /// Signs `claims` as a compact JWS with `typ` (explicit typing, RFC 8725 §3.11) and this key's `kid`.
@@ -159,7 +172,10 @@ impl SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey").field("kid", &self.kid).field("alg", &self.alg).finish_non_exhaustive()
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
     }
 }
 
@@ -172,7 +188,9 @@ pub struct VerifyingKey {
 
 impl std::fmt::Debug for VerifyingKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VerifyingKey").field("alg", &self.alg).finish_non_exhaustive()
+        f.debug_struct("VerifyingKey")
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
     }
 }
 
@@ -196,10 +214,10 @@ impl VerifyingKey {
         if !UPSTREAM_ALGORITHMS.contains(&header_alg) {
             return Err(CryptoError::Key("algorithm not accepted"));
         }
-        if let Some(key_alg) = jwk.common.key_algorithm {
-            if key_alg.to_string() != format!("{header_alg:?}") {
-                return Err(CryptoError::Key("JWK algorithm differs from token algorithm"));
-            }
+        if let Some(key_alg) = jwk.common.key_algorithm
+            && key_alg.to_string() != format!("{header_alg:?}")
+        {
+            return Err(CryptoError::Key("JWK algorithm differs from token algorithm"));
         }
         let key = DecodingKey::from_jwk(jwk).map_err(|_| CryptoError::Key("JWK rejected"))?;
         if !header_alg.family().eq(&key.family()) {
@@ -291,12 +309,26 @@ mod tests {
 
     fn round_trip(alg: SigningAlgorithm) {
         let key = SigningKey::generate(alg).unwrap();
-        let token = key.sign_jwt("sf-session+jwt", &Claims { sub: "u".into(), n: 1 }).unwrap();
+        let token = key
+            .sign_jwt(
+                "sf-session+jwt",
+                &Claims {
+                    sub: "u".into(),
+                    n: 1,
+                },
+            )
+            .unwrap();
         let header = peek_header(&token).unwrap();
         assert_eq!(header.kid.as_deref(), Some(key.kid()));
         assert_eq!(header.typ.as_deref(), Some("sf-session+jwt"));
         let (_, claims): (_, Claims) = key.verifying_key().verify(&token).unwrap();
-        assert_eq!(claims, Claims { sub: "u".into(), n: 1 });
+        assert_eq!(
+            claims,
+            Claims {
+                sub: "u".into(),
+                n: 1
+            }
+        );
         let again = SigningKey::from_pkcs8(alg, key.private_pkcs8()).unwrap();
         assert_eq!(again.kid(), key.kid());
         let (_, claims2): (_, Claims) = again.verifying_key().verify(&token).unwrap();
@@ -329,7 +361,11 @@ mod tests {
         for alg in ["none", "None", "NONE", "nOnE"] {
             let head = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"{alg}","kid":"{}"}}"#, key.kid()));
             assert!(peek_header(&format!("{head}.{body}.")).is_err());
-            assert!(key.verifying_key().verify::<Claims>(&format!("{head}.{body}.")).is_err());
+            assert!(
+                key.verifying_key()
+                    .verify::<Claims>(&format!("{head}.{body}."))
+                    .is_err()
+            );
         }
         // HS256 keyed with the public key's bytes.
         let head = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"HS256","kid":"{}"}}"#, key.kid()));

@@ -88,13 +88,18 @@ impl MasterKey {
         let decoded = if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
             decode_hex(text)
         } else {
-            STANDARD.decode(text).or_else(|_| URL_SAFE_NO_PAD.decode(text.trim_end_matches('='))).map_err(|_| ())
+            STANDARD
+                .decode(text)
+                .or_else(|_| URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')))
+                .map_err(|_| ())
         };
         let bytes = Zeroizing::new(
             decoded.map_err(|_| CryptoError::Key("master key is not 32 bytes of base64 or hex"))?,
         );
-        let array: [u8; 32] =
-            bytes.as_slice().try_into().map_err(|_| CryptoError::Key("master key must be exactly 32 bytes"))?;
+        let array: [u8; 32] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| CryptoError::Key("master key must be exactly 32 bytes"))?;
         let array = Zeroizing::new(array);
         MasterKey::from_bytes(&array)
     }
@@ -118,7 +123,9 @@ impl MasterKey {
 
 impl std::fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MasterKey").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("MasterKey")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -150,7 +157,8 @@ impl DataKey {
     /// Builds a data key from its 32 raw bytes.
     pub fn from_bytes(version: u32, bytes: &[u8]) -> Result<DataKey, CryptoError> {
         let key = LessSafeKey::new(
-            UnboundKey::new(&AES_256_GCM, bytes).map_err(|_| CryptoError::Key("data key must be 32 bytes"))?,
+            UnboundKey::new(&AES_256_GCM, bytes)
+                .map_err(|_| CryptoError::Key("data key must be 32 bytes"))?,
         );
         Ok(DataKey { version, key })
     }
@@ -163,7 +171,9 @@ impl DataKey {
 
 impl std::fmt::Debug for DataKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DataKey").field("version", &self.version).finish_non_exhaustive()
+        f.debug_struct("DataKey")
+            .field("version", &self.version)
+            .finish_non_exhaustive()
     }
 }
 
@@ -178,7 +188,9 @@ impl IndexKey {
         if bytes.len() != 32 {
             return Err(CryptoError::Key("index key must be 32 bytes"));
         }
-        Ok(IndexKey { key: hmac::Key::new(hmac::HMAC_SHA256, bytes) })
+        Ok(IndexKey {
+            key: hmac::Key::new(hmac::HMAC_SHA256, bytes),
+        })
     }
 }
 
@@ -221,12 +233,16 @@ fn hex_lower(bytes: &[u8]) -> String {
 }
 
 fn decode_hex(text: &str) -> Result<Vec<u8>, ()> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return Err(());
     }
     (0..text.len())
         .step_by(2)
-        .map(|i| text.get(i..i + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok()).ok_or(()))
+        .map(|i| {
+            text.get(i..i + 2)
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+                .ok_or(())
+        })
         .collect()
 }
 
@@ -254,16 +270,35 @@ mod tests {
     fn wrapped_key_is_bound_to_its_context_and_master_key() {
         let (master, _) = MasterKey::generate().unwrap();
         let (other, _) = MasterKey::generate().unwrap();
-        let ctx = WrapContext { purpose: KeyPurpose::Data, owner: "ws-a", version: 1 };
+        let ctx = WrapContext {
+            purpose: KeyPurpose::Data,
+            owner: "ws-a",
+            version: 1,
+        };
         let wrapped = wrap_key(&master, ctx, &[7u8; 32]).unwrap();
         assert_eq!(unwrap_key(&master, ctx, &wrapped).unwrap().as_slice(), &[7u8; 32]);
-        assert_eq!(unwrap_key(&other, ctx, &wrapped).unwrap_err(), CryptoError::Integrity);
+        assert_eq!(
+            unwrap_key(&other, ctx, &wrapped).unwrap_err(),
+            CryptoError::Integrity
+        );
         let moved = WrapContext { owner: "ws-b", ..ctx };
-        assert_eq!(unwrap_key(&master, moved, &wrapped).unwrap_err(), CryptoError::Integrity);
+        assert_eq!(
+            unwrap_key(&master, moved, &wrapped).unwrap_err(),
+            CryptoError::Integrity
+        );
         let newer = WrapContext { version: 2, ..ctx };
-        assert_eq!(unwrap_key(&master, newer, &wrapped).unwrap_err(), CryptoError::Integrity);
-        let index = WrapContext { purpose: KeyPurpose::Index, ..ctx };
-        assert_eq!(unwrap_key(&master, index, &wrapped).unwrap_err(), CryptoError::Integrity);
+        assert_eq!(
+            unwrap_key(&master, newer, &wrapped).unwrap_err(),
+            CryptoError::Integrity
+        );
+        let index = WrapContext {
+            purpose: KeyPurpose::Index,
+            ..ctx
+        };
+        assert_eq!(
+            unwrap_key(&master, index, &wrapped).unwrap_err(),
+            CryptoError::Integrity
+        );
     }
 
     #[test]
@@ -279,6 +314,9 @@ mod tests {
 
     #[test]
     fn sha256_known_answer() {
-        assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }

@@ -12,8 +12,8 @@ mod error;
 pub mod jws;
 mod keys;
 mod random;
-mod secret;
 mod seal;
+mod secret;
 
 pub use aad::Aad;
 pub use error::CryptoError;

@@ -8,14 +8,18 @@ use crate::CryptoError;
 /// `N` bytes from the operating system's CSPRNG.
 pub fn random_bytes<const N: usize>() -> Result<[u8; N], CryptoError> {
     let mut out = [0u8; N];
-    SystemRandom::new().fill(&mut out).map_err(|_| CryptoError::Random)?;
+    SystemRandom::new()
+        .fill(&mut out)
+        .map_err(|_| CryptoError::Random)?;
     Ok(out)
 }
 
 /// 32 random bytes meant to become a key; zeroized when dropped.
 pub fn random_key_bytes() -> Result<Zeroizing<[u8; 32]>, CryptoError> {
     let mut out = Zeroizing::new([0u8; 32]);
-    SystemRandom::new().fill(out.as_mut()).map_err(|_| CryptoError::Random)?;
+    SystemRandom::new()
+        .fill(out.as_mut())
+        .map_err(|_| CryptoError::Random)?;
     Ok(out)
 }
 

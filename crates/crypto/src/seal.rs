@@ -151,8 +151,17 @@ mod tests {
     fn other_aad_or_key_fails() {
         let k = key(1, 1);
         let sealed = seal(&k, &Aad::new("t").field("row-1"), b"v").unwrap();
-        assert_eq!(open(&k, &Aad::new("t").field("row-2"), &sealed), Err(CryptoError::Integrity));
-        assert_eq!(open(&key(1, 2), &Aad::new("t").field("row-1"), &sealed), Err(CryptoError::Integrity));
-        assert_eq!(open(&key(2, 1), &Aad::new("t").field("row-1"), &sealed), Err(CryptoError::Integrity));
+        assert_eq!(
+            open(&k, &Aad::new("t").field("row-2"), &sealed),
+            Err(CryptoError::Integrity)
+        );
+        assert_eq!(
+            open(&key(1, 2), &Aad::new("t").field("row-1"), &sealed),
+            Err(CryptoError::Integrity)
+        );
+        assert_eq!(
+            open(&key(2, 1), &Aad::new("t").field("row-1"), &sealed),
+            Err(CryptoError::Integrity)
+        );
     }
 }

@@ -1,0 +1,309 @@
+//! `POST /auth/callback` with an upstream ID token: verify it for the application that trusts its
+//! issuer, find or create the user, open a login session within the plan's limits, and issue a
+//! SESSION JWT.
+//!
+//! The hosted login's authorization-code mode arrives at the same endpoint later; it shares everything
+//! after "who is this user".
+
+use std::time::Duration;
+
+use secureflows_crypto::{Aad, blind_index};
+
+use crate::auth::token::{IssuedToken, TokenKind};
+use crate::auth::upstream::{self, UpstreamIdentity};
+use crate::keyring::WorkspaceKeys;
+use crate::model::NewIdentity;
+use crate::store::{NewUser, SessionAdmission, SessionLimits};
+use crate::{
+    Application, ApplicationId, AuthFailure, Error, ForbiddenReason, LimitKind, LoginSession, Result, Role,
+    Services, SessionId, Timestamp, User, UserId, UserStatus, WorkspaceId,
+};
+
+/// The outcome of a successful sign-in.
+#[derive(Debug, Clone)]
+pub struct SignedIn {
+    /// The SESSION JWT.
+    pub token: IssuedToken,
+    /// The new login session.
+    pub session: SessionId,
+    /// The user.
+    pub user: UserId,
+    /// The application.
+    pub application: ApplicationId,
+    /// The workspace.
+    pub workspace: WorkspaceId,
+}
+
+impl Services {
+    /// Exchanges an upstream ID token for a SESSION JWT. `client_id` is needed only when several
+    /// applications trust the same issuer and audience.
+    pub async fn exchange_id_token(
+        &self,
+        id_token: &str,
+        client_id: Option<ApplicationId>,
+    ) -> Result<SignedIn> {
+        let app = self.application_for_id_token(id_token, client_id).await?;
+        let trust = app.trust.as_ref().ok_or_else(Error::invalid_token)?;
+        let now = self.clock.now();
+        let identity =
+            upstream::verify_id_token(self.upstream.as_ref(), id_token, trust, self.settings.leeway, now)
+                .await?;
+
+        // SECURITY: an ID token is exchanged once; a replay (stolen token, double submit) gets 401.
+        let token_hash = secureflows_crypto::sha256(id_token.as_bytes());
+        if !self
+            .stores
+            .used_tokens
+            .mark_used(&token_hash, identity.expires_at)
+            .await?
+        {
+            return Err(Error::Unauthenticated(AuthFailure::Replayed));
+        }
+        self.sign_in(&app, &identity, now).await
+    }
+
+    async fn application_for_id_token(
+        &self,
+        id_token: &str,
+        client_id: Option<ApplicationId>,
+    ) -> Result<Application> {
+        let route = upstream::routing_claims(id_token)?;
+        let mut candidates = Vec::new();
+        for audience in route.audiences.iter().take(8) {
+            candidates.extend(
+                self.stores
+                    .applications
+                    .find_applications_trusting(&route.issuer, audience)
+                    .await?,
+            );
+        }
+        candidates.dedup_by_key(|a| a.id);
+        if let Some(id) = client_id {
+            candidates.retain(|a| a.id == id);
+        }
+        match candidates.len() {
+            0 => Err(Error::invalid_token()),
+            1 => Ok(candidates.remove(0)),
+            _ => Err(Error::Malformed(
+                "several applications trust this issuer and audience: send client_id".to_owned(),
+            )),
+        }
+    }
+
+    async fn sign_in(
+        &self,
+        app: &Application,
+        identity: &UpstreamIdentity,
+        now: Timestamp,
+    ) -> Result<SignedIn> {
+        let workspace = self
+            .stores
+            .workspaces
+            .find_workspace(app.workspace_id)
+            .await?
+            .ok_or_else(Error::invalid_token)?;
+        let keys = self
+            .keys
+            .workspace_keys(workspace.id, self.state.trusted())
+            .await?;
+        let user = self
+            .find_or_create_user(workspace.id, &keys, identity, now)
+            .await?;
+        if user.status != UserStatus::Active {
+            return Err(Error::Forbidden(ForbiddenReason::AccountLocked));
+        }
+
+        let limits = self.plans.limits(workspace.plan);
+        let session = LoginSession {
+            id: SessionId::new(),
+            workspace_id: workspace.id,
+            application_id: app.id,
+            user_id: user.id,
+            created_at: now,
+            expires_at: now.plus(app.token_ttl),
+            ended_at: None,
+        };
+        let admission = self
+            .stores
+            .sessions
+            .insert_session_within_limits(
+                &session,
+                SessionLimits {
+                    per_workspace: limits.max_sessions_per_workspace,
+                    per_user: limits.max_sessions_per_user,
+                },
+                now,
+            )
+            .await?;
+        if let SessionAdmission::Full { earliest_expiry } = admission {
+            let retry_after = earliest_expiry.since(now).max(Duration::from_secs(1));
+            return Err(Error::Limited {
+                kind: LimitKind::Sessions,
+                retry_after,
+            });
+        }
+        let token = self.tokens.issue(
+            TokenKind::Session,
+            app.id.to_string(),
+            workspace.id,
+            user.id,
+            session.id,
+            user.role,
+            user.revision,
+            app.token_ttl,
+            now,
+        )?;
+        Ok(SignedIn {
+            token,
+            session: session.id,
+            user: user.id,
+            application: app.id,
+            workspace: workspace.id,
+        })
+    }
+
+    async fn find_or_create_user(
+        &self,
+        workspace: WorkspaceId,
+        keys: &WorkspaceKeys,
+        identity: &UpstreamIdentity,
+        now: Timestamp,
+    ) -> Result<User> {
+        // SECURITY: identities are keyed by (issuer, subject), never linked or merged by e-mail.
+        let identity_index = blind_index(
+            keys.index(),
+            &Aad::new("sf.identity.v1")
+                .field(&identity.issuer)
+                .field(&identity.subject),
+        );
+        let email_index = identity.email.as_deref().map(|e| email_index(keys, e));
+        if let Some(user) = self
+            .stores
+            .users
+            .find_user_by_identity(workspace, &identity_index)
+            .await?
+        {
+            if email_index.is_some() && user.email_index.as_deref() != email_index.as_ref().map(|i| &i[..]) {
+                let (email_sealed, name_sealed) = seal_profile(keys, workspace, user.id, identity)?;
+                self.stores
+                    .users
+                    .update_profile(
+                        workspace,
+                        user.id,
+                        email_sealed.as_deref(),
+                        email_index.as_ref().map(|i| &i[..]),
+                        name_sealed.as_deref(),
+                        now,
+                    )
+                    .await?;
+            }
+            return Ok(user);
+        }
+
+        let user_id = UserId::new();
+        let (email_sealed, name_sealed) = seal_profile(keys, workspace, user_id, identity)?;
+        let subject = serde_json::json!({"iss": identity.issuer, "sub": identity.subject}).to_string();
+        let identity_sealed = keys.seal(
+            &Aad::new("sf.identity.v1")
+                .field(workspace.to_string())
+                .field(user_id.to_string())
+                .field(identity_index),
+            subject.as_bytes(),
+        )?;
+        let user = User {
+            id: user_id,
+            workspace_id: workspace,
+            role: Role::User,
+            revision: 1,
+            status: UserStatus::Active,
+            email_sealed,
+            email_index: email_index.map(|i| i.to_vec()),
+            name_sealed,
+            created_at: now,
+            updated_at: now,
+        };
+        let new = NewUser {
+            user: user.clone(),
+            identity: NewIdentity {
+                index: identity_index.to_vec(),
+                sealed: identity_sealed,
+            },
+        };
+        match self.stores.users.insert_user(&new).await {
+            Ok(()) => Ok(user),
+            // The same person signed in twice at once: the other request created the user.
+            Err(Error::Conflict(_)) => self
+                .stores
+                .users
+                .find_user_by_identity(workspace, &identity_index)
+                .await?
+                .ok_or(Error::Conflict("user identity")),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The keyed hash under which an e-mail address is looked up: trimmed and lowercased, so the same
+/// address in another case finds the same user.
+pub fn email_index(keys: &WorkspaceKeys, email: &str) -> [u8; 32] {
+    blind_index(
+        keys.index(),
+        &Aad::new("sf.email.v1").field(email.trim().to_lowercase()),
+    )
+}
+
+/// Seals a user's e-mail address.
+pub fn seal_email(
+    keys: &WorkspaceKeys,
+    workspace: WorkspaceId,
+    user: UserId,
+    email: &str,
+) -> Result<Vec<u8>> {
+    keys.seal(&email_aad(workspace, user), email.as_bytes())
+}
+
+/// Opens a user's e-mail address.
+pub fn open_email(
+    keys: &WorkspaceKeys,
+    workspace: WorkspaceId,
+    user: UserId,
+    sealed: &[u8],
+) -> Result<String> {
+    let plain = keys.open(&email_aad(workspace, user), sealed)?;
+    String::from_utf8(plain).map_err(|_| Error::Integrity("sealed e-mail is not UTF-8"))
+}
+
+fn email_aad(workspace: WorkspaceId, user: UserId) -> Aad {
+    Aad::new("sf.user.email.v1")
+        .field(workspace.to_string())
+        .field(user.to_string())
+}
+
+/// Sealed e-mail and name.
+type SealedProfile = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+fn seal_profile(
+    keys: &WorkspaceKeys,
+    workspace: WorkspaceId,
+    user: UserId,
+    identity: &UpstreamIdentity,
+) -> Result<SealedProfile> {
+    let email = identity
+        .email
+        .as_deref()
+        .map(|e| seal_email(keys, workspace, user, e))
+        .transpose()?;
+    let name = identity
+        .name
+        .as_deref()
+        .map(|n| {
+            keys.seal(
+                &Aad::new("sf.user.name.v1")
+                    .field(workspace.to_string())
+                    .field(user.to_string()),
+                n.as_bytes(),
+            )
+        })
+        .transpose()?;
+    Ok((email, name))
+}

@@ -1,0 +1,227 @@
+//! Domain records as the services see them. Sealed fields stay sealed here; only services open them.
+
+use std::time::Duration;
+
+use crate::{ApplicationId, Plan, Role, SessionId, Timestamp, UserId, WorkspaceId};
+
+/// A tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workspace {
+    /// Id.
+    pub id: WorkspaceId,
+    /// Display name (organisation metadata, not personal data).
+    pub name: String,
+    /// Plan.
+    pub plan: Plan,
+    /// Created.
+    pub created_at: Timestamp,
+    /// Last changed.
+    pub updated_at: Timestamp,
+}
+
+/// The upstream OpenID Connect issuer an application trusts for `POST /auth/callback` with an ID token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTrust {
+    /// Exact `iss` value.
+    pub issuer: String,
+    /// The `aud` the ID token must contain (our client id at the upstream provider).
+    pub audience: String,
+}
+
+/// A registered application of a workspace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Application {
+    /// Id; also the public client id and the audience of its session tokens.
+    pub id: ApplicationId,
+    /// Owning workspace.
+    pub workspace_id: WorkspaceId,
+    /// Display name.
+    pub name: String,
+    /// Trusted upstream issuer, if any.
+    pub trust: Option<UpstreamTrust>,
+    /// Browser origins allowed to call the Session API with this application's tokens (exact strings).
+    pub allowed_origins: Vec<String>,
+    /// Lifetime of vault values since their last write.
+    pub data_ttl: Duration,
+    /// Lifetime of access tokens.
+    pub token_ttl: Duration,
+    /// Created.
+    pub created_at: Timestamp,
+    /// Last changed.
+    pub updated_at: Timestamp,
+}
+
+/// Whether a user may sign in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserStatus {
+    /// Normal.
+    Active,
+    /// Locked by an administrator.
+    Locked,
+}
+
+impl UserStatus {
+    /// Stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserStatus::Active => "active",
+            UserStatus::Locked => "locked",
+        }
+    }
+
+    /// Parses the stable name.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "active" => Some(UserStatus::Active),
+            "locked" => Some(UserStatus::Locked),
+            _ => None,
+        }
+    }
+}
+
+/// A user of a workspace. E-mail and name are sealed under the workspace data key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// Id.
+    pub id: UserId,
+    /// Workspace.
+    pub workspace_id: WorkspaceId,
+    /// Role.
+    pub role: Role,
+    /// Token revision: every token carries it; raising it ends every login session.
+    pub revision: i64,
+    /// Status.
+    pub status: UserStatus,
+    /// Sealed e-mail address.
+    pub email_sealed: Option<Vec<u8>>,
+    /// Keyed hash of the normalised e-mail address (look-ups without the clear value).
+    pub email_index: Option<Vec<u8>>,
+    /// Sealed display name.
+    pub name_sealed: Option<Vec<u8>>,
+    /// Created.
+    pub created_at: Timestamp,
+    /// Last changed.
+    pub updated_at: Timestamp,
+}
+
+/// An upstream identity that signs a user in, keyed by a keyed hash of (issuer, subject).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewIdentity {
+    /// Keyed hash of (issuer, subject).
+    pub index: Vec<u8>,
+    /// Sealed (issuer, subject), for display to administrators.
+    pub sealed: Vec<u8>,
+}
+
+/// One signed-in device or browser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginSession {
+    /// Id (`sid`).
+    pub id: SessionId,
+    /// Workspace.
+    pub workspace_id: WorkspaceId,
+    /// Application signed in to.
+    pub application_id: ApplicationId,
+    /// User.
+    pub user_id: UserId,
+    /// Started.
+    pub created_at: Timestamp,
+    /// When the session stops being active on its own (its last credential expires).
+    pub expires_at: Timestamp,
+    /// When it was ended by logout or revocation.
+    pub ended_at: Option<Timestamp>,
+}
+
+impl LoginSession {
+    /// Whether the session still counts as signed in at `now`.
+    pub fn is_active(&self, now: Timestamp) -> bool {
+        self.ended_at.is_none() && self.expires_at > now
+    }
+}
+
+/// A change that other nodes must drop from their caches. Written in the same transaction as the
+/// change; PostgreSQL also sends a NOTIFY so nodes learn of it at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Invalidation {
+    /// Workspace metadata or plan changed, or the workspace was deleted.
+    Workspace(WorkspaceId),
+    /// An application was created, changed or deleted.
+    Application(ApplicationId),
+    /// A user's revision, role or status changed.
+    User(WorkspaceId, UserId),
+    /// A login session ended.
+    Session(WorkspaceId, SessionId),
+    /// A workspace's keys were rotated or destroyed.
+    Keys(WorkspaceId),
+    /// The instance's signing keys changed.
+    SigningKeys,
+}
+
+impl Invalidation {
+    /// Stable kind name (stored).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Invalidation::Workspace(_) => "workspace",
+            Invalidation::Application(_) => "application",
+            Invalidation::User(..) => "user",
+            Invalidation::Session(..) => "session",
+            Invalidation::Keys(_) => "keys",
+            Invalidation::SigningKeys => "signing_keys",
+        }
+    }
+
+    /// The subject as stored: `workspace[/id]`.
+    pub fn subject(&self) -> String {
+        match self {
+            Invalidation::Workspace(w) | Invalidation::Keys(w) => w.to_string(),
+            Invalidation::Application(a) => a.to_string(),
+            Invalidation::User(w, u) => format!("{w}/{u}"),
+            Invalidation::Session(w, s) => format!("{w}/{s}"),
+            Invalidation::SigningKeys => String::new(),
+        }
+    }
+
+    /// Parses what [`Invalidation::kind`] and [`Invalidation::subject`] stored.
+    pub fn parse(kind: &str, subject: &str) -> Option<Invalidation> {
+        let pair = || {
+            let (a, b) = subject.split_once('/')?;
+            Some((a.parse().ok()?, b))
+        };
+        Some(match kind {
+            "workspace" => Invalidation::Workspace(subject.parse().ok()?),
+            "keys" => Invalidation::Keys(subject.parse().ok()?),
+            "application" => Invalidation::Application(subject.parse().ok()?),
+            "user" => {
+                let (w, u) = pair()?;
+                Invalidation::User(w, u.parse().ok()?)
+            }
+            "session" => {
+                let (w, s) = pair()?;
+                Invalidation::Session(w, s.parse().ok()?)
+            }
+            "signing_keys" => Invalidation::SigningKeys,
+            _ => return None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalidations_round_trip() {
+        let w = WorkspaceId::new();
+        for inv in [
+            Invalidation::Workspace(w),
+            Invalidation::Keys(w),
+            Invalidation::Application(ApplicationId::new()),
+            Invalidation::User(w, UserId::new()),
+            Invalidation::Session(w, SessionId::new()),
+            Invalidation::SigningKeys,
+        ] {
+            assert_eq!(Invalidation::parse(inv.kind(), &inv.subject()), Some(inv));
+        }
+        assert_eq!(Invalidation::parse("user", "nonsense"), None);
+    }
+}

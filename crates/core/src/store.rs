@@ -1,0 +1,439 @@
+//! The store traits: one narrow trait per aggregate. Each backend (SQLite, PostgreSQL) implements all of
+//! them; `Stores` holds the chosen backend behind trait objects.
+//!
+//! Rules every implementation keeps:
+//! * every workspace-owned method takes the `WorkspaceId` and filters on it;
+//! * a change that other nodes cache writes its [`Invalidation`] in the same transaction;
+//! * a multi-row change is one transaction inside one method;
+//! * driver errors become `Error::Conflict` (named unique constraint), `Error::NotFound` or
+//!   `Error::Internal` / `Error::Unavailable` (connection lost), never a driver message to a client.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use secureflows_crypto::KeyPurpose;
+
+use crate::model::NewIdentity;
+use crate::{
+    Application, ApplicationId, Invalidation, LoginSession, Plan, Result, SessionId, Timestamp, User, UserId,
+    Workspace, WorkspaceId,
+};
+
+/// Workspaces.
+#[async_trait]
+pub trait WorkspaceStore: Send + Sync {
+    /// Inserts a workspace.
+    async fn insert_workspace(&self, workspace: &Workspace) -> Result<()>;
+    /// The workspace, if it exists.
+    async fn find_workspace(&self, id: WorkspaceId) -> Result<Option<Workspace>>;
+    /// All workspaces (operator listing).
+    async fn list_workspaces(&self) -> Result<Vec<Workspace>>;
+    /// Changes the plan. `NotFound` if the workspace does not exist.
+    async fn update_plan(&self, id: WorkspaceId, plan: Plan, now: Timestamp) -> Result<()>;
+    /// Deletes the workspace and everything it owns. `NotFound` if it does not exist.
+    async fn delete_workspace(&self, id: WorkspaceId) -> Result<()>;
+    /// Whether any workspace exists (guards against starting over existing data with a new master key).
+    async fn any_workspace(&self) -> Result<bool>;
+}
+
+/// Applications.
+#[async_trait]
+pub trait ApplicationStore: Send + Sync {
+    /// Inserts an application.
+    async fn insert_application(&self, app: &Application) -> Result<()>;
+    /// The application with this client id, in any workspace: a session token's audience names it, and
+    /// callers then check that it belongs to the token's workspace.
+    async fn find_application(&self, id: ApplicationId) -> Result<Option<Application>>;
+    /// Applications of any workspace that trust exactly this upstream issuer and audience.
+    async fn find_applications_trusting(&self, issuer: &str, audience: &str) -> Result<Vec<Application>>;
+    /// A workspace's applications.
+    async fn list_applications(&self, workspace: WorkspaceId) -> Result<Vec<Application>>;
+    /// Every origin any application allows (answers CORS preflights, which carry no token).
+    async fn list_allowed_origins(&self) -> Result<Vec<String>>;
+}
+
+/// What a new user is created with.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    /// The user.
+    pub user: User,
+    /// The identity that signed them in first.
+    pub identity: NewIdentity,
+}
+
+/// Users and their upstream identities.
+#[async_trait]
+pub trait UserStore: Send + Sync {
+    /// The user an identity (keyed hash of issuer and subject) belongs to.
+    async fn find_user_by_identity(
+        &self,
+        workspace: WorkspaceId,
+        identity_index: &[u8],
+    ) -> Result<Option<User>>;
+    /// Inserts a user with their first identity. `Conflict` if the identity already exists.
+    async fn insert_user(&self, new: &NewUser) -> Result<()>;
+    /// Replaces sealed profile fields.
+    async fn update_profile(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+        email_sealed: Option<&[u8]>,
+        email_index: Option<&[u8]>,
+        name_sealed: Option<&[u8]>,
+        now: Timestamp,
+    ) -> Result<()>;
+    /// The user, if in this workspace.
+    async fn find_user(&self, workspace: WorkspaceId, user: UserId) -> Result<Option<User>>;
+    /// Raises the token revision and ends every login session of the user, in one transaction.
+    /// Returns the new revision. `NotFound` if the user is not in this workspace.
+    async fn raise_revision(&self, workspace: WorkspaceId, user: UserId, now: Timestamp) -> Result<i64>;
+}
+
+/// The concurrent-session limits that apply to a new login session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// Active sessions allowed in the workspace.
+    pub per_workspace: u32,
+    /// Active sessions allowed for the user.
+    pub per_user: u32,
+}
+
+/// Whether a new login session was admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionAdmission {
+    /// Inserted.
+    Admitted,
+    /// Refused: a limit is reached; the earliest active session of the full scope expires at this time.
+    Full {
+        /// When a slot frees up on its own.
+        earliest_expiry: Timestamp,
+    },
+}
+
+/// Login sessions.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// Counts active sessions and inserts the new one only if both limits allow it, atomically: two
+    /// concurrent sign-ins can never both take the last slot.
+    async fn insert_session_within_limits(
+        &self,
+        session: &LoginSession,
+        limits: SessionLimits,
+        now: Timestamp,
+    ) -> Result<SessionAdmission>;
+    /// The session, if in this workspace.
+    async fn find_session(&self, workspace: WorkspaceId, id: SessionId) -> Result<Option<LoginSession>>;
+    /// Ends one session (logout). Returns whether it was active.
+    async fn end_session(&self, workspace: WorkspaceId, id: SessionId, now: Timestamp) -> Result<bool>;
+    /// Deletes sessions that ended or expired before `before` (retention).
+    async fn purge_sessions(&self, before: Timestamp) -> Result<u64>;
+}
+
+/// Where one vault value lives. `key_index` is the keyed hash of the key name; the name itself is
+/// stored only sealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultLocator {
+    /// Workspace.
+    pub workspace_id: WorkspaceId,
+    /// Application.
+    pub application_id: ApplicationId,
+    /// User.
+    pub user_id: UserId,
+    /// Keyed hash of the key name.
+    pub key_index: [u8; 32],
+}
+
+/// A vault write.
+#[derive(Debug, Clone)]
+pub struct VaultWrite {
+    /// Where.
+    pub locator: VaultLocator,
+    /// Sealed key name.
+    pub name_sealed: Vec<u8>,
+    /// Sealed content type and value.
+    pub value_sealed: Vec<u8>,
+    /// Plaintext value size in bytes.
+    pub size: u64,
+    /// Write time.
+    pub now: Timestamp,
+    /// When the value expires unless written again.
+    pub expires_at: Timestamp,
+    /// Keys the user may hold in this application; a new key beyond it is refused.
+    pub max_keys: u32,
+}
+
+/// Result of a vault write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// A new key; created at the write time.
+    Created,
+    /// An existing key was overwritten; it was first created at this time.
+    Replaced {
+        /// Original creation time.
+        created_at: Timestamp,
+    },
+    /// A new key, refused: the user already holds `max_keys` keys.
+    QuotaExceeded,
+}
+
+/// A stored vault value (sealed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultEntry {
+    /// Keyed hash of the key name.
+    pub key_index: Vec<u8>,
+    /// Sealed key name.
+    pub name_sealed: Vec<u8>,
+    /// Sealed content type and value (empty in listings).
+    pub value_sealed: Vec<u8>,
+    /// Plaintext size.
+    pub size: u64,
+    /// First written.
+    pub created_at: Timestamp,
+    /// Last written.
+    pub updated_at: Timestamp,
+    /// Expires.
+    pub expires_at: Timestamp,
+}
+
+/// The session vault.
+#[async_trait]
+pub trait VaultStore: Send + Sync {
+    /// Inserts or replaces a value, enforcing the key quota atomically. The write is durable when this
+    /// returns.
+    async fn put_value(&self, write: &VaultWrite) -> Result<PutOutcome>;
+    /// The value, unless missing or expired at `now`.
+    async fn get_value(&self, locator: &VaultLocator, now: Timestamp) -> Result<Option<VaultEntry>>;
+    /// The user's unexpired values in one application, without their sealed values.
+    async fn list_values(
+        &self,
+        workspace: WorkspaceId,
+        application: ApplicationId,
+        user: UserId,
+        now: Timestamp,
+    ) -> Result<Vec<VaultEntry>>;
+    /// Deletes a value. Returns whether an unexpired value was there.
+    async fn delete_value(&self, locator: &VaultLocator, now: Timestamp) -> Result<bool>;
+    /// Deletes up to `limit` values that expired before `now`.
+    async fn purge_expired_values(&self, now: Timestamp, limit: u32) -> Result<u64>;
+}
+
+/// One API-access log record, as stored (the key name sealed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessEntry {
+    /// Workspace, when the caller was identified.
+    pub workspace_id: Option<WorkspaceId>,
+    /// Application, when identified.
+    pub application_id: Option<ApplicationId>,
+    /// User, when identified.
+    pub user_id: Option<UserId>,
+    /// HTTP method.
+    pub method: String,
+    /// Route template, e.g. `/api/v1/sessions/get/{key}`.
+    pub route: String,
+    /// Sealed key name, when the route names one and the workspace is known.
+    pub key_sealed: Option<Vec<u8>>,
+    /// Response status.
+    pub status: u16,
+    /// Request body bytes.
+    pub bytes_in: u64,
+    /// Response body bytes.
+    pub bytes_out: u64,
+    /// Client address (the peer, or the configured proxy's forwarded address).
+    pub client_ip: String,
+    /// User agent, neutralised and truncated.
+    pub user_agent: String,
+    /// Request id.
+    pub request_id: String,
+    /// Server time spent, microseconds.
+    pub duration_us: u64,
+    /// When.
+    pub at: Timestamp,
+}
+
+/// The API-access log.
+#[async_trait]
+pub trait AccessLogStore: Send + Sync {
+    /// Appends records in one transaction.
+    async fn append_access(&self, entries: &[AccessEntry]) -> Result<()>;
+    /// A workspace's most recent records, newest first.
+    async fn list_access(&self, workspace: WorkspaceId, limit: u32) -> Result<Vec<AccessEntry>>;
+}
+
+/// The invalidation log that keeps caches of several nodes correct.
+#[async_trait]
+pub trait CoordStore: Send + Sync {
+    /// Records an invalidation on its own (for changes outside this database, e.g. the key ring).
+    async fn publish(&self, invalidation: Invalidation) -> Result<()>;
+    /// Invalidations with a sequence number above `after`, and those recorded at or after `since`
+    /// (a look-back that catches transactions that committed out of sequence order).
+    async fn invalidations(&self, after: i64, since: Timestamp) -> Result<Vec<(i64, Invalidation)>>;
+    /// Deletes invalidations recorded before `before`.
+    async fn prune_invalidations(&self, before: Timestamp) -> Result<u64>;
+    /// A notifier that fires when another node published something, if the backend can push.
+    fn wakeups(&self) -> Option<Arc<tokio::sync::Notify>>;
+}
+
+/// Single-use credentials (upstream ID tokens already exchanged).
+#[async_trait]
+pub trait UsedTokenStore: Send + Sync {
+    /// Records the hash; `false` if it was already recorded.
+    async fn mark_used(&self, token_hash: &[u8; 32], expires_at: Timestamp) -> Result<bool>;
+    /// Forgets hashes that expired before `now`.
+    async fn purge_used(&self, now: Timestamp) -> Result<u64>;
+}
+
+/// Readiness.
+#[async_trait]
+pub trait HealthStore: Send + Sync {
+    /// Database reachable and every migration applied.
+    async fn check_ready(&self) -> Result<()>;
+}
+
+/// One wrapped workspace key in the key ring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    /// Workspace id.
+    pub owner: String,
+    /// Data or index.
+    pub purpose: KeyPurpose,
+    /// Version.
+    pub version: u32,
+    /// Wrapped by the master key.
+    pub wrapped: Vec<u8>,
+    /// Which master key wrapped it.
+    pub master_key_id: String,
+    /// Whether new writes use it.
+    pub active: bool,
+    /// Created.
+    pub created_at: Timestamp,
+}
+
+/// One wrapped JWT signing key in the key ring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSigningKey {
+    /// Key id.
+    pub kid: String,
+    /// Algorithm (`RS256`, `EdDSA`).
+    pub alg: String,
+    /// Private key wrapped by the master key.
+    pub wrapped: Vec<u8>,
+    /// Public JWK as JSON.
+    pub public_jwk: String,
+    /// Which master key wrapped it.
+    pub master_key_id: String,
+    /// Created.
+    pub created_at: Timestamp,
+    /// When it stopped signing (it still verifies until its tokens expire).
+    pub retired_at: Option<Timestamp>,
+}
+
+/// The key ring: wrapped keys, kept in a store of its own so that backups of the data never contain
+/// key material, and deleting a workspace's keys cannot be undone by restoring a data backup.
+#[async_trait]
+pub trait KeyringStore: Send + Sync {
+    /// Whether the key ring holds no key at all (a fresh install).
+    async fn is_empty(&self) -> Result<bool>;
+    /// The distinct master key ids that wrapped the stored keys.
+    async fn master_key_ids(&self) -> Result<Vec<String>>;
+    /// Inserts a workspace's first keys. `Conflict` if the workspace's keys were destroyed before.
+    async fn insert_keys(&self, keys: &[StoredKey]) -> Result<()>;
+    /// Every key of a workspace.
+    async fn workspace_keys(&self, workspace: &str) -> Result<Vec<StoredKey>>;
+    /// Adds a data-key version and makes it the only active one.
+    async fn add_data_key(&self, key: &StoredKey) -> Result<()>;
+    /// Deletes every key of the workspace and records its destruction, so that no key can be stored
+    /// for that workspace id again. Storage is overwritten, not just unlinked, where the backend allows.
+    async fn destroy_workspace_keys(&self, workspace: &str, now: Timestamp) -> Result<()>;
+    /// Whether the workspace's keys were destroyed.
+    async fn is_destroyed(&self, workspace: &str) -> Result<bool>;
+    /// All signing keys.
+    async fn signing_keys(&self) -> Result<Vec<StoredSigningKey>>;
+    /// Adds a signing key as the active one; the previous active key is retired at `now`.
+    async fn insert_signing_key(&self, key: &StoredSigningKey, now: Timestamp) -> Result<()>;
+    /// Deletes signing keys retired before `before`.
+    async fn delete_signing_keys_retired_before(&self, before: Timestamp) -> Result<u64>;
+    /// Every stored key (for master-key rotation).
+    async fn all_keys(&self) -> Result<(Vec<StoredKey>, Vec<StoredSigningKey>)>;
+    /// Replaces the wrapped bytes and master key id of the given keys in one transaction.
+    async fn replace_wrapped(&self, keys: &[StoredKey], signing: &[StoredSigningKey]) -> Result<()>;
+    /// Key ring reachable and migrated.
+    async fn check_ready(&self) -> Result<()>;
+}
+
+/// The chosen backend, behind one trait object per aggregate.
+#[derive(Clone)]
+pub struct Stores {
+    /// Workspaces.
+    pub workspaces: Arc<dyn WorkspaceStore>,
+    /// Applications.
+    pub applications: Arc<dyn ApplicationStore>,
+    /// Users.
+    pub users: Arc<dyn UserStore>,
+    /// Login sessions.
+    pub sessions: Arc<dyn SessionStore>,
+    /// Vault.
+    pub vault: Arc<dyn VaultStore>,
+    /// API-access log.
+    pub access: Arc<dyn AccessLogStore>,
+    /// Invalidation log.
+    pub coord: Arc<dyn CoordStore>,
+    /// Single-use credentials.
+    pub used_tokens: Arc<dyn UsedTokenStore>,
+    /// Readiness of the data store.
+    pub health: Arc<dyn HealthStore>,
+    /// Key ring.
+    pub keyring: Arc<dyn KeyringStore>,
+}
+
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Stores")
+    }
+}
+
+/// Implemented by a backend's data store: everything but the key ring.
+pub trait DataStore:
+    WorkspaceStore
+    + ApplicationStore
+    + UserStore
+    + SessionStore
+    + VaultStore
+    + AccessLogStore
+    + CoordStore
+    + UsedTokenStore
+    + HealthStore
+    + 'static
+{
+}
+
+impl<T> DataStore for T where
+    T: WorkspaceStore
+        + ApplicationStore
+        + UserStore
+        + SessionStore
+        + VaultStore
+        + AccessLogStore
+        + CoordStore
+        + UsedTokenStore
+        + HealthStore
+        + 'static
+{
+}
+
+impl Stores {
+    /// Assembles `Stores` from one data store and one key ring.
+    pub fn new<D: DataStore, K: KeyringStore + 'static>(data: Arc<D>, keyring: Arc<K>) -> Stores {
+        Stores {
+            workspaces: data.clone(),
+            applications: data.clone(),
+            users: data.clone(),
+            sessions: data.clone(),
+            vault: data.clone(),
+            access: data.clone(),
+            coord: data.clone(),
+            used_tokens: data.clone(),
+            health: data,
+            keyring,
+        }
+    }
+}

@@ -1,0 +1,386 @@
+//! The session vault: per-user key/value data of one application, sealed under the workspace's data
+//! key before it is written.
+//!
+//! Key names are validated by one grammar ([`VaultKey`]) and compared byte for byte. In storage a name
+//! exists only as a keyed hash (for look-up) and sealed (for listing). Values are sealed together with
+//! their content type; the associated data binds workspace, application, user and key name, so a
+//! ciphertext copied onto another row fails to open.
+
+use std::fmt;
+
+use secureflows_crypto::{Aad, blind_index};
+
+use crate::auth::session::SessionCaller;
+use crate::keyring::WorkspaceKeys;
+use crate::store::{PutOutcome, VaultLocator, VaultWrite};
+use crate::{ApplicationId, Error, ForbiddenReason, Result, Services, Timestamp, UserId, WorkspaceId};
+
+/// Longest key name, in bytes.
+pub const MAX_KEY_LEN: usize = 128;
+/// Longest content type, in bytes.
+pub const MAX_CONTENT_TYPE_LEN: usize = 255;
+/// Content type of values stored without one.
+pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
+
+/// A vault key name: 1 to 128 characters from `A-Z a-z 0-9 . _ - :`, starting with a letter or digit,
+/// and never containing `..`. Case-sensitive; compared byte for byte.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct VaultKey(String);
+
+impl VaultKey {
+    /// Parses a key name, or says why it is not one (400).
+    pub fn parse(name: &str) -> Result<VaultKey> {
+        let bad = |why: &str| Err(Error::Malformed(format!("invalid key: {why}")));
+        if name.is_empty() {
+            return bad("empty");
+        }
+        if name.len() > MAX_KEY_LEN {
+            return bad("longer than 128 characters");
+        }
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
+        {
+            return bad("only A-Z a-z 0-9 . _ - : are allowed");
+        }
+        if !name.as_bytes()[0].is_ascii_alphanumeric() {
+            return bad("must start with a letter or digit");
+        }
+        if name.contains("..") {
+            return bad("must not contain '..'");
+        }
+        Ok(VaultKey(name.to_owned()))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for VaultKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Key names are user data: never in logs.
+        f.write_str("VaultKey(..)")
+    }
+}
+
+/// Validates a content type to store beside a value (visible ASCII and spaces, at most 255 bytes).
+pub fn parse_content_type(value: Option<&str>) -> Result<String> {
+    match value {
+        None | Some("") => Ok(DEFAULT_CONTENT_TYPE.to_owned()),
+        Some(ct) if ct.len() <= MAX_CONTENT_TYPE_LEN && ct.bytes().all(|b| (0x20..0x7f).contains(&b)) => {
+            Ok(ct.to_owned())
+        }
+        Some(_) => Err(Error::Malformed("invalid content type".to_owned())),
+    }
+}
+
+/// What the vault tells about a value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValueMeta {
+    /// Key name.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// First written.
+    pub created_at: Timestamp,
+    /// Last written.
+    pub updated_at: Timestamp,
+    /// Expires unless written again.
+    pub expires_at: Timestamp,
+}
+
+/// A value as stored by the caller.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredValue {
+    /// Content type given when it was stored.
+    pub content_type: String,
+    /// The bytes, exactly as stored.
+    pub bytes: Vec<u8>,
+    /// Metadata.
+    pub meta: ValueMeta,
+}
+
+impl fmt::Debug for StoredValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredValue")
+            .field("size", &self.bytes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether a set created the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetResult {
+    /// New key.
+    Created,
+    /// Replaced an existing value.
+    Replaced,
+}
+
+struct Place {
+    workspace: WorkspaceId,
+    application: ApplicationId,
+    user: UserId,
+}
+
+impl Place {
+    fn of(caller: &SessionCaller) -> Place {
+        Place {
+            workspace: caller.token.workspace,
+            application: caller.application.id,
+            user: caller.token.user,
+        }
+    }
+
+    fn key_index(&self, keys: &WorkspaceKeys, key: &str) -> [u8; 32] {
+        blind_index(
+            keys.index(),
+            &Aad::new("sf.vault.key.v1")
+                .field(self.application.to_string())
+                .field(self.user.to_string())
+                .field(key),
+        )
+    }
+
+    fn locator(&self, key_index: [u8; 32]) -> VaultLocator {
+        VaultLocator {
+            workspace_id: self.workspace,
+            application_id: self.application,
+            user_id: self.user,
+            key_index,
+        }
+    }
+
+    fn value_aad(&self, key: &str) -> Aad {
+        Aad::new("sf.vault.value.v1")
+            .field(self.workspace.to_string())
+            .field(self.application.to_string())
+            .field(self.user.to_string())
+            .field(key)
+    }
+
+    fn name_aad(&self, key_index: &[u8]) -> Aad {
+        Aad::new("sf.vault.name.v1")
+            .field(self.workspace.to_string())
+            .field(self.application.to_string())
+            .field(self.user.to_string())
+            .field(key_index)
+    }
+}
+
+fn encode_payload(content_type: &str, bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + content_type.len() + bytes.len());
+    out.push(u8::try_from(content_type.len()).unwrap_or(u8::MAX));
+    out.extend_from_slice(content_type.as_bytes());
+    out.extend_from_slice(bytes);
+    out
+}
+
+fn decode_payload(mut payload: Vec<u8>) -> Result<(String, Vec<u8>)> {
+    let len = usize::from(*payload.first().ok_or(Error::Integrity("empty vault payload"))?);
+    if payload.len() < 1 + len {
+        return Err(Error::Integrity("short vault payload"));
+    }
+    let content_type = String::from_utf8(payload[1..1 + len].to_vec())
+        .map_err(|_| Error::Integrity("vault content type is not UTF-8"))?;
+    payload.drain(..1 + len);
+    Ok((content_type, payload))
+}
+
+impl Services {
+    /// The largest value the caller's plan allows, in bytes.
+    pub fn value_limit(&self, caller: &SessionCaller) -> u64 {
+        caller.limits.max_value_bytes
+    }
+
+    /// Stores `bytes` with `content_type` under `key` for the caller. Durable when it returns.
+    ///
+    /// Errors: `TooLarge` (413) over the plan's value size; `Forbidden(QuotaExceeded)` (403) for a new
+    /// key beyond the plan's keys per user.
+    pub async fn set_value(
+        &self,
+        caller: &SessionCaller,
+        key: &VaultKey,
+        content_type: &str,
+        bytes: &[u8],
+    ) -> Result<(ValueMeta, SetResult)> {
+        let limit = self.value_limit(caller);
+        if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > limit {
+            return Err(Error::TooLarge { limit });
+        }
+        let place = Place::of(caller);
+        let keys = self
+            .keys
+            .workspace_keys(place.workspace, self.state.trusted())
+            .await?;
+        let key_index = place.key_index(&keys, key.as_str());
+        let value_sealed = keys.seal(
+            &place.value_aad(key.as_str()),
+            &encode_payload(content_type, bytes),
+        )?;
+        let name_sealed = keys.seal(&place.name_aad(&key_index), key.as_str().as_bytes())?;
+        let now = self.clock.now();
+        let expires_at = now.plus(caller.application.data_ttl);
+        let size = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+        let write = VaultWrite {
+            locator: place.locator(key_index),
+            name_sealed,
+            value_sealed,
+            size,
+            now,
+            expires_at,
+            max_keys: caller.limits.max_keys_per_user,
+        };
+        let (created_at, result) = match self.stores.vault.put_value(&write).await? {
+            PutOutcome::Created => (now, SetResult::Created),
+            PutOutcome::Replaced { created_at } => (created_at, SetResult::Replaced),
+            PutOutcome::QuotaExceeded => return Err(Error::Forbidden(ForbiddenReason::QuotaExceeded)),
+        };
+        let meta = ValueMeta {
+            key: key.as_str().to_owned(),
+            size,
+            created_at,
+            updated_at: now,
+            expires_at,
+        };
+        Ok((meta, result))
+    }
+
+    /// The caller's value under `key`, decrypted. `NotFound` if missing or expired.
+    pub async fn get_value(&self, caller: &SessionCaller, key: &VaultKey) -> Result<StoredValue> {
+        let place = Place::of(caller);
+        let keys = self
+            .keys
+            .workspace_keys(place.workspace, self.state.trusted())
+            .await?;
+        let key_index = place.key_index(&keys, key.as_str());
+        let now = self.clock.now();
+        let entry = self
+            .stores
+            .vault
+            .get_value(&place.locator(key_index), now)
+            .await?
+            .ok_or(Error::NotFound("value"))?;
+        let payload = keys.open(&place.value_aad(key.as_str()), &entry.value_sealed)?;
+        let (content_type, bytes) = decode_payload(payload)?;
+        Ok(StoredValue {
+            content_type,
+            bytes,
+            meta: ValueMeta {
+                key: key.as_str().to_owned(),
+                size: entry.size,
+                created_at: entry.created_at,
+                updated_at: entry.updated_at,
+                expires_at: entry.expires_at,
+            },
+        })
+    }
+
+    /// The caller's keys in this application, sorted by name.
+    pub async fn list_values(&self, caller: &SessionCaller) -> Result<Vec<ValueMeta>> {
+        let place = Place::of(caller);
+        let keys = self
+            .keys
+            .workspace_keys(place.workspace, self.state.trusted())
+            .await?;
+        let now = self.clock.now();
+        let entries = self
+            .stores
+            .vault
+            .list_values(place.workspace, place.application, place.user, now)
+            .await?;
+        let mut out = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let name = keys.open(&place.name_aad(&entry.key_index), &entry.name_sealed)?;
+            let key = String::from_utf8(name).map_err(|_| Error::Integrity("vault key name is not UTF-8"))?;
+            out.push(ValueMeta {
+                key,
+                size: entry.size,
+                created_at: entry.created_at,
+                updated_at: entry.updated_at,
+                expires_at: entry.expires_at,
+            });
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    /// Deletes the caller's value under `key`. `NotFound` if there was none.
+    pub async fn delete_value(&self, caller: &SessionCaller, key: &VaultKey) -> Result<()> {
+        let place = Place::of(caller);
+        let keys = self
+            .keys
+            .workspace_keys(place.workspace, self.state.trusted())
+            .await?;
+        let key_index = place.key_index(&keys, key.as_str());
+        let now = self.clock.now();
+        if self
+            .stores
+            .vault
+            .delete_value(&place.locator(key_index), now)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(Error::NotFound("value"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_grammar() {
+        for ok in [
+            "a",
+            "A1",
+            "profile.theme",
+            "cart:items",
+            "x-y_z.1",
+            &"k".repeat(128),
+        ] {
+            assert!(VaultKey::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "a/b",
+            "/abs",
+            "a..b",
+            ".hidden",
+            "-x",
+            "a b",
+            "a\0b",
+            "é",
+            "a\\b",
+            "%2e",
+            &"k".repeat(129),
+        ] {
+            assert!(VaultKey::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn payload_round_trip() {
+        let p = encode_payload("text/plain; charset=utf-8", b"\x00\xffhello");
+        let (ct, bytes) = decode_payload(p).unwrap();
+        assert_eq!(ct, "text/plain; charset=utf-8");
+        assert_eq!(bytes, b"\x00\xffhello");
+        assert!(decode_payload(vec![]).is_err());
+        assert!(decode_payload(vec![5, b'a']).is_err());
+    }
+
+    #[test]
+    fn content_types() {
+        assert_eq!(parse_content_type(None).unwrap(), DEFAULT_CONTENT_TYPE);
+        assert!(parse_content_type(Some("application/json")).is_ok());
+        assert!(parse_content_type(Some("a\r\nb")).is_err());
+        assert!(parse_content_type(Some(&"a".repeat(256))).is_err());
+    }
+}
