@@ -1,1 +1,98 @@
-//! placeholder
+//! PostgreSQL implementation of the secureFlows store traits (the cluster shape: several stateless
+//! nodes share one PostgreSQL).
+//!
+//! Cache coherence between nodes: every change that nodes cache is written to the `invalidation` table
+//! in the same transaction and announced with `NOTIFY secureflows_invalidation`; each node listens and
+//! reads the table (see `secureflows-server`'s coordinator).
+//!
+//! Durability: PostgreSQL's `synchronous_commit = on` (the default); a multi-row change is one
+//! transaction. Concurrency limits lock the workspace or user row (`FOR NO KEY UPDATE`) so that
+//! check-then-insert is atomic.
+
+mod data;
+mod error;
+mod keyring;
+mod listen;
+mod migrate;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use data::PgStore;
+pub use keyring::PgKeyring;
+pub use migrate::MigrationMode;
+
+use secureflows_core::store::Stores;
+use secureflows_core::{Error, Result};
+use sqlx::migrate::MigrateDatabase;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool, Postgres};
+
+/// Connection pool settings.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    /// Most connections per pool.
+    pub max_connections: u32,
+    /// How long a request waits for a connection before the database counts as unavailable.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings { max_connections: 16, acquire_timeout: Duration::from_secs(5) }
+    }
+}
+
+/// The key ring's URL when none is configured: the data database's name with `_keyring` appended.
+pub fn default_keyring_url(database_url: &str) -> Result<String> {
+    let mut url = url::Url::parse(database_url).map_err(|_| Error::Malformed("invalid database URL".into()))?;
+    let name = url.path().trim_start_matches('/').to_owned();
+    let name = if name.is_empty() { "postgres".to_owned() } else { name };
+    url.set_path(&format!("/{name}_keyring"));
+    Ok(url.to_string())
+}
+
+/// Creates the database named in `url` if it does not exist (needs the CREATEDB privilege).
+pub async fn ensure_database(url: &str) -> Result<()> {
+    let exists = Postgres::database_exists(url).await.map_err(error::map)?;
+    if !exists {
+        if let Err(e) = Postgres::create_database(url).await {
+            // Another node may have created it at the same moment.
+            if !Postgres::database_exists(url).await.map_err(error::map)? {
+                tracing::error!(error = %e, "cannot create database");
+                return Err(Error::Unavailable("cannot create the database; create it or grant CREATEDB"));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn pool(url: &str, settings: PoolSettings) -> Result<PgPool> {
+    let options: PgConnectOptions = url
+        .parse::<PgConnectOptions>()
+        .map_err(|_| Error::Malformed("invalid PostgreSQL URL".into()))?
+        .application_name("secureflows")
+        .log_statements(tracing::log::LevelFilter::Trace);
+    PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .min_connections(1)
+        .acquire_timeout(settings.acquire_timeout)
+        .connect_with(options)
+        .await
+        .map_err(error::map)
+}
+
+/// Connects to (and, with `MigrationMode::Apply`, migrates) the data and key-ring databases.
+pub async fn open_stores(
+    database_url: &str,
+    keyring_url: &str,
+    mode: MigrationMode,
+    settings: PoolSettings,
+) -> Result<(Stores, Arc<PgStore>)> {
+    if mode == MigrationMode::Apply {
+        ensure_database(keyring_url).await?;
+    }
+    let data = Arc::new(PgStore::connect(database_url, mode, settings).await?);
+    let keyring = Arc::new(PgKeyring::connect(keyring_url, mode, settings).await?);
+    Ok((Stores::new(data.clone(), keyring), data))
+}

@@ -1,0 +1,828 @@
+//! The data store: every trait but the key ring.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use secureflows_core::store::{
+    AccessEntry, AccessLogStore, ApplicationStore, CoordStore, HealthStore, NewUser, PutOutcome, SessionAdmission,
+    SessionLimits, SessionStore, UsedTokenStore, UserStore, VaultEntry, VaultLocator, VaultStore, VaultWrite,
+    WorkspaceStore,
+};
+use secureflows_core::{
+    Application, ApplicationId, Error, Invalidation, LoginSession, Plan, Result, Role, SessionId, Timestamp,
+    UpstreamTrust, User, UserId, UserStatus, Workspace, WorkspaceId,
+};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, PgPool, Row};
+use time::OffsetDateTime;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::error::SqlResult;
+use crate::migrate::{self, MigrationMode};
+use crate::{PoolSettings, listen};
+
+/// PostgreSQL data store.
+#[derive(Debug)]
+pub struct PgStore {
+    pool: PgPool,
+    wakeups: Arc<Notify>,
+}
+
+impl PgStore {
+    /// Connects, migrates or checks, and starts listening for invalidation notices.
+    pub async fn connect(url: &str, mode: MigrationMode, settings: PoolSettings) -> Result<PgStore> {
+        let pool = crate::pool(url, settings).await?;
+        migrate::run(&pool, &migrate::DATA, mode).await?;
+        let wakeups = Arc::new(Notify::new());
+        listen::spawn(pool.clone(), wakeups.clone());
+        Ok(PgStore { pool, wakeups })
+    }
+
+    /// The pool (tests read the tables raw).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+pub(crate) fn ts(t: Timestamp) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(t.millis()) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+pub(crate) fn from_ts(t: OffsetDateTime) -> Timestamp {
+    Timestamp::from_millis(i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0))
+}
+
+fn corrupt(what: &'static str) -> Error {
+    Error::Integrity(what)
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+async fn record_invalidation(conn: &mut PgConnection, invalidation: Invalidation) -> Result<()> {
+    sqlx::query(
+        "with inserted as (insert into invalidation (kind, subject) values ($1, $2) returning seq)
+         select pg_notify($3, '') from inserted",
+    )
+    .bind(invalidation.kind())
+    .bind(invalidation.subject())
+    .bind(listen::CHANNEL)
+    .execute(conn)
+    .await
+    .db()?;
+    Ok(())
+}
+
+fn workspace_row(r: &PgRow) -> Result<Workspace> {
+    Ok(Workspace {
+        id: WorkspaceId::from_uuid(r.try_get("workspace_id").db()?),
+        name: r.try_get("name").db()?,
+        plan: Plan::parse(r.try_get::<&str, _>("plan").db()?).ok_or(corrupt("plan"))?,
+        created_at: from_ts(r.try_get("created_at").db()?),
+        updated_at: from_ts(r.try_get("updated_at").db()?),
+    })
+}
+
+const APP_COLUMNS: &str = "application_id, workspace_id, name, trust_issuer, trust_audience, allowed_origins, \
+                           data_ttl_secs, token_ttl_secs, created_at, updated_at";
+
+fn application_row(r: &PgRow) -> Result<Application> {
+    let issuer: Option<String> = r.try_get("trust_issuer").db()?;
+    let audience: Option<String> = r.try_get("trust_audience").db()?;
+    Ok(Application {
+        id: ApplicationId::from_uuid(r.try_get("application_id").db()?),
+        workspace_id: WorkspaceId::from_uuid(r.try_get("workspace_id").db()?),
+        name: r.try_get("name").db()?,
+        trust: issuer.zip(audience).map(|(issuer, audience)| UpstreamTrust { issuer, audience }),
+        allowed_origins: r.try_get("allowed_origins").db()?,
+        data_ttl: Duration::from_secs(to_u64(r.try_get("data_ttl_secs").db()?)),
+        token_ttl: Duration::from_secs(to_u64(r.try_get("token_ttl_secs").db()?)),
+        created_at: from_ts(r.try_get("created_at").db()?),
+        updated_at: from_ts(r.try_get("updated_at").db()?),
+    })
+}
+
+const USER_COLUMNS: &str = "u.user_id, u.workspace_id, u.role, u.revision, u.status, u.email_sealed, \
+                            u.email_index, u.name_sealed, u.created_at, u.updated_at";
+
+fn user_row(r: &PgRow) -> Result<User> {
+    Ok(User {
+        id: UserId::from_uuid(r.try_get("user_id").db()?),
+        workspace_id: WorkspaceId::from_uuid(r.try_get("workspace_id").db()?),
+        role: Role::parse(r.try_get::<&str, _>("role").db()?).ok_or(corrupt("role"))?,
+        revision: r.try_get("revision").db()?,
+        status: UserStatus::parse(r.try_get::<&str, _>("status").db()?).ok_or(corrupt("status"))?,
+        email_sealed: r.try_get("email_sealed").db()?,
+        email_index: r.try_get("email_index").db()?,
+        name_sealed: r.try_get("name_sealed").db()?,
+        created_at: from_ts(r.try_get("created_at").db()?),
+        updated_at: from_ts(r.try_get("updated_at").db()?),
+    })
+}
+
+fn session_row(r: &PgRow) -> Result<LoginSession> {
+    Ok(LoginSession {
+        id: SessionId::from_uuid(r.try_get("session_id").db()?),
+        workspace_id: WorkspaceId::from_uuid(r.try_get("workspace_id").db()?),
+        application_id: ApplicationId::from_uuid(r.try_get("application_id").db()?),
+        user_id: UserId::from_uuid(r.try_get("user_id").db()?),
+        created_at: from_ts(r.try_get("created_at").db()?),
+        expires_at: from_ts(r.try_get("expires_at").db()?),
+        ended_at: r.try_get::<Option<OffsetDateTime>, _>("ended_at").db()?.map(from_ts),
+    })
+}
+
+#[async_trait]
+impl WorkspaceStore for PgStore {
+    async fn insert_workspace(&self, w: &Workspace) -> Result<()> {
+        sqlx::query(
+            "insert into workspace (workspace_id, name, plan, created_at, updated_at) values ($1, $2, $3, $4, $5)",
+        )
+        .bind(w.id.as_uuid())
+        .bind(&w.name)
+        .bind(w.plan.as_str())
+        .bind(ts(w.created_at))
+        .bind(ts(w.updated_at))
+        .execute(&self.pool)
+        .await
+        .db()?;
+        Ok(())
+    }
+
+    async fn find_workspace(&self, id: WorkspaceId) -> Result<Option<Workspace>> {
+        sqlx::query("select workspace_id, name, plan, created_at, updated_at from workspace where workspace_id = $1")
+            .bind(id.as_uuid())
+            .fetch_optional(&self.pool)
+            .await
+            .db()?
+            .as_ref()
+            .map(workspace_row)
+            .transpose()
+    }
+
+    async fn list_workspaces(&self) -> Result<Vec<Workspace>> {
+        sqlx::query("select workspace_id, name, plan, created_at, updated_at from workspace order by created_at")
+            .fetch_all(&self.pool)
+            .await
+            .db()?
+            .iter()
+            .map(workspace_row)
+            .collect()
+    }
+
+    async fn update_plan(&self, id: WorkspaceId, plan: Plan, now: Timestamp) -> Result<()> {
+        let mut tx = self.pool.begin().await.db()?;
+        let n = sqlx::query("update workspace set plan = $2, updated_at = $3 where workspace_id = $1")
+            .bind(id.as_uuid())
+            .bind(plan.as_str())
+            .bind(ts(now))
+            .execute(&mut *tx)
+            .await
+            .db()?
+            .rows_affected();
+        if n == 0 {
+            return Err(Error::NotFound("workspace"));
+        }
+        record_invalidation(&mut tx, Invalidation::Workspace(id)).await?;
+        tx.commit().await.db()
+    }
+
+    async fn delete_workspace(&self, id: WorkspaceId) -> Result<()> {
+        let mut tx = self.pool.begin().await.db()?;
+        sqlx::query("delete from vault_value where workspace_id = $1").bind(id.as_uuid()).execute(&mut *tx).await.db()?;
+        sqlx::query("delete from api_access where workspace_id = $1").bind(id.as_uuid()).execute(&mut *tx).await.db()?;
+        let n = sqlx::query("delete from workspace where workspace_id = $1")
+            .bind(id.as_uuid())
+            .execute(&mut *tx)
+            .await
+            .db()?
+            .rows_affected();
+        if n == 0 {
+            return Err(Error::NotFound("workspace"));
+        }
+        record_invalidation(&mut tx, Invalidation::Workspace(id)).await?;
+        tx.commit().await.db()
+    }
+
+    async fn any_workspace(&self) -> Result<bool> {
+        sqlx::query_scalar("select exists (select 1 from workspace)").fetch_one(&self.pool).await.db()
+    }
+}
+
+#[async_trait]
+impl ApplicationStore for PgStore {
+    async fn insert_application(&self, app: &Application) -> Result<()> {
+        let mut tx = self.pool.begin().await.db()?;
+        sqlx::query(&format!(
+            "insert into application ({APP_COLUMNS}) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        ))
+        .bind(app.id.as_uuid())
+        .bind(app.workspace_id.as_uuid())
+        .bind(&app.name)
+        .bind(app.trust.as_ref().map(|t| t.issuer.clone()))
+        .bind(app.trust.as_ref().map(|t| t.audience.clone()))
+        .bind(&app.allowed_origins)
+        .bind(secs(app.data_ttl))
+        .bind(secs(app.token_ttl))
+        .bind(ts(app.created_at))
+        .bind(ts(app.updated_at))
+        .execute(&mut *tx)
+        .await
+        .db()?;
+        record_invalidation(&mut tx, Invalidation::Application(app.id)).await?;
+        tx.commit().await.db()
+    }
+
+    async fn find_application(&self, id: ApplicationId) -> Result<Option<Application>> {
+        sqlx::query(&format!("select {APP_COLUMNS} from application where application_id = $1"))
+            .bind(id.as_uuid())
+            .fetch_optional(&self.pool)
+            .await
+            .db()?
+            .as_ref()
+            .map(application_row)
+            .transpose()
+    }
+
+    async fn find_applications_trusting(&self, issuer: &str, audience: &str) -> Result<Vec<Application>> {
+        sqlx::query(&format!(
+            "select {APP_COLUMNS} from application where trust_issuer = $1 and trust_audience = $2 limit 16"
+        ))
+        .bind(issuer)
+        .bind(audience)
+        .fetch_all(&self.pool)
+        .await
+        .db()?
+        .iter()
+        .map(application_row)
+        .collect()
+    }
+
+    async fn list_applications(&self, workspace: WorkspaceId) -> Result<Vec<Application>> {
+        sqlx::query(&format!("select {APP_COLUMNS} from application where workspace_id = $1 order by created_at"))
+            .bind(workspace.as_uuid())
+            .fetch_all(&self.pool)
+            .await
+            .db()?
+            .iter()
+            .map(application_row)
+            .collect()
+    }
+
+    async fn list_allowed_origins(&self) -> Result<Vec<String>> {
+        sqlx::query_scalar("select distinct unnest(allowed_origins) from application")
+            .fetch_all(&self.pool)
+            .await
+            .db()
+    }
+}
+
+#[async_trait]
+impl UserStore for PgStore {
+    async fn find_user_by_identity(&self, workspace: WorkspaceId, identity_index: &[u8]) -> Result<Option<User>> {
+        sqlx::query(&format!(
+            "select {USER_COLUMNS} from user_account u join user_identity i
+               on i.workspace_id = u.workspace_id and i.user_id = u.user_id
+             where i.workspace_id = $1 and i.identity_index = $2"
+        ))
+        .bind(workspace.as_uuid())
+        .bind(identity_index)
+        .fetch_optional(&self.pool)
+        .await
+        .db()?
+        .as_ref()
+        .map(user_row)
+        .transpose()
+    }
+
+    async fn insert_user(&self, new: &NewUser) -> Result<()> {
+        let u = &new.user;
+        let mut tx = self.pool.begin().await.db()?;
+        sqlx::query(
+            "insert into user_account (user_id, workspace_id, role, revision, status, email_sealed, email_index,
+                                       name_sealed, created_at, updated_at)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(u.id.as_uuid())
+        .bind(u.workspace_id.as_uuid())
+        .bind(u.role.as_str())
+        .bind(u.revision)
+        .bind(u.status.as_str())
+        .bind(&u.email_sealed)
+        .bind(&u.email_index)
+        .bind(&u.name_sealed)
+        .bind(ts(u.created_at))
+        .bind(ts(u.updated_at))
+        .execute(&mut *tx)
+        .await
+        .db()?;
+        sqlx::query(
+            "insert into user_identity (workspace_id, identity_index, user_id, identity_sealed, created_at)
+             values ($1, $2, $3, $4, $5)",
+        )
+        .bind(u.workspace_id.as_uuid())
+        .bind(&new.identity.index)
+        .bind(u.id.as_uuid())
+        .bind(&new.identity.sealed)
+        .bind(ts(u.created_at))
+        .execute(&mut *tx)
+        .await
+        .db()?;
+        tx.commit().await.db()
+    }
+
+    async fn update_profile(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+        email_sealed: Option<&[u8]>,
+        email_index: Option<&[u8]>,
+        name_sealed: Option<&[u8]>,
+        now: Timestamp,
+    ) -> Result<()> {
+        let n = sqlx::query(
+            "update user_account set email_sealed = $3, email_index = $4, name_sealed = $5, updated_at = $6
+             where workspace_id = $1 and user_id = $2",
+        )
+        .bind(workspace.as_uuid())
+        .bind(user.as_uuid())
+        .bind(email_sealed)
+        .bind(email_index)
+        .bind(name_sealed)
+        .bind(ts(now))
+        .execute(&self.pool)
+        .await
+        .db()?
+        .rows_affected();
+        if n == 0 { Err(Error::NotFound("user")) } else { Ok(()) }
+    }
+
+    async fn find_user(&self, workspace: WorkspaceId, user: UserId) -> Result<Option<User>> {
+        sqlx::query(&format!("select {USER_COLUMNS} from user_account u where u.workspace_id = $1 and u.user_id = $2"))
+            .bind(workspace.as_uuid())
+            .bind(user.as_uuid())
+            .fetch_optional(&self.pool)
+            .await
+            .db()?
+            .as_ref()
+            .map(user_row)
+            .transpose()
+    }
+
+    async fn raise_revision(&self, workspace: WorkspaceId, user: UserId, now: Timestamp) -> Result<i64> {
+        let mut tx = self.pool.begin().await.db()?;
+        let revision: Option<i64> = sqlx::query_scalar(
+            "update user_account set revision = revision + 1, updated_at = $3
+             where workspace_id = $1 and user_id = $2 returning revision",
+        )
+        .bind(workspace.as_uuid())
+        .bind(user.as_uuid())
+        .bind(ts(now))
+        .fetch_optional(&mut *tx)
+        .await
+        .db()?;
+        let revision = revision.ok_or(Error::NotFound("user"))?;
+        sqlx::query(
+            "update login_session set ended_at = $3
+             where workspace_id = $1 and user_id = $2 and ended_at is null",
+        )
+        .bind(workspace.as_uuid())
+        .bind(user.as_uuid())
+        .bind(ts(now))
+        .execute(&mut *tx)
+        .await
+        .db()?;
+        record_invalidation(&mut tx, Invalidation::User(workspace, user)).await?;
+        tx.commit().await.db()?;
+        Ok(revision)
+    }
+}
+
+#[async_trait]
+impl SessionStore for PgStore {
+    async fn insert_session_within_limits(
+        &self,
+        s: &LoginSession,
+        limits: SessionLimits,
+        now: Timestamp,
+    ) -> Result<SessionAdmission> {
+        let mut tx = self.pool.begin().await.db()?;
+        // SECURITY: one admission at a time per workspace, so two sign-ins cannot both take the last slot.
+        let locked: Option<i32> =
+            sqlx::query_scalar("select 1 from workspace where workspace_id = $1 for no key update")
+                .bind(s.workspace_id.as_uuid())
+                .fetch_optional(&mut *tx)
+                .await
+                .db()?;
+        if locked.is_none() {
+            return Err(Error::NotFound("workspace"));
+        }
+        let (count, earliest): (i64, Option<OffsetDateTime>) = sqlx::query_as(
+            "select count(*), min(expires_at) from login_session
+             where workspace_id = $1 and ended_at is null and expires_at > $2",
+        )
+        .bind(s.workspace_id.as_uuid())
+        .bind(ts(now))
+        .fetch_one(&mut *tx)
+        .await
+        .db()?;
+        if count >= i64::from(limits.per_workspace) {
+            return Ok(SessionAdmission::Full { earliest_expiry: earliest.map_or(now, from_ts) });
+        }
+        let (count, earliest): (i64, Option<OffsetDateTime>) = sqlx::query_as(
+            "select count(*), min(expires_at) from login_session
+             where workspace_id = $1 and user_id = $2 and ended_at is null and expires_at > $3",
+        )
+        .bind(s.workspace_id.as_uuid())
+        .bind(s.user_id.as_uuid())
+        .bind(ts(now))
+        .fetch_one(&mut *tx)
+        .await
+        .db()?;
+        if count >= i64::from(limits.per_user) {
+            return Ok(SessionAdmission::Full { earliest_expiry: earliest.map_or(now, from_ts) });
+        }
+        sqlx::query(
+            "insert into login_session (workspace_id, session_id, application_id, user_id, created_at, expires_at)
+             values ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(s.workspace_id.as_uuid())
+        .bind(s.id.as_uuid())
+        .bind(s.application_id.as_uuid())
+        .bind(s.user_id.as_uuid())
+        .bind(ts(s.created_at))
+        .bind(ts(s.expires_at))
+        .execute(&mut *tx)
+        .await
+        .db()?;
+        tx.commit().await.db()?;
+        Ok(SessionAdmission::Admitted)
+    }
+
+    async fn find_session(&self, workspace: WorkspaceId, id: SessionId) -> Result<Option<LoginSession>> {
+        sqlx::query(
+            "select session_id, workspace_id, application_id, user_id, created_at, expires_at, ended_at
+             from login_session where workspace_id = $1 and session_id = $2",
+        )
+        .bind(workspace.as_uuid())
+        .bind(id.as_uuid())
+        .fetch_optional(&self.pool)
+        .await
+        .db()?
+        .as_ref()
+        .map(session_row)
+        .transpose()
+    }
+
+    async fn end_session(&self, workspace: WorkspaceId, id: SessionId, now: Timestamp) -> Result<bool> {
+        let mut tx = self.pool.begin().await.db()?;
+        let n = sqlx::query(
+            "update login_session set ended_at = $3
+             where workspace_id = $1 and session_id = $2 and ended_at is null",
+        )
+        .bind(workspace.as_uuid())
+        .bind(id.as_uuid())
+        .bind(ts(now))
+        .execute(&mut *tx)
+        .await
+        .db()?
+        .rows_affected();
+        record_invalidation(&mut tx, Invalidation::Session(workspace, id)).await?;
+        tx.commit().await.db()?;
+        Ok(n > 0)
+    }
+
+    async fn purge_sessions(&self, before: Timestamp) -> Result<u64> {
+        Ok(sqlx::query(
+            "delete from login_session where ctid in (
+               select ctid from login_session where coalesce(ended_at, expires_at) < $1 limit 10000)",
+        )
+        .bind(ts(before))
+        .execute(&self.pool)
+        .await
+        .db()?
+        .rows_affected())
+    }
+}
+
+async fn update_live_value(conn: &mut PgConnection, w: &VaultWrite) -> Result<Option<OffsetDateTime>> {
+    let l = &w.locator;
+    sqlx::query_scalar(
+        "update vault_value set name_sealed = $5, value_sealed = $6, size = $7, updated_at = $8, expires_at = $9
+         where workspace_id = $1 and application_id = $2 and user_id = $3 and key_index = $4 and expires_at > $8
+         returning created_at",
+    )
+    .bind(l.workspace_id.as_uuid())
+    .bind(l.application_id.as_uuid())
+    .bind(l.user_id.as_uuid())
+    .bind(&l.key_index[..])
+    .bind(&w.name_sealed)
+    .bind(&w.value_sealed)
+    .bind(to_i64(w.size))
+    .bind(ts(w.now))
+    .bind(ts(w.expires_at))
+    .fetch_optional(conn)
+    .await
+    .db()
+}
+
+fn vault_entry(r: &PgRow, key_index: Option<&[u8]>) -> Result<VaultEntry> {
+    Ok(VaultEntry {
+        key_index: match key_index {
+            Some(k) => k.to_vec(),
+            None => r.try_get("key_index").db()?,
+        },
+        name_sealed: r.try_get("name_sealed").db()?,
+        value_sealed: r.try_get::<Option<Vec<u8>>, _>("value_sealed").unwrap_or_default().unwrap_or_default(),
+        size: to_u64(r.try_get("size").db()?),
+        created_at: from_ts(r.try_get("created_at").db()?),
+        updated_at: from_ts(r.try_get("updated_at").db()?),
+        expires_at: from_ts(r.try_get("expires_at").db()?),
+    })
+}
+
+#[async_trait]
+impl VaultStore for PgStore {
+    async fn put_value(&self, w: &VaultWrite) -> Result<PutOutcome> {
+        // Fast path: overwrite a live value in one statement.
+        let mut conn = self.pool.acquire().await.db()?;
+        if let Some(created) = update_live_value(&mut conn, w).await? {
+            return Ok(PutOutcome::Replaced { created_at: from_ts(created) });
+        }
+        drop(conn);
+        // A new key: lock the user so that the quota check and the insert are atomic.
+        let l = &w.locator;
+        let mut tx = self.pool.begin().await.db()?;
+        let locked: Option<i32> = sqlx::query_scalar(
+            "select 1 from user_account where workspace_id = $1 and user_id = $2 for no key update",
+        )
+        .bind(l.workspace_id.as_uuid())
+        .bind(l.user_id.as_uuid())
+        .fetch_optional(&mut *tx)
+        .await
+        .db()?;
+        if locked.is_none() {
+            return Err(Error::NotFound("user"));
+        }
+        if let Some(created) = update_live_value(&mut tx, w).await? {
+            tx.commit().await.db()?;
+            return Ok(PutOutcome::Replaced { created_at: from_ts(created) });
+        }
+        let count: i64 = sqlx::query_scalar(
+            "select count(*) from vault_value
+             where workspace_id = $1 and application_id = $2 and user_id = $3 and expires_at > $4",
+        )
+        .bind(l.workspace_id.as_uuid())
+        .bind(l.application_id.as_uuid())
+        .bind(l.user_id.as_uuid())
+        .bind(ts(w.now))
+        .fetch_one(&mut *tx)
+        .await
+        .db()?;
+        if count >= i64::from(w.max_keys) {
+            return Ok(PutOutcome::QuotaExceeded);
+        }
+        sqlx::query(
+            "insert into vault_value (workspace_id, application_id, user_id, key_index, name_sealed, value_sealed,
+                                      size, created_at, updated_at, expires_at)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)
+             on conflict (workspace_id, application_id, user_id, key_index) do update set
+               name_sealed = excluded.name_sealed, value_sealed = excluded.value_sealed, size = excluded.size,
+               created_at = excluded.created_at, updated_at = excluded.updated_at, expires_at = excluded.expires_at",
+        )
+        .bind(l.workspace_id.as_uuid())
+        .bind(l.application_id.as_uuid())
+        .bind(l.user_id.as_uuid())
+        .bind(&l.key_index[..])
+        .bind(&w.name_sealed)
+        .bind(&w.value_sealed)
+        .bind(to_i64(w.size))
+        .bind(ts(w.now))
+        .bind(ts(w.expires_at))
+        .execute(&mut *tx)
+        .await
+        .db()?;
+        tx.commit().await.db()?;
+        Ok(PutOutcome::Created)
+    }
+
+    async fn get_value(&self, l: &VaultLocator, now: Timestamp) -> Result<Option<VaultEntry>> {
+        sqlx::query(
+            "select name_sealed, value_sealed, size, created_at, updated_at, expires_at from vault_value
+             where workspace_id = $1 and application_id = $2 and user_id = $3 and key_index = $4 and expires_at > $5",
+        )
+        .bind(l.workspace_id.as_uuid())
+        .bind(l.application_id.as_uuid())
+        .bind(l.user_id.as_uuid())
+        .bind(&l.key_index[..])
+        .bind(ts(now))
+        .fetch_optional(&self.pool)
+        .await
+        .db()?
+        .as_ref()
+        .map(|r| vault_entry(r, Some(&l.key_index)))
+        .transpose()
+    }
+
+    async fn list_values(
+        &self,
+        workspace: WorkspaceId,
+        application: ApplicationId,
+        user: UserId,
+        now: Timestamp,
+    ) -> Result<Vec<VaultEntry>> {
+        sqlx::query(
+            "select key_index, name_sealed, size, created_at, updated_at, expires_at from vault_value
+             where workspace_id = $1 and application_id = $2 and user_id = $3 and expires_at > $4",
+        )
+        .bind(workspace.as_uuid())
+        .bind(application.as_uuid())
+        .bind(user.as_uuid())
+        .bind(ts(now))
+        .fetch_all(&self.pool)
+        .await
+        .db()?
+        .iter()
+        .map(|r| vault_entry(r, None))
+        .collect()
+    }
+
+    async fn delete_value(&self, l: &VaultLocator, now: Timestamp) -> Result<bool> {
+        let live: Option<bool> = sqlx::query_scalar(
+            "delete from vault_value
+             where workspace_id = $1 and application_id = $2 and user_id = $3 and key_index = $4
+             returning expires_at > $5",
+        )
+        .bind(l.workspace_id.as_uuid())
+        .bind(l.application_id.as_uuid())
+        .bind(l.user_id.as_uuid())
+        .bind(&l.key_index[..])
+        .bind(ts(now))
+        .fetch_optional(&self.pool)
+        .await
+        .db()?;
+        Ok(live.unwrap_or(false))
+    }
+
+    async fn purge_expired_values(&self, now: Timestamp, limit: u32) -> Result<u64> {
+        Ok(sqlx::query(
+            "delete from vault_value where ctid in (
+               select ctid from vault_value where expires_at <= $1 limit $2)",
+        )
+        .bind(ts(now))
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await
+        .db()?
+        .rows_affected())
+    }
+}
+
+#[async_trait]
+impl AccessLogStore for PgStore {
+    async fn append_access(&self, entries: &[AccessEntry]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut qb = sqlx::QueryBuilder::new(
+            "insert into api_access (workspace_id, application_id, user_id, method, route, key_sealed, status,
+               bytes_in, bytes_out, client_ip, user_agent, request_id, duration_us, created_at) ",
+        );
+        qb.push_values(entries, |mut b, e| {
+            b.push_bind(e.workspace_id.map(|w| w.as_uuid()))
+                .push_bind(e.application_id.map(|a| a.as_uuid()))
+                .push_bind(e.user_id.map(|u| u.as_uuid()))
+                .push_bind(e.method.clone())
+                .push_bind(e.route.clone())
+                .push_bind(e.key_sealed.clone())
+                .push_bind(i32::from(e.status))
+                .push_bind(to_i64(e.bytes_in))
+                .push_bind(to_i64(e.bytes_out))
+                .push_bind(e.client_ip.clone())
+                .push_bind(e.user_agent.clone())
+                .push_bind(e.request_id.clone())
+                .push_bind(to_i64(e.duration_us))
+                .push_bind(ts(e.at));
+        });
+        qb.build().execute(&self.pool).await.db()?;
+        Ok(())
+    }
+
+    async fn list_access(&self, workspace: WorkspaceId, limit: u32) -> Result<Vec<AccessEntry>> {
+        let rows = sqlx::query(
+            "select workspace_id, application_id, user_id, method, route, key_sealed, status, bytes_in, bytes_out,
+                    client_ip, user_agent, request_id, duration_us, created_at
+             from api_access where workspace_id = $1 order by api_access_id desc limit $2",
+        )
+        .bind(workspace.as_uuid())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .db()?;
+        rows.iter()
+            .map(|r| {
+                Ok(AccessEntry {
+                    workspace_id: r.try_get::<Option<Uuid>, _>("workspace_id").db()?.map(WorkspaceId::from_uuid),
+                    application_id: r
+                        .try_get::<Option<Uuid>, _>("application_id")
+                        .db()?
+                        .map(ApplicationId::from_uuid),
+                    user_id: r.try_get::<Option<Uuid>, _>("user_id").db()?.map(UserId::from_uuid),
+                    method: r.try_get("method").db()?,
+                    route: r.try_get("route").db()?,
+                    key_sealed: r.try_get("key_sealed").db()?,
+                    status: u16::try_from(r.try_get::<i32, _>("status").db()?).unwrap_or(0),
+                    bytes_in: to_u64(r.try_get("bytes_in").db()?),
+                    bytes_out: to_u64(r.try_get("bytes_out").db()?),
+                    client_ip: r.try_get("client_ip").db()?,
+                    user_agent: r.try_get("user_agent").db()?,
+                    request_id: r.try_get("request_id").db()?,
+                    duration_us: to_u64(r.try_get("duration_us").db()?),
+                    at: from_ts(r.try_get("created_at").db()?),
+                })
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl CoordStore for PgStore {
+    async fn publish(&self, invalidation: Invalidation) -> Result<()> {
+        let mut conn = self.pool.acquire().await.db()?;
+        record_invalidation(&mut conn, invalidation).await
+    }
+
+    async fn invalidations(&self, after: i64, lookback: Duration) -> Result<Vec<(i64, Invalidation)>> {
+        let rows: Vec<(i64, String, String)> = sqlx::query_as(
+            "select seq, kind, subject from invalidation
+             where seq > $1 or created_at >= now() - make_interval(secs => $2) order by seq limit 10000",
+        )
+        .bind(after)
+        .bind(lookback.as_secs_f64())
+        .fetch_all(&self.pool)
+        .await
+        .db()?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(seq, kind, subject)| Invalidation::parse(&kind, &subject).map(|i| (seq, i)))
+            .collect())
+    }
+
+    async fn prune_invalidations(&self, age: Duration) -> Result<u64> {
+        Ok(sqlx::query("delete from invalidation where created_at < now() - make_interval(secs => $1)")
+            .bind(age.as_secs_f64())
+            .execute(&self.pool)
+            .await
+            .db()?
+            .rows_affected())
+    }
+
+    fn wakeups(&self) -> Option<Arc<Notify>> {
+        Some(self.wakeups.clone())
+    }
+}
+
+#[async_trait]
+impl UsedTokenStore for PgStore {
+    async fn mark_used(&self, token_hash: &[u8; 32], expires_at: Timestamp) -> Result<bool> {
+        let n = sqlx::query("insert into used_token (token_hash, expires_at) values ($1, $2) on conflict do nothing")
+            .bind(&token_hash[..])
+            .bind(ts(expires_at))
+            .execute(&self.pool)
+            .await
+            .db()?
+            .rows_affected();
+        Ok(n == 1)
+    }
+
+    async fn purge_used(&self, now: Timestamp) -> Result<u64> {
+        Ok(sqlx::query("delete from used_token where expires_at < $1")
+            .bind(ts(now))
+            .execute(&self.pool)
+            .await
+            .db()?
+            .rows_affected())
+    }
+}
+
+#[async_trait]
+impl HealthStore for PgStore {
+    async fn check_ready(&self) -> Result<()> {
+        if migrate::is_current(&self.pool, &migrate::DATA).await? {
+            Ok(())
+        } else {
+            Err(Error::Unavailable("migrations are not current"))
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! Connections: one writer thread with group commit, and a pool of readers.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+use secureflows_core::{Error, Result};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{SqlResult, map};
+use crate::migrate::{self, Migration, MigrationMode};
+
+/// Most writes one commit covers.
+const MAX_BATCH: usize = 512;
+/// Most idle reader connections kept open.
+const MAX_IDLE_READERS: usize = 16;
+
+trait Job: Send {
+    fn run(self: Box<Self>, conn: &Connection) -> Box<dyn Completion>;
+    fn fail(self: Box<Self>, error: Error);
+}
+
+trait Completion: Send {
+    fn succeeded(&self) -> bool;
+    fn complete(self: Box<Self>, committed: bool);
+}
+
+struct TypedJob<T, F> {
+    f: F,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+struct TypedCompletion<T> {
+    result: Result<T>,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<T, F> Job for TypedJob<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+{
+    fn run(self: Box<Self>, conn: &Connection) -> Box<dyn Completion> {
+        let result = (self.f)(conn);
+        Box::new(TypedCompletion { result, reply: self.reply })
+    }
+
+    fn fail(self: Box<Self>, error: Error) {
+        let _ = self.reply.send(Err(error));
+    }
+}
+
+impl<T: Send> Completion for TypedCompletion<T> {
+    fn succeeded(&self) -> bool {
+        self.result.is_ok()
+    }
+
+    fn complete(self: Box<Self>, committed: bool) {
+        let result = if committed || self.result.is_err() {
+            self.result
+        } else {
+            Err(Error::Unavailable("database write failed"))
+        };
+        let _ = self.reply.send(result);
+    }
+}
+
+/// One SQLite database file: a writer thread and a reader pool.
+pub struct Database {
+    path: PathBuf,
+    jobs: mpsc::Sender<Box<dyn Job>>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+fn configure(conn: &Connection, writer: bool) -> Result<()> {
+    conn.busy_timeout(Duration::from_secs(5)).db()?;
+    conn.pragma_update(None, "foreign_keys", "ON").db()?;
+    if writer {
+        let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)).db()?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::Unavailable("the database cannot use write-ahead logging"));
+        }
+        // SECURITY: acknowledged writes survive power loss; deleted content is overwritten on disk.
+        conn.pragma_update(None, "synchronous", "FULL").db()?;
+        conn.pragma_update(None, "secure_delete", "ON").db()?;
+    } else {
+        conn.pragma_update(None, "query_only", "ON").db()?;
+    }
+    Ok(())
+}
+
+impl Database {
+    /// Opens the file (creating it with mode 0600 when missing), applies or checks `migrations`, and
+    /// starts the writer thread.
+    pub fn open(path: &Path, migrations: &[Migration], mode: MigrationMode) -> Result<Database> {
+        if !path.exists() && mode == MigrationMode::Check {
+            return Err(Error::Unavailable("the database does not exist; run `secureflows migrate`"));
+        }
+        create_private_file(path)?;
+        let mut writer = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(map)?;
+        configure(&writer, true)?;
+        migrate::run(&mut writer, migrations, mode)?;
+        let (jobs, rx) = mpsc::channel::<Box<dyn Job>>(4096);
+        let name = format!("sqlite-writer-{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("db"));
+        std::thread::Builder::new().name(name).spawn(move || writer_loop(writer, rx)).map_err(Error::internal)?;
+        Ok(Database { path: path.to_owned(), jobs, readers: Mutex::new(Vec::new()) })
+    }
+
+    /// Runs `f` inside the next write batch. The result is returned only after the batch committed
+    /// durably; if `f` fails, its changes are rolled back and the others in the batch are unaffected.
+    pub async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        self.jobs
+            .send(Box::new(TypedJob { f, reply }))
+            .await
+            .map_err(|_| Error::Unavailable("database writer stopped"))?;
+        rx.await.map_err(|_| Error::Unavailable("database writer stopped"))?
+    }
+
+    /// Runs `f` on a reader connection, on this thread. Reads are short index look-ups.
+    pub fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = match self.readers.lock().ok().and_then(|mut pool| pool.pop()) {
+            Some(c) => c,
+            None => {
+                let c = Connection::open_with_flags(
+                    &self.path,
+                    OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(map)?;
+                configure(&c, false)?;
+                c
+            }
+        };
+        let result = f(&conn);
+        if let Ok(mut pool) = self.readers.lock()
+            && pool.len() < MAX_IDLE_READERS
+        {
+            pool.push(conn);
+        }
+        result
+    }
+
+    /// Checkpoints the write-ahead log into the main file and truncates it (on a connection of its own,
+    /// outside any transaction).
+    pub fn checkpoint(&self) -> Result<()> {
+        let c = Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .map_err(map)?;
+        c.busy_timeout(Duration::from_secs(5)).db()?;
+        let busy: i64 = c.query_row("pragma wal_checkpoint(truncate)", [], |r| r.get(0)).db()?;
+        if busy != 0 {
+            tracing::warn!(path = %self.path.display(), "write-ahead log checkpoint could not complete");
+        }
+        Ok(())
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn create_private_file(path: &Path) -> Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => {
+            tracing::error!(error = %e, path = %path.display(), "cannot create database file");
+            Err(Error::Unavailable("cannot create the database file"))
+        }
+    }
+}
+
+fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>) {
+    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("begin immediate") {
+            let error = map(e);
+            tracing::error!(error = %error, "cannot begin a write transaction");
+            for job in batch.drain(..) {
+                job.fail(Error::Unavailable("database write failed"));
+            }
+            continue;
+        }
+        let mut completions = Vec::with_capacity(batch.len());
+        let mut broken = false;
+        for job in batch.drain(..) {
+            if broken {
+                job.fail(Error::Unavailable("database write failed"));
+                continue;
+            }
+            if conn.execute_batch("savepoint job").is_err() {
+                broken = true;
+                job.fail(Error::Unavailable("database write failed"));
+                continue;
+            }
+            let completion = job.run(&conn);
+            let end = if completion.succeeded() {
+                conn.execute_batch("release job")
+            } else {
+                conn.execute_batch("rollback to job; release job")
+            };
+            if end.is_err() {
+                broken = true;
+            }
+            completions.push(completion);
+        }
+        let committed = if broken {
+            let _ = conn.execute_batch("rollback");
+            false
+        } else {
+            match conn.execute_batch("commit") {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!(error = %map(e), "commit failed");
+                    let _ = conn.execute_batch("rollback");
+                    false
+                }
+            }
+        };
+        for completion in completions {
+            completion.complete(committed);
+        }
+    }
+}

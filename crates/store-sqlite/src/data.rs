@@ -1,0 +1,858 @@
+//! The data store: every trait but the key ring.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use secureflows_core::store::{
+    AccessEntry, AccessLogStore, ApplicationStore, CoordStore, HealthStore, NewUser, PutOutcome, SessionAdmission,
+    SessionLimits, SessionStore, UsedTokenStore, UserStore, VaultEntry, VaultLocator, VaultStore, VaultWrite,
+    WorkspaceStore,
+};
+use secureflows_core::{
+    Application, ApplicationId, Error, Invalidation, LoginSession, Plan, Result, Role, SessionId, Timestamp,
+    UpstreamTrust, User, UserId, UserStatus, Workspace, WorkspaceId,
+};
+
+use crate::conn::Database;
+use crate::error::SqlResult;
+use crate::migrate::{self, MigrationMode};
+
+/// SQLite data store.
+#[derive(Debug)]
+pub struct SqliteStore {
+    db: Database,
+}
+
+impl SqliteStore {
+    /// Opens the data database.
+    pub fn open(path: &Path, mode: MigrationMode) -> Result<SqliteStore> {
+        Ok(SqliteStore { db: Database::open(path, migrate::DATA, mode)? })
+    }
+
+    /// The database (tests read it raw).
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+}
+
+const NOW_MS: &str = "cast(unixepoch('subsec') * 1000 as integer)";
+
+fn record_invalidation(conn: &Connection, invalidation: Invalidation) -> Result<()> {
+    conn.prepare_cached(&format!("insert into invalidation (kind, subject, created_at) values (?1, ?2, {NOW_MS})"))
+        .db()?
+        .execute(params![invalidation.kind(), invalidation.subject()])
+        .db()?;
+    Ok(())
+}
+
+fn parse_id<T: std::str::FromStr>(text: String) -> rusqlite::Result<T> {
+    text.parse().map_err(|_| rusqlite::Error::InvalidColumnType(0, "id".into(), rusqlite::types::Type::Text))
+}
+
+fn bad_column(what: &str) -> rusqlite::Error {
+    rusqlite::Error::InvalidColumnType(0, what.into(), rusqlite::types::Type::Text)
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+fn workspace_row(r: &Row<'_>) -> rusqlite::Result<Workspace> {
+    Ok(Workspace {
+        id: parse_id(r.get(0)?)?,
+        name: r.get(1)?,
+        plan: Plan::parse(&r.get::<_, String>(2)?).ok_or_else(|| bad_column("plan"))?,
+        created_at: Timestamp::from_millis(r.get(3)?),
+        updated_at: Timestamp::from_millis(r.get(4)?),
+    })
+}
+
+const APP_COLUMNS: &str = "application_id, workspace_id, name, trust_issuer, trust_audience, allowed_origins, \
+                           data_ttl_secs, token_ttl_secs, created_at, updated_at";
+
+fn application_row(r: &Row<'_>) -> rusqlite::Result<Application> {
+    let issuer: Option<String> = r.get(3)?;
+    let audience: Option<String> = r.get(4)?;
+    let origins: String = r.get(5)?;
+    Ok(Application {
+        id: parse_id(r.get(0)?)?,
+        workspace_id: parse_id(r.get(1)?)?,
+        name: r.get(2)?,
+        trust: issuer.zip(audience).map(|(issuer, audience)| UpstreamTrust { issuer, audience }),
+        allowed_origins: serde_json_origins(&origins)?,
+        data_ttl: Duration::from_secs(to_u64(r.get(6)?)),
+        token_ttl: Duration::from_secs(to_u64(r.get(7)?)),
+        created_at: Timestamp::from_millis(r.get(8)?),
+        updated_at: Timestamp::from_millis(r.get(9)?),
+    })
+}
+
+fn serde_json_origins(text: &str) -> rusqlite::Result<Vec<String>> {
+    serde_json::from_str(text).map_err(|_| bad_column("allowed_origins"))
+}
+
+fn origins_json(origins: &[String]) -> String {
+    serde_json::Value::from(origins.to_vec()).to_string()
+}
+
+const USER_COLUMNS: &str =
+    "user_id, workspace_id, role, revision, status, email_sealed, email_index, name_sealed, created_at, updated_at";
+
+fn user_row(r: &Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        id: parse_id(r.get(0)?)?,
+        workspace_id: parse_id(r.get(1)?)?,
+        role: Role::parse(&r.get::<_, String>(2)?).ok_or_else(|| bad_column("role"))?,
+        revision: r.get(3)?,
+        status: UserStatus::parse(&r.get::<_, String>(4)?).ok_or_else(|| bad_column("status"))?,
+        email_sealed: r.get(5)?,
+        email_index: r.get(6)?,
+        name_sealed: r.get(7)?,
+        created_at: Timestamp::from_millis(r.get(8)?),
+        updated_at: Timestamp::from_millis(r.get(9)?),
+    })
+}
+
+fn session_row(r: &Row<'_>) -> rusqlite::Result<LoginSession> {
+    Ok(LoginSession {
+        id: parse_id(r.get(0)?)?,
+        workspace_id: parse_id(r.get(1)?)?,
+        application_id: parse_id(r.get(2)?)?,
+        user_id: parse_id(r.get(3)?)?,
+        created_at: Timestamp::from_millis(r.get(4)?),
+        expires_at: Timestamp::from_millis(r.get(5)?),
+        ended_at: r.get::<_, Option<i64>>(6)?.map(Timestamp::from_millis),
+    })
+}
+
+#[async_trait]
+impl WorkspaceStore for SqliteStore {
+    async fn insert_workspace(&self, w: &Workspace) -> Result<()> {
+        let w = w.clone();
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "insert into workspace (workspace_id, name, plan, created_at, updated_at) values (?1, ?2, ?3, ?4, ?5)",
+                    params![w.id.to_string(), w.name, w.plan.as_str(), w.created_at.millis(), w.updated_at.millis()],
+                )
+                .db()?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn find_workspace(&self, id: WorkspaceId) -> Result<Option<Workspace>> {
+        self.db.read(|c| {
+            c.prepare_cached(
+                "select workspace_id, name, plan, created_at, updated_at from workspace where workspace_id = ?1",
+            )
+            .db()?
+            .query_row(params![id.to_string()], workspace_row)
+            .optional()
+            .db()
+        })
+    }
+
+    async fn list_workspaces(&self) -> Result<Vec<Workspace>> {
+        self.db.read(|c| {
+            let mut stmt = c
+                .prepare_cached("select workspace_id, name, plan, created_at, updated_at from workspace order by created_at")
+                .db()?;
+            let rows = stmt.query_map([], workspace_row).db()?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().db()
+        })
+    }
+
+    async fn update_plan(&self, id: WorkspaceId, plan: Plan, now: Timestamp) -> Result<()> {
+        self.db
+            .write(move |c| {
+                let n = c
+                    .execute(
+                        "update workspace set plan = ?2, updated_at = ?3 where workspace_id = ?1",
+                        params![id.to_string(), plan.as_str(), now.millis()],
+                    )
+                    .db()?;
+                if n == 0 {
+                    return Err(Error::NotFound("workspace"));
+                }
+                record_invalidation(c, Invalidation::Workspace(id))
+            })
+            .await
+    }
+
+    async fn delete_workspace(&self, id: WorkspaceId) -> Result<()> {
+        self.db
+            .write(move |c| {
+                let ws = id.to_string();
+                // Children first: the vault is the largest and has no cascade path that is cheaper.
+                c.execute("delete from vault_value where workspace_id = ?1", params![ws]).db()?;
+                c.execute("delete from api_access where workspace_id = ?1", params![ws]).db()?;
+                let n = c.execute("delete from workspace where workspace_id = ?1", params![ws]).db()?;
+                if n == 0 {
+                    return Err(Error::NotFound("workspace"));
+                }
+                record_invalidation(c, Invalidation::Workspace(id))
+            })
+            .await
+    }
+
+    async fn any_workspace(&self) -> Result<bool> {
+        self.db.read(|c| c.query_row("select exists (select 1 from workspace)", [], |r| r.get(0)).db())
+    }
+}
+
+#[async_trait]
+impl ApplicationStore for SqliteStore {
+    async fn insert_application(&self, app: &Application) -> Result<()> {
+        let app = app.clone();
+        self.db
+            .write(move |c| {
+                c.execute(
+                    &format!("insert into application ({APP_COLUMNS}) values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+                    params![
+                        app.id.to_string(),
+                        app.workspace_id.to_string(),
+                        app.name,
+                        app.trust.as_ref().map(|t| t.issuer.clone()),
+                        app.trust.as_ref().map(|t| t.audience.clone()),
+                        origins_json(&app.allowed_origins),
+                        secs(app.data_ttl),
+                        secs(app.token_ttl),
+                        app.created_at.millis(),
+                        app.updated_at.millis(),
+                    ],
+                )
+                .db()?;
+                record_invalidation(c, Invalidation::Application(app.id))
+            })
+            .await
+    }
+
+    async fn find_application(&self, id: ApplicationId) -> Result<Option<Application>> {
+        self.db.read(|c| {
+            c.prepare_cached(&format!("select {APP_COLUMNS} from application where application_id = ?1"))
+                .db()?
+                .query_row(params![id.to_string()], application_row)
+                .optional()
+                .db()
+        })
+    }
+
+    async fn find_applications_trusting(&self, issuer: &str, audience: &str) -> Result<Vec<Application>> {
+        self.db.read(|c| {
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "select {APP_COLUMNS} from application where trust_issuer = ?1 and trust_audience = ?2 limit 16"
+                ))
+                .db()?;
+            let rows = stmt.query_map(params![issuer, audience], application_row).db()?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().db()
+        })
+    }
+
+    async fn list_applications(&self, workspace: WorkspaceId) -> Result<Vec<Application>> {
+        self.db.read(|c| {
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "select {APP_COLUMNS} from application where workspace_id = ?1 order by created_at"
+                ))
+                .db()?;
+            let rows = stmt.query_map(params![workspace.to_string()], application_row).db()?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().db()
+        })
+    }
+
+    async fn list_allowed_origins(&self) -> Result<Vec<String>> {
+        self.db.read(|c| {
+            let mut stmt =
+                c.prepare_cached("select allowed_origins from application where allowed_origins <> '[]'").db()?;
+            let rows = stmt.query_map([], |r| serde_json_origins(&r.get::<_, String>(0)?)).db()?;
+            let lists = rows.collect::<rusqlite::Result<Vec<_>>>().db()?;
+            Ok(lists.into_iter().flatten().collect())
+        })
+    }
+}
+
+#[async_trait]
+impl UserStore for SqliteStore {
+    async fn find_user_by_identity(&self, workspace: WorkspaceId, identity_index: &[u8]) -> Result<Option<User>> {
+        self.db.read(|c| {
+            c.prepare_cached(&format!(
+                "select {} from user_account u join user_identity i
+                   on i.workspace_id = u.workspace_id and i.user_id = u.user_id
+                 where i.workspace_id = ?1 and i.identity_index = ?2",
+                USER_COLUMNS.split(", ").map(|col| format!("u.{col}")).collect::<Vec<_>>().join(", ")
+            ))
+            .db()?
+            .query_row(params![workspace.to_string(), identity_index], user_row)
+            .optional()
+            .db()
+        })
+    }
+
+    async fn insert_user(&self, new: &NewUser) -> Result<()> {
+        let new = new.clone();
+        self.db
+            .write(move |c| {
+                let u = &new.user;
+                let ws = u.workspace_id.to_string();
+                let id = u.id.to_string();
+                c.execute(
+                    &format!("insert into user_account ({USER_COLUMNS}) values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+                    params![
+                        id,
+                        ws,
+                        u.role.as_str(),
+                        u.revision,
+                        u.status.as_str(),
+                        u.email_sealed,
+                        u.email_index,
+                        u.name_sealed,
+                        u.created_at.millis(),
+                        u.updated_at.millis()
+                    ],
+                )
+                .db()?;
+                c.execute(
+                    "insert into user_identity (workspace_id, identity_index, user_id, identity_sealed, created_at)
+                     values (?1, ?2, ?3, ?4, ?5)",
+                    params![ws, new.identity.index, id, new.identity.sealed, u.created_at.millis()],
+                )
+                .db()?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn update_profile(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+        email_sealed: Option<&[u8]>,
+        email_index: Option<&[u8]>,
+        name_sealed: Option<&[u8]>,
+        now: Timestamp,
+    ) -> Result<()> {
+        let (email_sealed, email_index, name_sealed) =
+            (email_sealed.map(<[u8]>::to_vec), email_index.map(<[u8]>::to_vec), name_sealed.map(<[u8]>::to_vec));
+        self.db
+            .write(move |c| {
+                let n = c
+                    .execute(
+                        "update user_account set email_sealed = ?3, email_index = ?4, name_sealed = ?5, updated_at = ?6
+                         where workspace_id = ?1 and user_id = ?2",
+                        params![
+                            workspace.to_string(),
+                            user.to_string(),
+                            email_sealed,
+                            email_index,
+                            name_sealed,
+                            now.millis()
+                        ],
+                    )
+                    .db()?;
+                if n == 0 { Err(Error::NotFound("user")) } else { Ok(()) }
+            })
+            .await
+    }
+
+    async fn find_user(&self, workspace: WorkspaceId, user: UserId) -> Result<Option<User>> {
+        self.db.read(|c| {
+            c.prepare_cached(&format!(
+                "select {USER_COLUMNS} from user_account where workspace_id = ?1 and user_id = ?2"
+            ))
+            .db()?
+            .query_row(params![workspace.to_string(), user.to_string()], user_row)
+            .optional()
+            .db()
+        })
+    }
+
+    async fn raise_revision(&self, workspace: WorkspaceId, user: UserId, now: Timestamp) -> Result<i64> {
+        self.db
+            .write(move |c| {
+                let (ws, u) = (workspace.to_string(), user.to_string());
+                let revision: Option<i64> = c
+                    .query_row(
+                        "update user_account set revision = revision + 1, updated_at = ?3
+                         where workspace_id = ?1 and user_id = ?2 returning revision",
+                        params![ws, u, now.millis()],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .db()?;
+                let revision = revision.ok_or(Error::NotFound("user"))?;
+                c.execute(
+                    "update login_session set ended_at = ?3
+                     where workspace_id = ?1 and user_id = ?2 and ended_at is null",
+                    params![ws, u, now.millis()],
+                )
+                .db()?;
+                record_invalidation(c, Invalidation::User(workspace, user))?;
+                Ok(revision)
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl SessionStore for SqliteStore {
+    async fn insert_session_within_limits(
+        &self,
+        s: &LoginSession,
+        limits: SessionLimits,
+        now: Timestamp,
+    ) -> Result<SessionAdmission> {
+        let s = s.clone();
+        // The writer runs one job at a time inside one transaction: count and insert are atomic.
+        self.db
+            .write(move |c| {
+                let ws = s.workspace_id.to_string();
+                let user = s.user_id.to_string();
+                let (ws_count, ws_earliest): (i64, Option<i64>) = c
+                    .prepare_cached(
+                        "select count(*), min(expires_at) from login_session
+                         where workspace_id = ?1 and ended_at is null and expires_at > ?2",
+                    )
+                    .db()?
+                    .query_row(params![ws, now.millis()], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .db()?;
+                if ws_count >= i64::from(limits.per_workspace) {
+                    let earliest = Timestamp::from_millis(ws_earliest.unwrap_or(now.millis()));
+                    return Ok(SessionAdmission::Full { earliest_expiry: earliest });
+                }
+                let (user_count, user_earliest): (i64, Option<i64>) = c
+                    .prepare_cached(
+                        "select count(*), min(expires_at) from login_session
+                         where workspace_id = ?1 and user_id = ?2 and ended_at is null and expires_at > ?3",
+                    )
+                    .db()?
+                    .query_row(params![ws, user, now.millis()], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .db()?;
+                if user_count >= i64::from(limits.per_user) {
+                    let earliest = Timestamp::from_millis(user_earliest.unwrap_or(now.millis()));
+                    return Ok(SessionAdmission::Full { earliest_expiry: earliest });
+                }
+                c.prepare_cached(
+                    "insert into login_session
+                       (workspace_id, session_id, application_id, user_id, created_at, expires_at, ended_at)
+                     values (?1, ?2, ?3, ?4, ?5, ?6, null)",
+                )
+                .db()?
+                .execute(params![
+                    ws,
+                    s.id.to_string(),
+                    s.application_id.to_string(),
+                    user,
+                    s.created_at.millis(),
+                    s.expires_at.millis()
+                ])
+                .db()?;
+                Ok(SessionAdmission::Admitted)
+            })
+            .await
+    }
+
+    async fn find_session(&self, workspace: WorkspaceId, id: SessionId) -> Result<Option<LoginSession>> {
+        self.db.read(|c| {
+            c.prepare_cached(
+                "select session_id, workspace_id, application_id, user_id, created_at, expires_at, ended_at
+                 from login_session where workspace_id = ?1 and session_id = ?2",
+            )
+            .db()?
+            .query_row(params![workspace.to_string(), id.to_string()], session_row)
+            .optional()
+            .db()
+        })
+    }
+
+    async fn end_session(&self, workspace: WorkspaceId, id: SessionId, now: Timestamp) -> Result<bool> {
+        self.db
+            .write(move |c| {
+                let n = c
+                    .execute(
+                        "update login_session set ended_at = ?3
+                         where workspace_id = ?1 and session_id = ?2 and ended_at is null",
+                        params![workspace.to_string(), id.to_string(), now.millis()],
+                    )
+                    .db()?;
+                record_invalidation(c, Invalidation::Session(workspace, id))?;
+                Ok(n > 0)
+            })
+            .await
+    }
+
+    async fn purge_sessions(&self, before: Timestamp) -> Result<u64> {
+        self.db
+            .write(move |c| {
+                let n = c
+                    .execute(
+                        "delete from login_session where rowid in (
+                           select rowid from login_session
+                           where coalesce(ended_at, expires_at) < ?1 limit 10000)",
+                        params![before.millis()],
+                    )
+                    .db()?;
+                Ok(n as u64)
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl VaultStore for SqliteStore {
+    async fn put_value(&self, w: &VaultWrite) -> Result<PutOutcome> {
+        let w = w.clone();
+        self.db
+            .write(move |c| {
+                let l = &w.locator;
+                let (ws, app, user) = (l.workspace_id.to_string(), l.application_id.to_string(), l.user_id.to_string());
+                let existing: Option<(i64, i64)> = c
+                    .prepare_cached(
+                        "select created_at, expires_at from vault_value
+                         where workspace_id = ?1 and application_id = ?2 and user_id = ?3 and key_index = ?4",
+                    )
+                    .db()?
+                    .query_row(params![ws, app, user, &l.key_index[..]], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+                    .db()?;
+                let live = existing.filter(|(_, expires)| *expires > w.now.millis());
+                if live.is_none() {
+                    let count: i64 = c
+                        .prepare_cached(
+                            "select count(*) from vault_value
+                             where workspace_id = ?1 and application_id = ?2 and user_id = ?3 and expires_at > ?4",
+                        )
+                        .db()?
+                        .query_row(params![ws, app, user, w.now.millis()], |r| r.get(0))
+                        .db()?;
+                    if count >= i64::from(w.max_keys) {
+                        return Ok(PutOutcome::QuotaExceeded);
+                    }
+                }
+                let created_at = live.map_or(w.now.millis(), |(created, _)| created);
+                c.prepare_cached(
+                    "insert into vault_value (workspace_id, application_id, user_id, key_index, name_sealed,
+                                              value_sealed, size, created_at, updated_at, expires_at)
+                     values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                     on conflict (workspace_id, application_id, user_id, key_index) do update set
+                       name_sealed = excluded.name_sealed, value_sealed = excluded.value_sealed,
+                       size = excluded.size, created_at = excluded.created_at,
+                       updated_at = excluded.updated_at, expires_at = excluded.expires_at",
+                )
+                .db()?
+                .execute(params![
+                    ws,
+                    app,
+                    user,
+                    &l.key_index[..],
+                    w.name_sealed,
+                    w.value_sealed,
+                    to_i64(w.size),
+                    created_at,
+                    w.now.millis(),
+                    w.expires_at.millis()
+                ])
+                .db()?;
+                Ok(match live {
+                    Some((created, _)) => PutOutcome::Replaced { created_at: Timestamp::from_millis(created) },
+                    None => PutOutcome::Created,
+                })
+            })
+            .await
+    }
+
+    async fn get_value(&self, l: &VaultLocator, now: Timestamp) -> Result<Option<VaultEntry>> {
+        self.db.read(|c| {
+            c.prepare_cached(
+                "select name_sealed, value_sealed, size, created_at, updated_at, expires_at from vault_value
+                 where workspace_id = ?1 and application_id = ?2 and user_id = ?3 and key_index = ?4
+                   and expires_at > ?5",
+            )
+            .db()?
+            .query_row(
+                params![
+                    l.workspace_id.to_string(),
+                    l.application_id.to_string(),
+                    l.user_id.to_string(),
+                    &l.key_index[..],
+                    now.millis()
+                ],
+                |r| {
+                    Ok(VaultEntry {
+                        key_index: l.key_index.to_vec(),
+                        name_sealed: r.get(0)?,
+                        value_sealed: r.get(1)?,
+                        size: to_u64(r.get(2)?),
+                        created_at: Timestamp::from_millis(r.get(3)?),
+                        updated_at: Timestamp::from_millis(r.get(4)?),
+                        expires_at: Timestamp::from_millis(r.get(5)?),
+                    })
+                },
+            )
+            .optional()
+            .db()
+        })
+    }
+
+    async fn list_values(
+        &self,
+        workspace: WorkspaceId,
+        application: ApplicationId,
+        user: UserId,
+        now: Timestamp,
+    ) -> Result<Vec<VaultEntry>> {
+        self.db.read(|c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "select key_index, name_sealed, size, created_at, updated_at, expires_at from vault_value
+                     where workspace_id = ?1 and application_id = ?2 and user_id = ?3 and expires_at > ?4",
+                )
+                .db()?;
+            let rows = stmt
+                .query_map(
+                    params![workspace.to_string(), application.to_string(), user.to_string(), now.millis()],
+                    |r| {
+                        Ok(VaultEntry {
+                            key_index: r.get(0)?,
+                            name_sealed: r.get(1)?,
+                            value_sealed: Vec::new(),
+                            size: to_u64(r.get(2)?),
+                            created_at: Timestamp::from_millis(r.get(3)?),
+                            updated_at: Timestamp::from_millis(r.get(4)?),
+                            expires_at: Timestamp::from_millis(r.get(5)?),
+                        })
+                    },
+                )
+                .db()?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().db()
+        })
+    }
+
+    async fn delete_value(&self, l: &VaultLocator, now: Timestamp) -> Result<bool> {
+        let l = l.clone();
+        self.db
+            .write(move |c| {
+                let live: bool = c
+                    .prepare_cached(
+                        "delete from vault_value
+                         where workspace_id = ?1 and application_id = ?2 and user_id = ?3 and key_index = ?4
+                         returning expires_at > ?5",
+                    )
+                    .db()?
+                    .query_row(
+                        params![
+                            l.workspace_id.to_string(),
+                            l.application_id.to_string(),
+                            l.user_id.to_string(),
+                            &l.key_index[..],
+                            now.millis()
+                        ],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .db()?
+                    .unwrap_or(false);
+                Ok(live)
+            })
+            .await
+    }
+
+    async fn purge_expired_values(&self, now: Timestamp, limit: u32) -> Result<u64> {
+        self.db
+            .write(move |c| {
+                let n = c
+                    .execute(
+                        "delete from vault_value where rowid in (
+                           select rowid from vault_value where expires_at <= ?1 limit ?2)",
+                        params![now.millis(), i64::from(limit)],
+                    )
+                    .db()?;
+                Ok(n as u64)
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl AccessLogStore for SqliteStore {
+    async fn append_access(&self, entries: &[AccessEntry]) -> Result<()> {
+        let entries = entries.to_vec();
+        self.db
+            .write(move |c| {
+                let mut stmt = c
+                    .prepare_cached(
+                        "insert into api_access (workspace_id, application_id, user_id, method, route, key_sealed,
+                           status, bytes_in, bytes_out, client_ip, user_agent, request_id, duration_us, created_at)
+                         values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                    )
+                    .db()?;
+                for e in &entries {
+                    stmt.execute(params![
+                        e.workspace_id.map(|w| w.to_string()),
+                        e.application_id.map(|a| a.to_string()),
+                        e.user_id.map(|u| u.to_string()),
+                        e.method,
+                        e.route,
+                        e.key_sealed,
+                        i64::from(e.status),
+                        to_i64(e.bytes_in),
+                        to_i64(e.bytes_out),
+                        e.client_ip,
+                        e.user_agent,
+                        e.request_id,
+                        to_i64(e.duration_us),
+                        e.at.millis()
+                    ])
+                    .db()?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn list_access(&self, workspace: WorkspaceId, limit: u32) -> Result<Vec<AccessEntry>> {
+        self.db.read(|c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "select workspace_id, application_id, user_id, method, route, key_sealed, status, bytes_in,
+                            bytes_out, client_ip, user_agent, request_id, duration_us, created_at
+                     from api_access where workspace_id = ?1 order by api_access_id desc limit ?2",
+                )
+                .db()?;
+            let rows = stmt
+                .query_map(params![workspace.to_string(), i64::from(limit)], |r| {
+                    Ok(AccessEntry {
+                        workspace_id: r.get::<_, Option<String>>(0)?.map(parse_id).transpose()?,
+                        application_id: r.get::<_, Option<String>>(1)?.map(parse_id).transpose()?,
+                        user_id: r.get::<_, Option<String>>(2)?.map(parse_id).transpose()?,
+                        method: r.get(3)?,
+                        route: r.get(4)?,
+                        key_sealed: r.get(5)?,
+                        status: u16::try_from(r.get::<_, i64>(6)?).unwrap_or(0),
+                        bytes_in: to_u64(r.get(7)?),
+                        bytes_out: to_u64(r.get(8)?),
+                        client_ip: r.get(9)?,
+                        user_agent: r.get(10)?,
+                        request_id: r.get(11)?,
+                        duration_us: to_u64(r.get(12)?),
+                        at: Timestamp::from_millis(r.get(13)?),
+                    })
+                })
+                .db()?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().db()
+        })
+    }
+}
+
+#[async_trait]
+impl CoordStore for SqliteStore {
+    async fn publish(&self, invalidation: Invalidation) -> Result<()> {
+        self.db.write(move |c| record_invalidation(c, invalidation)).await
+    }
+
+    async fn invalidations(&self, after: i64, lookback: Duration) -> Result<Vec<(i64, Invalidation)>> {
+        let lookback_ms = i64::try_from(lookback.as_millis()).unwrap_or(i64::MAX);
+        self.db.read(|c| {
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "select seq, kind, subject from invalidation
+                     where seq > ?1 or created_at >= {NOW_MS} - ?2 order by seq limit 10000"
+                ))
+                .db()?;
+            let rows = stmt
+                .query_map(params![after, lookback_ms], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+                })
+                .db()?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (seq, kind, subject) = row.db()?;
+                if let Some(inv) = Invalidation::parse(&kind, &subject) {
+                    out.push((seq, inv));
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    async fn prune_invalidations(&self, age: Duration) -> Result<u64> {
+        let age_ms = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
+        self.db
+            .write(move |c| {
+                let n = c
+                    .execute(&format!("delete from invalidation where created_at < {NOW_MS} - ?1"), params![age_ms])
+                    .db()?;
+                Ok(n as u64)
+            })
+            .await
+    }
+
+    fn wakeups(&self) -> Option<Arc<tokio::sync::Notify>> {
+        None
+    }
+}
+
+#[async_trait]
+impl UsedTokenStore for SqliteStore {
+    async fn mark_used(&self, token_hash: &[u8; 32], expires_at: Timestamp) -> Result<bool> {
+        let hash = token_hash.to_vec();
+        self.db
+            .write(move |c| {
+                let n = c
+                    .execute(
+                        "insert into used_token (token_hash, expires_at) values (?1, ?2) on conflict do nothing",
+                        params![hash, expires_at.millis()],
+                    )
+                    .db()?;
+                Ok(n == 1)
+            })
+            .await
+    }
+
+    async fn purge_used(&self, now: Timestamp) -> Result<u64> {
+        self.db
+            .write(move |c| {
+                let n = c.execute("delete from used_token where expires_at < ?1", params![now.millis()]).db()?;
+                Ok(n as u64)
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl HealthStore for SqliteStore {
+    async fn check_ready(&self) -> Result<()> {
+        let current = self.db.read(|c| migrate::is_current(c, migrate::DATA))?;
+        if !current {
+            return Err(Error::Unavailable("migrations are not current"));
+        }
+        // A write round trip proves the writer thread and the disk.
+        self.db.write(|c| c.query_row("select 1", [], |r| r.get::<_, i64>(0)).db()).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_round_trip() {
+        let list = vec!["https://a.example".to_owned(), "http://localhost:3000".to_owned()];
+        assert_eq!(serde_json_origins(&origins_json(&list)).unwrap(), list);
+        assert_eq!(serde_json_origins("[]").unwrap(), Vec::<String>::new());
+        assert!(serde_json_origins("nonsense").is_err());
+    }
+}
