@@ -1,1 +1,100 @@
-//! placeholder
+//! Request and response bodies of the secureFlows HTTP APIs, shared by the server, the Rust client and
+//! the OpenAPI document. Field names are `snake_case`, except the sign-in response, whose camelCase
+//! names (`sessionToken`, `expiresIn`, `tokenType`) are part of the published contract.
+
+use serde::{Deserialize, Serialize};
+
+/// `POST /api/v1/auth/callback` with an upstream ID token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CallbackRequest {
+    /// The ID token from an upstream OpenID Connect issuer the application trusts.
+    pub id_token: String,
+    /// The application's client id; needed only when several applications trust the same issuer and
+    /// audience.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+}
+
+/// A signed-in session's token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CallbackResponse {
+    /// The SESSION JWT. Keep it in memory only.
+    #[serde(rename = "sessionToken")]
+    pub session_token: String,
+    /// Seconds until it expires.
+    #[serde(rename = "expiresIn")]
+    pub expires_in: u64,
+    /// Always `Bearer`.
+    #[serde(rename = "tokenType")]
+    pub token_type: String,
+}
+
+/// One vault value's metadata.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ValueMeta {
+    /// Key name.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// First written (RFC 3339, UTC).
+    pub created_at: String,
+    /// Last written.
+    pub updated_at: String,
+    /// Expires unless written again.
+    pub expires_at: String,
+}
+
+/// `GET /api/v1/sessions`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ValueList {
+    /// The caller's keys in this application, sorted by name.
+    pub keys: Vec<ValueMeta>,
+}
+
+/// An RFC 9457 problem as the server sends it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Problem {
+    /// Stable problem type URI (`urn:secureflows:problem:<slug>`).
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// Summary.
+    pub title: String,
+    /// HTTP status.
+    pub status: u16,
+    /// Explanation.
+    #[serde(default)]
+    pub detail: Option<String>,
+    /// Request path.
+    #[serde(default)]
+    pub instance: Option<String>,
+    /// Request id.
+    #[serde(default)]
+    pub request_id: Option<String>,
+    /// Field errors (422).
+    #[serde(default)]
+    pub errors: Vec<FieldError>,
+}
+
+impl Problem {
+    /// The slug after `urn:secureflows:problem:`.
+    pub fn slug(&self) -> &str {
+        self.type_.rsplit(':').next().unwrap_or("")
+    }
+}
+
+/// A field error in a 422 problem.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FieldError {
+    /// Field.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// `GET /healthz` and `GET /readyz`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Health {
+    /// `ok` or `ready`.
+    pub status: String,
+}

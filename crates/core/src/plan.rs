@@ -46,9 +46,9 @@ pub struct PlanLimits {
     pub max_keys_per_user: u32,
 }
 
-/// The limits of every plan.
+/// The limits of every plan. A plan section given in configuration must list all four limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct PlanTable {
     /// Free.
     pub free: PlanLimits,

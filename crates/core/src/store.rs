@@ -266,7 +266,11 @@ pub trait CoordStore: Send + Sync {
     async fn publish(&self, invalidation: Invalidation) -> Result<()>;
     /// Invalidations with a sequence number above `after`, and those recorded within `lookback` of the
     /// database's clock (a look-back that catches transactions that committed out of sequence order).
-    async fn invalidations(&self, after: i64, lookback: std::time::Duration) -> Result<Vec<(i64, Invalidation)>>;
+    async fn invalidations(
+        &self,
+        after: i64,
+        lookback: std::time::Duration,
+    ) -> Result<Vec<(i64, Invalidation)>>;
     /// Deletes invalidations older than `age` by the database's clock.
     async fn prune_invalidations(&self, age: std::time::Duration) -> Result<u64>;
     /// A notifier that fires when another node published something, if the backend can push.

@@ -1,1 +1,21 @@
-//! placeholder
+//! The secureFlows HTTP server as a library: configuration, state, problem mapping, extractors,
+//! middleware, the routers, and start-up. Only this crate knows HTTP.
+
+// `Problem` (136 bytes) is the error of every extractor and handler; it lives only on error paths.
+#![allow(clippy::result_large_err)]
+
+pub mod access_log;
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod coord;
+pub mod extract;
+pub mod middleware;
+pub mod problem;
+pub mod request;
+pub mod state;
+pub mod sweeper;
+pub mod upstream;
+
+pub use app::{Opened, RawStore, Server};
+pub use config::Config;

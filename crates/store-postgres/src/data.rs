@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use secureflows_core::store::{
-    AccessEntry, AccessLogStore, ApplicationStore, CoordStore, HealthStore, NewUser, PutOutcome, SessionAdmission,
-    SessionLimits, SessionStore, UsedTokenStore, UserStore, VaultEntry, VaultLocator, VaultStore, VaultWrite,
-    WorkspaceStore,
+    AccessEntry, AccessLogStore, ApplicationStore, CoordStore, HealthStore, NewUser, PutOutcome,
+    SessionAdmission, SessionLimits, SessionStore, UsedTokenStore, UserStore, VaultEntry, VaultLocator,
+    VaultStore, VaultWrite, WorkspaceStore,
 };
 use secureflows_core::{
     Application, ApplicationId, Error, Invalidation, LoginSession, Plan, Result, Role, SessionId, Timestamp,
@@ -47,7 +47,8 @@ impl PgStore {
 }
 
 pub(crate) fn ts(t: Timestamp) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(t.millis()) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(t.millis()) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 pub(crate) fn from_ts(t: OffsetDateTime) -> Timestamp {
@@ -104,7 +105,9 @@ fn application_row(r: &PgRow) -> Result<Application> {
         id: ApplicationId::from_uuid(r.try_get("application_id").db()?),
         workspace_id: WorkspaceId::from_uuid(r.try_get("workspace_id").db()?),
         name: r.try_get("name").db()?,
-        trust: issuer.zip(audience).map(|(issuer, audience)| UpstreamTrust { issuer, audience }),
+        trust: issuer
+            .zip(audience)
+            .map(|(issuer, audience)| UpstreamTrust { issuer, audience }),
         allowed_origins: r.try_get("allowed_origins").db()?,
         data_ttl: Duration::from_secs(to_u64(r.try_get("data_ttl_secs").db()?)),
         token_ttl: Duration::from_secs(to_u64(r.try_get("token_ttl_secs").db()?)),
@@ -139,7 +142,10 @@ fn session_row(r: &PgRow) -> Result<LoginSession> {
         user_id: UserId::from_uuid(r.try_get("user_id").db()?),
         created_at: from_ts(r.try_get("created_at").db()?),
         expires_at: from_ts(r.try_get("expires_at").db()?),
-        ended_at: r.try_get::<Option<OffsetDateTime>, _>("ended_at").db()?.map(from_ts),
+        ended_at: r
+            .try_get::<Option<OffsetDateTime>, _>("ended_at")
+            .db()?
+            .map(from_ts),
     })
 }
 
@@ -161,24 +167,28 @@ impl WorkspaceStore for PgStore {
     }
 
     async fn find_workspace(&self, id: WorkspaceId) -> Result<Option<Workspace>> {
-        sqlx::query("select workspace_id, name, plan, created_at, updated_at from workspace where workspace_id = $1")
-            .bind(id.as_uuid())
-            .fetch_optional(&self.pool)
-            .await
-            .db()?
-            .as_ref()
-            .map(workspace_row)
-            .transpose()
+        sqlx::query(
+            "select workspace_id, name, plan, created_at, updated_at from workspace where workspace_id = $1",
+        )
+        .bind(id.as_uuid())
+        .fetch_optional(&self.pool)
+        .await
+        .db()?
+        .as_ref()
+        .map(workspace_row)
+        .transpose()
     }
 
     async fn list_workspaces(&self) -> Result<Vec<Workspace>> {
-        sqlx::query("select workspace_id, name, plan, created_at, updated_at from workspace order by created_at")
-            .fetch_all(&self.pool)
-            .await
-            .db()?
-            .iter()
-            .map(workspace_row)
-            .collect()
+        sqlx::query(
+            "select workspace_id, name, plan, created_at, updated_at from workspace order by created_at",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .db()?
+        .iter()
+        .map(workspace_row)
+        .collect()
     }
 
     async fn update_plan(&self, id: WorkspaceId, plan: Plan, now: Timestamp) -> Result<()> {
@@ -200,8 +210,16 @@ impl WorkspaceStore for PgStore {
 
     async fn delete_workspace(&self, id: WorkspaceId) -> Result<()> {
         let mut tx = self.pool.begin().await.db()?;
-        sqlx::query("delete from vault_value where workspace_id = $1").bind(id.as_uuid()).execute(&mut *tx).await.db()?;
-        sqlx::query("delete from api_access where workspace_id = $1").bind(id.as_uuid()).execute(&mut *tx).await.db()?;
+        sqlx::query("delete from vault_value where workspace_id = $1")
+            .bind(id.as_uuid())
+            .execute(&mut *tx)
+            .await
+            .db()?;
+        sqlx::query("delete from api_access where workspace_id = $1")
+            .bind(id.as_uuid())
+            .execute(&mut *tx)
+            .await
+            .db()?;
         let n = sqlx::query("delete from workspace where workspace_id = $1")
             .bind(id.as_uuid())
             .execute(&mut *tx)
@@ -216,7 +234,10 @@ impl WorkspaceStore for PgStore {
     }
 
     async fn any_workspace(&self) -> Result<bool> {
-        sqlx::query_scalar("select exists (select 1 from workspace)").fetch_one(&self.pool).await.db()
+        sqlx::query_scalar("select exists (select 1 from workspace)")
+            .fetch_one(&self.pool)
+            .await
+            .db()
     }
 }
 
@@ -245,14 +266,16 @@ impl ApplicationStore for PgStore {
     }
 
     async fn find_application(&self, id: ApplicationId) -> Result<Option<Application>> {
-        sqlx::query(&format!("select {APP_COLUMNS} from application where application_id = $1"))
-            .bind(id.as_uuid())
-            .fetch_optional(&self.pool)
-            .await
-            .db()?
-            .as_ref()
-            .map(application_row)
-            .transpose()
+        sqlx::query(&format!(
+            "select {APP_COLUMNS} from application where application_id = $1"
+        ))
+        .bind(id.as_uuid())
+        .fetch_optional(&self.pool)
+        .await
+        .db()?
+        .as_ref()
+        .map(application_row)
+        .transpose()
     }
 
     async fn find_applications_trusting(&self, issuer: &str, audience: &str) -> Result<Vec<Application>> {
@@ -270,14 +293,16 @@ impl ApplicationStore for PgStore {
     }
 
     async fn list_applications(&self, workspace: WorkspaceId) -> Result<Vec<Application>> {
-        sqlx::query(&format!("select {APP_COLUMNS} from application where workspace_id = $1 order by created_at"))
-            .bind(workspace.as_uuid())
-            .fetch_all(&self.pool)
-            .await
-            .db()?
-            .iter()
-            .map(application_row)
-            .collect()
+        sqlx::query(&format!(
+            "select {APP_COLUMNS} from application where workspace_id = $1 order by created_at"
+        ))
+        .bind(workspace.as_uuid())
+        .fetch_all(&self.pool)
+        .await
+        .db()?
+        .iter()
+        .map(application_row)
+        .collect()
     }
 
     async fn list_allowed_origins(&self) -> Result<Vec<String>> {
@@ -290,7 +315,11 @@ impl ApplicationStore for PgStore {
 
 #[async_trait]
 impl UserStore for PgStore {
-    async fn find_user_by_identity(&self, workspace: WorkspaceId, identity_index: &[u8]) -> Result<Option<User>> {
+    async fn find_user_by_identity(
+        &self,
+        workspace: WorkspaceId,
+        identity_index: &[u8],
+    ) -> Result<Option<User>> {
         sqlx::query(&format!(
             "select {USER_COLUMNS} from user_account u join user_identity i
                on i.workspace_id = u.workspace_id and i.user_id = u.user_id
@@ -365,19 +394,25 @@ impl UserStore for PgStore {
         .await
         .db()?
         .rows_affected();
-        if n == 0 { Err(Error::NotFound("user")) } else { Ok(()) }
+        if n == 0 {
+            Err(Error::NotFound("user"))
+        } else {
+            Ok(())
+        }
     }
 
     async fn find_user(&self, workspace: WorkspaceId, user: UserId) -> Result<Option<User>> {
-        sqlx::query(&format!("select {USER_COLUMNS} from user_account u where u.workspace_id = $1 and u.user_id = $2"))
-            .bind(workspace.as_uuid())
-            .bind(user.as_uuid())
-            .fetch_optional(&self.pool)
-            .await
-            .db()?
-            .as_ref()
-            .map(user_row)
-            .transpose()
+        sqlx::query(&format!(
+            "select {USER_COLUMNS} from user_account u where u.workspace_id = $1 and u.user_id = $2"
+        ))
+        .bind(workspace.as_uuid())
+        .bind(user.as_uuid())
+        .fetch_optional(&self.pool)
+        .await
+        .db()?
+        .as_ref()
+        .map(user_row)
+        .transpose()
     }
 
     async fn raise_revision(&self, workspace: WorkspaceId, user: UserId, now: Timestamp) -> Result<i64> {
@@ -438,7 +473,9 @@ impl SessionStore for PgStore {
         .await
         .db()?;
         if count >= i64::from(limits.per_workspace) {
-            return Ok(SessionAdmission::Full { earliest_expiry: earliest.map_or(now, from_ts) });
+            return Ok(SessionAdmission::Full {
+                earliest_expiry: earliest.map_or(now, from_ts),
+            });
         }
         let (count, earliest): (i64, Option<OffsetDateTime>) = sqlx::query_as(
             "select count(*), min(expires_at) from login_session
@@ -451,7 +488,9 @@ impl SessionStore for PgStore {
         .await
         .db()?;
         if count >= i64::from(limits.per_user) {
-            return Ok(SessionAdmission::Full { earliest_expiry: earliest.map_or(now, from_ts) });
+            return Ok(SessionAdmission::Full {
+                earliest_expiry: earliest.map_or(now, from_ts),
+            });
         }
         sqlx::query(
             "insert into login_session (workspace_id, session_id, application_id, user_id, created_at, expires_at)
@@ -544,7 +583,10 @@ fn vault_entry(r: &PgRow, key_index: Option<&[u8]>) -> Result<VaultEntry> {
             None => r.try_get("key_index").db()?,
         },
         name_sealed: r.try_get("name_sealed").db()?,
-        value_sealed: r.try_get::<Option<Vec<u8>>, _>("value_sealed").unwrap_or_default().unwrap_or_default(),
+        value_sealed: r
+            .try_get::<Option<Vec<u8>>, _>("value_sealed")
+            .unwrap_or_default()
+            .unwrap_or_default(),
         size: to_u64(r.try_get("size").db()?),
         created_at: from_ts(r.try_get("created_at").db()?),
         updated_at: from_ts(r.try_get("updated_at").db()?),
@@ -558,7 +600,9 @@ impl VaultStore for PgStore {
         // Fast path: overwrite a live value in one statement.
         let mut conn = self.pool.acquire().await.db()?;
         if let Some(created) = update_live_value(&mut conn, w).await? {
-            return Ok(PutOutcome::Replaced { created_at: from_ts(created) });
+            return Ok(PutOutcome::Replaced {
+                created_at: from_ts(created),
+            });
         }
         drop(conn);
         // A new key: lock the user so that the quota check and the insert are atomic.
@@ -577,7 +621,9 @@ impl VaultStore for PgStore {
         }
         if let Some(created) = update_live_value(&mut tx, w).await? {
             tx.commit().await.db()?;
-            return Ok(PutOutcome::Replaced { created_at: from_ts(created) });
+            return Ok(PutOutcome::Replaced {
+                created_at: from_ts(created),
+            });
         }
         let count: i64 = sqlx::query_scalar(
             "select count(*) from vault_value
@@ -733,12 +779,18 @@ impl AccessLogStore for PgStore {
         rows.iter()
             .map(|r| {
                 Ok(AccessEntry {
-                    workspace_id: r.try_get::<Option<Uuid>, _>("workspace_id").db()?.map(WorkspaceId::from_uuid),
+                    workspace_id: r
+                        .try_get::<Option<Uuid>, _>("workspace_id")
+                        .db()?
+                        .map(WorkspaceId::from_uuid),
                     application_id: r
                         .try_get::<Option<Uuid>, _>("application_id")
                         .db()?
                         .map(ApplicationId::from_uuid),
-                    user_id: r.try_get::<Option<Uuid>, _>("user_id").db()?.map(UserId::from_uuid),
+                    user_id: r
+                        .try_get::<Option<Uuid>, _>("user_id")
+                        .db()?
+                        .map(UserId::from_uuid),
                     method: r.try_get("method").db()?,
                     route: r.try_get("route").db()?,
                     key_sealed: r.try_get("key_sealed").db()?,
@@ -780,12 +832,14 @@ impl CoordStore for PgStore {
     }
 
     async fn prune_invalidations(&self, age: Duration) -> Result<u64> {
-        Ok(sqlx::query("delete from invalidation where created_at < now() - make_interval(secs => $1)")
-            .bind(age.as_secs_f64())
-            .execute(&self.pool)
-            .await
-            .db()?
-            .rows_affected())
+        Ok(
+            sqlx::query("delete from invalidation where created_at < now() - make_interval(secs => $1)")
+                .bind(age.as_secs_f64())
+                .execute(&self.pool)
+                .await
+                .db()?
+                .rows_affected(),
+        )
     }
 
     fn wakeups(&self) -> Option<Arc<Notify>> {
@@ -796,13 +850,15 @@ impl CoordStore for PgStore {
 #[async_trait]
 impl UsedTokenStore for PgStore {
     async fn mark_used(&self, token_hash: &[u8; 32], expires_at: Timestamp) -> Result<bool> {
-        let n = sqlx::query("insert into used_token (token_hash, expires_at) values ($1, $2) on conflict do nothing")
-            .bind(&token_hash[..])
-            .bind(ts(expires_at))
-            .execute(&self.pool)
-            .await
-            .db()?
-            .rows_affected();
+        let n = sqlx::query(
+            "insert into used_token (token_hash, expires_at) values ($1, $2) on conflict do nothing",
+        )
+        .bind(&token_hash[..])
+        .bind(ts(expires_at))
+        .execute(&self.pool)
+        .await
+        .db()?
+        .rows_affected();
         Ok(n == 1)
     }
 

@@ -23,7 +23,10 @@ pub struct PgKeyring {
 impl PgKeyring {
     /// Connects and migrates or checks.
     pub async fn connect(url: &str, mode: MigrationMode, settings: PoolSettings) -> Result<PgKeyring> {
-        let settings = PoolSettings { max_connections: settings.max_connections.clamp(1, 4), ..settings };
+        let settings = PoolSettings {
+            max_connections: settings.max_connections.clamp(1, 4),
+            ..settings
+        };
         let pool = crate::pool(url, settings).await?;
         migrate::run(&pool, &migrate::KEYRING, mode).await?;
         Ok(PgKeyring { pool })
@@ -36,7 +39,8 @@ const SIGNING_COLUMNS: &str = "kid, alg, wrapped, public_jwk, master_key_id, cre
 fn key_row(r: &PgRow) -> Result<StoredKey> {
     Ok(StoredKey {
         owner: r.try_get("owner").db()?,
-        purpose: KeyPurpose::parse(r.try_get::<&str, _>("purpose").db()?).ok_or(Error::Integrity("key purpose"))?,
+        purpose: KeyPurpose::parse(r.try_get::<&str, _>("purpose").db()?)
+            .ok_or(Error::Integrity("key purpose"))?,
         version: u32::try_from(r.try_get::<i32, _>("version").db()?).unwrap_or(0),
         wrapped: r.try_get("wrapped").db()?,
         master_key_id: r.try_get("master_key_id").db()?,
@@ -53,22 +57,27 @@ fn signing_row(r: &PgRow) -> Result<StoredSigningKey> {
         public_jwk: r.try_get("public_jwk").db()?,
         master_key_id: r.try_get("master_key_id").db()?,
         created_at: from_ts(r.try_get("created_at").db()?),
-        retired_at: r.try_get::<Option<OffsetDateTime>, _>("retired_at").db()?.map(from_ts),
+        retired_at: r
+            .try_get::<Option<OffsetDateTime>, _>("retired_at")
+            .db()?
+            .map(from_ts),
     })
 }
 
 async fn insert_key(c: &mut PgConnection, k: &StoredKey) -> Result<()> {
-    sqlx::query(&format!("insert into workspace_key ({KEY_COLUMNS}) values ($1, $2, $3, $4, $5, $6, $7)"))
-        .bind(&k.owner)
-        .bind(k.purpose.as_str())
-        .bind(i32::try_from(k.version).unwrap_or(i32::MAX))
-        .bind(&k.wrapped)
-        .bind(&k.master_key_id)
-        .bind(k.active)
-        .bind(ts(k.created_at))
-        .execute(c)
-        .await
-        .db()?;
+    sqlx::query(&format!(
+        "insert into workspace_key ({KEY_COLUMNS}) values ($1, $2, $3, $4, $5, $6, $7)"
+    ))
+    .bind(&k.owner)
+    .bind(k.purpose.as_str())
+    .bind(i32::try_from(k.version).unwrap_or(i32::MAX))
+    .bind(&k.wrapped)
+    .bind(&k.master_key_id)
+    .bind(k.active)
+    .bind(ts(k.created_at))
+    .execute(c)
+    .await
+    .db()?;
     Ok(())
 }
 
@@ -94,10 +103,12 @@ impl KeyringStore for PgKeyring {
     }
 
     async fn master_key_ids(&self) -> Result<Vec<String>> {
-        sqlx::query_scalar("select master_key_id from workspace_key union select master_key_id from signing_key")
-            .fetch_all(&self.pool)
-            .await
-            .db()
+        sqlx::query_scalar(
+            "select master_key_id from workspace_key union select master_key_id from signing_key",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .db()
     }
 
     async fn insert_keys(&self, keys: &[StoredKey]) -> Result<()> {
@@ -112,14 +123,16 @@ impl KeyringStore for PgKeyring {
     }
 
     async fn workspace_keys(&self, workspace: &str) -> Result<Vec<StoredKey>> {
-        sqlx::query(&format!("select {KEY_COLUMNS} from workspace_key where owner = $1 order by version"))
-            .bind(workspace)
-            .fetch_all(&self.pool)
-            .await
-            .db()?
-            .iter()
-            .map(key_row)
-            .collect()
+        sqlx::query(&format!(
+            "select {KEY_COLUMNS} from workspace_key where owner = $1 order by version"
+        ))
+        .bind(workspace)
+        .fetch_all(&self.pool)
+        .await
+        .db()?
+        .iter()
+        .map(key_row)
+        .collect()
     }
 
     async fn add_data_key(&self, key: &StoredKey) -> Result<()> {
@@ -138,7 +151,11 @@ impl KeyringStore for PgKeyring {
 
     async fn destroy_workspace_keys(&self, workspace: &str, now: Timestamp) -> Result<()> {
         let mut tx = self.pool.begin().await.db()?;
-        sqlx::query("delete from workspace_key where owner = $1").bind(workspace).execute(&mut *tx).await.db()?;
+        sqlx::query("delete from workspace_key where owner = $1")
+            .bind(workspace)
+            .execute(&mut *tx)
+            .await
+            .db()?;
         sqlx::query(
             "insert into destroyed_workspace (owner, destroyed_at) values ($1, $2) on conflict (owner) do nothing",
         )
@@ -161,13 +178,15 @@ impl KeyringStore for PgKeyring {
     }
 
     async fn signing_keys(&self) -> Result<Vec<StoredSigningKey>> {
-        sqlx::query(&format!("select {SIGNING_COLUMNS} from signing_key order by created_at"))
-            .fetch_all(&self.pool)
-            .await
-            .db()?
-            .iter()
-            .map(signing_row)
-            .collect()
+        sqlx::query(&format!(
+            "select {SIGNING_COLUMNS} from signing_key order by created_at"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .db()?
+        .iter()
+        .map(signing_row)
+        .collect()
     }
 
     async fn insert_signing_key(&self, key: &StoredSigningKey, now: Timestamp) -> Result<()> {
@@ -177,16 +196,18 @@ impl KeyringStore for PgKeyring {
             .execute(&mut *tx)
             .await
             .db()?;
-        sqlx::query(&format!("insert into signing_key ({SIGNING_COLUMNS}) values ($1, $2, $3, $4, $5, $6, null)"))
-            .bind(&key.kid)
-            .bind(&key.alg)
-            .bind(&key.wrapped)
-            .bind(&key.public_jwk)
-            .bind(&key.master_key_id)
-            .bind(ts(key.created_at))
-            .execute(&mut *tx)
-            .await
-            .db()?;
+        sqlx::query(&format!(
+            "insert into signing_key ({SIGNING_COLUMNS}) values ($1, $2, $3, $4, $5, $6, null)"
+        ))
+        .bind(&key.kid)
+        .bind(&key.alg)
+        .bind(&key.wrapped)
+        .bind(&key.public_jwk)
+        .bind(&key.master_key_id)
+        .bind(ts(key.created_at))
+        .execute(&mut *tx)
+        .await
+        .db()?;
         tx.commit().await.db()
     }
 

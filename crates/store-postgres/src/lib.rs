@@ -39,15 +39,23 @@ pub struct PoolSettings {
 
 impl Default for PoolSettings {
     fn default() -> Self {
-        PoolSettings { max_connections: 16, acquire_timeout: Duration::from_secs(5) }
+        PoolSettings {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+        }
     }
 }
 
 /// The key ring's URL when none is configured: the data database's name with `_keyring` appended.
 pub fn default_keyring_url(database_url: &str) -> Result<String> {
-    let mut url = url::Url::parse(database_url).map_err(|_| Error::Malformed("invalid database URL".into()))?;
+    let mut url =
+        url::Url::parse(database_url).map_err(|_| Error::Malformed("invalid database URL".into()))?;
     let name = url.path().trim_start_matches('/').to_owned();
-    let name = if name.is_empty() { "postgres".to_owned() } else { name };
+    let name = if name.is_empty() {
+        "postgres".to_owned()
+    } else {
+        name
+    };
     url.set_path(&format!("/{name}_keyring"));
     Ok(url.to_string())
 }
@@ -55,14 +63,15 @@ pub fn default_keyring_url(database_url: &str) -> Result<String> {
 /// Creates the database named in `url` if it does not exist (needs the CREATEDB privilege).
 pub async fn ensure_database(url: &str) -> Result<()> {
     let exists = Postgres::database_exists(url).await.map_err(error::map)?;
-    if !exists {
-        if let Err(e) = Postgres::create_database(url).await {
-            // Another node may have created it at the same moment.
-            if !Postgres::database_exists(url).await.map_err(error::map)? {
-                tracing::error!(error = %e, "cannot create database");
-                return Err(Error::Unavailable("cannot create the database; create it or grant CREATEDB"));
-            }
-        }
+    if !exists
+        && let Err(e) = Postgres::create_database(url).await
+        // Another node may have created it at the same moment.
+        && !Postgres::database_exists(url).await.map_err(error::map)?
+    {
+        tracing::error!(error = %e, "cannot create database");
+        return Err(Error::Unavailable(
+            "cannot create the database; create it or grant CREATEDB",
+        ));
     }
     Ok(())
 }

@@ -36,7 +36,9 @@ pub async fn run(pool: &PgPool, migrator: &Migrator, mode: MigrationMode) -> Res
             if is_current(pool, migrator).await? {
                 Ok(())
             } else {
-                Err(Error::Unavailable("the database schema is not current; run `secureflows migrate`"))
+                Err(Error::Unavailable(
+                    "the database schema is not current; run `secureflows migrate`",
+                ))
             }
         }
     }
@@ -52,10 +54,18 @@ pub async fn is_current(pool: &PgPool, migrator: &Migrator) -> Result<bool> {
         return Ok(false);
     }
     let applied: Vec<(i64, Vec<u8>, bool)> =
-        sqlx::query_as("select version, checksum, success from _sqlx_migrations").fetch_all(pool).await.map_err(map)?;
-    let expected: Vec<_> = migrator.iter().filter(|m| m.migration_type.is_up_migration()).collect();
+        sqlx::query_as("select version, checksum, success from _sqlx_migrations")
+            .fetch_all(pool)
+            .await
+            .map_err(map)?;
+    let expected: Vec<_> = migrator
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration())
+        .collect();
     Ok(applied.len() == expected.len()
         && expected.iter().all(|m| {
-            applied.iter().any(|(v, sum, ok)| *v == m.version && *ok && sum.as_slice() == m.checksum.as_ref())
+            applied
+                .iter()
+                .any(|(v, sum, ok)| *v == m.version && *ok && sum.as_slice() == m.checksum.as_ref())
         }))
 }

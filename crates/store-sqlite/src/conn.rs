@@ -43,7 +43,10 @@ where
 {
     fn run(self: Box<Self>, conn: &Connection) -> Box<dyn Completion> {
         let result = (self.f)(conn);
-        Box::new(TypedCompletion { result, reply: self.reply })
+        Box::new(TypedCompletion {
+            result,
+            reply: self.reply,
+        })
     }
 
     fn fail(self: Box<Self>, error: Error) {
@@ -75,7 +78,9 @@ pub struct Database {
 
 impl std::fmt::Debug for Database {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Database").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("Database")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -83,7 +88,9 @@ fn configure(conn: &Connection, writer: bool) -> Result<()> {
     conn.busy_timeout(Duration::from_secs(5)).db()?;
     conn.pragma_update(None, "foreign_keys", "ON").db()?;
     if writer {
-        let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)).db()?;
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .db()?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(Error::Unavailable("the database cannot use write-ahead logging"));
         }
@@ -101,20 +108,34 @@ impl Database {
     /// starts the writer thread.
     pub fn open(path: &Path, migrations: &[Migration], mode: MigrationMode) -> Result<Database> {
         if !path.exists() && mode == MigrationMode::Check {
-            return Err(Error::Unavailable("the database does not exist; run `secureflows migrate`"));
+            return Err(Error::Unavailable(
+                "the database does not exist; run `secureflows migrate`",
+            ));
         }
         create_private_file(path)?;
         let mut writer = Connection::open_with_flags(
             path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(map)?;
         configure(&writer, true)?;
         migrate::run(&mut writer, migrations, mode)?;
         let (jobs, rx) = mpsc::channel::<Box<dyn Job>>(4096);
-        let name = format!("sqlite-writer-{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("db"));
-        std::thread::Builder::new().name(name).spawn(move || writer_loop(writer, rx)).map_err(Error::internal)?;
-        Ok(Database { path: path.to_owned(), jobs, readers: Mutex::new(Vec::new()) })
+        let name = format!(
+            "sqlite-writer-{}",
+            path.file_name().and_then(|n| n.to_str()).unwrap_or("db")
+        );
+        std::thread::Builder::new()
+            .name(name)
+            .spawn(move || writer_loop(writer, rx))
+            .map_err(Error::internal)?;
+        Ok(Database {
+            path: path.to_owned(),
+            jobs,
+            readers: Mutex::new(Vec::new()),
+        })
     }
 
     /// Runs `f` inside the next write batch. The result is returned only after the batch committed
@@ -129,7 +150,8 @@ impl Database {
             .send(Box::new(TypedJob { f, reply }))
             .await
             .map_err(|_| Error::Unavailable("database writer stopped"))?;
-        rx.await.map_err(|_| Error::Unavailable("database writer stopped"))?
+        rx.await
+            .map_err(|_| Error::Unavailable("database writer stopped"))?
     }
 
     /// Runs `f` on a reader connection, on this thread. Reads are short index look-ups.
@@ -158,10 +180,15 @@ impl Database {
     /// Checkpoints the write-ahead log into the main file and truncates it (on a connection of its own,
     /// outside any transaction).
     pub fn checkpoint(&self) -> Result<()> {
-        let c = Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .map_err(map)?;
+        let c = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(map)?;
         c.busy_timeout(Duration::from_secs(5)).db()?;
-        let busy: i64 = c.query_row("pragma wal_checkpoint(truncate)", [], |r| r.get(0)).db()?;
+        let busy: i64 = c
+            .query_row("pragma wal_checkpoint(truncate)", [], |r| r.get(0))
+            .db()?;
         if busy != 0 {
             tracing::warn!(path = %self.path.display(), "write-ahead log checkpoint could not complete");
         }

@@ -7,9 +7,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use secureflows_core::store::{
-    AccessEntry, AccessLogStore, ApplicationStore, CoordStore, HealthStore, NewUser, PutOutcome, SessionAdmission,
-    SessionLimits, SessionStore, UsedTokenStore, UserStore, VaultEntry, VaultLocator, VaultStore, VaultWrite,
-    WorkspaceStore,
+    AccessEntry, AccessLogStore, ApplicationStore, CoordStore, HealthStore, NewUser, PutOutcome,
+    SessionAdmission, SessionLimits, SessionStore, UsedTokenStore, UserStore, VaultEntry, VaultLocator,
+    VaultStore, VaultWrite, WorkspaceStore,
 };
 use secureflows_core::{
     Application, ApplicationId, Error, Invalidation, LoginSession, Plan, Result, Role, SessionId, Timestamp,
@@ -29,7 +29,9 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens the data database.
     pub fn open(path: &Path, mode: MigrationMode) -> Result<SqliteStore> {
-        Ok(SqliteStore { db: Database::open(path, migrate::DATA, mode)? })
+        Ok(SqliteStore {
+            db: Database::open(path, migrate::DATA, mode)?,
+        })
     }
 
     /// The database (tests read it raw).
@@ -41,15 +43,18 @@ impl SqliteStore {
 const NOW_MS: &str = "cast(unixepoch('subsec') * 1000 as integer)";
 
 fn record_invalidation(conn: &Connection, invalidation: Invalidation) -> Result<()> {
-    conn.prepare_cached(&format!("insert into invalidation (kind, subject, created_at) values (?1, ?2, {NOW_MS})"))
-        .db()?
-        .execute(params![invalidation.kind(), invalidation.subject()])
-        .db()?;
+    conn.prepare_cached(&format!(
+        "insert into invalidation (kind, subject, created_at) values (?1, ?2, {NOW_MS})"
+    ))
+    .db()?
+    .execute(params![invalidation.kind(), invalidation.subject()])
+    .db()?;
     Ok(())
 }
 
 fn parse_id<T: std::str::FromStr>(text: String) -> rusqlite::Result<T> {
-    text.parse().map_err(|_| rusqlite::Error::InvalidColumnType(0, "id".into(), rusqlite::types::Type::Text))
+    text.parse()
+        .map_err(|_| rusqlite::Error::InvalidColumnType(0, "id".into(), rusqlite::types::Type::Text))
 }
 
 fn bad_column(what: &str) -> rusqlite::Error {
@@ -89,7 +94,9 @@ fn application_row(r: &Row<'_>) -> rusqlite::Result<Application> {
         id: parse_id(r.get(0)?)?,
         workspace_id: parse_id(r.get(1)?)?,
         name: r.get(2)?,
-        trust: issuer.zip(audience).map(|(issuer, audience)| UpstreamTrust { issuer, audience }),
+        trust: issuer
+            .zip(audience)
+            .map(|(issuer, audience)| UpstreamTrust { issuer, audience }),
         allowed_origins: serde_json_origins(&origins)?,
         data_ttl: Duration::from_secs(to_u64(r.get(6)?)),
         token_ttl: Duration::from_secs(to_u64(r.get(7)?)),
@@ -106,8 +113,7 @@ fn origins_json(origins: &[String]) -> String {
     serde_json::Value::from(origins.to_vec()).to_string()
 }
 
-const USER_COLUMNS: &str =
-    "user_id, workspace_id, role, revision, status, email_sealed, email_index, name_sealed, created_at, updated_at";
+const USER_COLUMNS: &str = "user_id, workspace_id, role, revision, status, email_sealed, email_index, name_sealed, created_at, updated_at";
 
 fn user_row(r: &Row<'_>) -> rusqlite::Result<User> {
     Ok(User {
@@ -196,9 +202,13 @@ impl WorkspaceStore for SqliteStore {
             .write(move |c| {
                 let ws = id.to_string();
                 // Children first: the vault is the largest and has no cascade path that is cheaper.
-                c.execute("delete from vault_value where workspace_id = ?1", params![ws]).db()?;
-                c.execute("delete from api_access where workspace_id = ?1", params![ws]).db()?;
-                let n = c.execute("delete from workspace where workspace_id = ?1", params![ws]).db()?;
+                c.execute("delete from vault_value where workspace_id = ?1", params![ws])
+                    .db()?;
+                c.execute("delete from api_access where workspace_id = ?1", params![ws])
+                    .db()?;
+                let n = c
+                    .execute("delete from workspace where workspace_id = ?1", params![ws])
+                    .db()?;
                 if n == 0 {
                     return Err(Error::NotFound("workspace"));
                 }
@@ -208,7 +218,10 @@ impl WorkspaceStore for SqliteStore {
     }
 
     async fn any_workspace(&self) -> Result<bool> {
-        self.db.read(|c| c.query_row("select exists (select 1 from workspace)", [], |r| r.get(0)).db())
+        self.db.read(|c| {
+            c.query_row("select exists (select 1 from workspace)", [], |r| r.get(0))
+                .db()
+        })
     }
 }
 
@@ -241,11 +254,13 @@ impl ApplicationStore for SqliteStore {
 
     async fn find_application(&self, id: ApplicationId) -> Result<Option<Application>> {
         self.db.read(|c| {
-            c.prepare_cached(&format!("select {APP_COLUMNS} from application where application_id = ?1"))
-                .db()?
-                .query_row(params![id.to_string()], application_row)
-                .optional()
-                .db()
+            c.prepare_cached(&format!(
+                "select {APP_COLUMNS} from application where application_id = ?1"
+            ))
+            .db()?
+            .query_row(params![id.to_string()], application_row)
+            .optional()
+            .db()
         })
     }
 
@@ -268,16 +283,21 @@ impl ApplicationStore for SqliteStore {
                     "select {APP_COLUMNS} from application where workspace_id = ?1 order by created_at"
                 ))
                 .db()?;
-            let rows = stmt.query_map(params![workspace.to_string()], application_row).db()?;
+            let rows = stmt
+                .query_map(params![workspace.to_string()], application_row)
+                .db()?;
             rows.collect::<rusqlite::Result<Vec<_>>>().db()
         })
     }
 
     async fn list_allowed_origins(&self) -> Result<Vec<String>> {
         self.db.read(|c| {
-            let mut stmt =
-                c.prepare_cached("select allowed_origins from application where allowed_origins <> '[]'").db()?;
-            let rows = stmt.query_map([], |r| serde_json_origins(&r.get::<_, String>(0)?)).db()?;
+            let mut stmt = c
+                .prepare_cached("select allowed_origins from application where allowed_origins <> '[]'")
+                .db()?;
+            let rows = stmt
+                .query_map([], |r| serde_json_origins(&r.get::<_, String>(0)?))
+                .db()?;
             let lists = rows.collect::<rusqlite::Result<Vec<_>>>().db()?;
             Ok(lists.into_iter().flatten().collect())
         })
@@ -286,13 +306,21 @@ impl ApplicationStore for SqliteStore {
 
 #[async_trait]
 impl UserStore for SqliteStore {
-    async fn find_user_by_identity(&self, workspace: WorkspaceId, identity_index: &[u8]) -> Result<Option<User>> {
+    async fn find_user_by_identity(
+        &self,
+        workspace: WorkspaceId,
+        identity_index: &[u8],
+    ) -> Result<Option<User>> {
         self.db.read(|c| {
             c.prepare_cached(&format!(
                 "select {} from user_account u join user_identity i
                    on i.workspace_id = u.workspace_id and i.user_id = u.user_id
                  where i.workspace_id = ?1 and i.identity_index = ?2",
-                USER_COLUMNS.split(", ").map(|col| format!("u.{col}")).collect::<Vec<_>>().join(", ")
+                USER_COLUMNS
+                    .split(", ")
+                    .map(|col| format!("u.{col}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
             .db()?
             .query_row(params![workspace.to_string(), identity_index], user_row)
@@ -344,8 +372,11 @@ impl UserStore for SqliteStore {
         name_sealed: Option<&[u8]>,
         now: Timestamp,
     ) -> Result<()> {
-        let (email_sealed, email_index, name_sealed) =
-            (email_sealed.map(<[u8]>::to_vec), email_index.map(<[u8]>::to_vec), name_sealed.map(<[u8]>::to_vec));
+        let (email_sealed, email_index, name_sealed) = (
+            email_sealed.map(<[u8]>::to_vec),
+            email_index.map(<[u8]>::to_vec),
+            name_sealed.map(<[u8]>::to_vec),
+        );
         self.db
             .write(move |c| {
                 let n = c
@@ -430,7 +461,9 @@ impl SessionStore for SqliteStore {
                     .db()?;
                 if ws_count >= i64::from(limits.per_workspace) {
                     let earliest = Timestamp::from_millis(ws_earliest.unwrap_or(now.millis()));
-                    return Ok(SessionAdmission::Full { earliest_expiry: earliest });
+                    return Ok(SessionAdmission::Full {
+                        earliest_expiry: earliest,
+                    });
                 }
                 let (user_count, user_earliest): (i64, Option<i64>) = c
                     .prepare_cached(
@@ -442,7 +475,9 @@ impl SessionStore for SqliteStore {
                     .db()?;
                 if user_count >= i64::from(limits.per_user) {
                     let earliest = Timestamp::from_millis(user_earliest.unwrap_or(now.millis()));
-                    return Ok(SessionAdmission::Full { earliest_expiry: earliest });
+                    return Ok(SessionAdmission::Full {
+                        earliest_expiry: earliest,
+                    });
                 }
                 c.prepare_cached(
                     "insert into login_session
@@ -622,7 +657,12 @@ impl VaultStore for SqliteStore {
                 .db()?;
             let rows = stmt
                 .query_map(
-                    params![workspace.to_string(), application.to_string(), user.to_string(), now.millis()],
+                    params![
+                        workspace.to_string(),
+                        application.to_string(),
+                        user.to_string(),
+                        now.millis()
+                    ],
                     |r| {
                         Ok(VaultEntry {
                             key_index: r.get(0)?,
@@ -773,7 +813,11 @@ impl CoordStore for SqliteStore {
                 .db()?;
             let rows = stmt
                 .query_map(params![after, lookback_ms], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
                 })
                 .db()?;
             let mut out = Vec::new();
@@ -792,7 +836,10 @@ impl CoordStore for SqliteStore {
         self.db
             .write(move |c| {
                 let n = c
-                    .execute(&format!("delete from invalidation where created_at < {NOW_MS} - ?1"), params![age_ms])
+                    .execute(
+                        &format!("delete from invalidation where created_at < {NOW_MS} - ?1"),
+                        params![age_ms],
+                    )
                     .db()?;
                 Ok(n as u64)
             })
@@ -824,7 +871,12 @@ impl UsedTokenStore for SqliteStore {
     async fn purge_used(&self, now: Timestamp) -> Result<u64> {
         self.db
             .write(move |c| {
-                let n = c.execute("delete from used_token where expires_at < ?1", params![now.millis()]).db()?;
+                let n = c
+                    .execute(
+                        "delete from used_token where expires_at < ?1",
+                        params![now.millis()],
+                    )
+                    .db()?;
                 Ok(n as u64)
             })
             .await
@@ -839,7 +891,9 @@ impl HealthStore for SqliteStore {
             return Err(Error::Unavailable("migrations are not current"));
         }
         // A write round trip proves the writer thread and the disk.
-        self.db.write(|c| c.query_row("select 1", [], |r| r.get::<_, i64>(0)).db()).await?;
+        self.db
+            .write(|c| c.query_row("select 1", [], |r| r.get::<_, i64>(0)).db())
+            .await?;
         Ok(())
     }
 }

@@ -23,7 +23,9 @@ pub struct SqliteKeyring {
 impl SqliteKeyring {
     /// Opens the key ring file.
     pub fn open(path: &Path, mode: MigrationMode) -> Result<SqliteKeyring> {
-        Ok(SqliteKeyring { db: Database::open(path, migrate::KEYRING, mode)? })
+        Ok(SqliteKeyring {
+            db: Database::open(path, migrate::KEYRING, mode)?,
+        })
     }
 }
 
@@ -31,8 +33,9 @@ fn key_row(r: &Row<'_>) -> rusqlite::Result<StoredKey> {
     let purpose: String = r.get(1)?;
     Ok(StoredKey {
         owner: r.get(0)?,
-        purpose: KeyPurpose::parse(&purpose)
-            .ok_or_else(|| rusqlite::Error::InvalidColumnType(1, "purpose".into(), rusqlite::types::Type::Text))?,
+        purpose: KeyPurpose::parse(&purpose).ok_or_else(|| {
+            rusqlite::Error::InvalidColumnType(1, "purpose".into(), rusqlite::types::Type::Text)
+        })?,
         version: u32::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
         wrapped: r.get(3)?,
         master_key_id: r.get(4)?,
@@ -74,8 +77,12 @@ fn insert_key(c: &Connection, k: &StoredKey) -> Result<()> {
 }
 
 fn is_destroyed(c: &Connection, owner: &str) -> Result<bool> {
-    c.query_row("select exists (select 1 from destroyed_workspace where owner = ?1)", params![owner], |r| r.get(0))
-        .db()
+    c.query_row(
+        "select exists (select 1 from destroyed_workspace where owner = ?1)",
+        params![owner],
+        |r| r.get(0),
+    )
+    .db()
 }
 
 #[async_trait]
@@ -95,7 +102,9 @@ impl KeyringStore for SqliteKeyring {
     async fn master_key_ids(&self) -> Result<Vec<String>> {
         self.db.read(|c| {
             let mut stmt = c
-                .prepare("select master_key_id from workspace_key union select master_key_id from signing_key")
+                .prepare(
+                    "select master_key_id from workspace_key union select master_key_id from signing_key",
+                )
                 .db()?;
             let rows = stmt.query_map([], |r| r.get(0)).db()?;
             rows.collect::<rusqlite::Result<Vec<String>>>().db()
@@ -120,7 +129,9 @@ impl KeyringStore for SqliteKeyring {
     async fn workspace_keys(&self, workspace: &str) -> Result<Vec<StoredKey>> {
         self.db.read(|c| {
             let mut stmt = c
-                .prepare_cached(&format!("select {KEY_COLUMNS} from workspace_key where owner = ?1 order by version"))
+                .prepare_cached(&format!(
+                    "select {KEY_COLUMNS} from workspace_key where owner = ?1 order by version"
+                ))
                 .db()?;
             let rows = stmt.query_map(params![workspace], key_row).db()?;
             rows.collect::<rusqlite::Result<Vec<_>>>().db()
@@ -168,8 +179,11 @@ impl KeyringStore for SqliteKeyring {
 
     async fn signing_keys(&self) -> Result<Vec<StoredSigningKey>> {
         self.db.read(|c| {
-            let mut stmt =
-                c.prepare_cached(&format!("select {SIGNING_COLUMNS} from signing_key order by created_at")).db()?;
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "select {SIGNING_COLUMNS} from signing_key order by created_at"
+                ))
+                .db()?;
             let rows = stmt.query_map([], signing_row).db()?;
             rows.collect::<rusqlite::Result<Vec<_>>>().db()
         })
@@ -179,11 +193,23 @@ impl KeyringStore for SqliteKeyring {
         let key = key.clone();
         self.db
             .write(move |c| {
-                c.execute("update signing_key set retired_at = ?1 where retired_at is null", params![now.millis()])
-                    .db()?;
                 c.execute(
-                    &format!("insert into signing_key ({SIGNING_COLUMNS}) values (?1, ?2, ?3, ?4, ?5, ?6, null)"),
-                    params![key.kid, key.alg, key.wrapped, key.public_jwk, key.master_key_id, key.created_at.millis()],
+                    "update signing_key set retired_at = ?1 where retired_at is null",
+                    params![now.millis()],
+                )
+                .db()?;
+                c.execute(
+                    &format!(
+                        "insert into signing_key ({SIGNING_COLUMNS}) values (?1, ?2, ?3, ?4, ?5, ?6, null)"
+                    ),
+                    params![
+                        key.kid,
+                        key.alg,
+                        key.wrapped,
+                        key.public_jwk,
+                        key.master_key_id,
+                        key.created_at.millis()
+                    ],
                 )
                 .db()?;
                 Ok(())
@@ -194,7 +220,12 @@ impl KeyringStore for SqliteKeyring {
     async fn delete_signing_keys_retired_before(&self, before: Timestamp) -> Result<u64> {
         self.db
             .write(move |c| {
-                let n = c.execute("delete from signing_key where retired_at < ?1", params![before.millis()]).db()?;
+                let n = c
+                    .execute(
+                        "delete from signing_key where retired_at < ?1",
+                        params![before.millis()],
+                    )
+                    .db()?;
                 Ok(n as u64)
             })
             .await
@@ -202,10 +233,22 @@ impl KeyringStore for SqliteKeyring {
 
     async fn all_keys(&self) -> Result<(Vec<StoredKey>, Vec<StoredSigningKey>)> {
         self.db.read(|c| {
-            let mut stmt = c.prepare(&format!("select {KEY_COLUMNS} from workspace_key")).db()?;
-            let keys = stmt.query_map([], key_row).db()?.collect::<rusqlite::Result<Vec<_>>>().db()?;
-            let mut stmt = c.prepare(&format!("select {SIGNING_COLUMNS} from signing_key")).db()?;
-            let signing = stmt.query_map([], signing_row).db()?.collect::<rusqlite::Result<Vec<_>>>().db()?;
+            let mut stmt = c
+                .prepare(&format!("select {KEY_COLUMNS} from workspace_key"))
+                .db()?;
+            let keys = stmt
+                .query_map([], key_row)
+                .db()?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .db()?;
+            let mut stmt = c
+                .prepare(&format!("select {SIGNING_COLUMNS} from signing_key"))
+                .db()?;
+            let signing = stmt
+                .query_map([], signing_row)
+                .db()?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .db()?;
             Ok((keys, signing))
         })
     }
@@ -218,7 +261,13 @@ impl KeyringStore for SqliteKeyring {
                     c.execute(
                         "update workspace_key set wrapped = ?4, master_key_id = ?5
                          where owner = ?1 and purpose = ?2 and version = ?3",
-                        params![k.owner, k.purpose.as_str(), i64::from(k.version), k.wrapped, k.master_key_id],
+                        params![
+                            k.owner,
+                            k.purpose.as_str(),
+                            i64::from(k.version),
+                            k.wrapped,
+                            k.master_key_id
+                        ],
                     )
                     .db()?;
                 }

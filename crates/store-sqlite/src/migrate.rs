@@ -27,11 +27,17 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
-pub const DATA: &[Migration] =
-    &[Migration { version: 1, name: "initial", sql: include_str!("../migrations/data/0001_initial.sql") }];
+pub const DATA: &[Migration] = &[Migration {
+    version: 1,
+    name: "initial",
+    sql: include_str!("../migrations/data/0001_initial.sql"),
+}];
 
-pub const KEYRING: &[Migration] =
-    &[Migration { version: 1, name: "initial", sql: include_str!("../migrations/keyring/0001_initial.sql") }];
+pub const KEYRING: &[Migration] = &[Migration {
+    version: 1,
+    name: "initial",
+    sql: include_str!("../migrations/keyring/0001_initial.sql"),
+}];
 
 fn checksum(sql: &str) -> String {
     secureflows_crypto::sha256_hex(sql.as_bytes())
@@ -49,24 +55,39 @@ pub fn run(conn: &mut Connection, set: &[Migration], mode: MigrationMode) -> Res
     )
     .db()?;
     let newest_known = set.iter().map(|m| m.version).max().unwrap_or(0);
-    let newest_applied: Option<i64> =
-        conn.query_row("select max(version) from schema_migration", [], |r| r.get(0)).db()?;
+    let newest_applied: Option<i64> = conn
+        .query_row("select max(version) from schema_migration", [], |r| r.get(0))
+        .db()?;
     if newest_applied.unwrap_or(0) > newest_known {
-        return Err(Error::Unavailable("the database was migrated by a newer secureflows; upgrade the binary"));
+        return Err(Error::Unavailable(
+            "the database was migrated by a newer secureflows; upgrade the binary",
+        ));
     }
     for m in set {
         let applied: Option<String> = conn
-            .query_row("select checksum from schema_migration where version = ?1", params![m.version], |r| r.get(0))
+            .query_row(
+                "select checksum from schema_migration where version = ?1",
+                params![m.version],
+                |r| r.get(0),
+            )
             .optional()
             .db()?;
         match applied {
             Some(sum) if sum == checksum(m.sql) => {}
             Some(_) => {
-                tracing::error!(version = m.version, name = m.name, "an applied migration was changed");
-                return Err(Error::Unavailable("an applied migration was changed after it was applied; refusing to start"));
+                tracing::error!(
+                    version = m.version,
+                    name = m.name,
+                    "an applied migration was changed"
+                );
+                return Err(Error::Unavailable(
+                    "an applied migration was changed after it was applied; refusing to start",
+                ));
             }
             None if mode == MigrationMode::Check => {
-                return Err(Error::Unavailable("the database schema is not current; run `secureflows migrate`"));
+                return Err(Error::Unavailable(
+                    "the database schema is not current; run `secureflows migrate`",
+                ));
             }
             None => {
                 let tx = conn.transaction().db()?;
@@ -87,9 +108,18 @@ pub fn run(conn: &mut Connection, set: &[Migration], mode: MigrationMode) -> Res
 
 /// Whether every migration of `set` is applied, unchanged.
 pub fn is_current(conn: &Connection, set: &[Migration]) -> Result<bool> {
-    let mut stmt = conn.prepare_cached("select version, checksum from schema_migration").db()?;
-    let applied: Vec<(i64, String)> =
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).db()?.collect::<rusqlite::Result<_>>().db()?;
+    let mut stmt = conn
+        .prepare_cached("select version, checksum from schema_migration")
+        .db()?;
+    let applied: Vec<(i64, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .db()?
+        .collect::<rusqlite::Result<_>>()
+        .db()?;
     Ok(applied.len() == set.len()
-        && set.iter().all(|m| applied.iter().any(|(v, sum)| *v == m.version && *sum == checksum(m.sql))))
+        && set.iter().all(|m| {
+            applied
+                .iter()
+                .any(|(v, sum)| *v == m.version && *sum == checksum(m.sql))
+        }))
 }

@@ -36,13 +36,20 @@ pub struct SignedIn {
 
 impl Services {
     /// Exchanges an upstream ID token for a SESSION JWT. `client_id` is needed only when several
-    /// applications trust the same issuer and audience.
+    /// applications trust the same issuer and audience. A browser `origin` must be on the application's
+    /// allow-list.
     pub async fn exchange_id_token(
         &self,
         id_token: &str,
         client_id: Option<ApplicationId>,
+        origin: Option<&str>,
     ) -> Result<SignedIn> {
         let app = self.application_for_id_token(id_token, client_id).await?;
+        if let Some(origin) = origin
+            && !app.allowed_origins.iter().any(|o| o == origin)
+        {
+            return Err(Error::Forbidden(ForbiddenReason::OriginNotAllowed));
+        }
         let trust = app.trust.as_ref().ok_or_else(Error::invalid_token)?;
         let now = self.clock.now();
         let identity =

@@ -1,0 +1,402 @@
+//! Command-line interface.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use secureflows_core::workspace::NewApplication;
+use secureflows_core::{Plan, SystemClock, UpstreamTrust, WorkspaceId};
+use secureflows_crypto::SecretString;
+use secureflows_server::app::{self, Opened};
+use secureflows_server::config::Config;
+use serde_json::{Value, json};
+
+use crate::duration;
+
+/// secureFlows: multi-tenant identity and encrypted session-vault server.
+#[derive(Debug, Parser)]
+#[command(name = "secureflows", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Configuration file (TOML).
+    #[arg(long, global = true, env = "SECUREFLOWS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory (SQLite files and the generated master key).
+    #[arg(long, global = true, env = "SECUREFLOWS_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// PostgreSQL URL (postgres://…); without it, SQLite in the data directory.
+    #[arg(long, global = true, env = "SECUREFLOWS_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// File holding the master key (mode 0600). The key itself may come from SECUREFLOWS_MASTER_KEY.
+    #[arg(long, global = true, env = "SECUREFLOWS_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+    /// Print exactly one JSON object.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve {
+        /// Address to listen on (default 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Public base URL (the issuer of tokens).
+        #[arg(long)]
+        public_url: Option<String>,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Workspaces.
+    #[command(subcommand)]
+    Workspace(WorkspaceCommand),
+    /// Applications.
+    #[command(subcommand)]
+    App(AppCommand),
+    /// Keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkspaceCommand {
+    /// Create a workspace.
+    Create {
+        /// Name.
+        #[arg(long)]
+        name: String,
+        /// Plan.
+        #[arg(long, default_value = "free", value_parser = ["free", "base", "pro"])]
+        plan: String,
+    },
+    /// List workspaces.
+    List,
+    /// Change a workspace's plan.
+    SetPlan {
+        /// Workspace id.
+        id: String,
+        /// Plan.
+        #[arg(long, value_parser = ["free", "base", "pro"])]
+        plan: String,
+    },
+    /// Delete a workspace: destroys its keys (its data can never be read again), then its data.
+    Delete {
+        /// Workspace id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AppCommand {
+    /// Register an application.
+    Create {
+        /// Workspace id.
+        #[arg(long)]
+        workspace: String,
+        /// Name.
+        #[arg(long)]
+        name: String,
+        /// Upstream OpenID issuer whose ID tokens sign users in.
+        #[arg(long, requires = "trust_audience")]
+        trust_issuer: Option<String>,
+        /// Audience those ID tokens must carry.
+        #[arg(long, requires = "trust_issuer")]
+        trust_audience: Option<String>,
+        /// Browser origin allowed to call the Session API (repeatable), e.g. https://app.example.com.
+        #[arg(long = "allow-origin")]
+        allow_origin: Vec<String>,
+        /// How long vault values live after their last write (default 24h).
+        #[arg(long, value_parser = duration::parse)]
+        session_ttl: Option<std::time::Duration>,
+        /// Access-token lifetime (default 15m).
+        #[arg(long, value_parser = duration::parse)]
+        token_ttl: Option<std::time::Duration>,
+    },
+    /// List a workspace's applications.
+    List {
+        /// Workspace id.
+        #[arg(long)]
+        workspace: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Add a new data-key version for a workspace (old versions still decrypt).
+    Rotate {
+        /// Workspace id.
+        #[arg(long)]
+        workspace: String,
+    },
+    /// Rewrap every key under a new master key.
+    RotateMaster {
+        /// File holding the new master key (mode 0600).
+        #[arg(long)]
+        new_key_file: PathBuf,
+    },
+    /// Create a new token-signing key; the old one keeps verifying until its tokens expire.
+    RotateSigning,
+    /// Write a new random master key to a file (mode 0600).
+    GenerateMaster {
+        /// File to create.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn config(global: &Global) -> anyhow::Result<Config> {
+    let mut config = Config::load(global.config.as_deref())?;
+    if let Some(dir) = &global.data_dir {
+        config.storage.data_dir = dir.clone();
+    }
+    if let Some(url) = &global.database_url {
+        config.storage.database_url = Some(SecretString::new(url.clone()));
+    }
+    if let Some(file) = &global.master_key_file {
+        config.keys.master_key_file = Some(file.clone());
+    }
+    #[allow(clippy::disallowed_methods)] // the contract variable of the master key
+    if let Ok(key) = std::env::var("SECUREFLOWS_MASTER_KEY")
+        && !key.is_empty()
+    {
+        config.keys.master_key = Some(SecretString::new(key));
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+fn init_logging(config: &Config, serving: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if serving {
+        config.log.level.as_str()
+    } else {
+        "warn"
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if config.log.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn open(config: &Config) -> anyhow::Result<Opened> {
+    let issuer = config
+        .server
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", config.server.listen));
+    app::open(config, Arc::new(SystemClock), false, issuer).await
+}
+
+fn workspace_id(text: &str) -> anyhow::Result<WorkspaceId> {
+    text.parse()
+        .map_err(|_| anyhow::anyhow!("`{text}` is not a workspace id"))
+}
+
+fn plan(text: &str) -> anyhow::Result<Plan> {
+    Plan::parse(text).ok_or_else(|| anyhow::anyhow!("unknown plan `{text}`"))
+}
+
+fn domain(e: secureflows_core::Error) -> anyhow::Error {
+    match e {
+        secureflows_core::Error::Invalid(errors) => anyhow::anyhow!(
+            "{}",
+            errors
+                .iter()
+                .map(|f| format!("{}: {}", f.field, f.message))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+        other => anyhow::anyhow!("{other}"),
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Runs the command; returns the JSON object to print.
+pub async fn run(cli: Cli) -> anyhow::Result<Value> {
+    let mut config = config(&cli.global)?;
+    init_logging(&config, matches!(cli.command, Command::Serve { .. }));
+    match cli.command {
+        Command::Serve { listen, public_url } => {
+            if let Some(listen) = listen {
+                config.server.listen = listen;
+            }
+            if public_url.is_some() {
+                config.server.public_url = public_url;
+            }
+            config.validate()?;
+            let server = secureflows_server::Server::bind(config, Arc::new(SystemClock)).await?;
+            server.run(shutdown_signal()).await?;
+            Ok(json!({ "message": "stopped" }))
+        }
+        Command::Migrate => {
+            open(&config).await?;
+            Ok(json!({ "migrated": true, "message": "migrations are current" }))
+        }
+        Command::Workspace(cmd) => {
+            let opened = open(&config).await?;
+            let s = &opened.services;
+            match cmd {
+                WorkspaceCommand::Create { name, plan: p } => {
+                    let w = s.create_workspace(&name, plan(&p)?).await.map_err(domain)?;
+                    Ok(json!({ "workspace_id": w.id, "name": w.name, "plan": w.plan.as_str() }))
+                }
+                WorkspaceCommand::List => {
+                    let list = s.stores.workspaces.list_workspaces().await.map_err(domain)?;
+                    let items: Vec<Value> = list
+                        .iter()
+                        .map(|w| json!({ "workspace_id": w.id, "name": w.name, "plan": w.plan.as_str(), "created_at": w.created_at }))
+                        .collect();
+                    Ok(json!({ "workspaces": items }))
+                }
+                WorkspaceCommand::SetPlan { id, plan: p } => {
+                    let id = workspace_id(&id)?;
+                    s.set_plan(id, plan(&p)?).await.map_err(domain)?;
+                    Ok(json!({ "workspace_id": id, "plan": p }))
+                }
+                WorkspaceCommand::Delete { id } => {
+                    let id = workspace_id(&id)?;
+                    s.delete_workspace(id).await.map_err(domain)?;
+                    Ok(json!({ "workspace_id": id, "deleted": true, "keys_destroyed": true }))
+                }
+            }
+        }
+        Command::App(cmd) => {
+            let opened = open(&config).await?;
+            let s = &opened.services;
+            match cmd {
+                AppCommand::Create {
+                    workspace,
+                    name,
+                    trust_issuer,
+                    trust_audience,
+                    allow_origin,
+                    session_ttl,
+                    token_ttl,
+                } => {
+                    let trust = match (trust_issuer, trust_audience) {
+                        (Some(issuer), Some(audience)) => Some(UpstreamTrust { issuer, audience }),
+                        (None, None) => None,
+                        _ => bail!("--trust-issuer and --trust-audience go together"),
+                    };
+                    let app = s
+                        .create_application(
+                            workspace_id(&workspace)?,
+                            NewApplication {
+                                name,
+                                trust,
+                                allowed_origins: allow_origin,
+                                data_ttl: session_ttl,
+                                token_ttl,
+                            },
+                        )
+                        .await
+                        .map_err(domain)?;
+                    Ok(app_json(&app))
+                }
+                AppCommand::List { workspace } => {
+                    let list = s
+                        .stores
+                        .applications
+                        .list_applications(workspace_id(&workspace)?)
+                        .await
+                        .map_err(domain)?;
+                    Ok(json!({ "applications": list.iter().map(app_json).collect::<Vec<_>>() }))
+                }
+            }
+        }
+        Command::Keys(KeysCommand::GenerateMaster { out }) => {
+            let (key, encoded) = secureflows_crypto::MasterKey::generate()?;
+            app::write_key_file(&out, &encoded)?;
+            Ok(
+                json!({ "master_key_id": key.id(), "file": out, "message": format!("wrote a new master key ({}) to {}", key.id(), out.display()) }),
+            )
+        }
+        Command::Keys(cmd) => {
+            let opened = open(&config).await?;
+            let s = &opened.services;
+            match cmd {
+                KeysCommand::Rotate { workspace } => {
+                    let id = workspace_id(&workspace)?;
+                    let version = s.rotate_workspace_key(id).await.map_err(domain)?;
+                    Ok(json!({ "workspace_id": id, "data_key_version": version }))
+                }
+                KeysCommand::RotateMaster { new_key_file } => {
+                    let count = app::rotate_master_key(&config, &opened, &new_key_file).await?;
+                    let new_id = app::read_key_file(&new_key_file)?.id().to_owned();
+                    let switched = matches!(opened.master_source, app::MasterSource::DataDirFile(_));
+                    Ok(json!({
+                        "rewrapped_keys": count,
+                        "master_key_id": new_id,
+                        "master_key_file_replaced": switched,
+                        "message": if switched {
+                            format!("rewrapped {count} keys; the data directory's master key is now {new_id}. Restart every node.")
+                        } else {
+                            format!("rewrapped {count} keys under {new_id}. Switch SECUREFLOWS_MASTER_KEY or the key file to the new key and restart every node.")
+                        },
+                    }))
+                }
+                KeysCommand::RotateSigning => {
+                    let kid = s.tokens.rotate_signing_key(s.clock.now()).await.map_err(domain)?;
+                    s.stores
+                        .coord
+                        .publish(secureflows_core::Invalidation::SigningKeys)
+                        .await
+                        .map_err(domain)?;
+                    Ok(json!({ "kid": kid, "algorithm": config.signing_algorithm().as_str() }))
+                }
+                KeysCommand::GenerateMaster { .. } => {
+                    Err(anyhow::anyhow!("unreachable")).context("generate-master")
+                }
+            }
+        }
+    }
+}
+
+fn app_json(app: &secureflows_core::Application) -> Value {
+    json!({
+        "client_id": app.id,
+        "workspace_id": app.workspace_id,
+        "name": app.name,
+        "trust_issuer": app.trust.as_ref().map(|t| &t.issuer),
+        "trust_audience": app.trust.as_ref().map(|t| &t.audience),
+        "allowed_origins": app.allowed_origins,
+        "session_ttl_secs": app.data_ttl.as_secs(),
+        "token_ttl_secs": app.token_ttl.as_secs(),
+    })
+}

@@ -1,0 +1,204 @@
+//! Middleware: the request envelope every response passes through (request id, security headers, Host
+//! allow-list, body cap, time-out, panic barrier), and the Session API's CORS and access logging.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
+use secureflows_core::access::AccessRecord;
+
+use crate::access_log::AccessSlot;
+use crate::problem::Problem;
+use crate::request::{PeerAddr, RequestContext, client_ip, next_request_id};
+use crate::state::AppState;
+
+/// `Content-Security-Policy` of every response (the API serves no active content).
+pub const CSP: &str = "default-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
+/// `Content-Security-Policy` of vault values, which are caller-supplied bytes of any type.
+pub const CSP_SANDBOX: &str = "default-src 'none'; sandbox; frame-ancestors 'none'";
+
+static HSTS: HeaderValue = HeaderValue::from_static("max-age=31536000; includeSubDomains");
+static NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
+static DENY: HeaderValue = HeaderValue::from_static("DENY");
+static NO_REFERRER: HeaderValue = HeaderValue::from_static("no-referrer");
+static NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+static CSP_VALUE: HeaderValue = HeaderValue::from_static(CSP);
+static CORP: HeaderValue = HeaderValue::from_static("same-site");
+
+/// The envelope around every request.
+pub async fn envelope(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let ctx = Arc::new(RequestContext {
+        id: next_request_id(),
+        path: req.uri().path().to_owned(),
+    });
+    let timeout = Duration::from_secs(state.config().server.request_timeout_secs.max(1));
+    let request_id = HeaderValue::from_str(&ctx.id).ok();
+    let mut response =
+        ctx.clone()
+            .scope(async move {
+                if let Some(problem) = refuse_early(&state, &req) {
+                    return problem.into_response();
+                }
+                match tokio::time::timeout(timeout, AssertUnwindSafe(next.run(req)).catch_unwind()).await {
+                    Ok(Ok(response)) => response,
+                    Ok(Err(_)) => {
+                        tracing::error!("a request handler panicked");
+                        Problem::from(secureflows_core::Error::internal("handler panicked")).into_response()
+                    }
+                    Err(_) => Problem::from(secureflows_core::Error::Unavailable("request timed out"))
+                        .into_response(),
+                }
+            })
+            .await;
+    let headers = response.headers_mut();
+    secure_headers(headers);
+    if let Some(id) = request_id {
+        headers.insert("x-request-id", id);
+    }
+    response
+}
+
+/// Host allow-list and the global body cap, before anything is read.
+fn refuse_early(state: &AppState, req: &Request) -> Option<Problem> {
+    let hosts = state.public_hosts();
+    if !hosts.is_empty() {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()));
+        let many_hosts = req.headers().get_all(header::HOST).iter().count() > 1;
+        if many_hosts || !host.is_some_and(|h| hosts.contains(&h.to_ascii_lowercase())) {
+            return Some(Problem::misdirected());
+        }
+    }
+    let limit = state.config().server.max_body_bytes;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::parse::<u64>);
+    match declared {
+        Some(Ok(n)) if n > limit => Some(Problem::request_too_large(limit)),
+        Some(Err(_)) => Some(Problem::malformed("invalid Content-Length")),
+        _ => None,
+    }
+}
+
+/// The security headers of the Tuff Flips document on every response, errors included.
+pub fn secure_headers(headers: &mut HeaderMap) {
+    headers.insert(header::STRICT_TRANSPORT_SECURITY, HSTS.clone());
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF.clone());
+    headers.insert(header::X_FRAME_OPTIONS, DENY.clone());
+    headers.insert(header::REFERRER_POLICY, NO_REFERRER.clone());
+    headers.insert("cross-origin-resource-policy", CORP.clone());
+    headers
+        .entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert_with(|| CSP_VALUE.clone());
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert_with(|| NO_STORE.clone());
+}
+
+static ALLOW_METHODS: HeaderValue = HeaderValue::from_static("GET, POST, DELETE");
+static ALLOW_HEADERS: HeaderValue = HeaderValue::from_static("authorization, content-type");
+static EXPOSE_HEADERS: HeaderValue = HeaderValue::from_static("retry-after, www-authenticate, x-request-id");
+static MAX_AGE: HeaderValue = HeaderValue::from_static("600");
+static VARY_ORIGIN: HeaderValue = HeaderValue::from_static("origin");
+
+/// The Session API's CORS and access log. CORS answers only origins some application allows (the
+/// extractor then requires the token's own application to allow it); the origin is echoed only when
+/// allowed, never reflected, and credentials are never allowed (tokens travel in `Authorization`).
+pub async fn session_api(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let allowed_origin = match origin.as_ref().and_then(|o| o.to_str().ok()) {
+        Some(o) => state
+            .services()
+            .origin_allowed_anywhere(o)
+            .await
+            .unwrap_or(false)
+            .then(|| origin.clone())
+            .flatten(),
+        None => None,
+    };
+    if req.method() == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD) {
+        let mut response = match &allowed_origin {
+            Some(o) => {
+                let mut r = axum::http::StatusCode::NO_CONTENT.into_response();
+                let h = r.headers_mut();
+                h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o.clone());
+                h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, ALLOW_METHODS.clone());
+                h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, ALLOW_HEADERS.clone());
+                h.insert(header::ACCESS_CONTROL_MAX_AGE, MAX_AGE.clone());
+                r
+            }
+            None => Problem::from(secureflows_core::Error::Forbidden(
+                secureflows_core::ForbiddenReason::OriginNotAllowed,
+            ))
+            .into_response(),
+        };
+        response.headers_mut().append(header::VARY, VARY_ORIGIN.clone());
+        return response;
+    }
+
+    let slot = AccessSlot::default();
+    req.extensions_mut().insert(slot.clone());
+    let started = Instant::now();
+    let method = req.method().as_str().to_owned();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let peer = req.extensions().get::<PeerAddr>().map(|p| p.0);
+    let ip = client_ip(peer, req.headers(), &state.config().server.trusted_proxies);
+    let declared_in = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+
+    let mut response = next.run(req).await;
+
+    let h = response.headers_mut();
+    if let Some(o) = allowed_origin {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
+        h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSE_HEADERS.clone());
+    }
+    h.append(header::VARY, VARY_ORIGIN.clone());
+
+    let info = slot.take();
+    let bytes_out = axum::body::HttpBody::size_hint(response.body())
+        .exact()
+        .unwrap_or(0);
+    let record = AccessRecord {
+        workspace_id: info.workspace,
+        application_id: info.application,
+        user_id: info.user,
+        method,
+        route,
+        key: info.key,
+        status: response.status().as_u16(),
+        bytes_in: info.bytes_in.or(declared_in).unwrap_or(0),
+        bytes_out,
+        client_ip: ip,
+        user_agent,
+        request_id: RequestContext::current()
+            .map(|c| c.id.clone())
+            .unwrap_or_default(),
+        duration_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        at: state.services().clock.now(),
+    };
+    state.access_log().record(record).await;
+    response
+}

@@ -1,0 +1,75 @@
+//! `AppState`: what every handler and middleware can reach. No global state: tests build their own.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use secureflows_core::Services;
+
+use crate::access_log::AccessLog;
+use crate::config::Config;
+
+/// Shared application state (cheap to clone).
+#[derive(Clone, Debug)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    services: Arc<Services>,
+    config: Arc<Config>,
+    access_log: AccessLog,
+    public_hosts: HashSet<String>,
+    issuer: String,
+}
+
+impl AppState {
+    /// Assembles the state.
+    pub fn new(services: Arc<Services>, config: Arc<Config>, access_log: AccessLog, issuer: String) -> Self {
+        let public_hosts = config
+            .server
+            .public_hosts
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect();
+        AppState {
+            inner: Arc::new(Inner {
+                services,
+                config,
+                access_log,
+                public_hosts,
+                issuer,
+            }),
+        }
+    }
+
+    /// Domain services.
+    pub fn services(&self) -> &Services {
+        &self.inner.services
+    }
+
+    /// Domain services, shared.
+    pub fn services_arc(&self) -> Arc<Services> {
+        self.inner.services.clone()
+    }
+
+    /// Configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The API-access log.
+    pub fn access_log(&self) -> &AccessLog {
+        &self.inner.access_log
+    }
+
+    /// Configured public hosts, lowercase; empty means any.
+    pub fn public_hosts(&self) -> &HashSet<String> {
+        &self.inner.public_hosts
+    }
+
+    /// This instance's issuer (public base URL).
+    pub fn issuer(&self) -> &str {
+        &self.inner.issuer
+    }
+}

@@ -1,0 +1,268 @@
+//! Fetching upstream issuers' key sets over HTTP: OpenID discovery, then `jwks_uri`.
+//!
+//! SECURITY (SSRF): fetches go only to public addresses unless `upstream.allow_private_networks` is
+//! set; the resolver drops loopback, private, link-local and other special addresses, and literal IP
+//! hosts are checked before connecting. Redirects are not followed, `http` is refused unless
+//! `upstream.allow_http` is set, and responses are capped in size.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use secureflows_core::auth::upstream::JwksSource;
+use secureflows_core::{Error, Result};
+use secureflows_crypto::jws::JwkSet;
+use serde::Deserialize;
+
+use crate::config::UpstreamConfig;
+
+/// Largest discovery document or key set accepted.
+const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
+/// A forced refresh (unknown `kid`) happens at most this often per issuer.
+const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
+
+struct Cached {
+    keys: Arc<JwkSet>,
+    fetched: Instant,
+}
+
+/// Key sets of upstream issuers, fetched over HTTP and cached.
+pub struct HttpJwksSource {
+    client: reqwest::Client,
+    settings: UpstreamConfig,
+    cache: Mutex<HashMap<String, Cached>>,
+    fetching: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for HttpJwksSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpJwksSource")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether an address is one an outbound fetch must not reach (RFC 6890 special-purpose ranges).
+pub fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || o[0] == 0
+                || (o[0] == 100 && (o[1] & 0xc0) == 64) // 100.64.0.0/10 shared address space
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0) // 192.0.0.0/24
+                || (o[0] == 198 && (o[1] & 0xfe) == 18) // 198.18.0.0/15 benchmarking
+                || o[0] >= 240
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_private(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00 // unique local
+                || (s[0] & 0xffc0) == 0xfe80 // link local
+                || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+                || (s[0] == 0x0064 && s[1] == 0xff9b) // NAT64
+        }
+    }
+}
+
+struct PublicOnlyResolver;
+
+impl reqwest::dns::Resolve for PublicOnlyResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<SocketAddr> = addrs.into_iter().filter(|a| !is_private(a.ip())).collect();
+            if public.is_empty() {
+                return Err("the host resolves to no public address".into());
+            }
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct Discovery {
+    issuer: String,
+    jwks_uri: String,
+}
+
+impl HttpJwksSource {
+    /// A source with these settings.
+    pub fn new(settings: UpstreamConfig) -> anyhow::Result<Self> {
+        let mut builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(settings.fetch_timeout_secs.max(1)))
+            .connect_timeout(Duration::from_secs(settings.fetch_timeout_secs.max(1)))
+            .no_proxy()
+            .user_agent(concat!("secureflows/", env!("CARGO_PKG_VERSION")));
+        if !settings.allow_private_networks {
+            builder = builder.dns_resolver(PublicOnlyResolver);
+        }
+        if !settings.allow_http {
+            builder = builder.https_only(true);
+        }
+        Ok(HttpJwksSource {
+            client: builder.build()?,
+            settings,
+            cache: Mutex::new(HashMap::new()),
+            fetching: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn check_destination(&self, url: &str) -> Result<url::Url> {
+        let url = url::Url::parse(url).map_err(|_| Error::Unavailable("upstream issuer URL is invalid"))?;
+        match url.scheme() {
+            "https" => {}
+            "http" if self.settings.allow_http => {}
+            _ => return Err(Error::Unavailable("upstream fetches must use https")),
+        }
+        if !self.settings.allow_private_networks {
+            let literal = match url.host() {
+                Some(url::Host::Ipv4(v4)) => Some(IpAddr::V4(v4)),
+                Some(url::Host::Ipv6(v6)) => Some(IpAddr::V6(v6)),
+                Some(url::Host::Domain(d)) if d.eq_ignore_ascii_case("localhost") => {
+                    return Err(Error::Unavailable("upstream destination is not allowed"));
+                }
+                _ => None,
+            };
+            if literal.is_some_and(is_private) {
+                return Err(Error::Unavailable("upstream destination is not allowed"));
+            }
+        }
+        Ok(url)
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T> {
+        let url = self.check_destination(url)?;
+        let mut response = self.client.get(url).send().await.map_err(|e| {
+            tracing::warn!(error = %e, "upstream fetch failed");
+            Error::Unavailable("upstream issuer unreachable")
+        })?;
+        if !response.status().is_success() {
+            tracing::warn!(status = %response.status(), "upstream fetch answered with an error");
+            return Err(Error::Unavailable("upstream issuer unreachable"));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|_| Error::Unavailable("upstream issuer unreachable"))?
+        {
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX_DOCUMENT_BYTES {
+                return Err(Error::Unavailable("upstream document too large"));
+            }
+        }
+        serde_json::from_slice(&body).map_err(|_| Error::Unavailable("upstream document is not valid"))
+    }
+
+    async fn fetch(&self, issuer: &str) -> Result<Arc<JwkSet>> {
+        let discovery_url = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        );
+        let discovery: Discovery = self.get_json(&discovery_url).await?;
+        // OpenID Connect Discovery §4.3: the document must name the issuer it was fetched for.
+        if discovery.issuer != issuer {
+            return Err(Error::Unavailable("upstream discovery names another issuer"));
+        }
+        let keys: JwkSet = self.get_json(&discovery.jwks_uri).await?;
+        Ok(Arc::new(keys))
+    }
+
+    fn cached(&self, issuer: &str) -> Option<(Arc<JwkSet>, Duration)> {
+        let cache = self.cache.lock().ok()?;
+        cache.get(issuer).map(|c| (c.keys.clone(), c.fetched.elapsed()))
+    }
+}
+
+#[async_trait]
+impl JwksSource for HttpJwksSource {
+    async fn key_set(&self, issuer: &str, refresh: bool) -> Result<Arc<JwkSet>> {
+        let ttl = Duration::from_secs(self.settings.jwks_cache_secs);
+        let fresh_enough = |age: Duration| {
+            if refresh {
+                age < MIN_REFRESH_INTERVAL
+            } else {
+                age < ttl
+            }
+        };
+        if let Some((keys, age)) = self.cached(issuer)
+            && fresh_enough(age)
+        {
+            return Ok(keys);
+        }
+        // One fetch at a time; whoever waited finds the fresh result.
+        let _guard = self.fetching.lock().await;
+        if let Some((keys, age)) = self.cached(issuer)
+            && fresh_enough(age)
+        {
+            return Ok(keys);
+        }
+        let keys = self.fetch(issuer).await?;
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() > 1000 {
+                cache.clear();
+            }
+            cache.insert(
+                issuer.to_owned(),
+                Cached {
+                    keys: keys.clone(),
+                    fetched: Instant::now(),
+                },
+            );
+        }
+        Ok(keys)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn special_addresses_are_private() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "100.64.0.1",
+        ] {
+            assert!(is_private(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["8.8.8.8", "1.1.1.1", "2606:4700::1111"] {
+            assert!(!is_private(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[test]
+    fn destinations_are_checked() {
+        let source = HttpJwksSource::new(UpstreamConfig::default()).unwrap();
+        assert!(source.check_destination("http://example.com/jwks").is_err());
+        assert!(source.check_destination("https://127.0.0.1/jwks").is_err());
+        assert!(source.check_destination("https://localhost/jwks").is_err());
+        assert!(source.check_destination("https://[::1]/jwks").is_err());
+        assert!(source.check_destination("https://example.com/jwks").is_ok());
+    }
+}
