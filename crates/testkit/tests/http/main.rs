@@ -1,0 +1,12 @@
+//! HTTP tests: the real server over real HTTP on loopback, each storage test on SQLite and PostgreSQL.
+
+mod support;
+
+mod access_log;
+mod bad_input;
+mod crypto_at_rest;
+mod headers;
+mod limits;
+mod session_api;
+mod tokens;
+mod upstream;
