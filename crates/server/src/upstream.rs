@@ -26,6 +26,7 @@ const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 struct Cached {
     keys: Arc<JwkSet>,
     fetched: Instant,
+    forced: Option<Instant>,
 }
 
 /// Key sets of upstream issuers, fetched over HTTP and cached.
@@ -184,33 +185,30 @@ impl HttpJwksSource {
         Ok(Arc::new(keys))
     }
 
-    fn cached(&self, issuer: &str) -> Option<(Arc<JwkSet>, Duration)> {
+    /// The cached keys if they may be used: within the cache lifetime, or, for a forced refresh (an
+    /// unknown `kid`), when the last forced refresh was too recent to repeat.
+    fn usable(&self, issuer: &str, refresh: bool) -> Option<Arc<JwkSet>> {
         let cache = self.cache.lock().ok()?;
-        cache.get(issuer).map(|c| (c.keys.clone(), c.fetched.elapsed()))
+        let c = cache.get(issuer)?;
+        let ttl = Duration::from_secs(self.settings.jwks_cache_secs);
+        let ok = if refresh {
+            c.forced.is_some_and(|t| t.elapsed() < MIN_REFRESH_INTERVAL)
+        } else {
+            c.fetched.elapsed() < ttl
+        };
+        ok.then(|| c.keys.clone())
     }
 }
 
 #[async_trait]
 impl JwksSource for HttpJwksSource {
     async fn key_set(&self, issuer: &str, refresh: bool) -> Result<Arc<JwkSet>> {
-        let ttl = Duration::from_secs(self.settings.jwks_cache_secs);
-        let fresh_enough = |age: Duration| {
-            if refresh {
-                age < MIN_REFRESH_INTERVAL
-            } else {
-                age < ttl
-            }
-        };
-        if let Some((keys, age)) = self.cached(issuer)
-            && fresh_enough(age)
-        {
+        if let Some(keys) = self.usable(issuer, refresh) {
             return Ok(keys);
         }
         // One fetch at a time; whoever waited finds the fresh result.
         let _guard = self.fetching.lock().await;
-        if let Some((keys, age)) = self.cached(issuer)
-            && fresh_enough(age)
-        {
+        if let Some(keys) = self.usable(issuer, refresh) {
             return Ok(keys);
         }
         let keys = self.fetch(issuer).await?;
@@ -218,11 +216,13 @@ impl JwksSource for HttpJwksSource {
             if cache.len() > 1000 {
                 cache.clear();
             }
+            let now = Instant::now();
             cache.insert(
                 issuer.to_owned(),
                 Cached {
                     keys: keys.clone(),
-                    fetched: Instant::now(),
+                    fetched: now,
+                    forced: refresh.then_some(now),
                 },
             );
         }
