@@ -97,3 +97,16 @@ impl Services {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::neutralize;
+
+    #[test]
+    fn control_characters_are_neutralised() {
+        let text = neutralize("agent\r\nX-Injected: 1\u{1b}[31m\u{0}", 100);
+        assert!(!text.contains(['\r', '\n', '\u{1b}', '\0']));
+        assert!(text.starts_with("agent"));
+        assert_eq!(neutralize(&"é".repeat(300), 256).chars().count(), 256);
+    }
+}

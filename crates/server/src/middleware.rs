@@ -158,9 +158,8 @@ pub async fn session_api(State(state): State<AppState>, mut req: Request, next: 
     let user_agent = req
         .headers()
         .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+        .map(|v| String::from_utf8_lossy(&v.as_bytes()[..v.len().min(1024)]).into_owned())
+        .unwrap_or_default();
     let peer = req.extensions().get::<PeerAddr>().map(|p| p.0);
     let ip = client_ip(peer, req.headers(), &state.config().server.trusted_proxies);
     let declared_in = req

@@ -6,6 +6,9 @@
 //! `postgres://postgres@127.0.0.1:5432/postgres`). Unset, PostgreSQL variants are skipped loudly, unless
 //! `SECUREFLOWS_REQUIRE_PG=1` (set by `.ci/run`), which makes them fail.
 
+// A test harness fails the test loudly on any setup error: that is its job.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod app;
 mod db;
 mod issuer;

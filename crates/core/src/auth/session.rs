@@ -91,6 +91,13 @@ impl Services {
         if revision != Some(token.revision) {
             return Err(Error::Unauthenticated(AuthFailure::SessionRevoked));
         }
+        // A workspace whose keys were destroyed (deleted, or restored from a backup after its deletion)
+        // has nothing a token could open.
+        match self.keys.workspace_keys(token.workspace, trust).await {
+            Ok(_) => {}
+            Err(Error::NotFound(_)) => return Err(Error::invalid_token()),
+            Err(e) => return Err(e),
+        }
         let limits = self.plans.limits(workspace.plan);
         Ok(SessionCaller {
             token,

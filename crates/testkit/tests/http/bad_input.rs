@@ -1,1 +1,181 @@
-//! placeholder
+//! Bad input over the wire: key names outside the grammar (including spellings HTTP clients would
+//! normalise), invalid UTF-8, oversized bodies declared or chunked, unknown routes and methods.
+
+use secureflows_core::Plan;
+use secureflows_testkit::{Backend, TestApp, backend_tests};
+
+use crate::support::{assert_problem, raw_request};
+
+backend_tests!(
+    key_names_outside_the_grammar_are_400_and_store_nothing,
+    a_50_mb_body_is_refused_before_it_is_read,
+    chunked_bodies_over_the_limit_are_413,
+    unknown_routes_and_methods_are_problems,
+);
+
+async fn key_names_outside_the_grammar_are_400_and_store_nothing(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ws = app.workspace(Plan::Pro).await;
+    let application = app.application(ws, "web").await;
+    let session = app.sign_in(&application, "alice").await;
+    let victim = app.sign_in(&application, "victim").await;
+    victim.set("k", "text/plain", "victim's").await.unwrap();
+    let auth = format!("authorization: Bearer {}", session.token());
+    let long = "k".repeat(10_000);
+    let bad_keys = [
+        "..",
+        "%2e%2e",
+        ".",
+        "%2E",
+        "a%2Fb",
+        "%2Fabs",
+        "..%2Fk",
+        "..%5Ck",
+        "%00",
+        "a%00b",
+        "%FF",
+        "%C3%28",
+        "%E2%80%AE",
+        "a%20b",
+        "%F0%9F%98%80",
+        "-x",
+        long.as_str(),
+    ];
+    for key in bad_keys {
+        for (method, route) in [("POST", "set"), ("GET", "get"), ("DELETE", "delete")] {
+            let head = format!(
+                "{method} /api/v1/sessions/{route}/{key} HTTP/1.1\nhost: x\n{auth}\ncontent-length: 5"
+            );
+            let response = raw_request(&app.url, &head, b"value").await;
+            assert_eq!(response.status, 400, "{method} {key}: {response:?}");
+            assert_eq!(response.problem().slug(), "malformed-request");
+        }
+    }
+    // Paths that leave the route are not routes at all.
+    for path in [
+        "/api/v1/sessions/get/../get/k",
+        "/api/v1/sessions/get/a/b",
+        "/api/v1/sessions/get/",
+    ] {
+        let response = raw_request(&app.url, &format!("GET {path} HTTP/1.1\nhost: x\n{auth}"), b"").await;
+        assert!(
+            matches!(response.status, 400 | 404),
+            "{path}: {}",
+            response.status
+        );
+        assert_eq!(response.header("content-type"), Some("application/problem+json"));
+    }
+    assert!(
+        session.list().await.unwrap().keys.is_empty(),
+        "nothing was stored"
+    );
+    assert_eq!(&victim.get("k").await.unwrap().bytes[..], b"victim's");
+}
+
+async fn a_50_mb_body_is_refused_before_it_is_read(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ws = app.workspace(Plan::Pro).await;
+    let application = app.application(ws, "web").await;
+    let session = app.sign_in(&application, "alice").await;
+    let auth = format!("authorization: Bearer {}", session.token());
+    // Only 1 KiB of the declared 50 MB is ever sent: the answer must not wait for the rest.
+    let head = format!("POST /api/v1/sessions/set/big HTTP/1.1\nhost: x\n{auth}\ncontent-length: 52428800");
+    let started = std::time::Instant::now();
+    let response = raw_request(&app.url, &head, &[b'x'; 1024]).await;
+    assert_eq!(response.status, 413, "{response:?}");
+    assert_eq!(response.problem().slug(), "request-too-large");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    // Content-Length 10^12 with a tiny body, on the public callback.
+    let head = "POST /api/v1/auth/callback HTTP/1.1\nhost: x\ncontent-type: application/json\ncontent-length: 1000000000000";
+    let response = raw_request(&app.url, head, b"{}").await;
+    assert_eq!(response.status, 413);
+    // A real 50 MB upload through an HTTP client gets 413 as well.
+    let body = vec![b'x'; 50 * 1024 * 1024];
+    let result = app
+        .http
+        .post(format!("{}/api/v1/sessions/set/big", app.url))
+        .bearer_auth(session.token())
+        .body(body)
+        .send()
+        .await;
+    if let Ok(response) = result {
+        assert_problem(response, 413, "request-too-large").await;
+    }
+    assert_eq!(session.get("big").await.unwrap_err().status(), Some(404));
+}
+
+async fn chunked_bodies_over_the_limit_are_413(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ws = app.workspace(Plan::Free).await; // 64 KiB values
+    let application = app.application(ws, "web").await;
+    let session = app.sign_in(&application, "alice").await;
+    let auth = format!("authorization: Bearer {}", session.token());
+    let chunk = vec![b'x'; 16 * 1024];
+    let mut body = Vec::new();
+    for _ in 0..5 {
+        body.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        body.extend_from_slice(&chunk);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b"0\r\n\r\n");
+    let head =
+        format!("POST /api/v1/sessions/set/chunky HTTP/1.1\nhost: x\n{auth}\ntransfer-encoding: chunked");
+    let response = raw_request(&app.url, &head, &body).await;
+    assert_eq!(response.status, 413, "{response:?}");
+    assert_eq!(response.problem().slug(), "value-too-large");
+    // Four chunks (exactly 64 KiB) fit.
+    let mut body = Vec::new();
+    for _ in 0..4 {
+        body.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        body.extend_from_slice(&chunk);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b"0\r\n\r\n");
+    let response = raw_request(&app.url, &head, &body).await;
+    assert_eq!(response.status, 201, "{response:?}");
+    assert_eq!(session.get("chunky").await.unwrap().bytes.len(), 64 * 1024);
+}
+
+async fn unknown_routes_and_methods_are_problems(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    assert_problem(
+        app.http.get(format!("{}/nope", app.url)).send().await.unwrap(),
+        404,
+        "not-found",
+    )
+    .await;
+    assert_problem(
+        app.http
+            .get(format!("{}/api/v1/sessions/set/k", app.url))
+            .send()
+            .await
+            .unwrap(),
+        405,
+        "method-not-allowed",
+    )
+    .await;
+    assert_problem(
+        app.http
+            .put(format!("{}/api/v1/sessions", app.url))
+            .send()
+            .await
+            .unwrap(),
+        405,
+        "method-not-allowed",
+    )
+    .await;
+    let response = raw_request(&app.url, "TRACE /api/v1/sessions HTTP/1.1\nhost: x", b"").await;
+    assert_eq!(response.status, 405);
+    let response = raw_request(&app.url, "BREW /healthz HTTP/1.1\nhost: x", b"").await;
+    assert_eq!(response.status, 405);
+    assert_problem(
+        app.http
+            .get(format!("{}/api/v1/auth/callback", app.url))
+            .send()
+            .await
+            .unwrap(),
+        405,
+        "method-not-allowed",
+    )
+    .await;
+}

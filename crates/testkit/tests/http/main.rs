@@ -1,5 +1,8 @@
 //! HTTP tests: the real server over real HTTP on loopback, each storage test on SQLite and PostgreSQL.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 mod access_log;
