@@ -38,6 +38,7 @@ pub async fn envelope(State(state): State<AppState>, req: Request, next: Next) -
     });
     let timeout = Duration::from_secs(state.config().server.request_timeout_secs.max(1));
     let request_id = HeaderValue::from_str(&ctx.id).ok();
+    let http1 = req.version() <= axum::http::Version::HTTP_11;
     let mut response =
         ctx.clone()
             .scope(async move {
@@ -55,6 +56,11 @@ pub async fn envelope(State(state): State<AppState>, req: Request, next: Next) -
                 }
             })
             .await;
+    // A refused body may be left unread; the connection then cannot carry another request, and
+    // saying so keeps clients from reusing it.
+    if http1 && response.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let headers = response.headers_mut();
     secure_headers(headers);
     if let Some(id) = request_id {
