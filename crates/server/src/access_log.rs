@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 enum Message {
     Record(Box<AccessRecord>),
     Flush(oneshot::Sender<()>),
+    Close,
 }
 
 /// Handle to the access-log writer.
@@ -45,6 +46,11 @@ impl AccessLog {
         }
     }
 
+    /// Writes what is queued and stops the writer; records sent afterwards are refused (and logged).
+    pub async fn close(&self) {
+        let _ = self.tx.send(Message::Close).await;
+    }
+
     /// Waits until every record queued before this call is written.
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
@@ -57,12 +63,17 @@ impl AccessLog {
 async fn writer(services: Arc<Services>, mut rx: mpsc::Receiver<Message>, batch_size: usize) {
     let mut batch: Vec<AccessRecord> = Vec::with_capacity(batch_size);
     let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut closing = false;
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         while let Some(message) = next.take() {
             match message {
                 Message::Record(r) => batch.push(*r),
                 Message::Flush(done) => waiting.push(done),
+                Message::Close => {
+                    closing = true;
+                    break;
+                }
             }
             if batch.len() < batch_size {
                 next = rx.try_recv().ok();
@@ -84,6 +95,23 @@ async fn writer(services: Arc<Services>, mut rx: mpsc::Receiver<Message>, batch_
         }
         for done in waiting.drain(..) {
             let _ = done.send(());
+        }
+        if closing {
+            rx.close();
+            // Anything that raced the close is still written.
+            let mut late = Vec::new();
+            while let Ok(message) = rx.try_recv() {
+                if let Message::Record(r) = message {
+                    late.push(*r);
+                }
+            }
+            if !late.is_empty() {
+                let entries = services.seal_access_records(late).await;
+                if let Err(e) = services.stores.access.append_access(&entries).await {
+                    tracing::error!(error = %e, records = entries.len(), "writing the last access-log records failed");
+                }
+            }
+            return;
         }
     }
 }

@@ -439,7 +439,7 @@ impl Server {
         if tokio::time::timeout(timeout, graceful.shutdown()).await.is_err() {
             tracing::warn!("requests still in flight after the shutdown time-out were cut off");
         }
-        self.state.access_log().flush().await;
+        self.state.access_log().close().await;
         let _ = self.shutdown_tx.send(true);
         for task in self.tasks {
             let _ = task.await;

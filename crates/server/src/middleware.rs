@@ -59,7 +59,9 @@ pub async fn envelope(State(state): State<AppState>, req: Request, next: Next) -
     // A refused body may be left unread; the connection then cannot carry another request, and
     // saying so keeps clients from reusing it.
     if http1 && response.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     let headers = response.headers_mut();
     secure_headers(headers);

@@ -72,8 +72,23 @@ impl<T: Send> Completion for TypedCompletion<T> {
 /// One SQLite database file: a writer thread and a reader pool.
 pub struct Database {
     path: PathBuf,
-    jobs: mpsc::Sender<Box<dyn Job>>,
+    jobs: Option<mpsc::Sender<Box<dyn Job>>>,
+    writer: Option<std::thread::JoinHandle<()>>,
     readers: Mutex<Vec<Connection>>,
+}
+
+impl Drop for Database {
+    /// Stops the writer after the batches already queued and waits until its connection is closed, so
+    /// that once the store is dropped the files are no longer in use (e.g. by a restore).
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+        if let Ok(mut readers) = self.readers.lock() {
+            readers.clear();
+        }
+    }
 }
 
 impl std::fmt::Debug for Database {
@@ -127,13 +142,14 @@ impl Database {
             "sqlite-writer-{}",
             path.file_name().and_then(|n| n.to_str()).unwrap_or("db")
         );
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name(name)
             .spawn(move || writer_loop(writer, rx))
             .map_err(Error::internal)?;
         Ok(Database {
             path: path.to_owned(),
-            jobs,
+            jobs: Some(jobs),
+            writer: Some(writer),
             readers: Mutex::new(Vec::new()),
         })
     }
@@ -146,8 +162,11 @@ impl Database {
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
-        self.jobs
-            .send(Box::new(TypedJob { f, reply }))
+        let jobs = self
+            .jobs
+            .as_ref()
+            .ok_or(Error::Unavailable("database writer stopped"))?;
+        jobs.send(Box::new(TypedJob { f, reply }))
             .await
             .map_err(|_| Error::Unavailable("database writer stopped"))?;
         rx.await
