@@ -1,0 +1,475 @@
+//! The `secureflows` binary: operator commands with `--json`, the generated master key, migrations,
+//! key rotation, the single-node lock, and several server processes sharing one PostgreSQL.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use secureflows_testkit::{Backend, TestIssuer};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_secureflows");
+
+fn command(data_dir: &Path, env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(BIN);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SECUREFLOWS") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("SECUREFLOWS_DATA_DIR", data_dir).env("RUST_LOG", "warn");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+fn run(data_dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+    command(data_dir, env).args(args).output().unwrap()
+}
+
+fn run_json(data_dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Value {
+    let out = run(data_dir, env, args);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{args:?}: not one JSON object ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+struct ServerProcess {
+    child: Child,
+    url: String,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn serve(data_dir: &Path, env: &[(&str, &str)]) -> ServerProcess {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let child = command(data_dir, env)
+        .args(["serve", "--listen", &listen])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = ServerProcess {
+        child,
+        url: format!("http://{listen}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = reqwest::get(format!("{}/readyz", server.url)).await
+            && r.status() == 200
+        {
+            return server;
+        }
+        assert!(Instant::now() < deadline, "server did not become ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn random_key() -> String {
+    let (_, encoded) = secureflows_crypto::MasterKey::generate().unwrap();
+    encoded.to_string()
+}
+
+#[test]
+fn fresh_data_dir_generates_a_private_master_key_and_commands_print_json() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("data");
+    let out = run(
+        &dir,
+        &[],
+        &[
+            "--json",
+            "workspace",
+            "create",
+            "--name",
+            "Tuff Flips",
+            "--plan",
+            "pro",
+        ],
+    );
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("GENERATED A NEW MASTER KEY"), "{stderr}");
+    let ws: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ws["plan"], "pro");
+    let id = ws["workspace_id"].as_str().unwrap().to_owned();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join("master.key"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+    }
+    let app = run_json(
+        &dir,
+        &[],
+        &[
+            "--json",
+            "app",
+            "create",
+            "--workspace",
+            &id,
+            "--name",
+            "Web",
+            "--trust-issuer",
+            "https://accounts.google.com",
+            "--trust-audience",
+            "web-client",
+            "--allow-origin",
+            "https://app.tuffflips.com",
+            "--session-ttl",
+            "48h",
+            "--token-ttl",
+            "10m",
+        ],
+    );
+    assert_eq!(app["session_ttl_secs"], 172_800);
+    assert_eq!(app["token_ttl_secs"], 600);
+    assert!(app["client_id"].as_str().unwrap().len() == 36);
+
+    // Bad input: a clear error, exit code 1, one JSON object.
+    let out = run(
+        &dir,
+        &[],
+        &[
+            "--json",
+            "app",
+            "create",
+            "--workspace",
+            &id,
+            "--name",
+            "Bad",
+            "--allow-origin",
+            "https://x.example/",
+        ],
+    );
+    assert!(!out.status.success());
+    let err: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        err["error"].as_str().unwrap().contains("allowed_origins"),
+        "{err}"
+    );
+    let out = run(&dir, &[], &["--json", "workspace", "delete", "not-an-id"]);
+    assert!(!out.status.success());
+
+    let rotated = run_json(&dir, &[], &["--json", "keys", "rotate", "--workspace", &id]);
+    assert_eq!(rotated["data_key_version"], 2);
+    let signing = run_json(&dir, &[], &["--json", "keys", "rotate-signing"]);
+    assert!(signing["kid"].as_str().is_some());
+    let plan = run_json(
+        &dir,
+        &[],
+        &["--json", "workspace", "set-plan", &id, "--plan", "base"],
+    );
+    assert_eq!(plan["plan"], "base");
+    let list = run_json(&dir, &[], &["--json", "workspace", "list"]);
+    assert_eq!(list["workspaces"][0]["plan"], "base");
+    let deleted = run_json(&dir, &[], &["--json", "workspace", "delete", &id]);
+    assert_eq!(deleted["keys_destroyed"], true);
+}
+
+#[test]
+fn master_key_rotation_replaces_the_generated_key() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("data");
+    let ws = run_json(&dir, &[], &["--json", "workspace", "create", "--name", "A"]);
+    let id = ws["workspace_id"].as_str().unwrap();
+    let old = std::fs::read_to_string(dir.join("master.key")).unwrap();
+    let new_file = temp.path().join("new.key");
+    let generated = run_json(
+        &dir,
+        &[],
+        &[
+            "--json",
+            "keys",
+            "generate-master",
+            "--out",
+            new_file.to_str().unwrap(),
+        ],
+    );
+    let rotated = run_json(
+        &dir,
+        &[],
+        &[
+            "--json",
+            "keys",
+            "rotate-master",
+            "--new-key-file",
+            new_file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(rotated["master_key_id"], generated["master_key_id"]);
+    assert!(rotated["rewrapped_keys"].as_u64().unwrap() >= 2);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("master.key")).unwrap(),
+        std::fs::read_to_string(&new_file).unwrap()
+    );
+    assert!(!dir.join("master.key.new").exists());
+    // Everything still opens with the new key.
+    assert_eq!(
+        run_json(&dir, &[], &["--json", "keys", "rotate", "--workspace", id])["data_key_version"],
+        2
+    );
+    // The old key is refused: sealed.
+    let out = run(
+        &dir,
+        &[("SECUREFLOWS_MASTER_KEY", old.trim())],
+        &["--json", "workspace", "list"],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("sealed"));
+    // A world-readable key file is refused.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.join("master.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let out = run(&dir, &[], &["--json", "workspace", "list"]);
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stdout).contains("readable by other users"));
+    }
+}
+
+#[test]
+fn a_changed_migration_is_refused() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("data");
+    assert_eq!(run_json(&dir, &[], &["--json", "migrate"])["migrated"], true);
+    assert_eq!(
+        run_json(&dir, &[], &["--json", "migrate"])["migrated"],
+        true,
+        "idempotent"
+    );
+    let conn = rusqlite::Connection::open(dir.join("secureflows.db")).unwrap();
+    conn.execute(
+        "update schema_migration set checksum = 'edited' where version = 1",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let out = run(&dir, &[], &["--json", "migrate"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("changed after it was applied"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_migration_is_refused_on_postgres() {
+    let Some(Backend::Postgres(db)) = Backend::postgres() else {
+        return;
+    };
+    db.create().await;
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("data");
+    let url = db.url();
+    let key = random_key();
+    let env = [
+        ("SECUREFLOWS_DATABASE_URL", url.as_str()),
+        ("SECUREFLOWS_MASTER_KEY", key.as_str()),
+    ];
+    assert_eq!(run_json(&dir, &env, &["--json", "migrate"])["migrated"], true);
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::query("update _sqlx_migrations set checksum = '\\x00'::bytea where version = 1")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let out = run(&dir, &env, &["--json", "migrate"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("changed after it was applied"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_is_single_node_and_sees_operator_changes() {
+    let issuer = TestIssuer::start().await;
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("data");
+    let env = [
+        ("SECUREFLOWS__UPSTREAM__ALLOW_PRIVATE_NETWORKS", "true"),
+        ("SECUREFLOWS__UPSTREAM__ALLOW_HTTP", "true"),
+    ];
+    let ws = run_json(
+        &dir,
+        &env,
+        &["--json", "workspace", "create", "--name", "A", "--plan", "pro"],
+    );
+    let id = ws["workspace_id"].as_str().unwrap().to_owned();
+    let app = run_json(
+        &dir,
+        &env,
+        &[
+            "--json",
+            "app",
+            "create",
+            "--workspace",
+            &id,
+            "--name",
+            "Web",
+            "--trust-issuer",
+            &issuer.url,
+            "--trust-audience",
+            "web",
+        ],
+    );
+    let server = serve(&dir, &env).await;
+
+    // A second server on the same data directory is refused.
+    let out = command(&dir, &env)
+        .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("single-node"));
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let token = issuer.sign(&issuer.claims("alice", "web", now));
+    let client = secureflows_client::Client::new(server.url.clone());
+    let signed = client
+        .sign_in_with_id_token(&token, app["client_id"].as_str())
+        .await
+        .unwrap();
+    let session = client.session(signed.session_token);
+    session.set("k", "text/plain", "v").await.unwrap();
+
+    // Deleting the workspace from the command line while the server runs: its tokens stop working.
+    run_json(&dir, &env, &["--json", "workspace", "delete", &id]);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        match session.get("k").await {
+            Err(e) if e.status() == Some(401) => break,
+            _ => assert!(
+                Instant::now() < deadline,
+                "the running server still serves a deleted workspace"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_reaches_a_second_server_process_within_a_second() {
+    let Some(Backend::Postgres(db)) = Backend::postgres() else {
+        return;
+    };
+    db.create().await;
+    let issuer = TestIssuer::start().await;
+    let temp = tempfile::tempdir().unwrap();
+    let url = db.url();
+    let key = random_key();
+    let env = [
+        ("SECUREFLOWS_DATABASE_URL", url.as_str()),
+        ("SECUREFLOWS_MASTER_KEY", key.as_str()),
+        ("SECUREFLOWS__SERVER__PUBLIC_URL", "http://secureflows.test"),
+        ("SECUREFLOWS__UPSTREAM__ALLOW_PRIVATE_NETWORKS", "true"),
+        ("SECUREFLOWS__UPSTREAM__ALLOW_HTTP", "true"),
+        // Only NOTIFY may make this fast: the fallback poll is far slower than the bound checked here.
+        ("SECUREFLOWS__CACHE__POLL_INTERVAL_MS", "5000"),
+        ("SECUREFLOWS__CACHE__MAX_STALENESS_MS", "15000"),
+    ];
+    let dir_a = temp.path().join("a");
+    let dir_b = temp.path().join("b");
+    let ws = run_json(
+        &dir_a,
+        &env,
+        &["--json", "workspace", "create", "--name", "A", "--plan", "pro"],
+    );
+    let id = ws["workspace_id"].as_str().unwrap().to_owned();
+    let app = run_json(
+        &dir_a,
+        &env,
+        &[
+            "--json",
+            "app",
+            "create",
+            "--workspace",
+            &id,
+            "--name",
+            "Web",
+            "--trust-issuer",
+            &issuer.url,
+            "--trust-audience",
+            "web",
+        ],
+    );
+    let a = serve(&dir_a, &env).await;
+    let b = serve(&dir_b, &env).await;
+    let client_a = secureflows_client::Client::new(a.url.clone());
+    let client_b = secureflows_client::Client::new(b.url.clone());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+
+    for (round, end) in ["revoke", "logout"].iter().enumerate() {
+        let token = issuer.sign(&issuer.claims(&format!("user{round}"), "web", now));
+        let signed = client_a
+            .sign_in_with_id_token(&token, app["client_id"].as_str())
+            .await
+            .unwrap();
+        let on_a = client_a.session(signed.session_token.clone());
+        let on_b = client_b.session(signed.session_token);
+        on_a.set("k", "text/plain", "v").await.unwrap();
+        for _ in 0..3 {
+            assert_eq!(
+                &on_b.get("k").await.unwrap().bytes[..],
+                b"v",
+                "node B serves the token (and caches it)"
+            );
+        }
+        match *end {
+            "revoke" => on_a.revoke().await.unwrap(),
+            _ => on_a.logout().await.unwrap(),
+        }
+        let ended = Instant::now();
+        loop {
+            match on_b.get("k").await {
+                Err(e) if e.status() == Some(401) => break,
+                Ok(_) => {}
+                Err(e) => panic!("unexpected {e:?}"),
+            }
+            assert!(
+                ended.elapsed() < Duration::from_secs(1),
+                "{end} not seen by node B within one second"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        eprintln!("{end} seen by the second process after {:?}", ended.elapsed());
+    }
+    drop(a);
+    drop(b);
+}
