@@ -14,6 +14,32 @@ use crate::request::RequestContext;
 /// Prefix of every problem type URI.
 pub const TYPE_PREFIX: &str = "urn:secureflows:problem:";
 
+/// Every problem slug the server can send; each has a page in `docs/problems/`.
+pub const ALL_SLUGS: &[&str] = &[
+    "malformed-request",
+    "validation-failed",
+    "unsupported-media-type",
+    "request-too-large",
+    "value-too-large",
+    "misdirected-request",
+    "invalid-token",
+    "session-revoked",
+    "credential-replayed",
+    "token-expired",
+    "wrong-token-kind",
+    "forbidden",
+    "origin-not-allowed",
+    "quota-exceeded",
+    "account-locked",
+    "too-many-sessions",
+    "rate-limited",
+    "not-found",
+    "method-not-allowed",
+    "conflict",
+    "service-unavailable",
+    "internal-error",
+];
+
 /// A problem response.
 #[derive(Debug, Clone)]
 pub struct Problem {
@@ -295,6 +321,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_problem_type_is_documented_and_every_page_is_a_problem_type() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/problems");
+        for slug in ALL_SLUGS {
+            let page = std::fs::read_to_string(dir.join(format!("{slug}.md"))).unwrap();
+            assert!(page.contains(&format!("{TYPE_PREFIX}{slug}")), "{slug}");
+        }
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            if name != "README.md" {
+                assert!(ALL_SLUGS.contains(&name.trim_end_matches(".md")), "{name} documents no problem type");
+            }
+        }
+    }
+
+    #[test]
     fn every_domain_error_has_its_status() {
         let cases: Vec<(Error, u16, &str)> = vec![
             (Error::NotFound("value"), 404, "not-found"),
@@ -331,6 +372,7 @@ mod tests {
         ];
         for (e, status, slug) in cases {
             let p = Problem::from(e);
+            assert!(ALL_SLUGS.contains(&p.slug), "{slug} is listed");
             assert_eq!(p.status.as_u16(), status);
             assert_eq!(p.slug, slug);
             assert!(!p.detail.unwrap_or_default().contains("secret"));
