@@ -44,7 +44,11 @@ struct Args {
     #[arg(long, default_value = "sqlite,postgres")]
     backends: String,
     /// PostgreSQL admin URL (a fresh database is created and dropped).
-    #[arg(long, env = "SECUREFLOWS_TEST_PG_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    #[arg(
+        long,
+        env = "SECUREFLOWS_TEST_PG_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
     pg_url: String,
 }
 
@@ -107,7 +111,13 @@ fn lua_string(s: &str) -> String {
     format!("{s:?}")
 }
 
-fn write_script(path: &Path, tokens: &[String], keys: u32, method: &str, value_size: usize) -> anyhow::Result<()> {
+fn write_script(
+    path: &Path,
+    tokens: &[String],
+    keys: u32,
+    method: &str,
+    value_size: usize,
+) -> anyhow::Result<()> {
     let mut lua = String::with_capacity(tokens.len() * 1000);
     lua.push_str("local tokens = {\n");
     for t in tokens {
@@ -115,7 +125,9 @@ fn write_script(path: &Path, tokens: &[String], keys: u32, method: &str, value_s
         lua.push_str(",\n");
     }
     lua.push_str("}\n");
-    lua.push_str(&format!("local nkeys = {keys}\nlocal body = string.rep(\"v\", {value_size})\n"));
+    lua.push_str(&format!(
+        "local nkeys = {keys}\nlocal body = string.rep(\"v\", {value_size})\n"
+    ));
     lua.push_str("local thread_id = 0\nsetup = function(thread) thread_id = thread_id + 1; thread:set(\"seed\", thread_id) end\n");
     lua.push_str("init = function(args) math.randomseed(tonumber(seed or 1) * 7919) end\n");
     let request = match method {
@@ -158,7 +170,10 @@ fn run_wrk(args: &Args, url: &str, script: &Path, path_prefix: &str) -> anyhow::
         .output()
         .context("running wrk (install it: apt-get install wrk)")?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().find_map(|l| l.strip_prefix("WRKJSON ")).with_context(|| format!("wrk output: {text}"))?;
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("WRKJSON "))
+        .with_context(|| format!("wrk output: {text}"))?;
     let v: Value = serde_json::from_str(line)?;
     let requests = v["requests"].as_u64().unwrap_or(0);
     let duration_s = v["duration_us"].as_f64().unwrap_or(1.0) / 1e6;
@@ -218,9 +233,16 @@ fn cli(args: &Args, data_dir: &Path, env: &[(String, String)], cli_args: &[&str]
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.arg("--json").args(cli_args).output().context("running secureflows")?;
+    let out = cmd
+        .arg("--json")
+        .args(cli_args)
+        .output()
+        .context("running secureflows")?;
     if !out.status.success() {
-        bail!("secureflows {cli_args:?}: {}", String::from_utf8_lossy(&out.stdout));
+        bail!(
+            "secureflows {cli_args:?}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
     Ok(serde_json::from_slice(&out.stdout)?)
 }
@@ -230,16 +252,37 @@ async fn bench_backend(args: &Args, backend: &Backend, bare: &LoadResult) -> any
     let data_dir = work.path().join("data");
     let issuer = secureflows_testkit::TestIssuer::start().await;
     let mut env = backend.env.clone();
-    env.push(("SECUREFLOWS__UPSTREAM__ALLOW_PRIVATE_NETWORKS".into(), "true".into()));
+    env.push((
+        "SECUREFLOWS__UPSTREAM__ALLOW_PRIVATE_NETWORKS".into(),
+        "true".into(),
+    ));
     env.push(("SECUREFLOWS__UPSTREAM__ALLOW_HTTP".into(), "true".into()));
     env.push(("SECUREFLOWS__LOG__LEVEL".into(), "warn".into()));
-    let ws = cli(args, &data_dir, &env, &["workspace", "create", "--name", "Bench", "--plan", "pro"])?;
+    let ws = cli(
+        args,
+        &data_dir,
+        &env,
+        &["workspace", "create", "--name", "Bench", "--plan", "pro"],
+    )?;
     let ws = ws["workspace_id"].as_str().context("workspace id")?.to_owned();
     let app = cli(
         args,
         &data_dir,
         &env,
-        &["app", "create", "--workspace", &ws, "--name", "Bench", "--trust-issuer", &issuer.url, "--trust-audience", "bench", "--token-ttl", "2h"],
+        &[
+            "app",
+            "create",
+            "--workspace",
+            &ws,
+            "--name",
+            "Bench",
+            "--trust-issuer",
+            &issuer.url,
+            "--trust-audience",
+            "bench",
+            "--token-ttl",
+            "2h",
+        ],
     )?;
     let client_id = app["client_id"].as_str().context("client id")?.to_owned();
 
@@ -262,12 +305,19 @@ async fn bench_backend(args: &Args, backend: &Backend, bare: &LoadResult) -> any
     // Seed through the real API: sign every user in, then write their values.
     let started = Instant::now();
     let client = secureflows_client::Client::new(url.clone());
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs() as i64;
     let tokens: Vec<String> = futures_util::stream::iter(0..args.users)
         .map(|i| {
             let token = issuer.sign(&issuer.claims(&format!("user-{i}"), "bench", now));
             let (client, client_id) = (client.clone(), client_id.clone());
-            async move { client.sign_in_with_id_token(&token, Some(&client_id)).await.map(|r| r.session_token) }
+            async move {
+                client
+                    .sign_in_with_id_token(&token, Some(&client_id))
+                    .await
+                    .map(|r| r.session_token)
+            }
         })
         .buffer_unordered(64)
         .collect::<Vec<_>>()
@@ -275,14 +325,23 @@ async fn bench_backend(args: &Args, backend: &Backend, bare: &LoadResult) -> any
         .into_iter()
         .collect::<Result<_, _>>()?;
     let value = vec![b'v'; args.value_size];
-    let writes = futures_util::stream::iter(tokens.iter().flat_map(|t| (0..args.keys).map(move |k| (t.clone(), k))))
-        .map(|(token, k)| {
-            let (session, value) = (client.session(token), value.clone());
-            async move { session.set(&format!("k{k}"), "application/octet-stream", value).await.map(|_| ()) }
-        })
-        .buffer_unordered(64)
-        .collect::<Vec<_>>()
-        .await;
+    let writes = futures_util::stream::iter(
+        tokens
+            .iter()
+            .flat_map(|t| (0..args.keys).map(move |k| (t.clone(), k))),
+    )
+    .map(|(token, k)| {
+        let (session, value) = (client.session(token), value.clone());
+        async move {
+            session
+                .set(&format!("k{k}"), "application/octet-stream", value)
+                .await
+                .map(|_| ())
+        }
+    })
+    .buffer_unordered(64)
+    .collect::<Vec<_>>()
+    .await;
     let failed = writes.iter().filter(|w| w.is_err()).count();
     if failed > 0 {
         bail!("{failed} seed writes failed");
@@ -303,15 +362,26 @@ async fn bench_backend(args: &Args, backend: &Backend, bare: &LoadResult) -> any
     write_script(&set_script, &tokens, args.keys, "POST", args.value_size)?;
     let set = run_wrk(args, &url, &set_script, "/api/v1/sessions/set/k")?;
     let rss = peak_rss_mb(pid);
-    for (label, r) in [("GET /sessions/get/{key}", &get), ("POST /sessions/set/{key}", &set)] {
+    for (label, r) in [
+        ("GET /sessions/get/{key}", &get),
+        ("POST /sessions/set/{key}", &set),
+    ] {
         print_row(&format!("{} {label}", backend.name), r, Some(bare));
     }
-    println!("  {}: peak RSS {:.1} MB with {} stored values", backend.name, rss, u64::from(args.users) * u64::from(args.keys));
+    println!(
+        "  {}: peak RSS {:.1} MB with {} stored values",
+        backend.name,
+        rss,
+        u64::from(args.users) * u64::from(args.keys)
+    );
     Ok(())
 }
 
 fn print_row(label: &str, r: &LoadResult, bare: Option<&LoadResult>) {
-    let ratio = bare.map_or_else(|| "      -".to_owned(), |b| format!("{:6.1}%", 100.0 * r.rps / b.rps));
+    let ratio = bare.map_or_else(
+        || "      -".to_owned(),
+        |b| format!("{:6.1}%", 100.0 * r.rps / b.rps),
+    );
     println!(
         "{label:<42} {:>10.0} req/s  {ratio} of bare   p50 {:>7.2} ms  p99 {:>7.2} ms  p99.9 {:>7.2} ms  errors {}  ({} requests)",
         r.rps,
@@ -326,8 +396,12 @@ fn print_row(label: &str, r: &LoadResult, bare: Option<&LoadResult>) {
 async fn create_pg_database(admin: &str) -> anyhow::Result<String> {
     use sqlx::Connection;
     let name = format!("sf_bench_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(admin).await.context("connect to PostgreSQL")?;
-    sqlx::query(&format!("create database \"{name}\"")).execute(&mut conn).await?;
+    let mut conn = sqlx::PgConnection::connect(admin)
+        .await
+        .context("connect to PostgreSQL")?;
+    sqlx::query(&format!("create database \"{name}\""))
+        .execute(&mut conn)
+        .await?;
     Ok(name)
 }
 
@@ -335,7 +409,9 @@ async fn drop_pg_database(admin: &str, name: &str) {
     use sqlx::Connection;
     if let Ok(mut conn) = sqlx::PgConnection::connect(admin).await {
         for db in [name.to_owned(), format!("{name}_keyring")] {
-            let _ = sqlx::query(&format!("drop database if exists \"{db}\" with (force)")).execute(&mut conn).await;
+            let _ = sqlx::query(&format!("drop database if exists \"{db}\" with (force)"))
+                .execute(&mut conn)
+                .await;
         }
     }
 }
@@ -353,7 +429,10 @@ async fn main() -> anyhow::Result<()> {
         return bare_server(listen).await;
     }
     if !args.secureflows.exists() {
-        bail!("{} does not exist; build it with `cargo build --release -p secureflows`", args.secureflows.display());
+        bail!(
+            "{} does not exist; build it with `cargo build --release -p secureflows`",
+            args.secureflows.display()
+        );
     }
     let (_, key) = secureflows_crypto::MasterKey::generate()?;
     let key = key.to_string();

@@ -60,7 +60,7 @@ pub fn neutralize(text: &str, max: usize) -> String {
 /// The associated data of a sealed key name in the access log.
 pub fn access_key_aad(workspace: WorkspaceId, request_id: &str) -> Aad {
     Aad::new("sf.access.key.v1")
-        .field(workspace.to_string())
+        .field(workspace.as_uuid().as_bytes())
         .field(request_id)
 }
 

@@ -138,8 +138,8 @@ impl Place {
         blind_index(
             keys.index(),
             &Aad::new("sf.vault.key.v1")
-                .field(self.application.to_string())
-                .field(self.user.to_string())
+                .field(self.application.as_uuid().as_bytes())
+                .field(self.user.as_uuid().as_bytes())
                 .field(key),
         )
     }
@@ -155,17 +155,17 @@ impl Place {
 
     fn value_aad(&self, key: &str) -> Aad {
         Aad::new("sf.vault.value.v1")
-            .field(self.workspace.to_string())
-            .field(self.application.to_string())
-            .field(self.user.to_string())
+            .field(self.workspace.as_uuid().as_bytes())
+            .field(self.application.as_uuid().as_bytes())
+            .field(self.user.as_uuid().as_bytes())
             .field(key)
     }
 
     fn name_aad(&self, key_index: &[u8]) -> Aad {
         Aad::new("sf.vault.name.v1")
-            .field(self.workspace.to_string())
-            .field(self.application.to_string())
-            .field(self.user.to_string())
+            .field(self.workspace.as_uuid().as_bytes())
+            .field(self.application.as_uuid().as_bytes())
+            .field(self.user.as_uuid().as_bytes())
             .field(key_index)
     }
 }
@@ -211,11 +211,8 @@ impl Services {
             return Err(Error::TooLarge { limit });
         }
         let place = Place::of(caller);
-        let keys = self
-            .keys
-            .workspace_keys(place.workspace, self.state.trusted())
-            .await?;
-        let key_index = place.key_index(&keys, key.as_str());
+        let keys = &caller.keys;
+        let key_index = place.key_index(keys, key.as_str());
         let value_sealed = keys.seal(
             &place.value_aad(key.as_str()),
             &encode_payload(content_type, bytes),
@@ -251,11 +248,8 @@ impl Services {
     /// The caller's value under `key`, decrypted. `NotFound` if missing or expired.
     pub async fn get_value(&self, caller: &SessionCaller, key: &VaultKey) -> Result<StoredValue> {
         let place = Place::of(caller);
-        let keys = self
-            .keys
-            .workspace_keys(place.workspace, self.state.trusted())
-            .await?;
-        let key_index = place.key_index(&keys, key.as_str());
+        let keys = &caller.keys;
+        let key_index = place.key_index(keys, key.as_str());
         let now = self.clock.now();
         let entry = self
             .stores
@@ -281,10 +275,7 @@ impl Services {
     /// The caller's keys in this application, sorted by name.
     pub async fn list_values(&self, caller: &SessionCaller) -> Result<Vec<ValueMeta>> {
         let place = Place::of(caller);
-        let keys = self
-            .keys
-            .workspace_keys(place.workspace, self.state.trusted())
-            .await?;
+        let keys = &caller.keys;
         let now = self.clock.now();
         let entries = self
             .stores
@@ -310,11 +301,8 @@ impl Services {
     /// Deletes the caller's value under `key`. `NotFound` if there was none.
     pub async fn delete_value(&self, caller: &SessionCaller, key: &VaultKey) -> Result<()> {
         let place = Place::of(caller);
-        let keys = self
-            .keys
-            .workspace_keys(place.workspace, self.state.trusted())
-            .await?;
-        let key_index = place.key_index(&keys, key.as_str());
+        let keys = &caller.keys;
+        let key_index = place.key_index(keys, key.as_str());
         let now = self.clock.now();
         if self
             .stores

@@ -9,6 +9,9 @@ use secureflows_core::access::AccessRecord;
 use secureflows_core::{ApplicationId, Services, UserId, WorkspaceId};
 use tokio::sync::{mpsc, oneshot};
 
+/// How long the first record of a batch waits for company.
+const BATCH_WINDOW: Duration = Duration::from_millis(20);
+
 enum Message {
     Record(Box<AccessRecord>),
     Flush(oneshot::Sender<()>),
@@ -65,6 +68,10 @@ async fn writer(services: Arc<Services>, mut rx: mpsc::Receiver<Message>, batch_
     let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
     let mut closing = false;
     while let Some(first) = rx.recv().await {
+        // Let records gather briefly so that one wake-up and one transaction cover many of them.
+        if matches!(first, Message::Record(_)) {
+            tokio::time::sleep(BATCH_WINDOW).await;
+        }
         let mut next = Some(first);
         while let Some(message) = next.take() {
             match message {

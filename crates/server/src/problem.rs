@@ -330,7 +330,10 @@ mod tests {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let name = entry.unwrap().file_name().into_string().unwrap();
             if name != "README.md" {
-                assert!(ALL_SLUGS.contains(&name.trim_end_matches(".md")), "{name} documents no problem type");
+                assert!(
+                    ALL_SLUGS.contains(&name.trim_end_matches(".md")),
+                    "{name} documents no problem type"
+                );
             }
         }
     }

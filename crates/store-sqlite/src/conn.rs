@@ -114,6 +114,8 @@ fn configure(conn: &Connection, writer: bool) -> Result<()> {
         conn.pragma_update(None, "secure_delete", "ON").db()?;
     } else {
         conn.pragma_update(None, "query_only", "ON").db()?;
+        // 16 MiB of page cache per reader; readers are few (one per executor thread in practice).
+        conn.pragma_update(None, "cache_size", -16_384).db()?;
     }
     Ok(())
 }

@@ -20,17 +20,19 @@ use crate::conn::Database;
 use crate::error::SqlResult;
 use crate::migrate::{self, MigrationMode};
 
-/// SQLite data store.
+/// SQLite data store: the data database and the API-access log beside it.
 #[derive(Debug)]
 pub struct SqliteStore {
     db: Database,
+    access: Database,
 }
 
 impl SqliteStore {
-    /// Opens the data database.
-    pub fn open(path: &Path, mode: MigrationMode) -> Result<SqliteStore> {
+    /// Opens the data database and the access-log database.
+    pub fn open(path: &Path, access_path: &Path, mode: MigrationMode) -> Result<SqliteStore> {
         Ok(SqliteStore {
             db: Database::open(path, migrate::DATA, mode)?,
+            access: Database::open(access_path, migrate::ACCESS, mode)?,
         })
     }
 
@@ -52,11 +54,6 @@ fn record_invalidation(conn: &Connection, invalidation: Invalidation) -> Result<
     Ok(())
 }
 
-fn parse_id<T: std::str::FromStr>(text: String) -> rusqlite::Result<T> {
-    text.parse()
-        .map_err(|_| rusqlite::Error::InvalidColumnType(0, "id".into(), rusqlite::types::Type::Text))
-}
-
 fn bad_column(what: &str) -> rusqlite::Error {
     rusqlite::Error::InvalidColumnType(0, what.into(), rusqlite::types::Type::Text)
 }
@@ -75,7 +72,7 @@ fn secs(d: Duration) -> i64 {
 
 fn workspace_row(r: &Row<'_>) -> rusqlite::Result<Workspace> {
     Ok(Workspace {
-        id: parse_id(r.get(0)?)?,
+        id: r.get::<_, uuid::Uuid>(0)?.into(),
         name: r.get(1)?,
         plan: Plan::parse(&r.get::<_, String>(2)?).ok_or_else(|| bad_column("plan"))?,
         created_at: Timestamp::from_millis(r.get(3)?),
@@ -91,8 +88,8 @@ fn application_row(r: &Row<'_>) -> rusqlite::Result<Application> {
     let audience: Option<String> = r.get(4)?;
     let origins: String = r.get(5)?;
     Ok(Application {
-        id: parse_id(r.get(0)?)?,
-        workspace_id: parse_id(r.get(1)?)?,
+        id: r.get::<_, uuid::Uuid>(0)?.into(),
+        workspace_id: r.get::<_, uuid::Uuid>(1)?.into(),
         name: r.get(2)?,
         trust: issuer
             .zip(audience)
@@ -117,8 +114,8 @@ const USER_COLUMNS: &str = "user_id, workspace_id, role, revision, status, email
 
 fn user_row(r: &Row<'_>) -> rusqlite::Result<User> {
     Ok(User {
-        id: parse_id(r.get(0)?)?,
-        workspace_id: parse_id(r.get(1)?)?,
+        id: r.get::<_, uuid::Uuid>(0)?.into(),
+        workspace_id: r.get::<_, uuid::Uuid>(1)?.into(),
         role: Role::parse(&r.get::<_, String>(2)?).ok_or_else(|| bad_column("role"))?,
         revision: r.get(3)?,
         status: UserStatus::parse(&r.get::<_, String>(4)?).ok_or_else(|| bad_column("status"))?,
@@ -132,10 +129,10 @@ fn user_row(r: &Row<'_>) -> rusqlite::Result<User> {
 
 fn session_row(r: &Row<'_>) -> rusqlite::Result<LoginSession> {
     Ok(LoginSession {
-        id: parse_id(r.get(0)?)?,
-        workspace_id: parse_id(r.get(1)?)?,
-        application_id: parse_id(r.get(2)?)?,
-        user_id: parse_id(r.get(3)?)?,
+        id: r.get::<_, uuid::Uuid>(0)?.into(),
+        workspace_id: r.get::<_, uuid::Uuid>(1)?.into(),
+        application_id: r.get::<_, uuid::Uuid>(2)?.into(),
+        user_id: r.get::<_, uuid::Uuid>(3)?.into(),
         created_at: Timestamp::from_millis(r.get(4)?),
         expires_at: Timestamp::from_millis(r.get(5)?),
         ended_at: r.get::<_, Option<i64>>(6)?.map(Timestamp::from_millis),
@@ -150,7 +147,7 @@ impl WorkspaceStore for SqliteStore {
             .write(move |c| {
                 c.execute(
                     "insert into workspace (workspace_id, name, plan, created_at, updated_at) values (?1, ?2, ?3, ?4, ?5)",
-                    params![w.id.to_string(), w.name, w.plan.as_str(), w.created_at.millis(), w.updated_at.millis()],
+                    params![w.id.as_uuid(), w.name, w.plan.as_str(), w.created_at.millis(), w.updated_at.millis()],
                 )
                 .db()?;
                 Ok(())
@@ -164,7 +161,7 @@ impl WorkspaceStore for SqliteStore {
                 "select workspace_id, name, plan, created_at, updated_at from workspace where workspace_id = ?1",
             )
             .db()?
-            .query_row(params![id.to_string()], workspace_row)
+            .query_row(params![id.as_uuid()], workspace_row)
             .optional()
             .db()
         })
@@ -186,7 +183,7 @@ impl WorkspaceStore for SqliteStore {
                 let n = c
                     .execute(
                         "update workspace set plan = ?2, updated_at = ?3 where workspace_id = ?1",
-                        params![id.to_string(), plan.as_str(), now.millis()],
+                        params![id.as_uuid(), plan.as_str(), now.millis()],
                     )
                     .db()?;
                 if n == 0 {
@@ -200,11 +197,9 @@ impl WorkspaceStore for SqliteStore {
     async fn delete_workspace(&self, id: WorkspaceId) -> Result<()> {
         self.db
             .write(move |c| {
-                let ws = id.to_string();
+                let ws = id.as_uuid();
                 // Children first: the vault is the largest and has no cascade path that is cheaper.
                 c.execute("delete from vault_value where workspace_id = ?1", params![ws])
-                    .db()?;
-                c.execute("delete from api_access where workspace_id = ?1", params![ws])
                     .db()?;
                 let n = c
                     .execute("delete from workspace where workspace_id = ?1", params![ws])
@@ -213,6 +208,17 @@ impl WorkspaceStore for SqliteStore {
                     return Err(Error::NotFound("workspace"));
                 }
                 record_invalidation(c, Invalidation::Workspace(id))
+            })
+            .await?;
+        // The access log lives in its own file; its rows of the workspace go after the workspace.
+        self.access
+            .write(move |c| {
+                c.execute(
+                    "delete from api_access where workspace_id = ?1",
+                    params![id.as_uuid()],
+                )
+                .db()?;
+                Ok(())
             })
             .await
     }
@@ -234,8 +240,8 @@ impl ApplicationStore for SqliteStore {
                 c.execute(
                     &format!("insert into application ({APP_COLUMNS}) values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
                     params![
-                        app.id.to_string(),
-                        app.workspace_id.to_string(),
+                        app.id.as_uuid(),
+                        app.workspace_id.as_uuid(),
                         app.name,
                         app.trust.as_ref().map(|t| t.issuer.clone()),
                         app.trust.as_ref().map(|t| t.audience.clone()),
@@ -258,7 +264,7 @@ impl ApplicationStore for SqliteStore {
                 "select {APP_COLUMNS} from application where application_id = ?1"
             ))
             .db()?
-            .query_row(params![id.to_string()], application_row)
+            .query_row(params![id.as_uuid()], application_row)
             .optional()
             .db()
         })
@@ -284,7 +290,7 @@ impl ApplicationStore for SqliteStore {
                 ))
                 .db()?;
             let rows = stmt
-                .query_map(params![workspace.to_string()], application_row)
+                .query_map(params![workspace.as_uuid()], application_row)
                 .db()?;
             rows.collect::<rusqlite::Result<Vec<_>>>().db()
         })
@@ -323,7 +329,7 @@ impl UserStore for SqliteStore {
                     .join(", ")
             ))
             .db()?
-            .query_row(params![workspace.to_string(), identity_index], user_row)
+            .query_row(params![workspace.as_uuid(), identity_index], user_row)
             .optional()
             .db()
         })
@@ -334,8 +340,8 @@ impl UserStore for SqliteStore {
         self.db
             .write(move |c| {
                 let u = &new.user;
-                let ws = u.workspace_id.to_string();
-                let id = u.id.to_string();
+                let ws = u.workspace_id.as_uuid();
+                let id = u.id.as_uuid();
                 c.execute(
                     &format!("insert into user_account ({USER_COLUMNS}) values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
                     params![
@@ -384,8 +390,8 @@ impl UserStore for SqliteStore {
                         "update user_account set email_sealed = ?3, email_index = ?4, name_sealed = ?5, updated_at = ?6
                          where workspace_id = ?1 and user_id = ?2",
                         params![
-                            workspace.to_string(),
-                            user.to_string(),
+                            workspace.as_uuid(),
+                            user.as_uuid(),
                             email_sealed,
                             email_index,
                             name_sealed,
@@ -404,7 +410,7 @@ impl UserStore for SqliteStore {
                 "select {USER_COLUMNS} from user_account where workspace_id = ?1 and user_id = ?2"
             ))
             .db()?
-            .query_row(params![workspace.to_string(), user.to_string()], user_row)
+            .query_row(params![workspace.as_uuid(), user.as_uuid()], user_row)
             .optional()
             .db()
         })
@@ -413,7 +419,7 @@ impl UserStore for SqliteStore {
     async fn raise_revision(&self, workspace: WorkspaceId, user: UserId, now: Timestamp) -> Result<i64> {
         self.db
             .write(move |c| {
-                let (ws, u) = (workspace.to_string(), user.to_string());
+                let (ws, u) = (workspace.as_uuid(), user.as_uuid());
                 let revision: Option<i64> = c
                     .query_row(
                         "update user_account set revision = revision + 1, updated_at = ?3
@@ -449,8 +455,8 @@ impl SessionStore for SqliteStore {
         // The writer runs one job at a time inside one transaction: count and insert are atomic.
         self.db
             .write(move |c| {
-                let ws = s.workspace_id.to_string();
-                let user = s.user_id.to_string();
+                let ws = s.workspace_id.as_uuid();
+                let user = s.user_id.as_uuid();
                 let (ws_count, ws_earliest): (i64, Option<i64>) = c
                     .prepare_cached(
                         "select count(*), min(expires_at) from login_session
@@ -487,8 +493,8 @@ impl SessionStore for SqliteStore {
                 .db()?
                 .execute(params![
                     ws,
-                    s.id.to_string(),
-                    s.application_id.to_string(),
+                    s.id.as_uuid(),
+                    s.application_id.as_uuid(),
                     user,
                     s.created_at.millis(),
                     s.expires_at.millis()
@@ -506,7 +512,7 @@ impl SessionStore for SqliteStore {
                  from login_session where workspace_id = ?1 and session_id = ?2",
             )
             .db()?
-            .query_row(params![workspace.to_string(), id.to_string()], session_row)
+            .query_row(params![workspace.as_uuid(), id.as_uuid()], session_row)
             .optional()
             .db()
         })
@@ -519,7 +525,7 @@ impl SessionStore for SqliteStore {
                     .execute(
                         "update login_session set ended_at = ?3
                          where workspace_id = ?1 and session_id = ?2 and ended_at is null",
-                        params![workspace.to_string(), id.to_string(), now.millis()],
+                        params![workspace.as_uuid(), id.as_uuid(), now.millis()],
                     )
                     .db()?;
                 record_invalidation(c, Invalidation::Session(workspace, id))?;
@@ -552,7 +558,7 @@ impl VaultStore for SqliteStore {
         self.db
             .write(move |c| {
                 let l = &w.locator;
-                let (ws, app, user) = (l.workspace_id.to_string(), l.application_id.to_string(), l.user_id.to_string());
+                let (ws, app, user) = (l.workspace_id.as_uuid(), l.application_id.as_uuid(), l.user_id.as_uuid());
                 let existing: Option<(i64, i64)> = c
                     .prepare_cached(
                         "select created_at, expires_at from vault_value
@@ -618,9 +624,9 @@ impl VaultStore for SqliteStore {
             .db()?
             .query_row(
                 params![
-                    l.workspace_id.to_string(),
-                    l.application_id.to_string(),
-                    l.user_id.to_string(),
+                    l.workspace_id.as_uuid(),
+                    l.application_id.as_uuid(),
+                    l.user_id.as_uuid(),
                     &l.key_index[..],
                     now.millis()
                 ],
@@ -658,9 +664,9 @@ impl VaultStore for SqliteStore {
             let rows = stmt
                 .query_map(
                     params![
-                        workspace.to_string(),
-                        application.to_string(),
-                        user.to_string(),
+                        workspace.as_uuid(),
+                        application.as_uuid(),
+                        user.as_uuid(),
                         now.millis()
                     ],
                     |r| {
@@ -693,9 +699,9 @@ impl VaultStore for SqliteStore {
                     .db()?
                     .query_row(
                         params![
-                            l.workspace_id.to_string(),
-                            l.application_id.to_string(),
-                            l.user_id.to_string(),
+                            l.workspace_id.as_uuid(),
+                            l.application_id.as_uuid(),
+                            l.user_id.as_uuid(),
                             &l.key_index[..],
                             now.millis()
                         ],
@@ -729,7 +735,7 @@ impl VaultStore for SqliteStore {
 impl AccessLogStore for SqliteStore {
     async fn append_access(&self, entries: &[AccessEntry]) -> Result<()> {
         let entries = entries.to_vec();
-        self.db
+        self.access
             .write(move |c| {
                 let mut stmt = c
                     .prepare_cached(
@@ -740,9 +746,9 @@ impl AccessLogStore for SqliteStore {
                     .db()?;
                 for e in &entries {
                     stmt.execute(params![
-                        e.workspace_id.map(|w| w.to_string()),
-                        e.application_id.map(|a| a.to_string()),
-                        e.user_id.map(|u| u.to_string()),
+                        e.workspace_id.map(|w| w.as_uuid()),
+                        e.application_id.map(|a| a.as_uuid()),
+                        e.user_id.map(|u| u.as_uuid()),
                         e.method,
                         e.route,
                         e.key_sealed,
@@ -763,7 +769,7 @@ impl AccessLogStore for SqliteStore {
     }
 
     async fn list_access(&self, workspace: WorkspaceId, limit: u32) -> Result<Vec<AccessEntry>> {
-        self.db.read(|c| {
+        self.access.read(|c| {
             let mut stmt = c
                 .prepare_cached(
                     "select workspace_id, application_id, user_id, method, route, key_sealed, status, bytes_in,
@@ -772,11 +778,11 @@ impl AccessLogStore for SqliteStore {
                 )
                 .db()?;
             let rows = stmt
-                .query_map(params![workspace.to_string(), i64::from(limit)], |r| {
+                .query_map(params![workspace.as_uuid(), i64::from(limit)], |r| {
                     Ok(AccessEntry {
-                        workspace_id: r.get::<_, Option<String>>(0)?.map(parse_id).transpose()?,
-                        application_id: r.get::<_, Option<String>>(1)?.map(parse_id).transpose()?,
-                        user_id: r.get::<_, Option<String>>(2)?.map(parse_id).transpose()?,
+                        workspace_id: r.get::<_, Option<uuid::Uuid>>(0)?.map(Into::into),
+                        application_id: r.get::<_, Option<uuid::Uuid>>(1)?.map(Into::into),
+                        user_id: r.get::<_, Option<uuid::Uuid>>(2)?.map(Into::into),
                         method: r.get(3)?,
                         route: r.get(4)?,
                         key_sealed: r.get(5)?,
@@ -886,7 +892,8 @@ impl UsedTokenStore for SqliteStore {
 #[async_trait]
 impl HealthStore for SqliteStore {
     async fn check_ready(&self) -> Result<()> {
-        let current = self.db.read(|c| migrate::is_current(c, migrate::DATA))?;
+        let current = self.db.read(|c| migrate::is_current(c, migrate::DATA))?
+            && self.access.read(|c| migrate::is_current(c, migrate::ACCESS))?;
         if !current {
             return Err(Error::Unavailable("migrations are not current"));
         }

@@ -27,12 +27,18 @@ use secureflows_core::store::Stores;
 
 /// File name of the data database inside the data directory.
 pub const DATA_FILE: &str = "secureflows.db";
+/// File name of the API-access log inside the data directory.
+pub const ACCESS_FILE: &str = "access.db";
 /// File name of the key ring inside the data directory.
 pub const KEYRING_FILE: &str = "keyring.db";
 
 /// Opens (and, with `MigrationMode::Apply`, migrates) both databases in `data_dir`.
 pub fn open_stores(data_dir: &Path, mode: MigrationMode) -> Result<(Stores, Arc<SqliteStore>)> {
-    let data = Arc::new(SqliteStore::open(&data_dir.join(DATA_FILE), mode)?);
+    let data = Arc::new(SqliteStore::open(
+        &data_dir.join(DATA_FILE),
+        &data_dir.join(ACCESS_FILE),
+        mode,
+    )?);
     let keyring = Arc::new(SqliteKeyring::open(&data_dir.join(KEYRING_FILE), mode)?);
     Ok((Stores::new(data.clone(), keyring), data))
 }

@@ -33,6 +33,12 @@ pub const DATA: &[Migration] = &[Migration {
     sql: include_str!("../migrations/data/0001_initial.sql"),
 }];
 
+pub const ACCESS: &[Migration] = &[Migration {
+    version: 1,
+    name: "initial",
+    sql: include_str!("../migrations/access/0001_initial.sql"),
+}];
+
 pub const KEYRING: &[Migration] = &[Migration {
     version: 1,
     name: "initial",

@@ -212,8 +212,8 @@ impl Services {
         let subject = serde_json::json!({"iss": identity.issuer, "sub": identity.subject}).to_string();
         let identity_sealed = keys.seal(
             &Aad::new("sf.identity.v1")
-                .field(workspace.to_string())
-                .field(user_id.to_string())
+                .field(workspace.as_uuid().as_bytes())
+                .field(user_id.as_uuid().as_bytes())
                 .field(identity_index),
             subject.as_bytes(),
         )?;
@@ -282,8 +282,8 @@ pub fn open_email(
 
 fn email_aad(workspace: WorkspaceId, user: UserId) -> Aad {
     Aad::new("sf.user.email.v1")
-        .field(workspace.to_string())
-        .field(user.to_string())
+        .field(workspace.as_uuid().as_bytes())
+        .field(user.as_uuid().as_bytes())
 }
 
 /// Sealed e-mail and name.
@@ -306,8 +306,8 @@ fn seal_profile(
         .map(|n| {
             keys.seal(
                 &Aad::new("sf.user.name.v1")
-                    .field(workspace.to_string())
-                    .field(user.to_string()),
+                    .field(workspace.as_uuid().as_bytes())
+                    .field(user.as_uuid().as_bytes()),
                 n.as_bytes(),
             )
         })

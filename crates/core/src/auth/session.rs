@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use crate::auth::token::{TokenKind, VerifiedToken};
+use crate::keyring::WorkspaceKeys;
 use crate::{
     Application, AuthFailure, Error, ForbiddenReason, PlanLimits, Result, Services, UserStatus, Workspace,
 };
@@ -23,6 +24,8 @@ pub struct SessionCaller {
     pub workspace: Arc<Workspace>,
     /// The workspace plan's limits.
     pub limits: PlanLimits,
+    /// The workspace's keys (unwrapped, from this node's key cache).
+    pub keys: Arc<WorkspaceKeys>,
 }
 
 impl Services {
@@ -93,17 +96,18 @@ impl Services {
         }
         // A workspace whose keys were destroyed (deleted, or restored from a backup after its deletion)
         // has nothing a token could open.
-        match self.keys.workspace_keys(token.workspace, trust).await {
-            Ok(_) => {}
+        let keys = match self.keys.workspace_keys(token.workspace, trust).await {
+            Ok(keys) => keys,
             Err(Error::NotFound(_)) => return Err(Error::invalid_token()),
             Err(e) => return Err(e),
-        }
+        };
         let limits = self.plans.limits(workspace.plan);
         Ok(SessionCaller {
             token,
             application,
             workspace,
             limits,
+            keys,
         })
     }
 

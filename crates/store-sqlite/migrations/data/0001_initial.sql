@@ -1,10 +1,11 @@
 -- secureFlows data store, SQLite dialect. Times are UTC milliseconds since the Unix epoch.
 -- Nothing personal or secret is stored in the clear: *_sealed columns hold AES-256-GCM ciphertext
 -- under the workspace data key, *_index columns hold keyed hashes (HMAC-SHA-256 under the workspace
--- index key). The keys themselves live in the separate key ring, never here.
+-- index key). Ids are 16-byte UUIDs. The keys themselves live in the separate key ring, never here,
+-- and the API-access log in a file of its own (access.db).
 
 create table workspace (
-    workspace_id text primary key,
+    workspace_id blob primary key,
     name text not null,
     plan text not null check (plan in ('free', 'base', 'pro')),
     created_at integer not null,
@@ -12,8 +13,8 @@ create table workspace (
 ) strict;
 
 create table application (
-    application_id text primary key,
-    workspace_id text not null references workspace (workspace_id) on delete cascade,
+    application_id blob primary key,
+    workspace_id blob not null references workspace (workspace_id) on delete cascade,
     name text not null,
     trust_issuer text,
     trust_audience text,
@@ -28,8 +29,8 @@ create index application_workspace on application (workspace_id);
 create index application_trust on application (trust_issuer, trust_audience);
 
 create table user_account (
-    workspace_id text not null references workspace (workspace_id) on delete cascade,
-    user_id text not null,
+    workspace_id blob not null references workspace (workspace_id) on delete cascade,
+    user_id blob not null,
     role text not null check (role in ('owner', 'admin', 'user', 'anon')),
     -- Token revision: raising it ends every login session of the user.
     revision integer not null,
@@ -45,9 +46,9 @@ create index user_account_email on user_account (workspace_id, email_index);
 
 -- Upstream identities, keyed by a keyed hash of (issuer, subject); never linked by e-mail.
 create table user_identity (
-    workspace_id text not null,
+    workspace_id blob not null,
     identity_index blob not null,
-    user_id text not null,
+    user_id blob not null,
     identity_sealed blob not null,
     created_at integer not null,
     primary key (workspace_id, identity_index),
@@ -55,10 +56,10 @@ create table user_identity (
 ) strict;
 
 create table login_session (
-    workspace_id text not null,
-    session_id text not null,
-    application_id text not null references application (application_id) on delete cascade,
-    user_id text not null,
+    workspace_id blob not null,
+    session_id blob not null,
+    application_id blob not null references application (application_id) on delete cascade,
+    user_id blob not null,
     created_at integer not null,
     expires_at integer not null,
     ended_at integer,
@@ -70,9 +71,9 @@ create index login_session_active on login_session (workspace_id, expires_at) wh
 
 -- The session vault. key_index is the keyed hash of the key name; the name is only stored sealed.
 create table vault_value (
-    workspace_id text not null,
-    application_id text not null references application (application_id) on delete cascade,
-    user_id text not null,
+    workspace_id blob not null,
+    application_id blob not null references application (application_id) on delete cascade,
+    user_id blob not null,
     key_index blob not null,
     name_sealed blob not null,
     value_sealed blob not null,
@@ -84,26 +85,6 @@ create table vault_value (
     foreign key (workspace_id, user_id) references user_account (workspace_id, user_id) on delete cascade
 ) strict;
 create index vault_value_expiry on vault_value (expires_at);
-
--- The API-access log. Key names are sealed; rows of a deleted workspace are deleted with it.
-create table api_access (
-    api_access_id integer primary key autoincrement,
-    workspace_id text,
-    application_id text,
-    user_id text,
-    method text not null,
-    route text not null,
-    key_sealed blob,
-    status integer not null,
-    bytes_in integer not null,
-    bytes_out integer not null,
-    client_ip text not null,
-    user_agent text not null,
-    request_id text not null,
-    duration_us integer not null,
-    created_at integer not null
-) strict;
-create index api_access_workspace on api_access (workspace_id, created_at);
 
 -- Hashes of single-use credentials already used (upstream ID tokens), until they expire.
 create table used_token (

@@ -25,7 +25,9 @@ async fn raw_execute(app: &TestApp, sqlite: &str, postgres: &str, params: &[Stri
         secureflows_server::RawStore::Sqlite(_) => {
             let conn = rusqlite::Connection::open(app.data_dir.join("secureflows.db")).unwrap();
             conn.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
-            conn.execute(sqlite, rusqlite::params_from_iter(params.iter()))
+            // Ids are 16-byte blobs in SQLite.
+            let ids: Vec<uuid::Uuid> = params.iter().map(|p| uuid::Uuid::parse_str(p).unwrap()).collect();
+            conn.execute(sqlite, rusqlite::params_from_iter(ids.iter()))
                 .unwrap() as u64
         }
         secureflows_server::RawStore::Postgres(store) => {
