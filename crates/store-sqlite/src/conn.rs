@@ -14,7 +14,7 @@ use crate::migrate::{self, Migration, MigrationMode};
 /// Most writes one commit covers.
 const MAX_BATCH: usize = 512;
 /// Most idle reader connections kept open.
-const MAX_IDLE_READERS: usize = 4;
+const MAX_IDLE_READERS: usize = 16;
 
 trait Job: Send {
     fn run(self: Box<Self>, conn: &Connection) -> Box<dyn Completion>;
@@ -114,8 +114,8 @@ fn configure(conn: &Connection, writer: bool) -> Result<()> {
         conn.pragma_update(None, "secure_delete", "ON").db()?;
     } else {
         conn.pragma_update(None, "query_only", "ON").db()?;
-        // 8 MiB of page cache per reader; readers are few (one per executor thread in practice).
-        conn.pragma_update(None, "cache_size", -8_192).db()?;
+        // 16 MiB of page cache per reader; readers are few (one per executor thread in practice).
+        conn.pragma_update(None, "cache_size", -16_384).db()?;
     }
     Ok(())
 }
@@ -137,9 +137,6 @@ impl Database {
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(map)?;
-        // 8 KiB pages (only settable before the first table exists): a 1 KiB vault value then fits on
-        // its leaf page.
-        writer.pragma_update(None, "page_size", 8192).map_err(map)?;
         configure(&writer, true)?;
         migrate::run(&mut writer, migrations, mode)?;
         let (jobs, rx) = mpsc::channel::<Box<dyn Job>>(4096);

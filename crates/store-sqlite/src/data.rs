@@ -720,9 +720,8 @@ impl VaultStore for SqliteStore {
             .write(move |c| {
                 let n = c
                     .execute(
-                        "delete from vault_value where (workspace_id, application_id, user_id, key_index) in (
-                           select workspace_id, application_id, user_id, key_index from vault_value
-                           where expires_at <= ?1 limit ?2)",
+                        "delete from vault_value where rowid in (
+                           select rowid from vault_value where expires_at <= ?1 limit ?2)",
                         params![now.millis(), i64::from(limit)],
                     )
                     .db()?;

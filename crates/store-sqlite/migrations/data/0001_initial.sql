@@ -83,9 +83,7 @@ create table vault_value (
     expires_at integer not null,
     primary key (workspace_id, application_id, user_id, key_index),
     foreign key (workspace_id, user_id) references user_account (workspace_id, user_id) on delete cascade
-) strict, without rowid;
--- Without rowid, a read is one descent of the primary-key tree (the database uses 8 KiB pages, so a
--- 1 KiB value stays on its leaf page without overflow).
+) strict;
 create index vault_value_expiry on vault_value (expires_at);
 
 -- Hashes of single-use credentials already used (upstream ID tokens), until they expire.
