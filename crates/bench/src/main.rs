@@ -43,6 +43,9 @@ struct Args {
     /// Backends to run: sqlite, postgres or both.
     #[arg(long, default_value = "sqlite,postgres")]
     backends: String,
+    /// Drive only the first N seeded users (0: all of them); for finding where time goes.
+    #[arg(long, default_value_t = 0)]
+    hot_users: usize,
     /// PostgreSQL admin URL (a fresh database is created and dropped).
     #[arg(
         long,
@@ -355,11 +358,12 @@ async fn bench_backend(args: &Args, backend: &Backend, bare: &LoadResult) -> any
         started.elapsed().as_secs_f64()
     );
 
+    let driven = if args.hot_users > 0 { &tokens[..args.hot_users.min(tokens.len())] } else { &tokens[..] };
     let get_script = work.path().join("get.lua");
-    write_script(&get_script, &tokens, args.keys, "GET", args.value_size)?;
+    write_script(&get_script, driven, args.keys, "GET", args.value_size)?;
     let get = run_wrk(args, &url, &get_script, "/api/v1/sessions/get/k")?;
     let set_script = work.path().join("set.lua");
-    write_script(&set_script, &tokens, args.keys, "POST", args.value_size)?;
+    write_script(&set_script, driven, args.keys, "POST", args.value_size)?;
     let set = run_wrk(args, &url, &set_script, "/api/v1/sessions/set/k")?;
     let rss = peak_rss_mb(pid);
     for (label, r) in [

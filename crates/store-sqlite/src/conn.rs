@@ -14,7 +14,7 @@ use crate::migrate::{self, Migration, MigrationMode};
 /// Most writes one commit covers.
 const MAX_BATCH: usize = 512;
 /// Most idle reader connections kept open.
-const MAX_IDLE_READERS: usize = 16;
+const MAX_IDLE_READERS: usize = 4;
 
 trait Job: Send {
     fn run(self: Box<Self>, conn: &Connection) -> Box<dyn Completion>;
@@ -114,8 +114,8 @@ fn configure(conn: &Connection, writer: bool) -> Result<()> {
         conn.pragma_update(None, "secure_delete", "ON").db()?;
     } else {
         conn.pragma_update(None, "query_only", "ON").db()?;
-        // 16 MiB of page cache per reader; readers are few (one per executor thread in practice).
-        conn.pragma_update(None, "cache_size", -16_384).db()?;
+        // 8 MiB of page cache per reader; readers are few (one per executor thread in practice).
+        conn.pragma_update(None, "cache_size", -8_192).db()?;
     }
     Ok(())
 }
