@@ -358,7 +358,11 @@ async fn bench_backend(args: &Args, backend: &Backend, bare: &LoadResult) -> any
         started.elapsed().as_secs_f64()
     );
 
-    let driven = if args.hot_users > 0 { &tokens[..args.hot_users.min(tokens.len())] } else { &tokens[..] };
+    let driven = if args.hot_users > 0 {
+        &tokens[..args.hot_users.min(tokens.len())]
+    } else {
+        &tokens[..]
+    };
     let get_script = work.path().join("get.lua");
     write_script(&get_script, driven, args.keys, "GET", args.value_size)?;
     let get = run_wrk(args, &url, &get_script, "/api/v1/sessions/get/k")?;

@@ -1,7 +1,7 @@
 //! Connections: one writer thread with group commit, and a pool of readers.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
@@ -74,6 +74,7 @@ pub struct Database {
     path: PathBuf,
     jobs: Option<mpsc::Sender<Box<dyn Job>>>,
     writer: Option<std::thread::JoinHandle<()>>,
+    checkpointer: Option<Checkpointer>,
     readers: Mutex<Vec<Connection>>,
 }
 
@@ -81,6 +82,13 @@ impl Drop for Database {
     /// Stops the writer after the batches already queued and waits until its connection is closed, so
     /// that once the store is dropped the files are no longer in use (e.g. by a restore).
     fn drop(&mut self) {
+        if let Some((stop, handle)) = self.checkpointer.take() {
+            if let Ok(mut stopped) = stop.0.lock() {
+                *stopped = true;
+            }
+            stop.1.notify_all();
+            let _ = handle.join();
+        }
         self.jobs.take();
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
@@ -112,6 +120,8 @@ fn configure(conn: &Connection, writer: bool) -> Result<()> {
         // SECURITY: acknowledged writes survive power loss; deleted content is overwritten on disk.
         conn.pragma_update(None, "synchronous", "FULL").db()?;
         conn.pragma_update(None, "secure_delete", "ON").db()?;
+        // Checkpoints run on a thread of their own (see `spawn_checkpointer`), not in the writer's commits.
+        conn.pragma_update(None, "wal_autocheckpoint", 0).db()?;
     } else {
         conn.pragma_update(None, "query_only", "ON").db()?;
         // 8 MiB of page cache per reader; readers are few (one per executor thread in practice).
@@ -148,10 +158,12 @@ impl Database {
             .name(name)
             .spawn(move || writer_loop(writer, rx))
             .map_err(Error::internal)?;
+        let checkpointer = spawn_checkpointer(path)?;
         Ok(Database {
             path: path.to_owned(),
             jobs: Some(jobs),
             writer: Some(writer),
+            checkpointer: Some(checkpointer),
             readers: Mutex::new(Vec::new()),
         })
     }
@@ -243,6 +255,50 @@ fn create_private_file(path: &Path) -> Result<()> {
     }
 }
 
+/// The checkpointer thread and its stop signal.
+type Checkpointer = (Arc<(Mutex<bool>, Condvar)>, std::thread::JoinHandle<()>);
+
+/// How often the write-ahead log is copied back into the database file.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Copies the write-ahead log into the database file every `CHECKPOINT_INTERVAL` with a PASSIVE
+/// checkpoint, which never blocks the writer or readers; the writer's commits then only append to
+/// the log.
+fn spawn_checkpointer(path: &Path) -> Result<Checkpointer> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(map)?;
+    conn.busy_timeout(Duration::from_secs(1)).db()?;
+    let stop = Arc::new((Mutex::new(false), Condvar::new()));
+    let signal = stop.clone();
+    let name = format!(
+        "sqlite-ckpt-{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("db")
+    );
+    let handle = std::thread::Builder::new()
+        .name(name)
+        .spawn(move || {
+            let (lock, cvar) = &*signal;
+            let Ok(mut stopped) = lock.lock() else { return };
+            while !*stopped {
+                match cvar.wait_timeout(stopped, CHECKPOINT_INTERVAL) {
+                    Ok((guard, _)) => stopped = guard,
+                    Err(_) => return,
+                }
+                if *stopped {
+                    break;
+                }
+                if let Err(e) = conn.query_row("pragma wal_checkpoint(passive)", [], |r| r.get::<_, i64>(0)) {
+                    tracing::warn!(error = %e, "write-ahead log checkpoint failed");
+                }
+            }
+        })
+        .map_err(Error::internal)?;
+    Ok((stop, handle))
+}
+
 fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
@@ -268,16 +324,26 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>) {
                 job.fail(Error::Unavailable("database write failed"));
                 continue;
             }
-            if conn.execute_batch("savepoint job").is_err() {
+            if conn
+                .prepare_cached("savepoint job")
+                .and_then(|mut st| st.execute([]))
+                .is_err()
+            {
                 broken = true;
                 job.fail(Error::Unavailable("database write failed"));
                 continue;
             }
             let completion = job.run(&conn);
             let end = if completion.succeeded() {
-                conn.execute_batch("release job")
+                conn.prepare_cached("release job")
+                    .and_then(|mut st| st.execute([]))
             } else {
-                conn.execute_batch("rollback to job; release job")
+                conn.prepare_cached("rollback to job")
+                    .and_then(|mut st| st.execute([]))
+                    .and_then(|_| {
+                        conn.prepare_cached("release job")
+                            .and_then(|mut st| st.execute([]))
+                    })
             };
             if end.is_err() {
                 broken = true;
