@@ -104,8 +104,14 @@ impl Services {
     /// read again, from this database or any backup of it), then its rows are deleted.
     pub async fn delete_workspace(&self, id: WorkspaceId) -> Result<()> {
         let exists = self.stores.workspaces.find_workspace(id).await?.is_some();
-        let destroyed = self.keys.is_destroyed(id).await?;
-        if !exists && destroyed {
+        // Keys without a workspace row: an earlier deletion stopped half-way; finish it.
+        let has_keys = !self
+            .stores
+            .keyring
+            .workspace_keys(&id.to_string())
+            .await?
+            .is_empty();
+        if !exists && !has_keys {
             return Err(Error::NotFound("workspace"));
         }
         self.keys.destroy_workspace_keys(id, self.clock.now()).await?;

@@ -430,7 +430,7 @@ impl UserStore for PgStore {
         let revision = revision.ok_or(Error::NotFound("user"))?;
         sqlx::query(
             "update login_session set ended_at = $3
-             where workspace_id = $1 and user_id = $2 and ended_at is null",
+             where workspace_id = $1 and user_id = $2 and ended_at is null and expires_at > $3",
         )
         .bind(workspace.as_uuid())
         .bind(user.as_uuid())

@@ -432,7 +432,7 @@ impl UserStore for SqliteStore {
                 let revision = revision.ok_or(Error::NotFound("user"))?;
                 c.execute(
                     "update login_session set ended_at = ?3
-                     where workspace_id = ?1 and user_id = ?2 and ended_at is null",
+                     where workspace_id = ?1 and user_id = ?2 and ended_at is null and expires_at > ?3",
                     params![ws, u, now.millis()],
                 )
                 .db()?;

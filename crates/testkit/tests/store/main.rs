@@ -1,0 +1,799 @@
+//! The store contract suite: every store trait method, on SQLite (a fresh temp directory) and on
+//! PostgreSQL (a fresh database), including the cross-workspace cases — a wrong `WorkspaceId` must
+//! find, change and delete nothing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use secureflows_core::store::*;
+use secureflows_core::{
+    Application, ApplicationId, Error, Invalidation, LoginSession, NewIdentity, Plan, Role, SessionId,
+    Timestamp, UpstreamTrust, User, UserId, UserStatus, Workspace, WorkspaceId,
+};
+use secureflows_testkit::Backend;
+
+struct Fixture {
+    stores: Stores,
+    _dir: tempfile::TempDir,
+    _backend: Backend,
+}
+
+async fn open(backend: Backend) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = match &backend {
+        Backend::Sqlite => {
+            let path = dir.path().to_owned();
+            tokio::task::spawn_blocking(move || {
+                secureflows_store_sqlite::open_stores(&path, secureflows_store_sqlite::MigrationMode::Apply)
+            })
+            .await
+            .unwrap()
+            .unwrap()
+            .0
+        }
+        Backend::Postgres(db) => {
+            db.create().await;
+            secureflows_store_postgres::open_stores(
+                &db.url(),
+                &db.keyring_url(),
+                secureflows_store_postgres::MigrationMode::Apply,
+                secureflows_store_postgres::PoolSettings::default(),
+            )
+            .await
+            .unwrap()
+            .0
+        }
+    };
+    Fixture {
+        stores,
+        _dir: dir,
+        _backend: backend,
+    }
+}
+
+macro_rules! store_tests {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    let f = super::open(secureflows_testkit::Backend::Sqlite).await;
+                    super::$name(&f.stores).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    if let Some(backend) = secureflows_testkit::Backend::postgres() {
+                        let f = super::open(backend).await;
+                        super::$name(&f.stores).await;
+                    }
+                }
+            }
+        )*
+    };
+}
+
+store_tests!(
+    workspaces,
+    applications,
+    users_and_identities,
+    login_sessions_and_limits,
+    vault_values,
+    access_log,
+    invalidations,
+    used_tokens,
+    keyring,
+    readiness,
+);
+
+const T0: i64 = 1_800_000_000_000;
+
+fn at(offset_secs: i64) -> Timestamp {
+    Timestamp::from_millis(T0 + offset_secs * 1000)
+}
+
+fn workspace(plan: Plan) -> Workspace {
+    Workspace {
+        id: WorkspaceId::new(),
+        name: "W".into(),
+        plan,
+        created_at: at(0),
+        updated_at: at(0),
+    }
+}
+
+fn application(ws: WorkspaceId, issuer: &str, audience: &str, origins: &[&str]) -> Application {
+    Application {
+        id: ApplicationId::new(),
+        workspace_id: ws,
+        name: "App".into(),
+        trust: Some(UpstreamTrust {
+            issuer: issuer.into(),
+            audience: audience.into(),
+        }),
+        allowed_origins: origins.iter().map(|o| (*o).to_owned()).collect(),
+        data_ttl: Duration::from_secs(86_400),
+        token_ttl: Duration::from_secs(900),
+        created_at: at(0),
+        updated_at: at(0),
+    }
+}
+
+fn new_user(ws: WorkspaceId, identity: u8) -> NewUser {
+    NewUser {
+        user: User {
+            id: UserId::new(),
+            workspace_id: ws,
+            role: Role::User,
+            revision: 1,
+            status: UserStatus::Active,
+            email_sealed: Some(vec![1, 2, 3]),
+            email_index: Some(vec![identity; 32]),
+            name_sealed: None,
+            created_at: at(0),
+            updated_at: at(0),
+        },
+        identity: NewIdentity {
+            index: vec![identity; 32],
+            sealed: vec![9; 40],
+        },
+    }
+}
+
+fn session(ws: WorkspaceId, app: ApplicationId, user: UserId, expires: i64) -> LoginSession {
+    LoginSession {
+        id: SessionId::new(),
+        workspace_id: ws,
+        application_id: app,
+        user_id: user,
+        created_at: at(0),
+        expires_at: at(expires),
+        ended_at: None,
+    }
+}
+
+/// A workspace with one application and one user.
+async fn tenant(s: &Stores) -> (WorkspaceId, Application, User) {
+    let w = workspace(Plan::Pro);
+    s.workspaces.insert_workspace(&w).await.unwrap();
+    let app = application(w.id, "https://issuer.example", &format!("aud-{}", w.id), &[]);
+    s.applications.insert_application(&app).await.unwrap();
+    let u = new_user(w.id, 7);
+    s.users.insert_user(&u).await.unwrap();
+    (w.id, app, u.user)
+}
+
+async fn workspaces(s: &Stores) {
+    assert!(!s.workspaces.any_workspace().await.unwrap());
+    let w = workspace(Plan::Free);
+    s.workspaces.insert_workspace(&w).await.unwrap();
+    assert!(s.workspaces.any_workspace().await.unwrap());
+    assert_eq!(s.workspaces.find_workspace(w.id).await.unwrap(), Some(w.clone()));
+    assert!(s.workspaces.insert_workspace(&w).await.is_err(), "ids are unique");
+    assert_eq!(
+        s.workspaces.find_workspace(WorkspaceId::new()).await.unwrap(),
+        None
+    );
+    s.workspaces.update_plan(w.id, Plan::Pro, at(5)).await.unwrap();
+    let found = s.workspaces.find_workspace(w.id).await.unwrap().unwrap();
+    assert_eq!((found.plan, found.updated_at), (Plan::Pro, at(5)));
+    assert!(matches!(
+        s.workspaces
+            .update_plan(WorkspaceId::new(), Plan::Pro, at(5))
+            .await,
+        Err(Error::NotFound(_))
+    ));
+    let other = workspace(Plan::Base);
+    s.workspaces.insert_workspace(&other).await.unwrap();
+    assert_eq!(s.workspaces.list_workspaces().await.unwrap().len(), 2);
+
+    // Deleting takes everything the workspace owns, and nothing of another.
+    let (ws, app, user) = tenant(s).await;
+    let (other_ws, other_app, other_user) = tenant(s).await;
+    for (w, a, u) in [(ws, app.id, user.id), (other_ws, other_app.id, other_user.id)] {
+        s.sessions
+            .insert_session_within_limits(&session(w, a, u, 900), limits(), at(0))
+            .await
+            .unwrap();
+        s.vault.put_value(&write(w, a, u, 1, 0)).await.unwrap();
+    }
+    s.workspaces.delete_workspace(ws).await.unwrap();
+    assert!(matches!(
+        s.workspaces.delete_workspace(ws).await,
+        Err(Error::NotFound(_))
+    ));
+    assert_eq!(s.workspaces.find_workspace(ws).await.unwrap(), None);
+    assert_eq!(s.applications.find_application(app.id).await.unwrap(), None);
+    assert_eq!(s.users.find_user(ws, user.id).await.unwrap(), None);
+    assert!(
+        s.vault
+            .list_values(ws, app.id, user.id, at(1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.vault
+            .list_values(other_ws, other_app.id, other_user.id, at(1))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        s.users
+            .find_user(other_ws, other_user.id)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+async fn applications(s: &Stores) {
+    let (ws, app, _) = tenant(s).await;
+    let (ws2, _, _) = tenant(s).await;
+    assert_eq!(
+        s.applications.find_application(app.id).await.unwrap(),
+        Some(app.clone())
+    );
+    let with_origins = application(
+        ws,
+        "https://accounts.example",
+        "shared",
+        &["https://a.example", "http://localhost:3000"],
+    );
+    s.applications.insert_application(&with_origins).await.unwrap();
+    let same_trust_elsewhere = application(ws2, "https://accounts.example", "shared", &["https://b.example"]);
+    s.applications
+        .insert_application(&same_trust_elsewhere)
+        .await
+        .unwrap();
+    let trusting = s
+        .applications
+        .find_applications_trusting("https://accounts.example", "shared")
+        .await
+        .unwrap();
+    assert_eq!(trusting.len(), 2);
+    assert!(
+        s.applications
+            .find_applications_trusting("https://accounts.example", "other")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let listed = s.applications.list_applications(ws).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().all(|a| a.workspace_id == ws));
+    let mut origins = s.applications.list_allowed_origins().await.unwrap();
+    origins.sort();
+    assert_eq!(
+        origins,
+        ["http://localhost:3000", "https://a.example", "https://b.example"]
+    );
+    assert_eq!(
+        s.applications
+            .find_application(with_origins.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .allowed_origins,
+        with_origins.allowed_origins
+    );
+}
+
+async fn users_and_identities(s: &Stores) {
+    let (ws, _, user) = tenant(s).await;
+    let (ws2, _, _) = tenant(s).await;
+    let found = s
+        .users
+        .find_user_by_identity(ws, &[7; 32])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.id, user.id);
+    assert_eq!(found.email_sealed, Some(vec![1, 2, 3]));
+    // The same identity index in another workspace is another user.
+    assert_ne!(
+        s.users
+            .find_user_by_identity(ws2, &[7; 32])
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        user.id
+    );
+    assert_eq!(s.users.find_user_by_identity(ws, &[8; 32]).await.unwrap(), None);
+    // An identity belongs to one user.
+    let mut dup = new_user(ws, 7);
+    dup.user.email_index = None;
+    assert!(matches!(s.users.insert_user(&dup).await, Err(Error::Conflict(_))));
+    assert_eq!(
+        s.users.find_user(ws, dup.user.id).await.unwrap(),
+        None,
+        "nothing half-inserted"
+    );
+
+    s.users
+        .update_profile(ws, user.id, Some(&[4, 5]), Some(&[6; 32]), Some(&[7]), at(3))
+        .await
+        .unwrap();
+    let u = s.users.find_user(ws, user.id).await.unwrap().unwrap();
+    assert_eq!(
+        (u.email_sealed, u.name_sealed, u.updated_at),
+        (Some(vec![4, 5]), Some(vec![7]), at(3))
+    );
+    assert!(matches!(
+        s.users
+            .update_profile(ws2, user.id, None, None, None, at(3))
+            .await,
+        Err(Error::NotFound(_))
+    ));
+    assert_eq!(
+        s.users.find_user(ws2, user.id).await.unwrap(),
+        None,
+        "wrong workspace finds nothing"
+    );
+
+    assert_eq!(s.users.raise_revision(ws, user.id, at(4)).await.unwrap(), 2);
+    assert_eq!(s.users.raise_revision(ws, user.id, at(5)).await.unwrap(), 3);
+    assert!(matches!(
+        s.users.raise_revision(ws2, user.id, at(5)).await,
+        Err(Error::NotFound(_))
+    ));
+    assert_eq!(s.users.find_user(ws, user.id).await.unwrap().unwrap().revision, 3);
+}
+
+fn limits() -> SessionLimits {
+    SessionLimits {
+        per_workspace: 100,
+        per_user: 100,
+    }
+}
+
+async fn login_sessions_and_limits(s: &Stores) {
+    let (ws, app, user) = tenant(s).await;
+    let (ws2, _, _) = tenant(s).await;
+    let second = new_user(ws, 8);
+    s.users.insert_user(&second).await.unwrap();
+    let lim = SessionLimits {
+        per_workspace: 3,
+        per_user: 2,
+    };
+
+    let a = session(ws, app.id, user.id, 100);
+    let b = session(ws, app.id, user.id, 50);
+    assert_eq!(
+        s.sessions
+            .insert_session_within_limits(&a, lim, at(0))
+            .await
+            .unwrap(),
+        SessionAdmission::Admitted
+    );
+    assert_eq!(
+        s.sessions
+            .insert_session_within_limits(&b, lim, at(0))
+            .await
+            .unwrap(),
+        SessionAdmission::Admitted
+    );
+    // The user is full; the earliest of their sessions frees a slot at t+50.
+    let c = session(ws, app.id, user.id, 100);
+    assert_eq!(
+        s.sessions
+            .insert_session_within_limits(&c, lim, at(1))
+            .await
+            .unwrap(),
+        SessionAdmission::Full {
+            earliest_expiry: at(50)
+        }
+    );
+    assert_eq!(
+        s.sessions.find_session(ws, c.id).await.unwrap(),
+        None,
+        "a refused session is not stored"
+    );
+    let d = session(ws, app.id, second.user.id, 200);
+    assert_eq!(
+        s.sessions
+            .insert_session_within_limits(&d, lim, at(1))
+            .await
+            .unwrap(),
+        SessionAdmission::Admitted
+    );
+    // The workspace is full (3 active).
+    let e = session(ws, app.id, second.user.id, 200);
+    assert!(matches!(
+        s.sessions
+            .insert_session_within_limits(&e, lim, at(1))
+            .await
+            .unwrap(),
+        SessionAdmission::Full { .. }
+    ));
+    // Expired sessions stop counting.
+    assert_eq!(
+        s.sessions
+            .insert_session_within_limits(&c, lim, at(60))
+            .await
+            .unwrap(),
+        SessionAdmission::Admitted
+    );
+
+    assert_eq!(s.sessions.find_session(ws, a.id).await.unwrap(), Some(a.clone()));
+    assert_eq!(
+        s.sessions.find_session(ws2, a.id).await.unwrap(),
+        None,
+        "wrong workspace finds nothing"
+    );
+    assert!(!s.sessions.end_session(ws2, a.id, at(61)).await.unwrap());
+    assert_eq!(
+        s.sessions.find_session(ws, a.id).await.unwrap().unwrap().ended_at,
+        None,
+        "wrong workspace ends nothing"
+    );
+    assert!(s.sessions.end_session(ws, a.id, at(61)).await.unwrap());
+    assert!(
+        !s.sessions.end_session(ws, a.id, at(62)).await.unwrap(),
+        "ending twice"
+    );
+    assert_eq!(
+        s.sessions.find_session(ws, a.id).await.unwrap().unwrap().ended_at,
+        Some(at(61))
+    );
+
+    // Raising the revision ends every session of the user.
+    s.users.raise_revision(ws, user.id, at(70)).await.unwrap();
+    assert_eq!(
+        s.sessions.find_session(ws, c.id).await.unwrap().unwrap().ended_at,
+        Some(at(70))
+    );
+    assert_eq!(
+        s.sessions.find_session(ws, d.id).await.unwrap().unwrap().ended_at,
+        None
+    );
+
+    // Retention: sessions that ended or expired before the cut-off are deleted.
+    assert!(s.sessions.purge_sessions(at(65)).await.unwrap() >= 2);
+    assert_eq!(s.sessions.find_session(ws, a.id).await.unwrap(), None);
+    assert!(s.sessions.find_session(ws, d.id).await.unwrap().is_some());
+}
+
+fn write(ws: WorkspaceId, app: ApplicationId, user: UserId, key: u8, now: i64) -> VaultWrite {
+    VaultWrite {
+        locator: VaultLocator {
+            workspace_id: ws,
+            application_id: app,
+            user_id: user,
+            key_index: [key; 32],
+        },
+        name_sealed: vec![key; 20],
+        value_sealed: vec![key; 100],
+        size: 67,
+        now: at(now),
+        expires_at: at(now + 1000),
+        max_keys: 3,
+    }
+}
+
+async fn vault_values(s: &Stores) {
+    let (ws, app, user) = tenant(s).await;
+    let (ws2, app2, user2) = tenant(s).await;
+    let w1 = write(ws, app.id, user.id, 1, 0);
+    assert_eq!(s.vault.put_value(&w1).await.unwrap(), PutOutcome::Created);
+    let mut again = write(ws, app.id, user.id, 1, 10);
+    again.value_sealed = vec![42; 10];
+    assert_eq!(
+        s.vault.put_value(&again).await.unwrap(),
+        PutOutcome::Replaced { created_at: at(0) }
+    );
+    let got = s.vault.get_value(&w1.locator, at(11)).await.unwrap().unwrap();
+    assert_eq!(
+        (got.value_sealed, got.created_at, got.updated_at, got.expires_at),
+        (vec![42; 10], at(0), at(10), at(1010))
+    );
+
+    // Another workspace, application or user with the same key index sees nothing and changes nothing.
+    for (w, a, u) in [
+        (ws2, app.id, user.id),
+        (ws, app2.id, user.id),
+        (ws, app.id, user2.id),
+    ] {
+        let l = VaultLocator {
+            workspace_id: w,
+            application_id: a,
+            user_id: u,
+            key_index: [1; 32],
+        };
+        assert_eq!(s.vault.get_value(&l, at(11)).await.unwrap(), None);
+        assert!(!s.vault.delete_value(&l, at(11)).await.unwrap());
+        assert!(s.vault.list_values(w, a, u, at(11)).await.unwrap().is_empty());
+    }
+    assert!(s.vault.get_value(&w1.locator, at(11)).await.unwrap().is_some());
+
+    // Quota: three live keys at most; overwriting is always allowed; expired keys do not count.
+    assert_eq!(
+        s.vault
+            .put_value(&write(ws, app.id, user.id, 2, 20))
+            .await
+            .unwrap(),
+        PutOutcome::Created
+    );
+    assert_eq!(
+        s.vault
+            .put_value(&write(ws, app.id, user.id, 3, 30))
+            .await
+            .unwrap(),
+        PutOutcome::Created
+    );
+    assert_eq!(
+        s.vault
+            .put_value(&write(ws, app.id, user.id, 4, 40))
+            .await
+            .unwrap(),
+        PutOutcome::QuotaExceeded
+    );
+    assert_eq!(
+        s.vault
+            .get_value(&write(ws, app.id, user.id, 4, 40).locator, at(41))
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(matches!(
+        s.vault
+            .put_value(&write(ws, app.id, user.id, 3, 50))
+            .await
+            .unwrap(),
+        PutOutcome::Replaced { .. }
+    ));
+    let listed = s.vault.list_values(ws, app.id, user.id, at(60)).await.unwrap();
+    assert_eq!(listed.len(), 3);
+    assert!(
+        listed.iter().all(|e| e.value_sealed.is_empty()),
+        "listings carry no values"
+    );
+
+    // Expiry: invisible at once, purged later, and then a new key.
+    assert_eq!(s.vault.get_value(&w1.locator, at(1010)).await.unwrap(), None);
+    assert_eq!(
+        s.vault
+            .list_values(ws, app.id, user.id, at(1025))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        !s.vault.delete_value(&w1.locator, at(1011)).await.unwrap(),
+        "an expired value counts as absent"
+    );
+    assert_eq!(
+        s.vault
+            .put_value(&write(ws, app.id, user.id, 4, 1100))
+            .await
+            .unwrap(),
+        PutOutcome::Created
+    );
+    assert_eq!(
+        s.vault.purge_expired_values(at(1100), 100).await.unwrap(),
+        2,
+        "keys 2 and 3 (1 was deleted)"
+    );
+    let left = s.vault.list_values(ws, app.id, user.id, at(1100)).await.unwrap();
+    assert_eq!(left.len(), 1);
+    let live = write(ws, app.id, user.id, 4, 1100).locator;
+    assert!(s.vault.delete_value(&live, at(1101)).await.unwrap());
+    assert_eq!(s.vault.get_value(&live, at(1101)).await.unwrap(), None);
+}
+
+async fn access_log(s: &Stores) {
+    let (ws, app, user) = tenant(s).await;
+    let (ws2, _, _) = tenant(s).await;
+    let entry = |w: Option<WorkspaceId>, status: u16| AccessEntry {
+        workspace_id: w,
+        application_id: Some(app.id),
+        user_id: Some(user.id),
+        method: "GET".into(),
+        route: "/api/v1/sessions".into(),
+        key_sealed: Some(vec![1, 2]),
+        status,
+        bytes_in: 1,
+        bytes_out: 2,
+        client_ip: "127.0.0.1".into(),
+        user_agent: "ua".into(),
+        request_id: format!("r-{status}"),
+        duration_us: 3,
+        at: at(i64::from(status)),
+    };
+    s.access
+        .append_access(&[
+            entry(Some(ws), 200),
+            entry(Some(ws), 404),
+            entry(Some(ws2), 201),
+            entry(None, 401),
+        ])
+        .await
+        .unwrap();
+    s.access.append_access(&[]).await.unwrap();
+    let listed = s.access.list_access(ws, 10).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|e| e.status).collect::<Vec<_>>(),
+        [404, 200],
+        "newest first, this workspace only"
+    );
+    assert_eq!(listed[0], entry(Some(ws), 404));
+    assert_eq!(s.access.list_access(ws, 1).await.unwrap().len(), 1);
+}
+
+async fn invalidations(s: &Stores) {
+    let w = WorkspaceId::new();
+    s.coord.publish(Invalidation::Keys(w)).await.unwrap();
+    s.coord.publish(Invalidation::SigningKeys).await.unwrap();
+    let all = s.coord.invalidations(0, Duration::from_secs(10)).await.unwrap();
+    let kinds: Vec<_> = all.iter().map(|(_, i)| *i).collect();
+    assert_eq!(kinds, [Invalidation::Keys(w), Invalidation::SigningKeys]);
+    assert!(all[0].0 < all[1].0, "ordered by sequence");
+    // After the last sequence, only the look-back window returns them again.
+    let last = all[1].0;
+    assert_eq!(
+        s.coord
+            .invalidations(last, Duration::from_secs(10))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(
+        s.coord
+            .invalidations(last, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Changes made by store methods are recorded in the same transaction.
+    let (ws, _, user) = tenant(s).await;
+    s.users.raise_revision(ws, user.id, at(1)).await.unwrap();
+    let after = s
+        .coord
+        .invalidations(last, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(
+        after.iter().any(|(_, i)| *i == Invalidation::User(ws, user.id)),
+        "{after:?}"
+    );
+    assert_eq!(
+        s.coord
+            .prune_invalidations(Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        0
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(
+        s.coord
+            .prune_invalidations(Duration::from_millis(1))
+            .await
+            .unwrap()
+            >= 3
+    );
+}
+
+async fn used_tokens(s: &Stores) {
+    let hash = [5u8; 32];
+    assert!(s.used_tokens.mark_used(&hash, at(100)).await.unwrap());
+    assert!(!s.used_tokens.mark_used(&hash, at(100)).await.unwrap());
+    assert!(s.used_tokens.mark_used(&[6u8; 32], at(300)).await.unwrap());
+    assert_eq!(s.used_tokens.purge_used(at(200)).await.unwrap(), 1);
+    assert!(
+        s.used_tokens.mark_used(&hash, at(400)).await.unwrap(),
+        "forgotten after expiry"
+    );
+    assert!(!s.used_tokens.mark_used(&[6u8; 32], at(300)).await.unwrap());
+}
+
+fn key(owner: &str, purpose: secureflows_crypto::KeyPurpose, version: u32, active: bool) -> StoredKey {
+    StoredKey {
+        owner: owner.into(),
+        purpose,
+        version,
+        wrapped: vec![version as u8; 60],
+        master_key_id: "mk-1".into(),
+        active,
+        created_at: at(0),
+    }
+}
+
+async fn keyring(s: &Stores) {
+    use secureflows_crypto::KeyPurpose::{Data, Index};
+    let k = &s.keyring;
+    assert!(k.is_empty().await.unwrap());
+    k.insert_keys(&[key("ws-a", Data, 1, true), key("ws-a", Index, 1, true)])
+        .await
+        .unwrap();
+    k.insert_keys(&[key("ws-b", Data, 1, true), key("ws-b", Index, 1, true)])
+        .await
+        .unwrap();
+    assert!(!k.is_empty().await.unwrap());
+    assert_eq!(k.workspace_keys("ws-a").await.unwrap().len(), 2);
+    assert!(k.workspace_keys("ws-c").await.unwrap().is_empty());
+    k.add_data_key(&key("ws-a", Data, 2, true)).await.unwrap();
+    let keys = k.workspace_keys("ws-a").await.unwrap();
+    let active: Vec<_> = keys
+        .iter()
+        .filter(|k| k.purpose == Data && k.active)
+        .map(|k| k.version)
+        .collect();
+    assert_eq!(active, [2], "exactly one active data key");
+    assert!(
+        keys.iter()
+            .any(|k| k.version == 1 && k.purpose == Data && !k.active)
+    );
+    assert!(
+        k.insert_keys(&[key("ws-a", Data, 2, true)]).await.is_err(),
+        "versions are unique"
+    );
+
+    k.destroy_workspace_keys("ws-a", at(5)).await.unwrap();
+    assert!(k.is_destroyed("ws-a").await.unwrap());
+    assert!(!k.is_destroyed("ws-b").await.unwrap());
+    assert!(k.workspace_keys("ws-a").await.unwrap().is_empty());
+    assert_eq!(k.workspace_keys("ws-b").await.unwrap().len(), 2);
+    assert!(matches!(
+        k.insert_keys(&[key("ws-a", Data, 9, true)]).await,
+        Err(Error::Conflict(_))
+    ));
+    assert!(matches!(
+        k.add_data_key(&key("ws-a", Data, 9, true)).await,
+        Err(Error::Conflict(_))
+    ));
+    k.destroy_workspace_keys("ws-a", at(6)).await.unwrap();
+
+    let signing = |kid: &str, t: i64| StoredSigningKey {
+        kid: kid.into(),
+        alg: "EdDSA".into(),
+        wrapped: vec![1; 80],
+        public_jwk: "{}".into(),
+        master_key_id: "mk-1".into(),
+        created_at: at(t),
+        retired_at: None,
+    };
+    k.insert_signing_key(&signing("k1", 0), at(0)).await.unwrap();
+    k.insert_signing_key(&signing("k2", 10), at(10)).await.unwrap();
+    let listed = k.signing_keys().await.unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|s| (s.kid.as_str(), s.retired_at))
+            .collect::<Vec<_>>(),
+        [("k1", Some(at(10))), ("k2", None)]
+    );
+    assert_eq!(k.delete_signing_keys_retired_before(at(5)).await.unwrap(), 0);
+    assert_eq!(k.delete_signing_keys_retired_before(at(11)).await.unwrap(), 1);
+
+    assert_eq!(k.master_key_ids().await.unwrap(), ["mk-1"]);
+    let (mut keys, mut signing_keys) = k.all_keys().await.unwrap();
+    assert_eq!((keys.len(), signing_keys.len()), (2, 1));
+    for key in &mut keys {
+        key.wrapped = vec![7; 61];
+        key.master_key_id = "mk-2".into();
+    }
+    for key in &mut signing_keys {
+        key.master_key_id = "mk-2".into();
+    }
+    k.replace_wrapped(&keys, &signing_keys).await.unwrap();
+    assert_eq!(k.master_key_ids().await.unwrap(), ["mk-2"]);
+    assert!(
+        k.workspace_keys("ws-b")
+            .await
+            .unwrap()
+            .iter()
+            .all(|key| key.wrapped == vec![7; 61])
+    );
+}
+
+async fn readiness(s: &Stores) {
+    s.health.check_ready().await.unwrap();
+    s.keyring.check_ready().await.unwrap();
+}
