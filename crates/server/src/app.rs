@@ -399,7 +399,7 @@ impl Server {
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(Duration::from_secs(config.server.header_timeout_secs.max(1)))
-            .max_buf_size(64 * 1024);
+            .max_buf_size(256 * 1024);
         builder
             .http2()
             .timer(TokioTimer::new())
