@@ -54,6 +54,17 @@ fn record_invalidation(conn: &Connection, invalidation: Invalidation) -> Result<
     Ok(())
 }
 
+/// Runs a read that may take long (a scan) without holding up the async executor: on a multi-threaded
+/// runtime the thread is handed over to blocking work for the duration.
+fn long_read<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
 fn bad_column(what: &str) -> rusqlite::Error {
     rusqlite::Error::InvalidColumnType(0, what.into(), rusqlite::types::Type::Text)
 }
@@ -716,16 +727,32 @@ impl VaultStore for SqliteStore {
     }
 
     async fn purge_expired_values(&self, now: Timestamp, limit: u32) -> Result<u64> {
+        // Find candidates on a reader (a scan, off the writer), then delete them on the writer, checking
+        // the expiry again so that a value written meanwhile survives.
+        let rowids: Vec<i64> = long_read(|| {
+            self.db.read(|c| {
+                let mut stmt = c
+                    .prepare_cached("select rowid from vault_value where expires_at <= ?1 limit ?2")
+                    .db()?;
+                let rows = stmt
+                    .query_map(params![now.millis(), i64::from(limit)], |r| r.get(0))
+                    .db()?;
+                rows.collect::<rusqlite::Result<Vec<_>>>().db()
+            })
+        })?;
+        if rowids.is_empty() {
+            return Ok(0);
+        }
         self.db
             .write(move |c| {
-                let n = c
-                    .execute(
-                        "delete from vault_value where rowid in (
-                           select rowid from vault_value where expires_at <= ?1 limit ?2)",
-                        params![now.millis(), i64::from(limit)],
-                    )
+                let mut stmt = c
+                    .prepare_cached("delete from vault_value where rowid = ?1 and expires_at <= ?2")
                     .db()?;
-                Ok(n as u64)
+                let mut n = 0;
+                for rowid in rowids {
+                    n += stmt.execute(params![rowid, now.millis()]).db()? as u64;
+                }
+                Ok(n)
             })
             .await
     }

@@ -84,7 +84,9 @@ create table vault_value (
     primary key (workspace_id, application_id, user_id, key_index),
     foreign key (workspace_id, user_id) references user_account (workspace_id, user_id) on delete cascade
 ) strict;
-create index vault_value_expiry on vault_value (expires_at);
+-- No index on expires_at: every write moves a value's expiry, and an index on it would dirty one more
+-- random page per write. Expired values are invisible to reads at once; the sweeper finds them with a
+-- scan on a reader connection and deletes them in small batches.
 
 -- Hashes of single-use credentials already used (upstream ID tokens), until they expire.
 create table used_token (
