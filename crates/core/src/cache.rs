@@ -95,13 +95,19 @@ where
         if trust && let Some(v) = self.cache.get(key) {
             return Ok(Some(v));
         }
-        let epoch = self.epoch.load(Ordering::Acquire);
+        let epoch = self.epoch.load(Ordering::SeqCst);
         let loaded = load().await?;
         if let Some(v) = &loaded
             && trust
-            && self.epoch.load(Ordering::Acquire) == epoch
+            && self.epoch.load(Ordering::SeqCst) == epoch
         {
             self.cache.insert(key.clone(), v.clone());
+            // An invalidation may have slipped in between the check and the insert. It bumps the epoch
+            // before it evicts, so an epoch still unchanged *after* the insert proves that any later
+            // invalidation will evict this entry; a changed one means this entry may be stale.
+            if self.epoch.load(Ordering::SeqCst) != epoch {
+                self.cache.invalidate(key);
+            }
         }
         Ok(loaded)
     }
@@ -113,13 +119,13 @@ where
 
     /// Drops one entry and makes every fill that started before this call lose.
     pub fn invalidate(&self, key: &K) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.epoch.fetch_add(1, Ordering::SeqCst);
         self.cache.invalidate(key);
     }
 
     /// Drops everything.
     pub fn invalidate_all(&self) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.epoch.fetch_add(1, Ordering::SeqCst);
         self.cache.invalidate_all();
     }
 }

@@ -264,13 +264,11 @@ pub trait AccessLogStore: Send + Sync {
 pub trait CoordStore: Send + Sync {
     /// Records an invalidation on its own (for changes outside this database, e.g. the key ring).
     async fn publish(&self, invalidation: Invalidation) -> Result<()>;
-    /// Invalidations with a sequence number above `after`, and those recorded within `lookback` of the
-    /// database's clock (a look-back that catches transactions that committed out of sequence order).
-    async fn invalidations(
-        &self,
-        after: i64,
-        lookback: std::time::Duration,
-    ) -> Result<Vec<(i64, Invalidation)>>;
+    /// Up to `limit` invalidations with a sequence number above `after`, in sequence order.
+    async fn invalidations_after(&self, after: i64, limit: u32) -> Result<Vec<(i64, Invalidation)>>;
+    /// Invalidations recorded within `lookback` of the database's clock, whatever their sequence number:
+    /// a second look that catches transactions which committed after a higher sequence number was read.
+    async fn recent_invalidations(&self, lookback: std::time::Duration) -> Result<Vec<(i64, Invalidation)>>;
     /// Deletes invalidations older than `age` by the database's clock.
     async fn prune_invalidations(&self, age: std::time::Duration) -> Result<u64>;
     /// A notifier that fires when another node published something, if the backend can push.

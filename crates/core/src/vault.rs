@@ -7,6 +7,7 @@
 //! ciphertext copied onto another row fails to open.
 
 use std::fmt;
+use std::sync::Arc;
 
 use secureflows_crypto::{Aad, blind_index};
 
@@ -190,6 +191,17 @@ fn decode_payload(mut payload: Vec<u8>) -> Result<(String, Vec<u8>)> {
 }
 
 impl Services {
+    /// Keys that open `sealed`: the caller's, or, when it names a data-key version this node has not
+    /// loaded yet (another node rotated a moment ago), the workspace's keys loaded afresh.
+    async fn keys_for(&self, caller: &SessionCaller, sealed: &[u8]) -> Result<Arc<WorkspaceKeys>> {
+        let version = secureflows_crypto::peek_key_version(sealed)?;
+        if caller.keys.version(version).is_some() {
+            return Ok(caller.keys.clone());
+        }
+        self.keys.evict(caller.token.workspace);
+        self.keys.workspace_keys(caller.token.workspace, false).await
+    }
+
     /// The largest value the caller's plan allows, in bytes.
     pub fn value_limit(&self, caller: &SessionCaller) -> u64 {
         caller.limits.max_value_bytes
@@ -257,6 +269,7 @@ impl Services {
             .get_value(&place.locator(key_index), now)
             .await?
             .ok_or(Error::NotFound("value"))?;
+        let keys = self.keys_for(caller, &entry.value_sealed).await?;
         let payload = keys.open(&place.value_aad(key.as_str()), &entry.value_sealed)?;
         let (content_type, bytes) = decode_payload(payload)?;
         Ok(StoredValue {
@@ -275,7 +288,6 @@ impl Services {
     /// The caller's keys in this application, sorted by name.
     pub async fn list_values(&self, caller: &SessionCaller) -> Result<Vec<ValueMeta>> {
         let place = Place::of(caller);
-        let keys = &caller.keys;
         let now = self.clock.now();
         let entries = self
             .stores
@@ -284,6 +296,7 @@ impl Services {
             .await?;
         let mut out = Vec::with_capacity(entries.len());
         for entry in entries {
+            let keys = self.keys_for(caller, &entry.name_sealed).await?;
             let name = keys.open(&place.name_aad(&entry.key_index), &entry.name_sealed)?;
             let key = String::from_utf8(name).map_err(|_| Error::Integrity("vault key name is not UTF-8"))?;
             out.push(ValueMeta {

@@ -15,6 +15,9 @@ use tokio::sync::watch;
 /// How far back each read looks, to catch transactions that committed out of sequence order.
 const LOOKBACK: Duration = Duration::from_secs(10);
 
+/// Invalidations read per query.
+const BATCH: u32 = 1000;
+
 /// Runs until `shutdown` changes.
 pub async fn run(services: Arc<Services>, poll_interval: Duration, mut shutdown: watch::Receiver<bool>) {
     let wakeups = services.stores.coord.wakeups();
@@ -23,8 +26,8 @@ pub async fn run(services: Arc<Services>, poll_interval: Duration, mut shutdown:
     let mut first = true;
     let mut failing_since: Option<tokio::time::Instant> = None;
     loop {
-        match services.stores.coord.invalidations(after, LOOKBACK).await {
-            Ok(list) => {
+        match sync(&services, &mut after, &mut seen, first).await {
+            Ok(()) => {
                 if failing_since
                     .take()
                     .is_some_and(|t| t.elapsed() > poll_interval * 2)
@@ -32,16 +35,6 @@ pub async fn run(services: Arc<Services>, poll_interval: Duration, mut shutdown:
                     tracing::info!("invalidation log readable again; clearing caches");
                     services.state.clear();
                 }
-                let mut now_seen = HashSet::with_capacity(list.len());
-                for (seq, invalidation) in list {
-                    now_seen.insert(seq);
-                    after = after.max(seq);
-                    // At start-up nothing is cached yet; older entries need no applying.
-                    if !first && !seen.contains(&seq) {
-                        services.apply_invalidation(invalidation).await;
-                    }
-                }
-                seen = now_seen;
                 first = false;
                 services.state.coherence.mark_synced();
             }
@@ -65,4 +58,39 @@ pub async fn run(services: Arc<Services>, poll_interval: Duration, mut shutdown:
             },
         }
     }
+}
+
+/// Reads everything after `after` (in batches, until drained), then the look-back window, applying each
+/// invalidation once. At start-up nothing is cached yet, so nothing needs applying.
+async fn sync(
+    services: &Services,
+    after: &mut i64,
+    seen: &mut HashSet<i64>,
+    first: bool,
+) -> secureflows_core::Result<()> {
+    loop {
+        let list = services.stores.coord.invalidations_after(*after, BATCH).await?;
+        let count = list.len();
+        for (seq, invalidation) in list {
+            *after = (*after).max(seq);
+            if seen.insert(seq) && !first {
+                services.apply_invalidation(invalidation).await;
+            }
+        }
+        if count < BATCH as usize {
+            break;
+        }
+    }
+    let recent = services.stores.coord.recent_invalidations(LOOKBACK).await?;
+    let mut window = HashSet::with_capacity(recent.len());
+    for (seq, invalidation) in recent {
+        window.insert(seq);
+        if !seen.contains(&seq) && !first {
+            services.apply_invalidation(invalidation).await;
+        }
+        *after = (*after).max(seq);
+    }
+    // Remember only what the look-back window can still return.
+    *seen = window;
+    Ok(())
 }

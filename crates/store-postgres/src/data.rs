@@ -85,6 +85,12 @@ async fn record_invalidation(conn: &mut PgConnection, invalidation: Invalidation
     Ok(())
 }
 
+fn parse_invalidations(rows: Vec<(i64, String, String)>) -> Vec<(i64, Invalidation)> {
+    rows.into_iter()
+        .filter_map(|(seq, kind, subject)| Invalidation::parse(&kind, &subject).map(|i| (seq, i)))
+        .collect()
+}
+
 fn workspace_row(r: &PgRow) -> Result<Workspace> {
     Ok(Workspace {
         id: WorkspaceId::from_uuid(r.try_get("workspace_id").db()?),
@@ -815,31 +821,39 @@ impl CoordStore for PgStore {
         record_invalidation(&mut conn, invalidation).await
     }
 
-    async fn invalidations(&self, after: i64, lookback: Duration) -> Result<Vec<(i64, Invalidation)>> {
+    async fn invalidations_after(&self, after: i64, limit: u32) -> Result<Vec<(i64, Invalidation)>> {
         let rows: Vec<(i64, String, String)> = sqlx::query_as(
-            "select seq, kind, subject from invalidation
-             where seq > $1 or created_at >= now() - make_interval(secs => $2) order by seq limit 10000",
+            "select seq, kind, subject from invalidation where seq > $1 order by seq limit $2",
         )
         .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .db()?;
+        Ok(parse_invalidations(rows))
+    }
+
+    async fn recent_invalidations(&self, lookback: Duration) -> Result<Vec<(i64, Invalidation)>> {
+        let rows: Vec<(i64, String, String)> = sqlx::query_as(
+            "select seq, kind, subject from invalidation
+             where created_at >= clock_timestamp() - make_interval(secs => $1) order by seq",
+        )
         .bind(lookback.as_secs_f64())
         .fetch_all(&self.pool)
         .await
         .db()?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(seq, kind, subject)| Invalidation::parse(&kind, &subject).map(|i| (seq, i)))
-            .collect())
+        Ok(parse_invalidations(rows))
     }
 
     async fn prune_invalidations(&self, age: Duration) -> Result<u64> {
-        Ok(
-            sqlx::query("delete from invalidation where created_at < now() - make_interval(secs => $1)")
-                .bind(age.as_secs_f64())
-                .execute(&self.pool)
-                .await
-                .db()?
-                .rows_affected(),
+        Ok(sqlx::query(
+            "delete from invalidation where created_at < clock_timestamp() - make_interval(secs => $1)",
         )
+        .bind(age.as_secs_f64())
+        .execute(&self.pool)
+        .await
+        .db()?
+        .rows_affected())
     }
 
     fn wakeups(&self) -> Option<Arc<Notify>> {

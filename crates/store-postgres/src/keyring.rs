@@ -81,8 +81,18 @@ async fn insert_key(c: &mut PgConnection, k: &StoredKey) -> Result<()> {
     Ok(())
 }
 
+/// Serialises key-ring changes of one workspace (transaction-scoped advisory lock), so that a key added
+/// concurrently with the workspace's destruction cannot slip in after the tombstone.
+async fn lock_owner(c: &mut PgConnection, owner: &str) -> Result<()> {
+    sqlx::query("select pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(owner)
+        .execute(c)
+        .await
+        .db()?;
+    Ok(())
+}
+
 async fn destroyed(c: &mut PgConnection, owner: &str) -> Result<bool> {
-    // Share-lock the tombstone key space for this owner so a concurrent destruction is seen.
     sqlx::query_scalar("select exists (select 1 from destroyed_workspace where owner = $1)")
         .bind(owner)
         .fetch_one(c)
@@ -114,6 +124,7 @@ impl KeyringStore for PgKeyring {
     async fn insert_keys(&self, keys: &[StoredKey]) -> Result<()> {
         let mut tx = self.pool.begin().await.db()?;
         for k in keys {
+            lock_owner(&mut tx, &k.owner).await?;
             if destroyed(&mut tx, &k.owner).await? {
                 return Err(Error::Conflict("the workspace's keys were destroyed"));
             }
@@ -137,6 +148,7 @@ impl KeyringStore for PgKeyring {
 
     async fn add_data_key(&self, key: &StoredKey) -> Result<()> {
         let mut tx = self.pool.begin().await.db()?;
+        lock_owner(&mut tx, &key.owner).await?;
         if destroyed(&mut tx, &key.owner).await? {
             return Err(Error::Conflict("the workspace's keys were destroyed"));
         }
@@ -151,6 +163,7 @@ impl KeyringStore for PgKeyring {
 
     async fn destroy_workspace_keys(&self, workspace: &str, now: Timestamp) -> Result<()> {
         let mut tx = self.pool.begin().await.db()?;
+        lock_owner(&mut tx, workspace).await?;
         sqlx::query("delete from workspace_key where owner = $1")
             .bind(workspace)
             .execute(&mut *tx)

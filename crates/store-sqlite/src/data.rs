@@ -65,6 +65,23 @@ fn long_read<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
+fn invalidation_row(r: &Row<'_>) -> rusqlite::Result<(i64, String, String)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+}
+
+fn collect_invalidations(
+    rows: impl Iterator<Item = rusqlite::Result<(i64, String, String)>>,
+) -> Result<Vec<(i64, Invalidation)>> {
+    let mut out = Vec::new();
+    for row in rows {
+        let (seq, kind, subject) = row.db()?;
+        if let Some(inv) = Invalidation::parse(&kind, &subject) {
+            out.push((seq, inv));
+        }
+    }
+    Ok(out)
+}
+
 fn bad_column(what: &str) -> rusqlite::Error {
     rusqlite::Error::InvalidColumnType(0, what.into(), rusqlite::types::Type::Text)
 }
@@ -835,32 +852,30 @@ impl CoordStore for SqliteStore {
         self.db.write(move |c| record_invalidation(c, invalidation)).await
     }
 
-    async fn invalidations(&self, after: i64, lookback: Duration) -> Result<Vec<(i64, Invalidation)>> {
+    async fn invalidations_after(&self, after: i64, limit: u32) -> Result<Vec<(i64, Invalidation)>> {
+        self.db.read(|c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "select seq, kind, subject from invalidation where seq > ?1 order by seq limit ?2",
+                )
+                .db()?;
+            let rows = stmt
+                .query_map(params![after, i64::from(limit)], invalidation_row)
+                .db()?;
+            collect_invalidations(rows)
+        })
+    }
+
+    async fn recent_invalidations(&self, lookback: Duration) -> Result<Vec<(i64, Invalidation)>> {
         let lookback_ms = i64::try_from(lookback.as_millis()).unwrap_or(i64::MAX);
         self.db.read(|c| {
             let mut stmt = c
                 .prepare_cached(&format!(
-                    "select seq, kind, subject from invalidation
-                     where seq > ?1 or created_at >= {NOW_MS} - ?2 order by seq limit 10000"
+                    "select seq, kind, subject from invalidation where created_at >= {NOW_MS} - ?1 order by seq"
                 ))
                 .db()?;
-            let rows = stmt
-                .query_map(params![after, lookback_ms], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                    ))
-                })
-                .db()?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (seq, kind, subject) = row.db()?;
-                if let Some(inv) = Invalidation::parse(&kind, &subject) {
-                    out.push((seq, inv));
-                }
-            }
-            Ok(out)
+            let rows = stmt.query_map(params![lookback_ms], invalidation_row).db()?;
+            collect_invalidations(rows)
         })
     }
 

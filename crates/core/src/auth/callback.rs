@@ -19,8 +19,8 @@ use crate::{
     Services, SessionId, Timestamp, User, UserId, UserStatus, WorkspaceId,
 };
 
-/// The outcome of a successful sign-in.
-#[derive(Debug, Clone)]
+/// The outcome of a successful sign-in. Its `Debug` never shows the token.
+#[derive(Clone)]
 pub struct SignedIn {
     /// The SESSION JWT.
     pub token: IssuedToken,
@@ -32,6 +32,17 @@ pub struct SignedIn {
     pub application: ApplicationId,
     /// The workspace.
     pub workspace: WorkspaceId,
+}
+
+impl std::fmt::Debug for SignedIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignedIn")
+            .field("session", &self.session)
+            .field("user", &self.user)
+            .field("application", &self.application)
+            .field("workspace", &self.workspace)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Services {
@@ -56,8 +67,11 @@ impl Services {
             upstream::verify_id_token(self.upstream.as_ref(), id_token, trust, self.settings.leeway, now)
                 .await?;
 
-        // SECURITY: an ID token is exchanged once; a replay (stolen token, double submit) gets 401.
-        let token_hash = secureflows_crypto::sha256(id_token.as_bytes());
+        // SECURITY: an ID token is exchanged once; a replay (stolen token, double submit) gets 401. The
+        // record is keyed on the signed part (header and payload), not the whole string: an ECDSA
+        // signature can be rewritten into another valid one (s <-> n-s), the signed part cannot.
+        let signed_part = id_token.rsplit_once('.').map_or(id_token, |(signed, _)| signed);
+        let token_hash = secureflows_crypto::sha256(signed_part.as_bytes());
         if !self
             .stores
             .used_tokens
@@ -109,10 +123,12 @@ impl Services {
             .find_workspace(app.workspace_id)
             .await?
             .ok_or_else(Error::invalid_token)?;
-        let keys = self
-            .keys
-            .workspace_keys(workspace.id, self.state.trusted())
-            .await?;
+        let keys = match self.keys.workspace_keys(workspace.id, self.state.trusted()).await {
+            Ok(keys) => keys,
+            // Keys destroyed (workspace deleted, or its rows restored from a backup): nothing to sign into.
+            Err(Error::NotFound(_)) => return Err(Error::invalid_token()),
+            Err(e) => return Err(e),
+        };
         let user = self
             .find_or_create_user(workspace.id, &keys, identity, now)
             .await?;

@@ -101,8 +101,8 @@ pub struct VerifiedToken {
     pub expires_at: Timestamp,
 }
 
-/// A freshly signed token.
-#[derive(Debug, Clone)]
+/// A freshly signed token. Its `Debug` never shows the token.
+#[derive(Clone)]
 pub struct IssuedToken {
     /// The compact JWS.
     pub token: String,
@@ -110,6 +110,14 @@ pub struct IssuedToken {
     pub expires_in: Duration,
     /// Expiry.
     pub expires_at: Timestamp,
+}
+
+impl std::fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
 }
 
 struct KeySet {

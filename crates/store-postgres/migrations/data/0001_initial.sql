@@ -118,6 +118,7 @@ create table invalidation (
     seq bigserial primary key,
     kind text not null,
     subject text not null,
-    created_at timestamptz not null default now()
+    -- The insert's own time, not its transaction's start: closer to when the change commits.
+    created_at timestamptz not null default clock_timestamp()
 );
 create index invalidation_time on invalidation (created_at);

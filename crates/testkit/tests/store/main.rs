@@ -629,24 +629,26 @@ async fn invalidations(s: &Stores) {
     let w = WorkspaceId::new();
     s.coord.publish(Invalidation::Keys(w)).await.unwrap();
     s.coord.publish(Invalidation::SigningKeys).await.unwrap();
-    let all = s.coord.invalidations(0, Duration::from_secs(10)).await.unwrap();
+    let all = s.coord.invalidations_after(0, 100).await.unwrap();
     let kinds: Vec<_> = all.iter().map(|(_, i)| *i).collect();
     assert_eq!(kinds, [Invalidation::Keys(w), Invalidation::SigningKeys]);
     assert!(all[0].0 < all[1].0, "ordered by sequence");
-    // After the last sequence, only the look-back window returns them again.
+    let first = s.coord.invalidations_after(0, 1).await.unwrap();
+    assert_eq!(first, all[..1], "limited, oldest first");
     let last = all[1].0;
+    assert!(s.coord.invalidations_after(last, 100).await.unwrap().is_empty());
+    // The look-back window returns recent ones whatever their sequence number.
     assert_eq!(
         s.coord
-            .invalidations(last, Duration::from_secs(10))
+            .recent_invalidations(Duration::from_secs(10))
             .await
-            .unwrap()
-            .len(),
-        2
+            .unwrap(),
+        all
     );
-    tokio::time::sleep(Duration::from_millis(10)).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
     assert!(
         s.coord
-            .invalidations(last, Duration::ZERO)
+            .recent_invalidations(Duration::from_millis(5))
             .await
             .unwrap()
             .is_empty()
@@ -654,11 +656,7 @@ async fn invalidations(s: &Stores) {
     // Changes made by store methods are recorded in the same transaction.
     let (ws, _, user) = tenant(s).await;
     s.users.raise_revision(ws, user.id, at(1)).await.unwrap();
-    let after = s
-        .coord
-        .invalidations(last, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let after = s.coord.invalidations_after(last, 100).await.unwrap();
     assert!(
         after.iter().any(|(_, i)| *i == Invalidation::User(ws, user.id)),
         "{after:?}"
