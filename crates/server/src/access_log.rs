@@ -140,6 +140,23 @@ pub struct SlotInfo {
     pub key: Option<String>,
     /// Request body bytes actually read.
     pub bytes_in: Option<u64>,
+    /// Set when the call is one the access log records.
+    pub draft: Option<Draft>,
+}
+
+/// What is known of a Session API call when it arrives.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    /// Method.
+    pub method: String,
+    /// Route template.
+    pub route: String,
+    /// Client address.
+    pub client_ip: String,
+    /// User agent.
+    pub user_agent: String,
+    /// Declared body length.
+    pub declared_in: Option<u64>,
 }
 
 impl AccessSlot {
@@ -166,11 +183,39 @@ impl AccessSlot {
         }
     }
 
-    /// What was recorded.
-    pub fn take(&self) -> SlotInfo {
-        self.0
-            .lock()
-            .map(|mut s| std::mem::take(&mut *s))
-            .unwrap_or_default()
+    /// Marks the call as one to record.
+    pub fn open(&self, draft: Draft) {
+        if let Ok(mut s) = self.0.lock() {
+            s.draft = Some(draft);
+        }
+    }
+
+    /// The finished record, if the call is one to record.
+    pub fn finish(
+        &self,
+        status: u16,
+        bytes_out: u64,
+        request_id: &str,
+        duration: Duration,
+        at: secureflows_core::Timestamp,
+    ) -> Option<AccessRecord> {
+        let info = self.0.lock().map(|mut s| std::mem::take(&mut *s)).ok()?;
+        let draft = info.draft?;
+        Some(AccessRecord {
+            workspace_id: info.workspace,
+            application_id: info.application,
+            user_id: info.user,
+            method: draft.method,
+            route: draft.route,
+            key: info.key,
+            status,
+            bytes_in: info.bytes_in.or(draft.declared_in).unwrap_or(0),
+            bytes_out,
+            client_ip: draft.client_ip,
+            user_agent: draft.user_agent,
+            request_id: request_id.to_owned(),
+            duration_us: u64::try_from(duration.as_micros()).unwrap_or(u64::MAX),
+            at,
+        })
     }
 }

@@ -10,9 +10,8 @@ use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
-use secureflows_core::access::AccessRecord;
 
-use crate::access_log::AccessSlot;
+use crate::access_log::{AccessSlot, Draft};
 use crate::problem::Problem;
 use crate::request::{PeerAddr, RequestContext, client_ip, next_request_id};
 use crate::state::AppState;
@@ -31,11 +30,15 @@ static CSP_VALUE: HeaderValue = HeaderValue::from_static(CSP);
 static CORP: HeaderValue = HeaderValue::from_static("same-site");
 
 /// The envelope around every request.
-pub async fn envelope(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn envelope(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let ctx = Arc::new(RequestContext {
         id: next_request_id(),
         path: req.uri().path().to_owned(),
     });
+    let started = Instant::now();
+    let slot = AccessSlot::default();
+    req.extensions_mut().insert(slot.clone());
+    let log_state = state.clone();
     let timeout = Duration::from_secs(state.config().server.request_timeout_secs.max(1));
     let request_id = HeaderValue::from_str(&ctx.id).ok();
     let http1 = req.version() <= axum::http::Version::HTTP_11;
@@ -68,6 +71,16 @@ pub async fn envelope(State(state): State<AppState>, req: Request, next: Next) -
     if let Some(id) = request_id {
         headers.insert("x-request-id", id);
     }
+    // SECURITY: every Session API call is recorded. Waiting for room in the queue happens here, outside
+    // the time-out, so a record is never lost to it.
+    let bytes_out = axum::body::HttpBody::size_hint(response.body())
+        .exact()
+        .unwrap_or(0);
+    let at = log_state.services().clock.now();
+    let duration = started.elapsed();
+    if let Some(record) = slot.finish(response.status().as_u16(), bytes_out, &ctx.id, duration, at) {
+        log_state.access_log().record(record).await;
+    }
     response
 }
 
@@ -75,14 +88,21 @@ pub async fn envelope(State(state): State<AppState>, req: Request, next: Next) -
 fn refuse_early(state: &AppState, req: &Request) -> Option<Problem> {
     let hosts = state.public_hosts();
     if !hosts.is_empty() {
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_owned)
-            .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()));
-        let many_hosts = req.headers().get_all(header::HOST).iter().count() > 1;
-        if many_hosts || !host.is_some_and(|h| hosts.contains(&h.to_ascii_lowercase())) {
+        let mut host_headers = req.headers().get_all(header::HOST).iter();
+        let host = host_headers
+            .next()
+            .map(|h| h.to_str().map(str::to_ascii_lowercase));
+        let more_hosts = host_headers.next().is_some();
+        // An absolute-form target (HTTP/1) or `:authority` (HTTP/2) names a host too; every host the
+        // request names must be an allowed one, and they must agree.
+        let authority = req.uri().authority().map(|a| a.as_str().to_ascii_lowercase());
+        let allowed = match (&host, &authority) {
+            (Some(Ok(h)), Some(a)) => h == a && hosts.contains(h),
+            (Some(Ok(h)), None) => hosts.contains(h),
+            (None, Some(a)) => hosts.contains(a),
+            _ => false,
+        };
+        if more_hosts || !allowed {
             return Some(Problem::misdirected());
         }
     }
@@ -123,7 +143,7 @@ static VARY_ORIGIN: HeaderValue = HeaderValue::from_static("origin");
 /// The Session API's CORS and access log. CORS answers only origins some application allows (the
 /// extractor then requires the token's own application to allow it); the origin is echoed only when
 /// allowed, never reflected, and credentials are never allowed (tokens travel in `Authorization`).
-pub async fn session_api(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+pub async fn session_api(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let origin = req.headers().get(header::ORIGIN).cloned();
     let allowed_origin = match origin.as_ref().and_then(|o| o.to_str().ok()) {
         Some(o) => state
@@ -155,25 +175,31 @@ pub async fn session_api(State(state): State<AppState>, mut req: Request, next: 
         return response;
     }
 
-    let slot = AccessSlot::default();
-    req.extensions_mut().insert(slot.clone());
-    let started = Instant::now();
-    let method = req.method().as_str().to_owned();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let user_agent = req
-        .headers()
-        .get(header::USER_AGENT)
-        .map(|v| String::from_utf8_lossy(&v.as_bytes()[..v.len().min(1024)]).into_owned())
-        .unwrap_or_default();
-    let peer = req.extensions().get::<PeerAddr>().map(|p| p.0);
-    let ip = client_ip(peer, req.headers(), &state.config().server.trusted_proxies);
-    let declared_in = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse().ok());
+    // The call's access-log record is opened here and finished and written by the envelope, outside
+    // the request time-out, so that a call that times out is recorded too (as a 503).
+    if let Some(slot) = req.extensions().get::<AccessSlot>() {
+        let route = req
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+        let user_agent = req
+            .headers()
+            .get(header::USER_AGENT)
+            .map(|v| String::from_utf8_lossy(&v.as_bytes()[..v.len().min(1024)]).into_owned())
+            .unwrap_or_default();
+        let peer = req.extensions().get::<PeerAddr>().map(|p| p.0);
+        let declared_in = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok());
+        slot.open(Draft {
+            method: req.method().as_str().to_owned(),
+            route,
+            client_ip: client_ip(peer, req.headers(), &state.config().server.trusted_proxies),
+            user_agent,
+            declared_in,
+        });
+    }
 
     let mut response = next.run(req).await;
 
@@ -184,28 +210,5 @@ pub async fn session_api(State(state): State<AppState>, mut req: Request, next: 
     }
     h.append(header::VARY, VARY_ORIGIN.clone());
 
-    let info = slot.take();
-    let bytes_out = axum::body::HttpBody::size_hint(response.body())
-        .exact()
-        .unwrap_or(0);
-    let record = AccessRecord {
-        workspace_id: info.workspace,
-        application_id: info.application,
-        user_id: info.user,
-        method,
-        route,
-        key: info.key,
-        status: response.status().as_u16(),
-        bytes_in: info.bytes_in.or(declared_in).unwrap_or(0),
-        bytes_out,
-        client_ip: ip,
-        user_agent,
-        request_id: RequestContext::current()
-            .map(|c| c.id.clone())
-            .unwrap_or_default(),
-        duration_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-        at: state.services().clock.now(),
-    };
-    state.access_log().record(record).await;
     response
 }

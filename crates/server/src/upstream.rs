@@ -23,10 +23,15 @@ const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
 /// A forced refresh (unknown `kid`) happens at most this often per issuer.
 const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 
+/// A failed fetch is not retried for this long (the last good keys, if any, keep serving).
+const FAILURE_BACKOFF: Duration = Duration::from_secs(10);
+
+#[derive(Default)]
 struct Cached {
-    keys: Arc<JwkSet>,
-    fetched: Instant,
+    keys: Option<Arc<JwkSet>>,
+    fetched: Option<Instant>,
     forced: Option<Instant>,
+    failed: Option<Instant>,
 }
 
 /// Key sets of upstream issuers, fetched over HTTP and cached.
@@ -34,7 +39,7 @@ pub struct HttpJwksSource {
     client: reqwest::Client,
     settings: UpstreamConfig,
     cache: Mutex<HashMap<String, Cached>>,
-    fetching: tokio::sync::Mutex<()>,
+    fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl std::fmt::Debug for HttpJwksSource {
@@ -68,13 +73,12 @@ pub fn is_private(ip: IpAddr) -> bool {
                 return is_private(IpAddr::V4(v4));
             }
             let s = v6.segments();
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (s[0] & 0xfe00) == 0xfc00 // unique local
-                || (s[0] & 0xffc0) == 0xfe80 // link local
-                || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
-                || (s[0] == 0x0064 && s[1] == 0xff9b) // NAT64
+            // Only global unicast (2000::/3) is public; within it, documentation, the IETF protocol
+            // block (Teredo among others) and 6to4 (which embeds an IPv4 address) are refused too.
+            (s[0] & 0xe000) != 0x2000
+                || (s[0] == 0x2001 && s[1] == 0x0db8)
+                || (s[0] == 0x2001 && s[1] < 0x0200)
+                || s[0] == 0x2002
         }
     }
 }
@@ -120,7 +124,7 @@ impl HttpJwksSource {
             client: builder.build()?,
             settings,
             cache: Mutex::new(HashMap::new()),
-            fetching: tokio::sync::Mutex::new(()),
+            fetching: Mutex::new(HashMap::new()),
         })
     }
 
@@ -190,13 +194,60 @@ impl HttpJwksSource {
     fn usable(&self, issuer: &str, refresh: bool) -> Option<Arc<JwkSet>> {
         let cache = self.cache.lock().ok()?;
         let c = cache.get(issuer)?;
+        let keys = c.keys.clone()?;
         let ttl = Duration::from_secs(self.settings.jwks_cache_secs);
         let ok = if refresh {
             c.forced.is_some_and(|t| t.elapsed() < MIN_REFRESH_INTERVAL)
         } else {
-            c.fetched.elapsed() < ttl
+            c.fetched.is_some_and(|t| t.elapsed() < ttl)
         };
-        ok.then(|| c.keys.clone())
+        ok.then_some(keys)
+    }
+
+    /// After a recent failure: the last good keys (or `Unavailable`) without trying again.
+    fn backing_off(&self, issuer: &str) -> Option<Result<Arc<JwkSet>>> {
+        let cache = self.cache.lock().ok()?;
+        let c = cache.get(issuer)?;
+        if c.failed.is_none_or(|t| t.elapsed() >= FAILURE_BACKOFF) {
+            return None;
+        }
+        Some(
+            c.keys
+                .clone()
+                .ok_or(Error::Unavailable("upstream issuer unreachable")),
+        )
+    }
+
+    fn issuer_lock(&self, issuer: &str) -> Arc<tokio::sync::Mutex<()>> {
+        match self.fetching.lock() {
+            Ok(mut locks) => {
+                if locks.len() > 1000 {
+                    locks.retain(|_, l| Arc::strong_count(l) > 1);
+                }
+                locks.entry(issuer.to_owned()).or_default().clone()
+            }
+            Err(_) => Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    fn record(&self, issuer: &str, outcome: &Result<Arc<JwkSet>>, refresh: bool) {
+        let Ok(mut cache) = self.cache.lock() else { return };
+        if cache.len() > 1000 && !cache.contains_key(issuer) {
+            cache.clear();
+        }
+        let entry = cache.entry(issuer.to_owned()).or_default();
+        let now = Instant::now();
+        match outcome {
+            Ok(keys) => {
+                entry.keys = Some(keys.clone());
+                entry.fetched = Some(now);
+                entry.failed = None;
+                if refresh {
+                    entry.forced = Some(now);
+                }
+            }
+            Err(_) => entry.failed = Some(now),
+        }
     }
 }
 
@@ -206,27 +257,38 @@ impl JwksSource for HttpJwksSource {
         if let Some(keys) = self.usable(issuer, refresh) {
             return Ok(keys);
         }
-        // One fetch at a time; whoever waited finds the fresh result.
-        let _guard = self.fetching.lock().await;
+        if let Some(outcome) = self.backing_off(issuer) {
+            return outcome;
+        }
+        // One fetch at a time per issuer: a slow or unreachable issuer holds up no other.
+        let lock = self.issuer_lock(issuer);
+        let _guard = lock.lock().await;
         if let Some(keys) = self.usable(issuer, refresh) {
             return Ok(keys);
         }
-        let keys = self.fetch(issuer).await?;
-        if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() > 1000 {
-                cache.clear();
-            }
-            let now = Instant::now();
-            cache.insert(
-                issuer.to_owned(),
-                Cached {
-                    keys: keys.clone(),
-                    fetched: now,
-                    forced: refresh.then_some(now),
-                },
-            );
+        if let Some(outcome) = self.backing_off(issuer) {
+            return outcome;
         }
-        Ok(keys)
+        let outcome = self.fetch(issuer).await;
+        self.record(issuer, &outcome, refresh);
+        match outcome {
+            Ok(keys) => Ok(keys),
+            Err(e) => {
+                // Keep serving the last good keys while the issuer is unreachable.
+                let stale = self
+                    .cache
+                    .lock()
+                    .ok()
+                    .and_then(|c| c.get(issuer).and_then(|c| c.keys.clone()));
+                match stale {
+                    Some(keys) => {
+                        tracing::warn!(issuer, "upstream key refresh failed; using the last keys fetched");
+                        Ok(keys)
+                    }
+                    None => Err(e),
+                }
+            }
+        }
     }
 }
 
@@ -248,6 +310,13 @@ mod tests {
             "fe80::1",
             "::ffff:127.0.0.1",
             "100.64.0.1",
+            "::a00:1",
+            "2002:a00:1::1",
+            "2001::1",
+            "64:ff9b::a00:1",
+            "64:ff9b:1::a00:1",
+            "100::1",
+            "2001:db8::1",
         ] {
             assert!(is_private(ip.parse().unwrap()), "{ip}");
         }

@@ -228,11 +228,19 @@ async fn foreign_hosts_are_refused_when_public_hosts_are_set(backend: Backend) {
     assert_eq!(ok.status, 200);
     let ok = raw_request(&app.url, "GET /healthz HTTP/1.1\nhost: ID.TuffFlips.com", b"").await;
     assert_eq!(ok.status, 200, "host names compare case-insensitively");
+    let ok = raw_request(
+        &app.url,
+        "GET http://id.tuffflips.com/healthz HTTP/1.1\nhost: id.tuffflips.com",
+        b"",
+    )
+    .await;
+    assert_eq!(ok.status, 200, "an absolute-form target naming the allowed host");
     for head in [
         "GET /healthz HTTP/1.1\nhost: origin.onrender.example",
         "GET /healthz HTTP/1.1\nhost: id.tuffflips.com:8443",
         "GET /healthz HTTP/1.1\nhost: id.tuffflips.com\nhost: evil.example",
         "GET http://evil.example/healthz HTTP/1.1\nhost: evil.example",
+        "GET http://evil.example/healthz HTTP/1.1\nhost: id.tuffflips.com",
     ] {
         let response = raw_request(&app.url, head, b"").await;
         assert!(
