@@ -101,10 +101,18 @@ async fn wait_ready(url: &str) -> anyhow::Result<()> {
 }
 
 fn peak_rss_mb(pid: u32) -> f64 {
+    proc_status_mb(pid, "VmHWM:")
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    proc_status_mb(pid, "VmRSS:")
+}
+
+fn proc_status_mb(pid: u32, field: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))
+        .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kb| kb.parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
@@ -350,12 +358,14 @@ async fn bench_backend(args: &Args, backend: &Backend, bare: &LoadResult) -> any
         bail!("{failed} seed writes failed");
     }
     println!(
-        "  {}: seeded {} users x {} keys of {} B in {:.1}s",
+        "  {}: seeded {} users x {} keys of {} B in {:.1}s (RSS now {:.1} MB, peak {:.1} MB)",
         backend.name,
         args.users,
         args.keys,
         args.value_size,
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        rss_mb(pid),
+        peak_rss_mb(pid)
     );
 
     let driven = if args.hot_users > 0 {
@@ -368,6 +378,7 @@ async fn bench_backend(args: &Args, backend: &Backend, bare: &LoadResult) -> any
     let get = run_wrk(args, &url, &get_script, "/api/v1/sessions/get/k")?;
     let set_script = work.path().join("set.lua");
     write_script(&set_script, driven, args.keys, "POST", args.value_size)?;
+    let after_get = rss_mb(pid);
     let set = run_wrk(args, &url, &set_script, "/api/v1/sessions/set/k")?;
     let rss = peak_rss_mb(pid);
     for (label, r) in [
@@ -377,10 +388,12 @@ async fn bench_backend(args: &Args, backend: &Backend, bare: &LoadResult) -> any
         print_row(&format!("{} {label}", backend.name), r, Some(bare));
     }
     println!(
-        "  {}: peak RSS {:.1} MB with {} stored values",
+        "  {}: peak RSS {:.1} MB with {} stored values (RSS after GET {:.1} MB, after SET {:.1} MB)",
         backend.name,
         rss,
-        u64::from(args.users) * u64::from(args.keys)
+        u64::from(args.users) * u64::from(args.keys),
+        after_get,
+        rss_mb(pid)
     );
     Ok(())
 }
@@ -474,7 +487,6 @@ async fn main() -> anyhow::Result<()> {
                     env: vec![
                         ("SECUREFLOWS_MASTER_KEY".into(), key.clone()),
                         ("SECUREFLOWS_DATABASE_URL".into(), db_url(&args.pg_url, &db)?),
-                        ("SECUREFLOWS__STORAGE__MAX_CONNECTIONS".into(), "32".into()),
                     ],
                     cleanup_db: Some(db),
                 })
