@@ -747,27 +747,33 @@ impl AccessLogStore for PgStore {
         if entries.is_empty() {
             return Ok(());
         }
-        let mut qb = sqlx::QueryBuilder::new(
+        // One statement text whatever the batch size (arrays, unnested), so it is prepared once per
+        // connection instead of once per distinct batch size.
+        let col = |f: &dyn Fn(&AccessEntry) -> Option<Uuid>| entries.iter().map(f).collect::<Vec<_>>();
+        sqlx::query(
             "insert into api_access (workspace_id, application_id, user_id, method, route, key_sealed, status,
-               bytes_in, bytes_out, client_ip, user_agent, request_id, duration_us, created_at) ",
-        );
-        qb.push_values(entries, |mut b, e| {
-            b.push_bind(e.workspace_id.map(|w| w.as_uuid()))
-                .push_bind(e.application_id.map(|a| a.as_uuid()))
-                .push_bind(e.user_id.map(|u| u.as_uuid()))
-                .push_bind(e.method.clone())
-                .push_bind(e.route.clone())
-                .push_bind(e.key_sealed.clone())
-                .push_bind(i32::from(e.status))
-                .push_bind(to_i64(e.bytes_in))
-                .push_bind(to_i64(e.bytes_out))
-                .push_bind(e.client_ip.clone())
-                .push_bind(e.user_agent.clone())
-                .push_bind(e.request_id.clone())
-                .push_bind(to_i64(e.duration_us))
-                .push_bind(ts(e.at));
-        });
-        qb.build().execute(&self.pool).await.db()?;
+               bytes_in, bytes_out, client_ip, user_agent, request_id, duration_us, created_at)
+             select * from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::bytea[],
+               $7::int4[], $8::int8[], $9::int8[], $10::text[], $11::text[], $12::text[], $13::int8[],
+               $14::timestamptz[])",
+        )
+        .bind(col(&|e| e.workspace_id.map(|w| w.as_uuid())))
+        .bind(col(&|e| e.application_id.map(|a| a.as_uuid())))
+        .bind(col(&|e| e.user_id.map(|u| u.as_uuid())))
+        .bind(entries.iter().map(|e| e.method.clone()).collect::<Vec<_>>())
+        .bind(entries.iter().map(|e| e.route.clone()).collect::<Vec<_>>())
+        .bind(entries.iter().map(|e| e.key_sealed.clone()).collect::<Vec<_>>())
+        .bind(entries.iter().map(|e| i32::from(e.status)).collect::<Vec<_>>())
+        .bind(entries.iter().map(|e| to_i64(e.bytes_in)).collect::<Vec<_>>())
+        .bind(entries.iter().map(|e| to_i64(e.bytes_out)).collect::<Vec<_>>())
+        .bind(entries.iter().map(|e| e.client_ip.clone()).collect::<Vec<_>>())
+        .bind(entries.iter().map(|e| e.user_agent.clone()).collect::<Vec<_>>())
+        .bind(entries.iter().map(|e| e.request_id.clone()).collect::<Vec<_>>())
+        .bind(entries.iter().map(|e| to_i64(e.duration_us)).collect::<Vec<_>>())
+        .bind(entries.iter().map(|e| ts(e.at)).collect::<Vec<_>>())
+        .execute(&self.pool)
+        .await
+        .db()?;
         Ok(())
     }
 
