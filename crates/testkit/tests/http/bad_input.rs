@@ -4,7 +4,7 @@
 use secureflows_core::Plan;
 use secureflows_testkit::{Backend, TestApp, backend_tests};
 
-use crate::support::{assert_problem, raw_request};
+use crate::support::{assert_problem, chunked, raw_request};
 
 backend_tests!(
     key_names_outside_the_grammar_are_400_and_store_nothing,
@@ -111,26 +111,14 @@ async fn chunked_bodies_over_the_limit_are_413(backend: Backend) {
     let session = app.sign_in(&application, "alice").await;
     let auth = format!("authorization: Bearer {}", session.token());
     let chunk = vec![b'x'; 16 * 1024];
-    let mut body = Vec::new();
-    for _ in 0..5 {
-        body.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
-        body.extend_from_slice(&chunk);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(b"0\r\n\r\n");
+    let body = chunked(&[&chunk[..]; 5]);
     let head =
         format!("POST /api/v1/sessions/set/chunky HTTP/1.1\nhost: x\n{auth}\ntransfer-encoding: chunked");
     let response = raw_request(&app.url, &head, &body).await;
     assert_eq!(response.status, 413, "{response:?}");
     assert_eq!(response.problem().slug(), "value-too-large");
     // Four chunks (exactly 64 KiB) fit.
-    let mut body = Vec::new();
-    for _ in 0..4 {
-        body.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
-        body.extend_from_slice(&chunk);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(b"0\r\n\r\n");
+    let body = chunked(&[&chunk[..]; 4]);
     let response = raw_request(&app.url, &head, &body).await;
     assert_eq!(response.status, 201, "{response:?}");
     assert_eq!(session.get("chunky").await.unwrap().bytes.len(), 64 * 1024);

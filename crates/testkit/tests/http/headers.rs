@@ -6,7 +6,7 @@ use std::sync::Arc;
 use secureflows_core::Plan;
 use secureflows_testkit::{Backend, TestApp, TestOptions, backend_tests};
 
-use crate::support::{assert_problem, raw_request};
+use crate::support::{assert_problem, get_json, raw_request};
 
 backend_tests!(
     every_response_carries_the_security_headers,
@@ -257,15 +257,7 @@ async fn foreign_hosts_are_refused_when_public_hosts_are_set(backend: Backend) {
 
 async fn well_known_documents_describe_the_issuer(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let doc: serde_json::Value = app
-        .http
-        .get(format!("{}/.well-known/openid-configuration", app.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = get_json(&app, "/.well-known/openid-configuration").await;
     assert_eq!(doc["issuer"], serde_json::json!(app.url));
     let jwks = app
         .http
@@ -287,15 +279,7 @@ async fn well_known_documents_describe_the_issuer(backend: Backend) {
 
 async fn health_and_readiness(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let health: serde_json::Value = app
-        .http
-        .get(format!("{}/healthz", app.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = get_json(&app, "/healthz").await;
     assert_eq!(health["status"], "ok");
     let ready = app.http.get(format!("{}/readyz", app.url)).send().await.unwrap();
     assert_eq!(ready.status(), 200);

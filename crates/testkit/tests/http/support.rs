@@ -163,3 +163,27 @@ pub async fn get_with(app: &secureflows_testkit::TestApp, path: &str, token: &st
         .await
         .unwrap()
 }
+
+/// `GET path` (no credentials), decoded as JSON.
+pub async fn get_json(app: &secureflows_testkit::TestApp, path: &str) -> serde_json::Value {
+    app.http
+        .get(format!("{}{path}", app.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// A chunked request body (`Transfer-Encoding: chunked`) of the given chunks.
+pub fn chunked(chunks: &[&[u8]]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for chunk in chunks {
+        body.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        body.extend_from_slice(chunk);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b"0\r\n\r\n");
+    body
+}

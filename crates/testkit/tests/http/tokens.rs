@@ -9,7 +9,7 @@ use secureflows_crypto::jws::{SigningAlgorithm, SigningKey};
 use secureflows_testkit::{Backend, TestApp, TestOptions, backend_tests};
 use serde_json::json;
 
-use crate::support::{assert_problem, b64, get_with, jwt_claims, jwt_header, server_signing_key};
+use crate::support::{assert_problem, b64, get_json, get_with, jwt_claims, jwt_header, server_signing_key};
 
 backend_tests!(
     forged_and_malformed_tokens_are_401,
@@ -102,15 +102,7 @@ async fn alg_none_and_hmac_with_the_public_key_are_401(backend: Backend) {
         }
     }
     // HS256/384/512 keyed with our public key, in every form an attacker might try.
-    let jwks: serde_json::Value = app
-        .http
-        .get(format!("{}/.well-known/jwks.json", app.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks = get_json(&app, "/.well-known/jwks.json").await;
     let jwk = &jwks["keys"][0];
     let secrets = [
         jwk.to_string().into_bytes(),
@@ -359,15 +351,7 @@ async fn signing_key_rotation_keeps_old_tokens_valid(backend: Backend) {
     assert_eq!(jwt_header(after.token())["kid"], json!(new_kid));
     assert_eq!(get_with(&app, SESSIONS, before.token()).await.status(), 200);
     assert_eq!(get_with(&app, SESSIONS, after.token()).await.status(), 200);
-    let jwks: serde_json::Value = app
-        .http
-        .get(format!("{}/.well-known/jwks.json", app.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks = get_json(&app, "/.well-known/jwks.json").await;
     let kids: Vec<_> = jwks["keys"]
         .as_array()
         .unwrap()
@@ -394,15 +378,7 @@ async fn eddsa_tokens_work_end_to_end(backend: Backend) {
     let session = app.sign_in(&application, "alice").await;
     assert_eq!(jwt_header(session.token())["alg"], json!("EdDSA"));
     session.set("k", "text/plain", "v").await.unwrap();
-    let jwks: serde_json::Value = app
-        .http
-        .get(format!("{}/.well-known/jwks.json", app.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks = get_json(&app, "/.well-known/jwks.json").await;
     assert_eq!(jwks["keys"][0]["kty"], json!("OKP"));
     assert_eq!(jwks["keys"][0]["crv"], json!("Ed25519"));
 }
