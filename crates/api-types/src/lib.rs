@@ -2,10 +2,13 @@
 //! the OpenAPI document. Field names are `snake_case`, except the sign-in response, whose camelCase
 //! names (`sessionToken`, `expiresIn`, `tokenType`) are part of the published contract.
 
+pub mod manage;
+
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// `POST /api/v1/auth/callback` with an upstream ID token.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CallbackRequest {
     /// The ID token from an upstream OpenID Connect issuer the application trusts.
@@ -17,7 +20,7 @@ pub struct CallbackRequest {
 }
 
 /// A signed-in session's token.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct CallbackResponse {
     /// The SESSION JWT. Keep it in memory only.
     #[serde(rename = "sessionToken")]
@@ -31,7 +34,7 @@ pub struct CallbackResponse {
 }
 
 /// One vault value's metadata.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct ValueMeta {
     /// Key name.
     pub key: String,
@@ -46,14 +49,14 @@ pub struct ValueMeta {
 }
 
 /// `GET /api/v1/sessions`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct ValueList {
     /// The caller's keys in this application, sorted by name.
     pub keys: Vec<ValueMeta>,
 }
 
 /// An RFC 9457 problem as the server sends it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct Problem {
     /// Stable problem type URI (`urn:secureflows:problem:<slug>`).
     #[serde(rename = "type")]
@@ -84,7 +87,7 @@ impl Problem {
 }
 
 /// A field error in a 422 problem.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct FieldError {
     /// Field.
     pub field: String,
@@ -93,7 +96,7 @@ pub struct FieldError {
 }
 
 /// `GET /healthz` and `GET /readyz`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct Health {
     /// `ok` or `ready`.
     pub status: String,

@@ -162,7 +162,7 @@ pub struct StateCache {
     pub workspaces: GuardedCache<WorkspaceId, Arc<Workspace>>,
     /// Login sessions.
     pub sessions: GuardedCache<SessionId, Arc<LoginSession>>,
-    /// Current token revision per user.
+    /// Current token revision per user (and per SUPPORT operator); `None` when locked or gone.
     pub revisions: GuardedCache<UserId, i64>,
     /// Every allowed browser origin (for preflights).
     pub origins: GuardedCache<(), Arc<std::collections::HashSet<String>>>,
@@ -194,7 +194,7 @@ impl StateCache {
                 self.applications.invalidate(&a);
                 self.origins.invalidate(&());
             }
-            Invalidation::User(_, u) => self.revisions.invalidate(&u),
+            Invalidation::User(_, u) | Invalidation::Support(u) => self.revisions.invalidate(&u),
             Invalidation::Session(_, s) => self.sessions.invalidate(&s),
             Invalidation::SigningKeys => {}
         }

@@ -15,6 +15,9 @@ macro_rules! id_type {
                 $name(Uuid::now_v7())
             }
 
+            /// The nil UUID (never a real id).
+            pub const NIL: $name = $name(Uuid::nil());
+
             /// The UUID.
             pub fn as_uuid(&self) -> Uuid {
                 self.0
@@ -94,6 +97,11 @@ id_type!(
 id_type!(
     /// A login session: one signed-in device or browser (`sid` in tokens).
     SessionId
+);
+
+id_type!(
+    /// An invitation to a workspace.
+    InviteId
 );
 
 #[cfg(test)]

@@ -5,12 +5,17 @@
 //! directly: it goes through `secureflows-crypto`'s named operations.
 
 pub mod access;
+pub mod audit;
+pub mod audit_trail;
 pub mod auth;
 pub mod cache;
 mod clock;
+pub mod console;
 mod error;
 mod ids;
 pub mod keyring;
+pub mod mail;
+pub mod members;
 mod model;
 mod plan;
 mod role;
@@ -21,9 +26,10 @@ pub mod workspace;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::{AuthFailure, Error, FieldError, ForbiddenReason, LimitKind, Result};
-pub use ids::{ApplicationId, SessionId, UserId, WorkspaceId};
+pub use ids::{ApplicationId, InviteId, SessionId, UserId, WorkspaceId};
 pub use model::{
-    Application, Invalidation, LoginSession, NewIdentity, UpstreamTrust, User, UserStatus, Workspace,
+    Application, Invalidation, Invite, LoginSession, NewIdentity, SupportOperator, UpstreamTrust, User,
+    UserStatus, Workspace,
 };
 pub use plan::{Plan, PlanLimits, PlanTable};
 pub use role::Role;

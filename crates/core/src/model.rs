@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::{ApplicationId, Plan, Role, SessionId, Timestamp, UserId, WorkspaceId};
+use crate::{ApplicationId, InviteId, Plan, Role, SessionId, Timestamp, UserId, WorkspaceId};
 
 /// A tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +45,10 @@ pub struct Application {
     pub data_ttl: Duration,
     /// Lifetime of access tokens.
     pub token_ttl: Duration,
+    /// A public client (browser or native app): it holds no secret.
+    pub public: bool,
+    /// SHA-256 of the client secret of a confidential client (the secret is shown once, never stored).
+    pub secret_hash: Option<Vec<u8>>,
     /// Created.
     pub created_at: Timestamp,
     /// Last changed.
@@ -113,6 +117,64 @@ pub struct NewIdentity {
     pub sealed: Vec<u8>,
 }
 
+/// An invitation to join a workspace. The link's token is stored only as its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invite {
+    /// Id.
+    pub id: InviteId,
+    /// Workspace.
+    pub workspace_id: WorkspaceId,
+    /// Sealed e-mail address.
+    pub email_sealed: Vec<u8>,
+    /// Keyed hash of the normalised e-mail address.
+    pub email_index: Vec<u8>,
+    /// The role the invitee gets.
+    pub role: Role,
+    /// SHA-256 of the single-use token in the link.
+    pub token_hash: Vec<u8>,
+    /// Who invited.
+    pub invited_by: UserId,
+    /// Created.
+    pub created_at: Timestamp,
+    /// The link stops working.
+    pub expires_at: Timestamp,
+    /// Revoked by an administrator.
+    pub revoked_at: Option<Timestamp>,
+    /// Accepted (the hosted login sets it).
+    pub accepted_at: Option<Timestamp>,
+}
+
+impl Invite {
+    /// `pending`, `accepted`, `revoked` or `expired` at `now`.
+    pub fn state(&self, now: Timestamp) -> &'static str {
+        if self.accepted_at.is_some() {
+            "accepted"
+        } else if self.revoked_at.is_some() {
+            "revoked"
+        } else if self.expires_at <= now {
+            "expired"
+        } else {
+            "pending"
+        }
+    }
+}
+
+/// An instance-level SUPPORT operator, created on the server only. The e-mail is sealed under the
+/// instance's own key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SupportOperator {
+    /// Id (the `sub` of its tokens).
+    pub id: UserId,
+    /// Sealed e-mail address.
+    pub email_sealed: Vec<u8>,
+    /// Keyed hash of the normalised e-mail address.
+    pub email_index: Vec<u8>,
+    /// Token revision.
+    pub revision: i64,
+    /// Created.
+    pub created_at: Timestamp,
+}
+
 /// One signed-in device or browser.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoginSession {
@@ -120,8 +182,8 @@ pub struct LoginSession {
     pub id: SessionId,
     /// Workspace.
     pub workspace_id: WorkspaceId,
-    /// Application signed in to.
-    pub application_id: ApplicationId,
+    /// Application signed in to; `None` for a console (management) session.
+    pub application_id: Option<ApplicationId>,
     /// User.
     pub user_id: UserId,
     /// Started.
@@ -151,6 +213,8 @@ pub enum Invalidation {
     User(WorkspaceId, UserId),
     /// A login session ended.
     Session(WorkspaceId, SessionId),
+    /// A SUPPORT operator was removed or its revision raised.
+    Support(UserId),
     /// A workspace's keys were rotated or destroyed.
     Keys(WorkspaceId),
     /// The instance's signing keys changed.
@@ -167,6 +231,7 @@ impl Invalidation {
             Invalidation::Session(..) => "session",
             Invalidation::Keys(_) => "keys",
             Invalidation::SigningKeys => "signing_keys",
+            Invalidation::Support(_) => "support",
         }
     }
 
@@ -175,6 +240,7 @@ impl Invalidation {
         match self {
             Invalidation::Workspace(w) | Invalidation::Keys(w) => w.to_string(),
             Invalidation::Application(a) => a.to_string(),
+            Invalidation::Support(u) => u.to_string(),
             Invalidation::User(w, u) => format!("{w}/{u}"),
             Invalidation::Session(w, s) => format!("{w}/{s}"),
             Invalidation::SigningKeys => String::new(),
@@ -191,6 +257,7 @@ impl Invalidation {
             "workspace" => Invalidation::Workspace(subject.parse().ok()?),
             "keys" => Invalidation::Keys(subject.parse().ok()?),
             "application" => Invalidation::Application(subject.parse().ok()?),
+            "support" => Invalidation::Support(subject.parse().ok()?),
             "user" => {
                 let (w, u) = pair()?;
                 Invalidation::User(w, u.parse().ok()?)
@@ -219,6 +286,7 @@ mod tests {
             Invalidation::User(w, UserId::new()),
             Invalidation::Session(w, SessionId::new()),
             Invalidation::SigningKeys,
+            Invalidation::Support(UserId::new()),
         ] {
             assert_eq!(Invalidation::parse(inv.kind(), &inv.subject()), Some(inv));
         }

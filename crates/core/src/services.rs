@@ -9,6 +9,7 @@ use crate::auth::token::TokenService;
 use crate::auth::upstream::JwksSource;
 use crate::cache::StateCache;
 use crate::keyring::KeyService;
+use crate::mail::Mailer;
 use crate::store::Stores;
 use crate::{Clock, Invalidation, PlanTable};
 
@@ -52,6 +53,8 @@ pub struct Services {
     pub plans: PlanTable,
     /// Upstream issuers' keys.
     pub upstream: Arc<dyn JwksSource>,
+    /// Outgoing e-mail.
+    pub mailer: Arc<dyn Mailer>,
     /// Settings.
     pub settings: DomainSettings,
 }

@@ -13,10 +13,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use secureflows_crypto::KeyPurpose;
 
+use crate::audit::{EventFilter, PendingEvent, StoredEvent};
+use crate::keyring::WorkspaceKeys;
 use crate::model::NewIdentity;
 use crate::{
-    Application, ApplicationId, Invalidation, LoginSession, Plan, Result, SessionId, Timestamp, User, UserId,
-    Workspace, WorkspaceId,
+    Application, ApplicationId, Invalidation, Invite, InviteId, LoginSession, Plan, Result, Role, SessionId,
+    SupportOperator, Timestamp, User, UserId, UserStatus, Workspace, WorkspaceId,
 };
 
 /// Workspaces.
@@ -87,6 +89,15 @@ pub trait UserStore: Send + Sync {
     /// Raises the token revision and ends every login session of the user, in one transaction.
     /// Returns the new revision. `NotFound` if the user is not in this workspace.
     async fn raise_revision(&self, workspace: WorkspaceId, user: UserId, now: Timestamp) -> Result<i64>;
+    /// A page of the workspace's users in id (creation) order, after `after`.
+    async fn list_users(
+        &self,
+        workspace: WorkspaceId,
+        after: Option<UserId>,
+        limit: u32,
+    ) -> Result<Vec<User>>;
+    /// Users whose e-mail has this keyed hash, oldest first.
+    async fn find_users_by_email(&self, workspace: WorkspaceId, email_index: &[u8]) -> Result<Vec<User>>;
 }
 
 /// The concurrent-session limits that apply to a new login session.
@@ -215,6 +226,13 @@ pub trait VaultStore: Send + Sync {
     async fn delete_value(&self, locator: &VaultLocator, now: Timestamp) -> Result<bool>;
     /// Deletes up to `limit` values that expired before `now`.
     async fn purge_expired_values(&self, now: Timestamp, limit: u32) -> Result<u64>;
+    /// A user's unexpired values in every application, without their sealed values (admin reads).
+    async fn list_user_values(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+        now: Timestamp,
+    ) -> Result<Vec<(ApplicationId, VaultEntry)>>;
 }
 
 /// One API-access log record, as stored (the key name sealed).
@@ -250,13 +268,154 @@ pub struct AccessEntry {
     pub at: Timestamp,
 }
 
+/// Filters of an API-access log listing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccessFilter {
+    /// At or after.
+    pub since: Option<Timestamp>,
+    /// Before.
+    pub until: Option<Timestamp>,
+    /// The calling user.
+    pub user: Option<UserId>,
+    /// Exact route template.
+    pub route: Option<String>,
+    /// Exact status.
+    pub status: Option<u16>,
+    /// Records with a position below this one (the page cursor).
+    pub before: Option<i64>,
+}
+
 /// The API-access log.
 #[async_trait]
 pub trait AccessLogStore: Send + Sync {
     /// Appends records in one transaction.
     async fn append_access(&self, entries: &[AccessEntry]) -> Result<()>;
-    /// A workspace's most recent records, newest first.
-    async fn list_access(&self, workspace: WorkspaceId, limit: u32) -> Result<Vec<AccessEntry>>;
+    /// A page of a workspace's records, newest first, each with its position (the cursor).
+    async fn list_access(
+        &self,
+        workspace: WorkspaceId,
+        filter: &AccessFilter,
+        limit: u32,
+    ) -> Result<Vec<(i64, AccessEntry)>>;
+}
+
+/// One change of a management transaction. Every change names its target inside the change set's
+/// workspace; a target that is not there fails the whole set with `NotFound`.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// A new workspace (the change set's workspace).
+    InsertWorkspace(Workspace),
+    /// Renames the workspace.
+    RenameWorkspace(String),
+    /// Changes the plan.
+    SetPlan(Plan),
+    /// A new application.
+    InsertApplication(Application),
+    /// Replaces an application's settings (name, origins, trust, lifetimes).
+    UpdateApplication(Application),
+    /// Deletes an application with its login sessions and vault values.
+    DeleteApplication(ApplicationId),
+    /// Replaces the hash of a confidential application's secret.
+    SetApplicationSecret(ApplicationId, Vec<u8>),
+    /// A new user.
+    InsertUser(User),
+    /// Changes a user's role; raises their revision (their tokens carry the old role).
+    SetRole(UserId, Role),
+    /// Locks or unlocks a user; raises their revision.
+    SetStatus(UserId, UserStatus),
+    /// Raises a user's revision and ends all their login sessions.
+    RaiseRevision(UserId),
+    /// Deletes a user with everything they own.
+    DeleteUser(UserId),
+    /// A new login session (console sessions; application sessions go through the session limits).
+    InsertSession(LoginSession),
+    /// A new invitation.
+    InsertInvite(Invite),
+    /// Revokes a pending invitation.
+    RevokeInvite(InviteId),
+}
+
+/// A management transaction: changes and the audit events that record them, written together or not
+/// at all. The store appends the events to the workspace's hash chain (`chain` holds the key).
+pub struct ChangeSet {
+    /// Workspace (or `audit::INSTANCE` for instance-level events without changes).
+    pub workspace: WorkspaceId,
+    /// Changes, applied in order.
+    pub changes: Vec<Change>,
+    /// Events to append.
+    pub events: Vec<PendingEvent>,
+    /// The workspace's keys (the chain's hash key).
+    pub chain: Arc<WorkspaceKeys>,
+    /// Time of the changes.
+    pub now: Timestamp,
+}
+
+impl std::fmt::Debug for ChangeSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChangeSet")
+            .field("workspace", &self.workspace)
+            .field("changes", &self.changes.len())
+            .field("events", &self.events.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Management changes and the audit log.
+///
+/// Rules: the whole set is one transaction that also serialises with every other set of the same
+/// workspace; a set that leaves the workspace without an active OWNER after demoting, locking or
+/// deleting one fails with `Conflict("last-owner")`.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Applies the changes and appends the events, atomically.
+    async fn apply(&self, set: ChangeSet) -> Result<()>;
+    /// A page of a workspace's events, newest first.
+    async fn list_events(
+        &self,
+        workspace: WorkspaceId,
+        filter: &EventFilter,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>>;
+    /// Events with a sequence number above `after_seq`, in order (chain verification and export).
+    async fn chain_after(
+        &self,
+        workspace: WorkspaceId,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>>;
+    /// The recorded head of a workspace's chain.
+    async fn chain_head(&self, workspace: WorkspaceId) -> Result<Option<(i64, Vec<u8>)>>;
+    /// Every workspace (and the instance) that has a chain.
+    async fn chained_workspaces(&self) -> Result<Vec<WorkspaceId>>;
+}
+
+/// Invitations.
+#[async_trait]
+pub trait InviteStore: Send + Sync {
+    /// The invitation, if in this workspace.
+    async fn find_invite(&self, workspace: WorkspaceId, id: InviteId) -> Result<Option<Invite>>;
+    /// A page of the workspace's invitations, oldest first, after `after`.
+    async fn list_invites(
+        &self,
+        workspace: WorkspaceId,
+        after: Option<InviteId>,
+        limit: u32,
+    ) -> Result<Vec<Invite>>;
+}
+
+/// Instance-level SUPPORT operators.
+#[async_trait]
+pub trait SupportStore: Send + Sync {
+    /// Inserts an operator. `Conflict` if the e-mail is taken.
+    async fn insert_support(&self, operator: &SupportOperator) -> Result<()>;
+    /// The operator.
+    async fn find_support(&self, id: UserId) -> Result<Option<SupportOperator>>;
+    /// The operator with this e-mail hash.
+    async fn find_support_by_email(&self, email_index: &[u8]) -> Result<Option<SupportOperator>>;
+    /// Every operator.
+    async fn list_support(&self) -> Result<Vec<SupportOperator>>;
+    /// Deletes an operator; their tokens stop working on every node. Returns whether one was deleted.
+    async fn delete_support(&self, id: UserId) -> Result<bool>;
 }
 
 /// The invalidation log that keeps caches of several nodes correct.
@@ -381,6 +540,12 @@ pub struct Stores {
     pub coord: Arc<dyn CoordStore>,
     /// Single-use credentials.
     pub used_tokens: Arc<dyn UsedTokenStore>,
+    /// Management changes and the audit log.
+    pub audit: Arc<dyn AuditStore>,
+    /// Invitations.
+    pub invites: Arc<dyn InviteStore>,
+    /// SUPPORT operators.
+    pub support: Arc<dyn SupportStore>,
     /// Readiness of the data store.
     pub health: Arc<dyn HealthStore>,
     /// Key ring.
@@ -403,6 +568,9 @@ pub trait DataStore:
     + AccessLogStore
     + CoordStore
     + UsedTokenStore
+    + AuditStore
+    + InviteStore
+    + SupportStore
     + HealthStore
     + 'static
 {
@@ -417,6 +585,9 @@ impl<T> DataStore for T where
         + AccessLogStore
         + CoordStore
         + UsedTokenStore
+        + AuditStore
+        + InviteStore
+        + SupportStore
         + HealthStore
         + 'static
 {
@@ -434,6 +605,9 @@ impl Stores {
             access: data.clone(),
             coord: data.clone(),
             used_tokens: data.clone(),
+            audit: data.clone(),
+            invites: data.clone(),
+            support: data.clone(),
             health: data,
             keyring,
         }

@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use secureflows_crypto::{Aad, blind_index};
 
+use crate::audit::NewEvent;
 use crate::auth::session::SessionCaller;
+use crate::console::ConsoleCaller;
 use crate::keyring::WorkspaceKeys;
 use crate::store::{PutOutcome, VaultLocator, VaultWrite};
 use crate::{ApplicationId, Error, ForbiddenReason, Result, Services, Timestamp, UserId, WorkspaceId};
@@ -194,12 +196,126 @@ impl Services {
     /// Keys that open `sealed`: the caller's, or, when it names a data-key version this node has not
     /// loaded yet (another node rotated a moment ago), the workspace's keys loaded afresh.
     async fn keys_for(&self, caller: &SessionCaller, sealed: &[u8]) -> Result<Arc<WorkspaceKeys>> {
+        self.keys_opening(caller.token.workspace, &caller.keys, sealed)
+            .await
+    }
+
+    async fn keys_opening(
+        &self,
+        workspace: WorkspaceId,
+        keys: &Arc<WorkspaceKeys>,
+        sealed: &[u8],
+    ) -> Result<Arc<WorkspaceKeys>> {
         let version = secureflows_crypto::peek_key_version(sealed)?;
-        if caller.keys.version(version).is_some() {
-            return Ok(caller.keys.clone());
+        if keys.version(version).is_some() {
+            return Ok(keys.clone());
         }
-        self.keys.evict(caller.token.workspace);
-        self.keys.workspace_keys(caller.token.workspace, false).await
+        self.keys.evict(workspace);
+        self.keys.workspace_keys(workspace, false).await
+    }
+
+    /// An administrator's read of a user's keys in every application (metadata only). OWNER and ADMIN
+    /// only, never SUPPORT; audited as `vault.admin.list`.
+    pub async fn admin_list_values(
+        &self,
+        caller: &ConsoleCaller,
+        user: UserId,
+    ) -> Result<Vec<(ApplicationId, ValueMeta)>> {
+        caller.require_admin()?;
+        let workspace = caller.workspace_id();
+        self.find_member(workspace, user).await?;
+        let now = self.clock.now();
+        let entries = self.stores.vault.list_user_values(workspace, user, now).await?;
+        let mut out = Vec::with_capacity(entries.len());
+        for (application, entry) in entries {
+            let place = Place {
+                workspace,
+                application,
+                user,
+            };
+            let keys = self
+                .keys_opening(workspace, &caller.keys, &entry.name_sealed)
+                .await?;
+            let name = keys.open(&place.name_aad(&entry.key_index), &entry.name_sealed)?;
+            let key = String::from_utf8(name).map_err(|_| Error::Integrity("vault key name is not UTF-8"))?;
+            out.push((
+                application,
+                ValueMeta {
+                    key,
+                    size: entry.size,
+                    created_at: entry.created_at,
+                    updated_at: entry.updated_at,
+                    expires_at: entry.expires_at,
+                },
+            ));
+        }
+        out.sort_by(|a, b| (a.0, &a.1.key).cmp(&(b.0, &b.1.key)));
+        self.record(
+            workspace,
+            &caller.keys,
+            &caller.actor,
+            vec![
+                NewEvent::new("vault.admin.list", "user", user)
+                    .values(None, Some(serde_json::json!({"keys": out.len()}))),
+            ],
+        )
+        .await?;
+        Ok(out)
+    }
+
+    /// An administrator's read of one of a user's values, decrypted here in the API layer. OWNER and
+    /// ADMIN only, never SUPPORT; audited as `vault.admin.read` naming the key (sealed in the event).
+    pub async fn admin_get_value(
+        &self,
+        caller: &ConsoleCaller,
+        user: UserId,
+        application: ApplicationId,
+        key: &VaultKey,
+    ) -> Result<StoredValue> {
+        caller.require_admin()?;
+        let workspace = caller.workspace_id();
+        self.find_member(workspace, user).await?;
+        self.find_workspace_application(workspace, application).await?;
+        let place = Place {
+            workspace,
+            application,
+            user,
+        };
+        let key_index = place.key_index(&caller.keys, key.as_str());
+        let now = self.clock.now();
+        let entry = self
+            .stores
+            .vault
+            .get_value(&place.locator(key_index), now)
+            .await?
+            .ok_or(Error::NotFound("value"))?;
+        // The read is recorded before the value leaves the server.
+        self.record(
+            workspace,
+            &caller.keys,
+            &caller.actor,
+            vec![NewEvent::new("vault.admin.read", "user", user).values(
+                None,
+                Some(serde_json::json!({"application_id": application, "key": key.as_str()})),
+            )],
+        )
+        .await?;
+        let keys = self
+            .keys_opening(workspace, &caller.keys, &entry.value_sealed)
+            .await?;
+        let payload = keys.open(&place.value_aad(key.as_str()), &entry.value_sealed)?;
+        let (content_type, bytes) = decode_payload(payload)?;
+        Ok(StoredValue {
+            content_type,
+            bytes,
+            meta: ValueMeta {
+                key: key.as_str().to_owned(),
+                size: entry.size,
+                created_at: entry.created_at,
+                updated_at: entry.updated_at,
+                expires_at: entry.expires_at,
+            },
+        })
     }
 
     /// The largest value the caller's plan allows, in bytes.

@@ -2,6 +2,12 @@
 
 use std::time::Duration;
 
+use secureflows_crypto::SecretString;
+
+use crate::audit::{Actor, NewEvent};
+use crate::console::ConsoleCaller;
+use crate::keyring::WorkspaceKeys;
+use crate::store::Change;
 use crate::{
     Application, ApplicationId, Error, FieldError, Invalidation, Plan, Result, Services, UpstreamTrust,
     Workspace, WorkspaceId,
@@ -20,6 +26,44 @@ pub struct NewApplication {
     pub data_ttl: Option<Duration>,
     /// Access-token lifetime (default 15 min).
     pub token_ttl: Option<Duration>,
+    /// A public client (browser or native app) holds no secret.
+    pub public: bool,
+}
+
+/// Changes to an application; `None` leaves a setting as it is.
+#[derive(Debug, Clone, Default)]
+pub struct ApplicationPatch {
+    /// Display name.
+    pub name: Option<String>,
+    /// Allowed browser origins.
+    pub allowed_origins: Option<Vec<String>>,
+    /// Trusted upstream issuer (`Some(None)` removes it).
+    pub trust: Option<Option<UpstreamTrust>>,
+    /// Vault data lifetime.
+    pub data_ttl: Option<Duration>,
+    /// Access-token lifetime.
+    pub token_ttl: Option<Duration>,
+}
+
+/// A new client secret and its stored hash. Secrets carry 256 random bits, so a plain SHA-256 is the
+/// right hash (no password stretching needed).
+fn new_client_secret() -> Result<(SecretString, Vec<u8>)> {
+    let secret = secureflows_crypto::random_token("sfcs_")?;
+    let hash = secureflows_crypto::sha256(secret.as_bytes()).to_vec();
+    Ok((SecretString::new(secret), hash))
+}
+
+/// An application's settings as the audit log records them (never the secret).
+pub fn application_audit(app: &Application) -> serde_json::Value {
+    serde_json::json!({
+        "name": app.name,
+        "public": app.public,
+        "allowed_origins": app.allowed_origins,
+        "trust_issuer": app.trust.as_ref().map(|t| &t.issuer),
+        "trust_audience": app.trust.as_ref().map(|t| &t.audience),
+        "session_ttl": app.data_ttl.as_secs(),
+        "token_ttl": app.token_ttl.as_secs(),
+    })
 }
 
 const MIN_TTL: Duration = Duration::from_secs(60);
@@ -61,8 +105,21 @@ pub fn validate_issuer(issuer: &str) -> bool {
 }
 
 impl Services {
-    /// Creates a workspace with fresh keys.
-    pub async fn create_workspace(&self, name: &str, plan: Plan) -> Result<Workspace> {
+    /// Creates a workspace with fresh keys. Audited in the new workspace's own log.
+    pub async fn create_workspace(&self, name: &str, plan: Plan, actor: &Actor) -> Result<Workspace> {
+        self.create_workspace_with(name, plan, actor, |_, _| Ok((Vec::new(), Vec::new(), ())))
+            .await
+            .map(|(w, ())| w)
+    }
+
+    /// Creates a workspace and, in the same transaction, whatever `more` adds (its first OWNER).
+    pub async fn create_workspace_with<T>(
+        &self,
+        name: &str,
+        plan: Plan,
+        actor: &Actor,
+        more: impl FnOnce(&Workspace, &WorkspaceKeys) -> Result<(Vec<Change>, Vec<NewEvent>, T)>,
+    ) -> Result<(Workspace, T)> {
         let mut errors = Vec::new();
         validate_name("name", name, &mut errors);
         if !errors.is_empty() {
@@ -77,8 +134,19 @@ impl Services {
             updated_at: now,
         };
         self.keys.create_workspace_keys(workspace.id, now).await?;
-        self.stores.workspaces.insert_workspace(&workspace).await?;
-        Ok(workspace)
+        let keys = self.keys.workspace_keys(workspace.id, false).await?;
+        let (more_changes, more_events, extra) = more(&workspace, &keys)?;
+        let mut changes = vec![Change::InsertWorkspace(workspace.clone())];
+        changes.extend(more_changes);
+        let mut events = vec![
+            NewEvent::new("workspace.create", "workspace", workspace.id).values(
+                None,
+                Some(serde_json::json!({"name": name, "plan": plan.as_str()})),
+            ),
+        ];
+        events.extend(more_events);
+        self.commit(workspace.id, &keys, actor, changes, events).await?;
+        Ok((workspace, extra))
     }
 
     /// The workspace, or `NotFound`.
@@ -91,18 +159,25 @@ impl Services {
     }
 
     /// Changes a workspace's plan; every node picks up the new limits at once.
-    pub async fn set_plan(&self, id: WorkspaceId, plan: Plan) -> Result<()> {
-        self.stores
-            .workspaces
-            .update_plan(id, plan, self.clock.now())
-            .await?;
-        self.state.apply(Invalidation::Workspace(id));
-        Ok(())
+    pub async fn set_plan(&self, id: WorkspaceId, plan: Plan, actor: &Actor) -> Result<()> {
+        let old = self.get_workspace(id).await?;
+        let keys = self.keys.workspace_keys(id, false).await?;
+        self.commit(
+            id,
+            &keys,
+            actor,
+            vec![Change::SetPlan(plan)],
+            vec![NewEvent::new("workspace.plan.change", "workspace", id).values(
+                Some(serde_json::json!({"plan": old.plan.as_str()})),
+                Some(serde_json::json!({"plan": plan.as_str()})),
+            )],
+        )
+        .await
     }
 
     /// Deletes a workspace by crypto-shredding: its keys are destroyed first (so its data can never be
     /// read again, from this database or any backup of it), then its rows are deleted.
-    pub async fn delete_workspace(&self, id: WorkspaceId) -> Result<()> {
+    pub async fn delete_workspace(&self, id: WorkspaceId, actor: &Actor) -> Result<()> {
         let exists = self.stores.workspaces.find_workspace(id).await?.is_some();
         // Keys without a workspace row: an earlier deletion stopped half-way; finish it.
         let has_keys = !self
@@ -120,27 +195,88 @@ impl Services {
             self.stores.workspaces.delete_workspace(id).await?;
         }
         self.state.apply(Invalidation::Workspace(id));
-        Ok(())
+        // The workspace's own log went with it; the instance's log keeps the deletion.
+        let instance = self.instance_keys().await?;
+        self.record(
+            crate::audit::INSTANCE,
+            &instance,
+            actor,
+            vec![NewEvent::new("workspace.delete", "workspace", id)],
+        )
+        .await
     }
 
     /// Adds a new data-key version for the workspace. Returns the version.
-    pub async fn rotate_workspace_key(&self, id: WorkspaceId) -> Result<u32> {
+    pub async fn rotate_workspace_key(&self, id: WorkspaceId, actor: &Actor) -> Result<u32> {
         self.get_workspace(id).await?;
         let version = self.keys.rotate_data_key(id, self.clock.now()).await?;
         self.stores.coord.publish(Invalidation::Keys(id)).await?;
+        self.keys.evict(id);
+        let keys = self.keys.workspace_keys(id, false).await?;
+        self.record(
+            id,
+            &keys,
+            actor,
+            vec![
+                NewEvent::new("keys.rotate", "workspace", id)
+                    .values(None, Some(serde_json::json!({"data_key_version": version}))),
+            ],
+        )
+        .await?;
         Ok(version)
     }
 
-    /// Registers an application in a workspace.
+    /// Registers an application in a workspace. A confidential application (not `public`) gets a client
+    /// secret, returned here once and stored only as its hash.
     pub async fn create_application(
         &self,
         workspace: WorkspaceId,
         new: NewApplication,
-    ) -> Result<Application> {
+        actor: &Actor,
+    ) -> Result<(Application, Option<SecretString>)> {
         self.get_workspace(workspace).await?;
+        let now = self.clock.now();
+        let mut app = Application {
+            id: ApplicationId::new(),
+            workspace_id: workspace,
+            name: new.name,
+            trust: new.trust,
+            allowed_origins: new.allowed_origins,
+            data_ttl: new.data_ttl.unwrap_or(self.settings.default_data_ttl),
+            token_ttl: new.token_ttl.unwrap_or(self.settings.default_token_ttl),
+            public: new.public,
+            secret_hash: None,
+            created_at: now,
+            updated_at: now,
+        };
+        self.validate_application(&mut app)?;
+        let secret = if app.public {
+            None
+        } else {
+            let (secret, hash) = new_client_secret()?;
+            app.secret_hash = Some(hash);
+            Some(secret)
+        };
+        let keys = self.keys.workspace_keys(workspace, false).await?;
+        self.commit(
+            workspace,
+            &keys,
+            actor,
+            vec![Change::InsertApplication(app.clone())],
+            vec![
+                NewEvent::new("application.create", "application", app.id)
+                    .values(None, Some(application_audit(&app))),
+            ],
+        )
+        .await?;
+        Ok((app, secret))
+    }
+
+    /// Checks an application's settings and normalises its origin list.
+    fn validate_application(&self, app: &mut Application) -> Result<()> {
         let mut errors = Vec::new();
-        validate_name("name", &new.name, &mut errors);
-        if let Some(trust) = &new.trust {
+        validate_name("name", &app.name, &mut errors);
+        if let Some(trust) = &app.trust {
             if !validate_issuer(&trust.issuer) {
                 errors.push(FieldError {
                     field: "trust_issuer".into(),
@@ -157,16 +293,22 @@ impl Services {
                 });
             }
         }
-        for origin in &new.allowed_origins {
+        if app.allowed_origins.len() > 100 {
+            errors.push(FieldError {
+                field: "allowed_origins".into(),
+                message: "at most 100 origins".into(),
+            });
+        }
+        for origin in &app.allowed_origins {
             if !validate_origin(origin) {
                 errors.push(FieldError {
                     field: "allowed_origins".into(),
                     message: "each origin must be exactly scheme://host[:port] as a browser sends it".into(),
                 });
+                break;
             }
         }
-        let token_ttl = new.token_ttl.unwrap_or(self.settings.default_token_ttl);
-        if token_ttl < MIN_TTL || token_ttl > self.settings.max_token_ttl {
+        if app.token_ttl < MIN_TTL || app.token_ttl > self.settings.max_token_ttl {
             errors.push(FieldError {
                 field: "token_ttl".into(),
                 message: format!(
@@ -175,8 +317,7 @@ impl Services {
                 ),
             });
         }
-        let data_ttl = new.data_ttl.unwrap_or(self.settings.default_data_ttl);
-        if !(MIN_TTL..=MAX_DATA_TTL).contains(&data_ttl) {
+        if !(MIN_TTL..=MAX_DATA_TTL).contains(&app.data_ttl) {
             errors.push(FieldError {
                 field: "session_ttl".into(),
                 message: "must be between 1 minute and 365 days".into(),
@@ -185,24 +326,132 @@ impl Services {
         if !errors.is_empty() {
             return Err(Error::Invalid(errors));
         }
-        let mut origins = new.allowed_origins;
-        origins.sort();
-        origins.dedup();
-        let now = self.clock.now();
-        let app = Application {
-            id: ApplicationId::new(),
-            workspace_id: workspace,
-            name: new.name,
-            trust: new.trust,
-            allowed_origins: origins,
-            data_ttl,
-            token_ttl,
-            created_at: now,
-            updated_at: now,
-        };
-        self.stores.applications.insert_application(&app).await?;
-        self.state.apply(Invalidation::Application(app.id));
+        app.allowed_origins.sort();
+        app.allowed_origins.dedup();
+        Ok(())
+    }
+
+    /// One application of the workspace (`NotFound` for another workspace's).
+    pub async fn find_workspace_application(
+        &self,
+        workspace: WorkspaceId,
+        id: ApplicationId,
+    ) -> Result<Application> {
+        self.stores
+            .applications
+            .find_application(id)
+            .await?
+            .filter(|a| a.workspace_id == workspace)
+            .ok_or(Error::NotFound("application"))
+    }
+
+    /// Changes an application's settings. Audited with old and new values.
+    pub async fn update_application(
+        &self,
+        caller: &ConsoleCaller,
+        id: ApplicationId,
+        patch: ApplicationPatch,
+    ) -> Result<Application> {
+        caller.require_admin()?;
+        let old = self.find_workspace_application(caller.workspace_id(), id).await?;
+        let mut app = old.clone();
+        if let Some(name) = patch.name {
+            app.name = name;
+        }
+        if let Some(origins) = patch.allowed_origins {
+            app.allowed_origins = origins;
+        }
+        if let Some(trust) = patch.trust {
+            app.trust = trust;
+        }
+        if let Some(ttl) = patch.data_ttl {
+            app.data_ttl = ttl;
+        }
+        if let Some(ttl) = patch.token_ttl {
+            app.token_ttl = ttl;
+        }
+        self.validate_application(&mut app)?;
+        app.updated_at = self.clock.now();
+        self.commit(
+            caller.workspace_id(),
+            &caller.keys,
+            &caller.actor,
+            vec![Change::UpdateApplication(app.clone())],
+            vec![
+                NewEvent::new("application.update", "application", id)
+                    .values(Some(application_audit(&old)), Some(application_audit(&app))),
+            ],
+        )
+        .await?;
         Ok(app)
+    }
+
+    /// Deletes an application with its login sessions and vault values.
+    pub async fn delete_application(&self, caller: &ConsoleCaller, id: ApplicationId) -> Result<()> {
+        caller.require_admin()?;
+        let old = self.find_workspace_application(caller.workspace_id(), id).await?;
+        self.commit(
+            caller.workspace_id(),
+            &caller.keys,
+            &caller.actor,
+            vec![Change::DeleteApplication(id)],
+            vec![
+                NewEvent::new("application.delete", "application", id)
+                    .values(Some(application_audit(&old)), None),
+            ],
+        )
+        .await
+    }
+
+    /// Replaces a confidential application's secret; the old one stops working at once.
+    pub async fn rotate_application_secret(
+        &self,
+        caller: &ConsoleCaller,
+        id: ApplicationId,
+    ) -> Result<SecretString> {
+        caller.require_admin()?;
+        let app = self.find_workspace_application(caller.workspace_id(), id).await?;
+        if app.public {
+            return Err(Error::Conflict("public-client"));
+        }
+        let (secret, hash) = new_client_secret()?;
+        self.commit(
+            caller.workspace_id(),
+            &caller.keys,
+            &caller.actor,
+            vec![Change::SetApplicationSecret(id, hash)],
+            vec![
+                NewEvent::new("application.secret.rotate", "application", id).values(
+                    Some(serde_json::json!({"client_secret": "[redacted]"})),
+                    Some(serde_json::json!({"client_secret": "[redacted]"})),
+                ),
+            ],
+        )
+        .await?;
+        Ok(secret)
+    }
+
+    /// Renames the caller's workspace.
+    pub async fn rename_workspace(&self, caller: &ConsoleCaller, name: &str) -> Result<Workspace> {
+        caller.require_admin()?;
+        let mut errors = Vec::new();
+        validate_name("name", name, &mut errors);
+        if !errors.is_empty() {
+            return Err(Error::Invalid(errors));
+        }
+        let old = self.get_workspace(caller.workspace_id()).await?;
+        self.commit(
+            old.id,
+            &caller.keys,
+            &caller.actor,
+            vec![Change::RenameWorkspace(name.to_owned())],
+            vec![NewEvent::new("workspace.update", "workspace", old.id).values(
+                Some(serde_json::json!({"name": old.name})),
+                Some(serde_json::json!({"name": name})),
+            )],
+        )
+        .await?;
+        self.get_workspace(old.id).await
     }
 
     /// Whether any application allows `origin` (CORS preflights carry no token).

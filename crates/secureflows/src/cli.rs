@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
+use secureflows_core::audit::Actor;
 use secureflows_core::workspace::NewApplication;
-use secureflows_core::{Plan, SystemClock, UpstreamTrust, WorkspaceId};
+use secureflows_core::{Plan, Role, SystemClock, UpstreamTrust, WorkspaceId};
 use secureflows_crypto::SecretString;
 use secureflows_server::app::{self, Opened};
 use secureflows_server::config::Config;
@@ -67,6 +68,74 @@ pub enum Command {
     /// Keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Console tokens (USER JWT) for the management API.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Instance-level SUPPORT operators.
+    #[command(subcommand)]
+    Support(SupportCommand),
+    /// The tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Mint a console token for a member of a workspace (creates the member if needed; audited).
+    Issue {
+        /// Workspace id.
+        #[arg(long)]
+        workspace: String,
+        /// The member's e-mail (for `support`, the SUPPORT operator's).
+        #[arg(long)]
+        email: String,
+        /// Role.
+        #[arg(long, value_parser = ["owner", "admin", "user", "support"])]
+        role: String,
+        /// Lifetime (default 15m, at most 24h).
+        #[arg(long, value_parser = duration::parse, default_value = "15m")]
+        ttl: std::time::Duration,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SupportCommand {
+    /// Create a SUPPORT operator (reads workspace metadata and audit trails of any workspace, audited).
+    Create {
+        /// E-mail.
+        #[arg(long)]
+        email: String,
+    },
+    /// List SUPPORT operators.
+    List,
+    /// Remove a SUPPORT operator; its tokens stop working at once.
+    Delete {
+        /// E-mail.
+        #[arg(long)]
+        email: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chains: reports edited, inserted, reordered or deleted events. Fails if any.
+    Verify {
+        /// Only this workspace (`00000000-0000-0000-0000-000000000000` is the instance's own chain).
+        #[arg(long)]
+        workspace: Option<String>,
+    },
+    /// Export a workspace's events, oldest first.
+    Export {
+        /// Workspace id.
+        #[arg(long)]
+        workspace: String,
+        /// Format.
+        #[arg(long, default_value = "jsonl", value_parser = ["jsonl", "csv"])]
+        format: String,
+        /// Write to this file (mode 0600) instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,6 +191,9 @@ pub enum AppCommand {
         /// Access-token lifetime (default 15m).
         #[arg(long, value_parser = duration::parse)]
         token_ttl: Option<std::time::Duration>,
+        /// A public client (browser or native app): no client secret.
+        #[arg(long)]
+        public: bool,
     },
     /// List a workspace's applications.
     List {
@@ -273,7 +345,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<Value> {
             let s = &opened.services;
             match cmd {
                 WorkspaceCommand::Create { name, plan: p } => {
-                    let w = s.create_workspace(&name, plan(&p)?).await.map_err(domain)?;
+                    let w = s
+                        .create_workspace(&name, plan(&p)?, &Actor::operator())
+                        .await
+                        .map_err(domain)?;
                     Ok(json!({ "workspace_id": w.id, "name": w.name, "plan": w.plan.as_str() }))
                 }
                 WorkspaceCommand::List => {
@@ -286,12 +361,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<Value> {
                 }
                 WorkspaceCommand::SetPlan { id, plan: p } => {
                     let id = workspace_id(&id)?;
-                    s.set_plan(id, plan(&p)?).await.map_err(domain)?;
+                    s.set_plan(id, plan(&p)?, &Actor::operator())
+                        .await
+                        .map_err(domain)?;
                     Ok(json!({ "workspace_id": id, "plan": p }))
                 }
                 WorkspaceCommand::Delete { id } => {
                     let id = workspace_id(&id)?;
-                    s.delete_workspace(id).await.map_err(domain)?;
+                    s.delete_workspace(id, &Actor::operator()).await.map_err(domain)?;
                     Ok(json!({ "workspace_id": id, "deleted": true, "keys_destroyed": true }))
                 }
             }
@@ -308,13 +385,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<Value> {
                     allow_origin,
                     session_ttl,
                     token_ttl,
+                    public,
                 } => {
                     let trust = match (trust_issuer, trust_audience) {
                         (Some(issuer), Some(audience)) => Some(UpstreamTrust { issuer, audience }),
                         (None, None) => None,
                         _ => bail!("--trust-issuer and --trust-audience go together"),
                     };
-                    let app = s
+                    let (app, secret) = s
                         .create_application(
                             workspace_id(&workspace)?,
                             NewApplication {
@@ -323,11 +401,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<Value> {
                                 allowed_origins: allow_origin,
                                 data_ttl: session_ttl,
                                 token_ttl,
+                                public,
                             },
+                            &Actor::operator(),
                         )
                         .await
                         .map_err(domain)?;
-                    Ok(app_json(&app))
+                    let mut out = app_json(&app);
+                    if let Some(secret) = secret {
+                        out["client_secret"] = Value::from(secret.expose());
+                    }
+                    Ok(out)
                 }
                 AppCommand::List { workspace } => {
                     let list = s
@@ -353,7 +437,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<Value> {
             match cmd {
                 KeysCommand::Rotate { workspace } => {
                     let id = workspace_id(&workspace)?;
-                    let version = s.rotate_workspace_key(id).await.map_err(domain)?;
+                    let version = s
+                        .rotate_workspace_key(id, &Actor::operator())
+                        .await
+                        .map_err(domain)?;
                     Ok(json!({ "workspace_id": id, "data_key_version": version }))
                 }
                 KeysCommand::RotateMaster { new_key_file } => {
@@ -385,6 +472,124 @@ pub async fn run(cli: Cli) -> anyhow::Result<Value> {
                 }
             }
         }
+        Command::Token(TokenCommand::Issue {
+            workspace,
+            email,
+            role,
+            ttl,
+        }) => {
+            let opened = open(&config).await?;
+            let s = &opened.services;
+            let ws = workspace_id(&workspace)?;
+            let actor = Actor::operator();
+            let (subject, token) = if role == "support" {
+                let (op, token) = s
+                    .issue_support_token(ws, &email, ttl, &actor)
+                    .await
+                    .map_err(domain)?;
+                (op.id, token)
+            } else {
+                let role = Role::parse(&role).ok_or_else(|| anyhow::anyhow!("unknown role `{role}`"))?;
+                let (user, token) = s
+                    .issue_console_token(ws, &email, role, ttl, &actor)
+                    .await
+                    .map_err(domain)?;
+                (user.id, token)
+            };
+            Ok(json!({
+                "token": token.token,
+                "token_type": "Bearer",
+                "expires_in": token.expires_in.as_secs(),
+                "expires_at": token.expires_at.rfc3339(),
+                "workspace_id": ws,
+                "user_id": subject,
+                "role": role,
+            }))
+        }
+        Command::Support(cmd) => {
+            let opened = open(&config).await?;
+            let s = &opened.services;
+            let actor = Actor::operator();
+            match cmd {
+                SupportCommand::Create { email } => {
+                    let op = s.create_support(&email, &actor).await.map_err(domain)?;
+                    Ok(json!({ "support_id": op.id, "email": email.trim(), "created_at": op.created_at }))
+                }
+                SupportCommand::List => {
+                    let list = s.list_support().await.map_err(domain)?;
+                    let items: Vec<Value> = list
+                        .iter()
+                        .map(|(op, email)| json!({ "support_id": op.id, "email": email, "created_at": op.created_at }))
+                        .collect();
+                    Ok(json!({ "support": items }))
+                }
+                SupportCommand::Delete { email } => {
+                    s.delete_support(&email, &actor).await.map_err(domain)?;
+                    Ok(json!({ "deleted": true }))
+                }
+            }
+        }
+        Command::Audit(cmd) => {
+            let opened = open(&config).await?;
+            let s = &opened.services;
+            match cmd {
+                AuditCommand::Verify { workspace } => {
+                    let target = workspace.as_deref().map(workspace_id).transpose()?;
+                    let reports = s.verify_audit(target).await.map_err(domain)?;
+                    let ok = reports.iter().all(|r| r.faults.is_empty());
+                    let events: u64 = reports.iter().map(|r| r.events).sum();
+                    let message = if ok {
+                        format!("{} chain(s), {events} event(s): intact", reports.len())
+                    } else {
+                        let broken: Vec<String> = reports
+                            .iter()
+                            .filter(|r| !r.faults.is_empty())
+                            .map(|r| {
+                                let faults: Vec<String> = r
+                                    .faults
+                                    .iter()
+                                    .map(|f| format!("{} at seq {}", f.kind, f.seq))
+                                    .collect();
+                                format!("workspace {}: {}", r.workspace_id, faults.join(", "))
+                            })
+                            .collect();
+                        format!("TAMPERING DETECTED: {}", broken.join("; "))
+                    };
+                    Ok(json!({ "ok": ok, "events": events, "chains": reports, "message": message }))
+                }
+                AuditCommand::Export {
+                    workspace,
+                    format,
+                    out,
+                } => {
+                    let records = s
+                        .export_all_events(workspace_id(&workspace)?)
+                        .await
+                        .map_err(domain)?;
+                    let bytes = if format == "csv" {
+                        secureflows_core::audit_trail::to_csv(&records, true)
+                    } else {
+                        secureflows_core::audit_trail::to_json_lines(&records)
+                    }
+                    .map_err(domain)?;
+                    match out {
+                        Some(path) => {
+                            app::write_private_file(&path, &bytes)?;
+                            Ok(
+                                json!({ "events": records.len(), "file": path, "message": format!("wrote {} event(s) to {}", records.len(), path.display()) }),
+                            )
+                        }
+                        None => {
+                            use std::io::Write;
+                            let mut stdout = std::io::stdout().lock();
+                            stdout.write_all(&bytes)?;
+                            stdout.flush()?;
+                            Ok(Value::Null)
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -395,6 +600,7 @@ fn app_json(app: &secureflows_core::Application) -> Value {
         "name": app.name,
         "trust_issuer": app.trust.as_ref().map(|t| &t.issuer),
         "trust_audience": app.trust.as_ref().map(|t| &t.audience),
+        "public": app.public,
         "allowed_origins": app.allowed_origins,
         "session_ttl_secs": app.data_ttl.as_secs(),
         "token_ttl_secs": app.token_ttl.as_secs(),

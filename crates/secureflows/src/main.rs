@@ -22,7 +22,11 @@ fn main() -> ExitCode {
     };
     let json = args.global.json;
     match runtime.block_on(cli::run(args)) {
+        // Output already written (an export to standard output).
+        Ok(serde_json::Value::Null) => ExitCode::SUCCESS,
         Ok(output) => {
+            // A check that found problems (`audit verify`) prints its report and fails.
+            let failed = output.get("ok").and_then(|v| v.as_bool()) == Some(false);
             if json {
                 println!("{output}");
             } else if let Some(text) = output.get("message").and_then(|m| m.as_str()) {
@@ -30,7 +34,11 @@ fn main() -> ExitCode {
             } else {
                 println!("{}", serde_json::to_string_pretty(&output).unwrap_or_default());
             }
-            ExitCode::SUCCESS
+            if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Err(e) => {
             let message = format!("{e:#}");

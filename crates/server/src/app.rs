@@ -113,6 +113,14 @@ pub fn read_key_file(path: &Path) -> anyhow::Result<MasterKey> {
 
 /// Writes a key file with mode 0600, refusing to overwrite.
 pub fn write_key_file(path: &Path, encoded: &str) -> anyhow::Result<()> {
+    let mut bytes = encoded.as_bytes().to_vec();
+    bytes.push(b'\n');
+    write_private_file(path, &bytes)
+}
+
+/// Creates a new file readable by its owner only (mode 0600) and writes `bytes` durably. Refuses to
+/// overwrite an existing file.
+pub fn write_private_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -124,8 +132,7 @@ pub fn write_key_file(path: &Path, encoded: &str) -> anyhow::Result<()> {
     let mut file = options
         .open(path)
         .with_context(|| format!("cannot create {}", path.display()))?;
-    file.write_all(encoded.as_bytes())?;
-    file.write_all(b"\n")?;
+    file.write_all(bytes)?;
     file.sync_all()?;
     Ok(())
 }
@@ -272,6 +279,7 @@ pub async fn open(
         tokens,
         plans: config.plans,
         upstream,
+        mailer: crate::mail::from_config(&config.smtp)?,
         settings,
     });
     Ok(Opened {

@@ -37,8 +37,45 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Background retention jobs.
     pub retention: RetentionConfig,
+    /// Outgoing e-mail (invitations).
+    pub smtp: SmtpConfig,
     /// Logging.
     pub log: LogConfig,
+}
+
+/// `[smtp]`: the mail server invitations go through. Without a host, no mail is sent and the
+/// invitation link is returned to the administrator who created it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    /// Mail server host name; unset disables e-mail.
+    pub host: Option<String>,
+    /// Port (587 for STARTTLS, 465 for TLS, 25 for none).
+    pub port: u16,
+    /// `starttls` (required, default), `tls` (implicit TLS) or `none` (trusted local relay only).
+    pub tls: String,
+    /// User name for SMTP AUTH.
+    pub username: Option<String>,
+    /// Password for SMTP AUTH (prefer the environment variable).
+    pub password: Option<SecretString>,
+    /// Sender, e.g. `secureFlows <no-reply@example.com>`.
+    pub from: String,
+    /// Time-out of one delivery.
+    pub timeout_secs: u64,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig {
+            host: None,
+            port: 587,
+            tls: "starttls".into(),
+            username: None,
+            password: None,
+            from: "secureFlows <no-reply@localhost>".into(),
+            timeout_secs: 10,
+        }
+    }
 }
 
 /// `[server]`
@@ -351,6 +388,18 @@ impl Config {
             return err(
                 "tokens.default_ttl_secs",
                 "must be at least 60 and at most tokens.max_ttl_secs",
+            );
+        }
+        if !matches!(self.smtp.tls.as_str(), "starttls" | "tls" | "none") {
+            return err("smtp.tls", "must be `starttls`, `tls` or `none`");
+        }
+        if self.smtp.from.parse::<lettre::message::Mailbox>().is_err() {
+            return err("smtp.from", "must be an address like `Name <user@example.com>`");
+        }
+        if self.smtp.username.is_some() != self.smtp.password.is_some() {
+            return err(
+                "smtp.username",
+                "set both smtp.username and smtp.password, or neither",
             );
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {

@@ -11,12 +11,15 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use bytes::Bytes;
 use http_body_util::BodyExt;
+use secureflows_core::audit::{Actor, ActorKind};
 use secureflows_core::auth::session::SessionCaller;
+use secureflows_core::console::ConsoleCaller;
 use secureflows_core::vault::VaultKey;
 use serde::de::DeserializeOwned;
 
 use crate::access_log::AccessSlot;
 use crate::problem::Problem;
+use crate::request::{PeerAddr, RequestContext, client_ip};
 use crate::state::AppState;
 
 /// How long reading a request body may take.
@@ -169,5 +172,78 @@ impl FromRequestParts<AppState> for KeyPath {
             slot.set_key(key.as_str());
         }
         Ok(KeyPath(key))
+    }
+}
+
+/// Who is making this request, for the audit log: client address (as the trusted proxies allow it to
+/// be known), user agent (neutralised) and request id. The kind and id are filled in by authentication.
+pub fn request_actor(parts: &Parts, state: &AppState) -> Actor {
+    let peer = parts.extensions.get::<PeerAddr>().map(|p| p.0);
+    let user_agent = parts
+        .headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|ua| secureflows_core::access::neutralize(ua, 256));
+    Actor {
+        kind: ActorKind::System,
+        id: None,
+        client_ip: Some(client_ip(
+            peer,
+            &parts.headers,
+            &state.config().server.trusted_proxies,
+        )),
+        user_agent,
+        request_id: RequestContext::current().map(|c| c.id.clone()),
+    }
+}
+
+/// The request's actor (for Session API calls that write audit events).
+#[derive(Debug, Clone)]
+pub struct RequestActor(pub Actor);
+
+impl FromRequestParts<AppState> for RequestActor {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(RequestActor(request_actor(parts, state)))
+    }
+}
+
+/// An authenticated management caller (USER JWT). Identity and workspace come from the token only.
+#[derive(Debug, Clone)]
+pub struct ConsoleAuth(pub Arc<ConsoleCaller>);
+
+impl FromRequestParts<AppState> for ConsoleAuth {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts)?;
+        let actor = request_actor(parts, state);
+        let caller = state.services().authenticate_console(token, actor).await?;
+        Ok(ConsoleAuth(Arc::new(caller)))
+    }
+}
+
+/// Query parameters, with unknown or malformed ones refused with 400.
+#[derive(Debug, Clone)]
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for Query<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Query(value)),
+            Err(e) => {
+                let text = e.body_text();
+                let text = text
+                    .strip_prefix("Failed to deserialize query string: ")
+                    .unwrap_or(&text);
+                Err(Problem::malformed(format!(
+                    "invalid query: {}",
+                    secureflows_core::access::neutralize(text, 200)
+                )))
+            }
+        }
     }
 }

@@ -10,6 +10,7 @@ pub mod app;
 pub mod config;
 pub mod coord;
 pub mod extract;
+pub mod mail;
 pub mod middleware;
 pub mod problem;
 pub mod request;

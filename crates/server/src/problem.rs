@@ -36,6 +36,7 @@ pub const ALL_SLUGS: &[&str] = &[
     "not-found",
     "method-not-allowed",
     "conflict",
+    "last-owner",
     "service-unavailable",
     "internal-error",
 ];
@@ -164,6 +165,8 @@ impl From<Error> for Problem {
         use StatusCode as S;
         match e {
             Error::NotFound(what) => Problem::not_found().detail(format!("{what} not found")),
+            Error::Conflict("last-owner") => Problem::new(S::CONFLICT, "last-owner", "Last owner")
+                .detail("the workspace must keep at least one active owner"),
             Error::Conflict(what) => Problem::new(S::CONFLICT, "conflict", "Conflict").detail(what),
             Error::Malformed(detail) => Problem::malformed(detail),
             Error::Invalid(errors) => Problem {

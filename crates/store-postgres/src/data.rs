@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use secureflows_core::store::{
-    AccessEntry, AccessLogStore, ApplicationStore, CoordStore, HealthStore, NewUser, PutOutcome,
-    SessionAdmission, SessionLimits, SessionStore, UsedTokenStore, UserStore, VaultEntry, VaultLocator,
-    VaultStore, VaultWrite, WorkspaceStore,
+    AccessEntry, AccessFilter, AccessLogStore, ApplicationStore, CoordStore, HealthStore, NewUser,
+    PutOutcome, SessionAdmission, SessionLimits, SessionStore, UsedTokenStore, UserStore, VaultEntry,
+    VaultLocator, VaultStore, VaultWrite, WorkspaceStore,
 };
 use secureflows_core::{
     Application, ApplicationId, Error, Invalidation, LoginSession, Plan, Result, Role, SessionId, Timestamp,
@@ -26,7 +26,7 @@ use crate::{PoolSettings, listen};
 /// PostgreSQL data store.
 #[derive(Debug)]
 pub struct PgStore {
-    pool: PgPool,
+    pub(crate) pool: PgPool,
     wakeups: Arc<Notify>,
 }
 
@@ -55,23 +55,23 @@ pub(crate) fn from_ts(t: OffsetDateTime) -> Timestamp {
     Timestamp::from_millis(i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0))
 }
 
-fn corrupt(what: &'static str) -> Error {
+pub(crate) fn corrupt(what: &'static str) -> Error {
     Error::Integrity(what)
 }
 
-fn to_i64(v: u64) -> i64 {
+pub(crate) fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn to_u64(v: i64) -> u64 {
+pub(crate) fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-fn secs(d: Duration) -> i64 {
+pub(crate) fn secs(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
-async fn record_invalidation(conn: &mut PgConnection, invalidation: Invalidation) -> Result<()> {
+pub(crate) async fn record_invalidation(conn: &mut PgConnection, invalidation: Invalidation) -> Result<()> {
     sqlx::query(
         "with inserted as (insert into invalidation (kind, subject) values ($1, $2) returning seq)
          select pg_notify($3, '') from inserted",
@@ -91,7 +91,7 @@ fn parse_invalidations(rows: Vec<(i64, String, String)>) -> Vec<(i64, Invalidati
         .collect()
 }
 
-fn workspace_row(r: &PgRow) -> Result<Workspace> {
+pub(crate) fn workspace_row(r: &PgRow) -> Result<Workspace> {
     Ok(Workspace {
         id: WorkspaceId::from_uuid(r.try_get("workspace_id").db()?),
         name: r.try_get("name").db()?,
@@ -101,10 +101,11 @@ fn workspace_row(r: &PgRow) -> Result<Workspace> {
     })
 }
 
-const APP_COLUMNS: &str = "application_id, workspace_id, name, trust_issuer, trust_audience, allowed_origins, \
-                           data_ttl_secs, token_ttl_secs, created_at, updated_at";
+pub(crate) const APP_COLUMNS: &str = "application_id, workspace_id, name, trust_issuer, trust_audience, \
+                                      allowed_origins, data_ttl_secs, token_ttl_secs, created_at, updated_at, \
+                                      public, secret_hash";
 
-fn application_row(r: &PgRow) -> Result<Application> {
+pub(crate) fn application_row(r: &PgRow) -> Result<Application> {
     let issuer: Option<String> = r.try_get("trust_issuer").db()?;
     let audience: Option<String> = r.try_get("trust_audience").db()?;
     Ok(Application {
@@ -119,13 +120,15 @@ fn application_row(r: &PgRow) -> Result<Application> {
         token_ttl: Duration::from_secs(to_u64(r.try_get("token_ttl_secs").db()?)),
         created_at: from_ts(r.try_get("created_at").db()?),
         updated_at: from_ts(r.try_get("updated_at").db()?),
+        public: r.try_get("public").db()?,
+        secret_hash: r.try_get("secret_hash").db()?,
     })
 }
 
-const USER_COLUMNS: &str = "u.user_id, u.workspace_id, u.role, u.revision, u.status, u.email_sealed, \
+pub(crate) const USER_COLUMNS: &str = "u.user_id, u.workspace_id, u.role, u.revision, u.status, u.email_sealed, \
                             u.email_index, u.name_sealed, u.created_at, u.updated_at";
 
-fn user_row(r: &PgRow) -> Result<User> {
+pub(crate) fn user_row(r: &PgRow) -> Result<User> {
     Ok(User {
         id: UserId::from_uuid(r.try_get("user_id").db()?),
         workspace_id: WorkspaceId::from_uuid(r.try_get("workspace_id").db()?),
@@ -140,11 +143,14 @@ fn user_row(r: &PgRow) -> Result<User> {
     })
 }
 
-fn session_row(r: &PgRow) -> Result<LoginSession> {
+pub(crate) fn session_row(r: &PgRow) -> Result<LoginSession> {
     Ok(LoginSession {
         id: SessionId::from_uuid(r.try_get("session_id").db()?),
         workspace_id: WorkspaceId::from_uuid(r.try_get("workspace_id").db()?),
-        application_id: ApplicationId::from_uuid(r.try_get("application_id").db()?),
+        application_id: r
+            .try_get::<Option<Uuid>, _>("application_id")
+            .db()?
+            .map(ApplicationId::from_uuid),
         user_id: UserId::from_uuid(r.try_get("user_id").db()?),
         created_at: from_ts(r.try_get("created_at").db()?),
         expires_at: from_ts(r.try_get("expires_at").db()?),
@@ -221,11 +227,15 @@ impl WorkspaceStore for PgStore {
             .execute(&mut *tx)
             .await
             .db()?;
-        sqlx::query("delete from api_access where workspace_id = $1")
-            .bind(id.as_uuid())
-            .execute(&mut *tx)
-            .await
-            .db()?;
+        // The audit chain is not tied to the workspace row by a foreign key (the instance has a chain
+        // too); it goes with the workspace, whose keys are already destroyed.
+        for table in ["api_access", "audit_event", "audit_head"] {
+            sqlx::query(&format!("delete from {table} where workspace_id = $1"))
+                .bind(id.as_uuid())
+                .execute(&mut *tx)
+                .await
+                .db()?;
+        }
         let n = sqlx::query("delete from workspace where workspace_id = $1")
             .bind(id.as_uuid())
             .execute(&mut *tx)
@@ -252,7 +262,7 @@ impl ApplicationStore for PgStore {
     async fn insert_application(&self, app: &Application) -> Result<()> {
         let mut tx = self.pool.begin().await.db()?;
         sqlx::query(&format!(
-            "insert into application ({APP_COLUMNS}) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            "insert into application ({APP_COLUMNS}) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
         ))
         .bind(app.id.as_uuid())
         .bind(app.workspace_id.as_uuid())
@@ -264,6 +274,8 @@ impl ApplicationStore for PgStore {
         .bind(secs(app.token_ttl))
         .bind(ts(app.created_at))
         .bind(ts(app.updated_at))
+        .bind(app.public)
+        .bind(&app.secret_hash)
         .execute(&mut *tx)
         .await
         .db()?;
@@ -448,6 +460,42 @@ impl UserStore for PgStore {
         tx.commit().await.db()?;
         Ok(revision)
     }
+
+    async fn list_users(
+        &self,
+        workspace: WorkspaceId,
+        after: Option<UserId>,
+        limit: u32,
+    ) -> Result<Vec<User>> {
+        sqlx::query(&format!(
+            "select {USER_COLUMNS} from user_account u
+             where u.workspace_id = $1 and ($2::uuid is null or u.user_id > $2) order by u.user_id limit $3"
+        ))
+        .bind(workspace.as_uuid())
+        .bind(after.map(|u| u.as_uuid()))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .db()?
+        .iter()
+        .map(user_row)
+        .collect()
+    }
+
+    async fn find_users_by_email(&self, workspace: WorkspaceId, email_index: &[u8]) -> Result<Vec<User>> {
+        sqlx::query(&format!(
+            "select {USER_COLUMNS} from user_account u
+             where u.workspace_id = $1 and u.email_index = $2 order by u.user_id limit 16"
+        ))
+        .bind(workspace.as_uuid())
+        .bind(email_index)
+        .fetch_all(&self.pool)
+        .await
+        .db()?
+        .iter()
+        .map(user_row)
+        .collect()
+    }
 }
 
 #[async_trait]
@@ -504,7 +552,7 @@ impl SessionStore for PgStore {
         )
         .bind(s.workspace_id.as_uuid())
         .bind(s.id.as_uuid())
-        .bind(s.application_id.as_uuid())
+        .bind(s.application_id.map(|a| a.as_uuid()))
         .bind(s.user_id.as_uuid())
         .bind(ts(s.created_at))
         .bind(ts(s.expires_at))
@@ -582,7 +630,7 @@ async fn update_live_value(conn: &mut PgConnection, w: &VaultWrite) -> Result<Op
     .db()
 }
 
-fn vault_entry(r: &PgRow, key_index: Option<&[u8]>) -> Result<VaultEntry> {
+pub(crate) fn vault_entry(r: &PgRow, key_index: Option<&[u8]>) -> Result<VaultEntry> {
     Ok(VaultEntry {
         key_index: match key_index {
             Some(k) => k.to_vec(),
@@ -739,6 +787,33 @@ impl VaultStore for PgStore {
         .db()?
         .rows_affected())
     }
+
+    async fn list_user_values(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+        now: Timestamp,
+    ) -> Result<Vec<(ApplicationId, VaultEntry)>> {
+        sqlx::query(
+            "select application_id, key_index, name_sealed, size, created_at, updated_at, expires_at
+             from vault_value where workspace_id = $1 and user_id = $2 and expires_at > $3
+             order by application_id",
+        )
+        .bind(workspace.as_uuid())
+        .bind(user.as_uuid())
+        .bind(ts(now))
+        .fetch_all(&self.pool)
+        .await
+        .db()?
+        .iter()
+        .map(|r| {
+            Ok((
+                ApplicationId::from_uuid(r.try_get("application_id").db()?),
+                vault_entry(r, None)?,
+            ))
+        })
+        .collect()
+    }
 }
 
 #[async_trait]
@@ -777,44 +852,63 @@ impl AccessLogStore for PgStore {
         Ok(())
     }
 
-    async fn list_access(&self, workspace: WorkspaceId, limit: u32) -> Result<Vec<AccessEntry>> {
+    async fn list_access(
+        &self,
+        workspace: WorkspaceId,
+        f: &AccessFilter,
+        limit: u32,
+    ) -> Result<Vec<(i64, AccessEntry)>> {
         let rows = sqlx::query(
-            "select workspace_id, application_id, user_id, method, route, key_sealed, status, bytes_in, bytes_out,
-                    client_ip, user_agent, request_id, duration_us, created_at
-             from api_access where workspace_id = $1 order by api_access_id desc limit $2",
+            "select api_access_id, workspace_id, application_id, user_id, method, route, key_sealed, status,
+                    bytes_in, bytes_out, client_ip, user_agent, request_id, duration_us, created_at
+             from api_access
+             where workspace_id = $1
+               and ($2::timestamptz is null or created_at >= $2) and ($3::timestamptz is null or created_at < $3)
+               and ($4::uuid is null or user_id = $4) and ($5::text is null or route = $5)
+               and ($6::int is null or status = $6) and ($7::bigint is null or api_access_id < $7)
+             order by api_access_id desc limit $8",
         )
         .bind(workspace.as_uuid())
+        .bind(f.since.map(ts))
+        .bind(f.until.map(ts))
+        .bind(f.user.map(|u| u.as_uuid()))
+        .bind(&f.route)
+        .bind(f.status.map(i32::from))
+        .bind(f.before)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
         .db()?;
         rows.iter()
             .map(|r| {
-                Ok(AccessEntry {
-                    workspace_id: r
-                        .try_get::<Option<Uuid>, _>("workspace_id")
-                        .db()?
-                        .map(WorkspaceId::from_uuid),
-                    application_id: r
-                        .try_get::<Option<Uuid>, _>("application_id")
-                        .db()?
-                        .map(ApplicationId::from_uuid),
-                    user_id: r
-                        .try_get::<Option<Uuid>, _>("user_id")
-                        .db()?
-                        .map(UserId::from_uuid),
-                    method: r.try_get("method").db()?,
-                    route: r.try_get("route").db()?,
-                    key_sealed: r.try_get("key_sealed").db()?,
-                    status: u16::try_from(r.try_get::<i32, _>("status").db()?).unwrap_or(0),
-                    bytes_in: to_u64(r.try_get("bytes_in").db()?),
-                    bytes_out: to_u64(r.try_get("bytes_out").db()?),
-                    client_ip: r.try_get("client_ip").db()?,
-                    user_agent: r.try_get("user_agent").db()?,
-                    request_id: r.try_get("request_id").db()?,
-                    duration_us: to_u64(r.try_get("duration_us").db()?),
-                    at: from_ts(r.try_get("created_at").db()?),
-                })
+                Ok((
+                    r.try_get("api_access_id").db()?,
+                    AccessEntry {
+                        workspace_id: r
+                            .try_get::<Option<Uuid>, _>("workspace_id")
+                            .db()?
+                            .map(WorkspaceId::from_uuid),
+                        application_id: r
+                            .try_get::<Option<Uuid>, _>("application_id")
+                            .db()?
+                            .map(ApplicationId::from_uuid),
+                        user_id: r
+                            .try_get::<Option<Uuid>, _>("user_id")
+                            .db()?
+                            .map(UserId::from_uuid),
+                        method: r.try_get("method").db()?,
+                        route: r.try_get("route").db()?,
+                        key_sealed: r.try_get("key_sealed").db()?,
+                        status: u16::try_from(r.try_get::<i32, _>("status").db()?).unwrap_or(0),
+                        bytes_in: to_u64(r.try_get("bytes_in").db()?),
+                        bytes_out: to_u64(r.try_get("bytes_out").db()?),
+                        client_ip: r.try_get("client_ip").db()?,
+                        user_agent: r.try_get("user_agent").db()?,
+                        request_id: r.try_get("request_id").db()?,
+                        duration_us: to_u64(r.try_get("duration_us").db()?),
+                        at: from_ts(r.try_get("created_at").db()?),
+                    },
+                ))
             })
             .collect()
     }

@@ -13,6 +13,7 @@ mod data;
 mod error;
 mod keyring;
 mod listen;
+mod manage;
 mod migrate;
 
 use std::sync::Arc;

@@ -7,9 +7,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use secureflows_core::store::{
-    AccessEntry, AccessLogStore, ApplicationStore, CoordStore, HealthStore, NewUser, PutOutcome,
-    SessionAdmission, SessionLimits, SessionStore, UsedTokenStore, UserStore, VaultEntry, VaultLocator,
-    VaultStore, VaultWrite, WorkspaceStore,
+    AccessEntry, AccessFilter, AccessLogStore, ApplicationStore, CoordStore, HealthStore, NewUser,
+    PutOutcome, SessionAdmission, SessionLimits, SessionStore, UsedTokenStore, UserStore, VaultEntry,
+    VaultLocator, VaultStore, VaultWrite, WorkspaceStore,
 };
 use secureflows_core::{
     Application, ApplicationId, Error, Invalidation, LoginSession, Plan, Result, Role, SessionId, Timestamp,
@@ -23,8 +23,8 @@ use crate::migrate::{self, MigrationMode};
 /// SQLite data store: the data database and the API-access log beside it.
 #[derive(Debug)]
 pub struct SqliteStore {
-    db: Database,
-    access: Database,
+    pub(crate) db: Database,
+    pub(crate) access: Database,
 }
 
 impl SqliteStore {
@@ -44,7 +44,7 @@ impl SqliteStore {
 
 const NOW_MS: &str = "cast(unixepoch('subsec') * 1000 as integer)";
 
-fn record_invalidation(conn: &Connection, invalidation: Invalidation) -> Result<()> {
+pub(crate) fn record_invalidation(conn: &Connection, invalidation: Invalidation) -> Result<()> {
     conn.prepare_cached(&format!(
         "insert into invalidation (kind, subject, created_at) values (?1, ?2, {NOW_MS})"
     ))
@@ -56,7 +56,7 @@ fn record_invalidation(conn: &Connection, invalidation: Invalidation) -> Result<
 
 /// Runs a read that may take long (a scan) without holding up the async executor: on a multi-threaded
 /// runtime the thread is handed over to blocking work for the duration.
-fn long_read<T>(f: impl FnOnce() -> T) -> T {
+pub(crate) fn long_read<T>(f: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current() {
         Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
             tokio::task::block_in_place(f)
@@ -82,23 +82,23 @@ fn collect_invalidations(
     Ok(out)
 }
 
-fn bad_column(what: &str) -> rusqlite::Error {
+pub(crate) fn bad_column(what: &str) -> rusqlite::Error {
     rusqlite::Error::InvalidColumnType(0, what.into(), rusqlite::types::Type::Text)
 }
 
-fn to_i64(v: u64) -> i64 {
+pub(crate) fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn to_u64(v: i64) -> u64 {
+pub(crate) fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-fn secs(d: Duration) -> i64 {
+pub(crate) fn secs(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
-fn workspace_row(r: &Row<'_>) -> rusqlite::Result<Workspace> {
+pub(crate) fn workspace_row(r: &Row<'_>) -> rusqlite::Result<Workspace> {
     Ok(Workspace {
         id: r.get::<_, uuid::Uuid>(0)?.into(),
         name: r.get(1)?,
@@ -108,10 +108,11 @@ fn workspace_row(r: &Row<'_>) -> rusqlite::Result<Workspace> {
     })
 }
 
-const APP_COLUMNS: &str = "application_id, workspace_id, name, trust_issuer, trust_audience, allowed_origins, \
-                           data_ttl_secs, token_ttl_secs, created_at, updated_at";
+pub(crate) const APP_COLUMNS: &str = "application_id, workspace_id, name, trust_issuer, trust_audience, \
+                                      allowed_origins, data_ttl_secs, token_ttl_secs, created_at, updated_at, \
+                                      public, secret_hash";
 
-fn application_row(r: &Row<'_>) -> rusqlite::Result<Application> {
+pub(crate) fn application_row(r: &Row<'_>) -> rusqlite::Result<Application> {
     let issuer: Option<String> = r.get(3)?;
     let audience: Option<String> = r.get(4)?;
     let origins: String = r.get(5)?;
@@ -127,6 +128,8 @@ fn application_row(r: &Row<'_>) -> rusqlite::Result<Application> {
         token_ttl: Duration::from_secs(to_u64(r.get(7)?)),
         created_at: Timestamp::from_millis(r.get(8)?),
         updated_at: Timestamp::from_millis(r.get(9)?),
+        public: r.get(10)?,
+        secret_hash: r.get(11)?,
     })
 }
 
@@ -134,13 +137,13 @@ fn serde_json_origins(text: &str) -> rusqlite::Result<Vec<String>> {
     serde_json::from_str(text).map_err(|_| bad_column("allowed_origins"))
 }
 
-fn origins_json(origins: &[String]) -> String {
+pub(crate) fn origins_json(origins: &[String]) -> String {
     serde_json::Value::from(origins.to_vec()).to_string()
 }
 
-const USER_COLUMNS: &str = "user_id, workspace_id, role, revision, status, email_sealed, email_index, name_sealed, created_at, updated_at";
+pub(crate) const USER_COLUMNS: &str = "user_id, workspace_id, role, revision, status, email_sealed, email_index, name_sealed, created_at, updated_at";
 
-fn user_row(r: &Row<'_>) -> rusqlite::Result<User> {
+pub(crate) fn user_row(r: &Row<'_>) -> rusqlite::Result<User> {
     Ok(User {
         id: r.get::<_, uuid::Uuid>(0)?.into(),
         workspace_id: r.get::<_, uuid::Uuid>(1)?.into(),
@@ -155,11 +158,11 @@ fn user_row(r: &Row<'_>) -> rusqlite::Result<User> {
     })
 }
 
-fn session_row(r: &Row<'_>) -> rusqlite::Result<LoginSession> {
+pub(crate) fn session_row(r: &Row<'_>) -> rusqlite::Result<LoginSession> {
     Ok(LoginSession {
         id: r.get::<_, uuid::Uuid>(0)?.into(),
         workspace_id: r.get::<_, uuid::Uuid>(1)?.into(),
-        application_id: r.get::<_, uuid::Uuid>(2)?.into(),
+        application_id: r.get::<_, Option<uuid::Uuid>>(2)?.map(Into::into),
         user_id: r.get::<_, uuid::Uuid>(3)?.into(),
         created_at: Timestamp::from_millis(r.get(4)?),
         expires_at: Timestamp::from_millis(r.get(5)?),
@@ -229,6 +232,12 @@ impl WorkspaceStore for SqliteStore {
                 // Children first: the vault is the largest and has no cascade path that is cheaper.
                 c.execute("delete from vault_value where workspace_id = ?1", params![ws])
                     .db()?;
+                // The audit chain is not tied to the workspace row by a foreign key (the instance has a
+                // chain too); it goes with the workspace, whose keys are already destroyed.
+                c.execute("delete from audit_event where workspace_id = ?1", params![ws])
+                    .db()?;
+                c.execute("delete from audit_head where workspace_id = ?1", params![ws])
+                    .db()?;
                 let n = c
                     .execute("delete from workspace where workspace_id = ?1", params![ws])
                     .db()?;
@@ -266,7 +275,7 @@ impl ApplicationStore for SqliteStore {
         self.db
             .write(move |c| {
                 c.execute(
-                    &format!("insert into application ({APP_COLUMNS}) values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+                    &format!("insert into application ({APP_COLUMNS}) values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
                     params![
                         app.id.as_uuid(),
                         app.workspace_id.as_uuid(),
@@ -278,6 +287,8 @@ impl ApplicationStore for SqliteStore {
                         secs(app.token_ttl),
                         app.created_at.millis(),
                         app.updated_at.millis(),
+                        app.public,
+                        app.secret_hash,
                     ],
                 )
                 .db()?;
@@ -469,6 +480,44 @@ impl UserStore for SqliteStore {
             })
             .await
     }
+
+    async fn list_users(
+        &self,
+        workspace: WorkspaceId,
+        after: Option<UserId>,
+        limit: u32,
+    ) -> Result<Vec<User>> {
+        self.db.read(|c| {
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "select {USER_COLUMNS} from user_account
+                     where workspace_id = ?1 and (?2 is null or user_id > ?2) order by user_id limit ?3"
+                ))
+                .db()?;
+            let rows = stmt
+                .query_map(
+                    params![workspace.as_uuid(), after.map(|u| u.as_uuid()), i64::from(limit)],
+                    user_row,
+                )
+                .db()?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().db()
+        })
+    }
+
+    async fn find_users_by_email(&self, workspace: WorkspaceId, email_index: &[u8]) -> Result<Vec<User>> {
+        self.db.read(|c| {
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "select {USER_COLUMNS} from user_account
+                     where workspace_id = ?1 and email_index = ?2 order by user_id limit 16"
+                ))
+                .db()?;
+            let rows = stmt
+                .query_map(params![workspace.as_uuid(), email_index], user_row)
+                .db()?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().db()
+        })
+    }
 }
 
 #[async_trait]
@@ -522,7 +571,7 @@ impl SessionStore for SqliteStore {
                 .execute(params![
                     ws,
                     s.id.as_uuid(),
-                    s.application_id.as_uuid(),
+                    s.application_id.map(|a| a.as_uuid()),
                     user,
                     s.created_at.millis(),
                     s.expires_at.millis()
@@ -773,6 +822,40 @@ impl VaultStore for SqliteStore {
             })
             .await
     }
+
+    async fn list_user_values(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+        now: Timestamp,
+    ) -> Result<Vec<(ApplicationId, VaultEntry)>> {
+        self.db.read(|c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "select application_id, key_index, name_sealed, size, created_at, updated_at, expires_at
+                     from vault_value where workspace_id = ?1 and user_id = ?2 and expires_at > ?3
+                     order by application_id",
+                )
+                .db()?;
+            let rows = stmt
+                .query_map(params![workspace.as_uuid(), user.as_uuid(), now.millis()], |r| {
+                    Ok((
+                        ApplicationId::from(r.get::<_, uuid::Uuid>(0)?),
+                        VaultEntry {
+                            key_index: r.get(1)?,
+                            name_sealed: r.get(2)?,
+                            value_sealed: Vec::new(),
+                            size: to_u64(r.get(3)?),
+                            created_at: Timestamp::from_millis(r.get(4)?),
+                            updated_at: Timestamp::from_millis(r.get(5)?),
+                            expires_at: Timestamp::from_millis(r.get(6)?),
+                        },
+                    ))
+                })
+                .db()?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().db()
+        })
+    }
 }
 
 #[async_trait]
@@ -812,34 +895,59 @@ impl AccessLogStore for SqliteStore {
             .await
     }
 
-    async fn list_access(&self, workspace: WorkspaceId, limit: u32) -> Result<Vec<AccessEntry>> {
+    async fn list_access(
+        &self,
+        workspace: WorkspaceId,
+        f: &AccessFilter,
+        limit: u32,
+    ) -> Result<Vec<(i64, AccessEntry)>> {
         self.access.read(|c| {
             let mut stmt = c
                 .prepare_cached(
-                    "select workspace_id, application_id, user_id, method, route, key_sealed, status, bytes_in,
-                            bytes_out, client_ip, user_agent, request_id, duration_us, created_at
-                     from api_access where workspace_id = ?1 order by api_access_id desc limit ?2",
+                    "select api_access_id, workspace_id, application_id, user_id, method, route, key_sealed, status,
+                            bytes_in, bytes_out, client_ip, user_agent, request_id, duration_us, created_at
+                     from api_access
+                     where workspace_id = ?1
+                       and (?2 is null or created_at >= ?2) and (?3 is null or created_at < ?3)
+                       and (?4 is null or user_id = ?4) and (?5 is null or route = ?5)
+                       and (?6 is null or status = ?6) and (?7 is null or api_access_id < ?7)
+                     order by api_access_id desc limit ?8",
                 )
                 .db()?;
             let rows = stmt
-                .query_map(params![workspace.as_uuid(), i64::from(limit)], |r| {
-                    Ok(AccessEntry {
-                        workspace_id: r.get::<_, Option<uuid::Uuid>>(0)?.map(Into::into),
-                        application_id: r.get::<_, Option<uuid::Uuid>>(1)?.map(Into::into),
-                        user_id: r.get::<_, Option<uuid::Uuid>>(2)?.map(Into::into),
-                        method: r.get(3)?,
-                        route: r.get(4)?,
-                        key_sealed: r.get(5)?,
-                        status: u16::try_from(r.get::<_, i64>(6)?).unwrap_or(0),
-                        bytes_in: to_u64(r.get(7)?),
-                        bytes_out: to_u64(r.get(8)?),
-                        client_ip: r.get(9)?,
-                        user_agent: r.get(10)?,
-                        request_id: r.get(11)?,
-                        duration_us: to_u64(r.get(12)?),
-                        at: Timestamp::from_millis(r.get(13)?),
-                    })
-                })
+                .query_map(
+                    params![
+                        workspace.as_uuid(),
+                        f.since.map(Timestamp::millis),
+                        f.until.map(Timestamp::millis),
+                        f.user.map(|u| u.as_uuid()),
+                        f.route,
+                        f.status.map(i64::from),
+                        f.before,
+                        i64::from(limit)
+                    ],
+                    |r| {
+                        Ok((
+                            r.get(0)?,
+                            AccessEntry {
+                                workspace_id: r.get::<_, Option<uuid::Uuid>>(1)?.map(Into::into),
+                                application_id: r.get::<_, Option<uuid::Uuid>>(2)?.map(Into::into),
+                                user_id: r.get::<_, Option<uuid::Uuid>>(3)?.map(Into::into),
+                                method: r.get(4)?,
+                                route: r.get(5)?,
+                                key_sealed: r.get(6)?,
+                                status: u16::try_from(r.get::<_, i64>(7)?).unwrap_or(0),
+                                bytes_in: to_u64(r.get(8)?),
+                                bytes_out: to_u64(r.get(9)?),
+                                client_ip: r.get(10)?,
+                                user_agent: r.get(11)?,
+                                request_id: r.get(12)?,
+                                duration_us: to_u64(r.get(13)?),
+                                at: Timestamp::from_millis(r.get(14)?),
+                            },
+                        ))
+                    },
+                )
                 .db()?;
             rows.collect::<rusqlite::Result<Vec<_>>>().db()
         })

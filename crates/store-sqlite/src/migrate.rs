@@ -27,11 +27,18 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
-pub const DATA: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("../migrations/data/0001_initial.sql"),
-}];
+pub const DATA: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("../migrations/data/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "management",
+        sql: include_str!("../migrations/data/0002_management.sql"),
+    },
+];
 
 pub const ACCESS: &[Migration] = &[Migration {
     version: 1,

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use secureflows_client::{Client, Session};
+use secureflows_core::audit::Actor;
 use secureflows_core::workspace::NewApplication;
-use secureflows_core::{Application, Clock, ManualClock, Plan, Services, UpstreamTrust, WorkspaceId};
+use secureflows_core::{Application, Clock, ManualClock, Plan, Role, Services, UpstreamTrust, WorkspaceId};
 use secureflows_crypto::SecretString;
 use secureflows_server::config::Config;
 use secureflows_server::state::AppState;
@@ -184,7 +185,7 @@ impl TestApp {
     /// Creates a workspace.
     pub async fn workspace(&self, plan: Plan) -> WorkspaceId {
         self.services()
-            .create_workspace("Test Workspace", plan)
+            .create_workspace("Test Workspace", plan, &Actor::operator())
             .await
             .unwrap()
             .id
@@ -211,7 +212,41 @@ impl TestApp {
             ..NewApplication::default()
         };
         adjust(&mut new);
-        self.services().create_application(workspace, new).await.unwrap()
+        self.services()
+            .create_application(workspace, new, &Actor::operator())
+            .await
+            .unwrap()
+            .0
+    }
+
+    /// A console token (USER JWT) for `email` with `role` in `workspace`, minted as an operator would.
+    pub async fn console_token(&self, workspace: WorkspaceId, email: &str, role: Role) -> String {
+        self.services()
+            .issue_console_token(
+                workspace,
+                email,
+                role,
+                Duration::from_secs(900),
+                &Actor::operator(),
+            )
+            .await
+            .unwrap()
+            .1
+            .token
+    }
+
+    /// A SUPPORT token for `workspace`, creating the operator `email` if needed.
+    pub async fn support_token(&self, workspace: WorkspaceId, email: &str) -> String {
+        let services = self.services();
+        if services.find_support(email).await.is_err() {
+            services.create_support(email, &Actor::operator()).await.unwrap();
+        }
+        services
+            .issue_support_token(workspace, email, Duration::from_secs(900), &Actor::operator())
+            .await
+            .unwrap()
+            .1
+            .token
     }
 
     /// An upstream ID token for `subject` at the server's current time.

@@ -140,7 +140,7 @@ impl Services {
         let session = LoginSession {
             id: SessionId::new(),
             workspace_id: workspace.id,
-            application_id: app.id,
+            application_id: Some(app.id),
             user_id: user.id,
             created_at: now,
             expires_at: now.plus(app.token_ttl),

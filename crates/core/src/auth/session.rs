@@ -7,8 +7,10 @@
 
 use std::sync::Arc;
 
+use crate::audit::{Actor, ActorKind, NewEvent};
 use crate::auth::token::{TokenKind, VerifiedToken};
 use crate::keyring::WorkspaceKeys;
+use crate::store::Change;
 use crate::{
     Application, AuthFailure, Error, ForbiddenReason, PlanLimits, Result, Services, UserStatus, Workspace,
 };
@@ -74,8 +76,9 @@ impl Services {
                     .map(Arc::new))
             })
             .await?;
-        let session_ok = session
-            .is_some_and(|s| s.ended_at.is_none() && s.user_id == token.user && s.application_id == app_id);
+        let session_ok = session.is_some_and(|s| {
+            s.ended_at.is_none() && s.user_id == token.user && s.application_id == Some(app_id)
+        });
         if !session_ok {
             return Err(Error::Unauthenticated(AuthFailure::SessionRevoked));
         }
@@ -123,16 +126,21 @@ impl Services {
     }
 
     /// Signs the user out everywhere (`POST /sessions/revoke`): raises the token revision, which ends
-    /// every login session of the user on every node.
-    pub async fn revoke_sessions(&self, caller: &SessionCaller) -> Result<i64> {
-        let now = self.clock.now();
-        let revision = self
-            .stores
-            .users
-            .raise_revision(caller.token.workspace, caller.token.user, now)
-            .await?;
-        self.state.revisions.invalidate(&caller.token.user);
-        Ok(revision)
+    /// every login session of the user on every node. Audited as `user.sessions.revoke`.
+    pub async fn revoke_sessions(&self, caller: &SessionCaller, mut actor: Actor) -> Result<()> {
+        actor.kind = ActorKind::EndUser;
+        actor.id = Some(caller.token.user);
+        self.commit(
+            caller.token.workspace,
+            &caller.keys,
+            &actor,
+            vec![Change::RaiseRevision(caller.token.user)],
+            vec![NewEvent::new("user.sessions.revoke", "user", caller.token.user).values(
+                Some(serde_json::json!({"revision": caller.token.revision})),
+                Some(serde_json::json!({"revision": caller.token.revision + 1, "application_id": caller.application.id})),
+            )],
+        )
+        .await
     }
 
     /// Checks that a browser `Origin` may use this caller's application (exact string match).

@@ -1,47 +1,191 @@
-//! The HTTP routers: the Session API (SESSION JWT), the public well-known documents and health.
-//! Each router has its own middleware; the envelope wraps them all.
+//! The HTTP routers: the Session API (SESSION JWT), the management API (USER JWT), the public
+//! well-known documents and health, and the OpenAPI description of all of them.
+//!
+//! Routes are registered through `utoipa-axum`, so a route and its OpenAPI entry are one declaration:
+//! the served description (`/api/v1/openapi.json`) cannot list a route that does not exist or miss one
+//! that does. Each router has its own middleware; the envelope wraps them all.
 
+pub mod manage;
 pub mod session;
 pub mod wellknown;
 
+use std::sync::Arc;
+
 use axum::Router;
+use axum::http::{HeaderValue, header};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::get;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use self::manage::{applications, audit, invites, users, workspaces};
 use crate::middleware;
 use crate::problem::Problem;
 use crate::state::AppState;
 
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "secureFlows",
+        description = "Identity and encrypted session vault. The Session API takes a SESSION JWT; the \
+                       management API takes a USER JWT. Errors are RFC 9457 problems \
+                       (`application/problem+json`) with a stable `type`.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    modifiers(&BearerSchemes),
+    tags(
+        (name = "session", description = "Session API (SESSION JWT)"),
+        (name = "workspaces", description = "Management: the caller's workspace (USER JWT)"),
+        (name = "applications", description = "Management: applications (USER JWT)"),
+        (name = "users", description = "Management: members, roles, audited vault reads (USER JWT)"),
+        (name = "invites", description = "Management: invitations (USER JWT)"),
+        (name = "audit", description = "Management: audit and API-access logs (USER JWT)"),
+        (name = "operations", description = "Health and public keys"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerSchemes;
+
+impl Modify for BearerSchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let bearer = |what: &str| {
+            let mut scheme = HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .bearer_format("JWT")
+                .build();
+            scheme.description = Some(what.to_owned());
+            SecurityScheme::Http(scheme)
+        };
+        components.add_security_scheme("session", bearer("SESSION JWT (typ sf-session+jwt)"));
+        components.add_security_scheme("console", bearer("USER JWT (typ sf-user+jwt)"));
+    }
+}
+
+/// The OpenAPI description and the routers it describes.
+fn routers() -> (
+    OpenApiRouter<AppState>,
+    OpenApiRouter<AppState>,
+    OpenApiRouter<AppState>,
+) {
+    let session_api = OpenApiRouter::new()
+        .routes(routes!(session::callback))
+        .routes(routes!(session::logout))
+        .routes(routes!(session::list_values))
+        .routes(routes!(session::set_value))
+        .routes(routes!(session::get_value))
+        .routes(routes!(session::delete_value))
+        .routes(routes!(session::revoke_sessions));
+    let management = OpenApiRouter::new()
+        .routes(routes!(
+            workspaces::get_workspace,
+            workspaces::update_workspace,
+            workspaces::create_workspace
+        ))
+        .routes(routes!(
+            applications::create_application,
+            applications::list_applications
+        ))
+        .routes(routes!(
+            applications::get_application,
+            applications::update_application,
+            applications::delete_application
+        ))
+        .routes(routes!(applications::rotate_secret))
+        .routes(routes!(users::list_users))
+        .routes(routes!(users::me))
+        .routes(routes!(users::get_user, users::delete_user))
+        .routes(routes!(users::change_role))
+        .routes(routes!(users::lock_user))
+        .routes(routes!(users::unlock_user))
+        .routes(routes!(users::revoke_user))
+        .routes(routes!(users::list_user_values))
+        .routes(routes!(users::get_user_value))
+        .routes(routes!(invites::create_invite, invites::list_invites))
+        .routes(routes!(invites::revoke_invite))
+        .routes(routes!(audit::list_events))
+        .routes(routes!(audit::export_events))
+        .routes(routes!(audit::list_api_access));
+    let public = OpenApiRouter::new()
+        .routes(routes!(wellknown::healthz))
+        .routes(routes!(wellknown::readyz))
+        .routes(routes!(wellknown::jwks))
+        .routes(routes!(wellknown::openid_configuration));
+    (session_api, management, public)
+}
+
+/// The OpenAPI 3.1 description of every route, generated from the handlers' declarations.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (session_api, management, public) = routers();
+    let mut doc = ApiDoc::openapi();
+    doc.merge(session_api.into_openapi());
+    doc.merge(management.into_openapi());
+    doc.merge(public.into_openapi());
+    doc.paths.paths.insert(
+        "/api/v1/openapi.json".into(),
+        utoipa::openapi::path::PathItem::new(
+            utoipa::openapi::HttpMethod::Get,
+            utoipa::openapi::path::OperationBuilder::new()
+                .tag("operations")
+                .summary(Some("This description"))
+                .response(
+                    "200",
+                    utoipa::openapi::ResponseBuilder::new()
+                        .description("OpenAPI 3.1 description")
+                        .content(
+                            "application/json",
+                            utoipa::openapi::content::ContentBuilder::new()
+                                .schema(Some(utoipa::openapi::schema::Object::new()))
+                                .build(),
+                        ),
+                )
+                .build(),
+        ),
+    );
+    doc
+}
+
 /// The whole application.
 pub fn router(state: AppState) -> Router {
-    let session_api = Router::new()
-        .route("/api/v1/auth/callback", post(session::callback))
-        .route("/api/v1/auth/logout", post(session::logout))
-        .route("/api/v1/sessions", get(session::list_values))
-        .route("/api/v1/sessions/set/{key}", post(session::set_value))
-        .route("/api/v1/sessions/get/{key}", get(session::get_value))
-        .route("/api/v1/sessions/delete/{key}", delete(session::delete_value))
-        .route("/api/v1/sessions/revoke", post(session::revoke_sessions))
+    let (session_api, management, public) = routers();
+    let (session_api, _) = session_api.split_for_parts();
+    let (management, _) = management.split_for_parts();
+    let (public, _) = public.split_for_parts();
+    let document: Arc<String> = Arc::new(openapi().to_json().unwrap_or_else(|_| "{}".to_owned()));
+
+    let session_api = session_api
         .method_not_allowed_fallback(method_not_allowed)
         .layer(from_fn_with_state(state.clone(), middleware::session_api));
-
-    let public = Router::new()
-        .route("/healthz", get(wellknown::healthz))
-        .route("/readyz", get(wellknown::readyz))
-        .route("/.well-known/jwks.json", get(wellknown::jwks))
+    let management = management.method_not_allowed_fallback(method_not_allowed);
+    let public = public
         .route(
-            "/.well-known/openid-configuration",
-            get(wellknown::openid_configuration),
+            "/api/v1/openapi.json",
+            get(move || {
+                let document = document.clone();
+                async move { openapi_response(&document) }
+            }),
         )
         .method_not_allowed_fallback(method_not_allowed);
 
     Router::new()
         .merge(session_api)
+        .merge(management)
         .merge(public)
         .fallback(not_found)
         .layer(from_fn_with_state(state.clone(), middleware::envelope))
         .with_state(state)
+}
+
+fn openapi_response(document: &str) -> Response {
+    let mut response = document.to_owned().into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
 }
 
 async fn not_found() -> Response {

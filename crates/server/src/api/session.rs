@@ -10,7 +10,7 @@ use secureflows_core::vault::{self, SetResult, ValueMeta};
 use secureflows_core::{ApplicationId, Error};
 
 use crate::access_log::AccessSlot;
-use crate::extract::{Json, KeyPath, SessionAuth, origin, read_body};
+use crate::extract::{Json, KeyPath, RequestActor, SessionAuth, origin, read_body};
 use crate::middleware::CSP_SANDBOX;
 use crate::problem::{ApiResult, Problem};
 use crate::state::AppState;
@@ -26,6 +26,13 @@ fn meta(m: ValueMeta) -> dto::ValueMeta {
 }
 
 /// `POST /api/v1/auth/callback`: exchanges an upstream ID token for a SESSION JWT. Public.
+#[utoipa::path(post, path = "/api/v1/auth/callback", tag = "session",
+    request_body = dto::CallbackRequest,
+    responses(
+        (status = 200, description = "Signed in", body = dto::CallbackResponse),
+        (status = "4XX", description = "Problem", body = dto::Problem, content_type = "application/problem+json"),
+        (status = "5XX", description = "Problem", body = dto::Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn callback(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -57,6 +64,12 @@ pub async fn callback(
 }
 
 /// `POST /api/v1/auth/logout`: ends the caller's login session. Any SESSION JWT.
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "session",
+    security(("session" = [])),
+    responses(
+        (status = 204, description = "Signed out"),
+        (status = "4XX", description = "Problem", body = dto::Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn logout(
     State(state): State<AppState>,
     SessionAuth(caller): SessionAuth,
@@ -66,15 +79,28 @@ pub async fn logout(
 }
 
 /// `POST /api/v1/sessions/revoke`: signs the user out everywhere. Any SESSION JWT.
+#[utoipa::path(post, path = "/api/v1/sessions/revoke", tag = "session",
+    security(("session" = [])),
+    responses(
+        (status = 204, description = "Every session of the user ended"),
+        (status = "4XX", description = "Problem", body = dto::Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn revoke_sessions(
     State(state): State<AppState>,
     SessionAuth(caller): SessionAuth,
+    RequestActor(actor): RequestActor,
 ) -> ApiResult<StatusCode> {
-    state.services().revoke_sessions(&caller).await?;
+    state.services().revoke_sessions(&caller, actor).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /api/v1/sessions`: the caller's keys with sizes and times. Any SESSION JWT.
+#[utoipa::path(get, path = "/api/v1/sessions", tag = "session",
+    security(("session" = [])),
+    responses(
+        (status = 200, description = "The caller's keys", body = dto::ValueList),
+        (status = "4XX", description = "Problem", body = dto::Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn list_values(
     State(state): State<AppState>,
     SessionAuth(caller): SessionAuth,
@@ -87,6 +113,15 @@ pub async fn list_values(
 
 /// `POST /api/v1/sessions/set/{key}`: stores the body, with its content type, under the key.
 /// 201 for a new key, 200 for a replaced value. Any SESSION JWT.
+#[utoipa::path(post, path = "/api/v1/sessions/set/{key}", tag = "session",
+    security(("session" = [])),
+    params(("key" = String, Path, description = "Key name: 1 to 128 of A-Z a-z 0-9 . _ - :")),
+    request_body(content = Vec<u8>, content_type = "*/*", description = "Any JSON or bytes; the content type is kept"),
+    responses(
+        (status = 201, description = "Stored under a new key", body = dto::ValueMeta),
+        (status = 200, description = "Replaced", body = dto::ValueMeta),
+        (status = "4XX", description = "Problem", body = dto::Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn set_value(
     State(state): State<AppState>,
     SessionAuth(caller): SessionAuth,
@@ -125,12 +160,25 @@ pub async fn set_value(
 }
 
 /// `GET /api/v1/sessions/get/{key}`: the value exactly as stored, with its content type. Any SESSION JWT.
+#[utoipa::path(get, path = "/api/v1/sessions/get/{key}", tag = "session",
+    security(("session" = [])),
+    params(("key" = String, Path, description = "Key name")),
+    responses(
+        (status = 200, description = "The value with its content type", content_type = "*/*", body = Vec<u8>),
+        (status = "4XX", description = "Problem", body = dto::Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn get_value(
     State(state): State<AppState>,
     SessionAuth(caller): SessionAuth,
     KeyPath(key): KeyPath,
 ) -> ApiResult<Response> {
     let value = state.services().get_value(&caller, &key).await?;
+    Ok(value_response(value))
+}
+
+/// A stored value exactly as stored, with its content type, sandboxed and as an attachment so that a
+/// browser never renders it in our origin.
+pub(crate) fn value_response(value: vault::StoredValue) -> Response {
     let content_type = HeaderValue::from_str(&value.content_type)
         .unwrap_or_else(|_| HeaderValue::from_static(vault::DEFAULT_CONTENT_TYPE));
     let mut response = (StatusCode::OK, value.bytes).into_response();
@@ -147,10 +195,17 @@ pub async fn get_value(
     if let Ok(v) = HeaderValue::from_str(&value.meta.updated_at.rfc3339()) {
         h.insert("x-updated-at", v);
     }
-    Ok(response)
+    response
 }
 
 /// `DELETE /api/v1/sessions/delete/{key}`: removes the value. 204, or 404 if there was none.
+#[utoipa::path(delete, path = "/api/v1/sessions/delete/{key}", tag = "session",
+    security(("session" = [])),
+    params(("key" = String, Path, description = "Key name")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = "4XX", description = "Problem", body = dto::Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn delete_value(
     State(state): State<AppState>,
     SessionAuth(caller): SessionAuth,

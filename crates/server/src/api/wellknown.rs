@@ -9,11 +9,18 @@ use crate::problem::{ApiResult, Problem};
 use crate::state::AppState;
 
 /// `GET /healthz`: the process is up. Public.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Up", body = Health)))]
 pub async fn healthz() -> axum::Json<Health> {
     axum::Json(Health { status: "ok".into() })
 }
 
 /// `GET /readyz`: database and key ring reachable, migrations current, a signing key loaded. Public.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = Health),
+        (status = 503, description = "Not ready", body = secureflows_api_types::Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn readyz(State(state): State<AppState>) -> ApiResult<axum::Json<Health>> {
     let stores = &state.services().stores;
     stores.health.check_ready().await?;
@@ -32,6 +39,8 @@ pub async fn readyz(State(state): State<AppState>) -> ApiResult<axum::Json<Healt
 }
 
 /// `GET /.well-known/jwks.json`: the public keys that verify our tokens (current and recently retired).
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "operations",
+    responses((status = 200, description = "JWK Set (RFC 7517)", content_type = "application/jwk-set+json", body = Object)))]
 pub async fn jwks(State(state): State<AppState>) -> Response {
     let mut response = axum::Json(state.services().tokens.jwks()).into_response();
     response.headers_mut().insert(
@@ -46,6 +55,8 @@ pub async fn jwks(State(state): State<AppState>) -> Response {
 }
 
 /// `GET /.well-known/openid-configuration`: where back ends find our keys (RFC 8414 metadata subset).
+#[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "operations",
+    responses((status = 200, description = "Issuer metadata", body = Object)))]
 pub async fn openid_configuration(State(state): State<AppState>) -> Response {
     let issuer = state.issuer();
     let doc = serde_json::json!({

@@ -2,6 +2,7 @@
 //! status, bytes, client address, user agent and time; key names are sealed; nothing is dropped.
 
 use secureflows_core::access::access_key_aad;
+use secureflows_core::store::AccessFilter;
 use secureflows_core::{Plan, UserId};
 use secureflows_testkit::{Backend, TestApp, backend_tests};
 
@@ -59,7 +60,16 @@ async fn every_call_is_recorded(backend: Backend) {
     );
     app.flush_access_log().await;
 
-    let records = app.services().stores.access.list_access(ws, 100).await.unwrap();
+    let records: Vec<_> = app
+        .services()
+        .stores
+        .access
+        .list_access(ws, &AccessFilter::default(), 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect();
     // Newest first; the sign-in is recorded too.
     let routes: Vec<(&str, &str, u16)> = records
         .iter()
@@ -115,6 +125,15 @@ async fn records_are_not_dropped_under_load(backend: Backend) {
         t.await.unwrap();
     }
     app.flush_access_log().await;
-    let records = app.services().stores.access.list_access(ws, 1000).await.unwrap();
+    let records: Vec<_> = app
+        .services()
+        .stores
+        .access
+        .list_access(ws, &AccessFilter::default(), 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect();
     assert_eq!(records.len(), 300 + 2);
 }

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use secureflows_core::audit::Actor;
 use secureflows_core::{Clock, Plan, WorkspaceId};
 use secureflows_server::app;
 use secureflows_testkit::{Backend, TestApp, TestOptions, backend_tests};
@@ -99,7 +100,7 @@ async fn raw_storage_holds_no_plaintext(backend: Backend) {
     // The check itself can see a marker where one is stored in the clear (the workspace name).
     let named = app
         .services()
-        .create_workspace(&marker("visible"), Plan::Free)
+        .create_workspace(&marker("visible"), Plan::Free, &Actor::operator())
         .await
         .unwrap();
     assert!(app.raw_contains(named.name.as_bytes()).await);
@@ -166,9 +167,21 @@ async fn data_key_rotation_keeps_everything_readable(backend: Backend) {
     let application = app.application(ws, "web").await;
     let session = app.sign_in(&application, "alice").await;
     session.set("before", "text/plain", "v1").await.unwrap();
-    assert_eq!(app.services().rotate_workspace_key(ws).await.unwrap(), 2);
+    assert_eq!(
+        app.services()
+            .rotate_workspace_key(ws, &Actor::operator())
+            .await
+            .unwrap(),
+        2
+    );
     session.set("after", "text/plain", "v2").await.unwrap();
-    assert_eq!(app.services().rotate_workspace_key(ws).await.unwrap(), 3);
+    assert_eq!(
+        app.services()
+            .rotate_workspace_key(ws, &Actor::operator())
+            .await
+            .unwrap(),
+        3
+    );
     assert_eq!(&session.get("before").await.unwrap().bytes[..], b"v1");
     assert_eq!(&session.get("after").await.unwrap().bytes[..], b"v2");
     session.set("latest", "text/plain", "v3").await.unwrap();
@@ -296,7 +309,10 @@ async fn deleted_workspace_stays_unreadable_even_from_a_backup(backend: Backend)
         options_with(Some(dir.clone()), Some(key.clone())),
     )
     .await;
-    app.services().delete_workspace(ws).await.unwrap();
+    app.services()
+        .delete_workspace(ws, &Actor::operator())
+        .await
+        .unwrap();
     assert_problem(
         get_with(&app, "/api/v1/sessions/get/k", session.token()).await,
         401,
@@ -318,7 +334,10 @@ async fn deleted_workspace_stays_unreadable_even_from_a_backup(backend: Backend)
             .is_empty()
     );
     assert!(
-        app.services().delete_workspace(ws).await.is_err(),
+        app.services()
+            .delete_workspace(ws, &Actor::operator())
+            .await
+            .is_err(),
         "deleting twice is NotFound"
     );
     app.stop().await;

@@ -175,7 +175,10 @@ async fn a_plan_change_takes_effect_at_once(backend: Backend) {
             .status(),
         Some(413)
     );
-    app.services().set_plan(ws, Plan::Pro).await.unwrap();
+    app.services()
+        .set_plan(ws, Plan::Pro, &secureflows_core::audit::Actor::operator())
+        .await
+        .unwrap();
     session
         .set("big", "application/octet-stream", vec![0u8; 100_000])
         .await

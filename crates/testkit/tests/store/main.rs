@@ -115,6 +115,8 @@ fn application(ws: WorkspaceId, issuer: &str, audience: &str, origins: &[&str]) 
         allowed_origins: origins.iter().map(|o| (*o).to_owned()).collect(),
         data_ttl: Duration::from_secs(86_400),
         token_ttl: Duration::from_secs(900),
+        public: false,
+        secret_hash: None,
         created_at: at(0),
         updated_at: at(0),
     }
@@ -145,7 +147,7 @@ fn session(ws: WorkspaceId, app: ApplicationId, user: UserId, expires: i64) -> L
     LoginSession {
         id: SessionId::new(),
         workspace_id: ws,
-        application_id: app,
+        application_id: Some(app),
         user_id: user,
         created_at: at(0),
         expires_at: at(expires),
@@ -615,14 +617,28 @@ async fn access_log(s: &Stores) {
         .await
         .unwrap();
     s.access.append_access(&[]).await.unwrap();
-    let listed = s.access.list_access(ws, 10).await.unwrap();
+    let listed: Vec<_> = s
+        .access
+        .list_access(ws, &AccessFilter::default(), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect();
     assert_eq!(
         listed.iter().map(|e| e.status).collect::<Vec<_>>(),
         [404, 200],
         "newest first, this workspace only"
     );
     assert_eq!(listed[0], entry(Some(ws), 404));
-    assert_eq!(s.access.list_access(ws, 1).await.unwrap().len(), 1);
+    assert_eq!(
+        s.access
+            .list_access(ws, &AccessFilter::default(), 1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 async fn invalidations(s: &Stores) {

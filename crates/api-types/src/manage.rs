@@ -1,0 +1,382 @@
+//! Bodies of the management API (`/api/v1`, USER JWT). Lists page with opaque cursors: pass a
+//! response's `next_cursor` as `cursor` to get the next page; it is absent on the last page.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
+
+/// `null` in a PATCH body removes a setting; an absent field leaves it as it is.
+fn double_option<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// A console token (USER JWT).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct ConsoleToken {
+    /// The USER JWT; send it as `Authorization: Bearer …` to the management API.
+    pub token: String,
+    /// Seconds until it expires.
+    pub expires_in: u64,
+    /// Always `Bearer`.
+    pub token_type: String,
+}
+
+/// A workspace.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct Workspace {
+    /// Id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// `free`, `base` or `pro`.
+    pub plan: String,
+    /// Created (RFC 3339, UTC).
+    pub created_at: String,
+    /// Last changed.
+    pub updated_at: String,
+}
+
+/// `POST /api/v1/workspaces`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWorkspace {
+    /// Display name, 1 to 100 characters.
+    pub name: String,
+}
+
+/// A new workspace and a console token for its first OWNER (the caller's e-mail).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct CreatedWorkspace {
+    /// The workspace.
+    pub workspace: Workspace,
+    /// A console token for the new workspace.
+    pub owner_token: ConsoleToken,
+}
+
+/// `PATCH /api/v1/workspaces`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateWorkspace {
+    /// New display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// An upstream OpenID Connect issuer whose ID tokens an application accepts at `POST /auth/callback`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Trust {
+    /// Exact `iss`.
+    pub issuer: String,
+    /// The `aud` the ID token must contain.
+    pub audience: String,
+}
+
+/// A registered application.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct Application {
+    /// Id; also its `client_id` and the audience of its session tokens.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// A public client (browser or native) has no secret.
+    pub public: bool,
+    /// Browser origins allowed to call the Session API.
+    pub allowed_origins: Vec<String>,
+    /// Trusted upstream issuer.
+    pub trust: Option<Trust>,
+    /// Lifetime of vault values since their last write, seconds.
+    pub session_ttl: u64,
+    /// Lifetime of session tokens, seconds.
+    pub token_ttl: u64,
+    /// Created.
+    pub created_at: String,
+    /// Last changed.
+    pub updated_at: String,
+}
+
+/// `POST /api/v1/applications`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApplication {
+    /// Display name.
+    pub name: String,
+    /// A public client (browser or native app) gets no secret.
+    #[serde(default)]
+    pub public: bool,
+    /// Browser origins, exactly `scheme://host[:port]`.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Trusted upstream issuer.
+    #[serde(default)]
+    pub trust: Option<Trust>,
+    /// Vault value lifetime, seconds (default 86400).
+    #[serde(default)]
+    pub session_ttl: Option<u64>,
+    /// Session token lifetime, seconds (default 900).
+    #[serde(default)]
+    pub token_ttl: Option<u64>,
+}
+
+/// A new application; `client_secret` is shown here once and never again.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct CreatedApplication {
+    /// The application.
+    pub application: Application,
+    /// The client secret of a confidential application.
+    pub client_secret: Option<String>,
+}
+
+/// `PATCH /api/v1/applications/{id}`: absent fields stay as they are; `"trust": null` removes the
+/// trusted issuer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateApplication {
+    /// Display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Browser origins (replaces the list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_origins: Option<Vec<String>>,
+    /// Trusted upstream issuer; `null` removes it.
+    #[serde(
+        default,
+        deserialize_with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<Trust>)]
+    pub trust: Option<Option<Trust>>,
+    /// Vault value lifetime, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_ttl: Option<u64>,
+    /// Session token lifetime, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_ttl: Option<u64>,
+}
+
+/// A new client secret, shown once.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct ClientSecret {
+    /// The secret.
+    pub client_secret: String,
+}
+
+/// A page of applications.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct ApplicationList {
+    /// Applications, oldest first.
+    pub items: Vec<Application>,
+}
+
+/// A member of the workspace.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct User {
+    /// Id.
+    pub id: String,
+    /// E-mail address, when known.
+    pub email: Option<String>,
+    /// `owner`, `admin`, `user` or `anon`.
+    pub role: String,
+    /// `active` or `locked`.
+    pub status: String,
+    /// Created.
+    pub created_at: String,
+    /// Last changed.
+    pub updated_at: String,
+}
+
+/// A page of users.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct UserList {
+    /// Users, oldest first.
+    pub items: Vec<User>,
+    /// Cursor of the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// `PUT /api/v1/users/{id}/role`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeRole {
+    /// `owner` (only an OWNER may give it), `admin` or `user`.
+    pub role: String,
+}
+
+/// One vault value of a user, as an administrator sees it (metadata).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct UserValue {
+    /// The application the value belongs to.
+    pub application_id: String,
+    /// Key name.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// First written.
+    pub created_at: String,
+    /// Last written.
+    pub updated_at: String,
+    /// Expires unless written again.
+    pub expires_at: String,
+}
+
+/// `GET /api/v1/users/{id}/sessions`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct UserValueList {
+    /// Values, by application and key.
+    pub items: Vec<UserValue>,
+}
+
+/// `POST /api/v1/invites`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInvite {
+    /// Who is invited.
+    pub email: String,
+    /// `owner` (OWNER only), `admin` or `user`.
+    pub role: String,
+    /// Seconds until the link stops working (300 to 2592000; default 604800).
+    #[serde(default)]
+    pub expires_in: Option<u64>,
+}
+
+/// An invitation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct Invite {
+    /// Id.
+    pub id: String,
+    /// Who is invited.
+    pub email: String,
+    /// Role on acceptance.
+    pub role: String,
+    /// `pending`, `accepted`, `revoked` or `expired`.
+    pub state: String,
+    /// Who invited.
+    pub invited_by: String,
+    /// Created.
+    pub created_at: String,
+    /// The link stops working.
+    pub expires_at: String,
+}
+
+/// A new invitation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct CreatedInvite {
+    /// The invitation.
+    pub invite: Invite,
+    /// `sent` (e-mailed), `disabled` (no mail server configured) or `failed` (the mail server refused).
+    pub delivery: String,
+    /// The single-use link, only when it was not e-mailed: share it with the invitee yourself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invite_url: Option<String>,
+}
+
+/// A page of invitations.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct InviteList {
+    /// Invitations, oldest first.
+    pub items: Vec<Invite>,
+    /// Cursor of the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// Who acted.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct AuditActor {
+    /// `user`, `end_user`, `support`, `operator` or `system`.
+    pub kind: String,
+    /// User or SUPPORT operator id.
+    pub id: Option<String>,
+}
+
+/// What was acted on.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct AuditResource {
+    /// Type, e.g. `application`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// Id.
+    pub id: String,
+}
+
+/// One audit event.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct AuditEvent {
+    /// Position in the workspace's hash chain.
+    pub seq: i64,
+    /// Event id.
+    pub id: String,
+    /// When.
+    pub at: String,
+    /// Who.
+    pub actor: AuditActor,
+    /// What, e.g. `user.role.change`.
+    pub action: String,
+    /// On what.
+    pub resource: AuditResource,
+    /// Value before (secrets redacted).
+    pub old: Option<serde_json::Value>,
+    /// Value after (secrets redacted).
+    pub new: Option<serde_json::Value>,
+    /// Client address.
+    pub client_ip: Option<String>,
+    /// User agent.
+    pub user_agent: Option<String>,
+    /// Request id.
+    pub request_id: Option<String>,
+    /// The event's chained hash (hex).
+    pub hash: String,
+}
+
+/// A page of audit events.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct AuditEventList {
+    /// Events, newest first.
+    pub items: Vec<AuditEvent>,
+    /// Cursor of the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// One API-access log record.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct ApiAccess {
+    /// When.
+    pub at: String,
+    /// HTTP method.
+    pub method: String,
+    /// Route template.
+    pub route: String,
+    /// Vault key name, when the route names one.
+    pub key: Option<String>,
+    /// Response status.
+    pub status: u16,
+    /// Application.
+    pub application_id: Option<String>,
+    /// User.
+    pub user_id: Option<String>,
+    /// Request body bytes.
+    pub bytes_in: u64,
+    /// Response body bytes.
+    pub bytes_out: u64,
+    /// Client address.
+    pub client_ip: String,
+    /// User agent.
+    pub user_agent: String,
+    /// Request id.
+    pub request_id: String,
+    /// Server time, microseconds.
+    pub duration_us: u64,
+}
+
+/// A page of API-access records.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct ApiAccessList {
+    /// Records, newest first.
+    pub items: Vec<ApiAccess>,
+    /// Cursor of the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}

@@ -1,0 +1,499 @@
+//! The management side's callers: authenticating a USER JWT on every request, the permission rules of
+//! the role hierarchy, console tokens minted by an operator, SUPPORT operators, and the one path every
+//! management change takes (`commit`: changes and their audit events in one transaction).
+//!
+//! Role hierarchy, highest first: OWNER → ADMIN → USER → ANON. The management API answers OWNER and
+//! ADMIN; a USER may read their own profile; SUPPORT (instance level, created on the server only) reads
+//! workspace metadata and audit trails, never a vault value, and each of its reads is audited.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::audit::{self, Actor, ActorKind, NewEvent};
+use crate::auth::callback::{email_index, seal_email};
+use crate::auth::token::{IssuedToken, TokenKind, VerifiedToken, console_audience};
+use crate::keyring::WorkspaceKeys;
+use crate::store::{Change, ChangeSet};
+use crate::{
+    AuthFailure, Error, ForbiddenReason, Invalidation, LoginSession, Result, Role, Services, SessionId,
+    SupportOperator, User, UserId, UserStatus, Workspace, WorkspaceId,
+};
+
+/// An authenticated management caller. Built from the token only.
+#[derive(Debug, Clone)]
+pub struct ConsoleCaller {
+    /// What the token says.
+    pub token: Arc<VerifiedToken>,
+    /// The token's workspace.
+    pub workspace: Arc<Workspace>,
+    /// The workspace's keys.
+    pub keys: Arc<WorkspaceKeys>,
+    /// Who acts, with the request's client address and user agent (the HTTP layer fills those in).
+    pub actor: Actor,
+}
+
+impl ConsoleCaller {
+    /// The caller's role (current: any role change raises the revision, which ends older tokens).
+    pub fn role(&self) -> Role {
+        self.token.role
+    }
+
+    /// The workspace id.
+    pub fn workspace_id(&self) -> WorkspaceId {
+        self.workspace.id
+    }
+
+    /// OWNER or ADMIN.
+    pub fn require_admin(&self) -> Result<()> {
+        match self.role() {
+            Role::Owner | Role::Admin => Ok(()),
+            _ => Err(Error::Forbidden(ForbiddenReason::Role)),
+        }
+    }
+
+    /// OWNER, ADMIN or SUPPORT (workspace metadata and audit trails).
+    pub fn require_metadata_reader(&self) -> Result<()> {
+        match self.role() {
+            Role::Owner | Role::Admin | Role::Support => Ok(()),
+            _ => Err(Error::Forbidden(ForbiddenReason::Role)),
+        }
+    }
+
+    /// Whether this caller may give or take away `role` (only an OWNER touches OWNERs).
+    pub fn require_may_grant(&self, role: Role) -> Result<()> {
+        self.require_admin()?;
+        match role {
+            Role::Owner if self.role() != Role::Owner => Err(Error::Forbidden(ForbiddenReason::Role)),
+            Role::Anon | Role::Support => Err(Error::invalid("role", "must be owner, admin or user")),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether this is a SUPPORT operator (whose reads are audited).
+    pub fn is_support(&self) -> bool {
+        self.role() == Role::Support
+    }
+}
+
+/// A checked e-mail address: trimmed, 3 to 254 characters, one `@` with something on each side, no
+/// whitespace or control characters. Not a full RFC 5322 parser: delivery is the real check.
+pub fn parse_email(field: &str, email: &str) -> Result<String> {
+    let email = email.trim();
+    let valid = (3..=254).contains(&email.len())
+        && email.split('@').count() == 2
+        && !email.starts_with('@')
+        && !email.ends_with('@')
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+    if valid {
+        Ok(email.to_owned())
+    } else {
+        Err(Error::invalid(field, "must be an e-mail address"))
+    }
+}
+
+/// Upper bound of console token lifetimes.
+pub const MAX_CONSOLE_TTL: Duration = Duration::from_secs(24 * 3600);
+
+impl Services {
+    /// Authenticates a USER JWT: signature and kind, expiry (410), the workspace, and then either the
+    /// member's console session and revision or the SUPPORT operator's revision.
+    pub async fn authenticate_console(&self, bearer: &str, mut actor: Actor) -> Result<ConsoleCaller> {
+        let token = self.tokens.verify(bearer, TokenKind::User).await?;
+        let now = self.clock.now();
+        self.tokens.check_time(&token, now)?;
+        let trust = self.state.trusted();
+        let stores = &self.stores;
+        let workspace = self
+            .state
+            .workspaces
+            .get_or_load(&token.workspace, trust, || async {
+                Ok(stores
+                    .workspaces
+                    .find_workspace(token.workspace)
+                    .await?
+                    .map(Arc::new))
+            })
+            .await?
+            .ok_or_else(Error::invalid_token)?;
+        let revision = if token.role == Role::Support {
+            self.state
+                .revisions
+                .get_or_load(&token.user, trust, || async {
+                    Ok(stores.support.find_support(token.user).await?.map(|s| s.revision))
+                })
+                .await?
+        } else {
+            let session = self
+                .state
+                .sessions
+                .get_or_load(&token.session, trust, || async {
+                    Ok(stores
+                        .sessions
+                        .find_session(token.workspace, token.session)
+                        .await?
+                        .map(Arc::new))
+                })
+                .await?;
+            let session_ok = session.is_some_and(|s| {
+                s.ended_at.is_none()
+                    && s.expires_at > now
+                    && s.user_id == token.user
+                    && s.application_id.is_none()
+            });
+            if !session_ok {
+                return Err(Error::Unauthenticated(AuthFailure::SessionRevoked));
+            }
+            self.state
+                .revisions
+                .get_or_load(&token.user, trust, || async {
+                    Ok(stores
+                        .users
+                        .find_user(token.workspace, token.user)
+                        .await?
+                        .filter(|u| u.status == UserStatus::Active)
+                        .map(|u| u.revision))
+                })
+                .await?
+        };
+        if revision != Some(token.revision) {
+            return Err(Error::Unauthenticated(AuthFailure::SessionRevoked));
+        }
+        let keys = match self.keys.workspace_keys(token.workspace, trust).await {
+            Ok(keys) => keys,
+            Err(Error::NotFound(_)) => return Err(Error::invalid_token()),
+            Err(e) => return Err(e),
+        };
+        actor.kind = if token.role == Role::Support {
+            ActorKind::Support
+        } else {
+            ActorKind::User
+        };
+        actor.id = Some(token.user);
+        Ok(ConsoleCaller {
+            token,
+            workspace,
+            keys,
+            actor,
+        })
+    }
+
+    /// Applies changes and appends their audit events in one transaction, then drops what they changed
+    /// from this node's caches (other nodes learn of it through the invalidation log).
+    pub async fn commit(
+        &self,
+        workspace: WorkspaceId,
+        keys: &Arc<WorkspaceKeys>,
+        actor: &Actor,
+        changes: Vec<Change>,
+        events: Vec<NewEvent>,
+    ) -> Result<()> {
+        let now = self.clock.now();
+        let events = events
+            .into_iter()
+            .map(|e| audit::seal_event(keys, workspace, actor, e, now))
+            .collect::<Result<Vec<_>>>()?;
+        let local: Vec<Invalidation> = changes
+            .iter()
+            .filter_map(|c| invalidation_of(workspace, c))
+            .collect();
+        self.stores
+            .audit
+            .apply(ChangeSet {
+                workspace,
+                changes,
+                events,
+                chain: keys.clone(),
+                now,
+            })
+            .await?;
+        for invalidation in local {
+            self.state.apply(invalidation);
+        }
+        Ok(())
+    }
+
+    /// Records events without changes (reads that must be audited, tokens issued).
+    pub async fn record(
+        &self,
+        workspace: WorkspaceId,
+        keys: &Arc<WorkspaceKeys>,
+        actor: &Actor,
+        events: Vec<NewEvent>,
+    ) -> Result<()> {
+        self.commit(workspace, keys, actor, Vec::new(), events).await
+    }
+
+    /// Records a SUPPORT operator's read in the workspace's audit log (no-op for other callers).
+    pub async fn audit_support_read(
+        &self,
+        caller: &ConsoleCaller,
+        what: &'static str,
+        id: String,
+    ) -> Result<()> {
+        if !caller.is_support() {
+            return Ok(());
+        }
+        self.record(
+            caller.workspace_id(),
+            &caller.keys,
+            &caller.actor,
+            vec![NewEvent::new("support.read", what, id)],
+        )
+        .await
+    }
+
+    /// The instance's own keys (they seal SUPPORT operators' e-mails and chain instance-level events),
+    /// created on first use.
+    pub async fn instance_keys(&self) -> Result<Arc<WorkspaceKeys>> {
+        match self.keys.workspace_keys(audit::INSTANCE, true).await {
+            Err(Error::NotFound(_)) => {
+                match self
+                    .keys
+                    .create_workspace_keys(audit::INSTANCE, self.clock.now())
+                    .await
+                {
+                    Ok(()) | Err(Error::Conflict(_)) => {}
+                    Err(e) => return Err(e),
+                }
+                self.keys.evict(audit::INSTANCE);
+                self.keys.workspace_keys(audit::INSTANCE, false).await
+            }
+            other => other,
+        }
+    }
+
+    /// Mints a console token for a member of `workspace` (operators, until the hosted login exists).
+    /// Creates the member if no user has this e-mail; otherwise gives the existing user `role`. Audited
+    /// as `token.issue` (and `user.create` or `user.role.change`).
+    pub async fn issue_console_token(
+        &self,
+        workspace: WorkspaceId,
+        email: &str,
+        role: Role,
+        ttl: Duration,
+        actor: &Actor,
+    ) -> Result<(User, IssuedToken)> {
+        if !matches!(role, Role::Owner | Role::Admin | Role::User) {
+            return Err(Error::invalid("role", "must be owner, admin or user"));
+        }
+        let ttl = check_console_ttl(ttl)?;
+        let email = parse_email("email", email)?;
+        self.get_workspace(workspace).await?;
+        let keys = self.keys.workspace_keys(workspace, false).await?;
+        let index = email_index(&keys, &email);
+        let existing = self
+            .stores
+            .users
+            .find_users_by_email(workspace, &index)
+            .await?
+            .into_iter()
+            .next();
+        let now = self.clock.now();
+        let mut changes = Vec::new();
+        let mut events = Vec::new();
+        let user = match existing {
+            Some(mut user) => {
+                if user.role != role {
+                    changes.push(Change::SetRole(user.id, role));
+                    events.push(NewEvent::new("user.role.change", "user", user.id).values(
+                        Some(serde_json::json!({"role": user.role.as_str()})),
+                        Some(serde_json::json!({"role": role.as_str()})),
+                    ));
+                    user.role = role;
+                    user.revision += 1;
+                }
+                if user.status != UserStatus::Active {
+                    return Err(Error::Forbidden(ForbiddenReason::AccountLocked));
+                }
+                user
+            }
+            None => {
+                let id = UserId::new();
+                let user = User {
+                    id,
+                    workspace_id: workspace,
+                    role,
+                    revision: 1,
+                    status: UserStatus::Active,
+                    email_sealed: Some(seal_email(&keys, workspace, id, &email)?),
+                    email_index: Some(index.to_vec()),
+                    name_sealed: None,
+                    created_at: now,
+                    updated_at: now,
+                };
+                changes.push(Change::InsertUser(user.clone()));
+                events.push(NewEvent::new("user.create", "user", id).values(
+                    None,
+                    Some(serde_json::json!({"email": email, "role": role.as_str()})),
+                ));
+                user
+            }
+        };
+        let session = LoginSession {
+            id: SessionId::new(),
+            workspace_id: workspace,
+            application_id: None,
+            user_id: user.id,
+            created_at: now,
+            expires_at: now.plus(ttl),
+            ended_at: None,
+        };
+        changes.push(Change::InsertSession(session.clone()));
+        events.push(NewEvent::new("token.issue", "user", user.id).values(
+            None,
+            Some(serde_json::json!({"kind": "console", "role": role.as_str(), "session": session.id, "expires_at": session.expires_at.rfc3339()})),
+        ));
+        self.commit(workspace, &keys, actor, changes, events).await?;
+        let token = self.tokens.issue(
+            TokenKind::User,
+            console_audience(workspace),
+            workspace,
+            user.id,
+            session.id,
+            role,
+            user.revision,
+            ttl,
+            now,
+        )?;
+        Ok((user, token))
+    }
+
+    /// Creates a SUPPORT operator (command line only). Audited in the instance's chain.
+    pub async fn create_support(&self, email: &str, actor: &Actor) -> Result<SupportOperator> {
+        let email = parse_email("email", email)?;
+        let keys = self.instance_keys().await?;
+        let index = email_index(&keys, &email);
+        if self.stores.support.find_support_by_email(&index).await?.is_some() {
+            return Err(Error::Conflict("support operator exists"));
+        }
+        let id = UserId::new();
+        let op = SupportOperator {
+            id,
+            email_sealed: seal_email(&keys, audit::INSTANCE, id, &email)?,
+            email_index: index.to_vec(),
+            revision: 1,
+            created_at: self.clock.now(),
+        };
+        self.stores.support.insert_support(&op).await?;
+        self.record(
+            audit::INSTANCE,
+            &keys,
+            actor,
+            vec![NewEvent::new("support.create", "support_operator", id)],
+        )
+        .await?;
+        Ok(op)
+    }
+
+    /// The SUPPORT operator with this e-mail.
+    pub async fn find_support(&self, email: &str) -> Result<SupportOperator> {
+        let email = parse_email("email", email)?;
+        let keys = self.instance_keys().await?;
+        self.stores
+            .support
+            .find_support_by_email(&email_index(&keys, &email))
+            .await?
+            .ok_or(Error::NotFound("support operator"))
+    }
+
+    /// SUPPORT operators with their e-mail addresses.
+    pub async fn list_support(&self) -> Result<Vec<(SupportOperator, String)>> {
+        let keys = self.instance_keys().await?;
+        let mut out = Vec::new();
+        for op in self.stores.support.list_support().await? {
+            let email = crate::auth::callback::open_email(&keys, audit::INSTANCE, op.id, &op.email_sealed)?;
+            out.push((op, email));
+        }
+        Ok(out)
+    }
+
+    /// Removes a SUPPORT operator; its tokens stop working on every node.
+    pub async fn delete_support(&self, email: &str, actor: &Actor) -> Result<()> {
+        let op = self.find_support(email).await?;
+        self.stores.support.delete_support(op.id).await?;
+        self.state.apply(Invalidation::Support(op.id));
+        let keys = self.instance_keys().await?;
+        self.record(
+            audit::INSTANCE,
+            &keys,
+            actor,
+            vec![NewEvent::new("support.delete", "support_operator", op.id)],
+        )
+        .await
+    }
+
+    /// Mints a SUPPORT token for reading one workspace. Audited in that workspace's log.
+    pub async fn issue_support_token(
+        &self,
+        workspace: WorkspaceId,
+        email: &str,
+        ttl: Duration,
+        actor: &Actor,
+    ) -> Result<(SupportOperator, IssuedToken)> {
+        let ttl = check_console_ttl(ttl)?;
+        let op = self.find_support(email).await?;
+        self.get_workspace(workspace).await?;
+        let keys = self.keys.workspace_keys(workspace, false).await?;
+        let now = self.clock.now();
+        self.record(
+            workspace,
+            &keys,
+            actor,
+            vec![NewEvent::new("token.issue", "support_operator", op.id).values(
+                None,
+                Some(serde_json::json!({"kind": "support", "role": "support", "expires_at": now.plus(ttl).rfc3339()})),
+            )],
+        )
+        .await?;
+        let token = self.tokens.issue(
+            TokenKind::User,
+            console_audience(workspace),
+            workspace,
+            op.id,
+            SessionId::new(),
+            Role::Support,
+            op.revision,
+            ttl,
+            now,
+        )?;
+        Ok((op, token))
+    }
+}
+
+fn check_console_ttl(ttl: Duration) -> Result<Duration> {
+    if ttl < Duration::from_secs(60) || ttl > MAX_CONSOLE_TTL {
+        return Err(Error::invalid("ttl", "must be between 1 minute and 24 hours"));
+    }
+    Ok(ttl)
+}
+
+/// What a change invalidates in caches.
+pub fn invalidation_of(workspace: WorkspaceId, change: &Change) -> Option<Invalidation> {
+    Some(match change {
+        Change::InsertWorkspace(_) | Change::RenameWorkspace(_) | Change::SetPlan(_) => {
+            Invalidation::Workspace(workspace)
+        }
+        Change::InsertApplication(a) | Change::UpdateApplication(a) => Invalidation::Application(a.id),
+        Change::DeleteApplication(id) | Change::SetApplicationSecret(id, _) => Invalidation::Application(*id),
+        Change::InsertUser(u) => Invalidation::User(workspace, u.id),
+        Change::SetRole(u, _)
+        | Change::SetStatus(u, _)
+        | Change::RaiseRevision(u)
+        | Change::DeleteUser(u) => Invalidation::User(workspace, *u),
+        Change::InsertSession(s) => Invalidation::Session(workspace, s.id),
+        Change::InsertInvite(_) | Change::RevokeInvite(_) => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails() {
+        assert_eq!(parse_email("e", " a@b.example ").unwrap(), "a@b.example");
+        for bad in ["", "a", "@b", "a@", "a@@b", "a b@c", "a@b\u{7}c"] {
+            assert!(parse_email("e", bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! `/api/v1/applications`: registering and configuring a workspace's applications.
+
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use secureflows_api_types as dto;
+use secureflows_api_types::manage as m;
+use secureflows_core::workspace::{ApplicationPatch, NewApplication};
+use secureflows_core::{Application, ApplicationId, Error, UpstreamTrust};
+
+use crate::extract::{ConsoleAuth, Json};
+use crate::problem::ApiResult;
+use crate::state::AppState;
+
+pub(crate) fn application_dto(a: &Application) -> m::Application {
+    m::Application {
+        id: a.id.to_string(),
+        name: a.name.clone(),
+        public: a.public,
+        allowed_origins: a.allowed_origins.clone(),
+        trust: a.trust.as_ref().map(|t| m::Trust {
+            issuer: t.issuer.clone(),
+            audience: t.audience.clone(),
+        }),
+        session_ttl: a.data_ttl.as_secs(),
+        token_ttl: a.token_ttl.as_secs(),
+        created_at: a.created_at.rfc3339(),
+        updated_at: a.updated_at.rfc3339(),
+    }
+}
+
+fn trust(t: m::Trust) -> UpstreamTrust {
+    UpstreamTrust {
+        issuer: t.issuer,
+        audience: t.audience,
+    }
+}
+
+fn parse_id(id: &str) -> Result<ApplicationId, Error> {
+    // An id that cannot exist is "not found", like any id of another workspace.
+    id.parse().map_err(|_| Error::NotFound("application"))
+}
+
+/// Registers an application.
+#[utoipa::path(post, path = "/api/v1/applications", tag = "applications",
+    security(("console" = [])),
+    request_body = m::CreateApplication,
+    responses(
+        (status = 201, description = "Registered (OWNER, ADMIN); a confidential client's secret is shown once", body = m::CreatedApplication),
+        (status = "4XX", description = "Problem", body = dto::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn create_application(
+    State(state): State<AppState>,
+    ConsoleAuth(caller): ConsoleAuth,
+    Json(body): Json<m::CreateApplication>,
+) -> ApiResult<(StatusCode, axum::Json<m::CreatedApplication>)> {
+    caller.require_admin()?;
+    let new = NewApplication {
+        name: body.name,
+        trust: body.trust.map(trust),
+        allowed_origins: body.allowed_origins,
+        data_ttl: body.session_ttl.map(Duration::from_secs),
+        token_ttl: body.token_ttl.map(Duration::from_secs),
+        public: body.public,
+    };
+    let (app, secret) = state
+        .services()
+        .create_application(caller.workspace_id(), new, &caller.actor)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(m::CreatedApplication {
+            application: application_dto(&app),
+            client_secret: secret.map(|s| s.expose().to_owned()),
+        }),
+    ))
+}
+
+/// The workspace's applications.
+#[utoipa::path(get, path = "/api/v1/applications", tag = "applications",
+    security(("console" = [])),
+    responses(
+        (status = 200, description = "Applications (OWNER, ADMIN, SUPPORT)", body = m::ApplicationList),
+        (status = "4XX", description = "Problem", body = dto::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_applications(
+    State(state): State<AppState>,
+    ConsoleAuth(caller): ConsoleAuth,
+) -> ApiResult<axum::Json<m::ApplicationList>> {
+    caller.require_metadata_reader()?;
+    let services = state.services();
+    let apps = services
+        .stores
+        .applications
+        .list_applications(caller.workspace_id())
+        .await?;
+    services
+        .audit_support_read(&caller, "applications", caller.workspace_id().to_string())
+        .await?;
+    Ok(axum::Json(m::ApplicationList {
+        items: apps.iter().map(application_dto).collect(),
+    }))
+}
+
+/// One application.
+#[utoipa::path(get, path = "/api/v1/applications/{id}", tag = "applications",
+    security(("console" = [])),
+    params(("id" = String, Path, description = "Application id")),
+    responses(
+        (status = 200, description = "The application (OWNER, ADMIN, SUPPORT)", body = m::Application),
+        (status = "4XX", description = "Problem", body = dto::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get_application(
+    State(state): State<AppState>,
+    ConsoleAuth(caller): ConsoleAuth,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<m::Application>> {
+    caller.require_metadata_reader()?;
+    let services = state.services();
+    let app = services
+        .find_workspace_application(caller.workspace_id(), parse_id(&id)?)
+        .await?;
+    services
+        .audit_support_read(&caller, "application", app.id.to_string())
+        .await?;
+    Ok(axum::Json(application_dto(&app)))
+}
+
+/// Changes an application's settings.
+#[utoipa::path(patch, path = "/api/v1/applications/{id}", tag = "applications",
+    security(("console" = [])),
+    params(("id" = String, Path, description = "Application id")),
+    request_body = m::UpdateApplication,
+    responses(
+        (status = 200, description = "The changed application (OWNER, ADMIN)", body = m::Application),
+        (status = "4XX", description = "Problem", body = dto::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn update_application(
+    State(state): State<AppState>,
+    ConsoleAuth(caller): ConsoleAuth,
+    Path(id): Path<String>,
+    Json(body): Json<m::UpdateApplication>,
+) -> ApiResult<axum::Json<m::Application>> {
+    caller.require_admin()?;
+    let patch = ApplicationPatch {
+        name: body.name,
+        allowed_origins: body.allowed_origins,
+        trust: body.trust.map(|t| t.map(trust)),
+        data_ttl: body.session_ttl.map(Duration::from_secs),
+        token_ttl: body.token_ttl.map(Duration::from_secs),
+    };
+    let app = state
+        .services()
+        .update_application(&caller, parse_id(&id)?, patch)
+        .await?;
+    Ok(axum::Json(application_dto(&app)))
+}
+
+/// Deletes an application with its login sessions and vault values.
+#[utoipa::path(delete, path = "/api/v1/applications/{id}", tag = "applications",
+    security(("console" = [])),
+    params(("id" = String, Path, description = "Application id")),
+    responses(
+        (status = 204, description = "Deleted (OWNER, ADMIN)"),
+        (status = "4XX", description = "Problem", body = dto::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn delete_application(
+    State(state): State<AppState>,
+    ConsoleAuth(caller): ConsoleAuth,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require_admin()?;
+    state
+        .services()
+        .delete_application(&caller, parse_id(&id)?)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Replaces a confidential application's client secret; the old one stops working at once.
+#[utoipa::path(post, path = "/api/v1/applications/{id}/secret", tag = "applications",
+    security(("console" = [])),
+    params(("id" = String, Path, description = "Application id")),
+    responses(
+        (status = 200, description = "The new secret, shown once (OWNER, ADMIN)", body = m::ClientSecret),
+        (status = "4XX", description = "Problem", body = dto::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn rotate_secret(
+    State(state): State<AppState>,
+    ConsoleAuth(caller): ConsoleAuth,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<m::ClientSecret>> {
+    caller.require_admin()?;
+    let secret = state
+        .services()
+        .rotate_application_secret(&caller, parse_id(&id)?)
+        .await?;
+    Ok(axum::Json(m::ClientSecret {
+        client_secret: secret.expose().to_owned(),
+    }))
+}

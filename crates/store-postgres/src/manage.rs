@@ -1,0 +1,656 @@
+//! Management changes with their audit events (one transaction, serialised per workspace by an
+//! advisory lock), invitations and SUPPORT operators.
+
+use async_trait::async_trait;
+use secureflows_core::audit::{self, ActorKind, EventFilter, PendingEvent, StoredEvent};
+use secureflows_core::store::{AuditStore, Change, ChangeSet, InviteStore, SupportStore};
+use secureflows_core::{
+    Error, Invalidation, Invite, InviteId, Result, Role, SupportOperator, Timestamp, UserId, UserStatus,
+    WorkspaceId,
+};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::data::{
+    APP_COLUMNS, PgStore, USER_COLUMNS, corrupt, from_ts, record_invalidation, secs, ts, user_row,
+};
+use crate::error::SqlResult;
+
+fn must_change(n: u64, what: &'static str) -> Result<()> {
+    if n == 0 {
+        Err(Error::NotFound(what))
+    } else {
+        Ok(())
+    }
+}
+
+async fn find_user_role(c: &mut PgConnection, ws: Uuid, user: UserId) -> Result<(Role, UserStatus)> {
+    let row = sqlx::query(&format!(
+        "select {USER_COLUMNS} from user_account u where u.workspace_id = $1 and u.user_id = $2"
+    ))
+    .bind(ws)
+    .bind(user.as_uuid())
+    .fetch_optional(&mut *c)
+    .await
+    .db()?
+    .ok_or(Error::NotFound("user"))?;
+    let user = user_row(&row)?;
+    Ok((user.role, user.status))
+}
+
+/// Raises the revision (with the column change in `set`, bound to `$3`) and ends the user's login
+/// sessions.
+async fn bump_user(
+    c: &mut PgConnection,
+    ws: Uuid,
+    user: UserId,
+    set: &str,
+    value: &str,
+    now: Timestamp,
+) -> Result<()> {
+    let n = sqlx::query(&format!(
+        "update user_account set {set} revision = revision + 1, updated_at = $4
+         where workspace_id = $1 and user_id = $2 and $3::text is not null"
+    ))
+    .bind(ws)
+    .bind(user.as_uuid())
+    .bind(value)
+    .bind(ts(now))
+    .execute(&mut *c)
+    .await
+    .db()?
+    .rows_affected();
+    must_change(n, "user")?;
+    sqlx::query(
+        "update login_session set ended_at = $3
+         where workspace_id = $1 and user_id = $2 and ended_at is null and expires_at > $3",
+    )
+    .bind(ws)
+    .bind(user.as_uuid())
+    .bind(ts(now))
+    .execute(&mut *c)
+    .await
+    .db()?;
+    Ok(())
+}
+
+/// Applies one change; returns whether it took an OWNER's rights away (the last-owner rule applies).
+async fn apply_change(
+    c: &mut PgConnection,
+    workspace: WorkspaceId,
+    now: Timestamp,
+    change: &Change,
+) -> Result<bool> {
+    let ws = workspace.as_uuid();
+    let mut owner_lost = false;
+    let invalidation = match change {
+        Change::InsertWorkspace(w) => {
+            if w.id != workspace {
+                return Err(Error::NotFound("workspace"));
+            }
+            sqlx::query(
+                "insert into workspace (workspace_id, name, plan, created_at, updated_at) values ($1, $2, $3, $4, $5)",
+            )
+            .bind(ws)
+            .bind(&w.name)
+            .bind(w.plan.as_str())
+            .bind(ts(w.created_at))
+            .bind(ts(w.updated_at))
+            .execute(&mut *c)
+            .await
+            .db()?;
+            Invalidation::Workspace(workspace)
+        }
+        Change::RenameWorkspace(name) => {
+            let n = sqlx::query("update workspace set name = $2, updated_at = $3 where workspace_id = $1")
+                .bind(ws)
+                .bind(name)
+                .bind(ts(now))
+                .execute(&mut *c)
+                .await
+                .db()?
+                .rows_affected();
+            must_change(n, "workspace")?;
+            Invalidation::Workspace(workspace)
+        }
+        Change::SetPlan(plan) => {
+            let n = sqlx::query("update workspace set plan = $2, updated_at = $3 where workspace_id = $1")
+                .bind(ws)
+                .bind(plan.as_str())
+                .bind(ts(now))
+                .execute(&mut *c)
+                .await
+                .db()?
+                .rows_affected();
+            must_change(n, "workspace")?;
+            Invalidation::Workspace(workspace)
+        }
+        Change::InsertApplication(app) => {
+            if app.workspace_id != workspace {
+                return Err(Error::NotFound("workspace"));
+            }
+            sqlx::query(&format!(
+                "insert into application ({APP_COLUMNS}) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+            ))
+            .bind(app.id.as_uuid())
+            .bind(ws)
+            .bind(&app.name)
+            .bind(app.trust.as_ref().map(|t| t.issuer.clone()))
+            .bind(app.trust.as_ref().map(|t| t.audience.clone()))
+            .bind(&app.allowed_origins)
+            .bind(secs(app.data_ttl))
+            .bind(secs(app.token_ttl))
+            .bind(ts(app.created_at))
+            .bind(ts(app.updated_at))
+            .bind(app.public)
+            .bind(&app.secret_hash)
+            .execute(&mut *c)
+            .await
+            .db()?;
+            Invalidation::Application(app.id)
+        }
+        Change::UpdateApplication(app) => {
+            let n = sqlx::query(
+                "update application set name = $3, trust_issuer = $4, trust_audience = $5, allowed_origins = $6,
+                   data_ttl_secs = $7, token_ttl_secs = $8, updated_at = $9
+                 where workspace_id = $1 and application_id = $2",
+            )
+            .bind(ws)
+            .bind(app.id.as_uuid())
+            .bind(&app.name)
+            .bind(app.trust.as_ref().map(|t| t.issuer.clone()))
+            .bind(app.trust.as_ref().map(|t| t.audience.clone()))
+            .bind(&app.allowed_origins)
+            .bind(secs(app.data_ttl))
+            .bind(secs(app.token_ttl))
+            .bind(ts(now))
+            .execute(&mut *c)
+            .await
+            .db()?
+            .rows_affected();
+            must_change(n, "application")?;
+            Invalidation::Application(app.id)
+        }
+        Change::DeleteApplication(id) => {
+            sqlx::query("delete from vault_value where workspace_id = $1 and application_id = $2")
+                .bind(ws)
+                .bind(id.as_uuid())
+                .execute(&mut *c)
+                .await
+                .db()?;
+            let n = sqlx::query("delete from application where workspace_id = $1 and application_id = $2")
+                .bind(ws)
+                .bind(id.as_uuid())
+                .execute(&mut *c)
+                .await
+                .db()?
+                .rows_affected();
+            must_change(n, "application")?;
+            Invalidation::Application(*id)
+        }
+        Change::SetApplicationSecret(id, hash) => {
+            let n = sqlx::query(
+                "update application set secret_hash = $3, updated_at = $4
+                 where workspace_id = $1 and application_id = $2 and not public",
+            )
+            .bind(ws)
+            .bind(id.as_uuid())
+            .bind(hash)
+            .bind(ts(now))
+            .execute(&mut *c)
+            .await
+            .db()?
+            .rows_affected();
+            must_change(n, "application")?;
+            Invalidation::Application(*id)
+        }
+        Change::InsertUser(u) => {
+            if u.workspace_id != workspace {
+                return Err(Error::NotFound("workspace"));
+            }
+            sqlx::query(
+                "insert into user_account (user_id, workspace_id, role, revision, status, email_sealed, email_index,
+                                           name_sealed, created_at, updated_at)
+                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(u.id.as_uuid())
+            .bind(ws)
+            .bind(u.role.as_str())
+            .bind(u.revision)
+            .bind(u.status.as_str())
+            .bind(&u.email_sealed)
+            .bind(&u.email_index)
+            .bind(&u.name_sealed)
+            .bind(ts(u.created_at))
+            .bind(ts(u.updated_at))
+            .execute(&mut *c)
+            .await
+            .db()?;
+            Invalidation::User(workspace, u.id)
+        }
+        Change::SetRole(user, role) => {
+            let (old, _) = find_user_role(c, ws, *user).await?;
+            owner_lost = old == Role::Owner && *role != Role::Owner;
+            bump_user(c, ws, *user, "role = $3,", role.as_str(), now).await?;
+            Invalidation::User(workspace, *user)
+        }
+        Change::SetStatus(user, status) => {
+            let (role, _) = find_user_role(c, ws, *user).await?;
+            owner_lost = role == Role::Owner && *status != UserStatus::Active;
+            bump_user(c, ws, *user, "status = $3,", status.as_str(), now).await?;
+            Invalidation::User(workspace, *user)
+        }
+        Change::RaiseRevision(user) => {
+            bump_user(c, ws, *user, "", "", now).await?;
+            Invalidation::User(workspace, *user)
+        }
+        Change::DeleteUser(user) => {
+            let (role, _) = find_user_role(c, ws, *user).await?;
+            owner_lost = role == Role::Owner;
+            sqlx::query("delete from vault_value where workspace_id = $1 and user_id = $2")
+                .bind(ws)
+                .bind(user.as_uuid())
+                .execute(&mut *c)
+                .await
+                .db()?;
+            let n = sqlx::query("delete from user_account where workspace_id = $1 and user_id = $2")
+                .bind(ws)
+                .bind(user.as_uuid())
+                .execute(&mut *c)
+                .await
+                .db()?
+                .rows_affected();
+            must_change(n, "user")?;
+            Invalidation::User(workspace, *user)
+        }
+        Change::InsertSession(s) => {
+            if s.workspace_id != workspace {
+                return Err(Error::NotFound("workspace"));
+            }
+            sqlx::query(
+                "insert into login_session (workspace_id, session_id, application_id, user_id, created_at, expires_at)
+                 values ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(ws)
+            .bind(s.id.as_uuid())
+            .bind(s.application_id.map(|a| a.as_uuid()))
+            .bind(s.user_id.as_uuid())
+            .bind(ts(s.created_at))
+            .bind(ts(s.expires_at))
+            .execute(&mut *c)
+            .await
+            .db()?;
+            Invalidation::Session(workspace, s.id)
+        }
+        Change::InsertInvite(i) => {
+            if i.workspace_id != workspace {
+                return Err(Error::NotFound("workspace"));
+            }
+            sqlx::query(
+                "insert into invite (workspace_id, invite_id, email_sealed, email_index, role, token_hash, invited_by,
+                   created_at, expires_at)
+                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(ws)
+            .bind(i.id.as_uuid())
+            .bind(&i.email_sealed)
+            .bind(&i.email_index)
+            .bind(i.role.as_str())
+            .bind(&i.token_hash)
+            .bind(i.invited_by.as_uuid())
+            .bind(ts(i.created_at))
+            .bind(ts(i.expires_at))
+            .execute(&mut *c)
+            .await
+            .db()?;
+            return Ok(false);
+        }
+        Change::RevokeInvite(id) => {
+            let n = sqlx::query(
+                "update invite set revoked_at = $3
+                 where workspace_id = $1 and invite_id = $2 and revoked_at is null and accepted_at is null",
+            )
+            .bind(ws)
+            .bind(id.as_uuid())
+            .bind(ts(now))
+            .execute(&mut *c)
+            .await
+            .db()?
+            .rows_affected();
+            must_change(n, "invite")?;
+            return Ok(false);
+        }
+    };
+    record_invalidation(c, invalidation).await?;
+    Ok(owner_lost)
+}
+
+async fn append_events(c: &mut PgConnection, set: &ChangeSet) -> Result<()> {
+    if set.events.is_empty() {
+        return Ok(());
+    }
+    let ws = set.workspace.as_uuid();
+    let head: Option<(i64, Vec<u8>)> =
+        sqlx::query_as("select seq, hash from audit_head where workspace_id = $1")
+            .bind(ws)
+            .fetch_optional(&mut *c)
+            .await
+            .db()?;
+    let (mut seq, mut prev) = head.unwrap_or((0, audit::GENESIS.to_vec()));
+    for e in &set.events {
+        seq += 1;
+        let hash = audit::link(&set.chain, set.workspace, seq, &prev, e);
+        sqlx::query(
+            "insert into audit_event (workspace_id, seq, event_id, created_at, actor_kind, actor_id, action,
+               resource_type, resource_id, details_sealed, prev_hash, hash)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(ws)
+        .bind(seq)
+        .bind(e.id)
+        .bind(ts(e.at))
+        .bind(e.actor_kind.as_str())
+        .bind(e.actor_id.map(|u| u.as_uuid()))
+        .bind(&e.action)
+        .bind(&e.resource_type)
+        .bind(&e.resource_id)
+        .bind(&e.details_sealed)
+        .bind(&prev)
+        .bind(hash.as_slice())
+        .execute(&mut *c)
+        .await
+        .db()?;
+        prev = hash.to_vec();
+    }
+    sqlx::query(
+        "insert into audit_head (workspace_id, seq, hash) values ($1, $2, $3)
+         on conflict (workspace_id) do update set seq = excluded.seq, hash = excluded.hash",
+    )
+    .bind(ws)
+    .bind(seq)
+    .bind(&prev)
+    .execute(&mut *c)
+    .await
+    .db()?;
+    Ok(())
+}
+
+const EVENT_COLUMNS: &str = "workspace_id, seq, event_id, created_at, actor_kind, actor_id, action, resource_type, \
+                             resource_id, details_sealed, prev_hash, hash";
+
+fn event_row(r: &PgRow) -> Result<StoredEvent> {
+    Ok(StoredEvent {
+        workspace_id: WorkspaceId::from_uuid(r.try_get("workspace_id").db()?),
+        seq: r.try_get("seq").db()?,
+        event: PendingEvent {
+            id: r.try_get("event_id").db()?,
+            at: from_ts(r.try_get("created_at").db()?),
+            actor_kind: ActorKind::parse(r.try_get::<&str, _>("actor_kind").db()?)
+                .ok_or(corrupt("actor_kind"))?,
+            actor_id: r
+                .try_get::<Option<Uuid>, _>("actor_id")
+                .db()?
+                .map(UserId::from_uuid),
+            action: r.try_get("action").db()?,
+            resource_type: r.try_get("resource_type").db()?,
+            resource_id: r.try_get("resource_id").db()?,
+            details_sealed: r.try_get("details_sealed").db()?,
+        },
+        prev_hash: r.try_get("prev_hash").db()?,
+        hash: r.try_get("hash").db()?,
+    })
+}
+
+#[async_trait]
+impl AuditStore for PgStore {
+    async fn apply(&self, set: ChangeSet) -> Result<()> {
+        let mut tx = self.pool.begin().await.db()?;
+        // SECURITY: one change set per workspace at a time, so the last-owner check and the chain's next
+        // sequence number see every committed change of the workspace.
+        sqlx::query("select pg_advisory_xact_lock(hashtextextended($1::text, 7))")
+            .bind(set.workspace.as_uuid())
+            .execute(&mut *tx)
+            .await
+            .db()?;
+        let mut owner_lost = false;
+        for change in &set.changes {
+            owner_lost |= apply_change(&mut tx, set.workspace, set.now, change).await?;
+        }
+        if owner_lost {
+            let owners: bool = sqlx::query_scalar(
+                "select exists (select 1 from user_account
+                   where workspace_id = $1 and role = 'owner' and status = 'active')",
+            )
+            .bind(set.workspace.as_uuid())
+            .fetch_one(&mut *tx)
+            .await
+            .db()?;
+            if !owners {
+                return Err(Error::Conflict("last-owner"));
+            }
+        }
+        append_events(&mut tx, &set).await?;
+        tx.commit().await.db()
+    }
+
+    async fn list_events(
+        &self,
+        workspace: WorkspaceId,
+        f: &EventFilter,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>> {
+        let (exact, prefix) = match f.action.as_deref() {
+            Some(a) if a.ends_with('.') => (None, Some(a.to_owned())),
+            Some(a) => (Some(a.to_owned()), None),
+            None => (None, None),
+        };
+        sqlx::query(&format!(
+            "select {EVENT_COLUMNS} from audit_event
+             where workspace_id = $1
+               and ($2::timestamptz is null or created_at >= $2) and ($3::timestamptz is null or created_at < $3)
+               and ($4::uuid is null or actor_id = $4) and ($5::text is null or action = $5)
+               and ($6::text is null or starts_with(action, $6))
+               and ($7::text is null or resource_id = $7) and ($8::bigint is null or seq < $8)
+             order by seq desc limit $9"
+        ))
+        .bind(workspace.as_uuid())
+        .bind(f.since.map(ts))
+        .bind(f.until.map(ts))
+        .bind(f.actor.map(|a| a.as_uuid()))
+        .bind(exact)
+        .bind(prefix)
+        .bind(&f.resource)
+        .bind(f.before_seq)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .db()?
+        .iter()
+        .map(event_row)
+        .collect()
+    }
+
+    async fn chain_after(
+        &self,
+        workspace: WorkspaceId,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>> {
+        sqlx::query(&format!(
+            "select {EVENT_COLUMNS} from audit_event where workspace_id = $1 and seq > $2 order by seq limit $3"
+        ))
+        .bind(workspace.as_uuid())
+        .bind(after_seq)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .db()?
+        .iter()
+        .map(event_row)
+        .collect()
+    }
+
+    async fn chain_head(&self, workspace: WorkspaceId) -> Result<Option<(i64, Vec<u8>)>> {
+        sqlx::query_as("select seq, hash from audit_head where workspace_id = $1")
+            .bind(workspace.as_uuid())
+            .fetch_optional(&self.pool)
+            .await
+            .db()
+    }
+
+    async fn chained_workspaces(&self) -> Result<Vec<WorkspaceId>> {
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "select workspace_id from audit_head union select distinct workspace_id from audit_event order by 1",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .db()?;
+        Ok(ids.into_iter().map(WorkspaceId::from_uuid).collect())
+    }
+}
+
+const INVITE_COLUMNS: &str = "invite_id, workspace_id, email_sealed, email_index, role, token_hash, invited_by, \
+                              created_at, expires_at, revoked_at, accepted_at";
+
+fn invite_row(r: &PgRow) -> Result<Invite> {
+    Ok(Invite {
+        id: InviteId::from_uuid(r.try_get("invite_id").db()?),
+        workspace_id: WorkspaceId::from_uuid(r.try_get("workspace_id").db()?),
+        email_sealed: r.try_get("email_sealed").db()?,
+        email_index: r.try_get("email_index").db()?,
+        role: Role::parse(r.try_get::<&str, _>("role").db()?).ok_or(corrupt("role"))?,
+        token_hash: r.try_get("token_hash").db()?,
+        invited_by: UserId::from_uuid(r.try_get("invited_by").db()?),
+        created_at: from_ts(r.try_get("created_at").db()?),
+        expires_at: from_ts(r.try_get("expires_at").db()?),
+        revoked_at: r
+            .try_get::<Option<OffsetDateTime>, _>("revoked_at")
+            .db()?
+            .map(from_ts),
+        accepted_at: r
+            .try_get::<Option<OffsetDateTime>, _>("accepted_at")
+            .db()?
+            .map(from_ts),
+    })
+}
+
+#[async_trait]
+impl InviteStore for PgStore {
+    async fn find_invite(&self, workspace: WorkspaceId, id: InviteId) -> Result<Option<Invite>> {
+        sqlx::query(&format!(
+            "select {INVITE_COLUMNS} from invite where workspace_id = $1 and invite_id = $2"
+        ))
+        .bind(workspace.as_uuid())
+        .bind(id.as_uuid())
+        .fetch_optional(&self.pool)
+        .await
+        .db()?
+        .as_ref()
+        .map(invite_row)
+        .transpose()
+    }
+
+    async fn list_invites(
+        &self,
+        workspace: WorkspaceId,
+        after: Option<InviteId>,
+        limit: u32,
+    ) -> Result<Vec<Invite>> {
+        sqlx::query(&format!(
+            "select {INVITE_COLUMNS} from invite
+             where workspace_id = $1 and ($2::uuid is null or invite_id > $2) order by invite_id limit $3"
+        ))
+        .bind(workspace.as_uuid())
+        .bind(after.map(|i| i.as_uuid()))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .db()?
+        .iter()
+        .map(invite_row)
+        .collect()
+    }
+}
+
+const SUPPORT_COLUMNS: &str = "support_id, email_sealed, email_index, revision, created_at";
+
+fn support_row(r: &PgRow) -> Result<SupportOperator> {
+    Ok(SupportOperator {
+        id: UserId::from_uuid(r.try_get("support_id").db()?),
+        email_sealed: r.try_get("email_sealed").db()?,
+        email_index: r.try_get("email_index").db()?,
+        revision: r.try_get("revision").db()?,
+        created_at: from_ts(r.try_get("created_at").db()?),
+    })
+}
+
+#[async_trait]
+impl SupportStore for PgStore {
+    async fn insert_support(&self, op: &SupportOperator) -> Result<()> {
+        sqlx::query(&format!(
+            "insert into support_operator ({SUPPORT_COLUMNS}) values ($1, $2, $3, $4, $5)"
+        ))
+        .bind(op.id.as_uuid())
+        .bind(&op.email_sealed)
+        .bind(&op.email_index)
+        .bind(op.revision)
+        .bind(ts(op.created_at))
+        .execute(&self.pool)
+        .await
+        .db()?;
+        Ok(())
+    }
+
+    async fn find_support(&self, id: UserId) -> Result<Option<SupportOperator>> {
+        sqlx::query(&format!(
+            "select {SUPPORT_COLUMNS} from support_operator where support_id = $1"
+        ))
+        .bind(id.as_uuid())
+        .fetch_optional(&self.pool)
+        .await
+        .db()?
+        .as_ref()
+        .map(support_row)
+        .transpose()
+    }
+
+    async fn find_support_by_email(&self, email_index: &[u8]) -> Result<Option<SupportOperator>> {
+        sqlx::query(&format!(
+            "select {SUPPORT_COLUMNS} from support_operator where email_index = $1"
+        ))
+        .bind(email_index)
+        .fetch_optional(&self.pool)
+        .await
+        .db()?
+        .as_ref()
+        .map(support_row)
+        .transpose()
+    }
+
+    async fn list_support(&self) -> Result<Vec<SupportOperator>> {
+        sqlx::query(&format!(
+            "select {SUPPORT_COLUMNS} from support_operator order by support_id"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .db()?
+        .iter()
+        .map(support_row)
+        .collect()
+    }
+
+    async fn delete_support(&self, id: UserId) -> Result<bool> {
+        let mut tx = self.pool.begin().await.db()?;
+        let n = sqlx::query("delete from support_operator where support_id = $1")
+            .bind(id.as_uuid())
+            .execute(&mut *tx)
+            .await
+            .db()?
+            .rows_affected();
+        record_invalidation(&mut tx, Invalidation::Support(id)).await?;
+        tx.commit().await.db()?;
+        Ok(n > 0)
+    }
+}

@@ -1,0 +1,620 @@
+//! Management changes with their audit events (one transaction on the single writer), invitations and
+//! SUPPORT operators.
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use secureflows_core::audit::{self, ActorKind, EventFilter, PendingEvent, StoredEvent};
+use secureflows_core::store::{AuditStore, Change, ChangeSet, InviteStore, SupportStore};
+use secureflows_core::{
+    Error, Invalidation, Invite, InviteId, Result, Role, SupportOperator, Timestamp, UserId, UserStatus,
+    WorkspaceId,
+};
+use uuid::Uuid;
+
+use crate::data::{SqliteStore, USER_COLUMNS, bad_column, origins_json, record_invalidation, secs, user_row};
+use crate::error::SqlResult;
+
+fn must_change(n: usize, what: &'static str) -> Result<()> {
+    if n == 0 {
+        Err(Error::NotFound(what))
+    } else {
+        Ok(())
+    }
+}
+
+fn find_user_role(c: &Connection, ws: Uuid, user: UserId) -> Result<(Role, UserStatus)> {
+    let user = c
+        .prepare_cached(&format!(
+            "select {USER_COLUMNS} from user_account where workspace_id = ?1 and user_id = ?2"
+        ))
+        .db()?
+        .query_row(params![ws, user.as_uuid()], user_row)
+        .optional()
+        .db()?
+        .ok_or(Error::NotFound("user"))?;
+    Ok((user.role, user.status))
+}
+
+/// Raises the revision (with other column changes in `set`) and ends the user's login sessions.
+fn bump_user(c: &Connection, ws: Uuid, user: UserId, set: &str, value: &str, now: Timestamp) -> Result<()> {
+    let n = c
+        .execute(
+            &format!(
+                "update user_account set {set} revision = revision + 1, updated_at = ?4
+                 where workspace_id = ?1 and user_id = ?2 and ?3 is not null"
+            ),
+            params![ws, user.as_uuid(), value, now.millis()],
+        )
+        .db()?;
+    must_change(n, "user")?;
+    c.execute(
+        "update login_session set ended_at = ?3
+         where workspace_id = ?1 and user_id = ?2 and ended_at is null and expires_at > ?3",
+        params![ws, user.as_uuid(), now.millis()],
+    )
+    .db()?;
+    Ok(())
+}
+
+/// Applies one change; returns whether it took an OWNER's rights away (the last-owner rule applies).
+fn apply_change(c: &Connection, workspace: WorkspaceId, now: Timestamp, change: &Change) -> Result<bool> {
+    let ws = workspace.as_uuid();
+    let mut owner_lost = false;
+    let invalidation = match change {
+        Change::InsertWorkspace(w) => {
+            if w.id != workspace {
+                return Err(Error::NotFound("workspace"));
+            }
+            c.execute(
+                "insert into workspace (workspace_id, name, plan, created_at, updated_at) values (?1, ?2, ?3, ?4, ?5)",
+                params![ws, w.name, w.plan.as_str(), w.created_at.millis(), w.updated_at.millis()],
+            )
+            .db()?;
+            Invalidation::Workspace(workspace)
+        }
+        Change::RenameWorkspace(name) => {
+            let n = c
+                .execute(
+                    "update workspace set name = ?2, updated_at = ?3 where workspace_id = ?1",
+                    params![ws, name, now.millis()],
+                )
+                .db()?;
+            must_change(n, "workspace")?;
+            Invalidation::Workspace(workspace)
+        }
+        Change::SetPlan(plan) => {
+            let n = c
+                .execute(
+                    "update workspace set plan = ?2, updated_at = ?3 where workspace_id = ?1",
+                    params![ws, plan.as_str(), now.millis()],
+                )
+                .db()?;
+            must_change(n, "workspace")?;
+            Invalidation::Workspace(workspace)
+        }
+        Change::InsertApplication(app) => {
+            if app.workspace_id != workspace {
+                return Err(Error::NotFound("workspace"));
+            }
+            c.execute(
+                &format!(
+                    "insert into application ({}) values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                    crate::data::APP_COLUMNS
+                ),
+                params![
+                    app.id.as_uuid(),
+                    ws,
+                    app.name,
+                    app.trust.as_ref().map(|t| t.issuer.clone()),
+                    app.trust.as_ref().map(|t| t.audience.clone()),
+                    origins_json(&app.allowed_origins),
+                    secs(app.data_ttl),
+                    secs(app.token_ttl),
+                    app.created_at.millis(),
+                    app.updated_at.millis(),
+                    app.public,
+                    app.secret_hash,
+                ],
+            )
+            .db()?;
+            Invalidation::Application(app.id)
+        }
+        Change::UpdateApplication(app) => {
+            let n = c
+                .execute(
+                    "update application set name = ?3, trust_issuer = ?4, trust_audience = ?5, allowed_origins = ?6,
+                       data_ttl_secs = ?7, token_ttl_secs = ?8, updated_at = ?9
+                     where workspace_id = ?1 and application_id = ?2",
+                    params![
+                        ws,
+                        app.id.as_uuid(),
+                        app.name,
+                        app.trust.as_ref().map(|t| t.issuer.clone()),
+                        app.trust.as_ref().map(|t| t.audience.clone()),
+                        origins_json(&app.allowed_origins),
+                        secs(app.data_ttl),
+                        secs(app.token_ttl),
+                        now.millis(),
+                    ],
+                )
+                .db()?;
+            must_change(n, "application")?;
+            Invalidation::Application(app.id)
+        }
+        Change::DeleteApplication(id) => {
+            c.execute(
+                "delete from vault_value where workspace_id = ?1 and application_id = ?2",
+                params![ws, id.as_uuid()],
+            )
+            .db()?;
+            let n = c
+                .execute(
+                    "delete from application where workspace_id = ?1 and application_id = ?2",
+                    params![ws, id.as_uuid()],
+                )
+                .db()?;
+            must_change(n, "application")?;
+            Invalidation::Application(*id)
+        }
+        Change::SetApplicationSecret(id, hash) => {
+            let n = c
+                .execute(
+                    "update application set secret_hash = ?3, updated_at = ?4
+                     where workspace_id = ?1 and application_id = ?2 and public = 0",
+                    params![ws, id.as_uuid(), hash, now.millis()],
+                )
+                .db()?;
+            must_change(n, "application")?;
+            Invalidation::Application(*id)
+        }
+        Change::InsertUser(u) => {
+            if u.workspace_id != workspace {
+                return Err(Error::NotFound("workspace"));
+            }
+            c.execute(
+                &format!(
+                    "insert into user_account ({USER_COLUMNS}) values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                ),
+                params![
+                    u.id.as_uuid(),
+                    ws,
+                    u.role.as_str(),
+                    u.revision,
+                    u.status.as_str(),
+                    u.email_sealed,
+                    u.email_index,
+                    u.name_sealed,
+                    u.created_at.millis(),
+                    u.updated_at.millis()
+                ],
+            )
+            .db()?;
+            Invalidation::User(workspace, u.id)
+        }
+        Change::SetRole(user, role) => {
+            let (old, _) = find_user_role(c, ws, *user)?;
+            owner_lost = old == Role::Owner && *role != Role::Owner;
+            bump_user(c, ws, *user, "role = ?3,", role.as_str(), now)?;
+            Invalidation::User(workspace, *user)
+        }
+        Change::SetStatus(user, status) => {
+            let (role, _) = find_user_role(c, ws, *user)?;
+            owner_lost = role == Role::Owner && *status != UserStatus::Active;
+            bump_user(c, ws, *user, "status = ?3,", status.as_str(), now)?;
+            Invalidation::User(workspace, *user)
+        }
+        Change::RaiseRevision(user) => {
+            bump_user(c, ws, *user, "", "", now)?;
+            Invalidation::User(workspace, *user)
+        }
+        Change::DeleteUser(user) => {
+            let (role, _) = find_user_role(c, ws, *user)?;
+            owner_lost = role == Role::Owner;
+            c.execute(
+                "delete from vault_value where workspace_id = ?1 and user_id = ?2",
+                params![ws, user.as_uuid()],
+            )
+            .db()?;
+            let n = c
+                .execute(
+                    "delete from user_account where workspace_id = ?1 and user_id = ?2",
+                    params![ws, user.as_uuid()],
+                )
+                .db()?;
+            must_change(n, "user")?;
+            Invalidation::User(workspace, *user)
+        }
+        Change::InsertSession(s) => {
+            if s.workspace_id != workspace {
+                return Err(Error::NotFound("workspace"));
+            }
+            c.execute(
+                "insert into login_session
+                   (workspace_id, session_id, application_id, user_id, created_at, expires_at, ended_at)
+                 values (?1, ?2, ?3, ?4, ?5, ?6, null)",
+                params![
+                    ws,
+                    s.id.as_uuid(),
+                    s.application_id.map(|a| a.as_uuid()),
+                    s.user_id.as_uuid(),
+                    s.created_at.millis(),
+                    s.expires_at.millis()
+                ],
+            )
+            .db()?;
+            Invalidation::Session(workspace, s.id)
+        }
+        Change::InsertInvite(i) => {
+            if i.workspace_id != workspace {
+                return Err(Error::NotFound("workspace"));
+            }
+            c.execute(
+                "insert into invite (workspace_id, invite_id, email_sealed, email_index, role, token_hash, invited_by,
+                   created_at, expires_at, revoked_at, accepted_at)
+                 values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, null, null)",
+                params![
+                    ws,
+                    i.id.as_uuid(),
+                    i.email_sealed,
+                    i.email_index,
+                    i.role.as_str(),
+                    i.token_hash,
+                    i.invited_by.as_uuid(),
+                    i.created_at.millis(),
+                    i.expires_at.millis()
+                ],
+            )
+            .db()?;
+            return Ok(false);
+        }
+        Change::RevokeInvite(id) => {
+            let n = c
+                .execute(
+                    "update invite set revoked_at = ?3
+                     where workspace_id = ?1 and invite_id = ?2 and revoked_at is null and accepted_at is null",
+                    params![ws, id.as_uuid(), now.millis()],
+                )
+                .db()?;
+            must_change(n, "invite")?;
+            return Ok(false);
+        }
+    };
+    record_invalidation(c, invalidation)?;
+    Ok(owner_lost)
+}
+
+fn append_events(c: &Connection, set: &ChangeSet) -> Result<()> {
+    if set.events.is_empty() {
+        return Ok(());
+    }
+    let ws = set.workspace.as_uuid();
+    let head: Option<(i64, Vec<u8>)> = c
+        .prepare_cached("select seq, hash from audit_head where workspace_id = ?1")
+        .db()?
+        .query_row(params![ws], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .db()?;
+    let (mut seq, mut prev) = head.unwrap_or((0, audit::GENESIS.to_vec()));
+    let mut insert = c
+        .prepare_cached(
+            "insert into audit_event (workspace_id, seq, event_id, created_at, actor_kind, actor_id, action,
+               resource_type, resource_id, details_sealed, prev_hash, hash)
+             values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )
+        .db()?;
+    for e in &set.events {
+        seq += 1;
+        let hash = audit::link(&set.chain, set.workspace, seq, &prev, e);
+        insert
+            .execute(params![
+                ws,
+                seq,
+                e.id,
+                e.at.millis(),
+                e.actor_kind.as_str(),
+                e.actor_id.map(|u| u.as_uuid()),
+                e.action,
+                e.resource_type,
+                e.resource_id,
+                e.details_sealed,
+                prev,
+                hash.as_slice()
+            ])
+            .db()?;
+        prev = hash.to_vec();
+    }
+    c.prepare_cached(
+        "insert into audit_head (workspace_id, seq, hash) values (?1, ?2, ?3)
+         on conflict (workspace_id) do update set seq = excluded.seq, hash = excluded.hash",
+    )
+    .db()?
+    .execute(params![ws, seq, prev])
+    .db()?;
+    Ok(())
+}
+
+const EVENT_COLUMNS: &str = "workspace_id, seq, event_id, created_at, actor_kind, actor_id, action, resource_type, \
+                             resource_id, details_sealed, prev_hash, hash";
+
+fn event_row(r: &Row<'_>) -> rusqlite::Result<StoredEvent> {
+    Ok(StoredEvent {
+        workspace_id: r.get::<_, Uuid>(0)?.into(),
+        seq: r.get(1)?,
+        event: PendingEvent {
+            id: r.get(2)?,
+            at: Timestamp::from_millis(r.get(3)?),
+            actor_kind: ActorKind::parse(&r.get::<_, String>(4)?).ok_or_else(|| bad_column("actor_kind"))?,
+            actor_id: r.get::<_, Option<Uuid>>(5)?.map(Into::into),
+            action: r.get(6)?,
+            resource_type: r.get(7)?,
+            resource_id: r.get(8)?,
+            details_sealed: r.get(9)?,
+        },
+        prev_hash: r.get(10)?,
+        hash: r.get(11)?,
+    })
+}
+
+#[async_trait]
+impl AuditStore for SqliteStore {
+    async fn apply(&self, set: ChangeSet) -> Result<()> {
+        // The single writer runs one job at a time: the changes, the last-owner check and the chain append
+        // see no concurrent change of the same workspace.
+        self.db
+            .write(move |c| {
+                let mut owner_lost = false;
+                for change in &set.changes {
+                    owner_lost |= apply_change(c, set.workspace, set.now, change)?;
+                }
+                if owner_lost {
+                    let owners: bool = c
+                        .query_row(
+                            "select exists (select 1 from user_account
+                               where workspace_id = ?1 and role = 'owner' and status = 'active')",
+                            params![set.workspace.as_uuid()],
+                            |r| r.get(0),
+                        )
+                        .db()?;
+                    if !owners {
+                        return Err(Error::Conflict("last-owner"));
+                    }
+                }
+                append_events(c, &set)
+            })
+            .await
+    }
+
+    async fn list_events(
+        &self,
+        workspace: WorkspaceId,
+        f: &EventFilter,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>> {
+        let (exact, prefix) = match f.action.as_deref() {
+            Some(a) if a.ends_with('.') => (None, Some(format!("{a}%"))),
+            Some(a) => (Some(a.to_owned()), None),
+            None => (None, None),
+        };
+        self.db.read(|c| {
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "select {EVENT_COLUMNS} from audit_event
+                     where workspace_id = ?1
+                       and (?2 is null or created_at >= ?2) and (?3 is null or created_at < ?3)
+                       and (?4 is null or actor_id = ?4) and (?5 is null or action = ?5)
+                       and (?6 is null or action like ?6 escape '\\')
+                       and (?7 is null or resource_id = ?7) and (?8 is null or seq < ?8)
+                     order by seq desc limit ?9"
+                ))
+                .db()?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        workspace.as_uuid(),
+                        f.since.map(Timestamp::millis),
+                        f.until.map(Timestamp::millis),
+                        f.actor.map(|a| a.as_uuid()),
+                        exact,
+                        prefix.map(|p| p.replace('_', "\\_")),
+                        f.resource,
+                        f.before_seq,
+                        i64::from(limit)
+                    ],
+                    event_row,
+                )
+                .db()?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().db()
+        })
+    }
+
+    async fn chain_after(
+        &self,
+        workspace: WorkspaceId,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>> {
+        self.db.read(|c| {
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "select {EVENT_COLUMNS} from audit_event where workspace_id = ?1 and seq > ?2
+                     order by seq limit ?3"
+                ))
+                .db()?;
+            let rows = stmt
+                .query_map(
+                    params![workspace.as_uuid(), after_seq, i64::from(limit)],
+                    event_row,
+                )
+                .db()?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().db()
+        })
+    }
+
+    async fn chain_head(&self, workspace: WorkspaceId) -> Result<Option<(i64, Vec<u8>)>> {
+        self.db.read(|c| {
+            c.prepare_cached("select seq, hash from audit_head where workspace_id = ?1")
+                .db()?
+                .query_row(params![workspace.as_uuid()], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+                .db()
+        })
+    }
+
+    async fn chained_workspaces(&self) -> Result<Vec<WorkspaceId>> {
+        self.db.read(|c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "select workspace_id from audit_head
+                     union select distinct workspace_id from audit_event order by 1",
+                )
+                .db()?;
+            let rows = stmt
+                .query_map([], |r| Ok(WorkspaceId::from(r.get::<_, Uuid>(0)?)))
+                .db()?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().db()
+        })
+    }
+}
+
+const INVITE_COLUMNS: &str = "invite_id, workspace_id, email_sealed, email_index, role, token_hash, invited_by, \
+                              created_at, expires_at, revoked_at, accepted_at";
+
+fn invite_row(r: &Row<'_>) -> rusqlite::Result<Invite> {
+    Ok(Invite {
+        id: r.get::<_, Uuid>(0)?.into(),
+        workspace_id: r.get::<_, Uuid>(1)?.into(),
+        email_sealed: r.get(2)?,
+        email_index: r.get(3)?,
+        role: Role::parse(&r.get::<_, String>(4)?).ok_or_else(|| bad_column("role"))?,
+        token_hash: r.get(5)?,
+        invited_by: r.get::<_, Uuid>(6)?.into(),
+        created_at: Timestamp::from_millis(r.get(7)?),
+        expires_at: Timestamp::from_millis(r.get(8)?),
+        revoked_at: r.get::<_, Option<i64>>(9)?.map(Timestamp::from_millis),
+        accepted_at: r.get::<_, Option<i64>>(10)?.map(Timestamp::from_millis),
+    })
+}
+
+#[async_trait]
+impl InviteStore for SqliteStore {
+    async fn find_invite(&self, workspace: WorkspaceId, id: InviteId) -> Result<Option<Invite>> {
+        self.db.read(|c| {
+            c.prepare_cached(&format!(
+                "select {INVITE_COLUMNS} from invite where workspace_id = ?1 and invite_id = ?2"
+            ))
+            .db()?
+            .query_row(params![workspace.as_uuid(), id.as_uuid()], invite_row)
+            .optional()
+            .db()
+        })
+    }
+
+    async fn list_invites(
+        &self,
+        workspace: WorkspaceId,
+        after: Option<InviteId>,
+        limit: u32,
+    ) -> Result<Vec<Invite>> {
+        self.db.read(|c| {
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "select {INVITE_COLUMNS} from invite
+                     where workspace_id = ?1 and (?2 is null or invite_id > ?2) order by invite_id limit ?3"
+                ))
+                .db()?;
+            let rows = stmt
+                .query_map(
+                    params![workspace.as_uuid(), after.map(|i| i.as_uuid()), i64::from(limit)],
+                    invite_row,
+                )
+                .db()?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().db()
+        })
+    }
+}
+
+fn support_row(r: &Row<'_>) -> rusqlite::Result<SupportOperator> {
+    Ok(SupportOperator {
+        id: r.get::<_, Uuid>(0)?.into(),
+        email_sealed: r.get(1)?,
+        email_index: r.get(2)?,
+        revision: r.get(3)?,
+        created_at: Timestamp::from_millis(r.get(4)?),
+    })
+}
+
+const SUPPORT_COLUMNS: &str = "support_id, email_sealed, email_index, revision, created_at";
+
+#[async_trait]
+impl SupportStore for SqliteStore {
+    async fn insert_support(&self, op: &SupportOperator) -> Result<()> {
+        let op = op.clone();
+        self.db
+            .write(move |c| {
+                c.execute(
+                    &format!("insert into support_operator ({SUPPORT_COLUMNS}) values (?1, ?2, ?3, ?4, ?5)"),
+                    params![
+                        op.id.as_uuid(),
+                        op.email_sealed,
+                        op.email_index,
+                        op.revision,
+                        op.created_at.millis()
+                    ],
+                )
+                .db()?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn find_support(&self, id: UserId) -> Result<Option<SupportOperator>> {
+        self.db.read(|c| {
+            c.prepare_cached(&format!(
+                "select {SUPPORT_COLUMNS} from support_operator where support_id = ?1"
+            ))
+            .db()?
+            .query_row(params![id.as_uuid()], support_row)
+            .optional()
+            .db()
+        })
+    }
+
+    async fn find_support_by_email(&self, email_index: &[u8]) -> Result<Option<SupportOperator>> {
+        self.db.read(|c| {
+            c.prepare_cached(&format!(
+                "select {SUPPORT_COLUMNS} from support_operator where email_index = ?1"
+            ))
+            .db()?
+            .query_row(params![email_index], support_row)
+            .optional()
+            .db()
+        })
+    }
+
+    async fn list_support(&self) -> Result<Vec<SupportOperator>> {
+        self.db.read(|c| {
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "select {SUPPORT_COLUMNS} from support_operator order by support_id"
+                ))
+                .db()?;
+            let rows = stmt.query_map([], support_row).db()?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().db()
+        })
+    }
+
+    async fn delete_support(&self, id: UserId) -> Result<bool> {
+        self.db
+            .write(move |c| {
+                let n = c
+                    .execute(
+                        "delete from support_operator where support_id = ?1",
+                        params![id.as_uuid()],
+                    )
+                    .db()?;
+                record_invalidation(c, Invalidation::Support(id))?;
+                Ok(n > 0)
+            })
+            .await
+    }
+}
