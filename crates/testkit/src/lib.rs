@@ -12,10 +12,12 @@
 mod app;
 mod db;
 mod issuer;
+mod smtp;
 
 pub use app::{TestApp, TestOptions};
 pub use db::{Backend, TestDb, contains_marker};
 pub use issuer::TestIssuer;
+pub use smtp::{ReceivedMail, SmtpSink};
 
 /// Emits a `sqlite` and a `postgres` test for each `async fn name(backend: Backend)`.
 #[macro_export]

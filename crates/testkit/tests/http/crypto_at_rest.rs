@@ -9,7 +9,7 @@ use secureflows_core::{Clock, Plan, WorkspaceId};
 use secureflows_server::app;
 use secureflows_testkit::{Backend, TestApp, TestOptions, backend_tests};
 
-use crate::support::{assert_problem, get_with, jwt_claims, marker};
+use crate::support::{assert_problem, get_with, jwt_claims, marker, raw_count, raw_execute};
 
 backend_tests!(
     raw_storage_holds_no_plaintext,
@@ -19,41 +19,6 @@ backend_tests!(
     deleted_workspace_stays_unreadable_even_from_a_backup,
     wrong_or_missing_master_key_keeps_the_server_sealed,
 );
-
-/// Runs one statement on the raw database; `?1`/`?2` (SQLite) or `$1`/`$2` (PostgreSQL) are text ids.
-async fn raw_execute(app: &TestApp, sqlite: &str, postgres: &str, params: &[String]) -> u64 {
-    match &app.raw {
-        secureflows_server::RawStore::Sqlite(_) => {
-            let conn = rusqlite::Connection::open(app.data_dir.join("secureflows.db")).unwrap();
-            conn.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
-            // Ids are 16-byte blobs in SQLite.
-            let ids: Vec<uuid::Uuid> = params.iter().map(|p| uuid::Uuid::parse_str(p).unwrap()).collect();
-            conn.execute(sqlite, rusqlite::params_from_iter(ids.iter()))
-                .unwrap() as u64
-        }
-        secureflows_server::RawStore::Postgres(store) => {
-            let mut q = sqlx::query(postgres);
-            for p in params {
-                q = q.bind(p.clone());
-            }
-            q.execute(store.pool()).await.unwrap().rows_affected()
-        }
-    }
-}
-
-/// Runs a `select count(*)` on the raw database.
-async fn raw_count(app: &TestApp, sqlite: &str, postgres: &str) -> i64 {
-    match &app.raw {
-        secureflows_server::RawStore::Sqlite(_) => {
-            let conn = rusqlite::Connection::open(app.data_dir.join("secureflows.db")).unwrap();
-            conn.query_row(sqlite, [], |r| r.get(0)).unwrap()
-        }
-        secureflows_server::RawStore::Postgres(store) => sqlx::query_scalar(postgres)
-            .fetch_one(store.pool())
-            .await
-            .unwrap(),
-    }
-}
 
 fn options_with(dir: Option<std::path::PathBuf>, key: Option<String>) -> TestOptions {
     TestOptions {

@@ -10,6 +10,8 @@ mod bad_input;
 mod crypto_at_rest;
 mod headers;
 mod limits;
+mod manage_api;
+mod manage_roles;
 mod session_api;
 mod tokens;
 mod upstream;

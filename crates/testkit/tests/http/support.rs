@@ -187,3 +187,82 @@ pub fn chunked(chunks: &[&[u8]]) -> Vec<u8> {
     body.extend_from_slice(b"0\r\n\r\n");
     body
 }
+
+/// Runs one statement on the raw database; `?1`/`?2` (SQLite) or `$1`/`$2` (PostgreSQL) are text ids.
+pub async fn raw_execute(
+    app: &secureflows_testkit::TestApp,
+    sqlite: &str,
+    postgres: &str,
+    params: &[String],
+) -> u64 {
+    match &app.raw {
+        secureflows_server::RawStore::Sqlite(_) => {
+            let conn = rusqlite::Connection::open(app.data_dir.join("secureflows.db")).unwrap();
+            conn.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+            // Ids are 16-byte blobs in SQLite.
+            let ids: Vec<uuid::Uuid> = params.iter().map(|p| uuid::Uuid::parse_str(p).unwrap()).collect();
+            conn.execute(sqlite, rusqlite::params_from_iter(ids.iter()))
+                .unwrap() as u64
+        }
+        secureflows_server::RawStore::Postgres(store) => {
+            let mut q = sqlx::query(postgres);
+            for p in params {
+                q = q.bind(p.clone());
+            }
+            q.execute(store.pool()).await.unwrap().rows_affected()
+        }
+    }
+}
+
+/// Runs a `select count(*)` on the raw database.
+pub async fn raw_count(app: &secureflows_testkit::TestApp, sqlite: &str, postgres: &str) -> i64 {
+    match &app.raw {
+        secureflows_server::RawStore::Sqlite(_) => {
+            let conn = rusqlite::Connection::open(app.data_dir.join("secureflows.db")).unwrap();
+            conn.query_row(sqlite, [], |r| r.get(0)).unwrap()
+        }
+        secureflows_server::RawStore::Postgres(store) => sqlx::query_scalar(postgres)
+            .fetch_one(store.pool())
+            .await
+            .unwrap(),
+    }
+}
+
+/// A management API call with a console token and an optional JSON body.
+pub async fn call(
+    app: &secureflows_testkit::TestApp,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<serde_json::Value>,
+) -> reqwest::Response {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut request = app
+        .http
+        .request(method, format!("{}{path}", app.url))
+        .bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request.send().await.unwrap()
+}
+
+/// A management API call that must succeed with `status`; returns the JSON body (`null` if empty).
+pub async fn call_ok(
+    app: &secureflows_testkit::TestApp,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<serde_json::Value>,
+    status: u16,
+) -> serde_json::Value {
+    let response = call(app, method, path, token, body).await;
+    let got = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    assert_eq!(got, status, "{method} {path}: {text}");
+    if text.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+    }
+}
