@@ -267,12 +267,18 @@ fn init_logging(config: &Config, serving: bool) {
 }
 
 async fn open(config: &Config) -> anyhow::Result<Opened> {
+    open_with(config, false).await
+}
+
+/// Opens the stores; with `signing`, also makes sure a signing key exists (to mint tokens). Tokens
+/// carry `server.public_url` as their issuer: set it the same for the server and for these commands.
+async fn open_with(config: &Config, signing: bool) -> anyhow::Result<Opened> {
     let issuer = config
         .server
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{}", config.server.listen));
-    app::open(config, Arc::new(SystemClock), false, issuer).await
+    app::open(config, Arc::new(SystemClock), signing, issuer).await
 }
 
 fn workspace_id(text: &str) -> anyhow::Result<WorkspaceId> {
@@ -478,7 +484,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Value> {
             role,
             ttl,
         }) => {
-            let opened = open(&config).await?;
+            let opened = open_with(&config, true).await?;
             let s = &opened.services;
             let ws = workspace_id(&workspace)?;
             let actor = Actor::operator();

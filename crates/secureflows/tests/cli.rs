@@ -66,7 +66,10 @@ fn free_port() -> u16 {
 }
 
 async fn serve(data_dir: &Path, env: &[(&str, &str)]) -> ServerProcess {
-    let port = free_port();
+    serve_at(data_dir, env, free_port()).await
+}
+
+async fn serve_at(data_dir: &Path, env: &[(&str, &str)], port: u16) -> ServerProcess {
     let listen = format!("127.0.0.1:{port}");
     let child = command(data_dir, env)
         .args(["serve", "--listen", &listen])
@@ -472,4 +475,188 @@ async fn revocation_reaches_a_second_server_process_within_a_second() {
     }
     drop(a);
     drop(b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_tokens_support_operators_and_audit_verification() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("data");
+    // Tokens minted on the command line carry the server's public URL as issuer.
+    let port = free_port();
+    let public_url = format!("http://127.0.0.1:{port}");
+    let env: &[(&str, &str)] = &[("SECUREFLOWS__SERVER__PUBLIC_URL", &public_url)];
+    let ws = run_json(
+        &dir,
+        env,
+        &["--json", "workspace", "create", "--name", "Tuff Flips"],
+    );
+    let id = ws["workspace_id"].as_str().unwrap().to_owned();
+
+    // `token issue` creates the member and prints a USER JWT that the management API accepts.
+    let issued = run_json(
+        &dir,
+        env,
+        &[
+            "--json",
+            "token",
+            "issue",
+            "--workspace",
+            &id,
+            "--email",
+            "Owner@Tuff.example",
+            "--role",
+            "owner",
+            "--ttl",
+            "10m",
+        ],
+    );
+    let token = issued["token"].as_str().unwrap().to_owned();
+    assert_eq!(issued["expires_in"], 600);
+    assert_eq!(issued["role"], "owner");
+    let out = run(
+        &dir,
+        env,
+        &[
+            "--json",
+            "token",
+            "issue",
+            "--workspace",
+            &id,
+            "--email",
+            "x@y.example",
+            "--role",
+            "admin",
+            "--ttl",
+            "25h",
+        ],
+    );
+    assert!(!out.status.success(), "a console token lives at most 24 hours");
+    let out = run(
+        &dir,
+        env,
+        &[
+            "--json",
+            "token",
+            "issue",
+            "--workspace",
+            &id,
+            "--email",
+            "x@y.example",
+            "--role",
+            "support",
+        ],
+    );
+    assert!(
+        !out.status.success(),
+        "SUPPORT tokens only for operators created with `support create`"
+    );
+
+    // SUPPORT operators exist only when created here.
+    let support = run_json(
+        &dir,
+        env,
+        &["--json", "support", "create", "--email", "help@ops.example"],
+    );
+    assert!(support["support_id"].as_str().is_some());
+    let out = run(
+        &dir,
+        env,
+        &["--json", "support", "create", "--email", "HELP@ops.example"],
+    );
+    assert!(!out.status.success(), "one operator per e-mail");
+    let listed = run_json(&dir, env, &["--json", "support", "list"]);
+    assert_eq!(listed["support"][0]["email"], "help@ops.example");
+    let support_token = run_json(
+        &dir,
+        env,
+        &[
+            "--json",
+            "token",
+            "issue",
+            "--workspace",
+            &id,
+            "--email",
+            "help@ops.example",
+            "--role",
+            "support",
+        ],
+    );
+    assert_eq!(support_token["role"], "support");
+
+    let server = serve_at(&dir, env, port).await;
+    let http = reqwest::Client::new();
+    let me: Value = http
+        .get(format!("{}/api/v1/users/me", server.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["email"], "Owner@Tuff.example");
+    assert_eq!(me["role"], "owner");
+    let r = http
+        .get(format!("{}/api/v1/workspaces", server.url))
+        .bearer_auth(support_token["token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    drop(server);
+
+    // The chains verify; the export holds every event.
+    let verified = run_json(&dir, env, &["--json", "audit", "verify"]);
+    assert_eq!(verified["ok"], true, "{verified}");
+    let export = run(&dir, env, &["audit", "export", "--workspace", &id]);
+    assert!(export.status.success());
+    let lines = String::from_utf8(export.stdout).unwrap();
+    let actions: Vec<String> = lines
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["action"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    for a in ["workspace.create", "user.create", "token.issue", "support.read"] {
+        assert!(actions.iter().any(|x| x == a), "{a} in {actions:?}");
+    }
+    let csv_file = temp.path().join("audit.csv");
+    let written = run_json(
+        &dir,
+        env,
+        &[
+            "--json",
+            "audit",
+            "export",
+            "--workspace",
+            &id,
+            "--format",
+            "csv",
+            "--out",
+            csv_file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(written["events"], actions.len());
+    assert_eq!(
+        std::fs::read_to_string(&csv_file).unwrap().lines().count(),
+        actions.len() + 1
+    );
+
+    // An edit in the database file is reported, with a failing exit code.
+    let conn = rusqlite::Connection::open(dir.join("secureflows.db")).unwrap();
+    conn.execute(
+        "update audit_event set action = 'workspace.read' where seq = 1",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let out = run(&dir, env, &["--json", "audit", "verify", "--workspace", &id]);
+    assert!(!out.status.success());
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["chains"][0]["faults"][0]["kind"], "edited");
+    assert_eq!(report["chains"][0]["faults"][0]["seq"], 1);
 }

@@ -6,6 +6,7 @@
 mod support;
 
 mod access_log;
+mod audit_chain;
 mod bad_input;
 mod crypto_at_rest;
 mod headers;

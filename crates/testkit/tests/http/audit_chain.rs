@@ -1,0 +1,181 @@
+//! The audit log is tamper-evident: an event edited, deleted from the middle or from the end, or moved,
+//! directly in the database, is reported by verification; an untouched chain verifies.
+
+use secureflows_core::audit::{ChainFault, INSTANCE};
+use secureflows_core::{Plan, Role, WorkspaceId};
+use secureflows_testkit::{Backend, TestApp, backend_tests};
+use serde_json::json;
+
+use crate::support::{call_ok, raw_execute};
+
+backend_tests!(tampering_is_detected, exports_are_complete_in_both_formats);
+
+/// A workspace with a few audited changes (events 1..=n).
+async fn busy_workspace(app: &TestApp) -> WorkspaceId {
+    let ws = app.workspace(Plan::Pro).await;
+    let owner = app.console_token(ws, "owner@x.example", Role::Owner).await;
+    for name in ["One", "Two", "Three"] {
+        call_ok(
+            app,
+            "PATCH",
+            "/api/v1/workspaces",
+            &owner,
+            Some(json!({"name": name})),
+            200,
+        )
+        .await;
+    }
+    ws
+}
+
+async fn faults(app: &TestApp, ws: WorkspaceId) -> Vec<ChainFault> {
+    let reports = app.services().verify_audit(Some(ws)).await.unwrap();
+    assert_eq!(reports.len(), 1);
+    assert!(reports[0].keys_available);
+    reports[0].faults.clone()
+}
+
+fn kinds(faults: &[ChainFault]) -> Vec<(&'static str, i64)> {
+    faults.iter().map(|f| (f.kind, f.seq)).collect()
+}
+
+async fn tampering_is_detected(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let intact = busy_workspace(&app).await;
+    let edited = busy_workspace(&app).await;
+    let cut_middle = busy_workspace(&app).await;
+    let cut_tail = busy_workspace(&app).await;
+    let swapped = busy_workspace(&app).await;
+    // Events: 1 workspace.create, 2 user.create, 3 token.issue, 4..6 workspace.update.
+    for ws in [intact, edited, cut_middle, cut_tail, swapped] {
+        assert!(faults(&app, ws).await.is_empty());
+    }
+
+    // An edited field (here: which resource the event names).
+    raw_execute(
+        &app,
+        "update audit_event set resource_id = 'someone-else' where workspace_id = ?1 and seq = 4",
+        "update audit_event set resource_id = 'someone-else' where workspace_id = $1::uuid and seq = 4",
+        &[edited.to_string()],
+    )
+    .await;
+    assert_eq!(kinds(&faults(&app, edited).await), [("edited", 4)]);
+
+    // An event deleted from the middle.
+    raw_execute(
+        &app,
+        "delete from audit_event where workspace_id = ?1 and seq = 5",
+        "delete from audit_event where workspace_id = $1::uuid and seq = 5",
+        &[cut_middle.to_string()],
+    )
+    .await;
+    assert_eq!(
+        kinds(&faults(&app, cut_middle).await),
+        [("missing", 5), ("relinked", 6)]
+    );
+
+    // The last event deleted: the recorded head no longer matches.
+    raw_execute(
+        &app,
+        "delete from audit_event where workspace_id = ?1 and seq = 6",
+        "delete from audit_event where workspace_id = $1::uuid and seq = 6",
+        &[cut_tail.to_string()],
+    )
+    .await;
+    assert_eq!(kinds(&faults(&app, cut_tail).await), [("truncated", 6)]);
+
+    // Sealed details moved from one event to another.
+    raw_execute(
+        &app,
+        "update audit_event set details_sealed = (select details_sealed from audit_event where workspace_id = ?1 and seq = 4)
+         where workspace_id = ?1 and seq = 5",
+        "update audit_event set details_sealed = (select details_sealed from audit_event where workspace_id = $1::uuid and seq = 4)
+         where workspace_id = $1::uuid and seq = 5",
+        &[swapped.to_string()],
+    )
+    .await;
+    assert_eq!(kinds(&faults(&app, swapped).await), [("edited", 5)]);
+
+    // The others are unaffected, and a full verification names exactly the broken chains.
+    assert!(faults(&app, intact).await.is_empty());
+    let all = app.services().verify_audit(None).await.unwrap();
+    let broken: Vec<WorkspaceId> = all
+        .iter()
+        .filter(|r| !r.faults.is_empty())
+        .map(|r| r.workspace_id)
+        .collect();
+    assert_eq!(broken.len(), 4);
+    for ws in [edited, cut_middle, cut_tail, swapped] {
+        assert!(broken.contains(&ws));
+    }
+    assert!(all.iter().any(|r| r.workspace_id == intact && r.events == 6));
+    // The instance's own chain exists once SUPPORT operators or deletions were recorded.
+    app.support_token(intact, "help@ops.example").await;
+    let instance = app.services().verify_audit(Some(INSTANCE)).await.unwrap();
+    assert!(instance[0].faults.is_empty() && instance[0].events >= 1);
+}
+
+async fn exports_are_complete_in_both_formats(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ws = busy_workspace(&app).await;
+    let owner = app.console_token(ws, "owner@x.example", Role::Owner).await;
+    // A user agent that a spreadsheet would run as a formula.
+    app.http
+        .patch(format!("{}/api/v1/workspaces", app.url))
+        .bearer_auth(&owner)
+        .header("user-agent", "=HYPERLINK(\"http://evil.example\")")
+        .json(&json!({"name": "Four"}))
+        .send()
+        .await
+        .unwrap();
+    let jsonl = app
+        .http
+        .get(format!("{}/api/v1/audit/events/export", app.url))
+        .bearer_auth(&owner)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(jsonl.headers()["content-type"], "application/jsonl");
+    let text = jsonl.text().await.unwrap();
+    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let seqs: Vec<i64> = lines.iter().map(|l| l["seq"].as_i64().unwrap()).collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as i64).collect::<Vec<_>>(),
+        "oldest first, complete"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["action"] == "workspace.update" && l["new"]["name"] == "Four")
+    );
+
+    let csv = app
+        .http
+        .get(format!("{}/api/v1/audit/events/export?format=csv", app.url))
+        .bearer_auth(&owner)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
+    let text = csv.text().await.unwrap();
+    let mut rows = text.lines();
+    assert!(
+        rows.next()
+            .unwrap()
+            .starts_with("workspace_id,seq,id,at,actor_kind")
+    );
+    assert_eq!(rows.count(), seqs.len());
+    assert!(text.contains("'=HYPERLINK"), "formula-like cells are neutralised");
+    // Paging the export: nothing after the last event.
+    let last = seqs.len();
+    let after = app
+        .http
+        .get(format!("{}/api/v1/audit/events/export?after_seq={last}", app.url))
+        .bearer_auth(&owner)
+        .send()
+        .await
+        .unwrap();
+    assert!(after.headers().get("x-next-after-seq").is_none());
+    assert!(after.text().await.unwrap().is_empty());
+}
