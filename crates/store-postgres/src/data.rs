@@ -14,7 +14,7 @@ use secureflows_core::{
     UpstreamTrust, User, UserId, UserStatus, Workspace, WorkspaceId,
 };
 use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{PgConnection, PgPool, Postgres, Row, Transaction};
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -33,16 +33,42 @@ pub struct PgStore {
 impl PgStore {
     /// Connects, migrates or checks, and starts listening for invalidation notices.
     pub async fn connect(url: &str, mode: MigrationMode, settings: PoolSettings) -> Result<PgStore> {
-        let pool = crate::pool(url, settings).await?;
-        migrate::run(&pool, &migrate::DATA, mode).await?;
+        // Migrations run as the login role (the tables' owner); the server's queries do not.
+        let owner = crate::pool(
+            url,
+            PoolSettings {
+                max_connections: 1,
+                ..settings
+            },
+        )
+        .await?;
+        let migrated = migrate::run(&owner, &migrate::DATA, mode).await;
+        owner.close().await;
+        migrated?;
+        let pool = crate::app_pool(url, settings).await?;
+        crate::check_app_role(&pool).await?;
         let wakeups = Arc::new(Notify::new());
         listen::spawn(pool.clone(), wakeups.clone());
         Ok(PgStore { pool, wakeups })
     }
 
-    /// The pool (tests read the tables raw).
+    /// The pool (as the row-level-security-bound application role).
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// A transaction in which row-level security shows and accepts only `workspace`'s rows. BEGIN and
+    /// the setting go in one round trip; the setting ends with the transaction, so a pooled connection
+    /// never carries a workspace into its next use.
+    pub(crate) async fn tenant(&self, workspace: WorkspaceId) -> Result<Transaction<'static, Postgres>> {
+        // The id is a UUID formatted by us (hex and dashes only): nothing to quote.
+        self.pool
+            .begin_with(format!(
+                "begin; select set_config('secureflows.workspace', '{}', true)",
+                workspace.as_uuid().hyphenated()
+            ))
+            .await
+            .db()
     }
 }
 
@@ -164,7 +190,9 @@ pub(crate) fn session_row(r: &PgRow) -> Result<LoginSession> {
 #[async_trait]
 impl WorkspaceStore for PgStore {
     async fn insert_workspace(&self, w: &Workspace) -> Result<()> {
-        sqlx::query(
+        let mut tx = self.tenant(w.id).await?;
+        let out: Result<_> = {
+            sqlx::query(
             "insert into workspace (workspace_id, name, plan, created_at, updated_at) values ($1, $2, $3, $4, $5)",
         )
         .bind(w.id.as_uuid())
@@ -172,28 +200,38 @@ impl WorkspaceStore for PgStore {
         .bind(w.plan.as_str())
         .bind(ts(w.created_at))
         .bind(ts(w.updated_at))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .db()?;
-        Ok(())
+            Ok(())
+        };
+        let out = out?;
+        tx.commit().await.db()?;
+        Ok(out)
     }
 
     async fn find_workspace(&self, id: WorkspaceId) -> Result<Option<Workspace>> {
-        sqlx::query(
+        let mut tx = self.tenant(id).await?;
+        let out: Result<_> = {
+            sqlx::query(
             "select workspace_id, name, plan, created_at, updated_at from workspace where workspace_id = $1",
         )
         .bind(id.as_uuid())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
         .db()?
         .as_ref()
         .map(workspace_row)
         .transpose()
+        };
+        let out = out?;
+        tx.commit().await.db()?;
+        Ok(out)
     }
 
     async fn list_workspaces(&self) -> Result<Vec<Workspace>> {
         sqlx::query(
-            "select workspace_id, name, plan, created_at, updated_at from workspace order by created_at",
+            "select workspace_id, name, plan, created_at, updated_at from secureflows_list_workspaces()",
         )
         .fetch_all(&self.pool)
         .await
@@ -204,7 +242,7 @@ impl WorkspaceStore for PgStore {
     }
 
     async fn update_plan(&self, id: WorkspaceId, plan: Plan, now: Timestamp) -> Result<()> {
-        let mut tx = self.pool.begin().await.db()?;
+        let mut tx = self.tenant(id).await?;
         let n = sqlx::query("update workspace set plan = $2, updated_at = $3 where workspace_id = $1")
             .bind(id.as_uuid())
             .bind(plan.as_str())
@@ -221,21 +259,17 @@ impl WorkspaceStore for PgStore {
     }
 
     async fn delete_workspace(&self, id: WorkspaceId) -> Result<()> {
-        let mut tx = self.pool.begin().await.db()?;
+        let mut tx = self.tenant(id).await?;
         sqlx::query("delete from vault_value where workspace_id = $1")
             .bind(id.as_uuid())
             .execute(&mut *tx)
             .await
             .db()?;
-        // The audit chain is not tied to the workspace row by a foreign key (the instance has a chain
-        // too); it goes with the workspace, whose keys are already destroyed.
-        for table in ["api_access", "audit_event", "audit_head"] {
-            sqlx::query(&format!("delete from {table} where workspace_id = $1"))
-                .bind(id.as_uuid())
-                .execute(&mut *tx)
-                .await
-                .db()?;
-        }
+        sqlx::query("delete from api_access where workspace_id = $1")
+            .bind(id.as_uuid())
+            .execute(&mut *tx)
+            .await
+            .db()?;
         let n = sqlx::query("delete from workspace where workspace_id = $1")
             .bind(id.as_uuid())
             .execute(&mut *tx)
@@ -245,12 +279,20 @@ impl WorkspaceStore for PgStore {
         if n == 0 {
             return Err(Error::NotFound("workspace"));
         }
+        // The audit chain is not tied to the workspace row by a foreign key (the instance has a chain
+        // too); it goes with the workspace, whose keys are already destroyed. The server may delete
+        // audit events only this way, after the workspace row is gone.
+        sqlx::query("select secureflows_forget_audit($1)")
+            .bind(id.as_uuid())
+            .execute(&mut *tx)
+            .await
+            .db()?;
         record_invalidation(&mut tx, Invalidation::Workspace(id)).await?;
         tx.commit().await.db()
     }
 
     async fn any_workspace(&self) -> Result<bool> {
-        sqlx::query_scalar("select exists (select 1 from workspace)")
+        sqlx::query_scalar("select secureflows_any_workspace()")
             .fetch_one(&self.pool)
             .await
             .db()
@@ -260,7 +302,7 @@ impl WorkspaceStore for PgStore {
 #[async_trait]
 impl ApplicationStore for PgStore {
     async fn insert_application(&self, app: &Application) -> Result<()> {
-        let mut tx = self.pool.begin().await.db()?;
+        let mut tx = self.tenant(app.workspace_id).await?;
         sqlx::query(&format!(
             "insert into application ({APP_COLUMNS}) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
         ))
@@ -285,7 +327,7 @@ impl ApplicationStore for PgStore {
 
     async fn find_application(&self, id: ApplicationId) -> Result<Option<Application>> {
         sqlx::query(&format!(
-            "select {APP_COLUMNS} from application where application_id = $1"
+            "select {APP_COLUMNS} from secureflows_find_application($1)"
         ))
         .bind(id.as_uuid())
         .fetch_optional(&self.pool)
@@ -298,7 +340,7 @@ impl ApplicationStore for PgStore {
 
     async fn find_applications_trusting(&self, issuer: &str, audience: &str) -> Result<Vec<Application>> {
         sqlx::query(&format!(
-            "select {APP_COLUMNS} from application where trust_issuer = $1 and trust_audience = $2 limit 16"
+            "select {APP_COLUMNS} from secureflows_find_applications_trusting($1, $2)"
         ))
         .bind(issuer)
         .bind(audience)
@@ -311,20 +353,26 @@ impl ApplicationStore for PgStore {
     }
 
     async fn list_applications(&self, workspace: WorkspaceId) -> Result<Vec<Application>> {
-        sqlx::query(&format!(
-            "select {APP_COLUMNS} from application where workspace_id = $1 order by created_at"
-        ))
-        .bind(workspace.as_uuid())
-        .fetch_all(&self.pool)
-        .await
-        .db()?
-        .iter()
-        .map(application_row)
-        .collect()
+        let mut tx = self.tenant(workspace).await?;
+        let out: Result<_> = {
+            sqlx::query(&format!(
+                "select {APP_COLUMNS} from application where workspace_id = $1 order by created_at"
+            ))
+            .bind(workspace.as_uuid())
+            .fetch_all(&mut *tx)
+            .await
+            .db()?
+            .iter()
+            .map(application_row)
+            .collect()
+        };
+        let out = out?;
+        tx.commit().await.db()?;
+        Ok(out)
     }
 
     async fn list_allowed_origins(&self) -> Result<Vec<String>> {
-        sqlx::query_scalar("select distinct unnest(allowed_origins) from application")
+        sqlx::query_scalar("select secureflows_allowed_origins()")
             .fetch_all(&self.pool)
             .await
             .db()
@@ -338,24 +386,30 @@ impl UserStore for PgStore {
         workspace: WorkspaceId,
         identity_index: &[u8],
     ) -> Result<Option<User>> {
-        sqlx::query(&format!(
-            "select {USER_COLUMNS} from user_account u join user_identity i
+        let mut tx = self.tenant(workspace).await?;
+        let out: Result<_> = {
+            sqlx::query(&format!(
+                "select {USER_COLUMNS} from user_account u join user_identity i
                on i.workspace_id = u.workspace_id and i.user_id = u.user_id
              where i.workspace_id = $1 and i.identity_index = $2"
-        ))
-        .bind(workspace.as_uuid())
-        .bind(identity_index)
-        .fetch_optional(&self.pool)
-        .await
-        .db()?
-        .as_ref()
-        .map(user_row)
-        .transpose()
+            ))
+            .bind(workspace.as_uuid())
+            .bind(identity_index)
+            .fetch_optional(&mut *tx)
+            .await
+            .db()?
+            .as_ref()
+            .map(user_row)
+            .transpose()
+        };
+        let out = out?;
+        tx.commit().await.db()?;
+        Ok(out)
     }
 
     async fn insert_user(&self, new: &NewUser) -> Result<()> {
         let u = &new.user;
-        let mut tx = self.pool.begin().await.db()?;
+        let mut tx = self.tenant(new.user.workspace_id).await?;
         sqlx::query(
             "insert into user_account (user_id, workspace_id, role, revision, status, email_sealed, email_index,
                                        name_sealed, created_at, updated_at)
@@ -398,7 +452,9 @@ impl UserStore for PgStore {
         name_sealed: Option<&[u8]>,
         now: Timestamp,
     ) -> Result<()> {
-        let n = sqlx::query(
+        let mut tx = self.tenant(workspace).await?;
+        let out: Result<_> = {
+            let n = sqlx::query(
             "update user_account set email_sealed = $3, email_index = $4, name_sealed = $5, updated_at = $6
              where workspace_id = $1 and user_id = $2",
         )
@@ -408,33 +464,43 @@ impl UserStore for PgStore {
         .bind(email_index)
         .bind(name_sealed)
         .bind(ts(now))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .db()?
         .rows_affected();
-        if n == 0 {
-            Err(Error::NotFound("user"))
-        } else {
-            Ok(())
-        }
+            if n == 0 {
+                Err(Error::NotFound("user"))
+            } else {
+                Ok(())
+            }
+        };
+        let out = out?;
+        tx.commit().await.db()?;
+        Ok(out)
     }
 
     async fn find_user(&self, workspace: WorkspaceId, user: UserId) -> Result<Option<User>> {
-        sqlx::query(&format!(
-            "select {USER_COLUMNS} from user_account u where u.workspace_id = $1 and u.user_id = $2"
-        ))
-        .bind(workspace.as_uuid())
-        .bind(user.as_uuid())
-        .fetch_optional(&self.pool)
-        .await
-        .db()?
-        .as_ref()
-        .map(user_row)
-        .transpose()
+        let mut tx = self.tenant(workspace).await?;
+        let out: Result<_> = {
+            sqlx::query(&format!(
+                "select {USER_COLUMNS} from user_account u where u.workspace_id = $1 and u.user_id = $2"
+            ))
+            .bind(workspace.as_uuid())
+            .bind(user.as_uuid())
+            .fetch_optional(&mut *tx)
+            .await
+            .db()?
+            .as_ref()
+            .map(user_row)
+            .transpose()
+        };
+        let out = out?;
+        tx.commit().await.db()?;
+        Ok(out)
     }
 
     async fn raise_revision(&self, workspace: WorkspaceId, user: UserId, now: Timestamp) -> Result<i64> {
-        let mut tx = self.pool.begin().await.db()?;
+        let mut tx = self.tenant(workspace).await?;
         let revision: Option<i64> = sqlx::query_scalar(
             "update user_account set revision = revision + 1, updated_at = $3
              where workspace_id = $1 and user_id = $2 returning revision",
@@ -467,34 +533,46 @@ impl UserStore for PgStore {
         after: Option<UserId>,
         limit: u32,
     ) -> Result<Vec<User>> {
-        sqlx::query(&format!(
-            "select {USER_COLUMNS} from user_account u
+        let mut tx = self.tenant(workspace).await?;
+        let out: Result<_> = {
+            sqlx::query(&format!(
+                "select {USER_COLUMNS} from user_account u
              where u.workspace_id = $1 and ($2::uuid is null or u.user_id > $2) order by u.user_id limit $3"
-        ))
-        .bind(workspace.as_uuid())
-        .bind(after.map(|u| u.as_uuid()))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .db()?
-        .iter()
-        .map(user_row)
-        .collect()
+            ))
+            .bind(workspace.as_uuid())
+            .bind(after.map(|u| u.as_uuid()))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await
+            .db()?
+            .iter()
+            .map(user_row)
+            .collect()
+        };
+        let out = out?;
+        tx.commit().await.db()?;
+        Ok(out)
     }
 
     async fn find_users_by_email(&self, workspace: WorkspaceId, email_index: &[u8]) -> Result<Vec<User>> {
-        sqlx::query(&format!(
-            "select {USER_COLUMNS} from user_account u
+        let mut tx = self.tenant(workspace).await?;
+        let out: Result<_> = {
+            sqlx::query(&format!(
+                "select {USER_COLUMNS} from user_account u
              where u.workspace_id = $1 and u.email_index = $2 order by u.user_id limit 16"
-        ))
-        .bind(workspace.as_uuid())
-        .bind(email_index)
-        .fetch_all(&self.pool)
-        .await
-        .db()?
-        .iter()
-        .map(user_row)
-        .collect()
+            ))
+            .bind(workspace.as_uuid())
+            .bind(email_index)
+            .fetch_all(&mut *tx)
+            .await
+            .db()?
+            .iter()
+            .map(user_row)
+            .collect()
+        };
+        let out = out?;
+        tx.commit().await.db()?;
+        Ok(out)
     }
 }
 
@@ -506,7 +584,7 @@ impl SessionStore for PgStore {
         limits: SessionLimits,
         now: Timestamp,
     ) -> Result<SessionAdmission> {
-        let mut tx = self.pool.begin().await.db()?;
+        let mut tx = self.tenant(s.workspace_id).await?;
         // SECURITY: one admission at a time per workspace, so two sign-ins cannot both take the last slot.
         let locked: Option<i32> =
             sqlx::query_scalar("select 1 from workspace where workspace_id = $1 for no key update")
@@ -564,22 +642,28 @@ impl SessionStore for PgStore {
     }
 
     async fn find_session(&self, workspace: WorkspaceId, id: SessionId) -> Result<Option<LoginSession>> {
-        sqlx::query(
-            "select session_id, workspace_id, application_id, user_id, created_at, expires_at, ended_at
+        let mut tx = self.tenant(workspace).await?;
+        let out: Result<_> = {
+            sqlx::query(
+                "select session_id, workspace_id, application_id, user_id, created_at, expires_at, ended_at
              from login_session where workspace_id = $1 and session_id = $2",
-        )
-        .bind(workspace.as_uuid())
-        .bind(id.as_uuid())
-        .fetch_optional(&self.pool)
-        .await
-        .db()?
-        .as_ref()
-        .map(session_row)
-        .transpose()
+            )
+            .bind(workspace.as_uuid())
+            .bind(id.as_uuid())
+            .fetch_optional(&mut *tx)
+            .await
+            .db()?
+            .as_ref()
+            .map(session_row)
+            .transpose()
+        };
+        let out = out?;
+        tx.commit().await.db()?;
+        Ok(out)
     }
 
     async fn end_session(&self, workspace: WorkspaceId, id: SessionId, now: Timestamp) -> Result<bool> {
-        let mut tx = self.pool.begin().await.db()?;
+        let mut tx = self.tenant(workspace).await?;
         let n = sqlx::query(
             "update login_session set ended_at = $3
              where workspace_id = $1 and session_id = $2 and ended_at is null",
@@ -597,15 +681,12 @@ impl SessionStore for PgStore {
     }
 
     async fn purge_sessions(&self, before: Timestamp) -> Result<u64> {
-        Ok(sqlx::query(
-            "delete from login_session where ctid in (
-               select ctid from login_session where coalesce(ended_at, expires_at) < $1 limit 10000)",
-        )
-        .bind(ts(before))
-        .execute(&self.pool)
-        .await
-        .db()?
-        .rows_affected())
+        let n: i64 = sqlx::query_scalar("select secureflows_purge_sessions($1)")
+            .bind(ts(before))
+            .fetch_one(&self.pool)
+            .await
+            .db()?;
+        Ok(to_u64(n))
     }
 }
 
@@ -651,17 +732,16 @@ pub(crate) fn vault_entry(r: &PgRow, key_index: Option<&[u8]>) -> Result<VaultEn
 #[async_trait]
 impl VaultStore for PgStore {
     async fn put_value(&self, w: &VaultWrite) -> Result<PutOutcome> {
+        let l = &w.locator;
+        let mut tx = self.tenant(l.workspace_id).await?;
         // Fast path: overwrite a live value in one statement.
-        let mut conn = self.pool.acquire().await.db()?;
-        if let Some(created) = update_live_value(&mut conn, w).await? {
+        if let Some(created) = update_live_value(&mut tx, w).await? {
+            tx.commit().await.db()?;
             return Ok(PutOutcome::Replaced {
                 created_at: from_ts(created),
             });
         }
-        drop(conn);
         // A new key: lock the user so that the quota check and the insert are atomic.
-        let l = &w.locator;
-        let mut tx = self.pool.begin().await.db()?;
         let locked: Option<i32> = sqlx::query_scalar(
             "select 1 from user_account where workspace_id = $1 and user_id = $2 for no key update",
         )
@@ -718,7 +798,9 @@ impl VaultStore for PgStore {
     }
 
     async fn get_value(&self, l: &VaultLocator, now: Timestamp) -> Result<Option<VaultEntry>> {
-        sqlx::query(
+        let mut tx = self.tenant(l.workspace_id).await?;
+        let out: Result<_> = {
+            sqlx::query(
             "select name_sealed, value_sealed, size, created_at, updated_at, expires_at from vault_value
              where workspace_id = $1 and application_id = $2 and user_id = $3 and key_index = $4 and expires_at > $5",
         )
@@ -727,12 +809,16 @@ impl VaultStore for PgStore {
         .bind(l.user_id.as_uuid())
         .bind(&l.key_index[..])
         .bind(ts(now))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
         .db()?
         .as_ref()
         .map(|r| vault_entry(r, Some(&l.key_index)))
         .transpose()
+        };
+        let out = out?;
+        tx.commit().await.db()?;
+        Ok(out)
     }
 
     async fn list_values(
@@ -742,50 +828,59 @@ impl VaultStore for PgStore {
         user: UserId,
         now: Timestamp,
     ) -> Result<Vec<VaultEntry>> {
-        sqlx::query(
-            "select key_index, name_sealed, size, created_at, updated_at, expires_at from vault_value
+        let mut tx = self.tenant(workspace).await?;
+        let out: Result<_> = {
+            sqlx::query(
+                "select key_index, name_sealed, size, created_at, updated_at, expires_at from vault_value
              where workspace_id = $1 and application_id = $2 and user_id = $3 and expires_at > $4",
-        )
-        .bind(workspace.as_uuid())
-        .bind(application.as_uuid())
-        .bind(user.as_uuid())
-        .bind(ts(now))
-        .fetch_all(&self.pool)
-        .await
-        .db()?
-        .iter()
-        .map(|r| vault_entry(r, None))
-        .collect()
+            )
+            .bind(workspace.as_uuid())
+            .bind(application.as_uuid())
+            .bind(user.as_uuid())
+            .bind(ts(now))
+            .fetch_all(&mut *tx)
+            .await
+            .db()?
+            .iter()
+            .map(|r| vault_entry(r, None))
+            .collect()
+        };
+        let out = out?;
+        tx.commit().await.db()?;
+        Ok(out)
     }
 
     async fn delete_value(&self, l: &VaultLocator, now: Timestamp) -> Result<bool> {
-        let live: Option<bool> = sqlx::query_scalar(
-            "delete from vault_value
+        let mut tx = self.tenant(l.workspace_id).await?;
+        let out: Result<_> = {
+            let live: Option<bool> = sqlx::query_scalar(
+                "delete from vault_value
              where workspace_id = $1 and application_id = $2 and user_id = $3 and key_index = $4
              returning expires_at > $5",
-        )
-        .bind(l.workspace_id.as_uuid())
-        .bind(l.application_id.as_uuid())
-        .bind(l.user_id.as_uuid())
-        .bind(&l.key_index[..])
-        .bind(ts(now))
-        .fetch_optional(&self.pool)
-        .await
-        .db()?;
-        Ok(live.unwrap_or(false))
+            )
+            .bind(l.workspace_id.as_uuid())
+            .bind(l.application_id.as_uuid())
+            .bind(l.user_id.as_uuid())
+            .bind(&l.key_index[..])
+            .bind(ts(now))
+            .fetch_optional(&mut *tx)
+            .await
+            .db()?;
+            Ok(live.unwrap_or(false))
+        };
+        let out = out?;
+        tx.commit().await.db()?;
+        Ok(out)
     }
 
     async fn purge_expired_values(&self, now: Timestamp, limit: u32) -> Result<u64> {
-        Ok(sqlx::query(
-            "delete from vault_value where ctid in (
-               select ctid from vault_value where expires_at <= $1 limit $2)",
-        )
-        .bind(ts(now))
-        .bind(i64::from(limit))
-        .execute(&self.pool)
-        .await
-        .db()?
-        .rows_affected())
+        let n: i64 = sqlx::query_scalar("select secureflows_purge_expired_values($1, $2)")
+            .bind(ts(now))
+            .bind(i64::from(limit))
+            .fetch_one(&self.pool)
+            .await
+            .db()?;
+        Ok(to_u64(n))
     }
 
     async fn list_user_values(
@@ -794,25 +889,31 @@ impl VaultStore for PgStore {
         user: UserId,
         now: Timestamp,
     ) -> Result<Vec<(ApplicationId, VaultEntry)>> {
-        sqlx::query(
-            "select application_id, key_index, name_sealed, size, created_at, updated_at, expires_at
+        let mut tx = self.tenant(workspace).await?;
+        let out: Result<_> = {
+            sqlx::query(
+                "select application_id, key_index, name_sealed, size, created_at, updated_at, expires_at
              from vault_value where workspace_id = $1 and user_id = $2 and expires_at > $3
              order by application_id",
-        )
-        .bind(workspace.as_uuid())
-        .bind(user.as_uuid())
-        .bind(ts(now))
-        .fetch_all(&self.pool)
-        .await
-        .db()?
-        .iter()
-        .map(|r| {
-            Ok((
-                ApplicationId::from_uuid(r.try_get("application_id").db()?),
-                vault_entry(r, None)?,
-            ))
-        })
-        .collect()
+            )
+            .bind(workspace.as_uuid())
+            .bind(user.as_uuid())
+            .bind(ts(now))
+            .fetch_all(&mut *tx)
+            .await
+            .db()?
+            .iter()
+            .map(|r| {
+                Ok((
+                    ApplicationId::from_uuid(r.try_get("application_id").db()?),
+                    vault_entry(r, None)?,
+                ))
+            })
+            .collect()
+        };
+        let out = out?;
+        tx.commit().await.db()?;
+        Ok(out)
     }
 }
 
@@ -825,12 +926,11 @@ impl AccessLogStore for PgStore {
         // One statement text whatever the batch size (arrays, unnested), so it is prepared once per
         // connection instead of once per distinct batch size.
         let col = |f: &dyn Fn(&AccessEntry) -> Option<Uuid>| entries.iter().map(f).collect::<Vec<_>>();
+        // Records of many workspaces in one batch: through the narrow SECURITY DEFINER function.
         sqlx::query(
-            "insert into api_access (workspace_id, application_id, user_id, method, route, key_sealed, status,
-               bytes_in, bytes_out, client_ip, user_agent, request_id, duration_us, created_at)
-             select * from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::bytea[],
-               $7::int4[], $8::int8[], $9::int8[], $10::text[], $11::text[], $12::text[], $13::int8[],
-               $14::timestamptz[])",
+            "select secureflows_append_access($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[],
+               $6::bytea[], $7::int4[], $8::int8[], $9::int8[], $10::text[], $11::text[], $12::text[],
+               $13::int8[], $14::timestamptz[])",
         )
         .bind(col(&|e| e.workspace_id.map(|w| w.as_uuid())))
         .bind(col(&|e| e.application_id.map(|a| a.as_uuid())))
@@ -858,7 +958,9 @@ impl AccessLogStore for PgStore {
         f: &AccessFilter,
         limit: u32,
     ) -> Result<Vec<(i64, AccessEntry)>> {
-        let rows = sqlx::query(
+        let mut tx = self.tenant(workspace).await?;
+        let out: Result<_> = {
+            let rows = sqlx::query(
             "select api_access_id, workspace_id, application_id, user_id, method, route, key_sealed, status,
                     bytes_in, bytes_out, client_ip, user_agent, request_id, duration_us, created_at
              from api_access
@@ -876,41 +978,45 @@ impl AccessLogStore for PgStore {
         .bind(f.status.map(i32::from))
         .bind(f.before)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await
         .db()?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("api_access_id").db()?,
-                    AccessEntry {
-                        workspace_id: r
-                            .try_get::<Option<Uuid>, _>("workspace_id")
-                            .db()?
-                            .map(WorkspaceId::from_uuid),
-                        application_id: r
-                            .try_get::<Option<Uuid>, _>("application_id")
-                            .db()?
-                            .map(ApplicationId::from_uuid),
-                        user_id: r
-                            .try_get::<Option<Uuid>, _>("user_id")
-                            .db()?
-                            .map(UserId::from_uuid),
-                        method: r.try_get("method").db()?,
-                        route: r.try_get("route").db()?,
-                        key_sealed: r.try_get("key_sealed").db()?,
-                        status: u16::try_from(r.try_get::<i32, _>("status").db()?).unwrap_or(0),
-                        bytes_in: to_u64(r.try_get("bytes_in").db()?),
-                        bytes_out: to_u64(r.try_get("bytes_out").db()?),
-                        client_ip: r.try_get("client_ip").db()?,
-                        user_agent: r.try_get("user_agent").db()?,
-                        request_id: r.try_get("request_id").db()?,
-                        duration_us: to_u64(r.try_get("duration_us").db()?),
-                        at: from_ts(r.try_get("created_at").db()?),
-                    },
-                ))
-            })
-            .collect()
+            rows.iter()
+                .map(|r| {
+                    Ok((
+                        r.try_get("api_access_id").db()?,
+                        AccessEntry {
+                            workspace_id: r
+                                .try_get::<Option<Uuid>, _>("workspace_id")
+                                .db()?
+                                .map(WorkspaceId::from_uuid),
+                            application_id: r
+                                .try_get::<Option<Uuid>, _>("application_id")
+                                .db()?
+                                .map(ApplicationId::from_uuid),
+                            user_id: r
+                                .try_get::<Option<Uuid>, _>("user_id")
+                                .db()?
+                                .map(UserId::from_uuid),
+                            method: r.try_get("method").db()?,
+                            route: r.try_get("route").db()?,
+                            key_sealed: r.try_get("key_sealed").db()?,
+                            status: u16::try_from(r.try_get::<i32, _>("status").db()?).unwrap_or(0),
+                            bytes_in: to_u64(r.try_get("bytes_in").db()?),
+                            bytes_out: to_u64(r.try_get("bytes_out").db()?),
+                            client_ip: r.try_get("client_ip").db()?,
+                            user_agent: r.try_get("user_agent").db()?,
+                            request_id: r.try_get("request_id").db()?,
+                            duration_us: to_u64(r.try_get("duration_us").db()?),
+                            at: from_ts(r.try_get("created_at").db()?),
+                        },
+                    ))
+                })
+                .collect()
+        };
+        let out = out?;
+        tx.commit().await.db()?;
+        Ok(out)
     }
 }
 

@@ -77,6 +77,59 @@ pub async fn ensure_database(url: &str) -> Result<()> {
     Ok(())
 }
 
+/// The role the server's data connections run as (created by the migrations): no BYPASSRLS, owns
+/// nothing, so PostgreSQL's row-level security applies to every query.
+pub const APP_ROLE: &str = "secureflows_app";
+
+/// The pool the server's data queries run on: every connection switches to [`APP_ROLE`] before use.
+pub(crate) async fn app_pool(url: &str, settings: PoolSettings) -> Result<PgPool> {
+    let options: PgConnectOptions = url
+        .parse::<PgConnectOptions>()
+        .map_err(|_| Error::Malformed("invalid PostgreSQL URL".into()))?
+        .application_name("secureflows")
+        .log_statements(tracing::log::LevelFilter::Trace);
+    PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .min_connections(1)
+        .acquire_timeout(settings.acquire_timeout)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                sqlx::Executor::execute(&mut *conn, "set role secureflows_app").await?;
+                Ok(())
+            })
+        })
+        .connect_with(options)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot connect as the {APP_ROLE} role");
+            Error::Unavailable("cannot connect to PostgreSQL as the secureflows_app role; run `secureflows migrate` with the owner's URL, and grant secureflows_app to the server's login role")
+        })
+}
+
+/// Refuses to run the server's queries with a role that would bypass row-level security.
+pub(crate) async fn check_app_role(pool: &PgPool) -> Result<()> {
+    let (role, bypass, owns): (String, bool, bool) = sqlx::query_as(
+        "select current_user::text,
+                (select rolsuper or rolbypassrls from pg_roles where rolname = current_user),
+                exists (select 1 from pg_tables where schemaname = 'public' and tableowner = current_user)",
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(error::map)?;
+    if role != APP_ROLE || bypass || owns {
+        tracing::error!(
+            role,
+            bypass,
+            owns,
+            "the data connection would bypass row-level security"
+        );
+        return Err(Error::Unavailable(
+            "the data connection would bypass row-level security; refusing to start",
+        ));
+    }
+    Ok(())
+}
+
 pub(crate) async fn pool(url: &str, settings: PoolSettings) -> Result<PgPool> {
     let options: PgConnectOptions = url
         .parse::<PgConnectOptions>()

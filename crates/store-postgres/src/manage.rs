@@ -406,7 +406,7 @@ fn event_row(r: &PgRow) -> Result<StoredEvent> {
 #[async_trait]
 impl AuditStore for PgStore {
     async fn apply(&self, set: ChangeSet) -> Result<()> {
-        let mut tx = self.pool.begin().await.db()?;
+        let mut tx = self.tenant(set.workspace).await?;
         // SECURITY: one change set per workspace at a time, so the last-owner check and the chain's next
         // sequence number see every committed change of the workspace.
         sqlx::query("select pg_advisory_xact_lock(hashtextextended($1::text, 7))")
@@ -441,12 +441,14 @@ impl AuditStore for PgStore {
         f: &EventFilter,
         limit: u32,
     ) -> Result<Vec<StoredEvent>> {
-        let (exact, prefix) = match f.action.as_deref() {
-            Some(a) if a.ends_with('.') => (None, Some(a.to_owned())),
-            Some(a) => (Some(a.to_owned()), None),
-            None => (None, None),
-        };
-        sqlx::query(&format!(
+        let mut tx = self.tenant(workspace).await?;
+        let out: Result<_> = {
+            let (exact, prefix) = match f.action.as_deref() {
+                Some(a) if a.ends_with('.') => (None, Some(a.to_owned())),
+                Some(a) => (Some(a.to_owned()), None),
+                None => (None, None),
+            };
+            sqlx::query(&format!(
             "select {EVENT_COLUMNS} from audit_event
              where workspace_id = $1
                and ($2::timestamptz is null or created_at >= $2) and ($3::timestamptz is null or created_at < $3)
@@ -464,12 +466,16 @@ impl AuditStore for PgStore {
         .bind(&f.resource)
         .bind(f.before_seq)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await
         .db()?
         .iter()
         .map(event_row)
         .collect()
+        };
+        let out = out?;
+        tx.commit().await.db()?;
+        Ok(out)
     }
 
     async fn chain_after(
@@ -478,35 +484,45 @@ impl AuditStore for PgStore {
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<StoredEvent>> {
-        sqlx::query(&format!(
+        let mut tx = self.tenant(workspace).await?;
+        let out: Result<_> = {
+            sqlx::query(&format!(
             "select {EVENT_COLUMNS} from audit_event where workspace_id = $1 and seq > $2 order by seq limit $3"
         ))
         .bind(workspace.as_uuid())
         .bind(after_seq)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await
         .db()?
         .iter()
         .map(event_row)
         .collect()
+        };
+        let out = out?;
+        tx.commit().await.db()?;
+        Ok(out)
     }
 
     async fn chain_head(&self, workspace: WorkspaceId) -> Result<Option<(i64, Vec<u8>)>> {
-        sqlx::query_as("select seq, hash from audit_head where workspace_id = $1")
-            .bind(workspace.as_uuid())
-            .fetch_optional(&self.pool)
-            .await
-            .db()
+        let mut tx = self.tenant(workspace).await?;
+        let out: Result<_> = {
+            sqlx::query_as("select seq, hash from audit_head where workspace_id = $1")
+                .bind(workspace.as_uuid())
+                .fetch_optional(&mut *tx)
+                .await
+                .db()
+        };
+        let out = out?;
+        tx.commit().await.db()?;
+        Ok(out)
     }
 
     async fn chained_workspaces(&self) -> Result<Vec<WorkspaceId>> {
-        let ids: Vec<Uuid> = sqlx::query_scalar(
-            "select workspace_id from audit_head union select distinct workspace_id from audit_event order by 1",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .db()?;
+        let ids: Vec<Uuid> = sqlx::query_scalar("select secureflows_chained_workspaces()")
+            .fetch_all(&self.pool)
+            .await
+            .db()?;
         Ok(ids.into_iter().map(WorkspaceId::from_uuid).collect())
     }
 }
@@ -539,17 +555,23 @@ fn invite_row(r: &PgRow) -> Result<Invite> {
 #[async_trait]
 impl InviteStore for PgStore {
     async fn find_invite(&self, workspace: WorkspaceId, id: InviteId) -> Result<Option<Invite>> {
-        sqlx::query(&format!(
-            "select {INVITE_COLUMNS} from invite where workspace_id = $1 and invite_id = $2"
-        ))
-        .bind(workspace.as_uuid())
-        .bind(id.as_uuid())
-        .fetch_optional(&self.pool)
-        .await
-        .db()?
-        .as_ref()
-        .map(invite_row)
-        .transpose()
+        let mut tx = self.tenant(workspace).await?;
+        let out: Result<_> = {
+            sqlx::query(&format!(
+                "select {INVITE_COLUMNS} from invite where workspace_id = $1 and invite_id = $2"
+            ))
+            .bind(workspace.as_uuid())
+            .bind(id.as_uuid())
+            .fetch_optional(&mut *tx)
+            .await
+            .db()?
+            .as_ref()
+            .map(invite_row)
+            .transpose()
+        };
+        let out = out?;
+        tx.commit().await.db()?;
+        Ok(out)
     }
 
     async fn list_invites(
@@ -558,19 +580,25 @@ impl InviteStore for PgStore {
         after: Option<InviteId>,
         limit: u32,
     ) -> Result<Vec<Invite>> {
-        sqlx::query(&format!(
-            "select {INVITE_COLUMNS} from invite
+        let mut tx = self.tenant(workspace).await?;
+        let out: Result<_> = {
+            sqlx::query(&format!(
+                "select {INVITE_COLUMNS} from invite
              where workspace_id = $1 and ($2::uuid is null or invite_id > $2) order by invite_id limit $3"
-        ))
-        .bind(workspace.as_uuid())
-        .bind(after.map(|i| i.as_uuid()))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .db()?
-        .iter()
-        .map(invite_row)
-        .collect()
+            ))
+            .bind(workspace.as_uuid())
+            .bind(after.map(|i| i.as_uuid()))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await
+            .db()?
+            .iter()
+            .map(invite_row)
+            .collect()
+        };
+        let out = out?;
+        tx.commit().await.db()?;
+        Ok(out)
     }
 }
 

@@ -313,6 +313,15 @@ impl TestApp {
         }
     }
 
+    /// A connection pool to the PostgreSQL data database as its owner (an administrator with direct
+    /// database access, outside row-level security): for raw reads and deliberate tampering.
+    pub async fn owner_pool(&self) -> sqlx::PgPool {
+        match &self.backend {
+            Backend::Postgres(db) => sqlx::PgPool::connect(&db.url()).await.unwrap(),
+            Backend::Sqlite => panic!("owner_pool is for PostgreSQL"),
+        }
+    }
+
     /// Whether `marker` can be found in [`TestApp::raw_bytes`] in any common encoding.
     pub async fn raw_contains(&self, marker: &[u8]) -> bool {
         contains_marker(&self.raw_bytes().await, marker)

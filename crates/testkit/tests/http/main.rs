@@ -13,6 +13,7 @@ mod headers;
 mod limits;
 mod manage_api;
 mod manage_roles;
+mod row_level_security;
 mod session_api;
 mod tokens;
 mod upstream;

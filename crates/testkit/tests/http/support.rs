@@ -204,12 +204,13 @@ pub async fn raw_execute(
             conn.execute(sqlite, rusqlite::params_from_iter(ids.iter()))
                 .unwrap() as u64
         }
-        secureflows_server::RawStore::Postgres(store) => {
+        secureflows_server::RawStore::Postgres(_) => {
+            let pool = app.owner_pool().await;
             let mut q = sqlx::query(postgres);
             for p in params {
                 q = q.bind(p.clone());
             }
-            q.execute(store.pool()).await.unwrap().rows_affected()
+            q.execute(&pool).await.unwrap().rows_affected()
         }
     }
 }
@@ -221,8 +222,8 @@ pub async fn raw_count(app: &secureflows_testkit::TestApp, sqlite: &str, postgre
             let conn = rusqlite::Connection::open(app.data_dir.join("secureflows.db")).unwrap();
             conn.query_row(sqlite, [], |r| r.get(0)).unwrap()
         }
-        secureflows_server::RawStore::Postgres(store) => sqlx::query_scalar(postgres)
-            .fetch_one(store.pool())
+        secureflows_server::RawStore::Postgres(_) => sqlx::query_scalar(postgres)
+            .fetch_one(&app.owner_pool().await)
             .await
             .unwrap(),
     }

@@ -1,0 +1,151 @@
+//! PostgreSQL row-level security: the server's role sees and changes only the workspace its transaction
+//! names, even with a query that forgets its workspace filter; the audit log is append-only to it.
+
+use secureflows_core::{Plan, Role, WorkspaceId};
+use secureflows_server::RawStore;
+use secureflows_testkit::{Backend, TestApp};
+use serde_json::json;
+use sqlx::{PgPool, Row};
+
+use crate::support::call_ok;
+
+/// Every table that belongs to a workspace.
+const TENANT_TABLES: [&str; 10] = [
+    "workspace",
+    "application",
+    "user_account",
+    "user_identity",
+    "login_session",
+    "vault_value",
+    "invite",
+    "api_access",
+    "audit_event",
+    "audit_head",
+];
+
+/// A workspace with a row in every tenant table.
+async fn populated(app: &TestApp, name: &str) -> WorkspaceId {
+    let ws = app.workspace(Plan::Pro).await;
+    let application = app.application(ws, &format!("{name}-web")).await;
+    let session = app.sign_in(&application, &format!("{name}-user")).await;
+    session.set("k", "text/plain", "v").await.unwrap();
+    let owner = app
+        .console_token(ws, &format!("owner@{name}.example"), Role::Owner)
+        .await;
+    call_ok(
+        app,
+        "POST",
+        "/api/v1/invites",
+        &owner,
+        Some(json!({"email": format!("i@{name}.example"), "role": "user"})),
+        201,
+    )
+    .await;
+    ws
+}
+
+fn app_pool(app: &TestApp) -> PgPool {
+    match &app.raw {
+        RawStore::Postgres(store) => store.pool().clone(),
+        RawStore::Sqlite(_) => unreachable!(),
+    }
+}
+
+async fn in_workspace(
+    pool: &PgPool,
+    ws: WorkspaceId,
+    sql: &str,
+) -> Result<Vec<sqlx::postgres::PgRow>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("select set_config('secureflows.workspace', $1, true)")
+        .bind(ws.to_string())
+        .execute(&mut *tx)
+        .await?;
+    let rows = sqlx::query(sql).fetch_all(&mut *tx).await;
+    tx.rollback().await?;
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfiltered_queries_see_only_the_current_workspace() {
+    let Some(backend) = Backend::postgres() else {
+        return;
+    };
+    let app = TestApp::spawn(backend).await;
+    let a = populated(&app, "a").await;
+    let b = populated(&app, "b").await;
+    app.flush_access_log().await;
+    let pool = app_pool(&app);
+
+    // The server's role: not the owner, no BYPASSRLS.
+    let row = sqlx::query(
+        "select current_user::text as role, r.rolsuper, r.rolbypassrls,
+                exists (select 1 from pg_tables where schemaname = 'public' and tableowner = current_user) as owns
+         from pg_roles r where r.rolname = current_user",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(row.get::<String, _>("role"), "secureflows_app");
+    assert!(
+        !row.get::<bool, _>("rolsuper") && !row.get::<bool, _>("rolbypassrls") && !row.get::<bool, _>("owns")
+    );
+
+    let owner = app.owner_pool().await;
+    for table in TENANT_TABLES {
+        // The owner sees both workspaces: there is something to hide.
+        let all: i64 = sqlx::query_scalar(&format!(
+            "select count(distinct workspace_id) from {table} where workspace_id in ($1::uuid, $2::uuid)"
+        ))
+        .bind(a.to_string())
+        .bind(b.to_string())
+        .fetch_one(&owner)
+        .await
+        .unwrap();
+        assert_eq!(all, 2, "{table} holds rows of both workspaces");
+
+        // No workspace named: nothing at all.
+        let none: i64 = sqlx::query_scalar(&format!("select count(*) from {table}"))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(none, 0, "{table} without a workspace");
+
+        // A deliberately unfiltered SELECT inside workspace A's transaction: only A's rows.
+        let rows = in_workspace(
+            &pool,
+            a,
+            &format!("select distinct workspace_id::text as w from {table}"),
+        )
+        .await
+        .unwrap();
+        let seen: Vec<String> = rows.iter().map(|r| r.get("w")).collect();
+        assert_eq!(seen, vec![a.to_string()], "{table} in workspace A");
+    }
+
+    // Writes across the line are refused or touch nothing.
+    let err = in_workspace(
+        &pool,
+        a,
+        &format!("insert into workspace (workspace_id, name, plan, created_at, updated_at) values ('{}', 'x', 'free', now(), now())", WorkspaceId::new()),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("row-level security"), "{err}");
+    let changed = in_workspace(&pool, a, &format!("with u as (update vault_value set size = 0 where workspace_id = '{b}' returning 1) select count(*)::int8 as n from u"))
+        .await
+        .unwrap();
+    assert_eq!(changed[0].get::<i64, _>("n"), 0);
+    let moved = in_workspace(&pool, a, &format!("update application set workspace_id = '{b}'")).await;
+    assert!(moved.is_err(), "rows cannot be moved into another workspace");
+
+    // The audit log is append-only to the server.
+    for sql in ["update audit_event set action = 'x'", "delete from audit_event"] {
+        let err = in_workspace(&pool, a, sql).await.unwrap_err();
+        assert!(err.to_string().contains("permission denied"), "{sql}: {err}");
+    }
+    let err = in_workspace(&pool, a, &format!("select secureflows_forget_audit('{a}')"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("cannot be deleted"), "{err}");
+}
