@@ -11,6 +11,29 @@ fn double_option<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     Option::<T>::deserialize(d).map(Some)
 }
 
+/// A role that can be given to a member (ANON comes from guest sessions, SUPPORT from the server only).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum GrantableRole {
+    /// Owns the workspace (only an OWNER gives this).
+    Owner,
+    /// Administers the workspace.
+    Admin,
+    /// A member without management rights.
+    User,
+}
+
+impl GrantableRole {
+    /// The stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantableRole::Owner => "owner",
+            GrantableRole::Admin => "admin",
+            GrantableRole::User => "user",
+        }
+    }
+}
+
 /// A console token (USER JWT).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct ConsoleToken {
@@ -42,6 +65,7 @@ pub struct Workspace {
 #[serde(deny_unknown_fields)]
 pub struct CreateWorkspace {
     /// Display name, 1 to 100 characters.
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
 }
 
@@ -60,6 +84,7 @@ pub struct CreatedWorkspace {
 pub struct UpdateWorkspace {
     /// New display name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 100)]
     pub name: Option<String>,
 }
 
@@ -67,9 +92,11 @@ pub struct UpdateWorkspace {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Trust {
-    /// Exact `iss`.
+    /// Exact `iss`: an absolute http(s) URL without query, fragment or credentials.
+    #[schema(max_length = 2048)]
     pub issuer: String,
     /// The `aud` the ID token must contain.
+    #[schema(min_length = 1, max_length = 255)]
     pub audience: String,
 }
 
@@ -101,21 +128,25 @@ pub struct Application {
 #[serde(deny_unknown_fields)]
 pub struct CreateApplication {
     /// Display name.
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     /// A public client (browser or native app) gets no secret.
     #[serde(default)]
     pub public: bool,
-    /// Browser origins, exactly `scheme://host[:port]`.
+    /// Browser origins, exactly `scheme://host[:port]` (lowercase, no path, no default port).
     #[serde(default)]
+    #[schema(max_items = 100)]
     pub allowed_origins: Vec<String>,
     /// Trusted upstream issuer.
     #[serde(default)]
     pub trust: Option<Trust>,
     /// Vault value lifetime, seconds (default 86400).
     #[serde(default)]
+    #[schema(minimum = 60, maximum = 31536000)]
     pub session_ttl: Option<u64>,
-    /// Session token lifetime, seconds (default 900).
+    /// Session token lifetime, seconds (default 900; at most the server's `tokens.max_ttl_secs`).
     #[serde(default)]
+    #[schema(minimum = 60, maximum = 86400)]
     pub token_ttl: Option<u64>,
 }
 
@@ -135,9 +166,11 @@ pub struct CreatedApplication {
 pub struct UpdateApplication {
     /// Display name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 100)]
     pub name: Option<String>,
     /// Browser origins (replaces the list).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 100)]
     pub allowed_origins: Option<Vec<String>>,
     /// Trusted upstream issuer; `null` removes it.
     #[serde(
@@ -149,9 +182,11 @@ pub struct UpdateApplication {
     pub trust: Option<Option<Trust>>,
     /// Vault value lifetime, seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 60, maximum = 31536000)]
     pub session_ttl: Option<u64>,
     /// Session token lifetime, seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 60, maximum = 86400)]
     pub token_ttl: Option<u64>,
 }
 
@@ -201,7 +236,7 @@ pub struct UserList {
 #[serde(deny_unknown_fields)]
 pub struct ChangeRole {
     /// `owner` (only an OWNER may give it), `admin` or `user`.
-    pub role: String,
+    pub role: GrantableRole,
 }
 
 /// One vault value of a user, as an administrator sees it (metadata).
@@ -233,11 +268,13 @@ pub struct UserValueList {
 #[serde(deny_unknown_fields)]
 pub struct CreateInvite {
     /// Who is invited.
+    #[schema(format = Email, min_length = 3, max_length = 254)]
     pub email: String,
     /// `owner` (OWNER only), `admin` or `user`.
-    pub role: String,
-    /// Seconds until the link stops working (300 to 2592000; default 604800).
+    pub role: GrantableRole,
+    /// Seconds until the link stops working (default 604800).
     #[serde(default)]
+    #[schema(minimum = 300, maximum = 2592000)]
     pub expires_in: Option<u64>,
 }
 

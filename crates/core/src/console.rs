@@ -460,6 +460,24 @@ impl Services {
     }
 }
 
+impl Services {
+    /// Creates a new token-signing key (the old one keeps verifying until its tokens expire), tells the
+    /// other nodes, and records it in the instance's audit log. Returns the new key id.
+    pub async fn rotate_signing_key(&self, actor: &Actor) -> Result<String> {
+        let kid = self.tokens.rotate_signing_key(self.clock.now()).await?;
+        self.stores.coord.publish(Invalidation::SigningKeys).await?;
+        let keys = self.instance_keys().await?;
+        self.record(
+            audit::INSTANCE,
+            &keys,
+            actor,
+            vec![NewEvent::new("keys.rotate_signing", "signing_key", &kid)],
+        )
+        .await?;
+        Ok(kid)
+    }
+}
+
 fn check_console_ttl(ttl: Duration) -> Result<Duration> {
     if ttl < Duration::from_secs(60) || ttl > MAX_CONSOLE_TTL {
         return Err(Error::invalid("ttl", "must be between 1 minute and 24 hours"));

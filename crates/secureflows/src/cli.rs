@@ -450,8 +450,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<Value> {
                     Ok(json!({ "workspace_id": id, "data_key_version": version }))
                 }
                 KeysCommand::RotateMaster { new_key_file } => {
+                    // Loaded under the old master key before the rewrap, to record the rotation after it.
+                    let instance = s.instance_keys().await.map_err(domain)?;
                     let count = app::rotate_master_key(&config, &opened, &new_key_file).await?;
                     let new_id = app::read_key_file(&new_key_file)?.id().to_owned();
+                    s.record(
+                        secureflows_core::audit::INSTANCE,
+                        &instance,
+                        &Actor::operator(),
+                        vec![
+                            secureflows_core::audit::NewEvent::new(
+                                "keys.rotate_master",
+                                "master_key",
+                                &new_id,
+                            )
+                            .values(None, Some(json!({ "rewrapped_keys": count }))),
+                        ],
+                    )
+                    .await
+                    .map_err(domain)?;
                     let switched = matches!(opened.master_source, app::MasterSource::DataDirFile(_));
                     Ok(json!({
                         "rewrapped_keys": count,
@@ -465,12 +482,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Value> {
                     }))
                 }
                 KeysCommand::RotateSigning => {
-                    let kid = s.tokens.rotate_signing_key(s.clock.now()).await.map_err(domain)?;
-                    s.stores
-                        .coord
-                        .publish(secureflows_core::Invalidation::SigningKeys)
-                        .await
-                        .map_err(domain)?;
+                    let kid = s.rotate_signing_key(&Actor::operator()).await.map_err(domain)?;
                     Ok(json!({ "kid": kid, "algorithm": config.signing_algorithm().as_str() }))
                 }
                 KeysCommand::GenerateMaster { .. } => {

@@ -76,6 +76,16 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
         let limit = state.config().server.max_body_bytes;
         let (parts, body) = req.into_parts();
         let bytes = read_body(&parts.headers, body, limit, || Problem::request_too_large(limit)).await?;
+        // Every body of our APIs is a JSON object; serde would also accept a struct written as an array.
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+        if first.is_some_and(|b| *b != b'{')
+            && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok()
+        {
+            return Err(Problem::from(secureflows_core::Error::invalid(
+                "body",
+                "must be a JSON object",
+            )));
+        }
         let mut de = serde_json::Deserializer::from_slice(&bytes);
         let value = deserialize_exact(&mut de)?;
         Ok(Json(value))

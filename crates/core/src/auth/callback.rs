@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use secureflows_crypto::{Aad, blind_index};
 
+use crate::audit::{Actor, ActorKind, NewEvent};
 use crate::auth::token::{IssuedToken, TokenKind};
 use crate::auth::upstream::{self, UpstreamIdentity};
 use crate::keyring::WorkspaceKeys;
@@ -54,6 +55,7 @@ impl Services {
         id_token: &str,
         client_id: Option<ApplicationId>,
         origin: Option<&str>,
+        actor: Actor,
     ) -> Result<SignedIn> {
         let app = self.application_for_id_token(id_token, client_id).await?;
         if let Some(origin) = origin
@@ -80,7 +82,7 @@ impl Services {
         {
             return Err(Error::Unauthenticated(AuthFailure::Replayed));
         }
-        self.sign_in(&app, &identity, now).await
+        self.sign_in(&app, &identity, now, actor).await
     }
 
     async fn application_for_id_token(
@@ -116,6 +118,7 @@ impl Services {
         app: &Application,
         identity: &UpstreamIdentity,
         now: Timestamp,
+        mut actor: Actor,
     ) -> Result<SignedIn> {
         let workspace = self
             .stores
@@ -176,6 +179,23 @@ impl Services {
             app.token_ttl,
             now,
         )?;
+        actor.kind = ActorKind::EndUser;
+        actor.id = Some(user.id);
+        self.record(
+            workspace.id,
+            &keys,
+            &actor,
+            vec![NewEvent::new("token.issue", "user", user.id).values(
+                None,
+                Some(serde_json::json!({
+                    "kind": "session",
+                    "application_id": app.id,
+                    "session": session.id,
+                    "expires_at": session.expires_at.rfc3339(),
+                })),
+            )],
+        )
+        .await?;
         Ok(SignedIn {
             token,
             session: session.id,

@@ -35,6 +35,7 @@ fn meta(m: ValueMeta) -> dto::ValueMeta {
     ))]
 pub async fn callback(
     State(state): State<AppState>,
+    RequestActor(actor): RequestActor,
     headers: HeaderMap,
     req: Request,
 ) -> ApiResult<Response> {
@@ -50,7 +51,7 @@ pub async fn callback(
         .transpose()?;
     let signed_in = state
         .services()
-        .exchange_id_token(&body.id_token, client_id, origin(&headers))
+        .exchange_id_token(&body.id_token, client_id, origin(&headers), actor)
         .await?;
     if let Some(slot) = slot {
         slot.identify(signed_in.workspace, signed_in.application, Some(signed_in.user));
@@ -73,8 +74,9 @@ pub async fn callback(
 pub async fn logout(
     State(state): State<AppState>,
     SessionAuth(caller): SessionAuth,
+    RequestActor(actor): RequestActor,
 ) -> ApiResult<StatusCode> {
-    state.services().logout(&caller).await?;
+    state.services().logout(&caller, actor).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

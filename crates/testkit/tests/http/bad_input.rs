@@ -11,7 +11,60 @@ backend_tests!(
     a_50_mb_body_is_refused_before_it_is_read,
     chunked_bodies_over_the_limit_are_413,
     unknown_routes_and_methods_are_problems,
+    json_bodies_must_be_objects_of_the_right_shape,
 );
+
+async fn json_bodies_must_be_objects_of_the_right_shape(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ws = app.workspace(Plan::Pro).await;
+    let owner = app
+        .console_token(ws, "owner@x.example", secureflows_core::Role::Owner)
+        .await;
+    let application = app.application(ws, "web").await;
+    let path = format!("{}/api/v1/applications/{}", app.url, application.id);
+    for (body, status, slug) in [
+        ("[null, null]", 422, "validation-failed"),
+        ("null", 422, "validation-failed"),
+        ("\"name\"", 422, "validation-failed"),
+        ("{\"name\": 5}", 422, "validation-failed"),
+        ("{\"name\": \"x\", \"evil\": 1}", 422, "validation-failed"),
+        ("{\"name\": ", 400, "malformed-request"),
+        ("{\"name\": \"x\"} {}", 400, "malformed-request"),
+    ] {
+        let response = app
+            .http
+            .patch(&path)
+            .bearer_auth(&owner)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_problem(response, status, slug).await;
+    }
+    let response = app
+        .http
+        .patch(&path)
+        .bearer_auth(&owner)
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, 415, "unsupported-media-type").await;
+    // Nothing changed.
+    let read = app
+        .http
+        .get(&path)
+        .bearer_auth(&owner)
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert_eq!(read["name"], "App web");
+}
 
 async fn key_names_outside_the_grammar_are_400_and_store_nothing(backend: Backend) {
     let app = TestApp::spawn(backend).await;

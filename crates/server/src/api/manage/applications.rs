@@ -106,7 +106,7 @@ pub async fn list_applications(
 /// One application.
 #[utoipa::path(get, path = "/api/v1/applications/{id}", tag = "applications",
     security(("console" = [])),
-    params(("id" = String, Path, description = "Application id")),
+    params(("id" = String, Path, format = Uuid, description = "Application id")),
     responses(
         (status = 200, description = "The application (OWNER, ADMIN, SUPPORT)", body = m::Application),
         (status = "4XX", description = "Problem", body = dto::Problem, content_type = "application/problem+json"),
@@ -130,7 +130,7 @@ pub async fn get_application(
 /// Changes an application's settings.
 #[utoipa::path(patch, path = "/api/v1/applications/{id}", tag = "applications",
     security(("console" = [])),
-    params(("id" = String, Path, description = "Application id")),
+    params(("id" = String, Path, format = Uuid, description = "Application id")),
     request_body = m::UpdateApplication,
     responses(
         (status = 200, description = "The changed application (OWNER, ADMIN)", body = m::Application),
@@ -160,7 +160,7 @@ pub async fn update_application(
 /// Deletes an application with its login sessions and vault values.
 #[utoipa::path(delete, path = "/api/v1/applications/{id}", tag = "applications",
     security(("console" = [])),
-    params(("id" = String, Path, description = "Application id")),
+    params(("id" = String, Path, format = Uuid, description = "Application id")),
     responses(
         (status = 204, description = "Deleted (OWNER, ADMIN)"),
         (status = "4XX", description = "Problem", body = dto::Problem, content_type = "application/problem+json"),
@@ -181,7 +181,7 @@ pub async fn delete_application(
 /// Replaces a confidential application's client secret; the old one stops working at once.
 #[utoipa::path(post, path = "/api/v1/applications/{id}/secret", tag = "applications",
     security(("console" = [])),
-    params(("id" = String, Path, description = "Application id")),
+    params(("id" = String, Path, format = Uuid, description = "Application id")),
     responses(
         (status = 200, description = "The new secret, shown once (OWNER, ADMIN)", body = m::ClientSecret),
         (status = "4XX", description = "Problem", body = dto::Problem, content_type = "application/problem+json"),

@@ -54,18 +54,24 @@ fn parse_actor(actor: Option<&str>) -> Result<Option<UserId>, Error> {
 #[into_params(parameter_in = Query)]
 pub struct EventQuery {
     /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// Events at or after this time (RFC 3339).
+    #[param(format = DateTime)]
     pub since: Option<String>,
     /// Events before this time (RFC 3339).
+    #[param(format = DateTime)]
     pub until: Option<String>,
     /// Events by this user or SUPPORT operator.
+    #[param(format = Uuid)]
     pub actor: Option<String>,
     /// Exact action, or a prefix ending in `.` (e.g. `user.`).
+    #[param(min_length = 1, max_length = 200)]
     pub action: Option<String>,
     /// Events on this resource id.
+    #[param(min_length = 1, max_length = 200)]
     pub resource: Option<String>,
 }
 
@@ -121,8 +127,10 @@ pub async fn list_events(
 #[into_params(parameter_in = Query)]
 pub struct ExportQuery {
     /// `jsonl` (JSON Lines, default) or `csv`.
+    #[param(pattern = "^(jsonl|csv)$")]
     pub format: Option<String>,
     /// Events after this sequence number (the `X-Next-After-Seq` of the previous response); default 0.
+    #[param(minimum = 0)]
     pub after_seq: Option<i64>,
 }
 
@@ -183,18 +191,24 @@ pub async fn export_events(
 #[into_params(parameter_in = Query)]
 pub struct AccessQuery {
     /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// Records at or after this time (RFC 3339).
+    #[param(format = DateTime)]
     pub since: Option<String>,
     /// Records before this time (RFC 3339).
+    #[param(format = DateTime)]
     pub until: Option<String>,
     /// Records of this user.
+    #[param(format = Uuid)]
     pub actor: Option<String>,
     /// Exact route template, e.g. `/api/v1/sessions/get/{key}`.
+    #[param(min_length = 1, max_length = 200)]
     pub route: Option<String>,
     /// Exact response status.
+    #[param(minimum = 100, maximum = 599)]
     pub status: Option<u16>,
 }
 
@@ -214,6 +228,9 @@ pub async fn list_api_access(
     caller.require_metadata_reader()?;
     let limit = page_limit(q.limit)?;
     check_text("route", &q.route)?;
+    if q.status.is_some_and(|s| !(100..=599).contains(&s)) {
+        return Err(Error::invalid("status", "must be an HTTP status (100 to 599)").into());
+    }
     let filter = AccessFilter {
         since: parse_time("since", q.since.as_deref())?,
         until: parse_time("until", q.until.as_deref())?,

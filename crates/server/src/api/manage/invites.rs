@@ -41,8 +41,7 @@ pub async fn create_invite(
     Json(body): Json<m::CreateInvite>,
 ) -> ApiResult<(StatusCode, axum::Json<m::CreatedInvite>)> {
     caller.require_admin()?;
-    let role = Role::parse(&body.role)
-        .filter(|r| matches!(r, Role::Owner | Role::Admin | Role::User))
+    let role = Role::parse(body.role.as_str())
         .ok_or_else(|| Error::invalid("role", "must be owner, admin or user"))?;
     let services = state.services();
     let created = services
@@ -74,6 +73,7 @@ pub async fn create_invite(
 #[into_params(parameter_in = Query)]
 pub struct InviteQuery {
     /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -112,7 +112,7 @@ pub async fn list_invites(
 /// Revokes a pending invitation; its link stops working.
 #[utoipa::path(delete, path = "/api/v1/invites/{id}", tag = "invites",
     security(("console" = [])),
-    params(("id" = String, Path, description = "Invitation id")),
+    params(("id" = String, Path, format = Uuid, description = "Invitation id")),
     responses(
         (status = 200, description = "The revoked invitation (OWNER, ADMIN)", body = m::Invite),
         (status = "4XX", description = "Problem", body = dto::Problem, content_type = "application/problem+json"),

@@ -37,6 +37,7 @@ fn parse_user(id: &str) -> Result<UserId, Error> {
 #[into_params(parameter_in = Query)]
 pub struct UserQuery {
     /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -91,7 +92,7 @@ pub async fn me(
 /// One user.
 #[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users",
     security(("console" = [])),
-    params(("id" = String, Path, description = "User id")),
+    params(("id" = String, Path, format = Uuid, description = "User id")),
     responses(
         (status = 200, description = "The user (OWNER, ADMIN; anyone for themselves)", body = m::User),
         (status = "4XX", description = "Problem", body = dto::Problem, content_type = "application/problem+json"),
@@ -115,7 +116,7 @@ pub async fn get_user(
 /// Changes a user's role. Only an OWNER gives or takes away OWNER; the last OWNER cannot be demoted.
 #[utoipa::path(put, path = "/api/v1/users/{id}/role", tag = "users",
     security(("console" = [])),
-    params(("id" = String, Path, description = "User id")),
+    params(("id" = String, Path, format = Uuid, description = "User id")),
     request_body = m::ChangeRole,
     responses(
         (status = 200, description = "The changed user (OWNER, ADMIN)", body = m::User),
@@ -128,8 +129,7 @@ pub async fn change_role(
     Json(body): Json<m::ChangeRole>,
 ) -> ApiResult<axum::Json<m::User>> {
     caller.require_admin()?;
-    let role = Role::parse(&body.role)
-        .filter(|r| matches!(r, Role::Owner | Role::Admin | Role::User))
+    let role = Role::parse(body.role.as_str())
         .ok_or_else(|| Error::invalid("role", "must be owner, admin or user"))?;
     let member = state
         .services()
@@ -155,7 +155,7 @@ async fn set_locked(
 /// Locks a user: every session of theirs ends at once and they cannot sign in.
 #[utoipa::path(post, path = "/api/v1/users/{id}/lock", tag = "users",
     security(("console" = [])),
-    params(("id" = String, Path, description = "User id")),
+    params(("id" = String, Path, format = Uuid, description = "User id")),
     responses(
         (status = 200, description = "The locked user (OWNER, ADMIN)", body = m::User),
         (status = "4XX", description = "Problem", body = dto::Problem, content_type = "application/problem+json"),
@@ -171,7 +171,7 @@ pub async fn lock_user(
 /// Unlocks a user.
 #[utoipa::path(post, path = "/api/v1/users/{id}/unlock", tag = "users",
     security(("console" = [])),
-    params(("id" = String, Path, description = "User id")),
+    params(("id" = String, Path, format = Uuid, description = "User id")),
     responses(
         (status = 200, description = "The unlocked user (OWNER, ADMIN)", body = m::User),
         (status = "4XX", description = "Problem", body = dto::Problem, content_type = "application/problem+json"),
@@ -187,7 +187,7 @@ pub async fn unlock_user(
 /// Ends every login session of a user (raises their token revision).
 #[utoipa::path(post, path = "/api/v1/users/{id}/revoke", tag = "users",
     security(("console" = [])),
-    params(("id" = String, Path, description = "User id")),
+    params(("id" = String, Path, format = Uuid, description = "User id")),
     responses(
         (status = 204, description = "Every session ended (OWNER, ADMIN)"),
         (status = "4XX", description = "Problem", body = dto::Problem, content_type = "application/problem+json"),
@@ -208,7 +208,7 @@ pub async fn revoke_user(
 /// Deletes a user with their identities, sessions and vault values.
 #[utoipa::path(delete, path = "/api/v1/users/{id}", tag = "users",
     security(("console" = [])),
-    params(("id" = String, Path, description = "User id")),
+    params(("id" = String, Path, format = Uuid, description = "User id")),
     responses(
         (status = 204, description = "Deleted (OWNER, ADMIN)"),
         (status = "4XX", description = "Problem", body = dto::Problem, content_type = "application/problem+json"),
@@ -226,7 +226,7 @@ pub async fn delete_user(
 /// A user's vault keys in every application (metadata; audited).
 #[utoipa::path(get, path = "/api/v1/users/{id}/sessions", tag = "users",
     security(("console" = [])),
-    params(("id" = String, Path, description = "User id")),
+    params(("id" = String, Path, format = Uuid, description = "User id")),
     responses(
         (status = 200, description = "The user's keys (OWNER, ADMIN; never SUPPORT)", body = m::UserValueList),
         (status = "4XX", description = "Problem", body = dto::Problem, content_type = "application/problem+json"),
@@ -260,8 +260,8 @@ pub async fn list_user_values(
 #[utoipa::path(get, path = "/api/v1/users/{id}/sessions/{application_id}/{key}", tag = "users",
     security(("console" = [])),
     params(
-        ("id" = String, Path, description = "User id"),
-        ("application_id" = String, Path, description = "Application id"),
+        ("id" = String, Path, format = Uuid, description = "User id"),
+        ("application_id" = String, Path, format = Uuid, description = "Application id"),
         ("key" = String, Path, description = "Key name"),
     ),
     responses(
