@@ -8,7 +8,11 @@ use serde_json::json;
 
 use crate::support::{call_ok, raw_execute};
 
-backend_tests!(tampering_is_detected, exports_are_complete_in_both_formats);
+backend_tests!(
+    tampering_is_detected,
+    exports_are_complete_in_both_formats,
+    concurrent_changes_keep_one_owner_and_an_intact_chain,
+);
 
 /// A workspace with a few audited changes (events 1..=n).
 async fn busy_workspace(app: &TestApp) -> WorkspaceId {
@@ -178,4 +182,85 @@ async fn exports_are_complete_in_both_formats(backend: Backend) {
         .unwrap();
     assert!(after.headers().get("x-next-after-seq").is_none());
     assert!(after.text().await.unwrap().is_empty());
+}
+
+async fn concurrent_changes_keep_one_owner_and_an_intact_chain(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ws = app.workspace(Plan::Pro).await;
+    for round in 0..5 {
+        // Two OWNERs demote each other at the same moment: the workspace keeps at least one.
+        let one = app.console_token(ws, "one@x.example", Role::Owner).await;
+        let two = app.console_token(ws, "two@x.example", Role::Owner).await;
+        let (one_id, two_id) = (
+            crate::support::jwt_claims(&one)["sub"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+            crate::support::jwt_claims(&two)["sub"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+        let demote = |token: String, target: String| {
+            let app = &app;
+            async move {
+                crate::support::call(
+                    app,
+                    "PUT",
+                    &format!("/api/v1/users/{target}/role"),
+                    &token,
+                    Some(json!({"role": "admin"})),
+                )
+                .await
+                .status()
+                .as_u16()
+            }
+        };
+        let (a, b) = tokio::join!(
+            demote(one.clone(), two_id.clone()),
+            demote(two.clone(), one_id.clone())
+        );
+        assert!(a == 200 || b == 200, "round {round}: {a} {b}");
+        let users = app
+            .services()
+            .stores
+            .users
+            .list_users(ws, None, 100)
+            .await
+            .unwrap();
+        let owners = users
+            .iter()
+            .filter(|u| u.role == Role::Owner && u.status == secureflows_core::UserStatus::Active)
+            .count();
+        assert!(owners >= 1, "round {round}: {a} {b} left no owner");
+    }
+
+    // Many changes at once: every one gets its own place in the chain.
+    let owner = app.console_token(ws, "boss@x.example", Role::Owner).await;
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let (http, url, owner) = (app.http.clone(), app.url.clone(), owner.clone());
+        tasks.push(tokio::spawn(async move {
+            let request = if i % 2 == 0 {
+                http.patch(format!("{url}/api/v1/workspaces"))
+                    .json(&json!({"name": format!("Name {i}")}))
+            } else {
+                http.post(format!("{url}/api/v1/invites"))
+                    .json(&json!({"email": format!("p{i}@x.example"), "role": "user"}))
+            };
+            request.bearer_auth(owner).send().await.unwrap().status().as_u16()
+        }));
+    }
+    for t in tasks {
+        assert!(matches!(t.await.unwrap(), 200 | 201));
+    }
+    let report = &app.services().verify_audit(Some(ws)).await.unwrap()[0];
+    assert!(report.faults.is_empty(), "{:?}", report.faults);
+    let events = app.services().export_all_events(ws).await.unwrap();
+    assert_eq!(events.len() as u64, report.events);
+    assert_eq!(
+        events.iter().filter(|e| e.action == "workspace.update").count(),
+        12
+    );
+    assert_eq!(events.iter().filter(|e| e.action == "invite.create").count(), 12);
 }
