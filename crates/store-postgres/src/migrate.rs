@@ -21,6 +21,8 @@ pub static KEYRING: Migrator = sqlx::migrate!("./migrations/keyring");
 
 pub async fn run(pool: &PgPool, migrator: &Migrator, mode: MigrationMode) -> Result<()> {
     match mode {
+        // Nothing to apply: no DDL and no lock, so a login role that may not change the schema can start.
+        MigrationMode::Apply if is_current(pool, migrator).await? => Ok(()),
         MigrationMode::Apply => migrator.run(pool).await.map_err(|e| match e {
             MigrateError::VersionMismatch(version) => {
                 tracing::error!(version, "an applied migration was changed");

@@ -149,3 +149,56 @@ async fn unfiltered_queries_see_only_the_current_workspace() {
         .unwrap_err();
     assert!(err.to_string().contains("cannot be deleted"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_role_that_is_only_a_member_can_serve_and_cannot_escape() {
+    use secureflows_core::store::UserStore;
+    use secureflows_store_postgres::{MigrationMode, PgStore, PoolSettings};
+
+    let Some(backend) = Backend::postgres() else {
+        return;
+    };
+    let app = TestApp::spawn(backend).await;
+    let a = populated(&app, "a").await;
+    populated(&app, "b").await;
+    let Backend::Postgres(db) = &app.backend else {
+        unreachable!()
+    };
+    let role = format!("sf_login_{}", uuid::Uuid::new_v4().simple());
+    let owner = app.owner_pool().await;
+    sqlx::query(&format!("create role {role} login in role secureflows_app"))
+        .execute(&owner)
+        .await
+        .unwrap();
+    let mut url = url::Url::parse(&db.url()).unwrap();
+    url.set_username(&role).unwrap();
+
+    let outcome = async move {
+        // Migrations are current, so starting needs no schema privilege.
+        let store = PgStore::connect(url.as_str(), MigrationMode::Apply, PoolSettings::default())
+            .await
+            .unwrap();
+        let users = store.list_users(a, None, 10).await.unwrap();
+        assert!(!users.is_empty() && users.iter().all(|u| u.workspace_id == a));
+        // Even a connection that drops back to the login role stays under the policies: they apply to
+        // every member of secureflows_app.
+        let mut conn = store.pool().acquire().await.unwrap();
+        sqlx::query("reset role").execute(&mut *conn).await.unwrap();
+        for table in TENANT_TABLES {
+            let n: i64 = sqlx::query_scalar(&format!("select count(*) from {table}"))
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            assert_eq!(n, 0, "{table} as the login role");
+        }
+        drop(conn);
+        store.pool().close().await;
+    };
+    // Clean up the cluster-wide role even when an assertion failed.
+    let result = tokio::spawn(outcome).await;
+    sqlx::query(&format!("drop role if exists {role}"))
+        .execute(&owner)
+        .await
+        .unwrap();
+    result.unwrap();
+}
