@@ -116,7 +116,24 @@ impl Services {
             .await?;
         self.audit_support_read(caller, "audit_log", caller.workspace_id().to_string())
             .await?;
-        open_events(&caller.keys, &events)
+        self.open_for(caller, &events).await
+    }
+
+    /// Opens events for a caller: with whichever data-key version sealed them, and for SUPPORT without
+    /// the personal data (old and new values, client address, user agent).
+    async fn open_for(&self, caller: &ConsoleCaller, events: &[StoredEvent]) -> Result<Vec<EventRecord>> {
+        let mut out = Vec::with_capacity(events.len());
+        for e in events {
+            let keys = self
+                .keys_opening(caller.workspace_id(), &caller.keys, &e.event.details_sealed)
+                .await?;
+            let mut details = audit::open_details(&keys, e)?;
+            if caller.is_support() {
+                details = redact_details(details);
+            }
+            out.push(EventRecord::of(e, details));
+        }
+        Ok(out)
     }
 
     /// Events of the caller's workspace after `after_seq`, oldest first, up to [`EXPORT_BATCH`].
@@ -129,7 +146,7 @@ impl Services {
             .await?;
         self.audit_support_read(caller, "audit_log", caller.workspace_id().to_string())
             .await?;
-        open_events(&caller.keys, &events)
+        self.open_for(caller, &events).await
     }
 
     /// Every event of a workspace (operator export on the command line), oldest first.
@@ -171,16 +188,21 @@ impl Services {
         self.audit_support_read(caller, "api_access_log", workspace.to_string())
             .await?;
         let mut out = Vec::with_capacity(rows.len());
-        for (position, entry) in rows {
+        for (position, mut entry) in rows {
             let key = match &entry.key_sealed {
+                // SUPPORT sees that a key was named, not which, nor who called from where.
+                Some(_) if caller.is_support() => Some(REDACTED.to_owned()),
                 Some(sealed) => {
-                    let plain = caller
-                        .keys
-                        .open(&access_key_aad(workspace, &entry.request_id), sealed)?;
+                    let keys = self.keys_opening(workspace, &caller.keys, sealed).await?;
+                    let plain = keys.open(&access_key_aad(workspace, &entry.request_id), sealed)?;
                     Some(String::from_utf8(plain).map_err(|_| Error::Integrity("access key name"))?)
                 }
                 None => None,
             };
+            if caller.is_support() {
+                entry.client_ip = REDACTED.to_owned();
+                entry.user_agent = REDACTED.to_owned();
+            }
             out.push(AccessRecordView { position, entry, key });
         }
         Ok(out)
@@ -216,13 +238,24 @@ impl Services {
         let keys = match self.chain_keys(workspace).await {
             Ok(keys) => keys,
             Err(Error::NotFound(_)) => {
+                // A deleted workspace's events go with its keys; events without keys cannot be
+                // checked, which is a fault in itself.
+                let left = self.stores.audit.chain_after(workspace, 0, 1).await?;
+                let faults = if head.is_some() || !left.is_empty() {
+                    vec![ChainFault {
+                        seq: head_seq.unwrap_or(0),
+                        kind: "unverifiable",
+                    }]
+                } else {
+                    Vec::new()
+                };
                 return Ok(ChainReport {
                     workspace_id: workspace,
                     events: 0,
                     head_seq,
                     head_hash,
                     keys_available: false,
-                    faults: Vec::new(),
+                    faults,
                 });
             }
             Err(e) => return Err(e),
@@ -242,14 +275,40 @@ impl Services {
             }
         }
         let events = verifier.checked;
+        let mut faults = verifier.finish(head.clone());
+        // Every workspace's chain starts with its creation: a live workspace without one lost it.
+        if events == 0
+            && head.is_none()
+            && workspace != audit::INSTANCE
+            && self.stores.workspaces.find_workspace(workspace).await?.is_some()
+        {
+            faults.push(ChainFault {
+                seq: 1,
+                kind: "missing",
+            });
+        }
         Ok(ChainReport {
             workspace_id: workspace,
             events,
             head_seq,
             head_hash,
             keys_available: true,
-            faults: verifier.finish(head),
+            faults,
         })
+    }
+}
+
+/// What SUPPORT sees in place of personal data.
+pub const REDACTED: &str = "[redacted]";
+
+fn redact_details(d: SealedDetails) -> SealedDetails {
+    let redact = |v: Option<serde_json::Value>| v.map(|_| serde_json::Value::from(REDACTED));
+    SealedDetails {
+        old: redact(d.old),
+        new: redact(d.new),
+        client_ip: d.client_ip.map(|_| REDACTED.to_owned()),
+        user_agent: d.user_agent.map(|_| REDACTED.to_owned()),
+        request_id: d.request_id,
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::audit::{self, Actor, ActorKind, NewEvent};
-use crate::auth::callback::{email_index, seal_email};
+use crate::auth::callback::{email_index, open_email, seal_email};
 use crate::auth::token::{IssuedToken, TokenKind, VerifiedToken, console_audience};
 use crate::keyring::WorkspaceKeys;
 use crate::store::{Change, ChangeSet};
@@ -273,89 +273,86 @@ impl Services {
         ttl: Duration,
         actor: &Actor,
     ) -> Result<(User, IssuedToken)> {
-        if !matches!(role, Role::Owner | Role::Admin | Role::User) {
-            return Err(Error::invalid("role", "must be owner, admin or user"));
-        }
         let ttl = check_console_ttl(ttl)?;
         let email = parse_email("email", email)?;
         self.get_workspace(workspace).await?;
         let keys = self.keys.workspace_keys(workspace, false).await?;
         let index = email_index(&keys, &email);
-        let existing = self
-            .stores
-            .users
-            .find_users_by_email(workspace, &index)
-            .await?
-            .into_iter()
-            .next();
-        let now = self.clock.now();
-        let mut changes = Vec::new();
-        let mut events = Vec::new();
-        let user = match existing {
-            Some(mut user) => {
-                if user.role != role {
-                    changes.push(Change::SetRole(user.id, role));
-                    events.push(NewEvent::new("user.role.change", "user", user.id).values(
-                        Some(serde_json::json!({"role": user.role.as_str()})),
-                        Some(serde_json::json!({"role": role.as_str()})),
-                    ));
-                    user.role = role;
-                    user.revision += 1;
-                }
-                if user.status != UserStatus::Active {
-                    return Err(Error::Forbidden(ForbiddenReason::AccountLocked));
-                }
-                user
-            }
-            None => {
-                let id = UserId::new();
-                let user = User {
-                    id,
-                    workspace_id: workspace,
-                    role,
-                    revision: 1,
-                    status: UserStatus::Active,
-                    email_sealed: Some(seal_email(&keys, workspace, id, &email)?),
-                    email_index: Some(index.to_vec()),
-                    name_sealed: None,
-                    created_at: now,
-                    updated_at: now,
-                };
-                changes.push(Change::InsertUser(user.clone()));
-                events.push(NewEvent::new("user.create", "user", id).values(
-                    None,
-                    Some(serde_json::json!({"email": email, "role": role.as_str()})),
-                ));
-                user
+        let mut attempt = 0;
+        let (user, session) = loop {
+            attempt += 1;
+            let existing = self
+                .stores
+                .users
+                .find_users_by_email(workspace, &index)
+                .await?
+                .into_iter()
+                .next();
+            let plan = plan_console_member(workspace, &keys, &email, role, ttl, existing, self.clock.now())?;
+            match self
+                .commit(workspace, &keys, actor, plan.changes, plan.events)
+                .await
+            {
+                Ok(()) => break (plan.user, plan.session),
+                // Someone created the member a moment ago: use theirs.
+                Err(Error::Conflict("member-exists")) if attempt == 1 => continue,
+                Err(e) => return Err(e),
             }
         };
-        let session = LoginSession {
-            id: SessionId::new(),
-            workspace_id: workspace,
-            application_id: None,
-            user_id: user.id,
-            created_at: now,
-            expires_at: now.plus(ttl),
-            ended_at: None,
-        };
-        changes.push(Change::InsertSession(session.clone()));
-        events.push(NewEvent::new("token.issue", "user", user.id).values(
-            None,
-            Some(serde_json::json!({"kind": "console", "role": role.as_str(), "session": session.id, "expires_at": session.expires_at.rfc3339()})),
-        ));
-        self.commit(workspace, &keys, actor, changes, events).await?;
-        let token = self.tokens.issue(
+        let token = self.console_token_for(&user, &session)?;
+        Ok((user, token))
+    }
+
+    fn console_token_for(&self, user: &User, session: &LoginSession) -> Result<IssuedToken> {
+        self.tokens.issue(
             TokenKind::User,
-            console_audience(workspace),
-            workspace,
+            console_audience(user.workspace_id),
+            user.workspace_id,
             user.id,
             session.id,
-            role,
+            user.role,
             user.revision,
-            ttl,
-            now,
-        )?;
-        Ok((user, token))
+            session.expires_at.since(session.created_at),
+            session.created_at,
+        )
+    }
+
+    /// Creates a workspace (free plan) whose first OWNER is the caller's e-mail address, in one
+    /// transaction, and returns a console token for it. OWNERs only.
+    pub async fn create_owned_workspace(
+        &self,
+        caller: &ConsoleCaller,
+        name: &str,
+    ) -> Result<(Workspace, IssuedToken)> {
+        if caller.role() != Role::Owner {
+            return Err(Error::Forbidden(ForbiddenReason::Role));
+        }
+        let me = self.find_member(caller.workspace_id(), caller.token.user).await?;
+        let email = me
+            .email_sealed
+            .as_deref()
+            .map(|sealed| open_email(&caller.keys, me.workspace_id, me.id, sealed))
+            .transpose()?
+            .ok_or_else(|| {
+                Error::invalid(
+                    "email",
+                    "the caller has no e-mail address to own a workspace with",
+                )
+            })?;
+        let now = self.clock.now();
+        let ttl = caller
+            .token
+            .expires_at
+            .since(now)
+            .clamp(Duration::from_secs(60), MAX_CONSOLE_TTL);
+        let (workspace, (user, session)) = self
+            .create_workspace_with(name, crate::Plan::Free, &caller.actor, |w, keys| {
+                let plan = plan_console_member(w.id, keys, &email, Role::Owner, ttl, None, now)?;
+                Ok((plan.changes, plan.events, (plan.user, plan.session)))
+            })
+            .await?;
+        let token = self.console_token_for(&user, &session)?;
+        Ok((workspace, token))
     }
 
     /// Creates a SUPPORT operator (command line only). Audited in the instance's chain.
@@ -374,11 +371,11 @@ impl Services {
             revision: 1,
             created_at: self.clock.now(),
         };
-        self.stores.support.insert_support(&op).await?;
-        self.record(
+        self.commit(
             audit::INSTANCE,
             &keys,
             actor,
+            vec![Change::InsertSupport(op.clone())],
             vec![NewEvent::new("support.create", "support_operator", id)],
         )
         .await?;
@@ -410,13 +407,12 @@ impl Services {
     /// Removes a SUPPORT operator; its tokens stop working on every node.
     pub async fn delete_support(&self, email: &str, actor: &Actor) -> Result<()> {
         let op = self.find_support(email).await?;
-        self.stores.support.delete_support(op.id).await?;
-        self.state.apply(Invalidation::Support(op.id));
         let keys = self.instance_keys().await?;
-        self.record(
+        self.commit(
             audit::INSTANCE,
             &keys,
             actor,
+            vec![Change::DeleteSupport(op.id)],
             vec![NewEvent::new("support.delete", "support_operator", op.id)],
         )
         .await
@@ -478,6 +474,96 @@ impl Services {
     }
 }
 
+/// What minting a console token changes: the member (created, or given `role`) and a console session,
+/// with their audit events.
+struct ConsoleMemberPlan {
+    user: User,
+    session: LoginSession,
+    changes: Vec<Change>,
+    events: Vec<NewEvent>,
+}
+
+fn plan_console_member(
+    workspace: WorkspaceId,
+    keys: &WorkspaceKeys,
+    email: &str,
+    role: Role,
+    ttl: Duration,
+    existing: Option<User>,
+    now: crate::Timestamp,
+) -> Result<ConsoleMemberPlan> {
+    if !matches!(role, Role::Owner | Role::Admin | Role::User) {
+        return Err(Error::invalid("role", "must be owner, admin or user"));
+    }
+    let mut changes = Vec::new();
+    let mut events = Vec::new();
+    let user = match existing {
+        Some(mut user) => {
+            if user.status != UserStatus::Active {
+                return Err(Error::Forbidden(ForbiddenReason::AccountLocked));
+            }
+            if user.role != role {
+                changes.push(Change::ExpectRole(user.id, user.role));
+                changes.push(Change::SetRole(user.id, role));
+                events.push(NewEvent::new("user.role.change", "user", user.id).values(
+                    Some(serde_json::json!({"role": user.role.as_str()})),
+                    Some(serde_json::json!({"role": role.as_str()})),
+                ));
+                user.role = role;
+                user.revision += 1;
+            }
+            user
+        }
+        None => {
+            let id = UserId::new();
+            let user = User {
+                id,
+                workspace_id: workspace,
+                role,
+                revision: 1,
+                status: UserStatus::Active,
+                email_sealed: Some(seal_email(keys, workspace, id, email)?),
+                email_index: Some(email_index(keys, email).to_vec()),
+                name_sealed: None,
+                created_at: now,
+                updated_at: now,
+            };
+            changes.push(Change::InsertUser(user.clone()));
+            // The e-mail is PII: the event names the user, whose record holds it sealed.
+            events.push(
+                NewEvent::new("user.create", "user", id)
+                    .values(None, Some(serde_json::json!({"role": role.as_str()}))),
+            );
+            user
+        }
+    };
+    let session = LoginSession {
+        id: SessionId::new(),
+        workspace_id: workspace,
+        application_id: None,
+        user_id: user.id,
+        created_at: now,
+        expires_at: now.plus(ttl),
+        ended_at: None,
+    };
+    changes.push(Change::InsertSession(session.clone()));
+    events.push(NewEvent::new("token.issue", "user", user.id).values(
+        None,
+        Some(serde_json::json!({
+            "kind": "console",
+            "role": role.as_str(),
+            "session": session.id,
+            "expires_at": session.expires_at.rfc3339(),
+        })),
+    ));
+    Ok(ConsoleMemberPlan {
+        user,
+        session,
+        changes,
+        events,
+    })
+}
+
 fn check_console_ttl(ttl: Duration) -> Result<Duration> {
     if ttl < Duration::from_secs(60) || ttl > MAX_CONSOLE_TTL {
         return Err(Error::invalid("ttl", "must be between 1 minute and 24 hours"));
@@ -499,7 +585,14 @@ pub fn invalidation_of(workspace: WorkspaceId, change: &Change) -> Option<Invali
         | Change::RaiseRevision(u)
         | Change::DeleteUser(u) => Invalidation::User(workspace, *u),
         Change::InsertSession(s) => Invalidation::Session(workspace, s.id),
-        Change::InsertInvite(_) | Change::RevokeInvite(_) => return None,
+        Change::EndSession(s) => Invalidation::Session(workspace, *s),
+        Change::DeleteSupport(u) => Invalidation::Support(*u),
+        Change::InsertInvite(_)
+        | Change::RevokeInvite(_)
+        | Change::ExpectRole(..)
+        | Change::InsertSupport(_) => {
+            return None;
+        }
     })
 }
 

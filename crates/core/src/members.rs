@@ -138,7 +138,7 @@ impl Services {
             caller.workspace_id(),
             &caller.keys,
             &caller.actor,
-            vec![Change::SetRole(id, role)],
+            vec![Change::ExpectRole(id, target.role), Change::SetRole(id, role)],
             vec![
                 NewEvent::new("user.role.change", "user", id)
                     .values(Some(role_json(target.role)), Some(role_json(role))),
@@ -169,7 +169,7 @@ impl Services {
                 caller.workspace_id(),
                 &caller.keys,
                 &caller.actor,
-                vec![Change::SetStatus(id, status)],
+                vec![Change::ExpectRole(id, target.role), Change::SetStatus(id, status)],
                 vec![
                     NewEvent::new(action, "user", id)
                         .values(Some(status_json(target.status)), Some(status_json(status))),
@@ -189,7 +189,7 @@ impl Services {
             caller.workspace_id(),
             &caller.keys,
             &caller.actor,
-            vec![Change::RaiseRevision(id)],
+            vec![Change::ExpectRole(id, target.role), Change::RaiseRevision(id)],
             vec![NewEvent::new("user.sessions.revoke", "user", id).values(
                 Some(serde_json::json!({"revision": target.revision})),
                 Some(serde_json::json!({"revision": target.revision + 1})),
@@ -206,7 +206,7 @@ impl Services {
             caller.workspace_id(),
             &caller.keys,
             &caller.actor,
-            vec![Change::DeleteUser(id)],
+            vec![Change::ExpectRole(id, target.role), Change::DeleteUser(id)],
             vec![NewEvent::new("user.delete", "user", id).values(Some(role_json(target.role)), None)],
         )
         .await
@@ -256,7 +256,8 @@ impl Services {
             vec![Change::InsertInvite(invite.clone())],
             vec![NewEvent::new("invite.create", "invite", id).values(
                 None,
-                Some(serde_json::json!({"email": email, "role": role.as_str(), "expires_at": invite.expires_at.rfc3339()})),
+                // The e-mail is PII: the event names the invitation, whose record holds it sealed.
+                Some(serde_json::json!({"role": role.as_str(), "expires_at": invite.expires_at.rfc3339()})),
             )],
         )
         .await?;

@@ -317,8 +317,17 @@ pub enum Change {
     DeleteApplication(ApplicationId),
     /// Replaces the hash of a confidential application's secret.
     SetApplicationSecret(ApplicationId, Vec<u8>),
-    /// A new user.
+    /// A new member. `Conflict("member-exists")` if a user of the workspace has the same e-mail hash.
     InsertUser(User),
+    /// Fails the set with `Conflict("role-changed")` unless the user still has this role (guards a
+    /// decision taken on the role read before the transaction).
+    ExpectRole(UserId, Role),
+    /// Ends one login session (logout).
+    EndSession(SessionId),
+    /// A new SUPPORT operator (instance-level; use with `audit::INSTANCE`).
+    InsertSupport(SupportOperator),
+    /// Removes a SUPPORT operator; their tokens stop working.
+    DeleteSupport(UserId),
     /// Changes a user's role; raises their revision (their tokens carry the old role).
     SetRole(UserId, Role),
     /// Locks or unlocks a user; raises their revision.

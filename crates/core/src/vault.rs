@@ -200,7 +200,9 @@ impl Services {
             .await
     }
 
-    async fn keys_opening(
+    /// Keys that open `sealed`: `keys`, or the workspace's keys loaded afresh when `sealed` names a
+    /// data-key version this node has not loaded yet (another node rotated a moment ago).
+    pub(crate) async fn keys_opening(
         &self,
         workspace: WorkspaceId,
         keys: &Arc<WorkspaceKeys>,

@@ -178,6 +178,10 @@ impl Services {
     /// Deletes a workspace by crypto-shredding: its keys are destroyed first (so its data can never be
     /// read again, from this database or any backup of it), then its rows are deleted.
     pub async fn delete_workspace(&self, id: WorkspaceId, actor: &Actor) -> Result<()> {
+        // The nil id names the instance's own keys and audit chain, never a workspace.
+        if id == WorkspaceId::NIL {
+            return Err(Error::NotFound("workspace"));
+        }
         let exists = self.stores.workspaces.find_workspace(id).await?.is_some();
         // Keys without a workspace row: an earlier deletion stopped half-way; finish it.
         let has_keys = !self

@@ -69,8 +69,14 @@ impl Mailer for SmtpMailer {
             .body(mail.text)
             .map_err(|_| Error::invalid("email", "the message cannot be built"))?;
         self.transport.send(message).await.map_err(|e| {
-            // lettre's error names the server's response, never the message body.
-            tracing::warn!(error = %e, "SMTP delivery failed");
+            // Only the reply code and class: a server's reply text may echo the recipient's address.
+            tracing::warn!(
+                code = e.status().map(|c| c.to_string()),
+                transient = e.is_transient(),
+                permanent = e.is_permanent(),
+                timeout = e.is_timeout(),
+                "SMTP delivery failed"
+            );
             Error::Unavailable("the mail server did not accept the message")
         })?;
         Ok(())

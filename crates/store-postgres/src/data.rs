@@ -61,10 +61,11 @@ impl PgStore {
     /// the setting go in one round trip; the setting ends with the transaction, so a pooled connection
     /// never carries a workspace into its next use.
     pub(crate) async fn tenant(&self, workspace: WorkspaceId) -> Result<Transaction<'static, Postgres>> {
-        // The id is a UUID formatted by us (hex and dashes only): nothing to quote.
+        // The id is a UUID formatted by us (hex and dashes only): nothing to quote. The role is set for
+        // the transaction too, so even a connection that left the role runs this one under the policies.
         self.pool
             .begin_with(format!(
-                "begin; select set_config('secureflows.workspace', '{}', true)",
+                "begin; set local role secureflows_app; select set_config('secureflows.workspace', '{}', true)",
                 workspace.as_uuid().hyphenated()
             ))
             .await

@@ -210,6 +210,19 @@ async fn apply_change(
             if u.workspace_id != workspace {
                 return Err(Error::NotFound("workspace"));
             }
+            if let Some(index) = &u.email_index {
+                let taken: bool = sqlx::query_scalar(
+                    "select exists (select 1 from user_account where workspace_id = $1 and email_index = $2)",
+                )
+                .bind(ws)
+                .bind(index)
+                .fetch_one(&mut *c)
+                .await
+                .db()?;
+                if taken {
+                    return Err(Error::Conflict("member-exists"));
+                }
+            }
             sqlx::query(
                 "insert into user_account (user_id, workspace_id, role, revision, status, email_sealed, email_index,
                                            name_sealed, created_at, updated_at)
@@ -229,6 +242,49 @@ async fn apply_change(
             .await
             .db()?;
             Invalidation::User(workspace, u.id)
+        }
+        Change::ExpectRole(user, role) => {
+            let (current, _) = find_user_role(c, ws, *user).await?;
+            if current != *role {
+                return Err(Error::Conflict("role-changed"));
+            }
+            return Ok(false);
+        }
+        Change::EndSession(id) => {
+            sqlx::query(
+                "update login_session set ended_at = $3 where workspace_id = $1 and session_id = $2 and ended_at is null",
+            )
+            .bind(ws)
+            .bind(id.as_uuid())
+            .bind(ts(now))
+            .execute(&mut *c)
+            .await
+            .db()?;
+            Invalidation::Session(workspace, *id)
+        }
+        Change::InsertSupport(op) => {
+            sqlx::query(&format!(
+                "insert into support_operator ({SUPPORT_COLUMNS}) values ($1, $2, $3, $4, $5)"
+            ))
+            .bind(op.id.as_uuid())
+            .bind(&op.email_sealed)
+            .bind(&op.email_index)
+            .bind(op.revision)
+            .bind(ts(op.created_at))
+            .execute(&mut *c)
+            .await
+            .db()?;
+            return Ok(false);
+        }
+        Change::DeleteSupport(id) => {
+            let n = sqlx::query("delete from support_operator where support_id = $1")
+                .bind(id.as_uuid())
+                .execute(&mut *c)
+                .await
+                .db()?
+                .rows_affected();
+            must_change(n, "support operator")?;
+            Invalidation::Support(*id)
         }
         Change::SetRole(user, role) => {
             let (old, _) = find_user_role(c, ws, *user).await?;

@@ -313,7 +313,8 @@ impl ApplicationStore for SqliteStore {
         self.db.read(|c| {
             let mut stmt = c
                 .prepare_cached(&format!(
-                    "select {APP_COLUMNS} from application where trust_issuer = ?1 and trust_audience = ?2 limit 16"
+                    "select {APP_COLUMNS} from application where trust_issuer = ?1 and trust_audience = ?2
+                     order by application_id limit 16"
                 ))
                 .db()?;
             let rows = stmt.query_map(params![issuer, audience], application_row).db()?;

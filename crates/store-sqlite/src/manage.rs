@@ -171,6 +171,18 @@ fn apply_change(c: &Connection, workspace: WorkspaceId, now: Timestamp, change: 
             if u.workspace_id != workspace {
                 return Err(Error::NotFound("workspace"));
             }
+            if let Some(index) = &u.email_index {
+                let taken: bool = c
+                    .query_row(
+                        "select exists (select 1 from user_account where workspace_id = ?1 and email_index = ?2)",
+                        params![ws, index],
+                        |r| r.get(0),
+                    )
+                    .db()?;
+                if taken {
+                    return Err(Error::Conflict("member-exists"));
+                }
+            }
             c.execute(
                 &format!(
                     "insert into user_account ({USER_COLUMNS}) values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
@@ -190,6 +202,45 @@ fn apply_change(c: &Connection, workspace: WorkspaceId, now: Timestamp, change: 
             )
             .db()?;
             Invalidation::User(workspace, u.id)
+        }
+        Change::ExpectRole(user, role) => {
+            let (current, _) = find_user_role(c, ws, *user)?;
+            if current != *role {
+                return Err(Error::Conflict("role-changed"));
+            }
+            return Ok(false);
+        }
+        Change::EndSession(id) => {
+            c.execute(
+                "update login_session set ended_at = ?3 where workspace_id = ?1 and session_id = ?2 and ended_at is null",
+                params![ws, id.as_uuid(), now.millis()],
+            )
+            .db()?;
+            Invalidation::Session(workspace, *id)
+        }
+        Change::InsertSupport(op) => {
+            c.execute(
+                &format!("insert into support_operator ({SUPPORT_COLUMNS}) values (?1, ?2, ?3, ?4, ?5)"),
+                params![
+                    op.id.as_uuid(),
+                    op.email_sealed,
+                    op.email_index,
+                    op.revision,
+                    op.created_at.millis()
+                ],
+            )
+            .db()?;
+            return Ok(false);
+        }
+        Change::DeleteSupport(id) => {
+            let n = c
+                .execute(
+                    "delete from support_operator where support_id = ?1",
+                    params![id.as_uuid()],
+                )
+                .db()?;
+            must_change(n, "support operator")?;
+            Invalidation::Support(*id)
         }
         Change::SetRole(user, role) => {
             let (old, _) = find_user_role(c, ws, *user)?;
@@ -391,7 +442,7 @@ impl AuditStore for SqliteStore {
         limit: u32,
     ) -> Result<Vec<StoredEvent>> {
         let (exact, prefix) = match f.action.as_deref() {
-            Some(a) if a.ends_with('.') => (None, Some(format!("{a}%"))),
+            Some(a) if a.ends_with('.') => (None, Some(a.to_owned())),
             Some(a) => (Some(a.to_owned()), None),
             None => (None, None),
         };
@@ -402,7 +453,7 @@ impl AuditStore for SqliteStore {
                      where workspace_id = ?1
                        and (?2 is null or created_at >= ?2) and (?3 is null or created_at < ?3)
                        and (?4 is null or actor_id = ?4) and (?5 is null or action = ?5)
-                       and (?6 is null or action like ?6 escape '\\')
+                       and (?6 is null or substr(action, 1, length(?6)) = ?6)
                        and (?7 is null or resource_id = ?7) and (?8 is null or seq < ?8)
                      order by seq desc limit ?9"
                 ))
@@ -415,7 +466,7 @@ impl AuditStore for SqliteStore {
                         f.until.map(Timestamp::millis),
                         f.actor.map(|a| a.as_uuid()),
                         exact,
-                        prefix.map(|p| p.replace('_', "\\_")),
+                        prefix,
                         f.resource,
                         f.before_seq,
                         i64::from(limit)

@@ -91,8 +91,24 @@ impl Services {
         client_id: Option<ApplicationId>,
     ) -> Result<Application> {
         let route = upstream::routing_claims(id_token)?;
+        let audiences: Vec<&String> = route.audiences.iter().take(8).collect();
+        // With a client id, that application alone: other workspaces registering applications that
+        // trust the same issuer and audience can never crowd it out.
+        if let Some(id) = client_id {
+            return self
+                .stores
+                .applications
+                .find_application(id)
+                .await?
+                .filter(|a| {
+                    a.trust
+                        .as_ref()
+                        .is_some_and(|t| t.issuer == route.issuer && audiences.contains(&&t.audience))
+                })
+                .ok_or_else(Error::invalid_token);
+        }
         let mut candidates = Vec::new();
-        for audience in route.audiences.iter().take(8) {
+        for audience in audiences {
             candidates.extend(
                 self.stores
                     .applications
@@ -100,10 +116,8 @@ impl Services {
                     .await?,
             );
         }
+        candidates.sort_by_key(|a| a.id);
         candidates.dedup_by_key(|a| a.id);
-        if let Some(id) = client_id {
-            candidates.retain(|a| a.id == id);
-        }
         match candidates.len() {
             0 => Err(Error::invalid_token()),
             1 => Ok(candidates.remove(0)),

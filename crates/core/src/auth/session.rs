@@ -116,28 +116,19 @@ impl Services {
 
     /// Ends the caller's login session (`POST /auth/logout`). Its tokens stop working at once.
     pub async fn logout(&self, caller: &SessionCaller, mut actor: Actor) -> Result<()> {
-        let now = self.clock.now();
-        let ended = self
-            .stores
-            .sessions
-            .end_session(caller.token.workspace, caller.token.session, now)
-            .await?;
-        self.state.sessions.invalidate(&caller.token.session);
-        if ended {
-            actor.kind = ActorKind::EndUser;
-            actor.id = Some(caller.token.user);
-            self.record(
-                caller.token.workspace,
-                &caller.keys,
-                &actor,
-                vec![NewEvent::new("session.end", "user", caller.token.user).values(
-                    None,
-                    Some(serde_json::json!({"application_id": caller.application.id, "session": caller.token.session})),
-                )],
-            )
-            .await?;
-        }
-        Ok(())
+        actor.kind = ActorKind::EndUser;
+        actor.id = Some(caller.token.user);
+        self.commit(
+            caller.token.workspace,
+            &caller.keys,
+            &actor,
+            vec![Change::EndSession(caller.token.session)],
+            vec![NewEvent::new("session.end", "user", caller.token.user).values(
+                None,
+                Some(serde_json::json!({"application_id": caller.application.id, "session": caller.token.session})),
+            )],
+        )
+        .await
     }
 
     /// Signs the user out everywhere (`POST /sessions/revoke`): raises the token revision, which ends

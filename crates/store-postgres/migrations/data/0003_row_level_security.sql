@@ -1,12 +1,17 @@
 -- Tenant isolation enforced by PostgreSQL as well as by the code.
 --
 -- The server runs as `secureflows_app`: no login of its own, no BYPASSRLS, owns nothing. Every
--- connection of the server's pool switches to it (`SET ROLE`), whatever role logged in. Each
--- transaction names its workspace with `set_config('secureflows.workspace', <id>, true)`; the policies
--- below show and accept only that workspace's rows, so a query that forgets its workspace filter sees
--- nothing of any other workspace. The few instance-level operations that must cross workspaces (finding
--- an application by client id, the sweeper, operator listings, the access-log writer) are SECURITY
--- DEFINER functions with narrow results, owned by the migrating role.
+-- connection of the server's pool switches to it (`SET ROLE`), whatever role logged in, and every
+-- tenant transaction again with `SET LOCAL ROLE`. Each transaction names its workspace with
+-- `set_config('secureflows.workspace', <id>, true)`; the policies below show and accept only that
+-- workspace's rows, so a query that forgets its workspace filter sees nothing of any other workspace.
+-- Row-level security is FORCEd, so the owning role is bound by it too.
+--
+-- The few instance-level operations that must cross workspaces (finding an application by client id,
+-- the sweeper, operator listings, the access-log writer) are SECURITY DEFINER functions with narrow
+-- results, owned by the migrating role. They turn `secureflows.definer` on for their own statements; a
+-- second policy on each table lets the owning role through only then. The server's role cannot use that
+-- policy: it is not the owner.
 --
 -- Instance-level tables (invalidation, used_token, support_operator) hold no workspace's data and have
 -- no policy. The audit log is append-only to the server: it may insert and read events, never update
@@ -44,91 +49,171 @@ create function secureflows_current_workspace() returns uuid
 grant execute on function secureflows_current_workspace() to secureflows_app;
 
 alter table workspace enable row level security;
+alter table workspace force row level security;
 create policy tenant on workspace to secureflows_app
     using (workspace_id = secureflows_current_workspace())
     with check (workspace_id = secureflows_current_workspace());
 alter table application enable row level security;
+alter table application force row level security;
 create policy tenant on application to secureflows_app
     using (workspace_id = secureflows_current_workspace())
     with check (workspace_id = secureflows_current_workspace());
 alter table user_account enable row level security;
+alter table user_account force row level security;
 create policy tenant on user_account to secureflows_app
     using (workspace_id = secureflows_current_workspace())
     with check (workspace_id = secureflows_current_workspace());
 alter table user_identity enable row level security;
+alter table user_identity force row level security;
 create policy tenant on user_identity to secureflows_app
     using (workspace_id = secureflows_current_workspace())
     with check (workspace_id = secureflows_current_workspace());
 alter table login_session enable row level security;
+alter table login_session force row level security;
 create policy tenant on login_session to secureflows_app
     using (workspace_id = secureflows_current_workspace())
     with check (workspace_id = secureflows_current_workspace());
 alter table vault_value enable row level security;
+alter table vault_value force row level security;
 create policy tenant on vault_value to secureflows_app
     using (workspace_id = secureflows_current_workspace())
     with check (workspace_id = secureflows_current_workspace());
 alter table invite enable row level security;
+alter table invite force row level security;
 create policy tenant on invite to secureflows_app
     using (workspace_id = secureflows_current_workspace())
     with check (workspace_id = secureflows_current_workspace());
 alter table api_access enable row level security;
+alter table api_access force row level security;
 create policy tenant on api_access to secureflows_app
     using (workspace_id = secureflows_current_workspace());
 alter table audit_event enable row level security;
+alter table audit_event force row level security;
 create policy tenant on audit_event to secureflows_app
     using (workspace_id = secureflows_current_workspace())
     with check (workspace_id = secureflows_current_workspace());
 alter table audit_head enable row level security;
+alter table audit_head force row level security;
 create policy tenant on audit_head to secureflows_app
     using (workspace_id = secureflows_current_workspace())
     with check (workspace_id = secureflows_current_workspace());
 
+-- The owning role, inside the SECURITY DEFINER functions below only.
+do $$
+declare
+    t text;
+begin
+    foreach t in array array['workspace', 'application', 'user_account', 'user_identity', 'login_session',
+                             'vault_value', 'invite', 'api_access', 'audit_event', 'audit_head'] loop
+        execute format(
+            'create policy definer on %I to %I
+                 using (current_setting(''secureflows.definer'', true) = ''on'')
+                 with check (current_setting(''secureflows.definer'', true) = ''on'')',
+            t, current_user);
+    end loop;
+end
+$$;
+
 -- Instance-level operations, each with the narrowest result it needs.
+
+-- Each function turns the flag on for its own statements and off again before it returns; an error
+-- aborts the transaction, and the flag (transaction-local) with it.
 
 -- A SESSION JWT's audience and an OAuth client id name an application, not its workspace.
 create function secureflows_find_application(p_id uuid) returns setof application
-    language sql stable security definer set search_path = public, pg_temp
-    as $$ select * from application where application_id = p_id $$;
+    language plpgsql stable security definer set search_path = public, pg_temp
+    as $$
+    begin
+        perform set_config('secureflows.definer', 'on', true);
+        return query select * from application where application_id = p_id;
+        perform set_config('secureflows.definer', 'off', true);
+    end
+    $$;
 
 -- Upstream ID tokens name an issuer and audience; the applications trusting them may be anywhere.
 create function secureflows_find_applications_trusting(p_issuer text, p_audience text) returns setof application
-    language sql stable security definer set search_path = public, pg_temp
-    as $$ select * from application where trust_issuer = p_issuer and trust_audience = p_audience limit 16 $$;
+    language plpgsql stable security definer set search_path = public, pg_temp
+    as $$
+    begin
+        perform set_config('secureflows.definer', 'on', true);
+        return query select * from application where trust_issuer = p_issuer and trust_audience = p_audience
+            order by application_id limit 16;
+        perform set_config('secureflows.definer', 'off', true);
+    end
+    $$;
 
 -- CORS preflights carry no token: the union of allowed origins, nothing else.
 create function secureflows_allowed_origins() returns setof text
-    language sql stable security definer set search_path = public, pg_temp
-    as $$ select distinct unnest(allowed_origins) from application $$;
+    language plpgsql stable security definer set search_path = public, pg_temp
+    as $$
+    begin
+        perform set_config('secureflows.definer', 'on', true);
+        return query select distinct unnest(allowed_origins) from application;
+        perform set_config('secureflows.definer', 'off', true);
+    end
+    $$;
 
 -- Operator listings.
 create function secureflows_list_workspaces() returns setof workspace
-    language sql stable security definer set search_path = public, pg_temp
-    as $$ select * from workspace order by created_at $$;
+    language plpgsql stable security definer set search_path = public, pg_temp
+    as $$
+    begin
+        perform set_config('secureflows.definer', 'on', true);
+        return query select * from workspace order by created_at;
+        perform set_config('secureflows.definer', 'off', true);
+    end
+    $$;
 create function secureflows_any_workspace() returns boolean
-    language sql stable security definer set search_path = public, pg_temp
-    as $$ select exists (select 1 from workspace) $$;
+    language plpgsql stable security definer set search_path = public, pg_temp
+    as $$
+    declare
+        found boolean;
+    begin
+        perform set_config('secureflows.definer', 'on', true);
+        select exists (select 1 from workspace) into found;
+        perform set_config('secureflows.definer', 'off', true);
+        return found;
+    end
+    $$;
 create function secureflows_chained_workspaces() returns setof uuid
-    language sql stable security definer set search_path = public, pg_temp
-    as $$ select workspace_id from audit_head union select distinct workspace_id from audit_event order by 1 $$;
+    language plpgsql stable security definer set search_path = public, pg_temp
+    as $$
+    begin
+        perform set_config('secureflows.definer', 'on', true);
+        return query select workspace_id from audit_head
+            union select distinct workspace_id from audit_event order by 1;
+        perform set_config('secureflows.definer', 'off', true);
+    end
+    $$;
 
 -- The sweeper: retention across workspaces, in bounded batches.
 create function secureflows_purge_sessions(p_before timestamptz) returns bigint
-    language sql volatile security definer set search_path = public, pg_temp
+    language plpgsql volatile security definer set search_path = public, pg_temp
     as $$
-    with gone as (
+    declare
+        n bigint;
+    begin
+        perform set_config('secureflows.definer', 'on', true);
         delete from login_session where ctid in (
-            select ctid from login_session where coalesce(ended_at, expires_at) < p_before limit 10000)
-        returning 1)
-    select count(*) from gone
+            select ctid from login_session where coalesce(ended_at, expires_at) < p_before limit 10000);
+        get diagnostics n = row_count;
+        perform set_config('secureflows.definer', 'off', true);
+        return n;
+    end
     $$;
 create function secureflows_purge_expired_values(p_now timestamptz, p_limit bigint) returns bigint
-    language sql volatile security definer set search_path = public, pg_temp
+    language plpgsql volatile security definer set search_path = public, pg_temp
     as $$
-    with gone as (
+    declare
+        n bigint;
+    begin
+        perform set_config('secureflows.definer', 'on', true);
         delete from vault_value where ctid in (
-            select ctid from vault_value where expires_at <= p_now limit p_limit)
-        returning 1)
-    select count(*) from gone
+            select ctid from vault_value where expires_at <= p_now limit p_limit);
+        get diagnostics n = row_count;
+        perform set_config('secureflows.definer', 'off', true);
+        return n;
+    end
     $$;
 
 -- The access-log writer batches records of many workspaces (and of unidentified callers).
@@ -137,26 +222,33 @@ create function secureflows_append_access(
     p_key bytea[], p_status int4[], p_bytes_in int8[], p_bytes_out int8[], p_client_ip text[],
     p_user_agent text[], p_request_id text[], p_duration_us int8[], p_created_at timestamptz[])
     returns void
-    language sql volatile security definer set search_path = public, pg_temp
+    language plpgsql volatile security definer set search_path = public, pg_temp
     as $$
-    insert into api_access (workspace_id, application_id, user_id, method, route, key_sealed, status,
-        bytes_in, bytes_out, client_ip, user_agent, request_id, duration_us, created_at)
-    select * from unnest(p_workspace, p_application, p_user, p_method, p_route, p_key, p_status,
-        p_bytes_in, p_bytes_out, p_client_ip, p_user_agent, p_request_id, p_duration_us, p_created_at)
+    begin
+        perform set_config('secureflows.definer', 'on', true);
+        insert into api_access (workspace_id, application_id, user_id, method, route, key_sealed, status,
+            bytes_in, bytes_out, client_ip, user_agent, request_id, duration_us, created_at)
+        select * from unnest(p_workspace, p_application, p_user, p_method, p_route, p_key, p_status,
+            p_bytes_in, p_bytes_out, p_client_ip, p_user_agent, p_request_id, p_duration_us, p_created_at);
+        perform set_config('secureflows.definer', 'off', true);
+    end
     $$;
 
 -- A deleted workspace's audit trail goes with it, and only then: the server cannot delete events of a
--- workspace that still exists.
+-- workspace that still exists, nor the instance's own chain.
 create function secureflows_forget_audit(p_workspace uuid) returns void
     language plpgsql volatile security definer set search_path = public, pg_temp
     as $$
     begin
-        if exists (select 1 from workspace where workspace_id = p_workspace) then
+        perform set_config('secureflows.definer', 'on', true);
+        if p_workspace = '00000000-0000-0000-0000-000000000000'::uuid
+            or exists (select 1 from workspace where workspace_id = p_workspace) then
             raise exception 'the audit log of an existing workspace cannot be deleted'
                 using errcode = 'insufficient_privilege';
         end if;
         delete from audit_event where workspace_id = p_workspace;
         delete from audit_head where workspace_id = p_workspace;
+        perform set_config('secureflows.definer', 'off', true);
     end
     $$;
 

@@ -100,6 +100,19 @@ async fn tampering_is_detected(backend: Backend) {
     .await;
     assert_eq!(kinds(&faults(&app, swapped).await), [("edited", 5)]);
 
+    // A whole chain wiped, events and head: a live workspace without a chain is reported too.
+    let wiped = busy_workspace(&app).await;
+    for table in ["audit_event", "audit_head"] {
+        raw_execute(
+            &app,
+            &format!("delete from {table} where workspace_id = ?1"),
+            &format!("delete from {table} where workspace_id = $1::uuid"),
+            &[wiped.to_string()],
+        )
+        .await;
+    }
+    assert_eq!(kinds(&faults(&app, wiped).await), [("missing", 1)]);
+
     // The others are unaffected, and a full verification names exactly the broken chains.
     assert!(faults(&app, intact).await.is_empty());
     let all = app.services().verify_audit(None).await.unwrap();
@@ -108,8 +121,8 @@ async fn tampering_is_detected(backend: Backend) {
         .filter(|r| !r.faults.is_empty())
         .map(|r| r.workspace_id)
         .collect();
-    assert_eq!(broken.len(), 4);
-    for ws in [edited, cut_middle, cut_tail, swapped] {
+    assert_eq!(broken.len(), 5);
+    for ws in [edited, cut_middle, cut_tail, swapped, wiped] {
         assert!(broken.contains(&ws));
     }
     assert!(all.iter().any(|r| r.workspace_id == intact && r.events == 6));

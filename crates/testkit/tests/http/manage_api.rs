@@ -593,6 +593,30 @@ async fn support_reads_land_in_the_workspace_audit_log(backend: Backend) {
     for r in ["workspace", "applications", "api_access_log"] {
         assert!(resources.contains(&r), "{resources:?}");
     }
+    // SUPPORT reads the trail without its personal data: old and new values, addresses, user agents.
+    let seen = call_ok(
+        &app,
+        "GET",
+        "/api/v1/audit/events?action=token.issue",
+        &support,
+        None,
+        200,
+    )
+    .await;
+    let e = &seen["items"][0];
+    assert_eq!(e["action"], "token.issue");
+    assert_eq!(e["new"], "[redacted]");
+    let application = app.application(ws, "web").await;
+    let session = app.sign_in(&application, "zed").await;
+    session.set("secret-key-name", "text/plain", "v").await.unwrap();
+    app.flush_access_log().await;
+    let access = call_ok(&app, "GET", "/api/v1/audit/api-access", &support, None, 200).await;
+    let text = access.to_string();
+    assert!(
+        !text.contains("secret-key-name") && !text.contains("127.0.0.1"),
+        "{text}"
+    );
+    assert!(text.contains("[redacted]"));
     // The token's issuance is in the workspace's log too, and nothing of it in the other workspace.
     let issued = call_ok(
         &app,

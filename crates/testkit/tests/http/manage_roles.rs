@@ -52,6 +52,8 @@ struct Endpoint {
     ok: u16,
     /// Whether SUPPORT may call it (metadata and audit reads).
     support: bool,
+    /// OWNER only (ADMIN gets 403).
+    owner_only: bool,
     /// Whether it acts on the caller's own workspace as a whole (another workspace's OWNER then gets
     /// `ok` for their own workspace) rather than on a named resource of workspace A (404 for them).
     collection: bool,
@@ -64,8 +66,14 @@ const fn ep(method: &'static str, path: &'static str, body: Option<&'static str>
         body,
         ok,
         support: false,
+        owner_only: false,
         collection: false,
     }
+}
+
+const fn owner(mut e: Endpoint) -> Endpoint {
+    e.owner_only = true;
+    e
 }
 
 const fn read(mut e: Endpoint) -> Endpoint {
@@ -79,12 +87,12 @@ const fn whole(mut e: Endpoint) -> Endpoint {
 }
 
 const ENDPOINTS: &[Endpoint] = &[
-    whole(ep(
+    owner(whole(ep(
         "POST",
         "/api/v1/workspaces",
         Some(r#"{"name":"Another"}"#),
         201,
-    )),
+    ))),
     whole(read(ep("GET", "/api/v1/workspaces", None, 200))),
     whole(ep(
         "PATCH",
@@ -142,6 +150,7 @@ const ENDPOINTS: &[Endpoint] = &[
 
 fn expected(e: &Endpoint, caller: Caller) -> u16 {
     match caller {
+        Caller::Admin if e.owner_only => 403,
         Caller::Owner | Caller::Admin => e.ok,
         Caller::Support if e.support => e.ok,
         Caller::User | Caller::Support => 403,

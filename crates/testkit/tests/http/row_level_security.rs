@@ -202,3 +202,108 @@ async fn a_login_role_that_is_only_a_member_can_serve_and_cannot_escape() {
         .unwrap();
     result.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forced_policies_bind_a_non_superuser_owner_outside_the_definer_functions() {
+    use secureflows_core::store::{ApplicationStore, WorkspaceStore};
+    use secureflows_store_postgres::{MigrationMode, PgStore, PoolSettings};
+
+    let Some(Backend::Postgres(db)) = Backend::postgres() else {
+        return;
+    };
+    // A database owned by an ordinary role (CREATEROLE, not superuser, not BYPASSRLS), migrated by it.
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let (owner_role, database) = (format!("sf_owner_{suffix}"), format!("sf_owned_{suffix}"));
+    let admin = PgPool::connect(&db.url().replace(&format!("/{}", db_name(&db.url())), "/postgres"))
+        .await
+        .unwrap();
+    sqlx::query(&format!("create role {owner_role} login createrole nobypassrls"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    sqlx::query(&format!("create database {database} owner {owner_role}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let mut url = url::Url::parse(&db.url()).unwrap();
+    url.set_username(&owner_role).unwrap();
+    url.set_path(&format!("/{database}"));
+    let owner_url = url.to_string();
+
+    let outcome = async move {
+        let store = PgStore::connect(&owner_url, MigrationMode::Apply, PoolSettings::default())
+            .await
+            .expect("a non-superuser owner migrates and serves");
+        let now = secureflows_core::Timestamp::from_millis(1_700_000_000_000);
+        let ws = secureflows_core::Workspace {
+            id: WorkspaceId::new(),
+            name: "W".into(),
+            plan: Plan::Free,
+            created_at: now,
+            updated_at: now,
+        };
+        store.insert_workspace(&ws).await.unwrap();
+        // The definer functions still cross workspaces for what they must do.
+        assert!(store.any_workspace().await.unwrap());
+        assert_eq!(store.list_workspaces().await.unwrap().len(), 1);
+        assert!(store.list_allowed_origins().await.unwrap().is_empty());
+        store.pool().close().await;
+
+        // The owner's own connection, outside those functions: FORCE binds it too.
+        let owner = PgPool::connect(&owner_url).await.unwrap();
+        let seen: i64 = sqlx::query_scalar("select count(*) from workspace")
+            .fetch_one(&owner)
+            .await
+            .unwrap();
+        assert_eq!(seen, 0, "forced row-level security applies to the owner");
+        let forced: i64 = sqlx::query_scalar(
+            "select count(*) from pg_class where relname = any($1) and relrowsecurity and relforcerowsecurity",
+        )
+        .bind(TENANT_TABLES.to_vec())
+        .fetch_one(&owner)
+        .await
+        .unwrap();
+        assert_eq!(forced, TENANT_TABLES.len() as i64);
+        // Setting the definer flag by hand does not help the server's role.
+        let mut tx = owner.begin().await.unwrap();
+        sqlx::query("set local role secureflows_app")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        sqlx::query("set local secureflows.definer = 'on'")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let n: i64 = sqlx::query_scalar("select count(*) from workspace")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(n, 0);
+        tx.rollback().await.unwrap();
+        owner.close().await;
+    };
+    let result = tokio::spawn(outcome).await;
+    let _ = sqlx::query(&format!("drop database if exists {database} with (force)"))
+        .execute(&admin)
+        .await;
+    let _ = sqlx::query(&format!(
+        "drop database if exists {database}_keyring with (force)"
+    ))
+    .execute(&admin)
+    .await;
+    let _ = sqlx::query(&format!("drop owned by {owner_role}"))
+        .execute(&admin)
+        .await;
+    let _ = sqlx::query(&format!("drop role if exists {owner_role}"))
+        .execute(&admin)
+        .await;
+    result.unwrap();
+}
+
+fn db_name(url: &str) -> String {
+    url::Url::parse(url)
+        .unwrap()
+        .path()
+        .trim_start_matches('/')
+        .to_owned()
+}

@@ -4,9 +4,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use secureflows_api_types as dto;
 use secureflows_api_types::manage as m;
-use secureflows_core::auth::callback::open_email;
+use secureflows_core::Workspace;
 use secureflows_core::auth::token::IssuedToken;
-use secureflows_core::{Error, Plan, Role, Workspace};
 
 use crate::extract::{ConsoleAuth, Json};
 use crate::problem::ApiResult;
@@ -78,7 +77,7 @@ pub async fn update_workspace(
     security(("console" = [])),
     request_body = m::CreateWorkspace,
     responses(
-        (status = 201, description = "Created (OWNER, ADMIN of any workspace)", body = m::CreatedWorkspace),
+        (status = 201, description = "Created (OWNER of any workspace)", body = m::CreatedWorkspace),
         (status = "4XX", description = "Problem", body = dto::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn create_workspace(
@@ -86,34 +85,9 @@ pub async fn create_workspace(
     ConsoleAuth(caller): ConsoleAuth,
     Json(body): Json<m::CreateWorkspace>,
 ) -> ApiResult<(StatusCode, axum::Json<m::CreatedWorkspace>)> {
-    caller.require_admin()?;
-    let services = state.services();
-    let me = services
-        .find_member(caller.workspace_id(), caller.token.user)
-        .await?;
-    let email = me
-        .email_sealed
-        .as_deref()
-        .map(|sealed| open_email(&caller.keys, me.workspace_id, me.id, sealed))
-        .transpose()?
-        .ok_or_else(|| {
-            Error::invalid(
-                "email",
-                "the caller has no e-mail address to own a workspace with",
-            )
-        })?;
-    let workspace = services
-        .create_workspace(&body.name, Plan::Free, &caller.actor)
-        .await?;
-    let ttl = caller.token.expires_at.since(services.clock.now());
-    let (_, token) = services
-        .issue_console_token(
-            workspace.id,
-            &email,
-            Role::Owner,
-            ttl.max(std::time::Duration::from_secs(60)),
-            &caller.actor,
-        )
+    let (workspace, token) = state
+        .services()
+        .create_owned_workspace(&caller, &body.name)
         .await?;
     Ok((
         StatusCode::CREATED,
