@@ -202,6 +202,9 @@ pub struct ClientSecret {
 pub struct ApplicationList {
     /// Applications, oldest first.
     pub items: Vec<Application>,
+    /// Cursor of the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 /// A member of the workspace.

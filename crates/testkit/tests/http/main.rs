@@ -7,6 +7,7 @@ mod support;
 
 mod access_log;
 mod audit_chain;
+mod audit_values;
 mod bad_input;
 mod crypto_at_rest;
 mod headers;

@@ -9,7 +9,8 @@ use secureflows_api_types::manage as m;
 use secureflows_core::workspace::{ApplicationPatch, NewApplication};
 use secureflows_core::{Application, ApplicationId, Error, UpstreamTrust};
 
-use crate::extract::{ConsoleAuth, Json};
+use super::{decode_cursor, next_cursor, page_limit};
+use crate::extract::{ConsoleAuth, Json, Query};
 use crate::problem::ApiResult;
 use crate::state::AppState;
 
@@ -77,20 +78,40 @@ pub async fn create_application(
     ))
 }
 
-/// The workspace's applications.
+/// Query of `GET /applications`.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ApplicationQuery {
+    /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// The workspace's applications, oldest first.
 #[utoipa::path(get, path = "/api/v1/applications", tag = "applications",
     security(("console" = [])),
+    params(ApplicationQuery),
     responses(
-        (status = 200, description = "Applications (OWNER, ADMIN, SUPPORT)", body = m::ApplicationList),
+        (status = 200, description = "A page of applications (OWNER, ADMIN, SUPPORT)", body = m::ApplicationList),
         (status = "4XX", description = "Problem", body = dto::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list_applications(
     State(state): State<AppState>,
     ConsoleAuth(caller): ConsoleAuth,
+    Query(q): Query<ApplicationQuery>,
 ) -> ApiResult<axum::Json<m::ApplicationList>> {
     caller.require_metadata_reader()?;
+    let limit = page_limit(q.limit)?;
+    let after = q
+        .cursor
+        .as_deref()
+        .map(|c| decode_cursor::<ApplicationId>("application", c))
+        .transpose()?;
     let services = state.services();
-    let apps = services
+    let mut apps = services
         .stores
         .applications
         .list_applications(caller.workspace_id())
@@ -98,8 +119,17 @@ pub async fn list_applications(
     services
         .audit_support_read(&caller, "applications", caller.workspace_id().to_string())
         .await?;
+    // Ids are time-ordered; a workspace has few applications, so they are paged here.
+    apps.sort_by_key(|a| a.id);
+    let page: Vec<Application> = apps
+        .into_iter()
+        .filter(|a| after.is_none_or(|after| a.id > after))
+        .take(limit as usize)
+        .collect();
+    let next = next_cursor(&page, limit, "application", |a| a.id.to_string());
     Ok(axum::Json(m::ApplicationList {
-        items: apps.iter().map(application_dto).collect(),
+        items: page.iter().map(application_dto).collect(),
+        next_cursor: next,
     }))
 }
 
