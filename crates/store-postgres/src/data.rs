@@ -734,14 +734,27 @@ pub(crate) fn vault_entry(r: &PgRow, key_index: Option<&[u8]>) -> Result<VaultEn
 impl VaultStore for PgStore {
     async fn put_value(&self, w: &VaultWrite) -> Result<PutOutcome> {
         let l = &w.locator;
-        let mut tx = self.tenant(l.workspace_id).await?;
-        // Fast path: overwrite a live value in one statement.
-        if let Some(created) = update_live_value(&mut tx, w).await? {
-            tx.commit().await.db()?;
+        // Fast path: overwrite a live value in one statement (and one round trip).
+        let overwritten: Option<OffsetDateTime> =
+            sqlx::query_scalar("select secureflows_vault_overwrite($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+                .bind(l.workspace_id.as_uuid())
+                .bind(l.application_id.as_uuid())
+                .bind(l.user_id.as_uuid())
+                .bind(&l.key_index[..])
+                .bind(&w.name_sealed)
+                .bind(&w.value_sealed)
+                .bind(to_i64(w.size))
+                .bind(ts(w.now))
+                .bind(ts(w.expires_at))
+                .fetch_one(&self.pool)
+                .await
+                .db()?;
+        if let Some(created) = overwritten {
             return Ok(PutOutcome::Replaced {
                 created_at: from_ts(created),
             });
         }
+        let mut tx = self.tenant(l.workspace_id).await?;
         // A new key: lock the user so that the quota check and the insert are atomic.
         let locked: Option<i32> = sqlx::query_scalar(
             "select 1 from user_account where workspace_id = $1 and user_id = $2 for no key update",
@@ -799,27 +812,20 @@ impl VaultStore for PgStore {
     }
 
     async fn get_value(&self, l: &VaultLocator, now: Timestamp) -> Result<Option<VaultEntry>> {
-        let mut tx = self.tenant(l.workspace_id).await?;
-        let out: Result<_> = {
-            sqlx::query(
-            "select name_sealed, value_sealed, size, created_at, updated_at, expires_at from vault_value
-             where workspace_id = $1 and application_id = $2 and user_id = $3 and key_index = $4 and expires_at > $5",
-        )
-        .bind(l.workspace_id.as_uuid())
-        .bind(l.application_id.as_uuid())
-        .bind(l.user_id.as_uuid())
-        .bind(&l.key_index[..])
-        .bind(ts(now))
-        .fetch_optional(&mut *tx)
-        .await
-        .db()?
-        .as_ref()
-        .map(|r| vault_entry(r, Some(&l.key_index)))
-        .transpose()
-        };
-        let out = out?;
-        tx.commit().await.db()?;
-        Ok(out)
+        // One round trip: the function sets the workspace for its own transaction, then reads under the
+        // row-level security policies.
+        sqlx::query("select * from secureflows_vault_get($1, $2, $3, $4, $5)")
+            .bind(l.workspace_id.as_uuid())
+            .bind(l.application_id.as_uuid())
+            .bind(l.user_id.as_uuid())
+            .bind(&l.key_index[..])
+            .bind(ts(now))
+            .fetch_optional(&self.pool)
+            .await
+            .db()?
+            .as_ref()
+            .map(|r| vault_entry(r, Some(&l.key_index)))
+            .transpose()
     }
 
     async fn list_values(

@@ -252,6 +252,47 @@ create function secureflows_forget_audit(p_workspace uuid) returns void
     end
     $$;
 
+-- The two hottest statements of the Session API, each one round trip: the function names the workspace
+-- for its own (implicit, single-statement) transaction and then runs the query under the policies, as
+-- the calling role. Not SECURITY DEFINER: they grant nothing the caller does not have.
+create function secureflows_vault_get(p_workspace uuid, p_application uuid, p_user uuid, p_key bytea,
+    p_now timestamptz)
+    returns table (name_sealed bytea, value_sealed bytea, size bigint, created_at timestamptz,
+        updated_at timestamptz, expires_at timestamptz)
+    language plpgsql volatile set search_path = public, pg_temp
+    as $$
+    begin
+        perform set_config('secureflows.workspace', p_workspace::text, true);
+        return query select v.name_sealed, v.value_sealed, v.size, v.created_at, v.updated_at, v.expires_at
+            from vault_value v
+            where v.workspace_id = p_workspace and v.application_id = p_application and v.user_id = p_user
+              and v.key_index = p_key and v.expires_at > p_now;
+    end
+    $$;
+create function secureflows_vault_overwrite(p_workspace uuid, p_application uuid, p_user uuid, p_key bytea,
+    p_name bytea, p_value bytea, p_size bigint, p_now timestamptz, p_expires timestamptz)
+    returns timestamptz
+    language plpgsql volatile set search_path = public, pg_temp
+    as $$
+    declare
+        created timestamptz;
+    begin
+        perform set_config('secureflows.workspace', p_workspace::text, true);
+        update vault_value v set name_sealed = p_name, value_sealed = p_value, size = p_size,
+                updated_at = p_now, expires_at = p_expires
+            where v.workspace_id = p_workspace and v.application_id = p_application and v.user_id = p_user
+              and v.key_index = p_key and v.expires_at > p_now
+            returning v.created_at into created;
+        return created;
+    end
+    $$;
+revoke execute on function secureflows_vault_get(uuid, uuid, uuid, bytea, timestamptz),
+    secureflows_vault_overwrite(uuid, uuid, uuid, bytea, bytea, bytea, bigint, timestamptz, timestamptz)
+    from public;
+grant execute on function secureflows_vault_get(uuid, uuid, uuid, bytea, timestamptz),
+    secureflows_vault_overwrite(uuid, uuid, uuid, bytea, bytea, bytea, bigint, timestamptz, timestamptz)
+    to secureflows_app;
+
 revoke execute on function secureflows_find_application(uuid), secureflows_find_applications_trusting(text, text),
     secureflows_allowed_origins(), secureflows_list_workspaces(), secureflows_any_workspace(),
     secureflows_chained_workspaces(), secureflows_purge_sessions(timestamptz),
