@@ -415,16 +415,12 @@ pub trait InviteStore: Send + Sync {
 /// Instance-level SUPPORT operators.
 #[async_trait]
 pub trait SupportStore: Send + Sync {
-    /// Inserts an operator. `Conflict` if the e-mail is taken.
-    async fn insert_support(&self, operator: &SupportOperator) -> Result<()>;
     /// The operator.
     async fn find_support(&self, id: UserId) -> Result<Option<SupportOperator>>;
     /// The operator with this e-mail hash.
     async fn find_support_by_email(&self, email_index: &[u8]) -> Result<Option<SupportOperator>>;
     /// Every operator.
     async fn list_support(&self) -> Result<Vec<SupportOperator>>;
-    /// Deletes an operator; their tokens stop working on every node. Returns whether one was deleted.
-    async fn delete_support(&self, id: UserId) -> Result<bool>;
 }
 
 /// The invalidation log that keeps caches of several nodes correct.

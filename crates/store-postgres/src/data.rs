@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use secureflows_core::store::{
-    AccessEntry, AccessFilter, AccessLogStore, ApplicationStore, CoordStore, HealthStore, NewUser,
+    AccessEntry, AccessFilter, AccessLogStore, ApplicationStore, Change, CoordStore, HealthStore, NewUser,
     PutOutcome, SessionAdmission, SessionLimits, SessionStore, UsedTokenStore, UserStore, VaultEntry,
     VaultLocator, VaultStore, VaultWrite, WorkspaceStore,
 };
@@ -20,6 +20,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::error::SqlResult;
+use crate::manage::apply_change;
 use crate::migrate::{self, MigrationMode};
 use crate::{PoolSettings, listen};
 
@@ -192,23 +193,8 @@ pub(crate) fn session_row(r: &PgRow) -> Result<LoginSession> {
 impl WorkspaceStore for PgStore {
     async fn insert_workspace(&self, w: &Workspace) -> Result<()> {
         let mut tx = self.tenant(w.id).await?;
-        let out: Result<_> = {
-            sqlx::query(
-            "insert into workspace (workspace_id, name, plan, created_at, updated_at) values ($1, $2, $3, $4, $5)",
-        )
-        .bind(w.id.as_uuid())
-        .bind(&w.name)
-        .bind(w.plan.as_str())
-        .bind(ts(w.created_at))
-        .bind(ts(w.updated_at))
-        .execute(&mut *tx)
-        .await
-        .db()?;
-            Ok(())
-        };
-        let out = out?;
-        tx.commit().await.db()?;
-        Ok(out)
+        apply_change(&mut tx, w.id, w.created_at, &Change::InsertWorkspace(w.clone())).await?;
+        tx.commit().await.db()
     }
 
     async fn find_workspace(&self, id: WorkspaceId) -> Result<Option<Workspace>> {
@@ -244,18 +230,7 @@ impl WorkspaceStore for PgStore {
 
     async fn update_plan(&self, id: WorkspaceId, plan: Plan, now: Timestamp) -> Result<()> {
         let mut tx = self.tenant(id).await?;
-        let n = sqlx::query("update workspace set plan = $2, updated_at = $3 where workspace_id = $1")
-            .bind(id.as_uuid())
-            .bind(plan.as_str())
-            .bind(ts(now))
-            .execute(&mut *tx)
-            .await
-            .db()?
-            .rows_affected();
-        if n == 0 {
-            return Err(Error::NotFound("workspace"));
-        }
-        record_invalidation(&mut tx, Invalidation::Workspace(id)).await?;
+        apply_change(&mut tx, id, now, &Change::SetPlan(plan)).await?;
         tx.commit().await.db()
     }
 
@@ -304,25 +279,13 @@ impl WorkspaceStore for PgStore {
 impl ApplicationStore for PgStore {
     async fn insert_application(&self, app: &Application) -> Result<()> {
         let mut tx = self.tenant(app.workspace_id).await?;
-        sqlx::query(&format!(
-            "insert into application ({APP_COLUMNS}) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-        ))
-        .bind(app.id.as_uuid())
-        .bind(app.workspace_id.as_uuid())
-        .bind(&app.name)
-        .bind(app.trust.as_ref().map(|t| t.issuer.clone()))
-        .bind(app.trust.as_ref().map(|t| t.audience.clone()))
-        .bind(&app.allowed_origins)
-        .bind(secs(app.data_ttl))
-        .bind(secs(app.token_ttl))
-        .bind(ts(app.created_at))
-        .bind(ts(app.updated_at))
-        .bind(app.public)
-        .bind(&app.secret_hash)
-        .execute(&mut *tx)
-        .await
-        .db()?;
-        record_invalidation(&mut tx, Invalidation::Application(app.id)).await?;
+        apply_change(
+            &mut tx,
+            app.workspace_id,
+            app.created_at,
+            &Change::InsertApplication(app.clone()),
+        )
+        .await?;
         tx.commit().await.db()
     }
 
@@ -502,28 +465,14 @@ impl UserStore for PgStore {
 
     async fn raise_revision(&self, workspace: WorkspaceId, user: UserId, now: Timestamp) -> Result<i64> {
         let mut tx = self.tenant(workspace).await?;
-        let revision: Option<i64> = sqlx::query_scalar(
-            "update user_account set revision = revision + 1, updated_at = $3
-             where workspace_id = $1 and user_id = $2 returning revision",
-        )
-        .bind(workspace.as_uuid())
-        .bind(user.as_uuid())
-        .bind(ts(now))
-        .fetch_optional(&mut *tx)
-        .await
-        .db()?;
-        let revision = revision.ok_or(Error::NotFound("user"))?;
-        sqlx::query(
-            "update login_session set ended_at = $3
-             where workspace_id = $1 and user_id = $2 and ended_at is null and expires_at > $3",
-        )
-        .bind(workspace.as_uuid())
-        .bind(user.as_uuid())
-        .bind(ts(now))
-        .execute(&mut *tx)
-        .await
-        .db()?;
-        record_invalidation(&mut tx, Invalidation::User(workspace, user)).await?;
+        apply_change(&mut tx, workspace, now, &Change::RaiseRevision(user)).await?;
+        let revision: i64 =
+            sqlx::query_scalar("select revision from user_account where workspace_id = $1 and user_id = $2")
+                .bind(workspace.as_uuid())
+                .bind(user.as_uuid())
+                .fetch_one(&mut *tx)
+                .await
+                .db()?;
         tx.commit().await.db()?;
         Ok(revision)
     }

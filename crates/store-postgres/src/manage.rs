@@ -77,7 +77,7 @@ async fn bump_user(
 }
 
 /// Applies one change; returns whether it took an OWNER's rights away (the last-owner rule applies).
-async fn apply_change(
+pub(crate) async fn apply_change(
     c: &mut PgConnection,
     workspace: WorkspaceId,
     now: Timestamp,
@@ -672,21 +672,6 @@ fn support_row(r: &PgRow) -> Result<SupportOperator> {
 
 #[async_trait]
 impl SupportStore for PgStore {
-    async fn insert_support(&self, op: &SupportOperator) -> Result<()> {
-        sqlx::query(&format!(
-            "insert into support_operator ({SUPPORT_COLUMNS}) values ($1, $2, $3, $4, $5)"
-        ))
-        .bind(op.id.as_uuid())
-        .bind(&op.email_sealed)
-        .bind(&op.email_index)
-        .bind(op.revision)
-        .bind(ts(op.created_at))
-        .execute(&self.pool)
-        .await
-        .db()?;
-        Ok(())
-    }
-
     async fn find_support(&self, id: UserId) -> Result<Option<SupportOperator>> {
         sqlx::query(&format!(
             "select {SUPPORT_COLUMNS} from support_operator where support_id = $1"
@@ -723,18 +708,5 @@ impl SupportStore for PgStore {
         .iter()
         .map(support_row)
         .collect()
-    }
-
-    async fn delete_support(&self, id: UserId) -> Result<bool> {
-        let mut tx = self.pool.begin().await.db()?;
-        let n = sqlx::query("delete from support_operator where support_id = $1")
-            .bind(id.as_uuid())
-            .execute(&mut *tx)
-            .await
-            .db()?
-            .rows_affected();
-        record_invalidation(&mut tx, Invalidation::Support(id)).await?;
-        tx.commit().await.db()?;
-        Ok(n > 0)
     }
 }

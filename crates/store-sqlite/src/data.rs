@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use secureflows_core::store::{
-    AccessEntry, AccessFilter, AccessLogStore, ApplicationStore, CoordStore, HealthStore, NewUser,
+    AccessEntry, AccessFilter, AccessLogStore, ApplicationStore, Change, CoordStore, HealthStore, NewUser,
     PutOutcome, SessionAdmission, SessionLimits, SessionStore, UsedTokenStore, UserStore, VaultEntry,
     VaultLocator, VaultStore, VaultWrite, WorkspaceStore,
 };
@@ -18,6 +18,7 @@ use secureflows_core::{
 
 use crate::conn::Database;
 use crate::error::SqlResult;
+use crate::manage::apply_change;
 use crate::migrate::{self, MigrationMode};
 
 /// SQLite data store: the data database and the API-access log beside it.
@@ -176,12 +177,8 @@ impl WorkspaceStore for SqliteStore {
         let w = w.clone();
         self.db
             .write(move |c| {
-                c.execute(
-                    "insert into workspace (workspace_id, name, plan, created_at, updated_at) values (?1, ?2, ?3, ?4, ?5)",
-                    params![w.id.as_uuid(), w.name, w.plan.as_str(), w.created_at.millis(), w.updated_at.millis()],
-                )
-                .db()?;
-                Ok(())
+                let at = w.created_at;
+                apply_change(c, w.id, at, &Change::InsertWorkspace(w)).map(|_| ())
             })
             .await
     }
@@ -210,18 +207,7 @@ impl WorkspaceStore for SqliteStore {
 
     async fn update_plan(&self, id: WorkspaceId, plan: Plan, now: Timestamp) -> Result<()> {
         self.db
-            .write(move |c| {
-                let n = c
-                    .execute(
-                        "update workspace set plan = ?2, updated_at = ?3 where workspace_id = ?1",
-                        params![id.as_uuid(), plan.as_str(), now.millis()],
-                    )
-                    .db()?;
-                if n == 0 {
-                    return Err(Error::NotFound("workspace"));
-                }
-                record_invalidation(c, Invalidation::Workspace(id))
-            })
+            .write(move |c| apply_change(c, id, now, &Change::SetPlan(plan)).map(|_| ()))
             .await
     }
 
@@ -274,25 +260,8 @@ impl ApplicationStore for SqliteStore {
         let app = app.clone();
         self.db
             .write(move |c| {
-                c.execute(
-                    &format!("insert into application ({APP_COLUMNS}) values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
-                    params![
-                        app.id.as_uuid(),
-                        app.workspace_id.as_uuid(),
-                        app.name,
-                        app.trust.as_ref().map(|t| t.issuer.clone()),
-                        app.trust.as_ref().map(|t| t.audience.clone()),
-                        origins_json(&app.allowed_origins),
-                        secs(app.data_ttl),
-                        secs(app.token_ttl),
-                        app.created_at.millis(),
-                        app.updated_at.millis(),
-                        app.public,
-                        app.secret_hash,
-                    ],
-                )
-                .db()?;
-                record_invalidation(c, Invalidation::Application(app.id))
+                let (ws, at) = (app.workspace_id, app.created_at);
+                apply_change(c, ws, at, &Change::InsertApplication(app)).map(|_| ())
             })
             .await
     }
@@ -459,25 +428,13 @@ impl UserStore for SqliteStore {
     async fn raise_revision(&self, workspace: WorkspaceId, user: UserId, now: Timestamp) -> Result<i64> {
         self.db
             .write(move |c| {
-                let (ws, u) = (workspace.as_uuid(), user.as_uuid());
-                let revision: Option<i64> = c
-                    .query_row(
-                        "update user_account set revision = revision + 1, updated_at = ?3
-                         where workspace_id = ?1 and user_id = ?2 returning revision",
-                        params![ws, u, now.millis()],
-                        |r| r.get(0),
-                    )
-                    .optional()
-                    .db()?;
-                let revision = revision.ok_or(Error::NotFound("user"))?;
-                c.execute(
-                    "update login_session set ended_at = ?3
-                     where workspace_id = ?1 and user_id = ?2 and ended_at is null and expires_at > ?3",
-                    params![ws, u, now.millis()],
+                apply_change(c, workspace, now, &Change::RaiseRevision(user))?;
+                c.query_row(
+                    "select revision from user_account where workspace_id = ?1 and user_id = ?2",
+                    params![workspace.as_uuid(), user.as_uuid()],
+                    |r| r.get(0),
                 )
-                .db()?;
-                record_invalidation(c, Invalidation::User(workspace, user))?;
-                Ok(revision)
+                .db()
             })
             .await
     }

@@ -57,7 +57,12 @@ fn bump_user(c: &Connection, ws: Uuid, user: UserId, set: &str, value: &str, now
 }
 
 /// Applies one change; returns whether it took an OWNER's rights away (the last-owner rule applies).
-fn apply_change(c: &Connection, workspace: WorkspaceId, now: Timestamp, change: &Change) -> Result<bool> {
+pub(crate) fn apply_change(
+    c: &Connection,
+    workspace: WorkspaceId,
+    now: Timestamp,
+    change: &Change,
+) -> Result<bool> {
     let ws = workspace.as_uuid();
     let mut owner_lost = false;
     let invalidation = match change {
@@ -598,26 +603,6 @@ const SUPPORT_COLUMNS: &str = "support_id, email_sealed, email_index, revision, 
 
 #[async_trait]
 impl SupportStore for SqliteStore {
-    async fn insert_support(&self, op: &SupportOperator) -> Result<()> {
-        let op = op.clone();
-        self.db
-            .write(move |c| {
-                c.execute(
-                    &format!("insert into support_operator ({SUPPORT_COLUMNS}) values (?1, ?2, ?3, ?4, ?5)"),
-                    params![
-                        op.id.as_uuid(),
-                        op.email_sealed,
-                        op.email_index,
-                        op.revision,
-                        op.created_at.millis()
-                    ],
-                )
-                .db()?;
-                Ok(())
-            })
-            .await
-    }
-
     async fn find_support(&self, id: UserId) -> Result<Option<SupportOperator>> {
         self.db.read(|c| {
             c.prepare_cached(&format!(
@@ -652,20 +637,5 @@ impl SupportStore for SqliteStore {
             let rows = stmt.query_map([], support_row).db()?;
             rows.collect::<rusqlite::Result<Vec<_>>>().db()
         })
-    }
-
-    async fn delete_support(&self, id: UserId) -> Result<bool> {
-        self.db
-            .write(move |c| {
-                let n = c
-                    .execute(
-                        "delete from support_operator where support_id = ?1",
-                        params![id.as_uuid()],
-                    )
-                    .db()?;
-                record_invalidation(c, Invalidation::Support(id))?;
-                Ok(n > 0)
-            })
-            .await
     }
 }
