@@ -102,67 +102,24 @@ impl Services {
         let now = self.clock.now();
         self.tokens.check_time(&token, now)?;
         let trust = self.state.trusted();
-        let stores = &self.stores;
-        let workspace = self
-            .state
-            .workspaces
-            .get_or_load(&token.workspace, trust, || async {
-                Ok(stores
-                    .workspaces
-                    .find_workspace(token.workspace)
-                    .await?
-                    .map(Arc::new))
-            })
-            .await?
-            .ok_or_else(Error::invalid_token)?;
-        let revision = if token.role == Role::Support {
-            self.state
+        let workspace = self.token_workspace(&token, trust).await?;
+        if token.role == Role::Support {
+            let stores = &self.stores;
+            let revision = self
+                .state
                 .revisions
                 .get_or_load(&token.user, trust, || async {
                     Ok(stores.support.find_support(token.user).await?.map(|s| s.revision))
                 })
-                .await?
-        } else {
-            let session = self
-                .state
-                .sessions
-                .get_or_load(&token.session, trust, || async {
-                    Ok(stores
-                        .sessions
-                        .find_session(token.workspace, token.session)
-                        .await?
-                        .map(Arc::new))
-                })
                 .await?;
-            let session_ok = session.is_some_and(|s| {
-                s.ended_at.is_none()
-                    && s.expires_at > now
-                    && s.user_id == token.user
-                    && s.application_id.is_none()
-            });
-            if !session_ok {
+            if revision != Some(token.revision) {
                 return Err(Error::Unauthenticated(AuthFailure::SessionRevoked));
             }
-            self.state
-                .revisions
-                .get_or_load(&token.user, trust, || async {
-                    Ok(stores
-                        .users
-                        .find_user(token.workspace, token.user)
-                        .await?
-                        .filter(|u| u.status == UserStatus::Active)
-                        .map(|u| u.revision))
-                })
-                .await?
-        };
-        if revision != Some(token.revision) {
-            return Err(Error::Unauthenticated(AuthFailure::SessionRevoked));
+        } else {
+            self.check_login_session(&token, None, trust).await?;
+            self.check_member_revision(&token, trust).await?;
         }
-        let keys = match self.keys.workspace_keys(token.workspace, trust).await {
-            Ok(keys) => keys,
-            Err(Error::NotFound(_)) => return Err(Error::invalid_token()),
-            Err(e) => return Err(e),
-        };
+        let keys = self.token_keys(&token, trust).await?;
         actor.kind = if token.role == Role::Support {
             ActorKind::Support
         } else {

@@ -12,7 +12,8 @@ use crate::auth::token::{TokenKind, VerifiedToken};
 use crate::keyring::WorkspaceKeys;
 use crate::store::Change;
 use crate::{
-    Application, AuthFailure, Error, ForbiddenReason, PlanLimits, Result, Services, UserStatus, Workspace,
+    Application, ApplicationId, AuthFailure, Error, ForbiddenReason, PlanLimits, Result, Services,
+    UserStatus, Workspace,
 };
 
 /// An authenticated Session API caller. Built from the token only.
@@ -52,8 +53,24 @@ impl Services {
         if application.workspace_id != token.workspace {
             return Err(Error::invalid_token());
         }
-        let workspace = self
-            .state
+        let workspace = self.token_workspace(&token, trust).await?;
+        self.check_login_session(&token, Some(app_id), trust).await?;
+        self.check_member_revision(&token, trust).await?;
+        let keys = self.token_keys(&token, trust).await?;
+        let limits = self.plans.limits(workspace.plan);
+        Ok(SessionCaller {
+            token,
+            application,
+            workspace,
+            limits,
+            keys,
+        })
+    }
+
+    /// The token's workspace (401 if it is gone).
+    pub(crate) async fn token_workspace(&self, token: &VerifiedToken, trust: bool) -> Result<Arc<Workspace>> {
+        let stores = &self.stores;
+        self.state
             .workspaces
             .get_or_load(&token.workspace, trust, || async {
                 Ok(stores
@@ -63,8 +80,18 @@ impl Services {
                     .map(Arc::new))
             })
             .await?
-            .ok_or_else(Error::invalid_token)?;
+            .ok_or_else(Error::invalid_token)
+    }
 
+    /// The token's login session is still open, for this user and this application (`None`: a console
+    /// session). Otherwise 401 `session-revoked`.
+    pub(crate) async fn check_login_session(
+        &self,
+        token: &VerifiedToken,
+        application: Option<ApplicationId>,
+        trust: bool,
+    ) -> Result<()> {
+        let stores = &self.stores;
         let session = self
             .state
             .sessions
@@ -76,12 +103,19 @@ impl Services {
                     .map(Arc::new))
             })
             .await?;
-        let session_ok = session.is_some_and(|s| {
-            s.ended_at.is_none() && s.user_id == token.user && s.application_id == Some(app_id)
+        let open = session.is_some_and(|s| {
+            s.ended_at.is_none() && s.user_id == token.user && s.application_id == application
         });
-        if !session_ok {
-            return Err(Error::Unauthenticated(AuthFailure::SessionRevoked));
+        if open {
+            Ok(())
+        } else {
+            Err(Error::Unauthenticated(AuthFailure::SessionRevoked))
         }
+    }
+
+    /// The member is active and still at the token's revision. Otherwise 401 `session-revoked`.
+    pub(crate) async fn check_member_revision(&self, token: &VerifiedToken, trust: bool) -> Result<()> {
+        let stores = &self.stores;
         let revision = self
             .state
             .revisions
@@ -94,24 +128,21 @@ impl Services {
                     .map(|u| u.revision))
             })
             .await?;
-        if revision != Some(token.revision) {
-            return Err(Error::Unauthenticated(AuthFailure::SessionRevoked));
+        if revision == Some(token.revision) {
+            Ok(())
+        } else {
+            Err(Error::Unauthenticated(AuthFailure::SessionRevoked))
         }
-        // A workspace whose keys were destroyed (deleted, or restored from a backup after its deletion)
-        // has nothing a token could open.
-        let keys = match self.keys.workspace_keys(token.workspace, trust).await {
-            Ok(keys) => keys,
-            Err(Error::NotFound(_)) => return Err(Error::invalid_token()),
-            Err(e) => return Err(e),
-        };
-        let limits = self.plans.limits(workspace.plan);
-        Ok(SessionCaller {
-            token,
-            application,
-            workspace,
-            limits,
-            keys,
-        })
+    }
+
+    /// The token's workspace keys. A workspace whose keys were destroyed (deleted, or restored from a
+    /// backup after its deletion) has nothing a token could open: 401.
+    pub(crate) async fn token_keys(&self, token: &VerifiedToken, trust: bool) -> Result<Arc<WorkspaceKeys>> {
+        match self.keys.workspace_keys(token.workspace, trust).await {
+            Ok(keys) => Ok(keys),
+            Err(Error::NotFound(_)) => Err(Error::invalid_token()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Ends the caller's login session (`POST /auth/logout`). Its tokens stop working at once.

@@ -48,55 +48,27 @@ create function secureflows_current_workspace() returns uuid
     as $$ select nullif(current_setting('secureflows.workspace', true), '')::uuid $$;
 grant execute on function secureflows_current_workspace() to secureflows_app;
 
-alter table workspace enable row level security;
-alter table workspace force row level security;
-create policy tenant on workspace to secureflows_app
-    using (workspace_id = secureflows_current_workspace())
-    with check (workspace_id = secureflows_current_workspace());
-alter table application enable row level security;
-alter table application force row level security;
-create policy tenant on application to secureflows_app
-    using (workspace_id = secureflows_current_workspace())
-    with check (workspace_id = secureflows_current_workspace());
-alter table user_account enable row level security;
-alter table user_account force row level security;
-create policy tenant on user_account to secureflows_app
-    using (workspace_id = secureflows_current_workspace())
-    with check (workspace_id = secureflows_current_workspace());
-alter table user_identity enable row level security;
-alter table user_identity force row level security;
-create policy tenant on user_identity to secureflows_app
-    using (workspace_id = secureflows_current_workspace())
-    with check (workspace_id = secureflows_current_workspace());
-alter table login_session enable row level security;
-alter table login_session force row level security;
-create policy tenant on login_session to secureflows_app
-    using (workspace_id = secureflows_current_workspace())
-    with check (workspace_id = secureflows_current_workspace());
-alter table vault_value enable row level security;
-alter table vault_value force row level security;
-create policy tenant on vault_value to secureflows_app
-    using (workspace_id = secureflows_current_workspace())
-    with check (workspace_id = secureflows_current_workspace());
-alter table invite enable row level security;
-alter table invite force row level security;
-create policy tenant on invite to secureflows_app
-    using (workspace_id = secureflows_current_workspace())
-    with check (workspace_id = secureflows_current_workspace());
-alter table api_access enable row level security;
-alter table api_access force row level security;
-create policy tenant on api_access to secureflows_app
-    using (workspace_id = secureflows_current_workspace());
-alter table audit_event enable row level security;
-alter table audit_event force row level security;
-create policy tenant on audit_event to secureflows_app
-    using (workspace_id = secureflows_current_workspace())
-    with check (workspace_id = secureflows_current_workspace());
-alter table audit_head enable row level security;
-alter table audit_head force row level security;
-create policy tenant on audit_head to secureflows_app
-    using (workspace_id = secureflows_current_workspace())
-    with check (workspace_id = secureflows_current_workspace());
+-- Every workspace-owned table: row-level security on and forced, and one policy for the server's role.
+-- api_access is written only through secureflows_append_access (below), so its policy has no WITH CHECK.
+do $$
+declare
+    t text;
+begin
+    foreach t in array array['workspace', 'application', 'user_account', 'user_identity', 'login_session',
+                             'vault_value', 'invite', 'api_access', 'audit_event', 'audit_head'] loop
+        execute format('alter table %I enable row level security', t);
+        execute format('alter table %I force row level security', t);
+        if t = 'api_access' then
+            execute format('create policy tenant on %I to secureflows_app
+                                using (workspace_id = secureflows_current_workspace())', t);
+        else
+            execute format('create policy tenant on %I to secureflows_app
+                                using (workspace_id = secureflows_current_workspace())
+                                with check (workspace_id = secureflows_current_workspace())', t);
+        end if;
+    end loop;
+end
+$$;
 
 -- The owning role, inside the SECURITY DEFINER functions below only.
 do $$

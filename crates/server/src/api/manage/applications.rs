@@ -9,7 +9,7 @@ use secureflows_api_types::manage as m;
 use secureflows_core::workspace::{ApplicationPatch, NewApplication};
 use secureflows_core::{Application, ApplicationId, Error, UpstreamTrust};
 
-use super::{decode_cursor, next_cursor, page_limit};
+use super::{PageQuery, decode_cursor, next_cursor, page_limit};
 use crate::extract::{ConsoleAuth, Json, Query};
 use crate::problem::ApiResult;
 use crate::state::AppState;
@@ -78,22 +78,10 @@ pub async fn create_application(
     ))
 }
 
-/// Query of `GET /applications`.
-#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct ApplicationQuery {
-    /// Page size, 1 to 200 (default 50).
-    #[param(minimum = 1, maximum = 200)]
-    pub limit: Option<u32>,
-    /// `next_cursor` of the previous page.
-    pub cursor: Option<String>,
-}
-
 /// The workspace's applications, oldest first.
 #[utoipa::path(get, path = "/api/v1/applications", tag = "applications",
     security(("console" = [])),
-    params(ApplicationQuery),
+    params(PageQuery),
     responses(
         (status = 200, description = "A page of applications (OWNER, ADMIN, SUPPORT)", body = m::ApplicationList),
         (status = "4XX", description = "Problem", body = dto::Problem, content_type = "application/problem+json"),
@@ -101,7 +89,7 @@ pub struct ApplicationQuery {
 pub async fn list_applications(
     State(state): State<AppState>,
     ConsoleAuth(caller): ConsoleAuth,
-    Query(q): Query<ApplicationQuery>,
+    Query(q): Query<PageQuery>,
 ) -> ApiResult<axum::Json<m::ApplicationList>> {
     caller.require_metadata_reader()?;
     let limit = page_limit(q.limit)?;

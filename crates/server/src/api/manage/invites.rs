@@ -8,9 +8,8 @@ use secureflows_api_types as dto;
 use secureflows_api_types::manage as m;
 use secureflows_core::members::{Delivery, InviteView};
 use secureflows_core::{Error, InviteId, Role};
-use serde::Deserialize;
 
-use super::{decode_cursor, next_cursor, page_limit};
+use super::{PageQuery, decode_cursor, next_cursor, page_limit};
 use crate::extract::{ConsoleAuth, Json, Query};
 use crate::problem::ApiResult;
 use crate::state::AppState;
@@ -67,22 +66,10 @@ pub async fn create_invite(
     ))
 }
 
-/// Query of `GET /invites`.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct InviteQuery {
-    /// Page size, 1 to 200 (default 50).
-    #[param(minimum = 1, maximum = 200)]
-    pub limit: Option<u32>,
-    /// `next_cursor` of the previous page.
-    pub cursor: Option<String>,
-}
-
 /// The workspace's invitations, oldest first.
 #[utoipa::path(get, path = "/api/v1/invites", tag = "invites",
     security(("console" = [])),
-    params(InviteQuery),
+    params(PageQuery),
     responses(
         (status = 200, description = "A page of invitations (OWNER, ADMIN)", body = m::InviteList),
         (status = "4XX", description = "Problem", body = dto::Problem, content_type = "application/problem+json"),
@@ -90,7 +77,7 @@ pub struct InviteQuery {
 pub async fn list_invites(
     State(state): State<AppState>,
     ConsoleAuth(caller): ConsoleAuth,
-    Query(q): Query<InviteQuery>,
+    Query(q): Query<PageQuery>,
 ) -> ApiResult<axum::Json<m::InviteList>> {
     caller.require_admin()?;
     let limit = page_limit(q.limit)?;

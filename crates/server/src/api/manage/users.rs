@@ -9,9 +9,8 @@ use secureflows_api_types::manage as m;
 use secureflows_core::members::Member;
 use secureflows_core::vault::VaultKey;
 use secureflows_core::{ApplicationId, Error, Role, UserId};
-use serde::Deserialize;
 
-use super::{decode_cursor, next_cursor, page_limit};
+use super::{PageQuery, decode_cursor, next_cursor, page_limit};
 use crate::extract::{ConsoleAuth, Json, Query};
 use crate::problem::ApiResult;
 use crate::state::AppState;
@@ -31,22 +30,10 @@ fn parse_user(id: &str) -> Result<UserId, Error> {
     id.parse().map_err(|_| Error::NotFound("user"))
 }
 
-/// Query of `GET /users`.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct UserQuery {
-    /// Page size, 1 to 200 (default 50).
-    #[param(minimum = 1, maximum = 200)]
-    pub limit: Option<u32>,
-    /// `next_cursor` of the previous page.
-    pub cursor: Option<String>,
-}
-
 /// The workspace's users, oldest first.
 #[utoipa::path(get, path = "/api/v1/users", tag = "users",
     security(("console" = [])),
-    params(UserQuery),
+    params(PageQuery),
     responses(
         (status = 200, description = "A page of users (OWNER, ADMIN)", body = m::UserList),
         (status = "4XX", description = "Problem", body = dto::Problem, content_type = "application/problem+json"),
@@ -54,7 +41,7 @@ pub struct UserQuery {
 pub async fn list_users(
     State(state): State<AppState>,
     ConsoleAuth(caller): ConsoleAuth,
-    Query(q): Query<UserQuery>,
+    Query(q): Query<PageQuery>,
 ) -> ApiResult<axum::Json<m::UserList>> {
     caller.require_admin()?;
     let limit = page_limit(q.limit)?;
