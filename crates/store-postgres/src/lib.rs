@@ -108,20 +108,24 @@ pub(crate) async fn app_pool(url: &str, settings: PoolSettings) -> Result<PgPool
 
 /// Refuses to run the server's queries with a role that would bypass row-level security.
 pub(crate) async fn check_app_role(pool: &PgPool) -> Result<()> {
-    let (role, bypass, owns): (String, bool, bool) = sqlx::query_as(
+    let (role, bypass, owns, creates): (String, bool, bool, bool) = sqlx::query_as(
         "select current_user::text,
                 (select rolsuper or rolbypassrls from pg_roles where rolname = current_user),
-                exists (select 1 from pg_tables where schemaname = 'public' and tableowner = current_user)",
+                exists (select 1 from pg_tables where schemaname = 'public'
+                        and pg_has_role(current_user, tableowner, 'USAGE')),
+                has_schema_privilege(current_user, 'public', 'CREATE')",
     )
     .fetch_one(pool)
     .await
     .map_err(error::map)?;
-    if role != APP_ROLE || bypass || owns {
+    if role != APP_ROLE || bypass || owns || creates {
         tracing::error!(
             role,
             bypass,
             owns,
-            "the data connection would bypass row-level security"
+            creates,
+            "the data connection would bypass row-level security (superuser, BYPASSRLS, a member of the \
+             tables' owner, or allowed to create objects in schema public)"
         );
         return Err(Error::Unavailable(
             "the data connection would bypass row-level security; refusing to start",

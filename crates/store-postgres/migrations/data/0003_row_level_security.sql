@@ -19,19 +19,42 @@
 
 do $$
 begin
-    create role secureflows_app nologin nobypassrls;
+    -- Roles are cluster-wide: another database of this cluster, or a DBA, may have created it.
+    if not exists (select 1 from pg_roles where rolname = 'secureflows_app') then
+        create role secureflows_app nologin nobypassrls;
+    end if;
 exception when duplicate_object or unique_violation then
-    null; -- another database of this cluster created it (roles are cluster-wide)
+    null; -- created concurrently by another database's migration
 end
 $$;
 
 do $$
 begin
-    if not (select rolsuper from pg_roles where rolname = current_user) then
+    -- The owner must be able to SET ROLE to it (a superuser always can).
+    if not (select rolsuper from pg_roles where rolname = current_user)
+        and not pg_has_role(current_user, 'secureflows_app', 'MEMBER') then
         execute format('grant secureflows_app to %I', current_user);
     end if;
 end
 $$;
+
+-- Nobody but the owner creates objects in the schema: a function or operator planted there could be
+-- picked up by name resolution (PostgreSQL 14 and older let everyone create in `public`). The server
+-- refuses to start if its role can still create there.
+do $$
+begin
+    revoke create on schema public from public;
+exception when insufficient_privilege then
+    raise warning 'cannot revoke CREATE on schema public from PUBLIC; do it as the schema owner';
+end
+$$;
+
+-- Workspaces that were deleted: their ids can never come back, and only their audit trail may be
+-- forgotten. Filled by a trigger; the server's role has no access to it.
+create table deleted_workspace (
+    workspace_id uuid primary key,
+    deleted_at timestamptz not null default now()
+);
 
 grant usage on schema public to secureflows_app;
 grant select on _sqlx_migrations to secureflows_app;
@@ -88,6 +111,32 @@ $$;
 
 -- Instance-level operations, each with the narrowest result it needs.
 
+-- Deleting a workspace leaves a tombstone; a tombstoned id cannot be inserted again.
+create function secureflows_workspace_deleted() returns trigger
+    language plpgsql security definer set search_path = pg_catalog, public, pg_temp
+    as $$
+    begin
+        insert into public.deleted_workspace (workspace_id) values (old.workspace_id)
+            on conflict (workspace_id) do nothing;
+        return old;
+    end
+    $$;
+create trigger workspace_deleted after delete on workspace
+    for each row execute function secureflows_workspace_deleted();
+create function secureflows_workspace_reused() returns trigger
+    language plpgsql security definer set search_path = pg_catalog, public, pg_temp
+    as $$
+    begin
+        if exists (select 1 from public.deleted_workspace d where d.workspace_id = new.workspace_id) then
+            raise exception 'a deleted workspace cannot come back' using errcode = 'unique_violation';
+        end if;
+        return new;
+    end
+    $$;
+create trigger workspace_reused before insert on workspace
+    for each row execute function secureflows_workspace_reused();
+revoke execute on function secureflows_workspace_deleted(), secureflows_workspace_reused() from public;
+
 -- Each function turns the flag on for its own statements and off again before it returns; an error
 -- aborts the transaction, and the flag (transaction-local) with it.
 
@@ -120,7 +169,7 @@ create function secureflows_allowed_origins() returns setof text
     as $$
     begin
         perform set_config('secureflows.definer', 'on', true);
-        return query select distinct unnest(allowed_origins) from application;
+        return query select distinct pg_catalog.unnest(allowed_origins) from application;
         perform set_config('secureflows.definer', 'off', true);
     end
     $$;
@@ -197,6 +246,8 @@ create function secureflows_append_access(
     language plpgsql volatile security definer set search_path = public, pg_temp
     as $$
     begin
+        -- The multi-argument form below is expanded by the parser to ROWS FROM (pg_catalog.unnest(…), …),
+        -- so no function planted elsewhere can be picked.
         perform set_config('secureflows.definer', 'on', true);
         insert into api_access (workspace_id, application_id, user_id, method, route, key_sealed, status,
             bytes_in, bytes_out, client_ip, user_agent, request_id, duration_us, created_at)
@@ -206,15 +257,16 @@ create function secureflows_append_access(
     end
     $$;
 
--- A deleted workspace's audit trail goes with it, and only then: the server cannot delete events of a
--- workspace that still exists, nor the instance's own chain.
+-- A deleted workspace's audit trail goes with it, and only then: only for an id that was deleted (its
+-- tombstone exists) and is not back; never the instance's own chain.
 create function secureflows_forget_audit(p_workspace uuid) returns void
     language plpgsql volatile security definer set search_path = public, pg_temp
     as $$
     begin
         perform set_config('secureflows.definer', 'on', true);
         if p_workspace = '00000000-0000-0000-0000-000000000000'::uuid
-            or exists (select 1 from workspace where workspace_id = p_workspace) then
+            or exists (select 1 from workspace where workspace_id = p_workspace)
+            or not exists (select 1 from deleted_workspace where workspace_id = p_workspace) then
             raise exception 'the audit log of an existing workspace cannot be deleted'
                 using errcode = 'insufficient_privilege';
         end if;
@@ -226,19 +278,23 @@ create function secureflows_forget_audit(p_workspace uuid) returns void
 
 -- The two hottest statements of the Session API, each one round trip: the function names the workspace
 -- for its own (implicit, single-statement) transaction and then runs the query under the policies, as
--- the calling role. Not SECURITY DEFINER: they grant nothing the caller does not have.
+-- the calling role, and put back whatever workspace was set before. Not SECURITY DEFINER: they grant
+-- nothing the caller does not have.
 create function secureflows_vault_get(p_workspace uuid, p_application uuid, p_user uuid, p_key bytea,
     p_now timestamptz)
     returns table (name_sealed bytea, value_sealed bytea, size bigint, created_at timestamptz,
         updated_at timestamptz, expires_at timestamptz)
     language plpgsql volatile set search_path = public, pg_temp
     as $$
+    declare
+        previous text := current_setting('secureflows.workspace', true);
     begin
         perform set_config('secureflows.workspace', p_workspace::text, true);
         return query select v.name_sealed, v.value_sealed, v.size, v.created_at, v.updated_at, v.expires_at
             from vault_value v
             where v.workspace_id = p_workspace and v.application_id = p_application and v.user_id = p_user
               and v.key_index = p_key and v.expires_at > p_now;
+        perform set_config('secureflows.workspace', coalesce(previous, ''), true);
     end
     $$;
 create function secureflows_vault_overwrite(p_workspace uuid, p_application uuid, p_user uuid, p_key bytea,
@@ -248,6 +304,7 @@ create function secureflows_vault_overwrite(p_workspace uuid, p_application uuid
     as $$
     declare
         created timestamptz;
+        previous text := current_setting('secureflows.workspace', true);
     begin
         perform set_config('secureflows.workspace', p_workspace::text, true);
         update vault_value v set name_sealed = p_name, value_sealed = p_value, size = p_size,
@@ -255,6 +312,7 @@ create function secureflows_vault_overwrite(p_workspace uuid, p_application uuid
             where v.workspace_id = p_workspace and v.application_id = p_application and v.user_id = p_user
               and v.key_index = p_key and v.expires_at > p_now
             returning v.created_at into created;
+        perform set_config('secureflows.workspace', coalesce(previous, ''), true);
         return created;
     end
     $$;

@@ -148,6 +148,37 @@ async fn unfiltered_queries_see_only_the_current_workspace() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("cannot be deleted"), "{err}");
+    // Nor by deleting the workspace, forgetting its trail and putting it back: a deleted id never returns.
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("select set_config('secureflows.workspace', $1, true)")
+        .bind(a.to_string())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("delete from workspace")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query(&format!("select secureflows_forget_audit('{a}')"))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let err = sqlx::query(&format!(
+        "insert into workspace (workspace_id, name, plan, created_at, updated_at) values ('{a}', 'back', 'free', now(), now())"
+    ))
+    .execute(&mut *tx)
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("cannot come back"), "{err}");
+    tx.rollback().await.unwrap();
+    // And nothing can be planted in the schema for the owner's functions to pick up.
+    let err = sqlx::query(
+        "create function public.unnest(text[]) returns setof text language sql as 'select null::text'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("permission denied"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
