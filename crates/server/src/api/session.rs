@@ -117,7 +117,7 @@ pub async fn list_values(
 /// 201 for a new key, 200 for a replaced value. Any SESSION JWT.
 #[utoipa::path(post, path = "/api/v1/sessions/set/{key}", tag = "session",
     security(("session" = [])),
-    params(("key" = String, Path, description = "Key name: 1 to 128 of A-Z a-z 0-9 . _ - :")),
+    params(("key" = String, Path, pattern = "^(?!.*\\.\\.)[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$", description = "Key name: 1 to 128 of A-Z a-z 0-9 . _ - :")),
     request_body(content = Vec<u8>, content_type = "*/*", description = "Any JSON or bytes; the content type is kept"),
     responses(
         (status = 201, description = "Stored under a new key", body = dto::ValueMeta),
@@ -164,7 +164,7 @@ pub async fn set_value(
 /// `GET /api/v1/sessions/get/{key}`: the value exactly as stored, with its content type. Any SESSION JWT.
 #[utoipa::path(get, path = "/api/v1/sessions/get/{key}", tag = "session",
     security(("session" = [])),
-    params(("key" = String, Path, description = "Key name")),
+    params(("key" = String, Path, pattern = "^(?!.*\\.\\.)[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$", description = "Key name")),
     responses(
         (status = 200, description = "The value with its content type", content_type = "*/*", body = Vec<u8>),
         (status = "4XX", description = "Problem", body = dto::Problem, content_type = "application/problem+json"),
@@ -203,7 +203,7 @@ pub(crate) fn value_response(value: vault::StoredValue) -> Response {
 /// `DELETE /api/v1/sessions/delete/{key}`: removes the value. 204, or 404 if there was none.
 #[utoipa::path(delete, path = "/api/v1/sessions/delete/{key}", tag = "session",
     security(("session" = [])),
-    params(("key" = String, Path, description = "Key name")),
+    params(("key" = String, Path, pattern = "^(?!.*\\.\\.)[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$", description = "Key name")),
     responses(
         (status = 204, description = "Deleted"),
         (status = "4XX", description = "Problem", body = dto::Problem, content_type = "application/problem+json"),

@@ -249,7 +249,7 @@ pub async fn list_user_values(
     params(
         ("id" = String, Path, format = Uuid, description = "User id"),
         ("application_id" = String, Path, format = Uuid, description = "Application id"),
-        ("key" = String, Path, description = "Key name"),
+        ("key" = String, Path, pattern = "^(?!.*\\.\\.)[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$", description = "Key name"),
     ),
     responses(
         (status = 200, description = "The value with its content type (OWNER, ADMIN; never SUPPORT)", content_type = "application/octet-stream", body = Vec<u8>),
