@@ -13,14 +13,15 @@ use secureflows_core::{
     Application, ApplicationId, Error, Invalidation, LoginSession, Plan, Result, Role, SessionId, Timestamp,
     UpstreamTrust, User, UserId, UserStatus, Workspace, WorkspaceId,
 };
-use sqlx::postgres::PgRow;
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::query::Query;
 use sqlx::{PgConnection, PgPool, Postgres, Row, Transaction};
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::error::SqlResult;
-use crate::manage::apply_change;
+use crate::manage::{apply_change, insert_user_row};
 use crate::migrate::{self, MigrationMode};
 use crate::{PoolSettings, listen};
 
@@ -56,6 +57,30 @@ impl PgStore {
     /// The pool (as the row-level-security-bound application role).
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Runs one read in its own tenant transaction (see [`PgStore::tenant`]).
+    pub(crate) async fn tenant_fetch_optional(
+        &self,
+        workspace: WorkspaceId,
+        query: Query<'_, Postgres, PgArguments>,
+    ) -> Result<Option<PgRow>> {
+        let mut tx = self.tenant(workspace).await?;
+        let row = query.fetch_optional(&mut *tx).await.db()?;
+        tx.commit().await.db()?;
+        Ok(row)
+    }
+
+    /// Runs one read in its own tenant transaction (see [`PgStore::tenant`]).
+    pub(crate) async fn tenant_fetch_all(
+        &self,
+        workspace: WorkspaceId,
+        query: Query<'_, Postgres, PgArguments>,
+    ) -> Result<Vec<PgRow>> {
+        let mut tx = self.tenant(workspace).await?;
+        let rows = query.fetch_all(&mut *tx).await.db()?;
+        tx.commit().await.db()?;
+        Ok(rows)
     }
 
     /// A transaction in which row-level security shows and accepts only `workspace`'s rows. BEGIN and
@@ -198,22 +223,18 @@ impl WorkspaceStore for PgStore {
     }
 
     async fn find_workspace(&self, id: WorkspaceId) -> Result<Option<Workspace>> {
-        let mut tx = self.tenant(id).await?;
-        let out: Result<_> = {
-            sqlx::query(
+        self.tenant_fetch_optional(
+id,
+sqlx::query(
             "select workspace_id, name, plan, created_at, updated_at from workspace where workspace_id = $1",
         )
         .bind(id.as_uuid())
-        .fetch_optional(&mut *tx)
-        .await
-        .db()?
+        ,
+)
+.await?
         .as_ref()
         .map(workspace_row)
         .transpose()
-        };
-        let out = out?;
-        tx.commit().await.db()?;
-        Ok(out)
     }
 
     async fn list_workspaces(&self) -> Result<Vec<Workspace>> {
@@ -317,22 +338,17 @@ impl ApplicationStore for PgStore {
     }
 
     async fn list_applications(&self, workspace: WorkspaceId) -> Result<Vec<Application>> {
-        let mut tx = self.tenant(workspace).await?;
-        let out: Result<_> = {
+        self.tenant_fetch_all(
+            workspace,
             sqlx::query(&format!(
                 "select {APP_COLUMNS} from application where workspace_id = $1 order by created_at"
             ))
-            .bind(workspace.as_uuid())
-            .fetch_all(&mut *tx)
-            .await
-            .db()?
-            .iter()
-            .map(application_row)
-            .collect()
-        };
-        let out = out?;
-        tx.commit().await.db()?;
-        Ok(out)
+            .bind(workspace.as_uuid()),
+        )
+        .await?
+        .iter()
+        .map(application_row)
+        .collect()
     }
 
     async fn list_allowed_origins(&self) -> Result<Vec<String>> {
@@ -350,48 +366,26 @@ impl UserStore for PgStore {
         workspace: WorkspaceId,
         identity_index: &[u8],
     ) -> Result<Option<User>> {
-        let mut tx = self.tenant(workspace).await?;
-        let out: Result<_> = {
+        self.tenant_fetch_optional(
+            workspace,
             sqlx::query(&format!(
                 "select {USER_COLUMNS} from user_account u join user_identity i
                on i.workspace_id = u.workspace_id and i.user_id = u.user_id
              where i.workspace_id = $1 and i.identity_index = $2"
             ))
             .bind(workspace.as_uuid())
-            .bind(identity_index)
-            .fetch_optional(&mut *tx)
-            .await
-            .db()?
-            .as_ref()
-            .map(user_row)
-            .transpose()
-        };
-        let out = out?;
-        tx.commit().await.db()?;
-        Ok(out)
+            .bind(identity_index),
+        )
+        .await?
+        .as_ref()
+        .map(user_row)
+        .transpose()
     }
 
     async fn insert_user(&self, new: &NewUser) -> Result<()> {
         let u = &new.user;
         let mut tx = self.tenant(new.user.workspace_id).await?;
-        sqlx::query(
-            "insert into user_account (user_id, workspace_id, role, revision, status, email_sealed, email_index,
-                                       name_sealed, created_at, updated_at)
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(u.id.as_uuid())
-        .bind(u.workspace_id.as_uuid())
-        .bind(u.role.as_str())
-        .bind(u.revision)
-        .bind(u.status.as_str())
-        .bind(&u.email_sealed)
-        .bind(&u.email_index)
-        .bind(&u.name_sealed)
-        .bind(ts(u.created_at))
-        .bind(ts(u.updated_at))
-        .execute(&mut *tx)
-        .await
-        .db()?;
+        insert_user_row(&mut tx, u).await?;
         sqlx::query(
             "insert into user_identity (workspace_id, identity_index, user_id, identity_sealed, created_at)
              values ($1, $2, $3, $4, $5)",
@@ -417,8 +411,7 @@ impl UserStore for PgStore {
         now: Timestamp,
     ) -> Result<()> {
         let mut tx = self.tenant(workspace).await?;
-        let out: Result<_> = {
-            let n = sqlx::query(
+        let n = sqlx::query(
             "update user_account set email_sealed = $3, email_index = $4, name_sealed = $5, updated_at = $6
              where workspace_id = $1 and user_id = $2",
         )
@@ -432,35 +425,25 @@ impl UserStore for PgStore {
         .await
         .db()?
         .rows_affected();
-            if n == 0 {
-                Err(Error::NotFound("user"))
-            } else {
-                Ok(())
-            }
-        };
-        let out = out?;
-        tx.commit().await.db()?;
-        Ok(out)
+        if n == 0 {
+            return Err(Error::NotFound("user"));
+        }
+        tx.commit().await.db()
     }
 
     async fn find_user(&self, workspace: WorkspaceId, user: UserId) -> Result<Option<User>> {
-        let mut tx = self.tenant(workspace).await?;
-        let out: Result<_> = {
+        self.tenant_fetch_optional(
+            workspace,
             sqlx::query(&format!(
                 "select {USER_COLUMNS} from user_account u where u.workspace_id = $1 and u.user_id = $2"
             ))
             .bind(workspace.as_uuid())
-            .bind(user.as_uuid())
-            .fetch_optional(&mut *tx)
-            .await
-            .db()?
-            .as_ref()
-            .map(user_row)
-            .transpose()
-        };
-        let out = out?;
-        tx.commit().await.db()?;
-        Ok(out)
+            .bind(user.as_uuid()),
+        )
+        .await?
+        .as_ref()
+        .map(user_row)
+        .transpose()
     }
 
     async fn raise_revision(&self, workspace: WorkspaceId, user: UserId, now: Timestamp) -> Result<i64> {
@@ -483,46 +466,36 @@ impl UserStore for PgStore {
         after: Option<UserId>,
         limit: u32,
     ) -> Result<Vec<User>> {
-        let mut tx = self.tenant(workspace).await?;
-        let out: Result<_> = {
+        self.tenant_fetch_all(
+            workspace,
             sqlx::query(&format!(
                 "select {USER_COLUMNS} from user_account u
              where u.workspace_id = $1 and ($2::uuid is null or u.user_id > $2) order by u.user_id limit $3"
             ))
             .bind(workspace.as_uuid())
             .bind(after.map(|u| u.as_uuid()))
-            .bind(i64::from(limit))
-            .fetch_all(&mut *tx)
-            .await
-            .db()?
-            .iter()
-            .map(user_row)
-            .collect()
-        };
-        let out = out?;
-        tx.commit().await.db()?;
-        Ok(out)
+            .bind(i64::from(limit)),
+        )
+        .await?
+        .iter()
+        .map(user_row)
+        .collect()
     }
 
     async fn find_users_by_email(&self, workspace: WorkspaceId, email_index: &[u8]) -> Result<Vec<User>> {
-        let mut tx = self.tenant(workspace).await?;
-        let out: Result<_> = {
+        self.tenant_fetch_all(
+            workspace,
             sqlx::query(&format!(
                 "select {USER_COLUMNS} from user_account u
              where u.workspace_id = $1 and u.email_index = $2 order by u.user_id limit 16"
             ))
             .bind(workspace.as_uuid())
-            .bind(email_index)
-            .fetch_all(&mut *tx)
-            .await
-            .db()?
-            .iter()
-            .map(user_row)
-            .collect()
-        };
-        let out = out?;
-        tx.commit().await.db()?;
-        Ok(out)
+            .bind(email_index),
+        )
+        .await?
+        .iter()
+        .map(user_row)
+        .collect()
     }
 }
 
@@ -592,24 +565,19 @@ impl SessionStore for PgStore {
     }
 
     async fn find_session(&self, workspace: WorkspaceId, id: SessionId) -> Result<Option<LoginSession>> {
-        let mut tx = self.tenant(workspace).await?;
-        let out: Result<_> = {
+        self.tenant_fetch_optional(
+            workspace,
             sqlx::query(
                 "select session_id, workspace_id, application_id, user_id, created_at, expires_at, ended_at
              from login_session where workspace_id = $1 and session_id = $2",
             )
             .bind(workspace.as_uuid())
-            .bind(id.as_uuid())
-            .fetch_optional(&mut *tx)
-            .await
-            .db()?
-            .as_ref()
-            .map(session_row)
-            .transpose()
-        };
-        let out = out?;
-        tx.commit().await.db()?;
-        Ok(out)
+            .bind(id.as_uuid()),
+        )
+        .await?
+        .as_ref()
+        .map(session_row)
+        .transpose()
     }
 
     async fn end_session(&self, workspace: WorkspaceId, id: SessionId, now: Timestamp) -> Result<bool> {
@@ -784,8 +752,8 @@ impl VaultStore for PgStore {
         user: UserId,
         now: Timestamp,
     ) -> Result<Vec<VaultEntry>> {
-        let mut tx = self.tenant(workspace).await?;
-        let out: Result<_> = {
+        self.tenant_fetch_all(
+            workspace,
             sqlx::query(
                 "select key_index, name_sealed, size, created_at, updated_at, expires_at from vault_value
              where workspace_id = $1 and application_id = $2 and user_id = $3 and expires_at > $4",
@@ -793,38 +761,30 @@ impl VaultStore for PgStore {
             .bind(workspace.as_uuid())
             .bind(application.as_uuid())
             .bind(user.as_uuid())
-            .bind(ts(now))
-            .fetch_all(&mut *tx)
-            .await
-            .db()?
-            .iter()
-            .map(|r| vault_entry(r, None))
-            .collect()
-        };
-        let out = out?;
-        tx.commit().await.db()?;
-        Ok(out)
+            .bind(ts(now)),
+        )
+        .await?
+        .iter()
+        .map(|r| vault_entry(r, None))
+        .collect()
     }
 
     async fn delete_value(&self, l: &VaultLocator, now: Timestamp) -> Result<bool> {
         let mut tx = self.tenant(l.workspace_id).await?;
-        let out: Result<_> = {
-            let live: Option<bool> = sqlx::query_scalar(
-                "delete from vault_value
+        let live: Option<bool> = sqlx::query_scalar(
+            "delete from vault_value
              where workspace_id = $1 and application_id = $2 and user_id = $3 and key_index = $4
              returning expires_at > $5",
-            )
-            .bind(l.workspace_id.as_uuid())
-            .bind(l.application_id.as_uuid())
-            .bind(l.user_id.as_uuid())
-            .bind(&l.key_index[..])
-            .bind(ts(now))
-            .fetch_optional(&mut *tx)
-            .await
-            .db()?;
-            Ok(live.unwrap_or(false))
-        };
-        let out = out?;
+        )
+        .bind(l.workspace_id.as_uuid())
+        .bind(l.application_id.as_uuid())
+        .bind(l.user_id.as_uuid())
+        .bind(&l.key_index[..])
+        .bind(ts(now))
+        .fetch_optional(&mut *tx)
+        .await
+        .db()?;
+        let out = live.unwrap_or(false);
         tx.commit().await.db()?;
         Ok(out)
     }
@@ -845,8 +805,8 @@ impl VaultStore for PgStore {
         user: UserId,
         now: Timestamp,
     ) -> Result<Vec<(ApplicationId, VaultEntry)>> {
-        let mut tx = self.tenant(workspace).await?;
-        let out: Result<_> = {
+        self.tenant_fetch_all(
+            workspace,
             sqlx::query(
                 "select application_id, key_index, name_sealed, size, created_at, updated_at, expires_at
              from vault_value where workspace_id = $1 and user_id = $2 and expires_at > $3
@@ -854,22 +814,17 @@ impl VaultStore for PgStore {
             )
             .bind(workspace.as_uuid())
             .bind(user.as_uuid())
-            .bind(ts(now))
-            .fetch_all(&mut *tx)
-            .await
-            .db()?
-            .iter()
-            .map(|r| {
-                Ok((
-                    ApplicationId::from_uuid(r.try_get("application_id").db()?),
-                    vault_entry(r, None)?,
-                ))
-            })
-            .collect()
-        };
-        let out = out?;
-        tx.commit().await.db()?;
-        Ok(out)
+            .bind(ts(now)),
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            Ok((
+                ApplicationId::from_uuid(r.try_get("application_id").db()?),
+                vault_entry(r, None)?,
+            ))
+        })
+        .collect()
     }
 }
 
@@ -914,9 +869,7 @@ impl AccessLogStore for PgStore {
         f: &AccessFilter,
         limit: u32,
     ) -> Result<Vec<(i64, AccessEntry)>> {
-        let mut tx = self.tenant(workspace).await?;
-        let out: Result<_> = {
-            let rows = sqlx::query(
+        let rows = self.tenant_fetch_all(workspace, sqlx::query(
             "select api_access_id, workspace_id, application_id, user_id, method, route, key_sealed, status,
                     bytes_in, bytes_out, client_ip, user_agent, request_id, duration_us, created_at
              from api_access
@@ -934,45 +887,39 @@ impl AccessLogStore for PgStore {
         .bind(f.status.map(i32::from))
         .bind(f.before)
         .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
-        .await
-        .db()?;
-            rows.iter()
-                .map(|r| {
-                    Ok((
-                        r.try_get("api_access_id").db()?,
-                        AccessEntry {
-                            workspace_id: r
-                                .try_get::<Option<Uuid>, _>("workspace_id")
-                                .db()?
-                                .map(WorkspaceId::from_uuid),
-                            application_id: r
-                                .try_get::<Option<Uuid>, _>("application_id")
-                                .db()?
-                                .map(ApplicationId::from_uuid),
-                            user_id: r
-                                .try_get::<Option<Uuid>, _>("user_id")
-                                .db()?
-                                .map(UserId::from_uuid),
-                            method: r.try_get("method").db()?,
-                            route: r.try_get("route").db()?,
-                            key_sealed: r.try_get("key_sealed").db()?,
-                            status: u16::try_from(r.try_get::<i32, _>("status").db()?).unwrap_or(0),
-                            bytes_in: to_u64(r.try_get("bytes_in").db()?),
-                            bytes_out: to_u64(r.try_get("bytes_out").db()?),
-                            client_ip: r.try_get("client_ip").db()?,
-                            user_agent: r.try_get("user_agent").db()?,
-                            request_id: r.try_get("request_id").db()?,
-                            duration_us: to_u64(r.try_get("duration_us").db()?),
-                            at: from_ts(r.try_get("created_at").db()?),
-                        },
-                    ))
-                })
-                .collect()
-        };
-        let out = out?;
-        tx.commit().await.db()?;
-        Ok(out)
+        ).await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("api_access_id").db()?,
+                    AccessEntry {
+                        workspace_id: r
+                            .try_get::<Option<Uuid>, _>("workspace_id")
+                            .db()?
+                            .map(WorkspaceId::from_uuid),
+                        application_id: r
+                            .try_get::<Option<Uuid>, _>("application_id")
+                            .db()?
+                            .map(ApplicationId::from_uuid),
+                        user_id: r
+                            .try_get::<Option<Uuid>, _>("user_id")
+                            .db()?
+                            .map(UserId::from_uuid),
+                        method: r.try_get("method").db()?,
+                        route: r.try_get("route").db()?,
+                        key_sealed: r.try_get("key_sealed").db()?,
+                        status: u16::try_from(r.try_get::<i32, _>("status").db()?).unwrap_or(0),
+                        bytes_in: to_u64(r.try_get("bytes_in").db()?),
+                        bytes_out: to_u64(r.try_get("bytes_out").db()?),
+                        client_ip: r.try_get("client_ip").db()?,
+                        user_agent: r.try_get("user_agent").db()?,
+                        request_id: r.try_get("request_id").db()?,
+                        duration_us: to_u64(r.try_get("duration_us").db()?),
+                        at: from_ts(r.try_get("created_at").db()?),
+                    },
+                ))
+            })
+            .collect()
     }
 }
 

@@ -5,8 +5,8 @@ use async_trait::async_trait;
 use secureflows_core::audit::{self, ActorKind, EventFilter, PendingEvent, StoredEvent};
 use secureflows_core::store::{AuditStore, Change, ChangeSet, InviteStore, SupportStore};
 use secureflows_core::{
-    Error, Invalidation, Invite, InviteId, Result, Role, SupportOperator, Timestamp, UserId, UserStatus,
-    WorkspaceId,
+    Error, Invalidation, Invite, InviteId, Result, Role, SupportOperator, Timestamp, User, UserId,
+    UserStatus, WorkspaceId,
 };
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
@@ -70,6 +70,29 @@ async fn bump_user(
     .bind(ws)
     .bind(user.as_uuid())
     .bind(ts(now))
+    .execute(&mut *c)
+    .await
+    .db()?;
+    Ok(())
+}
+
+/// Inserts a user's row (members from a change set, and end users at their first sign-in).
+pub(crate) async fn insert_user_row(c: &mut PgConnection, u: &User) -> Result<()> {
+    sqlx::query(
+        "insert into user_account (user_id, workspace_id, role, revision, status, email_sealed, email_index,
+                                   name_sealed, created_at, updated_at)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(u.id.as_uuid())
+    .bind(u.workspace_id.as_uuid())
+    .bind(u.role.as_str())
+    .bind(u.revision)
+    .bind(u.status.as_str())
+    .bind(&u.email_sealed)
+    .bind(&u.email_index)
+    .bind(&u.name_sealed)
+    .bind(ts(u.created_at))
+    .bind(ts(u.updated_at))
     .execute(&mut *c)
     .await
     .db()?;
@@ -223,24 +246,7 @@ pub(crate) async fn apply_change(
                     return Err(Error::Conflict("member-exists"));
                 }
             }
-            sqlx::query(
-                "insert into user_account (user_id, workspace_id, role, revision, status, email_sealed, email_index,
-                                           name_sealed, created_at, updated_at)
-                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .bind(u.id.as_uuid())
-            .bind(ws)
-            .bind(u.role.as_str())
-            .bind(u.revision)
-            .bind(u.status.as_str())
-            .bind(&u.email_sealed)
-            .bind(&u.email_index)
-            .bind(&u.name_sealed)
-            .bind(ts(u.created_at))
-            .bind(ts(u.updated_at))
-            .execute(&mut *c)
-            .await
-            .db()?;
+            insert_user_row(c, u).await?;
             Invalidation::User(workspace, u.id)
         }
         Change::ExpectRole(user, role) => {
@@ -497,14 +503,12 @@ impl AuditStore for PgStore {
         f: &EventFilter,
         limit: u32,
     ) -> Result<Vec<StoredEvent>> {
-        let mut tx = self.tenant(workspace).await?;
-        let out: Result<_> = {
-            let (exact, prefix) = match f.action.as_deref() {
-                Some(a) if a.ends_with('.') => (None, Some(a.to_owned())),
-                Some(a) => (Some(a.to_owned()), None),
-                None => (None, None),
-            };
-            sqlx::query(&format!(
+        let (exact, prefix) = match f.action.as_deref() {
+            Some(a) if a.ends_with('.') => (None, Some(a.to_owned())),
+            Some(a) => (Some(a.to_owned()), None),
+            None => (None, None),
+        };
+        self.tenant_fetch_all(workspace, sqlx::query(&format!(
             "select {EVENT_COLUMNS} from audit_event
              where workspace_id = $1
                and ($2::timestamptz is null or created_at >= $2) and ($3::timestamptz is null or created_at < $3)
@@ -522,16 +526,10 @@ impl AuditStore for PgStore {
         .bind(&f.resource)
         .bind(f.before_seq)
         .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
-        .await
-        .db()?
+        ).await?
         .iter()
         .map(event_row)
         .collect()
-        };
-        let out = out?;
-        tx.commit().await.db()?;
-        Ok(out)
     }
 
     async fn chain_after(
@@ -540,38 +538,30 @@ impl AuditStore for PgStore {
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<StoredEvent>> {
-        let mut tx = self.tenant(workspace).await?;
-        let out: Result<_> = {
-            sqlx::query(&format!(
+        self.tenant_fetch_all(
+workspace,
+sqlx::query(&format!(
             "select {EVENT_COLUMNS} from audit_event where workspace_id = $1 and seq > $2 order by seq limit $3"
         ))
         .bind(workspace.as_uuid())
         .bind(after_seq)
         .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
-        .await
-        .db()?
+        ,
+)
+.await?
         .iter()
         .map(event_row)
         .collect()
-        };
-        let out = out?;
-        tx.commit().await.db()?;
-        Ok(out)
     }
 
     async fn chain_head(&self, workspace: WorkspaceId) -> Result<Option<(i64, Vec<u8>)>> {
-        let mut tx = self.tenant(workspace).await?;
-        let out: Result<_> = {
-            sqlx::query_as("select seq, hash from audit_head where workspace_id = $1")
-                .bind(workspace.as_uuid())
-                .fetch_optional(&mut *tx)
-                .await
-                .db()
-        };
-        let out = out?;
-        tx.commit().await.db()?;
-        Ok(out)
+        self.tenant_fetch_optional(
+            workspace,
+            sqlx::query("select seq, hash from audit_head where workspace_id = $1").bind(workspace.as_uuid()),
+        )
+        .await?
+        .map(|r| Ok((r.try_get("seq").db()?, r.try_get("hash").db()?)))
+        .transpose()
     }
 
     async fn chained_workspaces(&self) -> Result<Vec<WorkspaceId>> {
@@ -611,23 +601,18 @@ fn invite_row(r: &PgRow) -> Result<Invite> {
 #[async_trait]
 impl InviteStore for PgStore {
     async fn find_invite(&self, workspace: WorkspaceId, id: InviteId) -> Result<Option<Invite>> {
-        let mut tx = self.tenant(workspace).await?;
-        let out: Result<_> = {
+        self.tenant_fetch_optional(
+            workspace,
             sqlx::query(&format!(
                 "select {INVITE_COLUMNS} from invite where workspace_id = $1 and invite_id = $2"
             ))
             .bind(workspace.as_uuid())
-            .bind(id.as_uuid())
-            .fetch_optional(&mut *tx)
-            .await
-            .db()?
-            .as_ref()
-            .map(invite_row)
-            .transpose()
-        };
-        let out = out?;
-        tx.commit().await.db()?;
-        Ok(out)
+            .bind(id.as_uuid()),
+        )
+        .await?
+        .as_ref()
+        .map(invite_row)
+        .transpose()
     }
 
     async fn list_invites(
@@ -636,25 +621,20 @@ impl InviteStore for PgStore {
         after: Option<InviteId>,
         limit: u32,
     ) -> Result<Vec<Invite>> {
-        let mut tx = self.tenant(workspace).await?;
-        let out: Result<_> = {
+        self.tenant_fetch_all(
+            workspace,
             sqlx::query(&format!(
                 "select {INVITE_COLUMNS} from invite
              where workspace_id = $1 and ($2::uuid is null or invite_id > $2) order by invite_id limit $3"
             ))
             .bind(workspace.as_uuid())
             .bind(after.map(|i| i.as_uuid()))
-            .bind(i64::from(limit))
-            .fetch_all(&mut *tx)
-            .await
-            .db()?
-            .iter()
-            .map(invite_row)
-            .collect()
-        };
-        let out = out?;
-        tx.commit().await.db()?;
-        Ok(out)
+            .bind(i64::from(limit)),
+        )
+        .await?
+        .iter()
+        .map(invite_row)
+        .collect()
     }
 }
 

@@ -18,7 +18,7 @@ use secureflows_core::{
 
 use crate::conn::Database;
 use crate::error::SqlResult;
-use crate::manage::apply_change;
+use crate::manage::{apply_change, insert_user_row};
 use crate::migrate::{self, MigrationMode};
 
 /// SQLite data store: the data database and the API-access log beside it.
@@ -351,22 +351,7 @@ impl UserStore for SqliteStore {
                 let u = &new.user;
                 let ws = u.workspace_id.as_uuid();
                 let id = u.id.as_uuid();
-                c.execute(
-                    &format!("insert into user_account ({USER_COLUMNS}) values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
-                    params![
-                        id,
-                        ws,
-                        u.role.as_str(),
-                        u.revision,
-                        u.status.as_str(),
-                        u.email_sealed,
-                        u.email_index,
-                        u.name_sealed,
-                        u.created_at.millis(),
-                        u.updated_at.millis()
-                    ],
-                )
-                .db()?;
+                insert_user_row(c, u)?;
                 c.execute(
                     "insert into user_identity (workspace_id, identity_index, user_id, identity_sealed, created_at)
                      values (?1, ?2, ?3, ?4, ?5)",

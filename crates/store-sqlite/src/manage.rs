@@ -6,8 +6,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use secureflows_core::audit::{self, ActorKind, EventFilter, PendingEvent, StoredEvent};
 use secureflows_core::store::{AuditStore, Change, ChangeSet, InviteStore, SupportStore};
 use secureflows_core::{
-    Error, Invalidation, Invite, InviteId, Result, Role, SupportOperator, Timestamp, UserId, UserStatus,
-    WorkspaceId,
+    Error, Invalidation, Invite, InviteId, Result, Role, SupportOperator, Timestamp, User, UserId,
+    UserStatus, WorkspaceId,
 };
 use uuid::Uuid;
 
@@ -52,6 +52,28 @@ fn bump_user(c: &Connection, ws: Uuid, user: UserId, set: &str, value: &str, now
          where workspace_id = ?1 and user_id = ?2 and ended_at is null and expires_at > ?3",
         params![ws, user.as_uuid(), now.millis()],
     )
+    .db()?;
+    Ok(())
+}
+
+/// Inserts a user's row (members from a change set, and end users at their first sign-in).
+pub(crate) fn insert_user_row(c: &Connection, u: &User) -> Result<()> {
+    c.prepare_cached(&format!(
+        "insert into user_account ({USER_COLUMNS}) values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+    ))
+    .db()?
+    .execute(params![
+        u.id.as_uuid(),
+        u.workspace_id.as_uuid(),
+        u.role.as_str(),
+        u.revision,
+        u.status.as_str(),
+        u.email_sealed,
+        u.email_index,
+        u.name_sealed,
+        u.created_at.millis(),
+        u.updated_at.millis()
+    ])
     .db()?;
     Ok(())
 }
@@ -188,24 +210,7 @@ pub(crate) fn apply_change(
                     return Err(Error::Conflict("member-exists"));
                 }
             }
-            c.execute(
-                &format!(
-                    "insert into user_account ({USER_COLUMNS}) values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
-                ),
-                params![
-                    u.id.as_uuid(),
-                    ws,
-                    u.role.as_str(),
-                    u.revision,
-                    u.status.as_str(),
-                    u.email_sealed,
-                    u.email_index,
-                    u.name_sealed,
-                    u.created_at.millis(),
-                    u.updated_at.millis()
-                ],
-            )
-            .db()?;
+            insert_user_row(c, u)?;
             Invalidation::User(workspace, u.id)
         }
         Change::ExpectRole(user, role) => {
