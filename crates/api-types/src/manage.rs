@@ -111,6 +111,10 @@ pub struct Application {
     pub public: bool,
     /// Browser origins allowed to call the Session API.
     pub allowed_origins: Vec<String>,
+    /// Where the hosted login may send authorization codes (exact match).
+    pub redirect_uris: Vec<String>,
+    /// Where sign-out may return to (exact match).
+    pub post_logout_uris: Vec<String>,
     /// Trusted upstream issuer.
     pub trust: Option<Trust>,
     /// Lifetime of vault values since their last write, seconds.
@@ -137,6 +141,15 @@ pub struct CreateApplication {
     #[serde(default)]
     #[schema(max_items = 100)]
     pub allowed_origins: Vec<String>,
+    /// Redirect URIs for the hosted login (exact; https, http on loopback, or a native app's
+    /// private-use scheme).
+    #[serde(default)]
+    #[schema(max_items = 20)]
+    pub redirect_uris: Vec<String>,
+    /// Where sign-out may return to (exact).
+    #[serde(default)]
+    #[schema(max_items = 20)]
+    pub post_logout_uris: Vec<String>,
     /// Trusted upstream issuer.
     #[serde(default)]
     pub trust: Option<Trust>,
@@ -172,6 +185,14 @@ pub struct UpdateApplication {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(max_items = 100)]
     pub allowed_origins: Option<Vec<String>>,
+    /// Redirect URIs (replaces the list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 20)]
+    pub redirect_uris: Option<Vec<String>>,
+    /// Post-logout redirect URIs (replaces the list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 20)]
+    pub post_logout_uris: Option<Vec<String>>,
     /// Trusted upstream issuer; `null` removes it.
     #[serde(
         default,

@@ -499,6 +499,7 @@ fn plan_console_member(
         workspace_id: workspace,
         application_id: None,
         user_id: user.id,
+        browser_session_id: None,
         created_at: now,
         expires_at: now.plus(ttl),
         ended_at: None,
@@ -546,6 +547,7 @@ pub fn invalidation_of(workspace: WorkspaceId, change: &Change) -> Option<Invali
         Change::DeleteSupport(u) => Invalidation::Support(*u),
         Change::InsertInvite(_)
         | Change::RevokeInvite(_)
+        | Change::SetPassword(..)
         | Change::ExpectRole(..)
         | Change::InsertSupport(_) => {
             return None;

@@ -23,6 +23,9 @@ pub enum AuthFailure {
     SessionRevoked,
     /// A single-use credential (upstream ID token, code) presented a second time.
     Replayed,
+    /// Sign-in with e-mail and password failed (never says which part, or whether the account exists
+    /// or is locked).
+    InvalidCredentials,
 }
 
 /// Why a request was refused with 403.

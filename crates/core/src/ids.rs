@@ -103,6 +103,18 @@ id_type!(
     /// An invitation to a workspace.
     InviteId
 );
+id_type!(
+    /// A browser signed in to a workspace's hosted login (single sign-on).
+    BrowserSessionId
+);
+id_type!(
+    /// A pending authorization request of the hosted login.
+    FlowId
+);
+id_type!(
+    /// A refresh-token family: every token rotated from one code exchange.
+    FamilyId
+);
 
 #[cfg(test)]
 mod tests {

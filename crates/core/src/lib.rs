@@ -14,6 +14,7 @@ pub mod console;
 mod error;
 mod ids;
 pub mod keyring;
+pub mod login;
 pub mod mail;
 pub mod members;
 mod model;
@@ -26,10 +27,10 @@ pub mod workspace;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::{AuthFailure, Error, FieldError, ForbiddenReason, LimitKind, Result};
-pub use ids::{ApplicationId, InviteId, SessionId, UserId, WorkspaceId};
+pub use ids::{ApplicationId, BrowserSessionId, FamilyId, FlowId, InviteId, SessionId, UserId, WorkspaceId};
 pub use model::{
-    Application, Invalidation, Invite, LoginSession, NewIdentity, SupportOperator, UpstreamTrust, User,
-    UserStatus, Workspace,
+    Application, AuthorizationCode, AuthorizationRequest, BrowserSession, Invalidation, Invite, LoginFlow,
+    LoginSession, NewIdentity, RefreshToken, SupportOperator, UpstreamTrust, User, UserStatus, Workspace,
 };
 pub use plan::{Plan, PlanLimits, PlanTable};
 pub use role::Role;

@@ -2,7 +2,12 @@
 
 use std::time::Duration;
 
-use crate::{ApplicationId, InviteId, Plan, Role, SessionId, Timestamp, UserId, WorkspaceId};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    ApplicationId, BrowserSessionId, FamilyId, FlowId, InviteId, Plan, Role, SessionId, Timestamp, UserId,
+    WorkspaceId,
+};
 
 /// A tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +52,10 @@ pub struct Application {
     pub token_ttl: Duration,
     /// A public client (browser or native app): it holds no secret.
     pub public: bool,
+    /// Where the hosted login may send authorization codes (exact match).
+    pub redirect_uris: Vec<String>,
+    /// Where RP-initiated logout may return to (exact match).
+    pub post_logout_uris: Vec<String>,
     /// SHA-256 of the client secret of a confidential client (the secret is shown once, never stored).
     pub secret_hash: Option<Vec<u8>>,
     /// Created.
@@ -186,6 +195,8 @@ pub struct LoginSession {
     pub application_id: Option<ApplicationId>,
     /// User.
     pub user_id: UserId,
+    /// The hosted-login browser session it was opened from; it ends with it.
+    pub browser_session_id: Option<BrowserSessionId>,
     /// Started.
     pub created_at: Timestamp,
     /// When the session stops being active on its own (its last credential expires).
@@ -199,6 +210,130 @@ impl LoginSession {
     pub fn is_active(&self, now: Timestamp) -> bool {
         self.ended_at.is_none() && self.expires_at > now
     }
+}
+
+/// A validated OpenID Connect authorization request, kept while the user signs in and bound to the
+/// code it ends with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorizationRequest {
+    /// The registered redirect URI the request named (exact).
+    pub redirect_uri: String,
+    /// The client's `state`, returned unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// The client's `nonce`, put in the ID token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    /// PKCE S256 challenge (mandatory for public clients).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_challenge: Option<String>,
+    /// Granted scopes, space-separated.
+    pub scope: String,
+    /// `prompt=login`: sign in again even with a single sign-on session.
+    #[serde(default)]
+    pub force_login: bool,
+}
+
+/// A pending authorization request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginFlow {
+    /// Id (in the hosted login's URLs).
+    pub id: FlowId,
+    /// Workspace.
+    pub workspace_id: WorkspaceId,
+    /// Client.
+    pub application_id: ApplicationId,
+    /// The request.
+    pub request: AuthorizationRequest,
+    /// Created.
+    pub created_at: Timestamp,
+    /// Abandoned after.
+    pub expires_at: Timestamp,
+}
+
+/// A browser signed in to a workspace's hosted login. The cookie's token is stored as its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrowserSession {
+    /// Id.
+    pub id: BrowserSessionId,
+    /// Workspace.
+    pub workspace_id: WorkspaceId,
+    /// User.
+    pub user_id: UserId,
+    /// SHA-256 of the cookie's token.
+    pub token_hash: Vec<u8>,
+    /// The user's token revision at sign-in.
+    pub revision: i64,
+    /// When the user last authenticated.
+    pub auth_time: Timestamp,
+    /// Authentication methods (RFC 8176 names).
+    pub amr: Vec<String>,
+    /// Sealed device and client address.
+    pub client_sealed: Option<Vec<u8>>,
+    /// Started.
+    pub created_at: Timestamp,
+    /// Last used.
+    pub last_seen_at: Timestamp,
+    /// Ends on its own.
+    pub expires_at: Timestamp,
+    /// Ended by sign-out.
+    pub ended_at: Option<Timestamp>,
+}
+
+/// An authorization code, stored as its SHA-256, single-use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorizationCode {
+    /// SHA-256 of the code.
+    pub code_hash: Vec<u8>,
+    /// Workspace.
+    pub workspace_id: WorkspaceId,
+    /// Client.
+    pub application_id: ApplicationId,
+    /// User.
+    pub user_id: UserId,
+    /// The browser session that asked.
+    pub browser_session_id: BrowserSessionId,
+    /// The authorization request.
+    pub request: AuthorizationRequest,
+    /// When the user authenticated.
+    pub auth_time: Timestamp,
+    /// How.
+    pub amr: Vec<String>,
+    /// Created.
+    pub created_at: Timestamp,
+    /// Expires (about a minute later).
+    pub expires_at: Timestamp,
+}
+
+/// A refresh token, stored as its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshToken {
+    /// SHA-256 of the token.
+    pub token_hash: Vec<u8>,
+    /// Workspace.
+    pub workspace_id: WorkspaceId,
+    /// Family (one code exchange and every rotation after it).
+    pub family_id: FamilyId,
+    /// Client.
+    pub application_id: ApplicationId,
+    /// User.
+    pub user_id: UserId,
+    /// The login session it keeps alive.
+    pub login_session_id: SessionId,
+    /// Granted scopes.
+    pub scope: String,
+    /// When the user authenticated.
+    pub auth_time: Timestamp,
+    /// How.
+    pub amr: Vec<String>,
+    /// Created.
+    pub created_at: Timestamp,
+    /// Expires.
+    pub expires_at: Timestamp,
+    /// Exchanged for its successor.
+    pub rotated_at: Option<Timestamp>,
+    /// Revoked (with its family).
+    pub revoked_at: Option<Timestamp>,
 }
 
 /// A change that other nodes must drop from their caches. Written in the same transaction as the

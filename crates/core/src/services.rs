@@ -9,6 +9,8 @@ use crate::auth::token::TokenService;
 use crate::auth::upstream::JwksSource;
 use crate::cache::StateCache;
 use crate::keyring::KeyService;
+use crate::login::LoginSettings;
+use crate::login::breached::BreachedPasswords;
 use crate::mail::Mailer;
 use crate::store::Stores;
 use crate::{Clock, Invalidation, PlanTable};
@@ -24,6 +26,8 @@ pub struct DomainSettings {
     pub default_data_ttl: Duration,
     /// Longest access-token lifetime an application may have.
     pub max_token_ttl: Duration,
+    /// Hosted login.
+    pub login: LoginSettings,
 }
 
 impl Default for DomainSettings {
@@ -33,6 +37,7 @@ impl Default for DomainSettings {
             default_token_ttl: Duration::from_secs(15 * 60),
             default_data_ttl: Duration::from_secs(24 * 3600),
             max_token_ttl: Duration::from_secs(24 * 3600),
+            login: LoginSettings::default(),
         }
     }
 }
@@ -55,6 +60,8 @@ pub struct Services {
     pub upstream: Arc<dyn JwksSource>,
     /// Outgoing e-mail.
     pub mailer: Arc<dyn Mailer>,
+    /// Breached-password source.
+    pub breached: Arc<dyn BreachedPasswords>,
     /// Settings.
     pub settings: DomainSettings,
 }

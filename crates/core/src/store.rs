@@ -17,7 +17,8 @@ use crate::audit::{EventFilter, PendingEvent, StoredEvent};
 use crate::keyring::WorkspaceKeys;
 use crate::model::NewIdentity;
 use crate::{
-    Application, ApplicationId, Invalidation, Invite, InviteId, LoginSession, Plan, Result, Role, SessionId,
+    Application, ApplicationId, AuthorizationCode, BrowserSession, BrowserSessionId, FamilyId, FlowId,
+    Invalidation, Invite, InviteId, LoginFlow, LoginSession, Plan, RefreshToken, Result, Role, SessionId,
     SupportOperator, Timestamp, User, UserId, UserStatus, Workspace, WorkspaceId,
 };
 
@@ -342,6 +343,8 @@ pub enum Change {
     InsertInvite(Invite),
     /// Revokes a pending invitation.
     RevokeInvite(InviteId),
+    /// Sets or replaces a user's password hash (PHC string; never a password).
+    SetPassword(UserId, String),
 }
 
 /// A management transaction: changes and the audit events that record them, written together or not
@@ -526,6 +529,121 @@ pub trait KeyringStore: Send + Sync {
     async fn check_ready(&self) -> Result<()>;
 }
 
+/// Whether a sign-in attempt may go ahead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptGate {
+    /// Counted as a failure until [`LoginStore::clear_failures`] says otherwise.
+    Proceed,
+    /// The account is locked until then.
+    Locked(Timestamp),
+}
+
+/// What presenting an authorization code found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodeRedemption {
+    /// First use: the code, now spent.
+    Fresh(AuthorizationCode),
+    /// Already used: the login session it was exchanged for, if any (the caller ends it).
+    Replayed(Option<SessionId>),
+    /// Unknown or expired.
+    Invalid,
+}
+
+/// What presenting a refresh token found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshUse {
+    /// Current: now marked rotated.
+    Fresh(RefreshToken),
+    /// Already rotated (at `rotated_at`): a second use within the grace window, or a replay.
+    Rotated(RefreshToken),
+    /// Revoked, expired or unknown.
+    Invalid,
+}
+
+/// Hosted login state: passwords, sign-in throttling, pending requests, browser sessions, codes and
+/// refresh tokens. Every method names its workspace, which PostgreSQL's row-level security enforces.
+#[async_trait]
+pub trait LoginStore: Send + Sync {
+    /// The user's password hash (PHC string), if they have a password.
+    async fn find_password(&self, workspace: WorkspaceId, user: UserId) -> Result<Option<String>>;
+    /// Sets or replaces the password hash.
+    async fn set_password(&self, workspace: WorkspaceId, user: UserId, phc: &str, now: Timestamp) -> Result<()>;
+    /// Counts an attempt as a failure before it is verified, atomically, unless the account is locked:
+    /// parallel guesses can never get past `max_failures`. An expired lock starts a fresh count.
+    async fn begin_attempt(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+        max_failures: u32,
+        now: Timestamp,
+    ) -> Result<AttemptGate>;
+    /// After a failed attempt: locks the account until `until` if `max_failures` is reached. Returns
+    /// whether this call locked it.
+    async fn lock_if_exhausted(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+        max_failures: u32,
+        until: Timestamp,
+    ) -> Result<bool>;
+    /// After a successful attempt or an administrator's unlock: no failures, no lock.
+    async fn clear_failures(&self, workspace: WorkspaceId, user: UserId) -> Result<()>;
+    /// Marks the user's e-mail address verified.
+    async fn set_email_verified(&self, workspace: WorkspaceId, user: UserId) -> Result<()>;
+
+    /// Stores a pending authorization request.
+    async fn insert_flow(&self, flow: &LoginFlow) -> Result<()>;
+    /// A pending request that has not expired.
+    async fn find_flow(&self, workspace: WorkspaceId, id: FlowId, now: Timestamp) -> Result<Option<LoginFlow>>;
+    /// Removes a completed request.
+    async fn delete_flow(&self, workspace: WorkspaceId, id: FlowId) -> Result<()>;
+
+    /// Stores a new browser session.
+    async fn insert_browser_session(&self, session: &BrowserSession) -> Result<()>;
+    /// The active browser session whose cookie hashes to `token_hash`.
+    async fn find_browser_session(
+        &self,
+        workspace: WorkspaceId,
+        token_hash: &[u8],
+        now: Timestamp,
+    ) -> Result<Option<BrowserSession>>;
+    /// Ends a browser session, the login sessions opened from it and their refresh tokens. Returns the
+    /// login sessions it ended.
+    async fn end_browser_session(
+        &self,
+        workspace: WorkspaceId,
+        id: BrowserSessionId,
+        now: Timestamp,
+    ) -> Result<Vec<SessionId>>;
+
+    /// Stores a new authorization code.
+    async fn insert_code(&self, code: &AuthorizationCode) -> Result<()>;
+    /// Spends a code (atomically: of two concurrent redemptions one is `Fresh`).
+    async fn redeem_code(&self, workspace: WorkspaceId, code_hash: &[u8], now: Timestamp) -> Result<CodeRedemption>;
+    /// Records the login session a code was exchanged for.
+    async fn attach_code_session(&self, workspace: WorkspaceId, code_hash: &[u8], session: SessionId) -> Result<()>;
+
+    /// Stores a new refresh token.
+    async fn insert_refresh(&self, token: &RefreshToken) -> Result<()>;
+    /// Marks a refresh token rotated (atomically: of two concurrent uses one is `Fresh`).
+    async fn use_refresh(&self, workspace: WorkspaceId, token_hash: &[u8], now: Timestamp) -> Result<RefreshUse>;
+    /// A refresh token as stored (introspection, revocation).
+    async fn find_refresh(&self, workspace: WorkspaceId, token_hash: &[u8]) -> Result<Option<RefreshToken>>;
+    /// Revokes every token of a family.
+    async fn revoke_family(&self, workspace: WorkspaceId, family: FamilyId, now: Timestamp) -> Result<()>;
+    /// Revokes every refresh token of a login session.
+    async fn revoke_session_refresh(&self, workspace: WorkspaceId, session: SessionId, now: Timestamp) -> Result<()>;
+    /// Moves a login session's expiry (a refresh keeps it signed in).
+    async fn extend_session(
+        &self,
+        workspace: WorkspaceId,
+        session: SessionId,
+        expires_at: Timestamp,
+    ) -> Result<()>;
+    /// Deletes expired flows, codes, refresh tokens and browser sessions of every workspace.
+    async fn purge_login_state(&self, before: Timestamp) -> Result<u64>;
+}
+
 /// The chosen backend, behind one trait object per aggregate.
 #[derive(Clone)]
 pub struct Stores {
@@ -551,6 +669,8 @@ pub struct Stores {
     pub invites: Arc<dyn InviteStore>,
     /// SUPPORT operators.
     pub support: Arc<dyn SupportStore>,
+    /// Hosted login state.
+    pub login: Arc<dyn LoginStore>,
     /// Readiness of the data store.
     pub health: Arc<dyn HealthStore>,
     /// Key ring.
@@ -576,6 +696,7 @@ pub trait DataStore:
     + AuditStore
     + InviteStore
     + SupportStore
+    + LoginStore
     + HealthStore
     + 'static
 {
@@ -593,6 +714,7 @@ impl<T> DataStore for T where
         + AuditStore
         + InviteStore
         + SupportStore
+        + LoginStore
         + HealthStore
         + 'static
 {
@@ -613,6 +735,7 @@ impl Stores {
             audit: data.clone(),
             invites: data.clone(),
             support: data.clone(),
+            login: data.clone(),
             health: data,
             keyring,
         }

@@ -28,6 +28,10 @@ pub struct NewApplication {
     pub token_ttl: Option<Duration>,
     /// A public client (browser or native app) holds no secret.
     pub public: bool,
+    /// Where the hosted login may send authorization codes (exact URIs).
+    pub redirect_uris: Vec<String>,
+    /// Where RP-initiated logout may return to (exact URIs).
+    pub post_logout_uris: Vec<String>,
 }
 
 /// Changes to an application; `None` leaves a setting as it is.
@@ -37,6 +41,10 @@ pub struct ApplicationPatch {
     pub name: Option<String>,
     /// Allowed browser origins.
     pub allowed_origins: Option<Vec<String>>,
+    /// Redirect URIs.
+    pub redirect_uris: Option<Vec<String>>,
+    /// Post-logout redirect URIs.
+    pub post_logout_uris: Option<Vec<String>>,
     /// Trusted upstream issuer (`Some(None)` removes it).
     pub trust: Option<Option<UpstreamTrust>>,
     /// Vault data lifetime.
@@ -63,7 +71,42 @@ pub fn application_audit(app: &Application) -> serde_json::Value {
         "trust_audience": app.trust.as_ref().map(|t| &t.audience),
         "session_ttl": app.data_ttl.as_secs(),
         "token_ttl": app.token_ttl.as_secs(),
+        "redirect_uris": app.redirect_uris,
+        "post_logout_uris": app.post_logout_uris,
     })
+}
+
+/// A redirect URI an application may register (RFC 6749 §3.1.2, RFC 8252): absolute, no fragment, no
+/// user info, at most 2,000 characters; `https`, `http` only on a loopback host, or a private-use scheme
+/// (`com.example.app:/callback`) for native apps. Matching is exact, so no wildcards.
+pub fn validate_redirect_uri(uri: &str) -> bool {
+    if uri.len() > 2000 || uri.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return false;
+    }
+    let Ok(url) = url::Url::parse(uri) else {
+        return false;
+    };
+    if url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
+        return false;
+    }
+    match url.scheme() {
+        "https" => url.host().is_some(),
+        "http" => is_loopback(&url),
+        // Dangerous or meaningless schemes for a redirect.
+        "javascript" | "data" | "file" | "vbscript" | "about" | "blob" | "ftp" | "ws" | "wss" => false,
+        // Private-use schemes must look like a reversed domain (RFC 8252 §7.1).
+        scheme => scheme.contains('.'),
+    }
+}
+
+/// Whether a URL's host is a loopback address or `localhost`.
+pub fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
 }
 
 const MIN_TTL: Duration = Duration::from_secs(60);
@@ -249,6 +292,8 @@ impl Services {
             data_ttl: new.data_ttl.unwrap_or(self.settings.default_data_ttl),
             token_ttl: new.token_ttl.unwrap_or(self.settings.default_token_ttl),
             public: new.public,
+            redirect_uris: new.redirect_uris,
+            post_logout_uris: new.post_logout_uris,
             secret_hash: None,
             created_at: now,
             updated_at: now,
@@ -312,6 +357,24 @@ impl Services {
                 break;
             }
         }
+        for (field, uris) in [
+            ("redirect_uris", &app.redirect_uris),
+            ("post_logout_uris", &app.post_logout_uris),
+        ] {
+            if uris.len() > 20 {
+                errors.push(FieldError {
+                    field: field.into(),
+                    message: "at most 20 URIs".into(),
+                });
+            } else if !uris.iter().all(|u| validate_redirect_uri(u)) {
+                errors.push(FieldError {
+                    field: field.into(),
+                    message: "each URI must be absolute, without fragment or credentials; http only for \
+                              localhost or loopback addresses"
+                        .into(),
+                });
+            }
+        }
         if app.token_ttl < MIN_TTL || app.token_ttl > self.settings.max_token_ttl {
             errors.push(FieldError {
                 field: "token_ttl".into(),
@@ -332,6 +395,8 @@ impl Services {
         }
         app.allowed_origins.sort();
         app.allowed_origins.dedup();
+        app.redirect_uris.dedup();
+        app.post_logout_uris.dedup();
         Ok(())
     }
 
@@ -367,6 +432,12 @@ impl Services {
         }
         if let Some(trust) = patch.trust {
             app.trust = trust;
+        }
+        if let Some(uris) = patch.redirect_uris {
+            app.redirect_uris = uris;
+        }
+        if let Some(uris) = patch.post_logout_uris {
+            app.post_logout_uris = uris;
         }
         if let Some(ttl) = patch.data_ttl {
             app.data_ttl = ttl;

@@ -11,6 +11,7 @@ mod aad;
 mod error;
 pub mod jws;
 mod keys;
+pub mod password;
 mod random;
 mod seal;
 mod secret;

@@ -14,6 +14,7 @@ use anyhow::{Context, bail};
 use axum::Router;
 use axum::extract::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use secureflows_core::login::LoginSettings;
 use secureflows_core::auth::token::{TokenService, TokenSettings};
 use secureflows_core::cache::{CacheSizes, StateCache};
 use secureflows_core::keyring::KeyService;
@@ -244,6 +245,14 @@ pub async fn open(
         default_token_ttl: Duration::from_secs(config.tokens.default_ttl_secs),
         default_data_ttl: Duration::from_secs(24 * 3600),
         max_token_ttl: Duration::from_secs(config.tokens.max_ttl_secs),
+        login: LoginSettings {
+            max_failures: config.login.max_failures,
+            lockout: Duration::from_secs(config.login.lockout_secs),
+            browser_session_ttl: Duration::from_secs(config.login.browser_session_ttl_secs),
+            refresh_ttl: Duration::from_secs(config.login.refresh_ttl_secs),
+            refresh_grace: Duration::from_secs(config.login.refresh_grace_secs),
+            ..LoginSettings::default()
+        },
     };
     let tokens = TokenService::new(
         TokenSettings {
@@ -280,6 +289,7 @@ pub async fn open(
         plans: config.plans,
         upstream,
         mailer: crate::mail::from_config(&config.smtp)?,
+        breached: crate::breached::from_config(&config.login)?,
         settings,
     });
     Ok(Opened {

@@ -39,8 +39,49 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// Outgoing e-mail (invitations).
     pub smtp: SmtpConfig,
+    /// Hosted login.
+    pub login: LoginConfig,
     /// Logging.
     pub log: LogConfig,
+}
+
+/// `[login]`: the hosted login's throttling, lifetimes and breached-password check.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginConfig {
+    /// Sign-in attempts allowed per minute per account and per client address.
+    pub attempts_per_minute: u32,
+    /// Failed sign-ins before an account is locked.
+    pub max_failures: u32,
+    /// How long a lockout lasts.
+    pub lockout_secs: u64,
+    /// Lifetime of the browser's single sign-on session.
+    pub browser_session_ttl_secs: u64,
+    /// Lifetime of refresh tokens.
+    pub refresh_ttl_secs: u64,
+    /// How long a rotated refresh token keeps working (concurrent refreshes from two tabs).
+    pub refresh_grace_secs: u64,
+    /// Base URL of a k-anonymity range API (`{base}/range/{first five hex of SHA-1}`), e.g.
+    /// `https://api.pwnedpasswords.com`. Unset: no online check.
+    pub breached_range_url: Option<String>,
+    /// A local file of breached SHA-1 hashes (upper-case hex, optionally `:count`, one per line, sorted),
+    /// for machines without internet access. Used instead of the range API when set.
+    pub breached_file: Option<PathBuf>,
+}
+
+impl Default for LoginConfig {
+    fn default() -> Self {
+        LoginConfig {
+            attempts_per_minute: 5,
+            max_failures: 10,
+            lockout_secs: 15 * 60,
+            browser_session_ttl_secs: 7 * 24 * 3600,
+            refresh_ttl_secs: 7 * 24 * 3600,
+            refresh_grace_secs: 10,
+            breached_range_url: None,
+            breached_file: None,
+        }
+    }
 }
 
 /// `[smtp]`: the mail server invitations go through. Without a host, no mail is sent and the

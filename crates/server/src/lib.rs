@@ -7,9 +7,11 @@
 pub mod access_log;
 pub mod api;
 pub mod app;
+pub mod breached;
 pub mod config;
 pub mod coord;
 pub mod extract;
+pub mod hosted;
 pub mod mail;
 pub mod middleware;
 pub mod problem;

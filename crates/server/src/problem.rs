@@ -191,6 +191,11 @@ impl From<Error> for Problem {
                         "Credential already used",
                         "this credential can be used only once",
                     ),
+                    AuthFailure::InvalidCredentials => (
+                        "invalid-credentials",
+                        "Sign-in failed",
+                        "the e-mail address or password is not right, or the account is locked for a while",
+                    ),
                 };
                 Problem {
                     www_authenticate: Some("Bearer error=\"invalid_token\""),

@@ -21,6 +21,7 @@ struct Inner {
     access_log: AccessLog,
     public_hosts: HashSet<String>,
     issuer: String,
+    sign_in_limits: crate::hosted::SignInLimits,
 }
 
 impl AppState {
@@ -32,6 +33,7 @@ impl AppState {
             .iter()
             .map(|h| h.to_ascii_lowercase())
             .collect();
+        let sign_in_limits = crate::hosted::SignInLimits::new(config.login.attempts_per_minute);
         AppState {
             inner: Arc::new(Inner {
                 services,
@@ -39,6 +41,7 @@ impl AppState {
                 access_log,
                 public_hosts,
                 issuer,
+                sign_in_limits,
             }),
         }
     }
@@ -66,6 +69,11 @@ impl AppState {
     /// Configured public hosts, lowercase; empty means any.
     pub fn public_hosts(&self) -> &HashSet<String> {
         &self.inner.public_hosts
+    }
+
+    /// The hosted login's sign-in throttles.
+    pub fn sign_in_limits(&self) -> &crate::hosted::SignInLimits {
+        &self.inner.sign_in_limits
     }
 
     /// This instance's issuer (public base URL).

@@ -10,7 +10,7 @@ use secureflows_core::store::{
     VaultLocator, VaultStore, VaultWrite, WorkspaceStore,
 };
 use secureflows_core::{
-    Application, ApplicationId, Error, Invalidation, LoginSession, Plan, Result, Role, SessionId, Timestamp,
+    Application, ApplicationId, BrowserSessionId, Error, Invalidation, LoginSession, Plan, Result, Role, SessionId, Timestamp,
     UpstreamTrust, User, UserId, UserStatus, Workspace, WorkspaceId,
 };
 use sqlx::postgres::{PgArguments, PgRow};
@@ -156,7 +156,7 @@ pub(crate) fn workspace_row(r: &PgRow) -> Result<Workspace> {
 
 pub(crate) const APP_COLUMNS: &str = "application_id, workspace_id, name, trust_issuer, trust_audience, \
                                       allowed_origins, data_ttl_secs, token_ttl_secs, created_at, updated_at, \
-                                      public, secret_hash";
+                                      public, secret_hash, redirect_uris, post_logout_uris";
 
 pub(crate) fn application_row(r: &PgRow) -> Result<Application> {
     let issuer: Option<String> = r.try_get("trust_issuer").db()?;
@@ -175,6 +175,8 @@ pub(crate) fn application_row(r: &PgRow) -> Result<Application> {
         updated_at: from_ts(r.try_get("updated_at").db()?),
         public: r.try_get("public").db()?,
         secret_hash: r.try_get("secret_hash").db()?,
+        redirect_uris: r.try_get("redirect_uris").db()?,
+        post_logout_uris: r.try_get("post_logout_uris").db()?,
     })
 }
 
@@ -205,6 +207,10 @@ pub(crate) fn session_row(r: &PgRow) -> Result<LoginSession> {
             .db()?
             .map(ApplicationId::from_uuid),
         user_id: UserId::from_uuid(r.try_get("user_id").db()?),
+        browser_session_id: r
+            .try_get::<Option<Uuid>, _>("browser_session_id")
+            .db()?
+            .map(BrowserSessionId::from_uuid),
         created_at: from_ts(r.try_get("created_at").db()?),
         expires_at: from_ts(r.try_get("expires_at").db()?),
         ended_at: r
@@ -548,8 +554,9 @@ impl SessionStore for PgStore {
             });
         }
         sqlx::query(
-            "insert into login_session (workspace_id, session_id, application_id, user_id, created_at, expires_at)
-             values ($1, $2, $3, $4, $5, $6)",
+            "insert into login_session
+               (workspace_id, session_id, application_id, user_id, created_at, expires_at, browser_session_id)
+             values ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(s.workspace_id.as_uuid())
         .bind(s.id.as_uuid())
@@ -557,6 +564,7 @@ impl SessionStore for PgStore {
         .bind(s.user_id.as_uuid())
         .bind(ts(s.created_at))
         .bind(ts(s.expires_at))
+        .bind(s.browser_session_id.map(|b| b.as_uuid()))
         .execute(&mut *tx)
         .await
         .db()?;
@@ -568,7 +576,8 @@ impl SessionStore for PgStore {
         self.tenant_fetch_optional(
             workspace,
             sqlx::query(
-                "select session_id, workspace_id, application_id, user_id, created_at, expires_at, ended_at
+                "select session_id, workspace_id, application_id, user_id, created_at, expires_at, ended_at,
+                   browser_session_id
              from login_session where workspace_id = $1 and session_id = $2",
             )
             .bind(workspace.as_uuid())

@@ -12,6 +12,7 @@
 mod data;
 mod error;
 mod keyring;
+mod login;
 mod listen;
 mod manage;
 mod migrate;

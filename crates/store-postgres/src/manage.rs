@@ -155,7 +155,8 @@ pub(crate) async fn apply_change(
                 return Err(Error::NotFound("workspace"));
             }
             sqlx::query(&format!(
-                "insert into application ({APP_COLUMNS}) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+                "insert into application ({APP_COLUMNS})
+                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
             ))
             .bind(app.id.as_uuid())
             .bind(ws)
@@ -169,6 +170,8 @@ pub(crate) async fn apply_change(
             .bind(ts(app.updated_at))
             .bind(app.public)
             .bind(&app.secret_hash)
+            .bind(&app.redirect_uris)
+            .bind(&app.post_logout_uris)
             .execute(&mut *c)
             .await
             .db()?;
@@ -177,7 +180,8 @@ pub(crate) async fn apply_change(
         Change::UpdateApplication(app) => {
             let n = sqlx::query(
                 "update application set name = $3, trust_issuer = $4, trust_audience = $5, allowed_origins = $6,
-                   data_ttl_secs = $7, token_ttl_secs = $8, updated_at = $9
+                   data_ttl_secs = $7, token_ttl_secs = $8, updated_at = $9, redirect_uris = $10,
+                   post_logout_uris = $11
                  where workspace_id = $1 and application_id = $2",
             )
             .bind(ws)
@@ -189,6 +193,8 @@ pub(crate) async fn apply_change(
             .bind(secs(app.data_ttl))
             .bind(secs(app.token_ttl))
             .bind(ts(now))
+            .bind(&app.redirect_uris)
+            .bind(&app.post_logout_uris)
             .execute(&mut *c)
             .await
             .db()?
@@ -302,6 +308,18 @@ pub(crate) async fn apply_change(
             let (role, _) = find_user_role(c, ws, *user).await?;
             owner_lost = role == Role::Owner && *status != UserStatus::Active;
             bump_user(c, ws, *user, "status = $3,", status.as_str(), now).await?;
+            if *status == UserStatus::Active {
+                // Unlocking also ends a sign-in lockout.
+                sqlx::query(
+                    "update user_account set failed_sign_ins = 0, sign_in_locked_until = null
+                     where workspace_id = $1 and user_id = $2",
+                )
+                .bind(ws)
+                .bind(user.as_uuid())
+                .execute(&mut *c)
+                .await
+                .db()?;
+            }
             Invalidation::User(workspace, *user)
         }
         Change::RaiseRevision(user) => {
@@ -367,6 +385,23 @@ pub(crate) async fn apply_change(
             .execute(&mut *c)
             .await
             .db()?;
+            return Ok(false);
+        }
+        Change::SetPassword(user, phc) => {
+            let n = sqlx::query(
+                "insert into password_credential (workspace_id, user_id, phc, created_at, updated_at)
+                 select workspace_id, user_id, $3, $4, $4 from user_account where workspace_id = $1 and user_id = $2
+                 on conflict (workspace_id, user_id) do update set phc = excluded.phc, updated_at = excluded.updated_at",
+            )
+            .bind(ws)
+            .bind(user.as_uuid())
+            .bind(phc)
+            .bind(ts(now))
+            .execute(&mut *c)
+            .await
+            .db()?
+            .rows_affected();
+            must_change(n, "user")?;
             return Ok(false);
         }
         Change::RevokeInvite(id) => {

@@ -111,7 +111,7 @@ pub(crate) fn workspace_row(r: &Row<'_>) -> rusqlite::Result<Workspace> {
 
 pub(crate) const APP_COLUMNS: &str = "application_id, workspace_id, name, trust_issuer, trust_audience, \
                                       allowed_origins, data_ttl_secs, token_ttl_secs, created_at, updated_at, \
-                                      public, secret_hash";
+                                      public, secret_hash, redirect_uris, post_logout_uris";
 
 pub(crate) fn application_row(r: &Row<'_>) -> rusqlite::Result<Application> {
     let issuer: Option<String> = r.get(3)?;
@@ -131,11 +131,17 @@ pub(crate) fn application_row(r: &Row<'_>) -> rusqlite::Result<Application> {
         updated_at: Timestamp::from_millis(r.get(9)?),
         public: r.get(10)?,
         secret_hash: r.get(11)?,
+        redirect_uris: json_list(&r.get::<_, String>(12)?, "redirect_uris")?,
+        post_logout_uris: json_list(&r.get::<_, String>(13)?, "post_logout_uris")?,
     })
 }
 
 fn serde_json_origins(text: &str) -> rusqlite::Result<Vec<String>> {
-    serde_json::from_str(text).map_err(|_| bad_column("allowed_origins"))
+    json_list(text, "allowed_origins")
+}
+
+pub(crate) fn json_list(text: &str, column: &'static str) -> rusqlite::Result<Vec<String>> {
+    serde_json::from_str(text).map_err(|_| bad_column(column))
 }
 
 pub(crate) fn origins_json(origins: &[String]) -> String {
@@ -168,6 +174,7 @@ pub(crate) fn session_row(r: &Row<'_>) -> rusqlite::Result<LoginSession> {
         created_at: Timestamp::from_millis(r.get(4)?),
         expires_at: Timestamp::from_millis(r.get(5)?),
         ended_at: r.get::<_, Option<i64>>(6)?.map(Timestamp::from_millis),
+        browser_session_id: r.get::<_, Option<uuid::Uuid>>(7)?.map(Into::into),
     })
 }
 
@@ -507,8 +514,9 @@ impl SessionStore for SqliteStore {
                 }
                 c.prepare_cached(
                     "insert into login_session
-                       (workspace_id, session_id, application_id, user_id, created_at, expires_at, ended_at)
-                     values (?1, ?2, ?3, ?4, ?5, ?6, null)",
+                       (workspace_id, session_id, application_id, user_id, created_at, expires_at, ended_at,
+                        browser_session_id)
+                     values (?1, ?2, ?3, ?4, ?5, ?6, null, ?7)",
                 )
                 .db()?
                 .execute(params![
@@ -517,7 +525,8 @@ impl SessionStore for SqliteStore {
                     s.application_id.map(|a| a.as_uuid()),
                     user,
                     s.created_at.millis(),
-                    s.expires_at.millis()
+                    s.expires_at.millis(),
+                    s.browser_session_id.map(|b| b.as_uuid()),
                 ])
                 .db()?;
                 Ok(SessionAdmission::Admitted)
@@ -528,7 +537,8 @@ impl SessionStore for SqliteStore {
     async fn find_session(&self, workspace: WorkspaceId, id: SessionId) -> Result<Option<LoginSession>> {
         self.db.read(|c| {
             c.prepare_cached(
-                "select session_id, workspace_id, application_id, user_id, created_at, expires_at, ended_at
+                "select session_id, workspace_id, application_id, user_id, created_at, expires_at, ended_at,
+                   browser_session_id
                  from login_session where workspace_id = ?1 and session_id = ?2",
             )
             .db()?

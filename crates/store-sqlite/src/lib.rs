@@ -12,6 +12,7 @@ mod conn;
 mod data;
 mod error;
 mod keyring;
+mod login;
 mod manage;
 mod migrate;
 

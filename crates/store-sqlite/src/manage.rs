@@ -125,7 +125,7 @@ pub(crate) fn apply_change(
             }
             c.execute(
                 &format!(
-                    "insert into application ({}) values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                    "insert into application ({}) values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
                     crate::data::APP_COLUMNS
                 ),
                 params![
@@ -141,6 +141,8 @@ pub(crate) fn apply_change(
                     app.updated_at.millis(),
                     app.public,
                     app.secret_hash,
+                    origins_json(&app.redirect_uris),
+                    origins_json(&app.post_logout_uris),
                 ],
             )
             .db()?;
@@ -150,7 +152,8 @@ pub(crate) fn apply_change(
             let n = c
                 .execute(
                     "update application set name = ?3, trust_issuer = ?4, trust_audience = ?5, allowed_origins = ?6,
-                       data_ttl_secs = ?7, token_ttl_secs = ?8, updated_at = ?9
+                       data_ttl_secs = ?7, token_ttl_secs = ?8, updated_at = ?9, redirect_uris = ?10,
+                       post_logout_uris = ?11
                      where workspace_id = ?1 and application_id = ?2",
                     params![
                         ws,
@@ -162,6 +165,8 @@ pub(crate) fn apply_change(
                         secs(app.data_ttl),
                         secs(app.token_ttl),
                         now.millis(),
+                        origins_json(&app.redirect_uris),
+                        origins_json(&app.post_logout_uris),
                     ],
                 )
                 .db()?;
@@ -262,6 +267,15 @@ pub(crate) fn apply_change(
             let (role, _) = find_user_role(c, ws, *user)?;
             owner_lost = role == Role::Owner && *status != UserStatus::Active;
             bump_user(c, ws, *user, "status = ?3,", status.as_str(), now)?;
+            if *status == UserStatus::Active {
+                // Unlocking also ends a sign-in lockout.
+                c.execute(
+                    "update user_account set failed_sign_ins = 0, sign_in_locked_until = null
+                     where workspace_id = ?1 and user_id = ?2",
+                    params![ws, user.as_uuid()],
+                )
+                .db()?;
+            }
             Invalidation::User(workspace, *user)
         }
         Change::RaiseRevision(user) => {
@@ -326,6 +340,18 @@ pub(crate) fn apply_change(
                 ],
             )
             .db()?;
+            return Ok(false);
+        }
+        Change::SetPassword(user, phc) => {
+            let n = c
+                .execute(
+                    "insert into password_credential (workspace_id, user_id, phc, created_at, updated_at)
+                     select workspace_id, user_id, ?3, ?4, ?4 from user_account where workspace_id = ?1 and user_id = ?2
+                     on conflict (workspace_id, user_id) do update set phc = excluded.phc, updated_at = excluded.updated_at",
+                    params![ws, user.as_uuid(), phc, now.millis()],
+                )
+                .db()?;
+            must_change(n, "user")?;
             return Ok(false);
         }
         Change::RevokeInvite(id) => {

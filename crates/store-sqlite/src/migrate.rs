@@ -38,6 +38,11 @@ pub const DATA: &[Migration] = &[
         name: "management",
         sql: include_str!("../migrations/data/0002_management.sql"),
     },
+    Migration {
+        version: 3,
+        name: "hosted_login",
+        sql: include_str!("../migrations/data/0003_hosted_login.sql"),
+    },
 ];
 
 pub const ACCESS: &[Migration] = &[Migration {

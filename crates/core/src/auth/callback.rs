@@ -159,6 +159,7 @@ impl Services {
             workspace_id: workspace.id,
             application_id: Some(app.id),
             user_id: user.id,
+            browser_session_id: None,
             created_at: now,
             expires_at: now.plus(app.token_ttl),
             ended_at: None,

@@ -366,6 +366,37 @@ impl TokenService {
         })
     }
 
+    /// Signs an OpenID Connect ID token (`typ` `JWT`) with the active key.
+    pub fn sign_id_token(&self, claims: &serde_json::Value) -> Result<String> {
+        let set = self.current();
+        let key = set
+            .active
+            .as_ref()
+            .ok_or(Error::Unavailable("no signing key loaded"))?;
+        Ok(key.sign_jwt("JWT", claims)?)
+    }
+
+    /// Verifies the signature of an ID token we issued (an `id_token_hint`) and returns its claims.
+    /// Expiry is not checked: a hint may be old (OpenID Connect RP-Initiated Logout §2).
+    pub fn verify_id_token_hint(&self, token: &str) -> Result<serde_json::Value> {
+        let header = jws::peek_header(token).map_err(|_| Error::invalid_token())?;
+        if header.typ.as_deref() != Some("JWT") || header.crit.is_some() {
+            return Err(Error::invalid_token());
+        }
+        let kid = header.kid.as_deref().ok_or_else(Error::invalid_token)?;
+        let key = self
+            .current()
+            .verifying
+            .get(kid)
+            .cloned()
+            .ok_or_else(Error::invalid_token)?;
+        if header.alg != key.alg() {
+            return Err(Error::invalid_token());
+        }
+        let (_, claims): (_, serde_json::Value) = key.verify(token).map_err(|_| Error::invalid_token())?;
+        Ok(claims)
+    }
+
     fn reload_allowed(&self) -> bool {
         let Ok(mut last) = self.last_reload.lock() else {
             return false;

@@ -175,6 +175,7 @@ pub fn router(state: AppState) -> Router {
         .merge(session_api)
         .merge(management)
         .merge(public)
+        .merge(crate::hosted::router())
         .fallback(not_found)
         .layer(from_fn_with_state(state.clone(), middleware::envelope))
         .with_state(state)

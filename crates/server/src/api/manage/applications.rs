@@ -20,6 +20,8 @@ pub(crate) fn application_dto(a: &Application) -> m::Application {
         name: a.name.clone(),
         public: a.public,
         allowed_origins: a.allowed_origins.clone(),
+        redirect_uris: a.redirect_uris.clone(),
+        post_logout_uris: a.post_logout_uris.clone(),
         trust: a.trust.as_ref().map(|t| m::Trust {
             issuer: t.issuer.clone(),
             audience: t.audience.clone(),
@@ -64,6 +66,8 @@ pub async fn create_application(
         data_ttl: body.session_ttl.map(Duration::from_secs),
         token_ttl: body.token_ttl.map(Duration::from_secs),
         public: body.public,
+        redirect_uris: body.redirect_uris,
+        post_logout_uris: body.post_logout_uris,
     };
     let (app, secret) = state
         .services()
@@ -164,6 +168,8 @@ pub async fn update_application(
     let patch = ApplicationPatch {
         name: body.name,
         allowed_origins: body.allowed_origins,
+        redirect_uris: body.redirect_uris,
+        post_logout_uris: body.post_logout_uris,
         trust: body.trust.map(|t| t.map(trust)),
         data_ttl: body.session_ttl.map(Duration::from_secs),
         token_ttl: body.token_ttl.map(Duration::from_secs),

@@ -1,0 +1,386 @@
+//! Sign-up and sign-in on the hosted login pages, and the browser (single sign-on) session they open.
+//!
+//! Sign-in never tells whether an e-mail address has an account: an unknown address, a wrong password,
+//! a locked or an upstream-only account all answer `InvalidCredentials` after the same Argon2id work.
+//! Failed attempts are counted per account before the password is checked, so parallel guesses cannot
+//! exceed the lockout threshold.
+
+use std::sync::Arc;
+
+use secureflows_crypto::{Aad, SecretString};
+use secureflows_crypto::password::PasswordCheck;
+
+use crate::audit::{Actor, ActorKind, NewEvent};
+use crate::auth::callback::{email_index, open_email, seal_email};
+use crate::keyring::WorkspaceKeys;
+use crate::login::password::{self, PasswordPolicy};
+use crate::store::{AttemptGate, Change};
+use crate::{
+    AuthFailure, BrowserSession, BrowserSessionId, Error, FieldError, Result, Role, Services, Timestamp, User,
+    UserId, UserStatus, WorkspaceId,
+};
+
+/// The cookie token of a new browser session (shown once, stored as its SHA-256). `Debug` hides it.
+#[derive(Clone)]
+pub struct BrowserLogin {
+    /// The session.
+    pub session: BrowserSession,
+    /// The cookie's value.
+    pub cookie: SecretString,
+}
+
+impl std::fmt::Debug for BrowserLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrowserLogin")
+            .field("session", &self.session.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a sign-up form sends.
+#[derive(Debug, Clone)]
+pub struct SignUp {
+    /// E-mail address.
+    pub email: String,
+    /// Password.
+    pub password: SecretString,
+    /// Display name (optional).
+    pub name: Option<String>,
+}
+
+/// Validates an e-mail address as typed into a form: trimmed, 3 to 254 characters, one `@` with text
+/// on both sides, no spaces or control characters.
+pub fn normalise_email(email: &str) -> Result<String> {
+    let email = email.trim();
+    let valid = (3..=254).contains(&email.len())
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && email
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty() && !domain.contains('@'));
+    if valid {
+        Ok(email.to_owned())
+    } else {
+        Err(Error::invalid("email", "must be an e-mail address"))
+    }
+}
+
+impl Services {
+    /// The workspace's keys for hosted-login work; a deleted workspace is `NotFound`.
+    async fn login_keys(&self, workspace: WorkspaceId) -> Result<Arc<WorkspaceKeys>> {
+        self.stores
+            .workspaces
+            .find_workspace(workspace)
+            .await?
+            .ok_or(Error::NotFound("workspace"))?;
+        self.keys.workspace_keys(workspace, self.state.trusted()).await
+    }
+
+    /// Checks a new password against the policy and the breached-password source.
+    pub async fn check_new_password(
+        &self,
+        policy: PasswordPolicy,
+        password: &SecretString,
+        email: &str,
+    ) -> Result<()> {
+        policy.check(password.expose(), email).map_err(Error::Invalid)?;
+        if self.breached_count(password).await? > 0 {
+            return Err(Error::Invalid(vec![FieldError {
+                field: "password".into(),
+                message: "appears in a known data breach; choose another".into(),
+            }]));
+        }
+        Ok(())
+    }
+
+    /// How often the password was seen in breaches (0 when the check is off or unreachable: a sign-up
+    /// is not refused because a third party is down, and the failure is logged).
+    async fn breached_count(&self, password: &SecretString) -> Result<u64> {
+        let digest = secureflows_crypto::password::breach_digest(password.expose());
+        match self.breached.occurrences(&digest).await {
+            Ok(n) => Ok(n),
+            Err(e) => {
+                tracing::warn!(error = %e, "breached-password check failed; continuing without it");
+                Ok(0)
+            }
+        }
+    }
+
+    /// Creates a user with a password (role USER) and signs the browser in.
+    pub async fn sign_up(
+        &self,
+        workspace: WorkspaceId,
+        form: SignUp,
+        client: &Actor,
+    ) -> Result<(User, BrowserLogin)> {
+        let keys = self.login_keys(workspace).await?;
+        let email = normalise_email(&form.email)?;
+        self.check_new_password(PasswordPolicy::default(), &form.password, &email)
+            .await?;
+        let index = email_index(&keys, &email);
+        if !self.stores.users.find_users_by_email(workspace, &index).await?.is_empty() {
+            return Err(Error::Conflict("account-exists"));
+        }
+        let now = self.clock.now();
+        let id = UserId::new();
+        let name_sealed = form
+            .name
+            .as_deref()
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(|n| keys.seal(&name_aad(workspace, id), n.as_bytes()))
+            .transpose()?;
+        let user = User {
+            id,
+            workspace_id: workspace,
+            role: Role::User,
+            revision: 1,
+            status: UserStatus::Active,
+            email_sealed: Some(seal_email(&keys, workspace, id, &email)?),
+            email_index: Some(index.to_vec()),
+            name_sealed,
+            created_at: now,
+            updated_at: now,
+        };
+        let phc = password::hash_password(&form.password).await?;
+        let mut actor = client.clone();
+        actor.kind = ActorKind::EndUser;
+        actor.id = Some(id);
+        let result = self
+            .commit(
+                workspace,
+                &keys,
+                &actor,
+                vec![Change::InsertUser(user.clone()), Change::SetPassword(id, phc)],
+                vec![
+                    NewEvent::new("user.sign_up", "user", id)
+                        .values(None, Some(serde_json::json!({"role": "user", "method": "password"}))),
+                ],
+            )
+            .await;
+        match result {
+            Ok(()) => {}
+            Err(Error::Conflict(_)) => return Err(Error::Conflict("account-exists")),
+            Err(e) => return Err(e),
+        }
+        let login = self
+            .open_browser_session(&keys, &user, vec!["pwd".into()], &actor, now)
+            .await?;
+        Ok((user, login))
+    }
+
+    /// Signs a browser in with e-mail and password. Every failure is `InvalidCredentials`.
+    pub async fn password_sign_in(
+        &self,
+        workspace: WorkspaceId,
+        email: &str,
+        password: &SecretString,
+        client: &Actor,
+    ) -> Result<(User, BrowserLogin)> {
+        let bad = || Error::Unauthenticated(AuthFailure::InvalidCredentials);
+        let keys = self.login_keys(workspace).await?;
+        let settings = &self.settings.login;
+        let now = self.clock.now();
+        let index = email_index(&keys, email.trim());
+        let user = self
+            .stores
+            .users
+            .find_users_by_email(workspace, &index)
+            .await?
+            .into_iter()
+            .next();
+        let Some(user) = user else {
+            password::verify_dummy(password).await?;
+            return Err(bad());
+        };
+        if let AttemptGate::Locked(_) = self
+            .stores
+            .login
+            .begin_attempt(workspace, user.id, settings.max_failures, now)
+            .await?
+        {
+            password::verify_dummy(password).await?;
+            return Err(bad());
+        }
+        let stored = self.stores.login.find_password(workspace, user.id).await?;
+        let check = match &stored {
+            Some(phc) => password::verify_password(phc, password).await?,
+            None => {
+                password::verify_dummy(password).await?;
+                PasswordCheck::Mismatch
+            }
+        };
+        let mut actor = client.clone();
+        actor.kind = ActorKind::EndUser;
+        actor.id = Some(user.id);
+        if check == PasswordCheck::Mismatch || user.status != UserStatus::Active {
+            let locked = self
+                .stores
+                .login
+                .lock_if_exhausted(workspace, user.id, settings.max_failures, now.plus(settings.lockout))
+                .await?;
+            let mut events = vec![NewEvent::new("user.sign_in_failed", "user", user.id)
+                .values(None, Some(serde_json::json!({"method": "password"})))];
+            if locked {
+                events.push(NewEvent::new("user.sign_in_locked", "user", user.id).values(
+                    None,
+                    Some(serde_json::json!({"until": now.plus(settings.lockout).rfc3339()})),
+                ));
+            }
+            self.record(workspace, &keys, &actor, events).await?;
+            return Err(bad());
+        }
+        self.stores.login.clear_failures(workspace, user.id).await?;
+        let mut changes = Vec::new();
+        if check == PasswordCheck::MatchOutdated {
+            // Imported bcrypt (or older parameters): upgrade to the current Argon2id now that the
+            // password is known.
+            changes.push(Change::SetPassword(user.id, password::hash_password(password).await?));
+        }
+        let mut events = vec![
+            NewEvent::new("user.sign_in", "user", user.id)
+                .values(None, Some(serde_json::json!({"method": "password"}))),
+        ];
+        if !changes.is_empty() {
+            events.push(NewEvent::new("user.password_rehash", "user", user.id));
+        }
+        if self.breached_count(password).await? > 0 {
+            events.push(NewEvent::new("user.password_breached", "user", user.id));
+        }
+        self.commit(workspace, &keys, &actor, changes, events).await?;
+        let login = self
+            .open_browser_session(&keys, &user, vec!["pwd".into()], &actor, now)
+            .await?;
+        Ok((user, login))
+    }
+
+    async fn open_browser_session(
+        &self,
+        keys: &WorkspaceKeys,
+        user: &User,
+        amr: Vec<String>,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> Result<BrowserLogin> {
+        let cookie = secureflows_crypto::random_token("")?;
+        let id = BrowserSessionId::new();
+        let client = serde_json::json!({
+            "user_agent": actor.user_agent,
+            "client_ip": actor.client_ip,
+        })
+        .to_string();
+        let client_sealed = keys.seal(
+            &Aad::new("sf.browser.client.v1")
+                .field(user.workspace_id.as_uuid().as_bytes())
+                .field(id.as_uuid().as_bytes()),
+            client.as_bytes(),
+        )?;
+        let session = BrowserSession {
+            id,
+            workspace_id: user.workspace_id,
+            user_id: user.id,
+            token_hash: secureflows_crypto::sha256(cookie.as_bytes()).to_vec(),
+            revision: user.revision,
+            auth_time: now,
+            amr,
+            client_sealed: Some(client_sealed),
+            created_at: now,
+            last_seen_at: now,
+            expires_at: now.plus(self.settings.login.browser_session_ttl),
+            ended_at: None,
+        };
+        self.stores.login.insert_browser_session(&session).await?;
+        Ok(BrowserLogin {
+            session,
+            cookie: SecretString::new(cookie),
+        })
+    }
+
+    /// The browser session a cookie names, if it is active and its user may still sign in.
+    pub async fn browser_session(&self, workspace: WorkspaceId, cookie: &str) -> Result<Option<(BrowserSession, User)>> {
+        if cookie.len() != 43 {
+            return Ok(None);
+        }
+        let hash = secureflows_crypto::sha256(cookie.as_bytes());
+        let now = self.clock.now();
+        let Some(session) = self.stores.login.find_browser_session(workspace, &hash, now).await? else {
+            return Ok(None);
+        };
+        let Some(user) = self.stores.users.find_user(workspace, session.user_id).await? else {
+            return Ok(None);
+        };
+        // "Sign out everywhere", a role change or a lock raised the revision: this browser is out too.
+        if user.status != UserStatus::Active || user.revision != session.revision {
+            return Ok(None);
+        }
+        Ok(Some((session, user)))
+    }
+
+    /// Ends a browser session, every application session opened from it and their refresh tokens.
+    /// Vault data stays.
+    pub async fn end_browser_session(&self, session: &BrowserSession, client: &Actor) -> Result<()> {
+        let now = self.clock.now();
+        let ended = self
+            .stores
+            .login
+            .end_browser_session(session.workspace_id, session.id, now)
+            .await?;
+        for s in &ended {
+            self.state.apply(crate::Invalidation::Session(session.workspace_id, *s));
+        }
+        let keys = self.login_keys(session.workspace_id).await?;
+        let mut actor = client.clone();
+        actor.kind = ActorKind::EndUser;
+        actor.id = Some(session.user_id);
+        self.record(
+            session.workspace_id,
+            &keys,
+            &actor,
+            vec![NewEvent::new("user.sign_out", "user", session.user_id)
+                .values(None, Some(serde_json::json!({"sessions_ended": ended.len()})))],
+        )
+        .await
+    }
+
+    /// The CSRF token that goes with a browser's CSRF cookie: a keyed hash of the cookie under the
+    /// workspace's index key (a "signed double-submit cookie"): a form can only carry it if the page was
+    /// served to that browser.
+    pub async fn csrf_token(&self, workspace: WorkspaceId, cookie: &str) -> Result<String> {
+        use base64::Engine as _;
+        let keys = self.login_keys(workspace).await?;
+        let mac = secureflows_crypto::blind_index(keys.index(), &Aad::new("sf.csrf.v1").field(cookie));
+        Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac))
+    }
+
+    /// The workspace's display name (page branding), `NotFound` for no workspace.
+    pub async fn workspace_name(&self, workspace: WorkspaceId) -> Result<String> {
+        Ok(self
+            .stores
+            .workspaces
+            .find_workspace(workspace)
+            .await?
+            .ok_or(Error::NotFound("workspace"))?
+            .name)
+    }
+
+    /// The user's e-mail address in the clear (for ID tokens and user info).
+    pub fn user_email(&self, keys: &WorkspaceKeys, user: &User) -> Option<String> {
+        user.email_sealed
+            .as_deref()
+            .and_then(|sealed| open_email(keys, user.workspace_id, user.id, sealed).ok())
+    }
+
+    /// The user's display name in the clear.
+    pub fn user_name(&self, keys: &WorkspaceKeys, user: &User) -> Option<String> {
+        user.name_sealed.as_deref().and_then(|sealed| {
+            keys.open(&name_aad(user.workspace_id, user.id), sealed)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+        })
+    }
+}
+
+fn name_aad(workspace: WorkspaceId, user: UserId) -> Aad {
+    Aad::new("sf.user.name.v1")
+        .field(workspace.as_uuid().as_bytes())
+        .field(user.as_uuid().as_bytes())
+}

@@ -1,0 +1,94 @@
+//! The hosted login: secureFlows as the identity provider of a workspace's applications.
+//!
+//! * [`password`]: hashing (Argon2id, imported bcrypt) and the workspace's password policy;
+//! * [`breached`]: the breached-password check (k-anonymity range API or an offline file);
+//! * [`hosted`]: sign-up, sign-in with throttling and lockout, the browser (single sign-on) session;
+//! * [`oidc`]: the OpenID Connect provider: authorization requests, codes, tokens, refresh rotation with
+//!   reuse detection, revocation, introspection, user info and logout;
+//! * [`oauth`]: errors in the OAuth 2.0 format (RFC 6749 §4.1.2.1 and §5.2).
+//!
+//! Every workspace is its own issuer, `{public_url}/w/{workspace}`.
+
+pub mod breached;
+pub mod hosted;
+pub mod oauth;
+pub mod oidc;
+pub mod password;
+
+use std::time::Duration;
+
+use crate::WorkspaceId;
+
+/// Hosted-login settings (configuration).
+#[derive(Debug, Clone)]
+pub struct LoginSettings {
+    /// Failed sign-ins before the account is locked.
+    pub max_failures: u32,
+    /// How long a lockout lasts (an administrator can end it earlier).
+    pub lockout: Duration,
+    /// How long a pending authorization request waits for the user.
+    pub flow_ttl: Duration,
+    /// Lifetime of an authorization code.
+    pub code_ttl: Duration,
+    /// Lifetime of the single sign-on session of a browser.
+    pub browser_session_ttl: Duration,
+    /// Lifetime of a refresh token (each rotation starts a new one).
+    pub refresh_ttl: Duration,
+    /// A rotated refresh token still works this long (two tabs refreshing at once); after that, using
+    /// it again revokes its whole family.
+    pub refresh_grace: Duration,
+}
+
+impl Default for LoginSettings {
+    fn default() -> Self {
+        LoginSettings {
+            max_failures: 10,
+            lockout: Duration::from_secs(15 * 60),
+            flow_ttl: Duration::from_secs(30 * 60),
+            code_ttl: Duration::from_secs(60),
+            browser_session_ttl: Duration::from_secs(7 * 24 * 3600),
+            refresh_ttl: Duration::from_secs(7 * 24 * 3600),
+            refresh_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A workspace's issuer URL: `{instance}/w/{workspace}`. Its discovery document is at
+/// `{issuer}/.well-known/openid-configuration`.
+pub fn workspace_issuer(instance: &str, workspace: WorkspaceId) -> String {
+    format!("{}/w/{workspace}", instance.trim_end_matches('/'))
+}
+
+/// Opaque credentials name their workspace so that they can be looked up under its row-level
+/// security: `{prefix}{workspace, 32 hex}_{256 random bits}`.
+pub(crate) fn new_credential(prefix: &str, workspace: WorkspaceId) -> crate::Result<String> {
+    Ok(secureflows_crypto::random_token(&format!(
+        "{prefix}{}_",
+        workspace.as_uuid().simple()
+    ))?)
+}
+
+/// The workspace a credential made by [`new_credential`] names, if it has that shape.
+pub(crate) fn credential_workspace(prefix: &str, credential: &str) -> Option<WorkspaceId> {
+    let rest = credential.strip_prefix(prefix)?;
+    let (ws, random) = rest.split_once('_')?;
+    if ws.len() != 32 || random.len() != 43 {
+        return None;
+    }
+    uuid::Uuid::try_parse(ws).ok().map(WorkspaceId::from_uuid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_name_their_workspace() {
+        let ws = WorkspaceId::new();
+        let code = new_credential("sfc_", ws).unwrap();
+        assert_eq!(credential_workspace("sfc_", &code), Some(ws));
+        assert_eq!(credential_workspace("sfr_", &code), None);
+        assert_eq!(credential_workspace("sfc_", "sfc_nothex_x"), None);
+        assert_eq!(workspace_issuer("https://id.example.com/", ws), format!("https://id.example.com/w/{ws}"));
+    }
+}

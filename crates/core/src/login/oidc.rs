@@ -1,0 +1,839 @@
+//! The OpenID Connect provider: authorization requests, codes, the token endpoint (code exchange with
+//! PKCE, refresh with rotation and reuse detection), revocation (RFC 7009), introspection (RFC 7662),
+//! user info and ID tokens.
+
+use std::time::Duration;
+
+use secureflows_crypto::{SecretString, constant_time_eq};
+
+use crate::audit::{Actor, ActorKind, NewEvent};
+use crate::auth::token::{IssuedToken, TokenKind};
+use crate::keyring::WorkspaceKeys;
+use crate::login::oauth::OAuthError;
+use crate::login::{credential_workspace, new_credential, workspace_issuer};
+use crate::store::{CodeRedemption, RefreshUse, SessionAdmission, SessionLimits};
+use crate::workspace::is_loopback;
+use crate::{
+    Application, ApplicationId, AuthorizationCode, AuthorizationRequest, BrowserSession, Error, FamilyId, FlowId,
+    LimitKind, LoginFlow, LoginSession, RefreshToken, Result, Services, SessionId, Timestamp, User, UserStatus,
+    WorkspaceId,
+};
+
+const CODE_PREFIX: &str = "sfc_";
+const REFRESH_PREFIX: &str = "sfr_";
+/// Scopes we grant; others are ignored (OpenID Connect Core §3.1.2.1).
+const SCOPES: [&str; 4] = ["openid", "email", "profile", "offline_access"];
+
+/// The query of an authorization request, as received.
+#[derive(Debug, Clone, Default)]
+pub struct AuthorizeParams {
+    /// `client_id`.
+    pub client_id: Option<String>,
+    /// `redirect_uri`.
+    pub redirect_uri: Option<String>,
+    /// `response_type`.
+    pub response_type: Option<String>,
+    /// `scope`.
+    pub scope: Option<String>,
+    /// `state`.
+    pub state: Option<String>,
+    /// `nonce`.
+    pub nonce: Option<String>,
+    /// `code_challenge`.
+    pub code_challenge: Option<String>,
+    /// `code_challenge_method`.
+    pub code_challenge_method: Option<String>,
+    /// `prompt`.
+    pub prompt: Option<String>,
+    /// `response_mode`.
+    pub response_mode: Option<String>,
+    /// `request` / `request_uri` (not supported).
+    pub request_object: bool,
+}
+
+/// Why an authorization request was refused.
+#[derive(Debug, Clone)]
+pub enum AuthorizeError {
+    /// The client or redirect URI cannot be trusted: show an error page, never redirect.
+    NoRedirect(&'static str),
+    /// Tell the client through its (verified) redirect URI.
+    Redirect {
+        /// The registered redirect URI.
+        redirect_uri: String,
+        /// The client's state.
+        state: Option<String>,
+        /// The error.
+        error: OAuthError,
+    },
+}
+
+/// A validated authorization request and its client.
+#[derive(Debug, Clone)]
+pub struct ValidRequest {
+    /// The client.
+    pub application: Application,
+    /// The request.
+    pub request: AuthorizationRequest,
+    /// `prompt=none`.
+    pub no_prompt: bool,
+}
+
+/// How a client authenticated at the token, revocation or introspection endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct ClientCredentials {
+    /// `client_id` (from HTTP Basic or the form).
+    pub client_id: Option<String>,
+    /// `client_secret` (confidential clients).
+    pub client_secret: Option<SecretString>,
+}
+
+/// What the token endpoint returns. `Debug` hides the tokens.
+#[derive(Clone)]
+pub struct TokenGrant {
+    /// The SESSION JWT (the OAuth access token).
+    pub access_token: IssuedToken,
+    /// ID token, when `openid` was granted.
+    pub id_token: Option<String>,
+    /// Refresh token, for confidential and native clients.
+    pub refresh_token: Option<String>,
+    /// Granted scopes.
+    pub scope: String,
+    /// The login session.
+    pub session: SessionId,
+    /// The user.
+    pub user: crate::UserId,
+    /// The client.
+    pub application: ApplicationId,
+    /// The workspace.
+    pub workspace: WorkspaceId,
+}
+
+impl std::fmt::Debug for TokenGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenGrant")
+            .field("session", &self.session)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The answer of introspection (RFC 7662).
+pub type Introspection = serde_json::Value;
+
+fn bounded(value: Option<String>, max: usize) -> std::result::Result<Option<String>, ()> {
+    match value {
+        Some(v) if v.len() > max || v.chars().any(char::is_control) => Err(()),
+        other => Ok(other),
+    }
+}
+
+/// Whether a redirect URI belongs to a native app (RFC 8252: loopback or a private-use scheme), which
+/// gets refresh tokens although it is a public client.
+fn is_native_redirect(uri: &str) -> bool {
+    url::Url::parse(uri).is_ok_and(|u| match u.scheme() {
+        "https" => false,
+        "http" => is_loopback(&u),
+        _ => true,
+    })
+}
+
+/// `BASE64URL(SHA-256(verifier))` (RFC 7636 §4.6).
+fn pkce_s256(verifier: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secureflows_crypto::sha256(verifier.as_bytes()))
+}
+
+fn valid_pkce_value(v: &str) -> bool {
+    (43..=128).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+}
+
+/// Appends query parameters to a registered redirect URI (keeping its own query).
+pub fn redirect_to(base: &str, params: &[(&str, &str)]) -> String {
+    match url::Url::parse(base) {
+        Ok(mut url) => {
+            {
+                let mut q = url.query_pairs_mut();
+                for (k, v) in params {
+                    q.append_pair(k, v);
+                }
+            }
+            url.to_string()
+        }
+        Err(_) => base.to_owned(),
+    }
+}
+
+impl Services {
+    /// The workspace's issuer URL.
+    pub fn issuer_of(&self, workspace: WorkspaceId) -> String {
+        workspace_issuer(self.tokens.issuer(), workspace)
+    }
+
+    /// Validates an authorization request (OpenID Connect Core §3.1.2.2). The client and the exact
+    /// redirect URI are checked first; until both are, errors never redirect.
+    pub async fn validate_authorize(
+        &self,
+        workspace: WorkspaceId,
+        p: AuthorizeParams,
+    ) -> std::result::Result<ValidRequest, AuthorizeError> {
+        let client_id = p
+            .client_id
+            .as_deref()
+            .and_then(|c| c.parse::<ApplicationId>().ok())
+            .ok_or(AuthorizeError::NoRedirect("unknown client_id"))?;
+        let application = self
+            .stores
+            .applications
+            .find_application(client_id)
+            .await
+            .map_err(|_| AuthorizeError::NoRedirect("the server could not look up the client"))?
+            .filter(|a| a.workspace_id == workspace)
+            .ok_or(AuthorizeError::NoRedirect("unknown client_id"))?;
+        let redirect_uri = p
+            .redirect_uri
+            .filter(|r| application.redirect_uris.iter().any(|u| u == r))
+            .ok_or(AuthorizeError::NoRedirect(
+                "redirect_uri is missing or not registered for this client",
+            ))?;
+        let fail = |state: Option<String>, error: OAuthError| AuthorizeError::Redirect {
+            redirect_uri: redirect_uri.clone(),
+            state,
+            error,
+        };
+        let state = bounded(p.state, 2048).map_err(|()| {
+            fail(None, OAuthError::invalid_request("state is too long or has control characters"))
+        })?;
+        if p.request_object {
+            return Err(fail(state, OAuthError::invalid_request("request objects are not supported")));
+        }
+        if p.response_mode.as_deref().is_some_and(|m| m != "query") {
+            return Err(fail(state, OAuthError::invalid_request("response_mode must be query")));
+        }
+        if p.response_type.as_deref() != Some("code") {
+            return Err(fail(state, OAuthError::unsupported_response_type()));
+        }
+        let nonce = bounded(p.nonce, 512)
+            .map_err(|()| fail(state.clone(), OAuthError::invalid_request("nonce is too long")))?;
+        let requested = p.scope.unwrap_or_else(|| "openid".to_owned());
+        let mut scope: Vec<&str> = SCOPES
+            .iter()
+            .copied()
+            .filter(|s| requested.split(' ').any(|r| r == *s))
+            .collect();
+        if scope.is_empty() {
+            scope.push("openid");
+        }
+        let code_challenge = match (p.code_challenge, p.code_challenge_method.as_deref()) {
+            (None, None) => None,
+            (Some(c), Some("S256")) if valid_pkce_value(&c) => Some(c),
+            (Some(_), None | Some("plain")) | (None, Some(_)) => {
+                return Err(fail(
+                    state,
+                    OAuthError::invalid_request("PKCE must use code_challenge_method=S256"),
+                ));
+            }
+            _ => return Err(fail(state, OAuthError::invalid_request("invalid code_challenge"))),
+        };
+        if application.public && code_challenge.is_none() {
+            return Err(fail(
+                state,
+                OAuthError::invalid_request("public clients must use PKCE (code_challenge with S256)"),
+            ));
+        }
+        let prompts: Vec<&str> = p.prompt.as_deref().unwrap_or("").split(' ').filter(|s| !s.is_empty()).collect();
+        let no_prompt = prompts.contains(&"none");
+        if no_prompt && prompts.len() > 1 {
+            return Err(fail(state, OAuthError::invalid_request("prompt=none cannot be combined")));
+        }
+        Ok(ValidRequest {
+            application,
+            request: AuthorizationRequest {
+                redirect_uri,
+                state,
+                nonce,
+                code_challenge,
+                scope: scope.join(" "),
+                force_login: prompts.contains(&"login"),
+            },
+            no_prompt,
+        })
+    }
+
+    /// Keeps a validated request while the user signs in.
+    pub async fn start_flow(&self, valid: &ValidRequest) -> Result<LoginFlow> {
+        let now = self.clock.now();
+        let flow = LoginFlow {
+            id: FlowId::new(),
+            workspace_id: valid.application.workspace_id,
+            application_id: valid.application.id,
+            request: valid.request.clone(),
+            created_at: now,
+            expires_at: now.plus(self.settings.login.flow_ttl),
+        };
+        self.stores.login.insert_flow(&flow).await?;
+        Ok(flow)
+    }
+
+    /// A pending request and its client.
+    pub async fn find_flow(&self, workspace: WorkspaceId, id: FlowId) -> Result<Option<(LoginFlow, Application)>> {
+        let Some(flow) = self.stores.login.find_flow(workspace, id, self.clock.now()).await? else {
+            return Ok(None);
+        };
+        let app = self
+            .stores
+            .applications
+            .find_application(flow.application_id)
+            .await?
+            .filter(|a| a.workspace_id == workspace);
+        Ok(app.map(|a| (flow, a)))
+    }
+
+    /// Issues a code for a signed-in browser and returns the URL to send it to (with `code`, `state`
+    /// and `iss`, RFC 9207).
+    pub async fn complete_authorization(
+        &self,
+        application: &Application,
+        request: &AuthorizationRequest,
+        browser: &BrowserSession,
+    ) -> Result<String> {
+        let now = self.clock.now();
+        let code = new_credential(CODE_PREFIX, browser.workspace_id)?;
+        self.stores
+            .login
+            .insert_code(&AuthorizationCode {
+                code_hash: secureflows_crypto::sha256(code.as_bytes()).to_vec(),
+                workspace_id: browser.workspace_id,
+                application_id: application.id,
+                user_id: browser.user_id,
+                browser_session_id: browser.id,
+                request: request.clone(),
+                auth_time: browser.auth_time,
+                amr: browser.amr.clone(),
+                created_at: now,
+                expires_at: now.plus(self.settings.login.code_ttl),
+            })
+            .await?;
+        let issuer = self.issuer_of(browser.workspace_id);
+        let mut params = vec![("code", code.as_str())];
+        if let Some(state) = &request.state {
+            params.push(("state", state));
+        }
+        params.push(("iss", &issuer));
+        Ok(redirect_to(&request.redirect_uri, &params))
+    }
+
+    /// Authenticates the client at the token endpoint. Confidential clients must present their secret;
+    /// public clients must not.
+    pub async fn authenticate_client(
+        &self,
+        workspace: Option<WorkspaceId>,
+        credentials: &ClientCredentials,
+    ) -> std::result::Result<Application, OAuthError> {
+        let id = credentials
+            .client_id
+            .as_deref()
+            .and_then(|c| c.parse::<ApplicationId>().ok())
+            .ok_or_else(OAuthError::invalid_client)?;
+        let app = self
+            .stores
+            .applications
+            .find_application(id)
+            .await?
+            .filter(|a| workspace.is_none_or(|w| a.workspace_id == w))
+            .ok_or_else(OAuthError::invalid_client)?;
+        match (&app.secret_hash, &credentials.client_secret) {
+            (None, None) if app.public => Ok(app),
+            (Some(hash), Some(secret)) if !app.public => {
+                let presented = secureflows_crypto::sha256(secret.expose().as_bytes());
+                if constant_time_eq(&presented, hash) {
+                    Ok(app)
+                } else {
+                    Err(OAuthError::invalid_client())
+                }
+            }
+            _ => Err(OAuthError::invalid_client()),
+        }
+    }
+
+    /// The authorization-code grant (RFC 6749 §4.1.3, RFC 7636). A replayed code ends the session it
+    /// was exchanged for (RFC 6749 §4.1.2).
+    pub async fn exchange_code(
+        &self,
+        client: &Application,
+        code: &str,
+        verifier: Option<&str>,
+        redirect_uri: Option<&str>,
+        actor: &Actor,
+    ) -> std::result::Result<TokenGrant, OAuthError> {
+        let invalid = || OAuthError::invalid_grant("the code is invalid, expired or already used");
+        let workspace = credential_workspace(CODE_PREFIX, code).ok_or_else(invalid)?;
+        if workspace != client.workspace_id {
+            return Err(invalid());
+        }
+        let hash = secureflows_crypto::sha256(code.as_bytes());
+        let now = self.clock.now();
+        let code_row = match self.stores.login.redeem_code(workspace, &hash, now).await? {
+            CodeRedemption::Fresh(c) => c,
+            CodeRedemption::Replayed(session) => {
+                if let Some(session) = session {
+                    self.end_app_session(workspace, session, now).await?;
+                }
+                return Err(invalid());
+            }
+            CodeRedemption::Invalid => return Err(invalid()),
+        };
+        if code_row.application_id != client.id {
+            return Err(invalid());
+        }
+        if redirect_uri.is_some_and(|r| r != code_row.request.redirect_uri) {
+            return Err(OAuthError::invalid_grant("redirect_uri does not match the authorization request"));
+        }
+        match (&code_row.request.code_challenge, verifier) {
+            (Some(challenge), Some(v)) if valid_pkce_value(v) && constant_time_eq(pkce_s256(v).as_bytes(), challenge.as_bytes()) => {}
+            (None, None) => {}
+            _ => return Err(OAuthError::invalid_grant("code_verifier does not match the code_challenge")),
+        }
+        let user = self.active_user(workspace, code_row.user_id).await?;
+        let refresh = !client.public || is_native_redirect(&code_row.request.redirect_uri);
+        let grant = self
+            .grant_tokens(
+                client,
+                &user,
+                GrantBasis {
+                    browser: Some(code_row.browser_session_id),
+                    scope: code_row.request.scope.clone(),
+                    nonce: code_row.request.nonce.clone(),
+                    auth_time: code_row.auth_time,
+                    amr: code_row.amr.clone(),
+                    family: refresh.then(FamilyId::new),
+                    session: None,
+                },
+                now,
+                actor,
+            )
+            .await?;
+        self.stores
+            .login
+            .attach_code_session(workspace, &hash, grant.session)
+            .await?;
+        Ok(grant)
+    }
+
+    /// The refresh-token grant with rotation. A rotated token used again within the grace window gets
+    /// a sibling (two tabs refreshing at once); used later, it revokes its whole family and ends the
+    /// login session.
+    pub async fn refresh(
+        &self,
+        client: &Application,
+        token: &str,
+        actor: &Actor,
+    ) -> std::result::Result<TokenGrant, OAuthError> {
+        let invalid = || OAuthError::invalid_grant("the refresh token is invalid, expired or revoked");
+        let workspace = credential_workspace(REFRESH_PREFIX, token).ok_or_else(invalid)?;
+        if workspace != client.workspace_id {
+            return Err(invalid());
+        }
+        let hash = secureflows_crypto::sha256(token.as_bytes());
+        let now = self.clock.now();
+        let current = match self.stores.login.use_refresh(workspace, &hash, now).await? {
+            RefreshUse::Fresh(t) => t,
+            RefreshUse::Rotated(t) => {
+                let within_grace = t
+                    .rotated_at
+                    .is_some_and(|at| now.since(at) <= self.settings.login.refresh_grace);
+                if !within_grace || t.application_id != client.id {
+                    self.stores.login.revoke_family(workspace, t.family_id, now).await?;
+                    self.state.apply(crate::Invalidation::Session(workspace, t.login_session_id));
+                    self.audit_reuse(&t, actor).await?;
+                    return Err(invalid());
+                }
+                t
+            }
+            RefreshUse::Invalid => return Err(invalid()),
+        };
+        if current.application_id != client.id {
+            return Err(invalid());
+        }
+        let session = self
+            .stores
+            .sessions
+            .find_session(workspace, current.login_session_id)
+            .await?
+            .filter(|s| s.ended_at.is_none())
+            .ok_or_else(invalid)?;
+        let user = self.active_user(workspace, current.user_id).await?;
+        self.grant_tokens(
+            client,
+            &user,
+            GrantBasis {
+                browser: session.browser_session_id,
+                scope: current.scope.clone(),
+                nonce: None,
+                auth_time: current.auth_time,
+                amr: current.amr.clone(),
+                family: Some(current.family_id),
+                session: Some(session.id),
+            },
+            now,
+            actor,
+        )
+        .await
+    }
+
+    async fn audit_reuse(&self, token: &RefreshToken, actor: &Actor) -> Result<()> {
+        let keys = self.keys.workspace_keys(token.workspace_id, self.state.trusted()).await?;
+        let mut actor = actor.clone();
+        actor.kind = ActorKind::EndUser;
+        actor.id = Some(token.user_id);
+        self.record(
+            token.workspace_id,
+            &keys,
+            &actor,
+            vec![NewEvent::new("token.refresh_reuse", "user", token.user_id).values(
+                None,
+                Some(serde_json::json!({
+                    "application_id": token.application_id,
+                    "session": token.login_session_id,
+                    "family_revoked": true,
+                })),
+            )],
+        )
+        .await
+    }
+
+    async fn active_user(&self, workspace: WorkspaceId, user: crate::UserId) -> std::result::Result<User, OAuthError> {
+        self.stores
+            .users
+            .find_user(workspace, user)
+            .await?
+            .filter(|u| u.status == UserStatus::Active)
+            .ok_or_else(|| OAuthError::invalid_grant("the account cannot sign in"))
+    }
+
+    async fn end_app_session(&self, workspace: WorkspaceId, session: SessionId, now: Timestamp) -> Result<()> {
+        self.stores.login.revoke_session_refresh(workspace, session, now).await?;
+        self.stores.sessions.end_session(workspace, session, now).await?;
+        self.state.apply(crate::Invalidation::Session(workspace, session));
+        Ok(())
+    }
+
+    async fn grant_tokens(
+        &self,
+        app: &Application,
+        user: &User,
+        basis: GrantBasis,
+        now: Timestamp,
+        actor: &Actor,
+    ) -> std::result::Result<TokenGrant, OAuthError> {
+        let workspace = user.workspace_id;
+        let ws = self
+            .stores
+            .workspaces
+            .find_workspace(workspace)
+            .await?
+            .ok_or_else(|| OAuthError::invalid_grant("the workspace no longer exists"))?;
+        let keys = self.keys.workspace_keys(workspace, self.state.trusted()).await?;
+        let refresh_expiry = basis.family.map(|_| now.plus(self.settings.login.refresh_ttl));
+        let expires_at = refresh_expiry.unwrap_or(now.plus(app.token_ttl)).max(now.plus(app.token_ttl));
+        let session_id = match basis.session {
+            Some(id) => {
+                self.stores.login.extend_session(workspace, id, expires_at).await?;
+                id
+            }
+            None => {
+                let session = LoginSession {
+                    id: SessionId::new(),
+                    workspace_id: workspace,
+                    application_id: Some(app.id),
+                    user_id: user.id,
+                    browser_session_id: basis.browser,
+                    created_at: now,
+                    expires_at,
+                    ended_at: None,
+                };
+                let limits = self.plans.limits(ws.plan);
+                let admission = self
+                    .stores
+                    .sessions
+                    .insert_session_within_limits(
+                        &session,
+                        SessionLimits {
+                            per_workspace: limits.max_sessions_per_workspace,
+                            per_user: limits.max_sessions_per_user,
+                        },
+                        now,
+                    )
+                    .await?;
+                if let SessionAdmission::Full { earliest_expiry } = admission {
+                    return Err(Error::Limited {
+                        kind: LimitKind::Sessions,
+                        retry_after: earliest_expiry.since(now).max(Duration::from_secs(1)),
+                    }
+                    .into());
+                }
+                session.id
+            }
+        };
+        let access_token = self.tokens.issue(
+            TokenKind::Session,
+            app.id.to_string(),
+            workspace,
+            user.id,
+            session_id,
+            user.role,
+            user.revision,
+            app.token_ttl,
+            now,
+        )?;
+        let refresh_token = match (basis.family, refresh_expiry) {
+            (Some(family), Some(expires_at)) => {
+                let token = new_credential(REFRESH_PREFIX, workspace)?;
+                self.stores
+                    .login
+                    .insert_refresh(&RefreshToken {
+                        token_hash: secureflows_crypto::sha256(token.as_bytes()).to_vec(),
+                        workspace_id: workspace,
+                        family_id: family,
+                        application_id: app.id,
+                        user_id: user.id,
+                        login_session_id: session_id,
+                        scope: basis.scope.clone(),
+                        auth_time: basis.auth_time,
+                        amr: basis.amr.clone(),
+                        created_at: now,
+                        expires_at,
+                        rotated_at: None,
+                        revoked_at: None,
+                    })
+                    .await?;
+                Some(token)
+            }
+            _ => None,
+        };
+        let id_token = if basis.scope.split(' ').any(|s| s == "openid") {
+            Some(self.id_token(app, user, &keys, &basis, session_id, &access_token, now)?)
+        } else {
+            None
+        };
+        let mut actor = actor.clone();
+        actor.kind = ActorKind::EndUser;
+        actor.id = Some(user.id);
+        self.record(
+            workspace,
+            &keys,
+            &actor,
+            vec![NewEvent::new(
+                if basis.session.is_some() { "token.refresh" } else { "token.issue" },
+                "user",
+                user.id,
+            )
+            .values(
+                None,
+                Some(serde_json::json!({
+                    "kind": "session",
+                    "application_id": app.id,
+                    "session": session_id,
+                    "expires_at": access_token.expires_at.rfc3339(),
+                    "refresh_token": refresh_token.is_some(),
+                })),
+            )],
+        )
+        .await?;
+        Ok(TokenGrant {
+            access_token,
+            id_token,
+            refresh_token,
+            scope: basis.scope,
+            session: session_id,
+            user: user.id,
+            application: app.id,
+            workspace,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn id_token(
+        &self,
+        app: &Application,
+        user: &User,
+        keys: &WorkspaceKeys,
+        basis: &GrantBasis,
+        session: SessionId,
+        access: &IssuedToken,
+        now: Timestamp,
+    ) -> Result<String> {
+        let mut claims = serde_json::json!({
+            "iss": self.issuer_of(user.workspace_id),
+            "sub": user.id.to_string(),
+            "aud": app.id.to_string(),
+            "azp": app.id.to_string(),
+            "iat": now.secs(),
+            "exp": access.expires_at.secs(),
+            "auth_time": basis.auth_time.secs(),
+            "amr": basis.amr,
+            "sid": session.to_string(),
+            "at_hash": at_hash(&access.token),
+        });
+        if let Some(nonce) = &basis.nonce {
+            claims["nonce"] = nonce.clone().into();
+        }
+        self.profile_claims(&basis.scope, user, keys, &mut claims);
+        self.tokens.sign_id_token(&claims)
+    }
+
+    fn profile_claims(&self, scope: &str, user: &User, keys: &WorkspaceKeys, claims: &mut serde_json::Value) {
+        if scope.split(' ').any(|s| s == "email")
+            && let Some(email) = self.user_email(keys, user)
+        {
+            claims["email"] = email.into();
+            claims["email_verified"] = false.into();
+        }
+        if scope.split(' ').any(|s| s == "profile")
+            && let Some(name) = self.user_name(keys, user)
+        {
+            claims["name"] = name.into();
+        }
+    }
+
+    /// `userinfo` for a verified SESSION JWT's user (the caller checked the token).
+    pub async fn userinfo(&self, workspace: WorkspaceId, user: crate::UserId) -> Result<serde_json::Value> {
+        let user = self
+            .stores
+            .users
+            .find_user(workspace, user)
+            .await?
+            .ok_or_else(Error::invalid_token)?;
+        let keys = self.keys.workspace_keys(workspace, self.state.trusted()).await?;
+        let mut claims = serde_json::json!({"sub": user.id.to_string()});
+        self.profile_claims("email profile", &user, &keys, &mut claims);
+        Ok(claims)
+    }
+
+    /// Token revocation (RFC 7009): a refresh token revokes its family and ends its login session; an
+    /// access token ends its login session. Unknown tokens and other clients' tokens are ignored
+    /// (the answer is 200 either way).
+    pub async fn revoke_token(&self, client: &Application, token: &str) -> std::result::Result<(), OAuthError> {
+        let now = self.clock.now();
+        if let Some(workspace) = credential_workspace(REFRESH_PREFIX, token) {
+            if workspace != client.workspace_id {
+                return Ok(());
+            }
+            let hash = secureflows_crypto::sha256(token.as_bytes());
+            if let Some(t) = self.stores.login.find_refresh(workspace, &hash).await?
+                && t.application_id == client.id
+            {
+                self.stores.login.revoke_family(workspace, t.family_id, now).await?;
+                self.state.apply(crate::Invalidation::Session(workspace, t.login_session_id));
+            }
+            return Ok(());
+        }
+        if let Ok(verified) = self.tokens.verify(token, TokenKind::Session).await
+            && verified.application == Some(client.id)
+        {
+            self.end_app_session(verified.workspace, verified.session, now).await?;
+        }
+        Ok(())
+    }
+
+    /// Token introspection (RFC 7662), for confidential clients, about their own tokens.
+    pub async fn introspect(&self, client: &Application, token: &str) -> std::result::Result<Introspection, OAuthError> {
+        let inactive = serde_json::json!({"active": false});
+        if client.public {
+            return Err(OAuthError::unauthorized_client("introspection is for confidential clients"));
+        }
+        let now = self.clock.now();
+        if let Some(workspace) = credential_workspace(REFRESH_PREFIX, token) {
+            if workspace != client.workspace_id {
+                return Ok(inactive);
+            }
+            let hash = secureflows_crypto::sha256(token.as_bytes());
+            let Some(t) = self.stores.login.find_refresh(workspace, &hash).await? else {
+                return Ok(inactive);
+            };
+            if t.application_id != client.id || t.revoked_at.is_some() || t.rotated_at.is_some() || t.expires_at <= now {
+                return Ok(inactive);
+            }
+            return Ok(serde_json::json!({
+                "active": true,
+                "token_type": "refresh_token",
+                "client_id": client.id.to_string(),
+                "sub": t.user_id.to_string(),
+                "scope": t.scope,
+                "iat": t.created_at.secs(),
+                "exp": t.expires_at.secs(),
+                "iss": self.issuer_of(workspace),
+                "sid": t.login_session_id.to_string(),
+            }));
+        }
+        let Ok(caller) = self.authenticate_session(token).await else {
+            return Ok(inactive);
+        };
+        let verified = &caller.token;
+        if caller.application.id != client.id {
+            return Ok(inactive);
+        }
+        Ok(serde_json::json!({
+            "active": true,
+            "token_type": "Bearer",
+            "client_id": client.id.to_string(),
+            "sub": verified.user.to_string(),
+            "exp": verified.expires_at.secs(),
+            "nbf": verified.not_before.secs(),
+            "iss": self.tokens.issuer(),
+            "sid": verified.session.to_string(),
+            "role": verified.role.as_str(),
+        }))
+    }
+}
+
+/// What a grant is based on.
+struct GrantBasis {
+    browser: Option<crate::BrowserSessionId>,
+    scope: String,
+    nonce: Option<String>,
+    auth_time: Timestamp,
+    amr: Vec<String>,
+    /// Refresh-token family (none: no refresh token).
+    family: Option<FamilyId>,
+    /// An existing login session (refresh) or a new one (code exchange).
+    session: Option<SessionId>,
+}
+
+/// `at_hash` (OpenID Connect Core §3.1.3.6): left half of the access token's SHA-256, base64url. Our
+/// RS256 and EdDSA keys both hash with SHA-256 for this purpose.
+fn at_hash(access_token: &str) -> String {
+    use base64::Engine as _;
+    let digest = secureflows_crypto::sha256(access_token.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..16])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pkce_matches_rfc7636_appendix_b() {
+        assert_eq!(
+            pkce_s256("dBjftJeZ4CQP-mJ0ztR3X2ZAZhJ_bp6nZ3KmKVXG3YZ"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGKgWOxNJc"
+        );
+        assert!(!valid_pkce_value("short"));
+    }
+
+    #[test]
+    fn native_redirects() {
+        assert!(is_native_redirect("com.example.app:/cb"));
+        assert!(is_native_redirect("http://127.0.0.1:8765/cb"));
+        assert!(!is_native_redirect("https://app.example.com/cb"));
+    }
+
+    #[test]
+    fn redirects_keep_their_query() {
+        assert_eq!(
+            redirect_to("https://a.example/cb?x=1", &[("code", "c d"), ("state", "s")]),
+            "https://a.example/cb?x=1&code=c+d&state=s"
+        );
+    }
+}

@@ -1,0 +1,746 @@
+//! The hosted login over HTTP: the pages a workspace's users sign in on, and the OpenID Connect
+//! endpoints of the workspace's issuer `{public_url}/w/{workspace}`.
+//!
+//! Browser state is two cookies scoped to the workspace's path: `sf_sso` (the single sign-on session;
+//! HttpOnly, SameSite=Lax so that an application's top-level redirect to `authorize` carries it, Secure
+//! when the public URL is https) and `sf_csrf` (SameSite=Strict). Every form carries the CSRF token
+//! derived from `sf_csrf`, and a POST whose `Origin` is another site is refused.
+
+pub mod oauth;
+pub mod pages;
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Form, Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use secureflows_core::audit::Actor;
+use secureflows_core::login::hosted::SignUp;
+use secureflows_core::login::oidc::{AuthorizeError, AuthorizeParams, redirect_to};
+use secureflows_core::login::password::PasswordPolicy;
+use secureflows_core::{AuthFailure, BrowserSession, Error, FlowId, User, WorkspaceId};
+use secureflows_crypto::SecretString;
+use serde::Deserialize;
+
+use self::pages::{Brand, LoginPage, MessagePage, SignupPage, error_page, render};
+use crate::extract::request_actor;
+use crate::state::AppState;
+
+const SSO_COOKIE: &str = "sf_sso";
+const CSRF_COOKIE: &str = "sf_csrf";
+
+/// Sign-in throttles: per account and per client address.
+#[derive(Debug)]
+pub struct SignInLimits {
+    accounts: DefaultKeyedRateLimiter<String>,
+    addresses: DefaultKeyedRateLimiter<String>,
+}
+
+impl SignInLimits {
+    /// `per_minute` attempts per account and per client address.
+    pub fn new(per_minute: u32) -> SignInLimits {
+        let quota = Quota::per_minute(NonZeroU32::new(per_minute.max(1)).unwrap_or(NonZeroU32::MIN));
+        SignInLimits {
+            accounts: RateLimiter::keyed(quota),
+            addresses: RateLimiter::keyed(quota),
+        }
+    }
+
+    /// Takes one attempt for both keys; `Err(retry_after)` if either is used up.
+    fn check(&self, account: String, address: String) -> Result<(), Duration> {
+        let now = governor::clock::Clock::now(&governor::clock::DefaultClock::default());
+        for (limiter, key) in [(&self.addresses, address), (&self.accounts, account)] {
+            if let Err(not_until) = limiter.check_key(&key) {
+                return Err(not_until.wait_time_from(now).max(Duration::from_secs(1)));
+            }
+            if limiter.len() > 100_000 {
+                limiter.retain_recent();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The hosted login's routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/assets/login.css", get(pages::stylesheet))
+        .route("/assets/strength.js", get(pages::strength_script))
+        .route("/w/{workspace}/.well-known/openid-configuration", get(oauth::discovery))
+        .route("/w/{workspace}/authorize", get(authorize))
+        .route("/w/{workspace}/login", get(login_page).post(login_submit))
+        .route("/w/{workspace}/signup", get(signup_page).post(signup_submit))
+        .route("/w/{workspace}/logout", get(logout).post(logout_confirm))
+        .route("/w/{workspace}/token", post(oauth::token))
+        .route("/w/{workspace}/userinfo", get(oauth::userinfo).post(oauth::userinfo))
+        .route("/w/{workspace}/revoke", post(oauth::revoke))
+        .route("/w/{workspace}/introspect", post(oauth::introspect))
+}
+
+/// Everything a page handler needs about its workspace and browser.
+struct PageContext {
+    workspace: WorkspaceId,
+    brand: Brand,
+    csrf_cookie: String,
+    new_csrf_cookie: bool,
+    csrf: String,
+    sso: Option<(BrowserSession, User)>,
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+fn secure_flag(state: &AppState) -> &'static str {
+    if state.issuer().starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    }
+}
+
+fn set_cookie(state: &AppState, workspace: WorkspaceId, name: &str, value: &str, same_site: &str, max_age: Option<u64>) -> HeaderValue {
+    let age = max_age.map(|a| format!("; Max-Age={a}")).unwrap_or_default();
+    let text = format!(
+        "{name}={value}; Path=/w/{workspace}/; HttpOnly; SameSite={same_site}{}{age}",
+        secure_flag(state)
+    );
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn see_other(location: &str) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    response
+}
+
+async fn page_context(state: &AppState, workspace: &str, headers: &HeaderMap) -> Result<PageContext, Response> {
+    let unknown = || error_page(StatusCode::NOT_FOUND, Brand::new("secureFlows"), "There is no such sign-in page.");
+    let workspace: WorkspaceId = workspace.parse().map_err(|_| unknown())?;
+    let services = state.services();
+    let name = match services.workspace_name(workspace).await {
+        Ok(name) => name,
+        Err(Error::NotFound(_)) => return Err(unknown()),
+        Err(e) => return Err(internal(e)),
+    };
+    let brand = Brand::new(&name);
+    let (csrf_cookie, new_csrf_cookie) = match cookie(headers, CSRF_COOKIE).filter(|c| c.len() == 43) {
+        Some(c) => (c.to_owned(), false),
+        None => match secureflows_crypto::random_token("") {
+            Ok(c) => (c, true),
+            Err(_) => return Err(error_page(StatusCode::SERVICE_UNAVAILABLE, brand, "Please try again.")),
+        },
+    };
+    let csrf = services
+        .csrf_token(workspace, &csrf_cookie)
+        .await
+        .map_err(internal)?;
+    let sso = match cookie(headers, SSO_COOKIE) {
+        Some(c) => services.browser_session(workspace, c).await.map_err(internal)?,
+        None => None,
+    };
+    Ok(PageContext {
+        workspace,
+        brand,
+        csrf_cookie,
+        new_csrf_cookie,
+        csrf,
+        sso,
+    })
+}
+
+fn internal(e: Error) -> Response {
+    tracing::error!(error = %e, "hosted login request failed");
+    error_page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        Brand::new("secureFlows"),
+        "The sign-in service could not complete this request. Please try again.",
+    )
+}
+
+impl PageContext {
+    /// Attaches a new CSRF cookie if this browser had none.
+    fn finish(&self, state: &AppState, mut response: Response) -> Response {
+        if self.new_csrf_cookie {
+            response.headers_mut().append(
+                header::SET_COOKIE,
+                set_cookie(state, self.workspace, CSRF_COOKIE, &self.csrf_cookie, "Strict", None),
+            );
+        }
+        response
+    }
+
+    fn login_link(&self, flow: Option<&str>) -> String {
+        with_flow(&format!("/w/{}/login", self.workspace), flow)
+    }
+
+    fn signup_link(&self, flow: Option<&str>) -> String {
+        with_flow(&format!("/w/{}/signup", self.workspace), flow)
+    }
+
+    /// A form post is ours: the CSRF token matches this browser's cookie and the Origin, if sent, is
+    /// ours.
+    fn check_form(&self, state: &AppState, headers: &HeaderMap, token: &str) -> Result<(), Response> {
+        let origin_ok = match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+            None => true,
+            Some(origin) => url::Url::parse(state.issuer())
+                .is_ok_and(|u| u.origin().ascii_serialization() == origin),
+        };
+        if self.new_csrf_cookie
+            || !origin_ok
+            || !secureflows_crypto::constant_time_eq(token.as_bytes(), self.csrf.as_bytes())
+        {
+            return Err(self.finish(
+                state,
+                error_page(
+                    StatusCode::FORBIDDEN,
+                    self.brand.clone(),
+                    "This form expired or did not come from this site. Go back, reload the page and try again.",
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn with_flow(path: &str, flow: Option<&str>) -> String {
+    match flow {
+        Some(f) => format!("{path}?flow={f}"),
+        None => path.to_owned(),
+    }
+}
+
+fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+/// `GET /w/{ws}/authorize`: the OpenID Connect authorization endpoint.
+async fn authorize(
+    State(state): State<AppState>,
+    Path(workspace): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let ctx = match page_context(&state, &workspace, &headers).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let pairs = query_pairs(query.as_deref());
+    let mut seen = std::collections::HashSet::new();
+    if pairs.iter().any(|(k, _)| !seen.insert(k.as_str())) {
+        return ctx.finish(&state, error_page(StatusCode::BAD_REQUEST, ctx.brand.clone(), "A parameter of this sign-in request is repeated."));
+    }
+    let get = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let params = AuthorizeParams {
+        client_id: get("client_id"),
+        redirect_uri: get("redirect_uri"),
+        response_type: get("response_type"),
+        scope: get("scope"),
+        state: get("state"),
+        nonce: get("nonce"),
+        code_challenge: get("code_challenge"),
+        code_challenge_method: get("code_challenge_method"),
+        prompt: get("prompt"),
+        response_mode: get("response_mode"),
+        request_object: get("request").is_some() || get("request_uri").is_some(),
+    };
+    let services = state.services();
+    let valid = match services.validate_authorize(ctx.workspace, params).await {
+        Ok(v) => v,
+        Err(AuthorizeError::NoRedirect(message)) => {
+            return ctx.finish(&state, error_page(StatusCode::BAD_REQUEST, ctx.brand.clone(), message));
+        }
+        Err(AuthorizeError::Redirect { redirect_uri, state: st, error }) => {
+            return see_other(&error_redirect(&state, ctx.workspace, &redirect_uri, st.as_deref(), error.error, error.description));
+        }
+    };
+    if let Some((browser, _)) = &ctx.sso
+        && !valid.request.force_login
+    {
+        return match services.complete_authorization(&valid.application, &valid.request, browser).await {
+            Ok(url) => see_other(&url),
+            Err(e) => internal(e),
+        };
+    }
+    if valid.no_prompt {
+        return see_other(&error_redirect(
+            &state,
+            ctx.workspace,
+            &valid.request.redirect_uri,
+            valid.request.state.as_deref(),
+            "login_required",
+            "the user is not signed in",
+        ));
+    }
+    match services.start_flow(&valid).await {
+        Ok(flow) => ctx.finish(&state, see_other(&ctx.login_link(Some(&flow.id.to_string())))),
+        Err(e) => internal(e),
+    }
+}
+
+fn error_redirect(state: &AppState, workspace: WorkspaceId, redirect_uri: &str, st: Option<&str>, error: &str, description: &str) -> String {
+    let issuer = state.services().issuer_of(workspace);
+    let mut params = vec![("error", error), ("error_description", description)];
+    if let Some(s) = st {
+        params.push(("state", s));
+    }
+    params.push(("iss", &issuer));
+    redirect_to(redirect_uri, &params)
+}
+
+#[derive(Debug, Deserialize)]
+struct FlowQuery {
+    flow: Option<String>,
+}
+
+/// Where a signed-in browser goes next: back to the application of its flow, or a confirmation page.
+async fn continue_flow(state: &AppState, ctx: &PageContext, flow: Option<&str>, browser: &BrowserSession) -> Response {
+    let services = state.services();
+    let found = match flow.and_then(|f| f.parse::<FlowId>().ok()) {
+        Some(id) => match services.find_flow(ctx.workspace, id).await {
+            Ok(found) => found,
+            Err(e) => return internal(e),
+        },
+        None => None,
+    };
+    let Some((flow, app)) = found else {
+        return render(
+            StatusCode::OK,
+            &MessagePage {
+                brand: ctx.brand.clone(),
+                heading: "You are signed in".into(),
+                message: "You can close this page and return to the application.".into(),
+                link: None,
+            },
+        );
+    };
+    match services.complete_authorization(&app, &flow.request, browser).await {
+        Ok(url) => {
+            if let Err(e) = services.stores.login.delete_flow(ctx.workspace, flow.id).await {
+                tracing::warn!(error = %e, "removing a completed flow failed");
+            }
+            see_other(&url)
+        }
+        Err(e) => internal(e),
+    }
+}
+
+/// `GET /w/{ws}/login`.
+async fn login_page(
+    State(state): State<AppState>,
+    Path(workspace): Path<String>,
+    crate::extract::Query(q): crate::extract::Query<FlowQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let ctx = match page_context(&state, &workspace, &headers).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if let Some((browser, _)) = &ctx.sso
+        && q.flow.is_some()
+    {
+        let response = continue_flow(&state, &ctx, q.flow.as_deref(), browser).await;
+        return ctx.finish(&state, response);
+    }
+    let page = login_form(&ctx, q.flow, String::new(), None);
+    ctx.finish(&state, render(StatusCode::OK, &page))
+}
+
+fn login_form(ctx: &PageContext, flow: Option<String>, email: String, error: Option<String>) -> LoginPage {
+    LoginPage {
+        brand: ctx.brand.clone(),
+        action: format!("/w/{}/login", ctx.workspace),
+        csrf: ctx.csrf.clone(),
+        signup_link: ctx.signup_link(flow.as_deref()),
+        flow,
+        email,
+        error,
+    }
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    csrf: String,
+    flow: Option<String>,
+    email: String,
+    password: String,
+}
+
+/// `POST /w/{ws}/login`.
+async fn login_submit(
+    State(state): State<AppState>,
+    Path(workspace): Path<String>,
+    headers: HeaderMap,
+    parts: axum::extract::Request,
+) -> Response {
+    let (parts, body) = parts.into_parts();
+    let ctx = match page_context(&state, &workspace, &headers).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let request = axum::extract::Request::from_parts(parts.clone(), body);
+    let Ok(Form(form)) = <Form<LoginForm> as axum::extract::FromRequest<AppState>>::from_request(request, &state).await else {
+        return ctx.finish(&state, error_page(StatusCode::BAD_REQUEST, ctx.brand.clone(), "The form was incomplete."));
+    };
+    if let Err(r) = ctx.check_form(&state, &headers, &form.csrf) {
+        return r;
+    }
+    let actor = request_actor(&parts, &state);
+    let email = form.email.trim().to_owned();
+    let account = format!("{}:{}", ctx.workspace, email.to_lowercase());
+    let address = actor.client_ip.clone().unwrap_or_default();
+    if let Err(retry) = state.sign_in_limits().check(account, address) {
+        let page = login_form(&ctx, form.flow, email, Some(format!(
+            "Too many sign-in attempts. Try again in {} seconds.",
+            retry.as_secs().max(1)
+        )));
+        let mut response = render(StatusCode::TOO_MANY_REQUESTS, &page);
+        if let Ok(v) = HeaderValue::from_str(&retry.as_secs().max(1).to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return ctx.finish(&state, response);
+    }
+    let password = SecretString::new(form.password);
+    match state.services().password_sign_in(ctx.workspace, &email, &password, &actor).await {
+        Ok((_, login)) => signed_in(&state, &ctx, form.flow.as_deref(), login).await,
+        Err(Error::Unauthenticated(AuthFailure::InvalidCredentials)) => {
+            let page = login_form(&ctx, form.flow, email, Some(
+                "The e-mail address or password is not right, or the account is locked for a while after too many attempts.".into(),
+            ));
+            ctx.finish(&state, render(StatusCode::UNAUTHORIZED, &page))
+        }
+        Err(e) => internal(e),
+    }
+}
+
+async fn signed_in(state: &AppState, ctx: &PageContext, flow: Option<&str>, login: secureflows_core::login::hosted::BrowserLogin) -> Response {
+    let ttl = state.services().settings.login.browser_session_ttl.as_secs();
+    let mut response = continue_flow(state, ctx, flow, &login.session).await;
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(state, ctx.workspace, SSO_COOKIE, login.cookie.expose(), "Lax", Some(ttl)),
+    );
+    ctx.finish(state, response)
+}
+
+fn signup_form(ctx: &PageContext, flow: Option<String>, email: String, name: String, errors: Vec<String>) -> SignupPage {
+    let policy = PasswordPolicy::default();
+    SignupPage {
+        brand: ctx.brand.clone(),
+        action: format!("/w/{}/signup", ctx.workspace),
+        csrf: ctx.csrf.clone(),
+        login_link: ctx.login_link(flow.as_deref()),
+        flow,
+        email,
+        name,
+        errors,
+        min_length: policy.min_length(),
+        rules: match policy {
+            PasswordPolicy::Nist => format!(
+                "At least {} characters. Long passphrases are best; passwords known from data breaches are refused.",
+                policy.min_length()
+            ),
+            PasswordPolicy::Strict => format!(
+                "At least {} characters, with an upper-case letter, a lower-case letter, a digit and a symbol.",
+                policy.min_length()
+            ),
+        },
+    }
+}
+
+/// `GET /w/{ws}/signup`.
+async fn signup_page(
+    State(state): State<AppState>,
+    Path(workspace): Path<String>,
+    crate::extract::Query(q): crate::extract::Query<FlowQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let ctx = match page_context(&state, &workspace, &headers).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let page = signup_form(&ctx, q.flow, String::new(), String::new(), Vec::new());
+    ctx.finish(&state, render(StatusCode::OK, &page))
+}
+
+#[derive(Deserialize)]
+struct SignupForm {
+    csrf: String,
+    flow: Option<String>,
+    email: String,
+    #[serde(default)]
+    name: String,
+    password: String,
+}
+
+/// `POST /w/{ws}/signup`.
+async fn signup_submit(
+    State(state): State<AppState>,
+    Path(workspace): Path<String>,
+    headers: HeaderMap,
+    request: axum::extract::Request,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let ctx = match page_context(&state, &workspace, &headers).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let request = axum::extract::Request::from_parts(parts.clone(), body);
+    let Ok(Form(form)) = <Form<SignupForm> as axum::extract::FromRequest<AppState>>::from_request(request, &state).await else {
+        return ctx.finish(&state, error_page(StatusCode::BAD_REQUEST, ctx.brand.clone(), "The form was incomplete."));
+    };
+    if let Err(r) = ctx.check_form(&state, &headers, &form.csrf) {
+        return r;
+    }
+    let actor: Actor = request_actor(&parts, &state);
+    let address = actor.client_ip.clone().unwrap_or_default();
+    if let Err(retry) = state.sign_in_limits().check(format!("{}:signup", ctx.workspace), address) {
+        let page = signup_form(&ctx, form.flow, form.email, form.name, vec![format!(
+            "Too many attempts. Try again in {} seconds.",
+            retry.as_secs().max(1)
+        )]);
+        return ctx.finish(&state, render(StatusCode::TOO_MANY_REQUESTS, &page));
+    }
+    let sign_up = SignUp {
+        email: form.email.clone(),
+        password: SecretString::new(form.password),
+        name: Some(form.name.clone()),
+    };
+    match state.services().sign_up(ctx.workspace, sign_up, &actor).await {
+        Ok((_, login)) => signed_in(&state, &ctx, form.flow.as_deref(), login).await,
+        Err(Error::Invalid(errors)) => {
+            let messages = errors.into_iter().map(|e| format!("{}: {}", field_label(&e.field), e.message)).collect();
+            let page = signup_form(&ctx, form.flow, form.email, form.name, messages);
+            ctx.finish(&state, render(StatusCode::UNPROCESSABLE_ENTITY, &page))
+        }
+        Err(Error::Conflict(_)) => {
+            let page = signup_form(&ctx, form.flow, form.email, form.name, vec![
+                "An account with this e-mail address already exists. Sign in instead.".into(),
+            ]);
+            ctx.finish(&state, render(StatusCode::CONFLICT, &page))
+        }
+        Err(e) => internal(e),
+    }
+}
+
+fn field_label(field: &str) -> &'static str {
+    match field {
+        "email" => "E-mail address",
+        "password" => "Password",
+        _ => "Form",
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct LogoutQuery {
+    id_token_hint: Option<String>,
+    post_logout_redirect_uri: Option<String>,
+    client_id: Option<String>,
+    state: Option<String>,
+}
+
+/// `GET /w/{ws}/logout`: RP-initiated logout. With a valid `id_token_hint` for the signed-in user the
+/// browser is signed out at once; otherwise the user confirms (a form with CSRF protection), so that no
+/// other site can sign a user out. `post_logout_redirect_uri` must be registered exactly.
+async fn logout(
+    State(state): State<AppState>,
+    Path(workspace): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    request: axum::extract::Request,
+) -> Response {
+    let ctx = match page_context(&state, &workspace, &headers).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let q: LogoutQuery = serde_urlencoded_pairs(query.as_deref());
+    let target = match logout_target(&state, &ctx, &q).await {
+        Ok(t) => t,
+        Err(r) => return ctx.finish(&state, r),
+    };
+    let hinted_user = q
+        .id_token_hint
+        .as_deref()
+        .and_then(|h| state.services().tokens.verify_id_token_hint(h).ok())
+        .and_then(|claims| claims.get("sub").and_then(|s| s.as_str()).map(str::to_owned));
+    let matches = match (&ctx.sso, &hinted_user) {
+        (Some((_, user)), Some(sub)) => user.id.to_string() == *sub,
+        (None, _) => true,
+        _ => false,
+    };
+    if !matches {
+        let (parts, _) = request.into_parts();
+        let _ = parts;
+        return ctx.finish(&state, confirm_page(&ctx, &q));
+    }
+    let (parts, _) = request.into_parts();
+    finish_logout(&state, &ctx, &request_actor(&parts, &state), target).await
+}
+
+fn serde_urlencoded_pairs(query: Option<&str>) -> LogoutQuery {
+    let mut q = LogoutQuery::default();
+    for (k, v) in query_pairs(query) {
+        match k.as_str() {
+            "id_token_hint" => q.id_token_hint = Some(v),
+            "post_logout_redirect_uri" => q.post_logout_redirect_uri = Some(v),
+            "client_id" => q.client_id = Some(v),
+            "state" => q.state = Some(v),
+            _ => {}
+        }
+    }
+    q
+}
+
+/// Where to go after logout: a registered post-logout URI of the client (with `state`), or nowhere.
+async fn logout_target(state: &AppState, ctx: &PageContext, q: &LogoutQuery) -> Result<Option<String>, Response> {
+    let Some(uri) = &q.post_logout_redirect_uri else {
+        return Ok(None);
+    };
+    let client = q.client_id.clone().or_else(|| {
+        q.id_token_hint
+            .as_deref()
+            .and_then(|h| state.services().tokens.verify_id_token_hint(h).ok())
+            .and_then(|c| c.get("aud").and_then(|a| a.as_str()).map(str::to_owned))
+    });
+    let refuse = || {
+        error_page(
+            StatusCode::BAD_REQUEST,
+            ctx.brand.clone(),
+            "The address to return to after signing out is not registered for this application.",
+        )
+    };
+    let Some(app_id) = client.and_then(|c| c.parse().ok()) else {
+        return Err(refuse());
+    };
+    let app = match state.services().stores.applications.find_application(app_id).await {
+        Ok(app) => app.filter(|a| a.workspace_id == ctx.workspace),
+        Err(e) => return Err(internal(e)),
+    };
+    match app {
+        Some(app) if app.post_logout_uris.iter().any(|u| u == uri) => {
+            let params: Vec<(&str, &str)> = q.state.as_deref().map(|s| vec![("state", s)]).unwrap_or_default();
+            Ok(Some(redirect_to(uri, &params)))
+        }
+        _ => Err(refuse()),
+    }
+}
+
+fn confirm_page(ctx: &PageContext, q: &LogoutQuery) -> Response {
+    #[derive(askama::Template, Debug)]
+    #[template(
+        source = r#"{% extends "base.html" %}{% block title %}Sign out{% endblock %}{% block content %}
+<h1 id="heading">Sign out?</h1>
+<p>Do you want to sign out of {{ brand.name }} on this browser?</p>
+<form method="post" action="{{ action }}">
+<input type="hidden" name="csrf" value="{{ csrf }}">
+{% if let Some(v) = client_id %}<input type="hidden" name="client_id" value="{{ v }}">{% endif %}
+{% if let Some(v) = post_logout_redirect_uri %}<input type="hidden" name="post_logout_redirect_uri" value="{{ v }}">{% endif %}
+{% if let Some(v) = st %}<input type="hidden" name="state" value="{{ v }}">{% endif %}
+<button type="submit" id="confirm-logout">Sign out</button>
+</form>{% endblock %}"#,
+        ext = "html"
+    )]
+    struct ConfirmPage {
+        brand: Brand,
+        action: String,
+        csrf: String,
+        client_id: Option<String>,
+        post_logout_redirect_uri: Option<String>,
+        st: Option<String>,
+    }
+    render(
+        StatusCode::OK,
+        &ConfirmPage {
+            brand: ctx.brand.clone(),
+            action: format!("/w/{}/logout", ctx.workspace),
+            csrf: ctx.csrf.clone(),
+            client_id: q.client_id.clone(),
+            post_logout_redirect_uri: q.post_logout_redirect_uri.clone(),
+            st: q.state.clone(),
+        },
+    )
+}
+
+#[derive(Deserialize)]
+struct LogoutForm {
+    csrf: String,
+    client_id: Option<String>,
+    post_logout_redirect_uri: Option<String>,
+    state: Option<String>,
+}
+
+/// `POST /w/{ws}/logout`: the confirmed sign-out.
+async fn logout_confirm(
+    State(state): State<AppState>,
+    Path(workspace): Path<String>,
+    headers: HeaderMap,
+    request: axum::extract::Request,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let ctx = match page_context(&state, &workspace, &headers).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let request = axum::extract::Request::from_parts(parts.clone(), body);
+    let Ok(Form(form)) = <Form<LogoutForm> as axum::extract::FromRequest<AppState>>::from_request(request, &state).await else {
+        return ctx.finish(&state, error_page(StatusCode::BAD_REQUEST, ctx.brand.clone(), "The form was incomplete."));
+    };
+    if let Err(r) = ctx.check_form(&state, &headers, &form.csrf) {
+        return r;
+    }
+    let q = LogoutQuery {
+        id_token_hint: None,
+        post_logout_redirect_uri: form.post_logout_redirect_uri,
+        client_id: form.client_id,
+        state: form.state,
+    };
+    let target = match logout_target(&state, &ctx, &q).await {
+        Ok(t) => t,
+        Err(r) => return ctx.finish(&state, r),
+    };
+    finish_logout(&state, &ctx, &request_actor(&parts, &state), target).await
+}
+
+async fn finish_logout(state: &AppState, ctx: &PageContext, actor: &Actor, target: Option<String>) -> Response {
+    if let Some((browser, _)) = &ctx.sso
+        && let Err(e) = state.services().end_browser_session(browser, actor).await
+    {
+        return internal(e);
+    }
+    let mut response = match target {
+        Some(url) => see_other(&url),
+        None => render(
+            StatusCode::OK,
+            &MessagePage {
+                brand: ctx.brand.clone(),
+                heading: "You are signed out".into(),
+                message: "You have been signed out on this browser.".into(),
+                link: None,
+            },
+        ),
+    };
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(state, ctx.workspace, SSO_COOKIE, "", "Lax", Some(0)),
+    );
+    ctx.finish(state, response)
+}
+
+/// Shared by the state: the sign-in throttles.
+pub type SharedLimits = Arc<SignInLimits>;

@@ -1,0 +1,322 @@
+//! The OAuth 2.0 / OpenID Connect endpoints of a workspace's issuer: discovery, token, user info,
+//! revocation (RFC 7009) and introspection (RFC 7662). Errors are in the OAuth format (RFC 6749 §5.2,
+//! RFC 6750 §3), not problem+json.
+
+use axum::extract::{Form, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use secureflows_core::login::oauth::OAuthError;
+use secureflows_core::login::oidc::{ClientCredentials, TokenGrant};
+use secureflows_core::{Application, WorkspaceId};
+use secureflows_crypto::SecretString;
+use serde::Deserialize;
+
+use crate::extract::request_actor;
+use crate::state::AppState;
+
+fn oauth_error(e: &OAuthError, basic: bool) -> Response {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut response = (status, axum::Json(e.body())).into_response();
+    let h = response.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if e.status == 401 && basic {
+        h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"secureflows\""));
+    }
+    if let Some(retry) = e.retry_after
+        && let Ok(v) = HeaderValue::from_str(&retry.as_secs().max(1).to_string())
+    {
+        h.insert(header::RETRY_AFTER, v);
+    }
+    response
+}
+
+fn workspace_of(path: &str) -> Result<WorkspaceId, Response> {
+    path.parse().map_err(|_| {
+        oauth_error(&OAuthError::invalid_request("unknown issuer"), false)
+    })
+}
+
+/// `GET /w/{ws}/.well-known/openid-configuration`: OpenID Provider metadata.
+pub async fn discovery(State(state): State<AppState>, Path(workspace): Path<String>) -> Response {
+    let Ok(ws) = workspace.parse::<WorkspaceId>() else {
+        return crate::problem::Problem::not_found().into_response();
+    };
+    match state.services().workspace_name(ws).await {
+        Ok(_) => {}
+        Err(e) => return crate::problem::Problem::from(e).into_response(),
+    }
+    let issuer = state.services().issuer_of(ws);
+    let alg = state.config().signing_algorithm().as_str();
+    let doc = serde_json::json!({
+        "issuer": issuer,
+        "authorization_endpoint": format!("{issuer}/authorize"),
+        "token_endpoint": format!("{issuer}/token"),
+        "userinfo_endpoint": format!("{issuer}/userinfo"),
+        "revocation_endpoint": format!("{issuer}/revoke"),
+        "introspection_endpoint": format!("{issuer}/introspect"),
+        "end_session_endpoint": format!("{issuer}/logout"),
+        "jwks_uri": format!("{}/.well-known/jwks.json", state.issuer()),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": [alg],
+        "scopes_supported": ["openid", "email", "profile", "offline_access"],
+        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "amr", "sid", "email", "email_verified", "name"],
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "authorization_response_iss_parameter_supported": true,
+        "request_parameter_supported": false,
+        "request_uri_parameter_supported": false,
+        "claims_parameter_supported": false,
+        "prompt_values_supported": ["none", "login"],
+    });
+    let mut response = axum::Json(doc).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    response
+}
+
+/// Client credentials from HTTP Basic (RFC 6749 §2.3.1, form-encoded parts) or the form body.
+fn credentials(headers: &HeaderMap, form_id: Option<String>, form_secret: Option<String>) -> Result<(ClientCredentials, bool), OAuthError> {
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "));
+    if let Some(encoded) = basic {
+        if form_secret.is_some() {
+            return Err(OAuthError::invalid_request("use one client authentication method"));
+        }
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(OAuthError::invalid_client)?;
+        let (id, secret) = decoded.split_once(':').ok_or_else(OAuthError::invalid_client)?;
+        let decode = |s: &str| {
+            url::form_urlencoded::parse(format!("x={s}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default()
+        };
+        let id = decode(id);
+        if form_id.as_deref().is_some_and(|f| f != id) {
+            return Err(OAuthError::invalid_client());
+        }
+        return Ok((
+            ClientCredentials {
+                client_id: Some(id),
+                client_secret: Some(SecretString::new(decode(secret))),
+            },
+            true,
+        ));
+    }
+    Ok((
+        ClientCredentials {
+            client_id: form_id,
+            client_secret: form_secret.map(SecretString::new),
+        },
+        false,
+    ))
+}
+
+async fn client(state: &AppState, workspace: WorkspaceId, headers: &HeaderMap, id: Option<String>, secret: Option<String>) -> Result<Application, Response> {
+    let (creds, basic) = credentials(headers, id, secret).map_err(|e| oauth_error(&e, false))?;
+    state
+        .services()
+        .authenticate_client(Some(workspace), &creds)
+        .await
+        .map_err(|e| oauth_error(&e, basic))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TokenForm {
+    grant_type: Option<String>,
+    code: Option<String>,
+    redirect_uri: Option<String>,
+    code_verifier: Option<String>,
+    refresh_token: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    #[allow(dead_code)]
+    scope: Option<String>,
+}
+
+/// The token response body (RFC 6749 §5.1, OpenID Connect Core §3.1.3.3).
+pub fn token_body(grant: &TokenGrant) -> serde_json::Value {
+    let mut body = serde_json::json!({
+        "access_token": grant.access_token.token,
+        "token_type": "Bearer",
+        "expires_in": grant.access_token.expires_in.as_secs(),
+        "scope": grant.scope,
+    });
+    if let Some(id) = &grant.id_token {
+        body["id_token"] = id.clone().into();
+    }
+    if let Some(r) = &grant.refresh_token {
+        body["refresh_token"] = r.clone().into();
+    }
+    body
+}
+
+/// `POST /w/{ws}/token`.
+pub async fn token(
+    State(state): State<AppState>,
+    Path(workspace): Path<String>,
+    headers: HeaderMap,
+    request: axum::extract::Request,
+) -> Response {
+    let workspace = match workspace_of(&workspace) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let (parts, body) = request.into_parts();
+    let actor = request_actor(&parts, &state);
+    let request = axum::extract::Request::from_parts(parts, body);
+    let Ok(Form(form)) = <Form<TokenForm> as axum::extract::FromRequest<AppState>>::from_request(request, &state).await else {
+        return oauth_error(&OAuthError::invalid_request("the body must be application/x-www-form-urlencoded"), false);
+    };
+    let app = match client(&state, workspace, &headers, form.client_id.clone(), form.client_secret.clone()).await {
+        Ok(app) => app,
+        Err(r) => return r,
+    };
+    let services = state.services();
+    let result = match form.grant_type.as_deref() {
+        Some("authorization_code") => {
+            let Some(code) = form.code.as_deref() else {
+                return oauth_error(&OAuthError::invalid_request("code is required"), false);
+            };
+            // RFC 6749 §4.1.3: the redirect URI of the authorization request must be repeated.
+            if form.redirect_uri.is_none() {
+                return oauth_error(&OAuthError::invalid_request("redirect_uri is required"), false);
+            }
+            services
+                .exchange_code(&app, code, form.code_verifier.as_deref(), form.redirect_uri.as_deref(), &actor)
+                .await
+        }
+        Some("refresh_token") => {
+            let Some(token) = form.refresh_token.as_deref() else {
+                return oauth_error(&OAuthError::invalid_request("refresh_token is required"), false);
+            };
+            services.refresh(&app, token, &actor).await
+        }
+        _ => Err(OAuthError::unsupported_grant_type()),
+    };
+    match result {
+        Ok(grant) => {
+            let mut response = axum::Json(token_body(&grant)).into_response();
+            let h = response.headers_mut();
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+            response
+        }
+        Err(e) => oauth_error(&e, false),
+    }
+}
+
+fn bearer_error(status: StatusCode, error: &str) -> Response {
+    let mut response = status.into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("Bearer error=\"{error}\"")) {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    response
+}
+
+/// `GET|POST /w/{ws}/userinfo` with the access token (SESSION JWT) as bearer.
+pub async fn userinfo(State(state): State<AppState>, Path(workspace): Path<String>, headers: HeaderMap) -> Response {
+    let Ok(workspace) = workspace.parse::<WorkspaceId>() else {
+        return bearer_error(StatusCode::UNAUTHORIZED, "invalid_token");
+    };
+    let Some(token) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return bearer_error(StatusCode::UNAUTHORIZED, "invalid_request");
+    };
+    let services = state.services();
+    let caller = match services.authenticate_session(token.trim()).await {
+        Ok(c) if c.token.workspace == workspace => c,
+        Ok(_) | Err(_) => return bearer_error(StatusCode::UNAUTHORIZED, "invalid_token"),
+    };
+    match services.userinfo(workspace, caller.token.user).await {
+        Ok(claims) => axum::Json(claims).into_response(),
+        Err(_) => bearer_error(StatusCode::UNAUTHORIZED, "invalid_token"),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TokenParam {
+    token: Option<String>,
+    #[allow(dead_code)]
+    token_type_hint: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+async fn token_param(state: &AppState, request: axum::extract::Request) -> Result<TokenParam, Response> {
+    <Form<TokenParam> as axum::extract::FromRequest<AppState>>::from_request(request, state)
+        .await
+        .map(|Form(f)| f)
+        .map_err(|_| oauth_error(&OAuthError::invalid_request("the body must be application/x-www-form-urlencoded"), false))
+}
+
+/// `POST /w/{ws}/revoke` (RFC 7009).
+pub async fn revoke(
+    State(state): State<AppState>,
+    Path(workspace): Path<String>,
+    headers: HeaderMap,
+    request: axum::extract::Request,
+) -> Response {
+    let workspace = match workspace_of(&workspace) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let form = match token_param(&state, request).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let app = match client(&state, workspace, &headers, form.client_id, form.client_secret).await {
+        Ok(app) => app,
+        Err(r) => return r,
+    };
+    let Some(token) = form.token else {
+        return oauth_error(&OAuthError::invalid_request("token is required"), false);
+    };
+    match state.services().revoke_token(&app, &token).await {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(e) => oauth_error(&e, false),
+    }
+}
+
+/// `POST /w/{ws}/introspect` (RFC 7662), confidential clients only.
+pub async fn introspect(
+    State(state): State<AppState>,
+    Path(workspace): Path<String>,
+    headers: HeaderMap,
+    request: axum::extract::Request,
+) -> Response {
+    let workspace = match workspace_of(&workspace) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let form = match token_param(&state, request).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let app = match client(&state, workspace, &headers, form.client_id, form.client_secret).await {
+        Ok(app) => app,
+        Err(r) => return r,
+    };
+    let Some(token) = form.token else {
+        return oauth_error(&OAuthError::invalid_request("token is required"), false);
+    };
+    match state.services().introspect(&app, &token).await {
+        Ok(body) => axum::Json(body).into_response(),
+        Err(e) => oauth_error(&e, false),
+    }
+}

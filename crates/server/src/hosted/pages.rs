@@ -1,0 +1,115 @@
+//! The hosted login's HTML pages (askama templates in `templates/`, escaped by default).
+
+use askama::Template;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+
+/// Pages may load our own style sheet and script, nothing else; no framing.
+pub const PAGE_CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; \
+                            base-uri 'none'; frame-ancestors 'none'";
+
+/// The workspace's branding.
+#[derive(Debug, Clone)]
+pub struct Brand {
+    /// Display name.
+    pub name: String,
+    /// First letter, for the mark.
+    pub initial: String,
+}
+
+impl Brand {
+    /// Branding from a workspace name.
+    pub fn new(name: &str) -> Brand {
+        Brand {
+            name: name.to_owned(),
+            initial: name.chars().next().map(|c| c.to_uppercase().to_string()).unwrap_or_default(),
+        }
+    }
+}
+
+/// The sign-in form.
+#[derive(Template, Debug)]
+#[template(path = "login.html")]
+pub struct LoginPage {
+    pub brand: Brand,
+    pub action: String,
+    pub csrf: String,
+    pub flow: Option<String>,
+    pub email: String,
+    pub error: Option<String>,
+    pub signup_link: String,
+}
+
+/// The sign-up form.
+#[derive(Template, Debug)]
+#[template(path = "signup.html")]
+pub struct SignupPage {
+    pub brand: Brand,
+    pub action: String,
+    pub csrf: String,
+    pub flow: Option<String>,
+    pub email: String,
+    pub name: String,
+    pub errors: Vec<String>,
+    pub min_length: usize,
+    pub rules: String,
+    pub login_link: String,
+}
+
+/// A message with an optional link.
+#[derive(Template, Debug)]
+#[template(path = "message.html")]
+pub struct MessagePage {
+    pub brand: Brand,
+    pub heading: String,
+    pub message: String,
+    pub link: Option<(String, String)>,
+}
+
+/// Renders a page with its status and the page CSP.
+pub fn render(status: StatusCode, page: &impl Template) -> Response {
+    match page.render() {
+        Ok(html) => {
+            let mut response = (status, Html(html)).into_response();
+            response
+                .headers_mut()
+                .insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP));
+            response
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "rendering a page failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// An error page (never a redirect).
+pub fn error_page(status: StatusCode, brand: Brand, message: &str) -> Response {
+    render(
+        status,
+        &MessagePage {
+            brand,
+            heading: "Something is not right".into(),
+            message: message.into(),
+            link: None,
+        },
+    )
+}
+
+/// Static assets of the pages.
+pub async fn stylesheet() -> Response {
+    asset("text/css; charset=utf-8", include_str!("../../assets/login.css"))
+}
+
+/// The strength meter.
+pub async fn strength_script() -> Response {
+    asset("text/javascript; charset=utf-8", include_str!("../../assets/strength.js"))
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    let mut response = body.into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
+    response
+}

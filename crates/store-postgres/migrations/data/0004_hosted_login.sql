@@ -1,0 +1,156 @@
+-- Hosted login: registered redirect URIs, passwords, sign-in throttling, browser (single sign-on)
+-- sessions, pending authorization requests, authorization codes and refresh tokens.
+-- Secrets are stored only as hashes: password hashes (PHC strings, Argon2id or imported bcrypt), and
+-- SHA-256 of cookies, codes and refresh tokens.
+
+-- JSON arrays of exact URIs.
+alter table application add column redirect_uris text[] not null default '{}';
+alter table application add column post_logout_uris text[] not null default '{}';
+
+-- Failed sign-ins since the last success, and the end of a temporary lockout.
+alter table user_account add column failed_sign_ins integer not null default 0;
+alter table user_account add column sign_in_locked_until timestamptz;
+alter table user_account add column email_verified boolean not null default false;
+
+create table password_credential (
+    workspace_id uuid not null,
+    user_id uuid not null,
+    phc text not null,
+    created_at timestamptz not null,
+    updated_at timestamptz not null,
+    primary key (workspace_id, user_id),
+    foreign key (workspace_id, user_id) references user_account (workspace_id, user_id) on delete cascade
+);
+
+-- A browser signed in to the hosted login (the single sign-on cookie holds a token; its SHA-256 is here).
+create table browser_session (
+    workspace_id uuid not null,
+    browser_session_id uuid not null,
+    user_id uuid not null,
+    token_hash bytea not null unique,
+    -- The user's token revision at sign-in: raising it ends this session too.
+    revision bigint not null,
+    auth_time timestamptz not null,
+    -- JSON array of RFC 8176 method names.
+    amr text not null,
+    -- Sealed device description and client address.
+    client_sealed bytea,
+    created_at timestamptz not null,
+    last_seen_at timestamptz not null,
+    expires_at timestamptz not null,
+    ended_at timestamptz,
+    primary key (workspace_id, browser_session_id),
+    foreign key (workspace_id, user_id) references user_account (workspace_id, user_id) on delete cascade
+);
+create index browser_session_user on browser_session (workspace_id, user_id);
+
+-- An application's login session opened from a browser session ends with it.
+alter table login_session add column browser_session_id uuid;
+create index login_session_browser on login_session (workspace_id, browser_session_id)
+    where browser_session_id is not null;
+
+-- A validated authorization request waiting for the user to sign in.
+create table login_flow (
+    workspace_id uuid not null references workspace (workspace_id) on delete cascade,
+    flow_id uuid not null,
+    application_id uuid not null references application (application_id) on delete cascade,
+    -- JSON: redirect_uri, state, nonce, code_challenge, scope.
+    request text not null,
+    created_at timestamptz not null,
+    expires_at timestamptz not null,
+    primary key (workspace_id, flow_id)
+);
+create index login_flow_expiry on login_flow (expires_at);
+
+create table authorization_code (
+    workspace_id uuid not null,
+    code_hash bytea not null,
+    application_id uuid not null references application (application_id) on delete cascade,
+    user_id uuid not null,
+    browser_session_id uuid not null,
+    request text not null,
+    auth_time timestamptz not null,
+    amr text not null,
+    created_at timestamptz not null,
+    expires_at timestamptz not null,
+    used_at timestamptz,
+    -- The login session the code was exchanged for (ended if the code is replayed).
+    login_session_id uuid,
+    primary key (workspace_id, code_hash),
+    foreign key (workspace_id, user_id) references user_account (workspace_id, user_id) on delete cascade
+);
+create index authorization_code_expiry on authorization_code (expires_at);
+
+-- Refresh tokens: rotated on every use; every token of a family descends from one code exchange.
+create table refresh_token (
+    workspace_id uuid not null,
+    token_hash bytea not null,
+    family_id uuid not null,
+    application_id uuid not null references application (application_id) on delete cascade,
+    user_id uuid not null,
+    login_session_id uuid not null,
+    scope text not null,
+    auth_time timestamptz not null,
+    amr text not null,
+    created_at timestamptz not null,
+    expires_at timestamptz not null,
+    rotated_at timestamptz,
+    revoked_at timestamptz,
+    primary key (workspace_id, token_hash),
+    foreign key (workspace_id, user_id) references user_account (workspace_id, user_id) on delete cascade
+);
+create index refresh_token_family on refresh_token (workspace_id, family_id);
+create index refresh_token_session on refresh_token (workspace_id, login_session_id);
+create index refresh_token_expiry on refresh_token (expires_at);
+
+-- Row-level security for the new tenant tables, exactly as for the others (0003).
+grant select, insert, update, delete on password_credential, browser_session, login_flow, authorization_code,
+    refresh_token to secureflows_app;
+
+do $$
+declare
+    t text;
+begin
+    foreach t in array array['password_credential', 'browser_session', 'login_flow', 'authorization_code',
+                             'refresh_token'] loop
+        execute format('alter table %I enable row level security', t);
+        execute format('alter table %I force row level security', t);
+        execute format('create policy tenant on %I to secureflows_app
+                            using (workspace_id = secureflows_current_workspace())
+                            with check (workspace_id = secureflows_current_workspace())', t);
+        execute format(
+            'create policy definer on %I to %I
+                 using (current_setting(''secureflows.definer'', true) = ''on'')
+                 with check (current_setting(''secureflows.definer'', true) = ''on'')',
+            t, current_user);
+    end loop;
+end
+$$;
+
+-- The sweeper removes expired pending requests, codes and refresh tokens of every workspace.
+create function secureflows_purge_login_state(p_before timestamptz) returns bigint
+    language plpgsql volatile security definer set search_path = public, pg_temp
+    as $$
+    declare
+        n bigint := 0;
+        m bigint;
+    begin
+        perform set_config('secureflows.definer', 'on', true);
+        delete from login_flow where expires_at < p_before;
+        get diagnostics m = row_count;
+        n := n + m;
+        delete from authorization_code where expires_at < p_before;
+        get diagnostics m = row_count;
+        n := n + m;
+        delete from refresh_token where expires_at < p_before;
+        get diagnostics m = row_count;
+        n := n + m;
+        delete from browser_session where expires_at < p_before;
+        get diagnostics m = row_count;
+        n := n + m;
+        perform set_config('secureflows.definer', 'off', true);
+        return n;
+    end
+    $$;
+revoke execute on function secureflows_purge_login_state(timestamptz) from public;
+grant execute on function secureflows_purge_login_state(timestamptz) to secureflows_app;

@@ -1,0 +1,597 @@
+//! Hosted login state: passwords, sign-in throttling, pending requests, browser sessions, codes and
+//! refresh tokens. Every statement runs in its workspace's tenant transaction (row-level security).
+
+use async_trait::async_trait;
+use secureflows_core::store::{AttemptGate, CodeRedemption, LoginStore, RefreshUse};
+use secureflows_core::{
+    AuthorizationCode, AuthorizationRequest, BrowserSession, BrowserSessionId, Error, FamilyId, FlowId, Invalidation,
+    LoginFlow, RefreshToken, Result, SessionId, Timestamp, UserId, WorkspaceId,
+};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::data::{PgStore, from_ts, record_invalidation, ts};
+use crate::error::SqlResult;
+
+fn request_json(request: &AuthorizationRequest) -> Result<String> {
+    serde_json::to_string(request).map_err(|_| Error::internal("encoding a request"))
+}
+
+fn request_from(text: &str) -> Result<AuthorizationRequest> {
+    serde_json::from_str(text).map_err(|_| Error::Integrity("request"))
+}
+
+fn amr_json(amr: &[String]) -> String {
+    serde_json::Value::from(amr.to_vec()).to_string()
+}
+
+fn amr_from(text: &str) -> Result<Vec<String>> {
+    serde_json::from_str(text).map_err(|_| Error::Integrity("amr"))
+}
+
+fn opt_ts(r: &PgRow, column: &str) -> Result<Option<Timestamp>> {
+    Ok(r.try_get::<Option<OffsetDateTime>, _>(column).db()?.map(from_ts))
+}
+
+const BROWSER_COLUMNS: &str = "browser_session_id, workspace_id, user_id, token_hash, auth_time, amr, client_sealed, \
+                               created_at, last_seen_at, expires_at, ended_at, revision";
+
+fn browser_row(r: &PgRow) -> Result<BrowserSession> {
+    Ok(BrowserSession {
+        id: BrowserSessionId::from_uuid(r.try_get("browser_session_id").db()?),
+        workspace_id: WorkspaceId::from_uuid(r.try_get("workspace_id").db()?),
+        user_id: UserId::from_uuid(r.try_get("user_id").db()?),
+        token_hash: r.try_get("token_hash").db()?,
+        auth_time: from_ts(r.try_get("auth_time").db()?),
+        amr: amr_from(r.try_get("amr").db()?)?,
+        client_sealed: r.try_get("client_sealed").db()?,
+        created_at: from_ts(r.try_get("created_at").db()?),
+        last_seen_at: from_ts(r.try_get("last_seen_at").db()?),
+        expires_at: from_ts(r.try_get("expires_at").db()?),
+        ended_at: opt_ts(r, "ended_at")?,
+        revision: r.try_get("revision").db()?,
+    })
+}
+
+const CODE_COLUMNS: &str = "code_hash, workspace_id, application_id, user_id, browser_session_id, request, auth_time, \
+                            amr, created_at, expires_at";
+
+fn code_row(r: &PgRow) -> Result<AuthorizationCode> {
+    Ok(AuthorizationCode {
+        code_hash: r.try_get("code_hash").db()?,
+        workspace_id: WorkspaceId::from_uuid(r.try_get("workspace_id").db()?),
+        application_id: r.try_get::<Uuid, _>("application_id").db()?.into(),
+        user_id: UserId::from_uuid(r.try_get("user_id").db()?),
+        browser_session_id: BrowserSessionId::from_uuid(r.try_get("browser_session_id").db()?),
+        request: request_from(r.try_get("request").db()?)?,
+        auth_time: from_ts(r.try_get("auth_time").db()?),
+        amr: amr_from(r.try_get("amr").db()?)?,
+        created_at: from_ts(r.try_get("created_at").db()?),
+        expires_at: from_ts(r.try_get("expires_at").db()?),
+    })
+}
+
+const REFRESH_COLUMNS: &str = "token_hash, workspace_id, family_id, application_id, user_id, login_session_id, scope, \
+                               auth_time, amr, created_at, expires_at, rotated_at, revoked_at";
+
+fn refresh_row(r: &PgRow) -> Result<RefreshToken> {
+    Ok(RefreshToken {
+        token_hash: r.try_get("token_hash").db()?,
+        workspace_id: WorkspaceId::from_uuid(r.try_get("workspace_id").db()?),
+        family_id: FamilyId::from_uuid(r.try_get("family_id").db()?),
+        application_id: r.try_get::<Uuid, _>("application_id").db()?.into(),
+        user_id: UserId::from_uuid(r.try_get("user_id").db()?),
+        login_session_id: SessionId::from_uuid(r.try_get("login_session_id").db()?),
+        scope: r.try_get("scope").db()?,
+        auth_time: from_ts(r.try_get("auth_time").db()?),
+        amr: amr_from(r.try_get("amr").db()?)?,
+        created_at: from_ts(r.try_get("created_at").db()?),
+        expires_at: from_ts(r.try_get("expires_at").db()?),
+        rotated_at: opt_ts(r, "rotated_at")?,
+        revoked_at: opt_ts(r, "revoked_at")?,
+    })
+}
+
+async fn end_login_session(
+    c: &mut PgConnection,
+    workspace: WorkspaceId,
+    session: SessionId,
+    now: Timestamp,
+) -> Result<()> {
+    sqlx::query(
+        "update refresh_token set revoked_at = $3
+         where workspace_id = $1 and login_session_id = $2 and revoked_at is null",
+    )
+    .bind(workspace.as_uuid())
+    .bind(session.as_uuid())
+    .bind(ts(now))
+    .execute(&mut *c)
+    .await
+    .db()?;
+    sqlx::query("update login_session set ended_at = $3 where workspace_id = $1 and session_id = $2 and ended_at is null")
+        .bind(workspace.as_uuid())
+        .bind(session.as_uuid())
+        .bind(ts(now))
+        .execute(&mut *c)
+        .await
+        .db()?;
+    record_invalidation(c, Invalidation::Session(workspace, session)).await
+}
+
+impl PgStore {
+    /// Runs one statement in the workspace's tenant transaction; returns the rows it changed.
+    async fn tenant_execute(
+        &self,
+        workspace: WorkspaceId,
+        query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<u64> {
+        let mut tx = self.tenant(workspace).await?;
+        let n = query.execute(&mut *tx).await.db()?.rows_affected();
+        tx.commit().await.db()?;
+        Ok(n)
+    }
+}
+
+#[async_trait]
+impl LoginStore for PgStore {
+    async fn find_password(&self, workspace: WorkspaceId, user: UserId) -> Result<Option<String>> {
+        let row = self
+            .tenant_fetch_optional(
+                workspace,
+                sqlx::query("select phc from password_credential where workspace_id = $1 and user_id = $2")
+                    .bind(workspace.as_uuid())
+                    .bind(user.as_uuid()),
+            )
+            .await?;
+        row.map(|r| r.try_get("phc").db()).transpose()
+    }
+
+    async fn set_password(&self, workspace: WorkspaceId, user: UserId, phc: &str, now: Timestamp) -> Result<()> {
+        self.tenant_execute(
+            workspace,
+            sqlx::query(
+                "insert into password_credential (workspace_id, user_id, phc, created_at, updated_at)
+                 values ($1, $2, $3, $4, $4)
+                 on conflict (workspace_id, user_id) do update set phc = excluded.phc, updated_at = excluded.updated_at",
+            )
+            .bind(workspace.as_uuid())
+            .bind(user.as_uuid())
+            .bind(phc)
+            .bind(ts(now)),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn begin_attempt(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+        max_failures: u32,
+        now: Timestamp,
+    ) -> Result<AttemptGate> {
+        let max = i32::try_from(max_failures).unwrap_or(i32::MAX);
+        let mut tx = self.tenant(workspace).await?;
+        // One UPDATE: row-locked, so parallel attempts are counted one after the other.
+        let n = sqlx::query(
+            "update user_account set
+               failed_sign_ins = case when sign_in_locked_until is not null then 1 else failed_sign_ins + 1 end,
+               sign_in_locked_until = null
+             where workspace_id = $1 and user_id = $2
+               and ((sign_in_locked_until is not null and sign_in_locked_until <= $4)
+                    or (sign_in_locked_until is null and failed_sign_ins < $3))",
+        )
+        .bind(workspace.as_uuid())
+        .bind(user.as_uuid())
+        .bind(max)
+        .bind(ts(now))
+        .execute(&mut *tx)
+        .await
+        .db()?
+        .rows_affected();
+        let gate = if n > 0 {
+            AttemptGate::Proceed
+        } else {
+            let until: Option<Option<OffsetDateTime>> = sqlx::query_scalar(
+                "select sign_in_locked_until from user_account where workspace_id = $1 and user_id = $2",
+            )
+            .bind(workspace.as_uuid())
+            .bind(user.as_uuid())
+            .fetch_optional(&mut *tx)
+            .await
+            .db()?;
+            AttemptGate::Locked(until.flatten().map_or(now, from_ts))
+        };
+        tx.commit().await.db()?;
+        Ok(gate)
+    }
+
+    async fn lock_if_exhausted(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+        max_failures: u32,
+        until: Timestamp,
+    ) -> Result<bool> {
+        let n = self
+            .tenant_execute(
+                workspace,
+                sqlx::query(
+                    "update user_account set sign_in_locked_until = $4
+                     where workspace_id = $1 and user_id = $2 and failed_sign_ins >= $3
+                       and sign_in_locked_until is null",
+                )
+                .bind(workspace.as_uuid())
+                .bind(user.as_uuid())
+                .bind(i32::try_from(max_failures).unwrap_or(i32::MAX))
+                .bind(ts(until)),
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn clear_failures(&self, workspace: WorkspaceId, user: UserId) -> Result<()> {
+        self.tenant_execute(
+            workspace,
+            sqlx::query(
+                "update user_account set failed_sign_ins = 0, sign_in_locked_until = null
+                 where workspace_id = $1 and user_id = $2
+                   and (failed_sign_ins <> 0 or sign_in_locked_until is not null)",
+            )
+            .bind(workspace.as_uuid())
+            .bind(user.as_uuid()),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn set_email_verified(&self, workspace: WorkspaceId, user: UserId) -> Result<()> {
+        self.tenant_execute(
+            workspace,
+            sqlx::query("update user_account set email_verified = true where workspace_id = $1 and user_id = $2")
+                .bind(workspace.as_uuid())
+                .bind(user.as_uuid()),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn insert_flow(&self, flow: &LoginFlow) -> Result<()> {
+        self.tenant_execute(
+            flow.workspace_id,
+            sqlx::query(
+                "insert into login_flow (workspace_id, flow_id, application_id, request, created_at, expires_at)
+                 values ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(flow.workspace_id.as_uuid())
+            .bind(flow.id.as_uuid())
+            .bind(flow.application_id.as_uuid())
+            .bind(request_json(&flow.request)?)
+            .bind(ts(flow.created_at))
+            .bind(ts(flow.expires_at)),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn find_flow(&self, workspace: WorkspaceId, id: FlowId, now: Timestamp) -> Result<Option<LoginFlow>> {
+        let row = self
+            .tenant_fetch_optional(
+                workspace,
+                sqlx::query(
+                    "select flow_id, workspace_id, application_id, request, created_at, expires_at from login_flow
+                     where workspace_id = $1 and flow_id = $2 and expires_at > $3",
+                )
+                .bind(workspace.as_uuid())
+                .bind(id.as_uuid())
+                .bind(ts(now)),
+            )
+            .await?;
+        row.map(|r| {
+            Ok(LoginFlow {
+                id: FlowId::from_uuid(r.try_get("flow_id").db()?),
+                workspace_id: WorkspaceId::from_uuid(r.try_get("workspace_id").db()?),
+                application_id: r.try_get::<Uuid, _>("application_id").db()?.into(),
+                request: request_from(r.try_get("request").db()?)?,
+                created_at: from_ts(r.try_get("created_at").db()?),
+                expires_at: from_ts(r.try_get("expires_at").db()?),
+            })
+        })
+        .transpose()
+    }
+
+    async fn delete_flow(&self, workspace: WorkspaceId, id: FlowId) -> Result<()> {
+        self.tenant_execute(
+            workspace,
+            sqlx::query("delete from login_flow where workspace_id = $1 and flow_id = $2")
+                .bind(workspace.as_uuid())
+                .bind(id.as_uuid()),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn insert_browser_session(&self, s: &BrowserSession) -> Result<()> {
+        self.tenant_execute(
+            s.workspace_id,
+            sqlx::query(&format!(
+                "insert into browser_session ({BROWSER_COLUMNS}) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+            ))
+            .bind(s.id.as_uuid())
+            .bind(s.workspace_id.as_uuid())
+            .bind(s.user_id.as_uuid())
+            .bind(&s.token_hash)
+            .bind(ts(s.auth_time))
+            .bind(amr_json(&s.amr))
+            .bind(&s.client_sealed)
+            .bind(ts(s.created_at))
+            .bind(ts(s.last_seen_at))
+            .bind(ts(s.expires_at))
+            .bind(s.ended_at.map(ts))
+            .bind(s.revision),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn find_browser_session(
+        &self,
+        workspace: WorkspaceId,
+        token_hash: &[u8],
+        now: Timestamp,
+    ) -> Result<Option<BrowserSession>> {
+        self.tenant_fetch_optional(
+            workspace,
+            sqlx::query(&format!(
+                "select {BROWSER_COLUMNS} from browser_session
+                 where workspace_id = $1 and token_hash = $2 and ended_at is null and expires_at > $3"
+            ))
+            .bind(workspace.as_uuid())
+            .bind(token_hash)
+            .bind(ts(now)),
+        )
+        .await?
+        .as_ref()
+        .map(browser_row)
+        .transpose()
+    }
+
+    async fn end_browser_session(
+        &self,
+        workspace: WorkspaceId,
+        id: BrowserSessionId,
+        now: Timestamp,
+    ) -> Result<Vec<SessionId>> {
+        let mut tx = self.tenant(workspace).await?;
+        sqlx::query(
+            "update browser_session set ended_at = $3
+             where workspace_id = $1 and browser_session_id = $2 and ended_at is null",
+        )
+        .bind(workspace.as_uuid())
+        .bind(id.as_uuid())
+        .bind(ts(now))
+        .execute(&mut *tx)
+        .await
+        .db()?;
+        let sessions: Vec<Uuid> = sqlx::query_scalar(
+            "select session_id from login_session
+             where workspace_id = $1 and browser_session_id = $2 and ended_at is null",
+        )
+        .bind(workspace.as_uuid())
+        .bind(id.as_uuid())
+        .fetch_all(&mut *tx)
+        .await
+        .db()?;
+        let sessions: Vec<SessionId> = sessions.into_iter().map(SessionId::from_uuid).collect();
+        for session in &sessions {
+            end_login_session(&mut tx, workspace, *session, now).await?;
+        }
+        tx.commit().await.db()?;
+        Ok(sessions)
+    }
+
+    async fn insert_code(&self, code: &AuthorizationCode) -> Result<()> {
+        self.tenant_execute(
+            code.workspace_id,
+            sqlx::query(&format!(
+                "insert into authorization_code ({CODE_COLUMNS}) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            ))
+            .bind(&code.code_hash)
+            .bind(code.workspace_id.as_uuid())
+            .bind(code.application_id.as_uuid())
+            .bind(code.user_id.as_uuid())
+            .bind(code.browser_session_id.as_uuid())
+            .bind(request_json(&code.request)?)
+            .bind(ts(code.auth_time))
+            .bind(amr_json(&code.amr))
+            .bind(ts(code.created_at))
+            .bind(ts(code.expires_at)),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn redeem_code(&self, workspace: WorkspaceId, code_hash: &[u8], now: Timestamp) -> Result<CodeRedemption> {
+        let mut tx = self.tenant(workspace).await?;
+        // Row lock: of two concurrent redemptions, the second sees the first's used_at.
+        let row = sqlx::query(&format!(
+            "select {CODE_COLUMNS}, used_at, login_session_id from authorization_code
+             where workspace_id = $1 and code_hash = $2 for update"
+        ))
+        .bind(workspace.as_uuid())
+        .bind(code_hash)
+        .fetch_optional(&mut *tx)
+        .await
+        .db()?;
+        let outcome = match row {
+            None => CodeRedemption::Invalid,
+            Some(r) => {
+                let used: Option<OffsetDateTime> = r.try_get("used_at").db()?;
+                let session: Option<Uuid> = r.try_get("login_session_id").db()?;
+                let code = code_row(&r)?;
+                if used.is_some() {
+                    CodeRedemption::Replayed(session.map(SessionId::from_uuid))
+                } else if code.expires_at <= now {
+                    CodeRedemption::Invalid
+                } else {
+                    sqlx::query("update authorization_code set used_at = $3 where workspace_id = $1 and code_hash = $2")
+                        .bind(workspace.as_uuid())
+                        .bind(code_hash)
+                        .bind(ts(now))
+                        .execute(&mut *tx)
+                        .await
+                        .db()?;
+                    CodeRedemption::Fresh(code)
+                }
+            }
+        };
+        tx.commit().await.db()?;
+        Ok(outcome)
+    }
+
+    async fn attach_code_session(&self, workspace: WorkspaceId, code_hash: &[u8], session: SessionId) -> Result<()> {
+        self.tenant_execute(
+            workspace,
+            sqlx::query(
+                "update authorization_code set login_session_id = $3 where workspace_id = $1 and code_hash = $2",
+            )
+            .bind(workspace.as_uuid())
+            .bind(code_hash)
+            .bind(session.as_uuid()),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn insert_refresh(&self, t: &RefreshToken) -> Result<()> {
+        self.tenant_execute(
+            t.workspace_id,
+            sqlx::query(&format!(
+                "insert into refresh_token ({REFRESH_COLUMNS})
+                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+            ))
+            .bind(&t.token_hash)
+            .bind(t.workspace_id.as_uuid())
+            .bind(t.family_id.as_uuid())
+            .bind(t.application_id.as_uuid())
+            .bind(t.user_id.as_uuid())
+            .bind(t.login_session_id.as_uuid())
+            .bind(&t.scope)
+            .bind(ts(t.auth_time))
+            .bind(amr_json(&t.amr))
+            .bind(ts(t.created_at))
+            .bind(ts(t.expires_at))
+            .bind(t.rotated_at.map(ts))
+            .bind(t.revoked_at.map(ts)),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn use_refresh(&self, workspace: WorkspaceId, token_hash: &[u8], now: Timestamp) -> Result<RefreshUse> {
+        let mut tx = self.tenant(workspace).await?;
+        let row = sqlx::query(&format!(
+            "select {REFRESH_COLUMNS} from refresh_token where workspace_id = $1 and token_hash = $2 for update"
+        ))
+        .bind(workspace.as_uuid())
+        .bind(token_hash)
+        .fetch_optional(&mut *tx)
+        .await
+        .db()?;
+        let outcome = match row.as_ref().map(refresh_row).transpose()? {
+            None => RefreshUse::Invalid,
+            Some(t) if t.revoked_at.is_some() || t.expires_at <= now => RefreshUse::Invalid,
+            Some(t) if t.rotated_at.is_some() => RefreshUse::Rotated(t),
+            Some(mut t) => {
+                sqlx::query("update refresh_token set rotated_at = $3 where workspace_id = $1 and token_hash = $2")
+                    .bind(workspace.as_uuid())
+                    .bind(token_hash)
+                    .bind(ts(now))
+                    .execute(&mut *tx)
+                    .await
+                    .db()?;
+                t.rotated_at = Some(now);
+                RefreshUse::Fresh(t)
+            }
+        };
+        tx.commit().await.db()?;
+        Ok(outcome)
+    }
+
+    async fn find_refresh(&self, workspace: WorkspaceId, token_hash: &[u8]) -> Result<Option<RefreshToken>> {
+        self.tenant_fetch_optional(
+            workspace,
+            sqlx::query(&format!(
+                "select {REFRESH_COLUMNS} from refresh_token where workspace_id = $1 and token_hash = $2"
+            ))
+            .bind(workspace.as_uuid())
+            .bind(token_hash),
+        )
+        .await?
+        .as_ref()
+        .map(refresh_row)
+        .transpose()
+    }
+
+    async fn revoke_family(&self, workspace: WorkspaceId, family: FamilyId, now: Timestamp) -> Result<()> {
+        let mut tx = self.tenant(workspace).await?;
+        let sessions: Vec<Uuid> = sqlx::query_scalar(
+            "update refresh_token set revoked_at = coalesce(revoked_at, $3)
+             where workspace_id = $1 and family_id = $2 returning login_session_id",
+        )
+        .bind(workspace.as_uuid())
+        .bind(family.as_uuid())
+        .bind(ts(now))
+        .fetch_all(&mut *tx)
+        .await
+        .db()?;
+        let mut sessions: Vec<SessionId> = sessions.into_iter().map(SessionId::from_uuid).collect();
+        sessions.sort();
+        sessions.dedup();
+        for session in sessions {
+            end_login_session(&mut tx, workspace, session, now).await?;
+        }
+        tx.commit().await.db()
+    }
+
+    async fn revoke_session_refresh(&self, workspace: WorkspaceId, session: SessionId, now: Timestamp) -> Result<()> {
+        self.tenant_execute(
+            workspace,
+            sqlx::query(
+                "update refresh_token set revoked_at = $3
+                 where workspace_id = $1 and login_session_id = $2 and revoked_at is null",
+            )
+            .bind(workspace.as_uuid())
+            .bind(session.as_uuid())
+            .bind(ts(now)),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn extend_session(&self, workspace: WorkspaceId, session: SessionId, expires_at: Timestamp) -> Result<()> {
+        self.tenant_execute(
+            workspace,
+            sqlx::query(
+                "update login_session set expires_at = greatest(expires_at, $3)
+                 where workspace_id = $1 and session_id = $2 and ended_at is null",
+            )
+            .bind(workspace.as_uuid())
+            .bind(session.as_uuid())
+            .bind(ts(expires_at)),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn purge_login_state(&self, before: Timestamp) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("select secureflows_purge_login_state($1)")
+            .bind(ts(before))
+            .fetch_one(&self.pool)
+            .await
+            .db()?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}

@@ -1,0 +1,576 @@
+//! Hosted login state: passwords, sign-in throttling, pending requests, browser sessions, codes and
+//! refresh tokens.
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use secureflows_core::store::{AttemptGate, CodeRedemption, LoginStore, RefreshUse};
+use secureflows_core::{
+    AuthorizationCode, AuthorizationRequest, BrowserSession, BrowserSessionId, FamilyId, FlowId, Invalidation,
+    LoginFlow, RefreshToken, Result, SessionId, Timestamp, UserId, WorkspaceId,
+};
+
+use crate::data::{SqliteStore, bad_column, json_list, origins_json, record_invalidation};
+use crate::error::SqlResult;
+
+fn request_json(request: &AuthorizationRequest) -> Result<String> {
+    serde_json::to_string(request).map_err(|_| secureflows_core::Error::internal("encoding a request"))
+}
+
+fn request_from(text: &str) -> rusqlite::Result<AuthorizationRequest> {
+    serde_json::from_str(text).map_err(|_| bad_column("request"))
+}
+
+fn millis(t: Option<i64>) -> Option<Timestamp> {
+    t.map(Timestamp::from_millis)
+}
+
+const BROWSER_COLUMNS: &str = "browser_session_id, workspace_id, user_id, token_hash, auth_time, amr, client_sealed, \
+                               created_at, last_seen_at, expires_at, ended_at, revision";
+
+fn browser_row(r: &Row<'_>) -> rusqlite::Result<BrowserSession> {
+    Ok(BrowserSession {
+        id: r.get::<_, uuid::Uuid>(0)?.into(),
+        workspace_id: r.get::<_, uuid::Uuid>(1)?.into(),
+        user_id: r.get::<_, uuid::Uuid>(2)?.into(),
+        token_hash: r.get(3)?,
+        auth_time: Timestamp::from_millis(r.get(4)?),
+        amr: json_list(&r.get::<_, String>(5)?, "amr")?,
+        client_sealed: r.get(6)?,
+        created_at: Timestamp::from_millis(r.get(7)?),
+        last_seen_at: Timestamp::from_millis(r.get(8)?),
+        expires_at: Timestamp::from_millis(r.get(9)?),
+        ended_at: millis(r.get(10)?),
+        revision: r.get(11)?,
+    })
+}
+
+const CODE_COLUMNS: &str = "code_hash, workspace_id, application_id, user_id, browser_session_id, request, auth_time, \
+                            amr, created_at, expires_at";
+
+fn code_row(r: &Row<'_>) -> rusqlite::Result<AuthorizationCode> {
+    Ok(AuthorizationCode {
+        code_hash: r.get(0)?,
+        workspace_id: r.get::<_, uuid::Uuid>(1)?.into(),
+        application_id: r.get::<_, uuid::Uuid>(2)?.into(),
+        user_id: r.get::<_, uuid::Uuid>(3)?.into(),
+        browser_session_id: r.get::<_, uuid::Uuid>(4)?.into(),
+        request: request_from(&r.get::<_, String>(5)?)?,
+        auth_time: Timestamp::from_millis(r.get(6)?),
+        amr: json_list(&r.get::<_, String>(7)?, "amr")?,
+        created_at: Timestamp::from_millis(r.get(8)?),
+        expires_at: Timestamp::from_millis(r.get(9)?),
+    })
+}
+
+const REFRESH_COLUMNS: &str = "token_hash, workspace_id, family_id, application_id, user_id, login_session_id, scope, \
+                               auth_time, amr, created_at, expires_at, rotated_at, revoked_at";
+
+fn refresh_row(r: &Row<'_>) -> rusqlite::Result<RefreshToken> {
+    Ok(RefreshToken {
+        token_hash: r.get(0)?,
+        workspace_id: r.get::<_, uuid::Uuid>(1)?.into(),
+        family_id: r.get::<_, uuid::Uuid>(2)?.into(),
+        application_id: r.get::<_, uuid::Uuid>(3)?.into(),
+        user_id: r.get::<_, uuid::Uuid>(4)?.into(),
+        login_session_id: r.get::<_, uuid::Uuid>(5)?.into(),
+        scope: r.get(6)?,
+        auth_time: Timestamp::from_millis(r.get(7)?),
+        amr: json_list(&r.get::<_, String>(8)?, "amr")?,
+        created_at: Timestamp::from_millis(r.get(9)?),
+        expires_at: Timestamp::from_millis(r.get(10)?),
+        rotated_at: millis(r.get(11)?),
+        revoked_at: millis(r.get(12)?),
+    })
+}
+
+fn find_refresh_in(c: &Connection, workspace: WorkspaceId, hash: &[u8]) -> Result<Option<RefreshToken>> {
+    c.prepare_cached(&format!(
+        "select {REFRESH_COLUMNS} from refresh_token where workspace_id = ?1 and token_hash = ?2"
+    ))
+    .db()?
+    .query_row(params![workspace.as_uuid(), hash], refresh_row)
+    .optional()
+    .db()
+}
+
+fn end_login_session(c: &Connection, workspace: WorkspaceId, session: SessionId, now: Timestamp) -> Result<()> {
+    c.execute(
+        "update refresh_token set revoked_at = ?3
+         where workspace_id = ?1 and login_session_id = ?2 and revoked_at is null",
+        params![workspace.as_uuid(), session.as_uuid(), now.millis()],
+    )
+    .db()?;
+    c.execute(
+        "update login_session set ended_at = ?3 where workspace_id = ?1 and session_id = ?2 and ended_at is null",
+        params![workspace.as_uuid(), session.as_uuid(), now.millis()],
+    )
+    .db()?;
+    record_invalidation(c, Invalidation::Session(workspace, session))
+}
+
+#[async_trait]
+impl LoginStore for SqliteStore {
+    async fn find_password(&self, workspace: WorkspaceId, user: UserId) -> Result<Option<String>> {
+        self.db.read(|c| {
+            c.prepare_cached("select phc from password_credential where workspace_id = ?1 and user_id = ?2")
+                .db()?
+                .query_row(params![workspace.as_uuid(), user.as_uuid()], |r| r.get(0))
+                .optional()
+                .db()
+        })
+    }
+
+    async fn set_password(&self, workspace: WorkspaceId, user: UserId, phc: &str, now: Timestamp) -> Result<()> {
+        let phc = phc.to_owned();
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "insert into password_credential (workspace_id, user_id, phc, created_at, updated_at)
+                     values (?1, ?2, ?3, ?4, ?4)
+                     on conflict (workspace_id, user_id) do update set phc = excluded.phc, updated_at = excluded.updated_at",
+                    params![workspace.as_uuid(), user.as_uuid(), phc, now.millis()],
+                )
+                .db()?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn begin_attempt(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+        max_failures: u32,
+        now: Timestamp,
+    ) -> Result<AttemptGate> {
+        self.db
+            .write(move |c| {
+                // An expired lock starts a fresh count; an active lock or an exhausted count refuses.
+                let n = c
+                    .execute(
+                        "update user_account set
+                           failed_sign_ins = case when sign_in_locked_until is not null then 1
+                                                  else failed_sign_ins + 1 end,
+                           sign_in_locked_until = null
+                         where workspace_id = ?1 and user_id = ?2
+                           and ((sign_in_locked_until is not null and sign_in_locked_until <= ?4)
+                                or (sign_in_locked_until is null and failed_sign_ins < ?3))",
+                        params![workspace.as_uuid(), user.as_uuid(), max_failures, now.millis()],
+                    )
+                    .db()?;
+                if n > 0 {
+                    return Ok(AttemptGate::Proceed);
+                }
+                let until: Option<Option<i64>> = c
+                    .query_row(
+                        "select sign_in_locked_until from user_account where workspace_id = ?1 and user_id = ?2",
+                        params![workspace.as_uuid(), user.as_uuid()],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .db()?;
+                // Exhausted but not yet locked (a parallel attempt is still being verified): refuse as
+                // locked for now.
+                Ok(AttemptGate::Locked(
+                    until.flatten().map_or(now, Timestamp::from_millis),
+                ))
+            })
+            .await
+    }
+
+    async fn lock_if_exhausted(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+        max_failures: u32,
+        until: Timestamp,
+    ) -> Result<bool> {
+        self.db
+            .write(move |c| {
+                let n = c
+                    .execute(
+                        "update user_account set sign_in_locked_until = ?4
+                         where workspace_id = ?1 and user_id = ?2 and failed_sign_ins >= ?3
+                           and sign_in_locked_until is null",
+                        params![workspace.as_uuid(), user.as_uuid(), max_failures, until.millis()],
+                    )
+                    .db()?;
+                Ok(n > 0)
+            })
+            .await
+    }
+
+    async fn clear_failures(&self, workspace: WorkspaceId, user: UserId) -> Result<()> {
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "update user_account set failed_sign_ins = 0, sign_in_locked_until = null
+                     where workspace_id = ?1 and user_id = ?2
+                       and (failed_sign_ins <> 0 or sign_in_locked_until is not null)",
+                    params![workspace.as_uuid(), user.as_uuid()],
+                )
+                .db()?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn set_email_verified(&self, workspace: WorkspaceId, user: UserId) -> Result<()> {
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "update user_account set email_verified = 1 where workspace_id = ?1 and user_id = ?2",
+                    params![workspace.as_uuid(), user.as_uuid()],
+                )
+                .db()?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn insert_flow(&self, flow: &LoginFlow) -> Result<()> {
+        let request = request_json(&flow.request)?;
+        let flow = flow.clone();
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "insert into login_flow (workspace_id, flow_id, application_id, request, created_at, expires_at)
+                     values (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        flow.workspace_id.as_uuid(),
+                        flow.id.as_uuid(),
+                        flow.application_id.as_uuid(),
+                        request,
+                        flow.created_at.millis(),
+                        flow.expires_at.millis()
+                    ],
+                )
+                .db()?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn find_flow(&self, workspace: WorkspaceId, id: FlowId, now: Timestamp) -> Result<Option<LoginFlow>> {
+        self.db.read(|c| {
+            c.prepare_cached(
+                "select flow_id, workspace_id, application_id, request, created_at, expires_at from login_flow
+                 where workspace_id = ?1 and flow_id = ?2 and expires_at > ?3",
+            )
+            .db()?
+            .query_row(params![workspace.as_uuid(), id.as_uuid(), now.millis()], |r| {
+                Ok(LoginFlow {
+                    id: r.get::<_, uuid::Uuid>(0)?.into(),
+                    workspace_id: r.get::<_, uuid::Uuid>(1)?.into(),
+                    application_id: r.get::<_, uuid::Uuid>(2)?.into(),
+                    request: request_from(&r.get::<_, String>(3)?)?,
+                    created_at: Timestamp::from_millis(r.get(4)?),
+                    expires_at: Timestamp::from_millis(r.get(5)?),
+                })
+            })
+            .optional()
+            .db()
+        })
+    }
+
+    async fn delete_flow(&self, workspace: WorkspaceId, id: FlowId) -> Result<()> {
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "delete from login_flow where workspace_id = ?1 and flow_id = ?2",
+                    params![workspace.as_uuid(), id.as_uuid()],
+                )
+                .db()?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn insert_browser_session(&self, s: &BrowserSession) -> Result<()> {
+        let s = s.clone();
+        self.db
+            .write(move |c| {
+                c.execute(
+                    &format!("insert into browser_session ({BROWSER_COLUMNS}) values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
+                    params![
+                        s.id.as_uuid(),
+                        s.workspace_id.as_uuid(),
+                        s.user_id.as_uuid(),
+                        s.token_hash,
+                        s.auth_time.millis(),
+                        origins_json(&s.amr),
+                        s.client_sealed,
+                        s.created_at.millis(),
+                        s.last_seen_at.millis(),
+                        s.expires_at.millis(),
+                        s.ended_at.map(|t| t.millis()),
+                        s.revision,
+                    ],
+                )
+                .db()?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn find_browser_session(
+        &self,
+        workspace: WorkspaceId,
+        token_hash: &[u8],
+        now: Timestamp,
+    ) -> Result<Option<BrowserSession>> {
+        self.db.read(|c| {
+            c.prepare_cached(&format!(
+                "select {BROWSER_COLUMNS} from browser_session
+                 where workspace_id = ?1 and token_hash = ?2 and ended_at is null and expires_at > ?3"
+            ))
+            .db()?
+            .query_row(params![workspace.as_uuid(), token_hash, now.millis()], browser_row)
+            .optional()
+            .db()
+        })
+    }
+
+    async fn end_browser_session(
+        &self,
+        workspace: WorkspaceId,
+        id: BrowserSessionId,
+        now: Timestamp,
+    ) -> Result<Vec<SessionId>> {
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "update browser_session set ended_at = ?3
+                     where workspace_id = ?1 and browser_session_id = ?2 and ended_at is null",
+                    params![workspace.as_uuid(), id.as_uuid(), now.millis()],
+                )
+                .db()?;
+                let sessions: Vec<SessionId> = c
+                    .prepare_cached(
+                        "select session_id from login_session
+                         where workspace_id = ?1 and browser_session_id = ?2 and ended_at is null",
+                    )
+                    .db()?
+                    .query_map(params![workspace.as_uuid(), id.as_uuid()], |r| {
+                        r.get::<_, uuid::Uuid>(0).map(SessionId::from)
+                    })
+                    .db()?
+                    .collect::<rusqlite::Result<_>>()
+                    .db()?;
+                for session in &sessions {
+                    end_login_session(c, workspace, *session, now)?;
+                }
+                Ok(sessions)
+            })
+            .await
+    }
+
+    async fn insert_code(&self, code: &AuthorizationCode) -> Result<()> {
+        let request = request_json(&code.request)?;
+        let code = code.clone();
+        self.db
+            .write(move |c| {
+                c.execute(
+                    &format!("insert into authorization_code ({CODE_COLUMNS}) values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+                    params![
+                        code.code_hash,
+                        code.workspace_id.as_uuid(),
+                        code.application_id.as_uuid(),
+                        code.user_id.as_uuid(),
+                        code.browser_session_id.as_uuid(),
+                        request,
+                        code.auth_time.millis(),
+                        origins_json(&code.amr),
+                        code.created_at.millis(),
+                        code.expires_at.millis(),
+                    ],
+                )
+                .db()?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn redeem_code(&self, workspace: WorkspaceId, code_hash: &[u8], now: Timestamp) -> Result<CodeRedemption> {
+        let code_hash = code_hash.to_vec();
+        self.db
+            .write(move |c| {
+                let row: Option<(Option<i64>, Option<uuid::Uuid>, i64)> = c
+                    .query_row(
+                        "select used_at, login_session_id, expires_at from authorization_code
+                         where workspace_id = ?1 and code_hash = ?2",
+                        params![workspace.as_uuid(), code_hash],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    )
+                    .optional()
+                    .db()?;
+                match row {
+                    None => Ok(CodeRedemption::Invalid),
+                    Some((Some(_), session, _)) => Ok(CodeRedemption::Replayed(session.map(SessionId::from))),
+                    Some((None, _, expires)) if expires <= now.millis() => Ok(CodeRedemption::Invalid),
+                    Some((None, _, _)) => {
+                        c.execute(
+                            "update authorization_code set used_at = ?3 where workspace_id = ?1 and code_hash = ?2",
+                            params![workspace.as_uuid(), code_hash, now.millis()],
+                        )
+                        .db()?;
+                        let code = c
+                            .query_row(
+                                &format!(
+                                    "select {CODE_COLUMNS} from authorization_code
+                                     where workspace_id = ?1 and code_hash = ?2"
+                                ),
+                                params![workspace.as_uuid(), code_hash],
+                                code_row,
+                            )
+                            .db()?;
+                        Ok(CodeRedemption::Fresh(code))
+                    }
+                }
+            })
+            .await
+    }
+
+    async fn attach_code_session(&self, workspace: WorkspaceId, code_hash: &[u8], session: SessionId) -> Result<()> {
+        let code_hash = code_hash.to_vec();
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "update authorization_code set login_session_id = ?3 where workspace_id = ?1 and code_hash = ?2",
+                    params![workspace.as_uuid(), code_hash, session.as_uuid()],
+                )
+                .db()?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn insert_refresh(&self, t: &RefreshToken) -> Result<()> {
+        let t = t.clone();
+        self.db
+            .write(move |c| {
+                c.execute(
+                    &format!(
+                        "insert into refresh_token ({REFRESH_COLUMNS})
+                         values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+                    ),
+                    params![
+                        t.token_hash,
+                        t.workspace_id.as_uuid(),
+                        t.family_id.as_uuid(),
+                        t.application_id.as_uuid(),
+                        t.user_id.as_uuid(),
+                        t.login_session_id.as_uuid(),
+                        t.scope,
+                        t.auth_time.millis(),
+                        origins_json(&t.amr),
+                        t.created_at.millis(),
+                        t.expires_at.millis(),
+                        t.rotated_at.map(|x| x.millis()),
+                        t.revoked_at.map(|x| x.millis()),
+                    ],
+                )
+                .db()?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn use_refresh(&self, workspace: WorkspaceId, token_hash: &[u8], now: Timestamp) -> Result<RefreshUse> {
+        let token_hash = token_hash.to_vec();
+        self.db
+            .write(move |c| {
+                let Some(mut token) = find_refresh_in(c, workspace, &token_hash)? else {
+                    return Ok(RefreshUse::Invalid);
+                };
+                if token.revoked_at.is_some() || token.expires_at <= now {
+                    return Ok(RefreshUse::Invalid);
+                }
+                if token.rotated_at.is_some() {
+                    return Ok(RefreshUse::Rotated(token));
+                }
+                c.execute(
+                    "update refresh_token set rotated_at = ?3 where workspace_id = ?1 and token_hash = ?2",
+                    params![workspace.as_uuid(), token_hash, now.millis()],
+                )
+                .db()?;
+                token.rotated_at = Some(now);
+                Ok(RefreshUse::Fresh(token))
+            })
+            .await
+    }
+
+    async fn find_refresh(&self, workspace: WorkspaceId, token_hash: &[u8]) -> Result<Option<RefreshToken>> {
+        self.db.read(|c| find_refresh_in(c, workspace, token_hash))
+    }
+
+    async fn revoke_family(&self, workspace: WorkspaceId, family: FamilyId, now: Timestamp) -> Result<()> {
+        self.db
+            .write(move |c| {
+                let sessions: Vec<SessionId> = c
+                    .prepare_cached(
+                        "select distinct login_session_id from refresh_token where workspace_id = ?1 and family_id = ?2",
+                    )
+                    .db()?
+                    .query_map(params![workspace.as_uuid(), family.as_uuid()], |r| {
+                        r.get::<_, uuid::Uuid>(0).map(SessionId::from)
+                    })
+                    .db()?
+                    .collect::<rusqlite::Result<_>>()
+                    .db()?;
+                c.execute(
+                    "update refresh_token set revoked_at = ?3
+                     where workspace_id = ?1 and family_id = ?2 and revoked_at is null",
+                    params![workspace.as_uuid(), family.as_uuid(), now.millis()],
+                )
+                .db()?;
+                for session in sessions {
+                    end_login_session(c, workspace, session, now)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn revoke_session_refresh(&self, workspace: WorkspaceId, session: SessionId, now: Timestamp) -> Result<()> {
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "update refresh_token set revoked_at = ?3
+                     where workspace_id = ?1 and login_session_id = ?2 and revoked_at is null",
+                    params![workspace.as_uuid(), session.as_uuid(), now.millis()],
+                )
+                .db()?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn extend_session(&self, workspace: WorkspaceId, session: SessionId, expires_at: Timestamp) -> Result<()> {
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "update login_session set expires_at = max(expires_at, ?3)
+                     where workspace_id = ?1 and session_id = ?2 and ended_at is null",
+                    params![workspace.as_uuid(), session.as_uuid(), expires_at.millis()],
+                )
+                .db()?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn purge_login_state(&self, before: Timestamp) -> Result<u64> {
+        self.db
+            .write(move |c| {
+                let mut n = 0;
+                for table in ["login_flow", "authorization_code", "refresh_token", "browser_session"] {
+                    n += c
+                        .execute(&format!("delete from {table} where expires_at < ?1"), params![before.millis()])
+                        .db()?;
+                }
+                Ok(n as u64)
+            })
+            .await
+    }
+}
