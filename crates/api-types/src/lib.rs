@@ -8,11 +8,24 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// `POST /api/v1/auth/callback` with an upstream ID token.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CallbackRequest {
-    /// The ID token from an upstream OpenID Connect issuer the application trusts.
-    pub id_token: String,
+    /// The ID token from an upstream OpenID Connect issuer the application trusts (upstream mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+    /// The hosted login's authorization code (code mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// The PKCE verifier of the authorization request (code mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_verifier: Option<String>,
+    /// The redirect URI of the authorization request; checked when sent (code mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_uri: Option<String>,
+    /// A confidential application's secret (code mode, server-side callers only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
     /// The application's client id; needed only when several applications trust the same issuer and
     /// audience.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -31,6 +44,13 @@ pub struct CallbackResponse {
     /// Always `Bearer`.
     #[serde(rename = "tokenType")]
     pub token_type: String,
+    /// Refresh token (code mode; confidential and native clients only). Rotated on every use at the
+    /// issuer's token endpoint.
+    #[serde(rename = "refreshToken", default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// OpenID Connect ID token (code mode).
+    #[serde(rename = "idToken", default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
 }
 
 /// One vault value's metadata.

@@ -94,8 +94,9 @@ impl Client {
         client_id: Option<&str>,
     ) -> Result<CallbackResponse, ClientError> {
         let body = CallbackRequest {
-            id_token: id_token.to_owned(),
+            id_token: Some(id_token.to_owned()),
             client_id: client_id.map(str::to_owned),
+            ..CallbackRequest::default()
         };
         let response = self
             .http

@@ -151,6 +151,11 @@ pub enum WorkspaceCommand {
     },
     /// List workspaces.
     List,
+    /// Show a workspace, with its OpenID Connect issuer URL.
+    Show {
+        /// Workspace id.
+        id: String,
+    },
     /// Change a workspace's plan.
     SetPlan {
         /// Workspace id.
@@ -191,9 +196,15 @@ pub enum AppCommand {
         /// Access-token lifetime (default 15m).
         #[arg(long, value_parser = duration::parse)]
         token_ttl: Option<std::time::Duration>,
-        /// A public client (browser or native app): no client secret.
+        /// A public client (browser or native app): no client secret; PKCE is mandatory.
         #[arg(long)]
         public: bool,
+        /// Where the hosted login may send authorization codes (repeatable; exact match).
+        #[arg(long = "redirect-uri")]
+        redirect_uri: Vec<String>,
+        /// Where sign-out may return to (repeatable; exact match).
+        #[arg(long = "post-logout-uri")]
+        post_logout_uri: Vec<String>,
     },
     /// List a workspace's applications.
     List {
@@ -365,6 +376,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<Value> {
                         .collect();
                     Ok(json!({ "workspaces": items }))
                 }
+                WorkspaceCommand::Show { id } => {
+                    let w = s.get_workspace(workspace_id(&id)?).await.map_err(domain)?;
+                    let issuer = s.issuer_of(w.id);
+                    Ok(json!({
+                        "workspace_id": w.id,
+                        "name": w.name,
+                        "plan": w.plan.as_str(),
+                        "created_at": w.created_at,
+                        "issuer": issuer,
+                        "discovery": format!("{issuer}/.well-known/openid-configuration"),
+                    }))
+                }
                 WorkspaceCommand::SetPlan { id, plan: p } => {
                     let id = workspace_id(&id)?;
                     s.set_plan(id, plan(&p)?, &Actor::operator())
@@ -392,6 +415,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<Value> {
                     session_ttl,
                     token_ttl,
                     public,
+                    redirect_uri,
+                    post_logout_uri,
                 } => {
                     let trust = match (trust_issuer, trust_audience) {
                         (Some(issuer), Some(audience)) => Some(UpstreamTrust { issuer, audience }),
@@ -408,6 +433,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<Value> {
                                 data_ttl: session_ttl,
                                 token_ttl,
                                 public,
+                                redirect_uris: redirect_uri,
+                                post_logout_uris: post_logout_uri,
                             },
                             &Actor::operator(),
                         )
@@ -620,6 +647,8 @@ fn app_json(app: &secureflows_core::Application) -> Value {
         "trust_audience": app.trust.as_ref().map(|t| &t.audience),
         "public": app.public,
         "allowed_origins": app.allowed_origins,
+        "redirect_uris": app.redirect_uris,
+        "post_logout_uris": app.post_logout_uris,
         "session_ttl_secs": app.data_ttl.as_secs(),
         "token_ttl_secs": app.token_ttl.as_secs(),
     })

@@ -87,6 +87,21 @@ pub struct ClientCredentials {
     pub client_secret: Option<SecretString>,
 }
 
+/// Who exchanges a code.
+#[derive(Debug, Clone, Copy)]
+pub enum CodeClient<'a> {
+    /// A client authenticated at the token endpoint.
+    Authenticated(&'a Application),
+    /// `POST /api/v1/auth/callback`: the client the code was issued to, authenticated with its secret if
+    /// it is confidential; `client_id`, when sent, must name it.
+    FromCode {
+        /// `client_id`, if sent.
+        client_id: Option<ApplicationId>,
+        /// The client secret (confidential clients).
+        secret: Option<&'a SecretString>,
+    },
+}
+
 /// What the token endpoint returns. `Debug` hides the tokens.
 #[derive(Clone)]
 pub struct TokenGrant {
@@ -361,7 +376,7 @@ impl Services {
     /// was exchanged for (RFC 6749 §4.1.2).
     pub async fn exchange_code(
         &self,
-        client: &Application,
+        client: CodeClient<'_>,
         code: &str,
         verifier: Option<&str>,
         redirect_uri: Option<&str>,
@@ -369,7 +384,9 @@ impl Services {
     ) -> std::result::Result<TokenGrant, OAuthError> {
         let invalid = || OAuthError::invalid_grant("the code is invalid, expired or already used");
         let workspace = credential_workspace(CODE_PREFIX, code).ok_or_else(invalid)?;
-        if workspace != client.workspace_id {
+        if let CodeClient::Authenticated(app) = client
+            && workspace != app.workspace_id
+        {
             return Err(invalid());
         }
         let hash = secureflows_crypto::sha256(code.as_bytes());
@@ -384,6 +401,20 @@ impl Services {
             }
             CodeRedemption::Invalid => return Err(invalid()),
         };
+        let client = match client {
+            CodeClient::Authenticated(app) => app.clone(),
+            CodeClient::FromCode { client_id, secret } => {
+                if client_id.is_some_and(|c| c != code_row.application_id) {
+                    return Err(invalid());
+                }
+                let credentials = ClientCredentials {
+                    client_id: Some(code_row.application_id.to_string()),
+                    client_secret: secret.cloned(),
+                };
+                self.authenticate_client(Some(workspace), &credentials).await?
+            }
+        };
+        let client = &client;
         if code_row.application_id != client.id {
             return Err(invalid());
         }

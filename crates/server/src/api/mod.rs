@@ -74,7 +74,7 @@ fn routers() -> (
 ) {
     let session_api = OpenApiRouter::new()
         .routes(routes!(session::callback))
-        .routes(routes!(session::logout))
+        .routes(routes!(session::logout, session::browser_logout))
         .routes(routes!(session::list_values))
         .routes(routes!(session::set_value))
         .routes(routes!(session::get_value))

@@ -7,6 +7,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use secureflows_api_types as dto;
 use secureflows_core::vault::{self, SetResult, ValueMeta};
+use secureflows_core::login::oauth::OAuthError;
+use secureflows_core::login::oidc::CodeClient;
 use secureflows_core::{ApplicationId, Error};
 
 use crate::access_log::AccessSlot;
@@ -49,19 +51,115 @@ pub async fn callback(
                 .map_err(|_| Error::invalid("client_id", "not a client id"))
         })
         .transpose()?;
-    let signed_in = state
-        .services()
-        .exchange_id_token(&body.id_token, client_id, origin(&headers), actor)
-        .await?;
-    if let Some(slot) = slot {
-        slot.identify(signed_in.workspace, signed_in.application, Some(signed_in.user));
-    }
-    let response = dto::CallbackResponse {
-        session_token: signed_in.token.token,
-        expires_in: signed_in.token.expires_in.as_secs(),
-        token_type: "Bearer".into(),
+    let response = match (&body.id_token, &body.code) {
+        (Some(id_token), None) => {
+            let signed_in = state
+                .services()
+                .exchange_id_token(id_token, client_id, origin(&headers), actor)
+                .await?;
+            if let Some(slot) = slot {
+                slot.identify(signed_in.workspace, signed_in.application, Some(signed_in.user));
+            }
+            dto::CallbackResponse {
+                session_token: signed_in.token.token,
+                expires_in: signed_in.token.expires_in.as_secs(),
+                token_type: "Bearer".into(),
+                refresh_token: None,
+                id_token: None,
+            }
+        }
+        (None, Some(code)) => {
+            let secret = body.client_secret.clone().map(secureflows_crypto::SecretString::new);
+            let grant = state
+                .services()
+                .exchange_code(
+                    CodeClient::FromCode {
+                        client_id,
+                        secret: secret.as_ref(),
+                    },
+                    code,
+                    body.code_verifier.as_deref(),
+                    body.redirect_uri.as_deref(),
+                    &actor,
+                )
+                .await
+                .map_err(oauth_problem)?;
+            if let Some(slot) = slot {
+                slot.identify(grant.workspace, grant.application, Some(grant.user));
+            }
+            dto::CallbackResponse {
+                session_token: grant.access_token.token,
+                expires_in: grant.access_token.expires_in.as_secs(),
+                token_type: "Bearer".into(),
+                refresh_token: grant.refresh_token,
+                id_token: grant.id_token,
+            }
+        }
+        _ => {
+            return Err(Problem::from(Error::Malformed(
+                "send either id_token (upstream sign-in) or code with code_verifier (hosted login)".into(),
+            )));
+        }
     };
     Ok(axum::Json(response).into_response())
+}
+
+/// The callback answers in problem+json: an unusable code or verifier is 401 `invalid-token`, a failed
+/// client authentication 401, a full session table 429.
+fn oauth_problem(e: OAuthError) -> Problem {
+    match (e.error, e.status) {
+        (_, 429) => Problem::from(Error::Limited {
+            kind: secureflows_core::LimitKind::Sessions,
+            retry_after: e.retry_after.unwrap_or(std::time::Duration::from_secs(1)),
+        }),
+        (_, 503) => Problem::from(Error::Unavailable("sign-in")),
+        ("invalid_request", _) => Problem::from(Error::Malformed(e.description.to_owned())),
+        (_, 500) => Problem::from(Error::internal("code exchange failed")),
+        _ => Problem::from(Error::invalid_token()),
+    }
+}
+
+/// `GET /api/v1/auth/logout?client_id=…&post_logout_redirect_uri=…&state=…`: the browser sign-out by
+/// top-level redirect. Sends the browser to the client's workspace issuer's logout endpoint, which ends
+/// the single sign-on session and the sessions opened from it (vault data stays), then returns to the
+/// registered URI.
+#[utoipa::path(get, path = "/api/v1/auth/logout", tag = "session",
+    params(
+        ("client_id" = String, Query, description = "The application's client id"),
+        ("post_logout_redirect_uri" = Option<String>, Query, description = "A registered post-logout URI"),
+        ("state" = Option<String>, Query, description = "Returned to the post-logout URI"),
+        ("id_token_hint" = Option<String>, Query, description = "An ID token of the signed-in user (skips the confirmation)"),
+    ),
+    responses(
+        (status = 303, description = "To the issuer's logout endpoint"),
+        (status = "4XX", description = "Problem", body = dto::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn browser_logout(
+    State(state): State<AppState>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> ApiResult<Response> {
+    let query = query.unwrap_or_default();
+    let client_id = url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "client_id")
+        .map(|(_, v)| v.into_owned())
+        .ok_or_else(|| Error::Malformed("client_id is required".into()))?;
+    let id: ApplicationId = client_id
+        .parse()
+        .map_err(|_| Error::invalid("client_id", "not a client id"))?;
+    let app = state
+        .services()
+        .stores
+        .applications
+        .find_application(id)
+        .await?
+        .ok_or(Error::NotFound("application"))?;
+    let location = format!("/w/{}/logout?{query}", app.workspace_id);
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    response.headers_mut().insert(
+        header::LOCATION,
+        HeaderValue::from_str(&location).map_err(|_| Error::Malformed("invalid query".into()))?,
+    );
+    Ok(response)
 }
 
 /// `POST /api/v1/auth/logout`: ends the caller's login session. Any SESSION JWT.

@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use secureflows_core::login::oauth::OAuthError;
-use secureflows_core::login::oidc::{ClientCredentials, TokenGrant};
+use secureflows_core::login::oidc::{ClientCredentials, CodeClient, TokenGrant};
 use secureflows_core::{Application, WorkspaceId};
 use secureflows_crypto::SecretString;
 use serde::Deserialize;
@@ -195,7 +195,7 @@ pub async fn token(
                 return oauth_error(&OAuthError::invalid_request("redirect_uri is required"), false);
             }
             services
-                .exchange_code(&app, code, form.code_verifier.as_deref(), form.redirect_uri.as_deref(), &actor)
+                .exchange_code(CodeClient::Authenticated(&app), code, form.code_verifier.as_deref(), form.redirect_uri.as_deref(), &actor)
                 .await
         }
         Some("refresh_token") => {

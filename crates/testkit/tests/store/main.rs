@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use secureflows_core::store::*;
 use secureflows_core::{
-    Application, ApplicationId, Error, Invalidation, LoginSession, NewIdentity, Plan, Role, SessionId,
-    Timestamp, UpstreamTrust, User, UserId, UserStatus, Workspace, WorkspaceId,
+    Application, ApplicationId, AuthorizationCode, AuthorizationRequest, BrowserSession, BrowserSessionId, Error,
+    FamilyId, Invalidation, LoginSession, NewIdentity, Plan, RefreshToken, Role, SessionId, Timestamp,
+    UpstreamTrust, User, UserId, UserStatus, Workspace, WorkspaceId,
 };
 use secureflows_testkit::Backend;
 
@@ -85,6 +86,8 @@ store_tests!(
     used_tokens,
     keyring,
     readiness,
+    sign_in_lockout,
+    codes_and_refresh_tokens,
 );
 
 const T0: i64 = 1_800_000_000_000;
@@ -117,6 +120,8 @@ fn application(ws: WorkspaceId, issuer: &str, audience: &str, origins: &[&str]) 
         token_ttl: Duration::from_secs(900),
         public: false,
         secret_hash: None,
+        redirect_uris: vec!["https://app.example/cb".into()],
+        post_logout_uris: Vec::new(),
         created_at: at(0),
         updated_at: at(0),
     }
@@ -149,6 +154,7 @@ fn session(ws: WorkspaceId, app: ApplicationId, user: UserId, expires: i64) -> L
         workspace_id: ws,
         application_id: Some(app),
         user_id: user,
+        browser_session_id: None,
         created_at: at(0),
         expires_at: at(expires),
         ended_at: None,
@@ -810,4 +816,165 @@ async fn keyring(s: &Stores) {
 async fn readiness(s: &Stores) {
     s.health.check_ready().await.unwrap();
     s.keyring.check_ready().await.unwrap();
+}
+
+/// Failed attempts are counted before verification, atomically: of 30 parallel attempts on an
+/// account allowed 10 failures, exactly 10 proceed; the lock holds until it expires, and another
+/// workspace's id changes nothing.
+async fn sign_in_lockout(s: &Stores) {
+    let (ws, _, user) = tenant(s).await;
+    let (other, _, _) = tenant(s).await;
+    let mut tasks = Vec::new();
+    for _ in 0..30 {
+        let login = s.login.clone();
+        tasks.push(tokio::spawn(async move { login.begin_attempt(ws, user.id, 10, at(0)).await.unwrap() }));
+    }
+    let mut proceeded = 0;
+    for t in tasks {
+        if t.await.unwrap() == AttemptGate::Proceed {
+            proceeded += 1;
+        }
+    }
+    assert_eq!(proceeded, 10);
+    assert!(s.login.lock_if_exhausted(ws, user.id, 10, at(900)).await.unwrap());
+    assert!(!s.login.lock_if_exhausted(ws, user.id, 10, at(900)).await.unwrap());
+    assert_eq!(s.login.begin_attempt(ws, user.id, 10, at(100)).await.unwrap(), AttemptGate::Locked(at(900)));
+    // Another workspace's id reaches nothing.
+    s.login.clear_failures(other, user.id).await.unwrap();
+    assert!(matches!(s.login.begin_attempt(ws, user.id, 10, at(100)).await.unwrap(), AttemptGate::Locked(_)));
+    // An expired lock starts a fresh count.
+    assert_eq!(s.login.begin_attempt(ws, user.id, 10, at(901)).await.unwrap(), AttemptGate::Proceed);
+    s.login.clear_failures(ws, user.id).await.unwrap();
+    for _ in 0..10 {
+        assert_eq!(s.login.begin_attempt(ws, user.id, 10, at(902)).await.unwrap(), AttemptGate::Proceed);
+    }
+    // Passwords are per workspace.
+    s.login.set_password(ws, user.id, "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA", at(0)).await.unwrap();
+    assert!(s.login.find_password(ws, user.id).await.unwrap().is_some());
+    assert!(s.login.find_password(other, user.id).await.unwrap().is_none());
+}
+
+/// Codes are spent once even when redeemed concurrently; refresh tokens rotate once; revoking a family
+/// ends its login session; ending a browser session ends the sessions opened from it.
+async fn codes_and_refresh_tokens(s: &Stores) {
+    let (ws, app, user) = tenant(s).await;
+    let (other, _, _) = tenant(s).await;
+    let browser = BrowserSession {
+        id: BrowserSessionId::new(),
+        workspace_id: ws,
+        user_id: user.id,
+        token_hash: vec![3; 32],
+        revision: 1,
+        auth_time: at(0),
+        amr: vec!["pwd".into()],
+        client_sealed: None,
+        created_at: at(0),
+        last_seen_at: at(0),
+        expires_at: at(3600),
+        ended_at: None,
+    };
+    s.login.insert_browser_session(&browser).await.unwrap();
+    assert_eq!(s.login.find_browser_session(ws, &[3; 32], at(1)).await.unwrap(), Some(browser.clone()));
+    assert!(s.login.find_browser_session(other, &[3; 32], at(1)).await.unwrap().is_none());
+    assert!(s.login.find_browser_session(ws, &[3; 32], at(3600)).await.unwrap().is_none());
+
+    let code = AuthorizationCode {
+        code_hash: vec![5; 32],
+        workspace_id: ws,
+        application_id: app.id,
+        user_id: user.id,
+        browser_session_id: browser.id,
+        request: AuthorizationRequest {
+            redirect_uri: "https://app.example/cb".into(),
+            state: Some("st".into()),
+            nonce: None,
+            code_challenge: Some("c".repeat(43)),
+            scope: "openid".into(),
+            force_login: false,
+        },
+        auth_time: at(0),
+        amr: vec!["pwd".into()],
+        created_at: at(0),
+        expires_at: at(60),
+    };
+    s.login.insert_code(&code).await.unwrap();
+    assert_eq!(s.login.redeem_code(other, &[5; 32], at(1)).await.unwrap(), CodeRedemption::Invalid);
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let login = s.login.clone();
+        tasks.push(tokio::spawn(async move { login.redeem_code(ws, &[5; 32], at(1)).await.unwrap() }));
+    }
+    let mut fresh = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            CodeRedemption::Fresh(c) => {
+                assert_eq!(c, code);
+                fresh += 1;
+            }
+            CodeRedemption::Replayed(None) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(fresh, 1);
+    let first = LoginSession {
+        browser_session_id: Some(browser.id),
+        ..session(ws, app.id, user.id, 3600)
+    };
+    let limits = SessionLimits { per_workspace: 100, per_user: 100 };
+    assert_eq!(s.sessions.insert_session_within_limits(&first, limits, at(0)).await.unwrap(), SessionAdmission::Admitted);
+    s.login.attach_code_session(ws, &[5; 32], first.id).await.unwrap();
+    assert_eq!(s.login.redeem_code(ws, &[5; 32], at(2)).await.unwrap(), CodeRedemption::Replayed(Some(first.id)));
+
+    let family = FamilyId::new();
+    let refresh = RefreshToken {
+        token_hash: vec![8; 32],
+        workspace_id: ws,
+        family_id: family,
+        application_id: app.id,
+        user_id: user.id,
+        login_session_id: first.id,
+        scope: "openid".into(),
+        auth_time: at(0),
+        amr: vec!["pwd".into()],
+        created_at: at(0),
+        expires_at: at(7200),
+        rotated_at: None,
+        revoked_at: None,
+    };
+    s.login.insert_refresh(&refresh).await.unwrap();
+    let sibling = RefreshToken { token_hash: vec![9; 32], ..refresh.clone() };
+    s.login.insert_refresh(&sibling).await.unwrap();
+    assert_eq!(s.login.use_refresh(other, &[8; 32], at(1)).await.unwrap(), RefreshUse::Invalid);
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let login = s.login.clone();
+        tasks.push(tokio::spawn(async move { login.use_refresh(ws, &[8; 32], at(1)).await.unwrap() }));
+    }
+    let mut fresh = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            RefreshUse::Fresh(_) => fresh += 1,
+            RefreshUse::Rotated(t) => assert_eq!(t.rotated_at, Some(at(1))),
+            RefreshUse::Invalid => panic!("invalid"),
+        }
+    }
+    assert_eq!(fresh, 1);
+    s.login.extend_session(ws, first.id, at(7200)).await.unwrap();
+    assert_eq!(s.sessions.find_session(ws, first.id).await.unwrap().unwrap().expires_at, at(7200));
+    s.login.revoke_family(ws, family, at(5)).await.unwrap();
+    assert_eq!(s.login.use_refresh(ws, &[9; 32], at(6)).await.unwrap(), RefreshUse::Invalid);
+    assert!(s.sessions.find_session(ws, first.id).await.unwrap().unwrap().ended_at.is_some());
+
+    // A browser session ends with the application sessions opened from it.
+    let second = LoginSession {
+        browser_session_id: Some(browser.id),
+        ..session(ws, app.id, user.id, 3600)
+    };
+    s.sessions.insert_session_within_limits(&second, limits, at(0)).await.unwrap();
+    assert!(s.login.end_browser_session(other, browser.id, at(10)).await.unwrap().is_empty());
+    assert_eq!(s.login.end_browser_session(ws, browser.id, at(10)).await.unwrap(), vec![second.id]);
+    assert!(s.login.find_browser_session(ws, &[3; 32], at(11)).await.unwrap().is_none());
+    assert!(s.sessions.find_session(ws, second.id).await.unwrap().unwrap().ended_at.is_some());
+    // Expired state is purged.
+    assert!(s.login.purge_login_state(at(100_000)).await.unwrap() >= 3);
 }
