@@ -539,6 +539,8 @@ pub enum AttemptGate {
 }
 
 /// What presenting an authorization code found.
+// Returned once per exchange and matched at once: boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CodeRedemption {
     /// First use: the code, now spent.
@@ -550,6 +552,7 @@ pub enum CodeRedemption {
 }
 
 /// What presenting a refresh token found.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RefreshUse {
     /// Current: now marked rotated.
@@ -567,7 +570,13 @@ pub trait LoginStore: Send + Sync {
     /// The user's password hash (PHC string), if they have a password.
     async fn find_password(&self, workspace: WorkspaceId, user: UserId) -> Result<Option<String>>;
     /// Sets or replaces the password hash.
-    async fn set_password(&self, workspace: WorkspaceId, user: UserId, phc: &str, now: Timestamp) -> Result<()>;
+    async fn set_password(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+        phc: &str,
+        now: Timestamp,
+    ) -> Result<()>;
     /// Counts an attempt as a failure before it is verified, atomically, unless the account is locked:
     /// parallel guesses can never get past `max_failures`. An expired lock starts a fresh count.
     async fn begin_attempt(
@@ -594,7 +603,12 @@ pub trait LoginStore: Send + Sync {
     /// Stores a pending authorization request.
     async fn insert_flow(&self, flow: &LoginFlow) -> Result<()>;
     /// A pending request that has not expired.
-    async fn find_flow(&self, workspace: WorkspaceId, id: FlowId, now: Timestamp) -> Result<Option<LoginFlow>>;
+    async fn find_flow(
+        &self,
+        workspace: WorkspaceId,
+        id: FlowId,
+        now: Timestamp,
+    ) -> Result<Option<LoginFlow>>;
     /// Removes a completed request.
     async fn delete_flow(&self, workspace: WorkspaceId, id: FlowId) -> Result<()>;
 
@@ -619,20 +633,40 @@ pub trait LoginStore: Send + Sync {
     /// Stores a new authorization code.
     async fn insert_code(&self, code: &AuthorizationCode) -> Result<()>;
     /// Spends a code (atomically: of two concurrent redemptions one is `Fresh`).
-    async fn redeem_code(&self, workspace: WorkspaceId, code_hash: &[u8], now: Timestamp) -> Result<CodeRedemption>;
+    async fn redeem_code(
+        &self,
+        workspace: WorkspaceId,
+        code_hash: &[u8],
+        now: Timestamp,
+    ) -> Result<CodeRedemption>;
     /// Records the login session a code was exchanged for.
-    async fn attach_code_session(&self, workspace: WorkspaceId, code_hash: &[u8], session: SessionId) -> Result<()>;
+    async fn attach_code_session(
+        &self,
+        workspace: WorkspaceId,
+        code_hash: &[u8],
+        session: SessionId,
+    ) -> Result<()>;
 
     /// Stores a new refresh token.
     async fn insert_refresh(&self, token: &RefreshToken) -> Result<()>;
     /// Marks a refresh token rotated (atomically: of two concurrent uses one is `Fresh`).
-    async fn use_refresh(&self, workspace: WorkspaceId, token_hash: &[u8], now: Timestamp) -> Result<RefreshUse>;
+    async fn use_refresh(
+        &self,
+        workspace: WorkspaceId,
+        token_hash: &[u8],
+        now: Timestamp,
+    ) -> Result<RefreshUse>;
     /// A refresh token as stored (introspection, revocation).
     async fn find_refresh(&self, workspace: WorkspaceId, token_hash: &[u8]) -> Result<Option<RefreshToken>>;
     /// Revokes every token of a family.
     async fn revoke_family(&self, workspace: WorkspaceId, family: FamilyId, now: Timestamp) -> Result<()>;
     /// Revokes every refresh token of a login session.
-    async fn revoke_session_refresh(&self, workspace: WorkspaceId, session: SessionId, now: Timestamp) -> Result<()>;
+    async fn revoke_session_refresh(
+        &self,
+        workspace: WorkspaceId,
+        session: SessionId,
+        now: Timestamp,
+    ) -> Result<()>;
     /// Moves a login session's expiry (a refresh keeps it signed in).
     async fn extend_session(
         &self,

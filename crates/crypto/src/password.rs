@@ -107,24 +107,46 @@ mod tests {
     fn argon2id_with_owasp_parameters() {
         let hash = hash_password("correct horse battery").unwrap();
         assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
-        assert_eq!(verify_password(&hash, "correct horse battery").unwrap(), PasswordCheck::Match);
-        assert_eq!(verify_password(&hash, "correct horse batterY").unwrap(), PasswordCheck::Mismatch);
+        assert_eq!(
+            verify_password(&hash, "correct horse battery").unwrap(),
+            PasswordCheck::Match
+        );
+        assert_eq!(
+            verify_password(&hash, "correct horse batterY").unwrap(),
+            PasswordCheck::Mismatch
+        );
     }
 
     #[test]
     fn bcrypt_imports_and_weak_argon2_ask_for_an_upgrade() {
         let imported = bcrypt::hash("Tr0ub4dor&3xyz", 4).unwrap();
         assert!(is_supported_hash(&imported));
-        assert_eq!(verify_password(&imported, "Tr0ub4dor&3xyz").unwrap(), PasswordCheck::MatchOutdated);
-        assert_eq!(verify_password(&imported, "Tr0ub4dor&3xyZ").unwrap(), PasswordCheck::Mismatch);
+        assert_eq!(
+            verify_password(&imported, "Tr0ub4dor&3xyz").unwrap(),
+            PasswordCheck::MatchOutdated
+        );
+        assert_eq!(
+            verify_password(&imported, "Tr0ub4dor&3xyZ").unwrap(),
+            PasswordCheck::Mismatch
+        );
         let long = "x".repeat(72);
         let truncated = bcrypt::hash(&long, 4).unwrap();
-        assert_eq!(verify_password(&truncated, &format!("{long}y")).unwrap(), PasswordCheck::Mismatch);
-        let weak = Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::new(8, 1, 1, None).unwrap())
-            .hash_password(b"pw-pw-pw-pw", &SaltString::encode_b64(&[1u8; 16]).unwrap())
-            .unwrap()
-            .to_string();
-        assert_eq!(verify_password(&weak, "pw-pw-pw-pw").unwrap(), PasswordCheck::MatchOutdated);
+        assert_eq!(
+            verify_password(&truncated, &format!("{long}y")).unwrap(),
+            PasswordCheck::Mismatch
+        );
+        let weak = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(8, 1, 1, None).unwrap(),
+        )
+        .hash_password(b"pw-pw-pw-pw", &SaltString::encode_b64(&[1u8; 16]).unwrap())
+        .unwrap()
+        .to_string();
+        assert_eq!(
+            verify_password(&weak, "pw-pw-pw-pw").unwrap(),
+            PasswordCheck::MatchOutdated
+        );
         assert!(!is_supported_hash("$1$md5crypt"));
         assert!(verify_password("garbage", "x").is_err());
     }
@@ -132,6 +154,9 @@ mod tests {
     #[test]
     fn breach_digest_is_the_range_api_format() {
         // SHA-1("password"), as published by the range API.
-        assert_eq!(breach_digest("password"), "5BAA61E4C9B93F3F0682250B6CF8331B7EE68FD8");
+        assert_eq!(
+            breach_digest("password"),
+            "5BAA61E4C9B93F3F0682250B6CF8331B7EE68FD8"
+        );
     }
 }

@@ -121,7 +121,12 @@ fn line_at(file: &mut std::fs::File, offset: u64) -> std::io::Result<(u64, Optio
         return Ok((start, None));
     }
     let text = String::from_utf8_lossy(&buf[..n]);
-    let line = text.split('\n').next().unwrap_or_default().trim_end_matches('\r').to_owned();
+    let line = text
+        .split('\n')
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches('\r')
+        .to_owned();
     Ok((start, Some(line)))
 }
 
@@ -158,7 +163,11 @@ mod tests {
             .map(|i| secureflows_crypto::password::breach_digest(&format!("pw{i}")))
             .collect();
         hashes.sort();
-        let body: String = hashes.iter().enumerate().map(|(i, h)| format!("{h}:{}\r\n", i + 1)).collect();
+        let body: String = hashes
+            .iter()
+            .enumerate()
+            .map(|(i, h)| format!("{h}:{}\r\n", i + 1))
+            .collect();
         std::fs::write(&path, body).unwrap();
         let file = HashFile::new(path).unwrap();
         for (i, h) in hashes.iter().enumerate() {

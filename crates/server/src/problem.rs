@@ -25,6 +25,7 @@ pub const ALL_SLUGS: &[&str] = &[
     "invalid-token",
     "session-revoked",
     "credential-replayed",
+    "invalid-credentials",
     "token-expired",
     "wrong-token-kind",
     "forbidden",

@@ -10,8 +10,8 @@ use secureflows_core::store::{
     VaultLocator, VaultStore, VaultWrite, WorkspaceStore,
 };
 use secureflows_core::{
-    Application, ApplicationId, BrowserSessionId, Error, Invalidation, LoginSession, Plan, Result, Role, SessionId, Timestamp,
-    UpstreamTrust, User, UserId, UserStatus, Workspace, WorkspaceId,
+    Application, ApplicationId, BrowserSessionId, Error, Invalidation, LoginSession, Plan, Result, Role,
+    SessionId, Timestamp, UpstreamTrust, User, UserId, UserStatus, Workspace, WorkspaceId,
 };
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;

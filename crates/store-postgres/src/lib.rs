@@ -12,8 +12,8 @@
 mod data;
 mod error;
 mod keyring;
-mod login;
 mod listen;
+mod login;
 mod manage;
 mod migrate;
 

@@ -4,8 +4,8 @@
 use async_trait::async_trait;
 use secureflows_core::store::{AttemptGate, CodeRedemption, LoginStore, RefreshUse};
 use secureflows_core::{
-    AuthorizationCode, AuthorizationRequest, BrowserSession, BrowserSessionId, Error, FamilyId, FlowId, Invalidation,
-    LoginFlow, RefreshToken, Result, SessionId, Timestamp, UserId, WorkspaceId,
+    AuthorizationCode, AuthorizationRequest, BrowserSession, BrowserSessionId, Error, FamilyId, FlowId,
+    Invalidation, LoginFlow, RefreshToken, Result, SessionId, Timestamp, UserId, WorkspaceId,
 };
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
@@ -148,7 +148,13 @@ impl LoginStore for PgStore {
         row.map(|r| r.try_get("phc").db()).transpose()
     }
 
-    async fn set_password(&self, workspace: WorkspaceId, user: UserId, phc: &str, now: Timestamp) -> Result<()> {
+    async fn set_password(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+        phc: &str,
+        now: Timestamp,
+    ) -> Result<()> {
         self.tenant_execute(
             workspace,
             sqlx::query(
@@ -250,9 +256,11 @@ impl LoginStore for PgStore {
     async fn set_email_verified(&self, workspace: WorkspaceId, user: UserId) -> Result<()> {
         self.tenant_execute(
             workspace,
-            sqlx::query("update user_account set email_verified = true where workspace_id = $1 and user_id = $2")
-                .bind(workspace.as_uuid())
-                .bind(user.as_uuid()),
+            sqlx::query(
+                "update user_account set email_verified = true where workspace_id = $1 and user_id = $2",
+            )
+            .bind(workspace.as_uuid())
+            .bind(user.as_uuid()),
         )
         .await
         .map(|_| ())
@@ -276,7 +284,12 @@ impl LoginStore for PgStore {
         .map(|_| ())
     }
 
-    async fn find_flow(&self, workspace: WorkspaceId, id: FlowId, now: Timestamp) -> Result<Option<LoginFlow>> {
+    async fn find_flow(
+        &self,
+        workspace: WorkspaceId,
+        id: FlowId,
+        now: Timestamp,
+    ) -> Result<Option<LoginFlow>> {
         let row = self
             .tenant_fetch_optional(
                 workspace,
@@ -413,7 +426,12 @@ impl LoginStore for PgStore {
         .map(|_| ())
     }
 
-    async fn redeem_code(&self, workspace: WorkspaceId, code_hash: &[u8], now: Timestamp) -> Result<CodeRedemption> {
+    async fn redeem_code(
+        &self,
+        workspace: WorkspaceId,
+        code_hash: &[u8],
+        now: Timestamp,
+    ) -> Result<CodeRedemption> {
         let mut tx = self.tenant(workspace).await?;
         // Row lock: of two concurrent redemptions, the second sees the first's used_at.
         let row = sqlx::query(&format!(
@@ -451,7 +469,12 @@ impl LoginStore for PgStore {
         Ok(outcome)
     }
 
-    async fn attach_code_session(&self, workspace: WorkspaceId, code_hash: &[u8], session: SessionId) -> Result<()> {
+    async fn attach_code_session(
+        &self,
+        workspace: WorkspaceId,
+        code_hash: &[u8],
+        session: SessionId,
+    ) -> Result<()> {
         self.tenant_execute(
             workspace,
             sqlx::query(
@@ -490,7 +513,12 @@ impl LoginStore for PgStore {
         .map(|_| ())
     }
 
-    async fn use_refresh(&self, workspace: WorkspaceId, token_hash: &[u8], now: Timestamp) -> Result<RefreshUse> {
+    async fn use_refresh(
+        &self,
+        workspace: WorkspaceId,
+        token_hash: &[u8],
+        now: Timestamp,
+    ) -> Result<RefreshUse> {
         let mut tx = self.tenant(workspace).await?;
         let row = sqlx::query(&format!(
             "select {REFRESH_COLUMNS} from refresh_token where workspace_id = $1 and token_hash = $2 for update"
@@ -505,13 +533,15 @@ impl LoginStore for PgStore {
             Some(t) if t.revoked_at.is_some() || t.expires_at <= now => RefreshUse::Invalid,
             Some(t) if t.rotated_at.is_some() => RefreshUse::Rotated(t),
             Some(mut t) => {
-                sqlx::query("update refresh_token set rotated_at = $3 where workspace_id = $1 and token_hash = $2")
-                    .bind(workspace.as_uuid())
-                    .bind(token_hash)
-                    .bind(ts(now))
-                    .execute(&mut *tx)
-                    .await
-                    .db()?;
+                sqlx::query(
+                    "update refresh_token set rotated_at = $3 where workspace_id = $1 and token_hash = $2",
+                )
+                .bind(workspace.as_uuid())
+                .bind(token_hash)
+                .bind(ts(now))
+                .execute(&mut *tx)
+                .await
+                .db()?;
                 t.rotated_at = Some(now);
                 RefreshUse::Fresh(t)
             }
@@ -556,7 +586,12 @@ impl LoginStore for PgStore {
         tx.commit().await.db()
     }
 
-    async fn revoke_session_refresh(&self, workspace: WorkspaceId, session: SessionId, now: Timestamp) -> Result<()> {
+    async fn revoke_session_refresh(
+        &self,
+        workspace: WorkspaceId,
+        session: SessionId,
+        now: Timestamp,
+    ) -> Result<()> {
         self.tenant_execute(
             workspace,
             sqlx::query(
@@ -571,7 +606,12 @@ impl LoginStore for PgStore {
         .map(|_| ())
     }
 
-    async fn extend_session(&self, workspace: WorkspaceId, session: SessionId, expires_at: Timestamp) -> Result<()> {
+    async fn extend_session(
+        &self,
+        workspace: WorkspaceId,
+        session: SessionId,
+        expires_at: Timestamp,
+    ) -> Result<()> {
         self.tenant_execute(
             workspace,
             sqlx::query(

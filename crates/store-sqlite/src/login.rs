@@ -5,8 +5,8 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use secureflows_core::store::{AttemptGate, CodeRedemption, LoginStore, RefreshUse};
 use secureflows_core::{
-    AuthorizationCode, AuthorizationRequest, BrowserSession, BrowserSessionId, FamilyId, FlowId, Invalidation,
-    LoginFlow, RefreshToken, Result, SessionId, Timestamp, UserId, WorkspaceId,
+    AuthorizationCode, AuthorizationRequest, BrowserSession, BrowserSessionId, FamilyId, FlowId,
+    Invalidation, LoginFlow, RefreshToken, Result, SessionId, Timestamp, UserId, WorkspaceId,
 };
 
 use crate::data::{SqliteStore, bad_column, json_list, origins_json, record_invalidation};
@@ -93,7 +93,12 @@ fn find_refresh_in(c: &Connection, workspace: WorkspaceId, hash: &[u8]) -> Resul
     .db()
 }
 
-fn end_login_session(c: &Connection, workspace: WorkspaceId, session: SessionId, now: Timestamp) -> Result<()> {
+fn end_login_session(
+    c: &Connection,
+    workspace: WorkspaceId,
+    session: SessionId,
+    now: Timestamp,
+) -> Result<()> {
     c.execute(
         "update refresh_token set revoked_at = ?3
          where workspace_id = ?1 and login_session_id = ?2 and revoked_at is null",
@@ -120,7 +125,13 @@ impl LoginStore for SqliteStore {
         })
     }
 
-    async fn set_password(&self, workspace: WorkspaceId, user: UserId, phc: &str, now: Timestamp) -> Result<()> {
+    async fn set_password(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+        phc: &str,
+        now: Timestamp,
+    ) -> Result<()> {
         let phc = phc.to_owned();
         self.db
             .write(move |c| {
@@ -251,7 +262,12 @@ impl LoginStore for SqliteStore {
             .await
     }
 
-    async fn find_flow(&self, workspace: WorkspaceId, id: FlowId, now: Timestamp) -> Result<Option<LoginFlow>> {
+    async fn find_flow(
+        &self,
+        workspace: WorkspaceId,
+        id: FlowId,
+        now: Timestamp,
+    ) -> Result<Option<LoginFlow>> {
         self.db.read(|c| {
             c.prepare_cached(
                 "select flow_id, workspace_id, application_id, request, created_at, expires_at from login_flow
@@ -325,7 +341,10 @@ impl LoginStore for SqliteStore {
                  where workspace_id = ?1 and token_hash = ?2 and ended_at is null and expires_at > ?3"
             ))
             .db()?
-            .query_row(params![workspace.as_uuid(), token_hash, now.millis()], browser_row)
+            .query_row(
+                params![workspace.as_uuid(), token_hash, now.millis()],
+                browser_row,
+            )
             .optional()
             .db()
         })
@@ -391,7 +410,12 @@ impl LoginStore for SqliteStore {
             .await
     }
 
-    async fn redeem_code(&self, workspace: WorkspaceId, code_hash: &[u8], now: Timestamp) -> Result<CodeRedemption> {
+    async fn redeem_code(
+        &self,
+        workspace: WorkspaceId,
+        code_hash: &[u8],
+        now: Timestamp,
+    ) -> Result<CodeRedemption> {
         let code_hash = code_hash.to_vec();
         self.db
             .write(move |c| {
@@ -431,7 +455,12 @@ impl LoginStore for SqliteStore {
             .await
     }
 
-    async fn attach_code_session(&self, workspace: WorkspaceId, code_hash: &[u8], session: SessionId) -> Result<()> {
+    async fn attach_code_session(
+        &self,
+        workspace: WorkspaceId,
+        code_hash: &[u8],
+        session: SessionId,
+    ) -> Result<()> {
         let code_hash = code_hash.to_vec();
         self.db
             .write(move |c| {
@@ -476,7 +505,12 @@ impl LoginStore for SqliteStore {
             .await
     }
 
-    async fn use_refresh(&self, workspace: WorkspaceId, token_hash: &[u8], now: Timestamp) -> Result<RefreshUse> {
+    async fn use_refresh(
+        &self,
+        workspace: WorkspaceId,
+        token_hash: &[u8],
+        now: Timestamp,
+    ) -> Result<RefreshUse> {
         let token_hash = token_hash.to_vec();
         self.db
             .write(move |c| {
@@ -532,7 +566,12 @@ impl LoginStore for SqliteStore {
             .await
     }
 
-    async fn revoke_session_refresh(&self, workspace: WorkspaceId, session: SessionId, now: Timestamp) -> Result<()> {
+    async fn revoke_session_refresh(
+        &self,
+        workspace: WorkspaceId,
+        session: SessionId,
+        now: Timestamp,
+    ) -> Result<()> {
         self.db
             .write(move |c| {
                 c.execute(
@@ -546,7 +585,12 @@ impl LoginStore for SqliteStore {
             .await
     }
 
-    async fn extend_session(&self, workspace: WorkspaceId, session: SessionId, expires_at: Timestamp) -> Result<()> {
+    async fn extend_session(
+        &self,
+        workspace: WorkspaceId,
+        session: SessionId,
+        expires_at: Timestamp,
+    ) -> Result<()> {
         self.db
             .write(move |c| {
                 c.execute(
@@ -564,9 +608,17 @@ impl LoginStore for SqliteStore {
         self.db
             .write(move |c| {
                 let mut n = 0;
-                for table in ["login_flow", "authorization_code", "refresh_token", "browser_session"] {
+                for table in [
+                    "login_flow",
+                    "authorization_code",
+                    "refresh_token",
+                    "browser_session",
+                ] {
                     n += c
-                        .execute(&format!("delete from {table} where expires_at < ?1"), params![before.millis()])
+                        .execute(
+                            &format!("delete from {table} where expires_at < ?1"),
+                            params![before.millis()],
+                        )
                         .db()?;
                 }
                 Ok(n as u64)

@@ -40,7 +40,10 @@ mod tests {
     #[test]
     fn range_answers_are_parsed() {
         let body = "0018A45C4D1DEF81644B54AB7F969B88D65:1\r\n1E4C9B93F3F0682250B6CF8331B7EE68FD8:9545824\r\n";
-        assert_eq!(count_in_range(body, "1E4C9B93F3F0682250B6CF8331B7EE68FD8"), 9_545_824);
+        assert_eq!(
+            count_in_range(body, "1E4C9B93F3F0682250B6CF8331B7EE68FD8"),
+            9_545_824
+        );
         assert_eq!(count_in_range(body, "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF"), 0);
     }
 }

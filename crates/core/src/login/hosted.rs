@@ -7,8 +7,8 @@
 
 use std::sync::Arc;
 
-use secureflows_crypto::{Aad, SecretString};
 use secureflows_crypto::password::PasswordCheck;
+use secureflows_crypto::{Aad, SecretString};
 
 use crate::audit::{Actor, ActorKind, NewEvent};
 use crate::auth::callback::{email_index, open_email, seal_email};
@@ -16,8 +16,8 @@ use crate::keyring::WorkspaceKeys;
 use crate::login::password::{self, PasswordPolicy};
 use crate::store::{AttemptGate, Change};
 use crate::{
-    AuthFailure, BrowserSession, BrowserSessionId, Error, FieldError, Result, Role, Services, Timestamp, User,
-    UserId, UserStatus, WorkspaceId,
+    AuthFailure, BrowserSession, BrowserSessionId, Error, FieldError, Result, Role, Services, Timestamp,
+    User, UserId, UserStatus, WorkspaceId,
 };
 
 /// The cookie token of a new browser session (shown once, stored as its SHA-256). `Debug` hides it.
@@ -117,7 +117,13 @@ impl Services {
         self.check_new_password(PasswordPolicy::default(), &form.password, &email)
             .await?;
         let index = email_index(&keys, &email);
-        if !self.stores.users.find_users_by_email(workspace, &index).await?.is_empty() {
+        if !self
+            .stores
+            .users
+            .find_users_by_email(workspace, &index)
+            .await?
+            .is_empty()
+        {
             return Err(Error::Conflict("account-exists"));
         }
         let now = self.clock.now();
@@ -151,10 +157,10 @@ impl Services {
                 &keys,
                 &actor,
                 vec![Change::InsertUser(user.clone()), Change::SetPassword(id, phc)],
-                vec![
-                    NewEvent::new("user.sign_up", "user", id)
-                        .values(None, Some(serde_json::json!({"role": "user", "method": "password"}))),
-                ],
+                vec![NewEvent::new("user.sign_up", "user", id).values(
+                    None,
+                    Some(serde_json::json!({"role": "user", "method": "password"})),
+                )],
             )
             .await;
         match result {
@@ -216,10 +222,17 @@ impl Services {
             let locked = self
                 .stores
                 .login
-                .lock_if_exhausted(workspace, user.id, settings.max_failures, now.plus(settings.lockout))
+                .lock_if_exhausted(
+                    workspace,
+                    user.id,
+                    settings.max_failures,
+                    now.plus(settings.lockout),
+                )
                 .await?;
-            let mut events = vec![NewEvent::new("user.sign_in_failed", "user", user.id)
-                .values(None, Some(serde_json::json!({"method": "password"})))];
+            let mut events = vec![
+                NewEvent::new("user.sign_in_failed", "user", user.id)
+                    .values(None, Some(serde_json::json!({"method": "password"}))),
+            ];
             if locked {
                 events.push(NewEvent::new("user.sign_in_locked", "user", user.id).values(
                     None,
@@ -234,7 +247,10 @@ impl Services {
         if check == PasswordCheck::MatchOutdated {
             // Imported bcrypt (or older parameters): upgrade to the current Argon2id now that the
             // password is known.
-            changes.push(Change::SetPassword(user.id, password::hash_password(password).await?));
+            changes.push(Change::SetPassword(
+                user.id,
+                password::hash_password(password).await?,
+            ));
         }
         let mut events = vec![
             NewEvent::new("user.sign_in", "user", user.id)
@@ -296,13 +312,22 @@ impl Services {
     }
 
     /// The browser session a cookie names, if it is active and its user may still sign in.
-    pub async fn browser_session(&self, workspace: WorkspaceId, cookie: &str) -> Result<Option<(BrowserSession, User)>> {
+    pub async fn browser_session(
+        &self,
+        workspace: WorkspaceId,
+        cookie: &str,
+    ) -> Result<Option<(BrowserSession, User)>> {
         if cookie.len() != 43 {
             return Ok(None);
         }
         let hash = secureflows_crypto::sha256(cookie.as_bytes());
         let now = self.clock.now();
-        let Some(session) = self.stores.login.find_browser_session(workspace, &hash, now).await? else {
+        let Some(session) = self
+            .stores
+            .login
+            .find_browser_session(workspace, &hash, now)
+            .await?
+        else {
             return Ok(None);
         };
         let Some(user) = self.stores.users.find_user(workspace, session.user_id).await? else {
@@ -325,7 +350,8 @@ impl Services {
             .end_browser_session(session.workspace_id, session.id, now)
             .await?;
         for s in &ended {
-            self.state.apply(crate::Invalidation::Session(session.workspace_id, *s));
+            self.state
+                .apply(crate::Invalidation::Session(session.workspace_id, *s));
         }
         let keys = self.login_keys(session.workspace_id).await?;
         let mut actor = client.clone();
@@ -335,8 +361,10 @@ impl Services {
             session.workspace_id,
             &keys,
             &actor,
-            vec![NewEvent::new("user.sign_out", "user", session.user_id)
-                .values(None, Some(serde_json::json!({"sessions_ended": ended.len()})))],
+            vec![
+                NewEvent::new("user.sign_out", "user", session.user_id)
+                    .values(None, Some(serde_json::json!({"sessions_ended": ended.len()}))),
+            ],
         )
         .await
     }

@@ -89,6 +89,9 @@ mod tests {
         assert_eq!(credential_workspace("sfc_", &code), Some(ws));
         assert_eq!(credential_workspace("sfr_", &code), None);
         assert_eq!(credential_workspace("sfc_", "sfc_nothex_x"), None);
-        assert_eq!(workspace_issuer("https://id.example.com/", ws), format!("https://id.example.com/w/{ws}"));
+        assert_eq!(
+            workspace_issuer("https://id.example.com/", ws),
+            format!("https://id.example.com/w/{ws}")
+        );
     }
 }

@@ -51,7 +51,11 @@ impl OAuthError {
 
     /// `unsupported_grant_type` (400).
     pub fn unsupported_grant_type() -> Self {
-        Self::new("unsupported_grant_type", "grant_type must be authorization_code or refresh_token", 400)
+        Self::new(
+            "unsupported_grant_type",
+            "grant_type must be authorization_code or refresh_token",
+            400,
+        )
     }
 
     /// `unsupported_response_type` (redirect).

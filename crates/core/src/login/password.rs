@@ -19,8 +19,10 @@ pub async fn hash_password(password: &SecretString) -> Result<String> {
 pub async fn verify_password(stored: &str, password: &SecretString) -> Result<PasswordCheck> {
     let stored = stored.to_owned();
     let password = password.clone();
-    blocking(move || pw::verify_password(&stored, password.expose()).map_err(|_| Error::Integrity("stored password hash")))
-        .await
+    blocking(move || {
+        pw::verify_password(&stored, password.expose()).map_err(|_| Error::Integrity("stored password hash"))
+    })
+    .await
 }
 
 /// Spends as much time as a real verification, for accounts that do not exist (no timing oracle).
@@ -102,7 +104,7 @@ impl PasswordPolicy {
         if !email.is_empty() && (lowered == email || (local.len() >= 4 && lowered.contains(local))) {
             problems.push("must not contain your e-mail address".to_owned());
         }
-        if password.chars().all(|c| Some(c) == password.chars().next()) && chars > 0 {
+        if chars > 1 && password.chars().all(|c| password.starts_with(c)) {
             problems.push("must not be one repeated character".to_owned());
         }
         if self == PasswordPolicy::Strict {
@@ -112,7 +114,9 @@ impl PasswordPolicy {
                 || !has(char::is_ascii_digit)
                 || !has(|c| !c.is_alphanumeric() && !c.is_whitespace())
             {
-                problems.push("must contain an upper-case letter, a lower-case letter, a digit and a symbol".to_owned());
+                problems.push(
+                    "must contain an upper-case letter, a lower-case letter, a digit and a symbol".to_owned(),
+                );
             }
         }
         if problems.is_empty() {

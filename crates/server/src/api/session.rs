@@ -6,9 +6,9 @@ use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use secureflows_api_types as dto;
-use secureflows_core::vault::{self, SetResult, ValueMeta};
 use secureflows_core::login::oauth::OAuthError;
 use secureflows_core::login::oidc::CodeClient;
+use secureflows_core::vault::{self, SetResult, ValueMeta};
 use secureflows_core::{ApplicationId, Error};
 
 use crate::access_log::AccessSlot;
@@ -69,7 +69,10 @@ pub async fn callback(
             }
         }
         (None, Some(code)) => {
-            let secret = body.client_secret.clone().map(secureflows_crypto::SecretString::new);
+            let secret = body
+                .client_secret
+                .clone()
+                .map(secureflows_crypto::SecretString::new);
             let grant = state
                 .services()
                 .exchange_code(
@@ -96,8 +99,9 @@ pub async fn callback(
             }
         }
         _ => {
-            return Err(Problem::from(Error::Malformed(
-                "send either id_token (upstream sign-in) or code with code_verifier (hosted login)".into(),
+            return Err(Problem::from(Error::invalid(
+                "id_token",
+                "send either id_token (upstream sign-in) or code with code_verifier (hosted login)",
             )));
         }
     };

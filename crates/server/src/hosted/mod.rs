@@ -71,13 +71,19 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/assets/login.css", get(pages::stylesheet))
         .route("/assets/strength.js", get(pages::strength_script))
-        .route("/w/{workspace}/.well-known/openid-configuration", get(oauth::discovery))
+        .route(
+            "/w/{workspace}/.well-known/openid-configuration",
+            get(oauth::discovery),
+        )
         .route("/w/{workspace}/authorize", get(authorize))
         .route("/w/{workspace}/login", get(login_page).post(login_submit))
         .route("/w/{workspace}/signup", get(signup_page).post(signup_submit))
         .route("/w/{workspace}/logout", get(logout).post(logout_confirm))
         .route("/w/{workspace}/token", post(oauth::token))
-        .route("/w/{workspace}/userinfo", get(oauth::userinfo).post(oauth::userinfo))
+        .route(
+            "/w/{workspace}/userinfo",
+            get(oauth::userinfo).post(oauth::userinfo),
+        )
         .route("/w/{workspace}/revoke", post(oauth::revoke))
         .route("/w/{workspace}/introspect", post(oauth::introspect))
 }
@@ -111,7 +117,14 @@ fn secure_flag(state: &AppState) -> &'static str {
     }
 }
 
-fn set_cookie(state: &AppState, workspace: WorkspaceId, name: &str, value: &str, same_site: &str, max_age: Option<u64>) -> HeaderValue {
+fn set_cookie(
+    state: &AppState,
+    workspace: WorkspaceId,
+    name: &str,
+    value: &str,
+    same_site: &str,
+    max_age: Option<u64>,
+) -> HeaderValue {
     let age = max_age.map(|a| format!("; Max-Age={a}")).unwrap_or_default();
     let text = format!(
         "{name}={value}; Path=/w/{workspace}/; HttpOnly; SameSite={same_site}{}{age}",
@@ -128,8 +141,18 @@ fn see_other(location: &str) -> Response {
     response
 }
 
-async fn page_context(state: &AppState, workspace: &str, headers: &HeaderMap) -> Result<PageContext, Response> {
-    let unknown = || error_page(StatusCode::NOT_FOUND, Brand::new("secureFlows"), "There is no such sign-in page.");
+async fn page_context(
+    state: &AppState,
+    workspace: &str,
+    headers: &HeaderMap,
+) -> Result<PageContext, Response> {
+    let unknown = || {
+        error_page(
+            StatusCode::NOT_FOUND,
+            Brand::new("secureFlows"),
+            "There is no such sign-in page.",
+        )
+    };
     let workspace: WorkspaceId = workspace.parse().map_err(|_| unknown())?;
     let services = state.services();
     let name = match services.workspace_name(workspace).await {
@@ -142,7 +165,13 @@ async fn page_context(state: &AppState, workspace: &str, headers: &HeaderMap) ->
         Some(c) => (c.to_owned(), false),
         None => match secureflows_crypto::random_token("") {
             Ok(c) => (c, true),
-            Err(_) => return Err(error_page(StatusCode::SERVICE_UNAVAILABLE, brand, "Please try again.")),
+            Err(_) => {
+                return Err(error_page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    brand,
+                    "Please try again.",
+                ));
+            }
         },
     };
     let csrf = services
@@ -178,7 +207,14 @@ impl PageContext {
         if self.new_csrf_cookie {
             response.headers_mut().append(
                 header::SET_COOKIE,
-                set_cookie(state, self.workspace, CSRF_COOKIE, &self.csrf_cookie, "Strict", None),
+                set_cookie(
+                    state,
+                    self.workspace,
+                    CSRF_COOKIE,
+                    &self.csrf_cookie,
+                    "Strict",
+                    None,
+                ),
             );
         }
         response
@@ -197,8 +233,9 @@ impl PageContext {
     fn check_form(&self, state: &AppState, headers: &HeaderMap, token: &str) -> Result<(), Response> {
         let origin_ok = match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
             None => true,
-            Some(origin) => url::Url::parse(state.issuer())
-                .is_ok_and(|u| u.origin().ascii_serialization() == origin),
+            Some(origin) => {
+                url::Url::parse(state.issuer()).is_ok_and(|u| u.origin().ascii_serialization() == origin)
+            }
         };
         if self.new_csrf_cookie
             || !origin_ok
@@ -244,7 +281,14 @@ async fn authorize(
     let pairs = query_pairs(query.as_deref());
     let mut seen = std::collections::HashSet::new();
     if pairs.iter().any(|(k, _)| !seen.insert(k.as_str())) {
-        return ctx.finish(&state, error_page(StatusCode::BAD_REQUEST, ctx.brand.clone(), "A parameter of this sign-in request is repeated."));
+        return ctx.finish(
+            &state,
+            error_page(
+                StatusCode::BAD_REQUEST,
+                ctx.brand.clone(),
+                "A parameter of this sign-in request is repeated.",
+            ),
+        );
     }
     let get = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let params = AuthorizeParams {
@@ -264,16 +308,33 @@ async fn authorize(
     let valid = match services.validate_authorize(ctx.workspace, params).await {
         Ok(v) => v,
         Err(AuthorizeError::NoRedirect(message)) => {
-            return ctx.finish(&state, error_page(StatusCode::BAD_REQUEST, ctx.brand.clone(), message));
+            return ctx.finish(
+                &state,
+                error_page(StatusCode::BAD_REQUEST, ctx.brand.clone(), message),
+            );
         }
-        Err(AuthorizeError::Redirect { redirect_uri, state: st, error }) => {
-            return see_other(&error_redirect(&state, ctx.workspace, &redirect_uri, st.as_deref(), error.error, error.description));
+        Err(AuthorizeError::Redirect {
+            redirect_uri,
+            state: st,
+            error,
+        }) => {
+            return see_other(&error_redirect(
+                &state,
+                ctx.workspace,
+                &redirect_uri,
+                st.as_deref(),
+                error.error,
+                error.description,
+            ));
         }
     };
     if let Some((browser, _)) = &ctx.sso
         && !valid.request.force_login
     {
-        return match services.complete_authorization(&valid.application, &valid.request, browser).await {
+        return match services
+            .complete_authorization(&valid.application, &valid.request, browser)
+            .await
+        {
             Ok(url) => see_other(&url),
             Err(e) => internal(e),
         };
@@ -294,7 +355,14 @@ async fn authorize(
     }
 }
 
-fn error_redirect(state: &AppState, workspace: WorkspaceId, redirect_uri: &str, st: Option<&str>, error: &str, description: &str) -> String {
+fn error_redirect(
+    state: &AppState,
+    workspace: WorkspaceId,
+    redirect_uri: &str,
+    st: Option<&str>,
+    error: &str,
+    description: &str,
+) -> String {
     let issuer = state.services().issuer_of(workspace);
     let mut params = vec![("error", error), ("error_description", description)];
     if let Some(s) = st {
@@ -310,7 +378,12 @@ struct FlowQuery {
 }
 
 /// Where a signed-in browser goes next: back to the application of its flow, or a confirmation page.
-async fn continue_flow(state: &AppState, ctx: &PageContext, flow: Option<&str>, browser: &BrowserSession) -> Response {
+async fn continue_flow(
+    state: &AppState,
+    ctx: &PageContext,
+    flow: Option<&str>,
+    browser: &BrowserSession,
+) -> Response {
     let services = state.services();
     let found = match flow.and_then(|f| f.parse::<FlowId>().ok()) {
         Some(id) => match services.find_flow(ctx.workspace, id).await {
@@ -330,7 +403,10 @@ async fn continue_flow(state: &AppState, ctx: &PageContext, flow: Option<&str>, 
             },
         );
     };
-    match services.complete_authorization(&app, &flow.request, browser).await {
+    match services
+        .complete_authorization(&app, &flow.request, browser)
+        .await
+    {
         Ok(url) => {
             if let Err(e) = services.stores.login.delete_flow(ctx.workspace, flow.id).await {
                 tracing::warn!(error = %e, "removing a completed flow failed");
@@ -395,8 +471,17 @@ async fn login_submit(
         Err(r) => return r,
     };
     let request = axum::extract::Request::from_parts(parts.clone(), body);
-    let Ok(Form(form)) = <Form<LoginForm> as axum::extract::FromRequest<AppState>>::from_request(request, &state).await else {
-        return ctx.finish(&state, error_page(StatusCode::BAD_REQUEST, ctx.brand.clone(), "The form was incomplete."));
+    let Ok(Form(form)) =
+        <Form<LoginForm> as axum::extract::FromRequest<AppState>>::from_request(request, &state).await
+    else {
+        return ctx.finish(
+            &state,
+            error_page(
+                StatusCode::BAD_REQUEST,
+                ctx.brand.clone(),
+                "The form was incomplete.",
+            ),
+        );
     };
     if let Err(r) = ctx.check_form(&state, &headers, &form.csrf) {
         return r;
@@ -406,10 +491,15 @@ async fn login_submit(
     let account = format!("{}:{}", ctx.workspace, email.to_lowercase());
     let address = actor.client_ip.clone().unwrap_or_default();
     if let Err(retry) = state.sign_in_limits().check(account, address) {
-        let page = login_form(&ctx, form.flow, email, Some(format!(
-            "Too many sign-in attempts. Try again in {} seconds.",
-            retry.as_secs().max(1)
-        )));
+        let page = login_form(
+            &ctx,
+            form.flow,
+            email,
+            Some(format!(
+                "Too many sign-in attempts. Try again in {} seconds.",
+                retry.as_secs().max(1)
+            )),
+        );
         let mut response = render(StatusCode::TOO_MANY_REQUESTS, &page);
         if let Ok(v) = HeaderValue::from_str(&retry.as_secs().max(1).to_string()) {
             response.headers_mut().insert(header::RETRY_AFTER, v);
@@ -417,7 +507,11 @@ async fn login_submit(
         return ctx.finish(&state, response);
     }
     let password = SecretString::new(form.password);
-    match state.services().password_sign_in(ctx.workspace, &email, &password, &actor).await {
+    match state
+        .services()
+        .password_sign_in(ctx.workspace, &email, &password, &actor)
+        .await
+    {
         Ok((_, login)) => signed_in(&state, &ctx, form.flow.as_deref(), login).await,
         Err(Error::Unauthenticated(AuthFailure::InvalidCredentials)) => {
             let page = login_form(&ctx, form.flow, email, Some(
@@ -429,17 +523,35 @@ async fn login_submit(
     }
 }
 
-async fn signed_in(state: &AppState, ctx: &PageContext, flow: Option<&str>, login: secureflows_core::login::hosted::BrowserLogin) -> Response {
+async fn signed_in(
+    state: &AppState,
+    ctx: &PageContext,
+    flow: Option<&str>,
+    login: secureflows_core::login::hosted::BrowserLogin,
+) -> Response {
     let ttl = state.services().settings.login.browser_session_ttl.as_secs();
     let mut response = continue_flow(state, ctx, flow, &login.session).await;
     response.headers_mut().append(
         header::SET_COOKIE,
-        set_cookie(state, ctx.workspace, SSO_COOKIE, login.cookie.expose(), "Lax", Some(ttl)),
+        set_cookie(
+            state,
+            ctx.workspace,
+            SSO_COOKIE,
+            login.cookie.expose(),
+            "Lax",
+            Some(ttl),
+        ),
     );
     ctx.finish(state, response)
 }
 
-fn signup_form(ctx: &PageContext, flow: Option<String>, email: String, name: String, errors: Vec<String>) -> SignupPage {
+fn signup_form(
+    ctx: &PageContext,
+    flow: Option<String>,
+    email: String,
+    name: String,
+    errors: Vec<String>,
+) -> SignupPage {
     let policy = PasswordPolicy::default();
     SignupPage {
         brand: ctx.brand.clone(),
@@ -502,19 +614,37 @@ async fn signup_submit(
         Err(r) => return r,
     };
     let request = axum::extract::Request::from_parts(parts.clone(), body);
-    let Ok(Form(form)) = <Form<SignupForm> as axum::extract::FromRequest<AppState>>::from_request(request, &state).await else {
-        return ctx.finish(&state, error_page(StatusCode::BAD_REQUEST, ctx.brand.clone(), "The form was incomplete."));
+    let Ok(Form(form)) =
+        <Form<SignupForm> as axum::extract::FromRequest<AppState>>::from_request(request, &state).await
+    else {
+        return ctx.finish(
+            &state,
+            error_page(
+                StatusCode::BAD_REQUEST,
+                ctx.brand.clone(),
+                "The form was incomplete.",
+            ),
+        );
     };
     if let Err(r) = ctx.check_form(&state, &headers, &form.csrf) {
         return r;
     }
     let actor: Actor = request_actor(&parts, &state);
     let address = actor.client_ip.clone().unwrap_or_default();
-    if let Err(retry) = state.sign_in_limits().check(format!("{}:signup", ctx.workspace), address) {
-        let page = signup_form(&ctx, form.flow, form.email, form.name, vec![format!(
-            "Too many attempts. Try again in {} seconds.",
-            retry.as_secs().max(1)
-        )]);
+    if let Err(retry) = state
+        .sign_in_limits()
+        .check(format!("{}:signup", ctx.workspace), address)
+    {
+        let page = signup_form(
+            &ctx,
+            form.flow,
+            form.email,
+            form.name,
+            vec![format!(
+                "Too many attempts. Try again in {} seconds.",
+                retry.as_secs().max(1)
+            )],
+        );
         return ctx.finish(&state, render(StatusCode::TOO_MANY_REQUESTS, &page));
     }
     let sign_up = SignUp {
@@ -525,14 +655,21 @@ async fn signup_submit(
     match state.services().sign_up(ctx.workspace, sign_up, &actor).await {
         Ok((_, login)) => signed_in(&state, &ctx, form.flow.as_deref(), login).await,
         Err(Error::Invalid(errors)) => {
-            let messages = errors.into_iter().map(|e| format!("{}: {}", field_label(&e.field), e.message)).collect();
+            let messages = errors
+                .into_iter()
+                .map(|e| format!("{}: {}", field_label(&e.field), e.message))
+                .collect();
             let page = signup_form(&ctx, form.flow, form.email, form.name, messages);
             ctx.finish(&state, render(StatusCode::UNPROCESSABLE_ENTITY, &page))
         }
         Err(Error::Conflict(_)) => {
-            let page = signup_form(&ctx, form.flow, form.email, form.name, vec![
-                "An account with this e-mail address already exists. Sign in instead.".into(),
-            ]);
+            let page = signup_form(
+                &ctx,
+                form.flow,
+                form.email,
+                form.name,
+                vec!["An account with this e-mail address already exists. Sign in instead.".into()],
+            );
             ctx.finish(&state, render(StatusCode::CONFLICT, &page))
         }
         Err(e) => internal(e),
@@ -608,7 +745,11 @@ fn serde_urlencoded_pairs(query: Option<&str>) -> LogoutQuery {
 }
 
 /// Where to go after logout: a registered post-logout URI of the client (with `state`), or nowhere.
-async fn logout_target(state: &AppState, ctx: &PageContext, q: &LogoutQuery) -> Result<Option<String>, Response> {
+async fn logout_target(
+    state: &AppState,
+    ctx: &PageContext,
+    q: &LogoutQuery,
+) -> Result<Option<String>, Response> {
     let Some(uri) = &q.post_logout_redirect_uri else {
         return Ok(None);
     };
@@ -628,13 +769,20 @@ async fn logout_target(state: &AppState, ctx: &PageContext, q: &LogoutQuery) -> 
     let Some(app_id) = client.and_then(|c| c.parse().ok()) else {
         return Err(refuse());
     };
-    let app = match state.services().stores.applications.find_application(app_id).await {
+    let app = match state
+        .services()
+        .stores
+        .applications
+        .find_application(app_id)
+        .await
+    {
         Ok(app) => app.filter(|a| a.workspace_id == ctx.workspace),
         Err(e) => return Err(internal(e)),
     };
     match app {
         Some(app) if app.post_logout_uris.iter().any(|u| u == uri) => {
-            let params: Vec<(&str, &str)> = q.state.as_deref().map(|s| vec![("state", s)]).unwrap_or_default();
+            let params: Vec<(&str, &str)> =
+                q.state.as_deref().map(|s| vec![("state", s)]).unwrap_or_default();
             Ok(Some(redirect_to(uri, &params)))
         }
         _ => Err(refuse()),
@@ -698,8 +846,17 @@ async fn logout_confirm(
         Err(r) => return r,
     };
     let request = axum::extract::Request::from_parts(parts.clone(), body);
-    let Ok(Form(form)) = <Form<LogoutForm> as axum::extract::FromRequest<AppState>>::from_request(request, &state).await else {
-        return ctx.finish(&state, error_page(StatusCode::BAD_REQUEST, ctx.brand.clone(), "The form was incomplete."));
+    let Ok(Form(form)) =
+        <Form<LogoutForm> as axum::extract::FromRequest<AppState>>::from_request(request, &state).await
+    else {
+        return ctx.finish(
+            &state,
+            error_page(
+                StatusCode::BAD_REQUEST,
+                ctx.brand.clone(),
+                "The form was incomplete.",
+            ),
+        );
     };
     if let Err(r) = ctx.check_form(&state, &headers, &form.csrf) {
         return r;
@@ -717,7 +874,12 @@ async fn logout_confirm(
     finish_logout(&state, &ctx, &request_actor(&parts, &state), target).await
 }
 
-async fn finish_logout(state: &AppState, ctx: &PageContext, actor: &Actor, target: Option<String>) -> Response {
+async fn finish_logout(
+    state: &AppState,
+    ctx: &PageContext,
+    actor: &Actor,
+    target: Option<String>,
+) -> Response {
     if let Some((browser, _)) = &ctx.sso
         && let Err(e) = state.services().end_browser_session(browser, actor).await
     {

@@ -21,7 +21,10 @@ fn oauth_error(e: &OAuthError, basic: bool) -> Response {
     let h = response.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if e.status == 401 && basic {
-        h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"secureflows\""));
+        h.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"secureflows\""),
+        );
     }
     if let Some(retry) = e.retry_after
         && let Ok(v) = HeaderValue::from_str(&retry.as_secs().max(1).to_string())
@@ -32,9 +35,8 @@ fn oauth_error(e: &OAuthError, basic: bool) -> Response {
 }
 
 fn workspace_of(path: &str) -> Result<WorkspaceId, Response> {
-    path.parse().map_err(|_| {
-        oauth_error(&OAuthError::invalid_request("unknown issuer"), false)
-    })
+    path.parse()
+        .map_err(|_| oauth_error(&OAuthError::invalid_request("unknown issuer"), false))
 }
 
 /// `GET /w/{ws}/.well-known/openid-configuration`: OpenID Provider metadata.
@@ -75,21 +77,28 @@ pub async fn discovery(State(state): State<AppState>, Path(workspace): Path<Stri
         "prompt_values_supported": ["none", "login"],
     });
     let mut response = axum::Json(doc).into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
     response
 }
 
 /// Client credentials from HTTP Basic (RFC 6749 §2.3.1, form-encoded parts) or the form body.
-fn credentials(headers: &HeaderMap, form_id: Option<String>, form_secret: Option<String>) -> Result<(ClientCredentials, bool), OAuthError> {
+fn credentials(
+    headers: &HeaderMap,
+    form_id: Option<String>,
+    form_secret: Option<String>,
+) -> Result<(ClientCredentials, bool), OAuthError> {
     let basic = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Basic "));
     if let Some(encoded) = basic {
         if form_secret.is_some() {
-            return Err(OAuthError::invalid_request("use one client authentication method"));
+            return Err(OAuthError::invalid_request(
+                "use one client authentication method",
+            ));
         }
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(encoded.trim())
@@ -124,7 +133,13 @@ fn credentials(headers: &HeaderMap, form_id: Option<String>, form_secret: Option
     ))
 }
 
-async fn client(state: &AppState, workspace: WorkspaceId, headers: &HeaderMap, id: Option<String>, secret: Option<String>) -> Result<Application, Response> {
+async fn client(
+    state: &AppState,
+    workspace: WorkspaceId,
+    headers: &HeaderMap,
+    id: Option<String>,
+    secret: Option<String>,
+) -> Result<Application, Response> {
     let (creds, basic) = credentials(headers, id, secret).map_err(|e| oauth_error(&e, false))?;
     state
         .services()
@@ -177,10 +192,23 @@ pub async fn token(
     let (parts, body) = request.into_parts();
     let actor = request_actor(&parts, &state);
     let request = axum::extract::Request::from_parts(parts, body);
-    let Ok(Form(form)) = <Form<TokenForm> as axum::extract::FromRequest<AppState>>::from_request(request, &state).await else {
-        return oauth_error(&OAuthError::invalid_request("the body must be application/x-www-form-urlencoded"), false);
+    let Ok(Form(form)) =
+        <Form<TokenForm> as axum::extract::FromRequest<AppState>>::from_request(request, &state).await
+    else {
+        return oauth_error(
+            &OAuthError::invalid_request("the body must be application/x-www-form-urlencoded"),
+            false,
+        );
     };
-    let app = match client(&state, workspace, &headers, form.client_id.clone(), form.client_secret.clone()).await {
+    let app = match client(
+        &state,
+        workspace,
+        &headers,
+        form.client_id.clone(),
+        form.client_secret.clone(),
+    )
+    .await
+    {
         Ok(app) => app,
         Err(r) => return r,
     };
@@ -195,7 +223,13 @@ pub async fn token(
                 return oauth_error(&OAuthError::invalid_request("redirect_uri is required"), false);
             }
             services
-                .exchange_code(CodeClient::Authenticated(&app), code, form.code_verifier.as_deref(), form.redirect_uri.as_deref(), &actor)
+                .exchange_code(
+                    CodeClient::Authenticated(&app),
+                    code,
+                    form.code_verifier.as_deref(),
+                    form.redirect_uri.as_deref(),
+                    &actor,
+                )
                 .await
         }
         Some("refresh_token") => {
@@ -227,7 +261,11 @@ fn bearer_error(status: StatusCode, error: &str) -> Response {
 }
 
 /// `GET|POST /w/{ws}/userinfo` with the access token (SESSION JWT) as bearer.
-pub async fn userinfo(State(state): State<AppState>, Path(workspace): Path<String>, headers: HeaderMap) -> Response {
+pub async fn userinfo(
+    State(state): State<AppState>,
+    Path(workspace): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let Ok(workspace) = workspace.parse::<WorkspaceId>() else {
         return bearer_error(StatusCode::UNAUTHORIZED, "invalid_token");
     };
@@ -262,7 +300,12 @@ async fn token_param(state: &AppState, request: axum::extract::Request) -> Resul
     <Form<TokenParam> as axum::extract::FromRequest<AppState>>::from_request(request, state)
         .await
         .map(|Form(f)| f)
-        .map_err(|_| oauth_error(&OAuthError::invalid_request("the body must be application/x-www-form-urlencoded"), false))
+        .map_err(|_| {
+            oauth_error(
+                &OAuthError::invalid_request("the body must be application/x-www-form-urlencoded"),
+                false,
+            )
+        })
 }
 
 /// `POST /w/{ws}/revoke` (RFC 7009).

@@ -22,7 +22,11 @@ impl Brand {
     pub fn new(name: &str) -> Brand {
         Brand {
             name: name.to_owned(),
-            initial: name.chars().next().map(|c| c.to_uppercase().to_string()).unwrap_or_default(),
+            initial: name
+                .chars()
+                .next()
+                .map(|c| c.to_uppercase().to_string())
+                .unwrap_or_default(),
         }
     }
 }
@@ -71,9 +75,10 @@ pub fn render(status: StatusCode, page: &impl Template) -> Response {
     match page.render() {
         Ok(html) => {
             let mut response = (status, Html(html)).into_response();
-            response
-                .headers_mut()
-                .insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP));
+            response.headers_mut().insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(PAGE_CSP),
+            );
             response
         }
         Err(e) => {
@@ -103,13 +108,19 @@ pub async fn stylesheet() -> Response {
 
 /// The strength meter.
 pub async fn strength_script() -> Response {
-    asset("text/javascript; charset=utf-8", include_str!("../../assets/strength.js"))
+    asset(
+        "text/javascript; charset=utf-8",
+        include_str!("../../assets/strength.js"),
+    )
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
     let mut response = body.into_response();
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
     response
 }

@@ -11,6 +11,7 @@ mod audit_values;
 mod bad_input;
 mod crypto_at_rest;
 mod headers;
+mod hosted_login;
 mod limits;
 mod manage_api;
 mod manage_roles;

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use secureflows_core::store::*;
 use secureflows_core::{
-    Application, ApplicationId, AuthorizationCode, AuthorizationRequest, BrowserSession, BrowserSessionId, Error,
-    FamilyId, Invalidation, LoginSession, NewIdentity, Plan, RefreshToken, Role, SessionId, Timestamp,
+    Application, ApplicationId, AuthorizationCode, AuthorizationRequest, BrowserSession, BrowserSessionId,
+    Error, FamilyId, Invalidation, LoginSession, NewIdentity, Plan, RefreshToken, Role, SessionId, Timestamp,
     UpstreamTrust, User, UserId, UserStatus, Workspace, WorkspaceId,
 };
 use secureflows_testkit::Backend;
@@ -827,7 +827,9 @@ async fn sign_in_lockout(s: &Stores) {
     let mut tasks = Vec::new();
     for _ in 0..30 {
         let login = s.login.clone();
-        tasks.push(tokio::spawn(async move { login.begin_attempt(ws, user.id, 10, at(0)).await.unwrap() }));
+        tasks.push(tokio::spawn(async move {
+            login.begin_attempt(ws, user.id, 10, at(0)).await.unwrap()
+        }));
     }
     let mut proceeded = 0;
     for t in tasks {
@@ -838,18 +840,33 @@ async fn sign_in_lockout(s: &Stores) {
     assert_eq!(proceeded, 10);
     assert!(s.login.lock_if_exhausted(ws, user.id, 10, at(900)).await.unwrap());
     assert!(!s.login.lock_if_exhausted(ws, user.id, 10, at(900)).await.unwrap());
-    assert_eq!(s.login.begin_attempt(ws, user.id, 10, at(100)).await.unwrap(), AttemptGate::Locked(at(900)));
+    assert_eq!(
+        s.login.begin_attempt(ws, user.id, 10, at(100)).await.unwrap(),
+        AttemptGate::Locked(at(900))
+    );
     // Another workspace's id reaches nothing.
     s.login.clear_failures(other, user.id).await.unwrap();
-    assert!(matches!(s.login.begin_attempt(ws, user.id, 10, at(100)).await.unwrap(), AttemptGate::Locked(_)));
+    assert!(matches!(
+        s.login.begin_attempt(ws, user.id, 10, at(100)).await.unwrap(),
+        AttemptGate::Locked(_)
+    ));
     // An expired lock starts a fresh count.
-    assert_eq!(s.login.begin_attempt(ws, user.id, 10, at(901)).await.unwrap(), AttemptGate::Proceed);
+    assert_eq!(
+        s.login.begin_attempt(ws, user.id, 10, at(901)).await.unwrap(),
+        AttemptGate::Proceed
+    );
     s.login.clear_failures(ws, user.id).await.unwrap();
     for _ in 0..10 {
-        assert_eq!(s.login.begin_attempt(ws, user.id, 10, at(902)).await.unwrap(), AttemptGate::Proceed);
+        assert_eq!(
+            s.login.begin_attempt(ws, user.id, 10, at(902)).await.unwrap(),
+            AttemptGate::Proceed
+        );
     }
     // Passwords are per workspace.
-    s.login.set_password(ws, user.id, "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA", at(0)).await.unwrap();
+    s.login
+        .set_password(ws, user.id, "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA", at(0))
+        .await
+        .unwrap();
     assert!(s.login.find_password(ws, user.id).await.unwrap().is_some());
     assert!(s.login.find_password(other, user.id).await.unwrap().is_none());
 }
@@ -874,9 +891,24 @@ async fn codes_and_refresh_tokens(s: &Stores) {
         ended_at: None,
     };
     s.login.insert_browser_session(&browser).await.unwrap();
-    assert_eq!(s.login.find_browser_session(ws, &[3; 32], at(1)).await.unwrap(), Some(browser.clone()));
-    assert!(s.login.find_browser_session(other, &[3; 32], at(1)).await.unwrap().is_none());
-    assert!(s.login.find_browser_session(ws, &[3; 32], at(3600)).await.unwrap().is_none());
+    assert_eq!(
+        s.login.find_browser_session(ws, &[3; 32], at(1)).await.unwrap(),
+        Some(browser.clone())
+    );
+    assert!(
+        s.login
+            .find_browser_session(other, &[3; 32], at(1))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        s.login
+            .find_browser_session(ws, &[3; 32], at(3600))
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     let code = AuthorizationCode {
         code_hash: vec![5; 32],
@@ -898,11 +930,16 @@ async fn codes_and_refresh_tokens(s: &Stores) {
         expires_at: at(60),
     };
     s.login.insert_code(&code).await.unwrap();
-    assert_eq!(s.login.redeem_code(other, &[5; 32], at(1)).await.unwrap(), CodeRedemption::Invalid);
+    assert_eq!(
+        s.login.redeem_code(other, &[5; 32], at(1)).await.unwrap(),
+        CodeRedemption::Invalid
+    );
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let login = s.login.clone();
-        tasks.push(tokio::spawn(async move { login.redeem_code(ws, &[5; 32], at(1)).await.unwrap() }));
+        tasks.push(tokio::spawn(async move {
+            login.redeem_code(ws, &[5; 32], at(1)).await.unwrap()
+        }));
     }
     let mut fresh = 0;
     for t in tasks {
@@ -920,10 +957,22 @@ async fn codes_and_refresh_tokens(s: &Stores) {
         browser_session_id: Some(browser.id),
         ..session(ws, app.id, user.id, 3600)
     };
-    let limits = SessionLimits { per_workspace: 100, per_user: 100 };
-    assert_eq!(s.sessions.insert_session_within_limits(&first, limits, at(0)).await.unwrap(), SessionAdmission::Admitted);
+    let limits = SessionLimits {
+        per_workspace: 100,
+        per_user: 100,
+    };
+    assert_eq!(
+        s.sessions
+            .insert_session_within_limits(&first, limits, at(0))
+            .await
+            .unwrap(),
+        SessionAdmission::Admitted
+    );
     s.login.attach_code_session(ws, &[5; 32], first.id).await.unwrap();
-    assert_eq!(s.login.redeem_code(ws, &[5; 32], at(2)).await.unwrap(), CodeRedemption::Replayed(Some(first.id)));
+    assert_eq!(
+        s.login.redeem_code(ws, &[5; 32], at(2)).await.unwrap(),
+        CodeRedemption::Replayed(Some(first.id))
+    );
 
     let family = FamilyId::new();
     let refresh = RefreshToken {
@@ -942,13 +991,21 @@ async fn codes_and_refresh_tokens(s: &Stores) {
         revoked_at: None,
     };
     s.login.insert_refresh(&refresh).await.unwrap();
-    let sibling = RefreshToken { token_hash: vec![9; 32], ..refresh.clone() };
+    let sibling = RefreshToken {
+        token_hash: vec![9; 32],
+        ..refresh.clone()
+    };
     s.login.insert_refresh(&sibling).await.unwrap();
-    assert_eq!(s.login.use_refresh(other, &[8; 32], at(1)).await.unwrap(), RefreshUse::Invalid);
+    assert_eq!(
+        s.login.use_refresh(other, &[8; 32], at(1)).await.unwrap(),
+        RefreshUse::Invalid
+    );
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let login = s.login.clone();
-        tasks.push(tokio::spawn(async move { login.use_refresh(ws, &[8; 32], at(1)).await.unwrap() }));
+        tasks.push(tokio::spawn(async move {
+            login.use_refresh(ws, &[8; 32], at(1)).await.unwrap()
+        }));
     }
     let mut fresh = 0;
     for t in tasks {
@@ -960,21 +1017,66 @@ async fn codes_and_refresh_tokens(s: &Stores) {
     }
     assert_eq!(fresh, 1);
     s.login.extend_session(ws, first.id, at(7200)).await.unwrap();
-    assert_eq!(s.sessions.find_session(ws, first.id).await.unwrap().unwrap().expires_at, at(7200));
+    assert_eq!(
+        s.sessions
+            .find_session(ws, first.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .expires_at,
+        at(7200)
+    );
     s.login.revoke_family(ws, family, at(5)).await.unwrap();
-    assert_eq!(s.login.use_refresh(ws, &[9; 32], at(6)).await.unwrap(), RefreshUse::Invalid);
-    assert!(s.sessions.find_session(ws, first.id).await.unwrap().unwrap().ended_at.is_some());
+    assert_eq!(
+        s.login.use_refresh(ws, &[9; 32], at(6)).await.unwrap(),
+        RefreshUse::Invalid
+    );
+    assert!(
+        s.sessions
+            .find_session(ws, first.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .ended_at
+            .is_some()
+    );
 
     // A browser session ends with the application sessions opened from it.
     let second = LoginSession {
         browser_session_id: Some(browser.id),
         ..session(ws, app.id, user.id, 3600)
     };
-    s.sessions.insert_session_within_limits(&second, limits, at(0)).await.unwrap();
-    assert!(s.login.end_browser_session(other, browser.id, at(10)).await.unwrap().is_empty());
-    assert_eq!(s.login.end_browser_session(ws, browser.id, at(10)).await.unwrap(), vec![second.id]);
-    assert!(s.login.find_browser_session(ws, &[3; 32], at(11)).await.unwrap().is_none());
-    assert!(s.sessions.find_session(ws, second.id).await.unwrap().unwrap().ended_at.is_some());
+    s.sessions
+        .insert_session_within_limits(&second, limits, at(0))
+        .await
+        .unwrap();
+    assert!(
+        s.login
+            .end_browser_session(other, browser.id, at(10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.login.end_browser_session(ws, browser.id, at(10)).await.unwrap(),
+        vec![second.id]
+    );
+    assert!(
+        s.login
+            .find_browser_session(ws, &[3; 32], at(11))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        s.sessions
+            .find_session(ws, second.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .ended_at
+            .is_some()
+    );
     // Expired state is purged.
     assert!(s.login.purge_login_state(at(100_000)).await.unwrap() >= 3);
 }
