@@ -660,13 +660,6 @@ pub trait LoginStore: Send + Sync {
     async fn find_refresh(&self, workspace: WorkspaceId, token_hash: &[u8]) -> Result<Option<RefreshToken>>;
     /// Revokes every token of a family.
     async fn revoke_family(&self, workspace: WorkspaceId, family: FamilyId, now: Timestamp) -> Result<()>;
-    /// Revokes every refresh token of a login session.
-    async fn revoke_session_refresh(
-        &self,
-        workspace: WorkspaceId,
-        session: SessionId,
-        now: Timestamp,
-    ) -> Result<()>;
     /// Moves a login session's expiry (a refresh keeps it signed in).
     async fn extend_session(
         &self,

@@ -71,6 +71,18 @@ impl PgStore {
         Ok(row)
     }
 
+    /// Runs one statement in the workspace's tenant transaction; returns the rows it changed.
+    pub(crate) async fn tenant_execute(
+        &self,
+        workspace: WorkspaceId,
+        query: Query<'_, Postgres, PgArguments>,
+    ) -> Result<u64> {
+        let mut tx = self.tenant(workspace).await?;
+        let n = query.execute(&mut *tx).await.db()?.rows_affected();
+        tx.commit().await.db()?;
+        Ok(n)
+    }
+
     /// Runs one read in its own tenant transaction (see [`PgStore::tenant`]).
     pub(crate) async fn tenant_fetch_all(
         &self,
@@ -591,20 +603,9 @@ impl SessionStore for PgStore {
 
     async fn end_session(&self, workspace: WorkspaceId, id: SessionId, now: Timestamp) -> Result<bool> {
         let mut tx = self.tenant(workspace).await?;
-        let n = sqlx::query(
-            "update login_session set ended_at = $3
-             where workspace_id = $1 and session_id = $2 and ended_at is null",
-        )
-        .bind(workspace.as_uuid())
-        .bind(id.as_uuid())
-        .bind(ts(now))
-        .execute(&mut *tx)
-        .await
-        .db()?
-        .rows_affected();
-        record_invalidation(&mut tx, Invalidation::Session(workspace, id)).await?;
+        let open = crate::login::end_login_session(&mut tx, workspace, id, now).await?;
         tx.commit().await.db()?;
-        Ok(n > 0)
+        Ok(open)
     }
 
     async fn purge_sessions(&self, before: Timestamp) -> Result<u64> {

@@ -94,12 +94,14 @@ fn refresh_row(r: &PgRow) -> Result<RefreshToken> {
     })
 }
 
-async fn end_login_session(
+/// Ends a login session with its refresh tokens (every way a session ends goes through here) and
+/// records the invalidation. Returns whether the session was still open.
+pub(crate) async fn end_login_session(
     c: &mut PgConnection,
     workspace: WorkspaceId,
     session: SessionId,
     now: Timestamp,
-) -> Result<()> {
+) -> Result<bool> {
     sqlx::query(
         "update refresh_token set revoked_at = $3
          where workspace_id = $1 and login_session_id = $2 and revoked_at is null",
@@ -110,28 +112,41 @@ async fn end_login_session(
     .execute(&mut *c)
     .await
     .db()?;
-    sqlx::query("update login_session set ended_at = $3 where workspace_id = $1 and session_id = $2 and ended_at is null")
-        .bind(workspace.as_uuid())
-        .bind(session.as_uuid())
-        .bind(ts(now))
-        .execute(&mut *c)
-        .await
-        .db()?;
-    record_invalidation(c, Invalidation::Session(workspace, session)).await
+    let n = sqlx::query(
+        "update login_session set ended_at = $3 where workspace_id = $1 and session_id = $2 and ended_at is null",
+    )
+    .bind(workspace.as_uuid())
+    .bind(session.as_uuid())
+    .bind(ts(now))
+    .execute(&mut *c)
+    .await
+    .db()?
+    .rows_affected();
+    record_invalidation(c, Invalidation::Session(workspace, session)).await?;
+    Ok(n > 0)
 }
 
-impl PgStore {
-    /// Runs one statement in the workspace's tenant transaction; returns the rows it changed.
-    async fn tenant_execute(
-        &self,
-        workspace: WorkspaceId,
-        query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    ) -> Result<u64> {
-        let mut tx = self.tenant(workspace).await?;
-        let n = query.execute(&mut *tx).await.db()?.rows_affected();
-        tx.commit().await.db()?;
-        Ok(n)
-    }
+/// Sets or replaces a member's password hash; returns 0 if the user does not exist.
+pub(crate) async fn write_password(
+    c: &mut PgConnection,
+    workspace: WorkspaceId,
+    user: UserId,
+    phc: &str,
+    now: Timestamp,
+) -> Result<u64> {
+    Ok(sqlx::query(
+        "insert into password_credential (workspace_id, user_id, phc, created_at, updated_at)
+         select workspace_id, user_id, $3, $4, $4 from user_account where workspace_id = $1 and user_id = $2
+         on conflict (workspace_id, user_id) do update set phc = excluded.phc, updated_at = excluded.updated_at",
+    )
+    .bind(workspace.as_uuid())
+    .bind(user.as_uuid())
+    .bind(phc)
+    .bind(ts(now))
+    .execute(&mut *c)
+    .await
+    .db()?
+    .rows_affected())
 }
 
 #[async_trait]
@@ -155,20 +170,9 @@ impl LoginStore for PgStore {
         phc: &str,
         now: Timestamp,
     ) -> Result<()> {
-        self.tenant_execute(
-            workspace,
-            sqlx::query(
-                "insert into password_credential (workspace_id, user_id, phc, created_at, updated_at)
-                 values ($1, $2, $3, $4, $4)
-                 on conflict (workspace_id, user_id) do update set phc = excluded.phc, updated_at = excluded.updated_at",
-            )
-            .bind(workspace.as_uuid())
-            .bind(user.as_uuid())
-            .bind(phc)
-            .bind(ts(now)),
-        )
-        .await
-        .map(|_| ())
+        let mut tx = self.tenant(workspace).await?;
+        write_password(&mut tx, workspace, user, phc, now).await?;
+        tx.commit().await.db()
     }
 
     async fn begin_attempt(
@@ -584,26 +588,6 @@ impl LoginStore for PgStore {
             end_login_session(&mut tx, workspace, session, now).await?;
         }
         tx.commit().await.db()
-    }
-
-    async fn revoke_session_refresh(
-        &self,
-        workspace: WorkspaceId,
-        session: SessionId,
-        now: Timestamp,
-    ) -> Result<()> {
-        self.tenant_execute(
-            workspace,
-            sqlx::query(
-                "update refresh_token set revoked_at = $3
-                 where workspace_id = $1 and login_session_id = $2 and revoked_at is null",
-            )
-            .bind(workspace.as_uuid())
-            .bind(session.as_uuid())
-            .bind(ts(now)),
-        )
-        .await
-        .map(|_| ())
     }
 
     async fn extend_session(

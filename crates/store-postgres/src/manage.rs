@@ -263,16 +263,9 @@ pub(crate) async fn apply_change(
             return Ok(false);
         }
         Change::EndSession(id) => {
-            sqlx::query(
-                "update login_session set ended_at = $3 where workspace_id = $1 and session_id = $2 and ended_at is null",
-            )
-            .bind(ws)
-            .bind(id.as_uuid())
-            .bind(ts(now))
-            .execute(&mut *c)
-            .await
-            .db()?;
-            Invalidation::Session(workspace, *id)
+            // Records its own invalidation.
+            crate::login::end_login_session(c, workspace, *id, now).await?;
+            return Ok(false);
         }
         Change::InsertSupport(op) => {
             sqlx::query(&format!(
@@ -388,19 +381,7 @@ pub(crate) async fn apply_change(
             return Ok(false);
         }
         Change::SetPassword(user, phc) => {
-            let n = sqlx::query(
-                "insert into password_credential (workspace_id, user_id, phc, created_at, updated_at)
-                 select workspace_id, user_id, $3, $4, $4 from user_account where workspace_id = $1 and user_id = $2
-                 on conflict (workspace_id, user_id) do update set phc = excluded.phc, updated_at = excluded.updated_at",
-            )
-            .bind(ws)
-            .bind(user.as_uuid())
-            .bind(phc)
-            .bind(ts(now))
-            .execute(&mut *c)
-            .await
-            .db()?
-            .rows_affected();
+            let n = crate::login::write_password(c, workspace, *user, phc, now).await?;
             must_change(n, "user")?;
             return Ok(false);
         }

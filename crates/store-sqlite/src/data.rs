@@ -550,17 +550,7 @@ impl SessionStore for SqliteStore {
 
     async fn end_session(&self, workspace: WorkspaceId, id: SessionId, now: Timestamp) -> Result<bool> {
         self.db
-            .write(move |c| {
-                let n = c
-                    .execute(
-                        "update login_session set ended_at = ?3
-                         where workspace_id = ?1 and session_id = ?2 and ended_at is null",
-                        params![workspace.as_uuid(), id.as_uuid(), now.millis()],
-                    )
-                    .db()?;
-                record_invalidation(c, Invalidation::Session(workspace, id))?;
-                Ok(n > 0)
-            })
+            .write(move |c| crate::login::end_login_session(c, workspace, id, now))
             .await
     }
 

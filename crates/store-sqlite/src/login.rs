@@ -93,24 +93,45 @@ fn find_refresh_in(c: &Connection, workspace: WorkspaceId, hash: &[u8]) -> Resul
     .db()
 }
 
-fn end_login_session(
+/// Ends a login session with its refresh tokens (every way a session ends goes through here) and
+/// records the invalidation. Returns whether the session was still open.
+pub(crate) fn end_login_session(
     c: &Connection,
     workspace: WorkspaceId,
     session: SessionId,
     now: Timestamp,
-) -> Result<()> {
+) -> Result<bool> {
     c.execute(
         "update refresh_token set revoked_at = ?3
          where workspace_id = ?1 and login_session_id = ?2 and revoked_at is null",
         params![workspace.as_uuid(), session.as_uuid(), now.millis()],
     )
     .db()?;
+    let n = c
+        .execute(
+            "update login_session set ended_at = ?3 where workspace_id = ?1 and session_id = ?2 and ended_at is null",
+            params![workspace.as_uuid(), session.as_uuid(), now.millis()],
+        )
+        .db()?;
+    record_invalidation(c, Invalidation::Session(workspace, session))?;
+    Ok(n > 0)
+}
+
+/// Sets or replaces a member's password hash; returns 0 if the user does not exist.
+pub(crate) fn write_password(
+    c: &Connection,
+    workspace: WorkspaceId,
+    user: UserId,
+    phc: &str,
+    now: Timestamp,
+) -> Result<usize> {
     c.execute(
-        "update login_session set ended_at = ?3 where workspace_id = ?1 and session_id = ?2 and ended_at is null",
-        params![workspace.as_uuid(), session.as_uuid(), now.millis()],
+        "insert into password_credential (workspace_id, user_id, phc, created_at, updated_at)
+         select workspace_id, user_id, ?3, ?4, ?4 from user_account where workspace_id = ?1 and user_id = ?2
+         on conflict (workspace_id, user_id) do update set phc = excluded.phc, updated_at = excluded.updated_at",
+        params![workspace.as_uuid(), user.as_uuid(), phc, now.millis()],
     )
-    .db()?;
-    record_invalidation(c, Invalidation::Session(workspace, session))
+    .db()
 }
 
 #[async_trait]
@@ -135,13 +156,7 @@ impl LoginStore for SqliteStore {
         let phc = phc.to_owned();
         self.db
             .write(move |c| {
-                c.execute(
-                    "insert into password_credential (workspace_id, user_id, phc, created_at, updated_at)
-                     values (?1, ?2, ?3, ?4, ?4)
-                     on conflict (workspace_id, user_id) do update set phc = excluded.phc, updated_at = excluded.updated_at",
-                    params![workspace.as_uuid(), user.as_uuid(), phc, now.millis()],
-                )
-                .db()?;
+                write_password(c, workspace, user, &phc, now)?;
                 Ok(())
             })
             .await
@@ -561,25 +576,6 @@ impl LoginStore for SqliteStore {
                 for session in sessions {
                     end_login_session(c, workspace, session, now)?;
                 }
-                Ok(())
-            })
-            .await
-    }
-
-    async fn revoke_session_refresh(
-        &self,
-        workspace: WorkspaceId,
-        session: SessionId,
-        now: Timestamp,
-    ) -> Result<()> {
-        self.db
-            .write(move |c| {
-                c.execute(
-                    "update refresh_token set revoked_at = ?3
-                     where workspace_id = ?1 and login_session_id = ?2 and revoked_at is null",
-                    params![workspace.as_uuid(), session.as_uuid(), now.millis()],
-                )
-                .db()?;
                 Ok(())
             })
             .await

@@ -226,12 +226,9 @@ pub(crate) fn apply_change(
             return Ok(false);
         }
         Change::EndSession(id) => {
-            c.execute(
-                "update login_session set ended_at = ?3 where workspace_id = ?1 and session_id = ?2 and ended_at is null",
-                params![ws, id.as_uuid(), now.millis()],
-            )
-            .db()?;
-            Invalidation::Session(workspace, *id)
+            // Records its own invalidation.
+            crate::login::end_login_session(c, workspace, *id, now)?;
+            return Ok(false);
         }
         Change::InsertSupport(op) => {
             c.execute(
@@ -343,14 +340,7 @@ pub(crate) fn apply_change(
             return Ok(false);
         }
         Change::SetPassword(user, phc) => {
-            let n = c
-                .execute(
-                    "insert into password_credential (workspace_id, user_id, phc, created_at, updated_at)
-                     select workspace_id, user_id, ?3, ?4, ?4 from user_account where workspace_id = ?1 and user_id = ?2
-                     on conflict (workspace_id, user_id) do update set phc = excluded.phc, updated_at = excluded.updated_at",
-                    params![ws, user.as_uuid(), phc, now.millis()],
-                )
-                .db()?;
+            let n = crate::login::write_password(c, workspace, *user, phc, now)?;
             must_change(n, "user")?;
             return Ok(false);
         }

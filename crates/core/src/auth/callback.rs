@@ -16,8 +16,8 @@ use crate::keyring::WorkspaceKeys;
 use crate::model::NewIdentity;
 use crate::store::{NewUser, SessionAdmission, SessionLimits};
 use crate::{
-    Application, ApplicationId, AuthFailure, Error, ForbiddenReason, LimitKind, LoginSession, Result, Role,
-    Services, SessionId, Timestamp, User, UserId, UserStatus, WorkspaceId,
+    Application, ApplicationId, AuthFailure, Error, ForbiddenReason, LimitKind, LoginSession, Plan, Result,
+    Role, Services, SessionId, Timestamp, User, UserId, UserStatus, WorkspaceId,
 };
 
 /// The outcome of a successful sign-in. Its `Debug` never shows the token.
@@ -153,7 +153,6 @@ impl Services {
             return Err(Error::Forbidden(ForbiddenReason::AccountLocked));
         }
 
-        let limits = self.plans.limits(workspace.plan);
         let session = LoginSession {
             id: SessionId::new(),
             workspace_id: workspace.id,
@@ -164,25 +163,7 @@ impl Services {
             expires_at: now.plus(app.token_ttl),
             ended_at: None,
         };
-        let admission = self
-            .stores
-            .sessions
-            .insert_session_within_limits(
-                &session,
-                SessionLimits {
-                    per_workspace: limits.max_sessions_per_workspace,
-                    per_user: limits.max_sessions_per_user,
-                },
-                now,
-            )
-            .await?;
-        if let SessionAdmission::Full { earliest_expiry } = admission {
-            let retry_after = earliest_expiry.since(now).max(Duration::from_secs(1));
-            return Err(Error::Limited {
-                kind: LimitKind::Sessions,
-                retry_after,
-            });
-        }
+        self.open_app_session(workspace.plan, &session, now).await?;
         let token = self.tokens.issue(
             TokenKind::Session,
             app.id.to_string(),
@@ -218,6 +199,36 @@ impl Services {
             application: app.id,
             workspace: workspace.id,
         })
+    }
+
+    /// Opens an application's login session within the plan's concurrent-session limits: 429
+    /// (`Limited`, with the time until the earliest session ends) when they are reached.
+    pub(crate) async fn open_app_session(
+        &self,
+        plan: Plan,
+        session: &LoginSession,
+        now: Timestamp,
+    ) -> Result<()> {
+        let limits = self.plans.limits(plan);
+        let admission = self
+            .stores
+            .sessions
+            .insert_session_within_limits(
+                session,
+                SessionLimits {
+                    per_workspace: limits.max_sessions_per_workspace,
+                    per_user: limits.max_sessions_per_user,
+                },
+                now,
+            )
+            .await?;
+        if let SessionAdmission::Full { earliest_expiry } = admission {
+            return Err(Error::Limited {
+                kind: LimitKind::Sessions,
+                retry_after: earliest_expiry.since(now).max(Duration::from_secs(1)),
+            });
+        }
+        Ok(())
     }
 
     async fn find_or_create_user(
@@ -331,6 +342,13 @@ pub fn open_email(
     String::from_utf8(plain).map_err(|_| Error::Integrity("sealed e-mail is not UTF-8"))
 }
 
+/// The associated data of a user's sealed display name.
+pub(crate) fn name_aad(workspace: WorkspaceId, user: UserId) -> Aad {
+    Aad::new("sf.user.name.v1")
+        .field(workspace.as_uuid().as_bytes())
+        .field(user.as_uuid().as_bytes())
+}
+
 fn email_aad(workspace: WorkspaceId, user: UserId) -> Aad {
     Aad::new("sf.user.email.v1")
         .field(workspace.as_uuid().as_bytes())
@@ -354,14 +372,7 @@ fn seal_profile(
     let name = identity
         .name
         .as_deref()
-        .map(|n| {
-            keys.seal(
-                &Aad::new("sf.user.name.v1")
-                    .field(workspace.as_uuid().as_bytes())
-                    .field(user.as_uuid().as_bytes()),
-                n.as_bytes(),
-            )
-        })
+        .map(|n| keys.seal(&name_aad(workspace, user), n.as_bytes()))
         .transpose()?;
     Ok((email, name))
 }

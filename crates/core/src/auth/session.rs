@@ -159,12 +159,7 @@ impl Services {
                 Some(serde_json::json!({"application_id": caller.application.id, "session": caller.token.session})),
             )],
         )
-        .await?;
-        // The session's refresh tokens go with it.
-        self.stores
-            .login
-            .revoke_session_refresh(caller.token.workspace, caller.token.session, self.clock.now())
-            .await
+        .await
     }
 
     /// Signs the user out everywhere (`POST /sessions/revoke`): raises the token revision, which ends

@@ -253,11 +253,7 @@ impl TokenService {
         ttl: Duration,
         now: Timestamp,
     ) -> Result<IssuedToken> {
-        let set = self.current();
-        let key = set
-            .active
-            .as_ref()
-            .ok_or(Error::Unavailable("no signing key loaded"))?;
+        let key = self.active_key()?;
         let expires_at = now.plus(ttl);
         let claims = AccessClaims {
             iss: self.settings.issuer.clone(),
@@ -368,12 +364,14 @@ impl TokenService {
 
     /// Signs an OpenID Connect ID token (`typ` `JWT`) with the active key.
     pub fn sign_id_token(&self, claims: &serde_json::Value) -> Result<String> {
-        let set = self.current();
-        let key = set
+        Ok(self.active_key()?.sign_jwt("JWT", claims)?)
+    }
+
+    fn active_key(&self) -> Result<Arc<SigningKey>> {
+        self.current()
             .active
-            .as_ref()
-            .ok_or(Error::Unavailable("no signing key loaded"))?;
-        Ok(key.sign_jwt("JWT", claims)?)
+            .clone()
+            .ok_or(Error::Unavailable("no signing key loaded"))
     }
 
     /// Verifies the signature of an ID token we issued (an `id_token_hint`) and returns its claims.

@@ -11,7 +11,7 @@ use secureflows_crypto::password::PasswordCheck;
 use secureflows_crypto::{Aad, SecretString};
 
 use crate::audit::{Actor, ActorKind, NewEvent};
-use crate::auth::callback::{email_index, open_email, seal_email};
+use crate::auth::callback::{email_index, name_aad, open_email, seal_email};
 use crate::keyring::WorkspaceKeys;
 use crate::login::password::{self, PasswordPolicy};
 use crate::store::{AttemptGate, Change};
@@ -374,7 +374,8 @@ impl Services {
     /// served to that browser.
     pub async fn csrf_token(&self, workspace: WorkspaceId, cookie: &str) -> Result<String> {
         use base64::Engine as _;
-        let keys = self.login_keys(workspace).await?;
+        // The caller has found the workspace (page branding); a deleted one has no keys: NotFound.
+        let keys = self.keys.workspace_keys(workspace, self.state.trusted()).await?;
         let mac = secureflows_crypto::blind_index(keys.index(), &Aad::new("sf.csrf.v1").field(cookie));
         Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac))
     }
@@ -405,10 +406,4 @@ impl Services {
                 .and_then(|b| String::from_utf8(b).ok())
         })
     }
-}
-
-fn name_aad(workspace: WorkspaceId, user: UserId) -> Aad {
-    Aad::new("sf.user.name.v1")
-        .field(workspace.as_uuid().as_bytes())
-        .field(user.as_uuid().as_bytes())
 }

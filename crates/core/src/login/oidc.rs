@@ -2,8 +2,6 @@
 //! PKCE, refresh with rotation and reuse detection), revocation (RFC 7009), introspection (RFC 7662),
 //! user info and ID tokens.
 
-use std::time::Duration;
-
 use secureflows_crypto::{SecretString, constant_time_eq};
 
 use crate::audit::{Actor, ActorKind, NewEvent};
@@ -11,12 +9,12 @@ use crate::auth::token::{IssuedToken, TokenKind};
 use crate::keyring::WorkspaceKeys;
 use crate::login::oauth::OAuthError;
 use crate::login::{credential_workspace, new_credential, workspace_issuer};
-use crate::store::{CodeRedemption, RefreshUse, SessionAdmission, SessionLimits};
+use crate::store::{CodeRedemption, RefreshUse};
 use crate::workspace::is_loopback;
 use crate::{
     Application, ApplicationId, AuthorizationCode, AuthorizationRequest, BrowserSession, Error, FamilyId,
-    FlowId, LimitKind, LoginFlow, LoginSession, RefreshToken, Result, Services, SessionId, Timestamp, User,
-    UserStatus, WorkspaceId,
+    FlowId, LoginFlow, LoginSession, RefreshToken, Result, Services, SessionId, Timestamp, User, UserStatus,
+    WorkspaceId,
 };
 
 const CODE_PREFIX: &str = "sfc_";
@@ -597,10 +595,7 @@ impl Services {
         session: SessionId,
         now: Timestamp,
     ) -> Result<()> {
-        self.stores
-            .login
-            .revoke_session_refresh(workspace, session, now)
-            .await?;
+        // The store ends the session's refresh tokens with it.
         self.stores.sessions.end_session(workspace, session, now).await?;
         self.state.apply(crate::Invalidation::Session(workspace, session));
         Ok(())
@@ -645,26 +640,7 @@ impl Services {
                     expires_at,
                     ended_at: None,
                 };
-                let limits = self.plans.limits(ws.plan);
-                let admission = self
-                    .stores
-                    .sessions
-                    .insert_session_within_limits(
-                        &session,
-                        SessionLimits {
-                            per_workspace: limits.max_sessions_per_workspace,
-                            per_user: limits.max_sessions_per_user,
-                        },
-                        now,
-                    )
-                    .await?;
-                if let SessionAdmission::Full { earliest_expiry } = admission {
-                    return Err(Error::Limited {
-                        kind: LimitKind::Sessions,
-                        retry_after: earliest_expiry.since(now).max(Duration::from_secs(1)),
-                    }
-                    .into());
-                }
+                self.open_app_session(ws.plan, &session, now).await?;
                 session.id
             }
         };

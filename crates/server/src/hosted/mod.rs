@@ -10,7 +10,6 @@ pub mod oauth;
 pub mod pages;
 
 use std::num::NonZeroU32;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -254,6 +253,37 @@ impl PageContext {
     }
 }
 
+/// A form that carries the CSRF token.
+trait CsrfForm: serde::de::DeserializeOwned + Send {
+    fn csrf(&self) -> &str;
+}
+
+/// Reads a page's form post: the page context, the form (CSRF and Origin checked) and the request's
+/// actor. Errors are pages.
+async fn form_post<T: CsrfForm>(
+    state: &AppState,
+    workspace: &str,
+    request: axum::extract::Request,
+) -> Result<(PageContext, T, Actor), Response> {
+    let (parts, body) = request.into_parts();
+    let ctx = page_context(state, workspace, &parts.headers).await?;
+    let actor = request_actor(&parts, state);
+    let headers = parts.headers.clone();
+    let request = axum::extract::Request::from_parts(parts, body);
+    let Ok(Form(form)) =
+        <Form<T> as axum::extract::FromRequest<AppState>>::from_request(request, state).await
+    else {
+        let page = error_page(
+            StatusCode::BAD_REQUEST,
+            ctx.brand.clone(),
+            "The form was incomplete.",
+        );
+        return Err(ctx.finish(state, page));
+    };
+    ctx.check_form(state, &headers, form.csrf())?;
+    Ok((ctx, form, actor))
+}
+
 fn with_flow(path: &str, flow: Option<&str>) -> String {
     match flow {
         Some(f) => format!("{path}?flow={f}"),
@@ -458,35 +488,22 @@ struct LoginForm {
     password: String,
 }
 
+impl CsrfForm for LoginForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 /// `POST /w/{ws}/login`.
 async fn login_submit(
     State(state): State<AppState>,
     Path(workspace): Path<String>,
-    headers: HeaderMap,
-    parts: axum::extract::Request,
+    request: axum::extract::Request,
 ) -> Response {
-    let (parts, body) = parts.into_parts();
-    let ctx = match page_context(&state, &workspace, &headers).await {
-        Ok(c) => c,
+    let (ctx, form, actor) = match form_post::<LoginForm>(&state, &workspace, request).await {
+        Ok(posted) => posted,
         Err(r) => return r,
     };
-    let request = axum::extract::Request::from_parts(parts.clone(), body);
-    let Ok(Form(form)) =
-        <Form<LoginForm> as axum::extract::FromRequest<AppState>>::from_request(request, &state).await
-    else {
-        return ctx.finish(
-            &state,
-            error_page(
-                StatusCode::BAD_REQUEST,
-                ctx.brand.clone(),
-                "The form was incomplete.",
-            ),
-        );
-    };
-    if let Err(r) = ctx.check_form(&state, &headers, &form.csrf) {
-        return r;
-    }
-    let actor = request_actor(&parts, &state);
     let email = form.email.trim().to_owned();
     let account = format!("{}:{}", ctx.workspace, email.to_lowercase());
     let address = actor.client_ip.clone().unwrap_or_default();
@@ -601,35 +618,22 @@ struct SignupForm {
     password: String,
 }
 
+impl CsrfForm for SignupForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 /// `POST /w/{ws}/signup`.
 async fn signup_submit(
     State(state): State<AppState>,
     Path(workspace): Path<String>,
-    headers: HeaderMap,
     request: axum::extract::Request,
 ) -> Response {
-    let (parts, body) = request.into_parts();
-    let ctx = match page_context(&state, &workspace, &headers).await {
-        Ok(c) => c,
+    let (ctx, form, actor) = match form_post::<SignupForm>(&state, &workspace, request).await {
+        Ok(posted) => posted,
         Err(r) => return r,
     };
-    let request = axum::extract::Request::from_parts(parts.clone(), body);
-    let Ok(Form(form)) =
-        <Form<SignupForm> as axum::extract::FromRequest<AppState>>::from_request(request, &state).await
-    else {
-        return ctx.finish(
-            &state,
-            error_page(
-                StatusCode::BAD_REQUEST,
-                ctx.brand.clone(),
-                "The form was incomplete.",
-            ),
-        );
-    };
-    if let Err(r) = ctx.check_form(&state, &headers, &form.csrf) {
-        return r;
-    }
-    let actor: Actor = request_actor(&parts, &state);
     let address = actor.client_ip.clone().unwrap_or_default();
     if let Err(retry) = state
         .sign_in_limits()
@@ -699,14 +703,13 @@ async fn logout(
     State(state): State<AppState>,
     Path(workspace): Path<String>,
     RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    request: axum::extract::Request,
+    parts: axum::http::request::Parts,
 ) -> Response {
-    let ctx = match page_context(&state, &workspace, &headers).await {
+    let ctx = match page_context(&state, &workspace, &parts.headers).await {
         Ok(c) => c,
         Err(r) => return r,
     };
-    let q: LogoutQuery = serde_urlencoded_pairs(query.as_deref());
+    let q = LogoutQuery::parse(query.as_deref());
     let target = match logout_target(&state, &ctx, &q).await {
         Ok(t) => t,
         Err(r) => return ctx.finish(&state, r),
@@ -722,26 +725,26 @@ async fn logout(
         _ => false,
     };
     if !matches {
-        let (parts, _) = request.into_parts();
-        let _ = parts;
         return ctx.finish(&state, confirm_page(&ctx, &q));
     }
-    let (parts, _) = request.into_parts();
     finish_logout(&state, &ctx, &request_actor(&parts, &state), target).await
 }
 
-fn serde_urlencoded_pairs(query: Option<&str>) -> LogoutQuery {
-    let mut q = LogoutQuery::default();
-    for (k, v) in query_pairs(query) {
-        match k.as_str() {
-            "id_token_hint" => q.id_token_hint = Some(v),
-            "post_logout_redirect_uri" => q.post_logout_redirect_uri = Some(v),
-            "client_id" => q.client_id = Some(v),
-            "state" => q.state = Some(v),
-            _ => {}
+impl LogoutQuery {
+    /// The logout parameters of a query string; others are ignored.
+    fn parse(query: Option<&str>) -> LogoutQuery {
+        let mut q = LogoutQuery::default();
+        for (k, v) in query_pairs(query) {
+            match k.as_str() {
+                "id_token_hint" => q.id_token_hint = Some(v),
+                "post_logout_redirect_uri" => q.post_logout_redirect_uri = Some(v),
+                "client_id" => q.client_id = Some(v),
+                "state" => q.state = Some(v),
+                _ => {}
+            }
         }
+        q
     }
-    q
 }
 
 /// Where to go after logout: a registered post-logout URI of the client (with `state`), or nowhere.
@@ -833,34 +836,22 @@ struct LogoutForm {
     state: Option<String>,
 }
 
+impl CsrfForm for LogoutForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 /// `POST /w/{ws}/logout`: the confirmed sign-out.
 async fn logout_confirm(
     State(state): State<AppState>,
     Path(workspace): Path<String>,
-    headers: HeaderMap,
     request: axum::extract::Request,
 ) -> Response {
-    let (parts, body) = request.into_parts();
-    let ctx = match page_context(&state, &workspace, &headers).await {
-        Ok(c) => c,
+    let (ctx, form, actor) = match form_post::<LogoutForm>(&state, &workspace, request).await {
+        Ok(posted) => posted,
         Err(r) => return r,
     };
-    let request = axum::extract::Request::from_parts(parts.clone(), body);
-    let Ok(Form(form)) =
-        <Form<LogoutForm> as axum::extract::FromRequest<AppState>>::from_request(request, &state).await
-    else {
-        return ctx.finish(
-            &state,
-            error_page(
-                StatusCode::BAD_REQUEST,
-                ctx.brand.clone(),
-                "The form was incomplete.",
-            ),
-        );
-    };
-    if let Err(r) = ctx.check_form(&state, &headers, &form.csrf) {
-        return r;
-    }
     let q = LogoutQuery {
         id_token_hint: None,
         post_logout_redirect_uri: form.post_logout_redirect_uri,
@@ -871,7 +862,7 @@ async fn logout_confirm(
         Ok(t) => t,
         Err(r) => return ctx.finish(&state, r),
     };
-    finish_logout(&state, &ctx, &request_actor(&parts, &state), target).await
+    finish_logout(&state, &ctx, &actor, target).await
 }
 
 async fn finish_logout(
@@ -903,6 +894,3 @@ async fn finish_logout(
     );
     ctx.finish(state, response)
 }
-
-/// Shared by the state: the sign-in throttles.
-pub type SharedLimits = Arc<SignInLimits>;

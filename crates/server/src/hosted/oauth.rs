@@ -157,8 +157,6 @@ pub struct TokenForm {
     refresh_token: Option<String>,
     client_id: Option<String>,
     client_secret: Option<String>,
-    #[allow(dead_code)]
-    scope: Option<String>,
 }
 
 /// The token response body (RFC 6749 §5.1, OpenID Connect Core §3.1.3.3).
@@ -290,22 +288,31 @@ pub async fn userinfo(
 #[derive(Debug, Deserialize)]
 pub struct TokenParam {
     token: Option<String>,
-    #[allow(dead_code)]
-    token_type_hint: Option<String>,
     client_id: Option<String>,
     client_secret: Option<String>,
 }
 
-async fn token_param(state: &AppState, request: axum::extract::Request) -> Result<TokenParam, Response> {
-    <Form<TokenParam> as axum::extract::FromRequest<AppState>>::from_request(request, state)
-        .await
-        .map(|Form(f)| f)
-        .map_err(|_| {
-            oauth_error(
-                &OAuthError::invalid_request("the body must be application/x-www-form-urlencoded"),
-                false,
-            )
-        })
+/// The authenticated client and the `token` parameter of a revocation or introspection request.
+async fn client_and_token(
+    state: &AppState,
+    workspace: &str,
+    headers: &HeaderMap,
+    request: axum::extract::Request,
+) -> Result<(Application, String), Response> {
+    let workspace = workspace_of(workspace)?;
+    let Ok(Form(form)) =
+        <Form<TokenParam> as axum::extract::FromRequest<AppState>>::from_request(request, state).await
+    else {
+        return Err(oauth_error(
+            &OAuthError::invalid_request("the body must be application/x-www-form-urlencoded"),
+            false,
+        ));
+    };
+    let app = client(state, workspace, headers, form.client_id, form.client_secret).await?;
+    let token = form
+        .token
+        .ok_or_else(|| oauth_error(&OAuthError::invalid_request("token is required"), false))?;
+    Ok((app, token))
 }
 
 /// `POST /w/{ws}/revoke` (RFC 7009).
@@ -315,20 +322,9 @@ pub async fn revoke(
     headers: HeaderMap,
     request: axum::extract::Request,
 ) -> Response {
-    let workspace = match workspace_of(&workspace) {
-        Ok(w) => w,
+    let (app, token) = match client_and_token(&state, &workspace, &headers, request).await {
+        Ok(found) => found,
         Err(r) => return r,
-    };
-    let form = match token_param(&state, request).await {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    let app = match client(&state, workspace, &headers, form.client_id, form.client_secret).await {
-        Ok(app) => app,
-        Err(r) => return r,
-    };
-    let Some(token) = form.token else {
-        return oauth_error(&OAuthError::invalid_request("token is required"), false);
     };
     match state.services().revoke_token(&app, &token).await {
         Ok(()) => StatusCode::OK.into_response(),
@@ -343,20 +339,9 @@ pub async fn introspect(
     headers: HeaderMap,
     request: axum::extract::Request,
 ) -> Response {
-    let workspace = match workspace_of(&workspace) {
-        Ok(w) => w,
+    let (app, token) = match client_and_token(&state, &workspace, &headers, request).await {
+        Ok(found) => found,
         Err(r) => return r,
-    };
-    let form = match token_param(&state, request).await {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    let app = match client(&state, workspace, &headers, form.client_id, form.client_secret).await {
-        Ok(app) => app,
-        Err(r) => return r,
-    };
-    let Some(token) = form.token else {
-        return oauth_error(&OAuthError::invalid_request("token is required"), false);
     };
     match state.services().introspect(&app, &token).await {
         Ok(body) => axum::Json(body).into_response(),
