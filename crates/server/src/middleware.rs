@@ -124,7 +124,11 @@ pub fn secure_headers(headers: &mut HeaderMap) {
     headers.insert(header::STRICT_TRANSPORT_SECURITY, HSTS.clone());
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF.clone());
     headers.insert(header::X_FRAME_OPTIONS, DENY.clone());
-    headers.insert(header::REFERRER_POLICY, NO_REFERRER.clone());
+    // The hosted login's pages use `same-origin`: with `no-referrer` a browser sends `Origin: null`
+    // on their form posts, and the origin check needs the real one.
+    headers
+        .entry(header::REFERRER_POLICY)
+        .or_insert_with(|| NO_REFERRER.clone());
     headers.insert("cross-origin-resource-policy", CORP.clone());
     headers
         .entry(header::CONTENT_SECURITY_POLICY)

@@ -5,6 +5,11 @@
 //! PostgreSQL comes from `SECUREFLOWS_TEST_PG_URL` (an admin URL such as
 //! `postgres://postgres@127.0.0.1:5432/postgres`). Unset, PostgreSQL variants are skipped loudly, unless
 //! `SECUREFLOWS_REQUIRE_PG=1` (set by `.ci/run`), which makes them fail.
+//!
+//! Tests that drive outside programs (a third-party OpenID client in Python, Chromium through
+//! ChromeDriver) find them through environment variables that `scripts/test` sets after installing
+//! them; unset, those tests are skipped loudly, unless `SECUREFLOWS_REQUIRE_EXTERNAL=1` (set by
+//! `.ci/run`), which makes them fail.
 
 // A test harness fails the test loudly on any setup error: that is its job.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -18,6 +23,22 @@ pub use app::{TestApp, TestOptions};
 pub use db::{Backend, TestDb, contains_marker};
 pub use issuer::TestIssuer;
 pub use smtp::{ReceivedMail, SmtpSink};
+
+/// The path of an outside program named by the environment variable `var`, or `None` (after a loud
+/// message) when it is unset. Panics when outside programs are required.
+pub fn external_tool(var: &str) -> Option<std::path::PathBuf> {
+    match std::env::var(var) {
+        Ok(path) if !path.is_empty() => Some(path.into()),
+        _ => {
+            assert!(
+                std::env::var("SECUREFLOWS_REQUIRE_EXTERNAL").as_deref() != Ok("1"),
+                "{var} is not set but tests with outside programs are required (run scripts/test)"
+            );
+            eprintln!("SKIPPED: needs {var} (scripts/test sets it up)");
+            None
+        }
+    }
+}
 
 /// Emits a `sqlite` and a `postgres` test for each `async fn name(backend: Backend)`.
 #[macro_export]

@@ -164,6 +164,9 @@ fn valid_pkce_value(v: &str) -> bool {
 
 /// Appends query parameters to a registered redirect URI (keeping its own query).
 pub fn redirect_to(base: &str, params: &[(&str, &str)]) -> String {
+    if params.is_empty() {
+        return base.to_owned();
+    }
     match url::Url::parse(base) {
         Ok(mut url) => {
             {
@@ -929,5 +932,6 @@ mod tests {
             redirect_to("https://a.example/cb?x=1", &[("code", "c d"), ("state", "s")]),
             "https://a.example/cb?x=1&code=c+d&state=s"
         );
+        assert_eq!(redirect_to("https://a.example/", &[]), "https://a.example/");
     }
 }

@@ -1,0 +1,191 @@
+//! The hosted login in a real headless Chromium, driven over WebDriver (ChromeDriver): the plain HTML
+//! example application (`docs/examples/hosted-login.html`) signs a user up with the strength meter,
+//! gets the code back, exchanges it, uses the vault, signs out by top-level redirect and signs in again.
+
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use secureflows_core::Plan;
+use secureflows_testkit::{Backend, TestApp, backend_tests, external_tool};
+
+backend_tests!(example_page_signs_up_signs_out_and_signs_in);
+
+/// A ChromeDriver process and a headless Chromium session; both end on drop/close.
+struct Browser {
+    client: Client,
+    _driver: tokio::process::Child,
+    _profile: tempfile::TempDir,
+}
+
+async fn browser() -> Option<Browser> {
+    let driver_path = external_tool("SECUREFLOWS_TEST_CHROMEDRIVER")?;
+    let chromium = external_tool("SECUREFLOWS_TEST_CHROMIUM")?;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let driver = tokio::process::Command::new(driver_path)
+        .arg(format!("--port={port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if reqwest::get(format!("{url}/status")).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let profile = tempfile::tempdir().unwrap();
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": chromium,
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+                format!("--user-data-dir={}", profile.path().display()),
+            ],
+        }),
+    );
+    let client = ClientBuilder::rustls()
+        .unwrap()
+        .capabilities(caps)
+        .connect(&url)
+        .await
+        .unwrap();
+    Some(Browser {
+        client,
+        _driver: driver,
+        _profile: profile,
+    })
+}
+
+/// A loopback listener for the example application, and its origin.
+async fn loopback() -> (String, tokio::net::TcpListener) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    (format!("http://{}", listener.local_addr().unwrap()), listener)
+}
+
+/// Serves `page` at every path of the listener.
+fn serve_page(listener: tokio::net::TcpListener, page: String) {
+    let router = axum::Router::new().fallback(move || {
+        let page = page.clone();
+        async move { axum::response::Html(page) }
+    });
+    tokio::spawn(async move { axum::serve(listener, router).await });
+}
+
+/// Waits for an element; on timeout, fails with where the browser is and what it shows.
+async fn element(c: &Client, css: &str) -> fantoccini::elements::Element {
+    match c
+        .wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(Locator::Css(css))
+        .await
+    {
+        Ok(el) => el,
+        Err(e) => {
+            let url = c.current_url().await.map(|u| u.to_string()).unwrap_or_default();
+            let source = c.source().await.unwrap_or_default();
+            panic!("no {css} ({e}) at {url}:\n{source}");
+        }
+    }
+}
+
+async fn text(c: &Client, css: &str) -> String {
+    element(c, css).await.text().await.unwrap()
+}
+
+async fn wait_for_text(c: &Client, css: &str, expected: &str) {
+    for _ in 0..150 {
+        if text(c, css).await == expected {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "{css} never said {expected:?}; it says {:?} at {}",
+        text(c, css).await,
+        c.current_url().await.unwrap()
+    );
+}
+
+async fn click(c: &Client, css: &str) {
+    element(c, css).await.click().await.unwrap();
+}
+
+async fn fill(c: &Client, css: &str, value: &str) {
+    let el = element(c, css).await;
+    el.clear().await.unwrap();
+    el.send_keys(value).await.unwrap();
+}
+
+async fn example_page_signs_up_signs_out_and_signs_in(backend: Backend) {
+    let Some(browser) = browser().await else {
+        return;
+    };
+    let c = &browser.client;
+    let app = TestApp::spawn(backend).await;
+    let ws = app.workspace(Plan::Pro).await;
+    let (origin, listener) = loopback().await;
+    let (client, _) = app
+        .services()
+        .create_application(
+            ws,
+            secureflows_core::workspace::NewApplication {
+                name: "Example".into(),
+                public: true,
+                redirect_uris: vec![format!("{origin}/callback")],
+                post_logout_uris: vec![format!("{origin}/")],
+                allowed_origins: vec![origin.clone()],
+                ..Default::default()
+            },
+            &secureflows_core::audit::Actor::operator(),
+        )
+        .await
+        .unwrap();
+    let page = include_str!("../../../../docs/examples/hosted-login.html")
+        .replace("__SECUREFLOWS_URL__", &app.url)
+        .replace("__ISSUER__", &format!("{}/w/{ws}", app.url))
+        .replace("__CLIENT_ID__", &client.id.to_string());
+    serve_page(listener, page);
+
+    // Sign up, watching the strength meter.
+    c.goto(&format!("{origin}/")).await.unwrap();
+    click(c, "#sign-in").await;
+    click(c, "#to-signup").await;
+    fill(c, "#email", "dana@example.com").await;
+    fill(c, "#password", "password").await;
+    let meter = c.find(Locator::Css("#strength")).await.unwrap();
+    assert_eq!(meter.attr("data-score").await.unwrap().as_deref(), Some("0"));
+    assert_eq!(text(c, "#strength-text").await, "Strength: Very weak");
+    fill(c, "#password", "Kettle-Orbit-9-Lantern-Swim").await;
+    let score: u32 = meter.attr("data-score").await.unwrap().unwrap().parse().unwrap();
+    assert!(score >= 3, "a long mixed passphrase scores {score}");
+    click(c, "#sign-up").await;
+    wait_for_text(c, "#result", "hello from the vault").await;
+    assert_eq!(c.current_url().await.unwrap().as_str(), format!("{origin}/"));
+
+    // Sign out by top-level redirect: the hosted login asks, then returns to the application.
+    click(c, "#sign-out").await;
+    click(c, "#confirm-logout").await;
+    wait_for_text(c, "#status", "Not signed in.").await;
+    assert_eq!(c.current_url().await.unwrap().as_str(), format!("{origin}/"));
+
+    // Signing in again needs the password: the single sign-on session is gone.
+    click(c, "#sign-in").await;
+    fill(c, "#email", "dana@example.com").await;
+    fill(c, "#password", "wrong password here").await;
+    click(c, "#sign-in").await;
+    assert!(text(c, "#form-error").await.contains("not right"));
+    fill(c, "#password", "Kettle-Orbit-9-Lantern-Swim").await;
+    click(c, "#sign-in").await;
+    wait_for_text(c, "#result", "hello from the vault").await;
+
+    browser.client.clone().close().await.unwrap();
+    app.stop().await;
+}
