@@ -29,8 +29,9 @@ pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::{AuthFailure, Error, FieldError, ForbiddenReason, LimitKind, Result};
 pub use ids::{ApplicationId, BrowserSessionId, FamilyId, FlowId, InviteId, SessionId, UserId, WorkspaceId};
 pub use model::{
-    Application, AuthorizationCode, AuthorizationRequest, BrowserSession, Invalidation, Invite, LoginFlow,
-    LoginSession, NewIdentity, RefreshToken, SupportOperator, UpstreamTrust, User, UserStatus, Workspace,
+    Application, AuthorizationCode, AuthorizationRequest, BrowserSession, Invalidation, Invite, LinkPurpose,
+    LoginFlow, LoginLink, LoginSession, NewIdentity, RefreshToken, SupportOperator, UpstreamTrust, User,
+    UserStatus, Workspace,
 };
 pub use plan::{Plan, PlanLimits, PlanTable};
 pub use role::Role;

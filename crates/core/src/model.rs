@@ -336,6 +336,47 @@ pub struct RefreshToken {
     pub revoked_at: Option<Timestamp>,
 }
 
+/// What an e-mailed link is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkPurpose {
+    /// Sign in without a password.
+    Magic,
+    /// Confirm the e-mail address.
+    Verify,
+    /// Choose a new password.
+    Reset,
+}
+
+impl LinkPurpose {
+    /// Stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkPurpose::Magic => "magic",
+            LinkPurpose::Verify => "verify",
+            LinkPurpose::Reset => "reset",
+        }
+    }
+}
+
+/// A single-use e-mailed link, stored as the SHA-256 of its token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginLink {
+    /// SHA-256 of the token.
+    pub link_hash: Vec<u8>,
+    /// Workspace.
+    pub workspace_id: WorkspaceId,
+    /// What it is for.
+    pub purpose: LinkPurpose,
+    /// Whose it is.
+    pub user_id: UserId,
+    /// The authorization request it continues (magic links).
+    pub flow_id: Option<FlowId>,
+    /// Sent.
+    pub created_at: Timestamp,
+    /// Stops working.
+    pub expires_at: Timestamp,
+}
+
 /// A change that other nodes must drop from their caches. Written in the same transaction as the
 /// change; PostgreSQL also sends a NOTIFY so nodes learn of it at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

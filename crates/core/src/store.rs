@@ -18,8 +18,8 @@ use crate::keyring::WorkspaceKeys;
 use crate::model::NewIdentity;
 use crate::{
     Application, ApplicationId, AuthorizationCode, BrowserSession, BrowserSessionId, FamilyId, FlowId,
-    Invalidation, Invite, InviteId, LoginFlow, LoginSession, Plan, RefreshToken, Result, Role, SessionId,
-    SupportOperator, Timestamp, User, UserId, UserStatus, Workspace, WorkspaceId,
+    Invalidation, Invite, InviteId, LinkPurpose, LoginFlow, LoginLink, LoginSession, Plan, RefreshToken,
+    Result, Role, SessionId, SupportOperator, Timestamp, User, UserId, UserStatus, Workspace, WorkspaceId,
 };
 
 /// Workspaces.
@@ -660,6 +660,27 @@ pub trait LoginStore: Send + Sync {
     async fn find_refresh(&self, workspace: WorkspaceId, token_hash: &[u8]) -> Result<Option<RefreshToken>>;
     /// Revokes every token of a family.
     async fn revoke_family(&self, workspace: WorkspaceId, family: FamilyId, now: Timestamp) -> Result<()>;
+    /// Stores a new e-mailed link.
+    async fn insert_link(&self, link: &LoginLink) -> Result<()>;
+    /// Spends a link of this purpose (atomically: of two concurrent uses one succeeds); `None` if it is
+    /// unknown, used, expired or for something else.
+    async fn use_link(
+        &self,
+        workspace: WorkspaceId,
+        link_hash: &[u8],
+        purpose: LinkPurpose,
+        now: Timestamp,
+    ) -> Result<Option<LoginLink>>;
+    /// Whether the user's e-mail address is verified.
+    async fn email_verified(&self, workspace: WorkspaceId, user: UserId) -> Result<bool>;
+    /// Records a browser the user signed in from; `true` if it was not known.
+    async fn remember_device(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+        device_hash: &[u8],
+        now: Timestamp,
+    ) -> Result<bool>;
     /// Moves a login session's expiry (a refresh keeps it signed in).
     async fn extend_session(
         &self,

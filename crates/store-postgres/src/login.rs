@@ -5,7 +5,8 @@ use async_trait::async_trait;
 use secureflows_core::store::{AttemptGate, CodeRedemption, LoginStore, RefreshUse};
 use secureflows_core::{
     AuthorizationCode, AuthorizationRequest, BrowserSession, BrowserSessionId, Error, FamilyId, FlowId,
-    Invalidation, LoginFlow, RefreshToken, Result, SessionId, Timestamp, UserId, WorkspaceId,
+    Invalidation, LinkPurpose, LoginFlow, LoginLink, RefreshToken, Result, SessionId, Timestamp, UserId,
+    WorkspaceId,
 };
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
@@ -588,6 +589,111 @@ impl LoginStore for PgStore {
             end_login_session(&mut tx, workspace, session, now).await?;
         }
         tx.commit().await.db()
+    }
+
+    async fn insert_link(&self, link: &LoginLink) -> Result<()> {
+        self.tenant_execute(
+            link.workspace_id,
+            sqlx::query(
+                "insert into login_link (workspace_id, link_hash, purpose, user_id, flow_id, created_at, expires_at)
+                 values ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(link.workspace_id.as_uuid())
+            .bind(&link.link_hash)
+            .bind(link.purpose.as_str())
+            .bind(link.user_id.as_uuid())
+            .bind(link.flow_id.map(|f| f.as_uuid()))
+            .bind(ts(link.created_at))
+            .bind(ts(link.expires_at)),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn use_link(
+        &self,
+        workspace: WorkspaceId,
+        link_hash: &[u8],
+        purpose: LinkPurpose,
+        now: Timestamp,
+    ) -> Result<Option<LoginLink>> {
+        let row = self
+            .tenant_fetch_optional(
+                workspace,
+                sqlx::query(
+                    "update login_link set used_at = $4
+                     where workspace_id = $1 and link_hash = $2 and purpose = $3 and used_at is null and expires_at > $4
+                     returning user_id, flow_id, created_at, expires_at",
+                )
+                .bind(workspace.as_uuid())
+                .bind(link_hash)
+                .bind(purpose.as_str())
+                .bind(ts(now)),
+            )
+            .await?;
+        row.map(|r| {
+            Ok(LoginLink {
+                link_hash: link_hash.to_vec(),
+                workspace_id: workspace,
+                purpose,
+                user_id: UserId::from_uuid(r.try_get("user_id").db()?),
+                flow_id: r
+                    .try_get::<Option<Uuid>, _>("flow_id")
+                    .db()?
+                    .map(FlowId::from_uuid),
+                created_at: from_ts(r.try_get("created_at").db()?),
+                expires_at: from_ts(r.try_get("expires_at").db()?),
+            })
+        })
+        .transpose()
+    }
+
+    async fn email_verified(&self, workspace: WorkspaceId, user: UserId) -> Result<bool> {
+        let row = self
+            .tenant_fetch_optional(
+                workspace,
+                sqlx::query(
+                    "select email_verified from user_account where workspace_id = $1 and user_id = $2",
+                )
+                .bind(workspace.as_uuid())
+                .bind(user.as_uuid()),
+            )
+            .await?;
+        Ok(row
+            .map(|r| r.try_get::<bool, _>("email_verified"))
+            .transpose()
+            .db()?
+            .unwrap_or(false))
+    }
+
+    async fn remember_device(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+        device_hash: &[u8],
+        now: Timestamp,
+    ) -> Result<bool> {
+        // `xmax = 0` only for a freshly inserted row.
+        let row = self
+            .tenant_fetch_optional(
+                workspace,
+                sqlx::query(
+                    "insert into known_device (workspace_id, user_id, device_hash, first_seen_at, last_seen_at)
+                     values ($1, $2, $3, $4, $4)
+                     on conflict (workspace_id, user_id, device_hash) do update set last_seen_at = excluded.last_seen_at
+                     returning (xmax = 0) as inserted",
+                )
+                .bind(workspace.as_uuid())
+                .bind(user.as_uuid())
+                .bind(device_hash)
+                .bind(ts(now)),
+            )
+            .await?;
+        Ok(row
+            .map(|r| r.try_get::<bool, _>("inserted"))
+            .transpose()
+            .db()?
+            .unwrap_or(false))
     }
 
     async fn extend_session(

@@ -6,7 +6,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use secureflows_core::store::{AttemptGate, CodeRedemption, LoginStore, RefreshUse};
 use secureflows_core::{
     AuthorizationCode, AuthorizationRequest, BrowserSession, BrowserSessionId, FamilyId, FlowId,
-    Invalidation, LoginFlow, RefreshToken, Result, SessionId, Timestamp, UserId, WorkspaceId,
+    Invalidation, LinkPurpose, LoginFlow, LoginLink, RefreshToken, Result, SessionId, Timestamp, UserId,
+    WorkspaceId,
 };
 
 use crate::data::{SqliteStore, bad_column, json_list, origins_json, record_invalidation};
@@ -577,6 +578,108 @@ impl LoginStore for SqliteStore {
                     end_login_session(c, workspace, session, now)?;
                 }
                 Ok(())
+            })
+            .await
+    }
+
+    async fn insert_link(&self, link: &LoginLink) -> Result<()> {
+        let link = link.clone();
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "insert into login_link (workspace_id, link_hash, purpose, user_id, flow_id, created_at, expires_at)
+                     values (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        link.workspace_id.as_uuid(),
+                        link.link_hash,
+                        link.purpose.as_str(),
+                        link.user_id.as_uuid(),
+                        link.flow_id.map(|f| f.as_uuid()),
+                        link.created_at.millis(),
+                        link.expires_at.millis(),
+                    ],
+                )
+                .db()?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn use_link(
+        &self,
+        workspace: WorkspaceId,
+        link_hash: &[u8],
+        purpose: LinkPurpose,
+        now: Timestamp,
+    ) -> Result<Option<LoginLink>> {
+        let link_hash = link_hash.to_vec();
+        self.db
+            .write(move |c| {
+                c.query_row(
+                    "update login_link set used_at = ?4
+                     where workspace_id = ?1 and link_hash = ?2 and purpose = ?3 and used_at is null and expires_at > ?4
+                     returning user_id, flow_id, created_at, expires_at",
+                    params![workspace.as_uuid(), link_hash, purpose.as_str(), now.millis()],
+                    |r| {
+                        Ok(LoginLink {
+                            link_hash: link_hash.clone(),
+                            workspace_id: workspace,
+                            purpose,
+                            user_id: r.get::<_, uuid::Uuid>(0)?.into(),
+                            flow_id: r.get::<_, Option<uuid::Uuid>>(1)?.map(Into::into),
+                            created_at: Timestamp::from_millis(r.get(2)?),
+                            expires_at: Timestamp::from_millis(r.get(3)?),
+                        })
+                    },
+                )
+                .optional()
+                .db()
+            })
+            .await
+    }
+
+    async fn email_verified(&self, workspace: WorkspaceId, user: UserId) -> Result<bool> {
+        self.db.read(|c| {
+            Ok(c.prepare_cached(
+                "select email_verified from user_account where workspace_id = ?1 and user_id = ?2",
+            )
+            .db()?
+            .query_row(params![workspace.as_uuid(), user.as_uuid()], |r| {
+                r.get::<_, bool>(0)
+            })
+            .optional()
+            .db()?
+            .unwrap_or(false))
+        })
+    }
+
+    async fn remember_device(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+        device_hash: &[u8],
+        now: Timestamp,
+    ) -> Result<bool> {
+        let device_hash = device_hash.to_vec();
+        self.db
+            .write(move |c| {
+                let known = c
+                    .execute(
+                        "update known_device set last_seen_at = ?4
+                         where workspace_id = ?1 and user_id = ?2 and device_hash = ?3",
+                        params![workspace.as_uuid(), user.as_uuid(), device_hash, now.millis()],
+                    )
+                    .db()?;
+                if known > 0 {
+                    return Ok(false);
+                }
+                c.execute(
+                    "insert into known_device (workspace_id, user_id, device_hash, first_seen_at, last_seen_at)
+                     values (?1, ?2, ?3, ?4, ?4)",
+                    params![workspace.as_uuid(), user.as_uuid(), device_hash, now.millis()],
+                )
+                .db()?;
+                Ok(true)
             })
             .await
     }

@@ -16,8 +16,8 @@ use crate::keyring::WorkspaceKeys;
 use crate::login::password::{self, PasswordPolicy};
 use crate::store::{AttemptGate, Change};
 use crate::{
-    AuthFailure, BrowserSession, BrowserSessionId, Error, FieldError, Result, Role, Services, Timestamp,
-    User, UserId, UserStatus, WorkspaceId,
+    AuthFailure, BrowserSession, BrowserSessionId, Error, FieldError, Result, Role, Services, User, UserId,
+    UserStatus, WorkspaceId,
 };
 
 /// The cookie token of a new browser session (shown once, stored as its SHA-256). `Debug` hides it.
@@ -169,8 +169,11 @@ impl Services {
             Err(e) => return Err(e),
         }
         let login = self
-            .open_browser_session(&keys, &user, vec!["pwd".into()], &actor, now)
+            .open_browser_session(&keys, &user, vec!["pwd".into()], &actor)
             .await?;
+        if let Err(e) = self.send_verification(&user).await {
+            tracing::warn!(error = %e, user = %user.id, "the verification e-mail could not be sent");
+        }
         Ok((user, login))
     }
 
@@ -259,24 +262,36 @@ impl Services {
         if !changes.is_empty() {
             events.push(NewEvent::new("user.password_rehash", "user", user.id));
         }
-        if self.breached_count(password).await? > 0 {
+        let breached = self.breached_count(password).await? > 0;
+        if breached {
             events.push(NewEvent::new("user.password_breached", "user", user.id));
         }
         self.commit(workspace, &keys, &actor, changes, events).await?;
+        if breached {
+            self.alert(
+                &keys,
+                &user,
+                "Your password appears in a data breach",
+                "You just signed in with a password that appears in a known data breach of another \
+                 service. Please choose a new password (\"Forgot password\" on the sign-in page).",
+            )
+            .await;
+        }
         let login = self
-            .open_browser_session(&keys, &user, vec!["pwd".into()], &actor, now)
+            .open_browser_session(&keys, &user, vec!["pwd".into()], &actor)
             .await?;
         Ok((user, login))
     }
 
-    async fn open_browser_session(
+    /// Opens a browser (single sign-on) session for the user; the cookie's value is returned once.
+    pub(crate) async fn open_browser_session(
         &self,
         keys: &WorkspaceKeys,
         user: &User,
         amr: Vec<String>,
         actor: &Actor,
-        now: Timestamp,
     ) -> Result<BrowserLogin> {
+        let now = self.clock.now();
         let cookie = secureflows_crypto::random_token("")?;
         let id = BrowserSessionId::new();
         let client = serde_json::json!({

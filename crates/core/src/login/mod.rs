@@ -11,6 +11,7 @@
 
 pub mod breached;
 pub mod hosted;
+pub mod links;
 pub mod oauth;
 pub mod oidc;
 pub mod password;

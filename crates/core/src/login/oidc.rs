@@ -684,7 +684,10 @@ impl Services {
             _ => None,
         };
         let id_token = if basis.scope.split(' ').any(|s| s == "openid") {
-            Some(self.id_token(app, user, &keys, &basis, session_id, &access_token, now)?)
+            Some(
+                self.id_token(app, user, &keys, &basis, session_id, &access_token, now)
+                    .await?,
+            )
         } else {
             None
         };
@@ -731,7 +734,7 @@ impl Services {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn id_token(
+    async fn id_token(
         &self,
         app: &Application,
         user: &User,
@@ -756,22 +759,34 @@ impl Services {
         if let Some(nonce) = &basis.nonce {
             claims["nonce"] = nonce.clone().into();
         }
-        self.profile_claims(&basis.scope, user, keys, &mut claims);
+        self.profile_claims(&basis.scope, user, keys, &mut claims).await?;
         self.tokens.sign_id_token(&claims)
     }
 
-    fn profile_claims(&self, scope: &str, user: &User, keys: &WorkspaceKeys, claims: &mut serde_json::Value) {
+    async fn profile_claims(
+        &self,
+        scope: &str,
+        user: &User,
+        keys: &WorkspaceKeys,
+        claims: &mut serde_json::Value,
+    ) -> Result<()> {
         if scope.split(' ').any(|s| s == "email")
             && let Some(email) = self.user_email(keys, user)
         {
             claims["email"] = email.into();
-            claims["email_verified"] = false.into();
+            claims["email_verified"] = self
+                .stores
+                .login
+                .email_verified(user.workspace_id, user.id)
+                .await?
+                .into();
         }
         if scope.split(' ').any(|s| s == "profile")
             && let Some(name) = self.user_name(keys, user)
         {
             claims["name"] = name.into();
         }
+        Ok(())
     }
 
     /// `userinfo` for a verified SESSION JWT's user (the caller checked the token).
@@ -784,7 +799,8 @@ impl Services {
             .ok_or_else(Error::invalid_token)?;
         let keys = self.keys.workspace_keys(workspace, self.state.trusted()).await?;
         let mut claims = serde_json::json!({"sub": user.id.to_string()});
-        self.profile_claims("email profile", &user, &keys, &mut claims);
+        self.profile_claims("email profile", &user, &keys, &mut claims)
+            .await?;
         Ok(claims)
     }
 

@@ -6,6 +6,7 @@
 //! when the public URL is https) and `sf_csrf` (SameSite=Strict). Every form carries the CSRF token
 //! derived from `sf_csrf`, and a POST whose `Origin` is another site is refused.
 
+mod links;
 pub mod oauth;
 pub mod pages;
 
@@ -32,6 +33,9 @@ use crate::state::AppState;
 
 const SSO_COOKIE: &str = "sf_sso";
 const CSRF_COOKIE: &str = "sf_csrf";
+/// A long-lived random id of the browser, so that a sign-in from a new one can be reported.
+const DEVICE_COOKIE: &str = "sf_device";
+const DEVICE_COOKIE_AGE: u64 = 400 * 24 * 3600;
 
 /// Sign-in throttles: per account and per client address.
 #[derive(Debug)]
@@ -78,6 +82,23 @@ pub fn router() -> Router<AppState> {
         .route("/w/{workspace}/login", get(login_page).post(login_submit))
         .route("/w/{workspace}/signup", get(signup_page).post(signup_submit))
         .route("/w/{workspace}/logout", get(logout).post(logout_confirm))
+        .route(
+            "/w/{workspace}/magic",
+            get(links::magic_page).post(links::magic_request),
+        )
+        .route("/w/{workspace}/magic/confirm", post(links::magic_confirm))
+        .route(
+            "/w/{workspace}/forgot",
+            get(links::forgot_page).post(links::forgot_request),
+        )
+        .route(
+            "/w/{workspace}/reset",
+            get(links::reset_page).post(links::reset_submit),
+        )
+        .route(
+            "/w/{workspace}/verify",
+            get(links::verify_page).post(links::verify_confirm),
+        )
         .route("/w/{workspace}/token", post(oauth::token))
         .route(
             "/w/{workspace}/userinfo",
@@ -95,6 +116,8 @@ struct PageContext {
     new_csrf_cookie: bool,
     csrf: String,
     sso: Option<(BrowserSession, User)>,
+    device: Option<String>,
+    magic_links: bool,
 }
 
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -188,6 +211,10 @@ async fn page_context(
         new_csrf_cookie,
         csrf,
         sso,
+        device: cookie(headers, DEVICE_COOKIE)
+            .filter(|c| c.len() == 43)
+            .map(str::to_owned),
+        magic_links: services.mailer.enabled(),
     })
 }
 
@@ -474,6 +501,9 @@ fn login_form(ctx: &PageContext, flow: Option<String>, email: String, error: Opt
         action: format!("/w/{}/login", ctx.workspace),
         csrf: ctx.csrf.clone(),
         signup_link: ctx.signup_link(flow.as_deref()),
+        forgot_link: with_flow(&format!("/w/{}/forgot", ctx.workspace), flow.as_deref()),
+        magic_action: format!("/w/{}/magic", ctx.workspace),
+        magic_links: ctx.magic_links,
         flow,
         email,
         error,
@@ -529,7 +559,7 @@ async fn login_submit(
         .password_sign_in(ctx.workspace, &email, &password, &actor)
         .await
     {
-        Ok((_, login)) => signed_in(&state, &ctx, form.flow.as_deref(), login).await,
+        Ok((user, login)) => signed_in(&state, &ctx, form.flow.as_deref(), &user, login, false).await,
         Err(Error::Unauthenticated(AuthFailure::InvalidCredentials)) => {
             let page = login_form(&ctx, form.flow, email, Some(
                 "The e-mail address or password is not right, or the account is locked for a while after too many attempts.".into(),
@@ -540,15 +570,31 @@ async fn login_submit(
     }
 }
 
+/// A browser just signed in: set the single sign-on cookie, note the device (a new one is reported to
+/// the user by e-mail, except for a brand-new account), and continue the flow.
 async fn signed_in(
     state: &AppState,
     ctx: &PageContext,
     flow: Option<&str>,
+    user: &User,
     login: secureflows_core::login::hosted::BrowserLogin,
+    new_account: bool,
 ) -> Response {
-    let ttl = state.services().settings.login.browser_session_ttl.as_secs();
+    let services = state.services();
+    let (device, new_cookie) = match &ctx.device {
+        Some(d) => (d.clone(), false),
+        None => match secureflows_crypto::random_token("") {
+            Ok(d) => (d, true),
+            Err(e) => return internal(e.into()),
+        },
+    };
+    if let Err(e) = services.note_device(user, &device, !new_account).await {
+        tracing::warn!(error = %e, "recording the sign-in device failed");
+    }
+    let ttl = services.settings.login.browser_session_ttl.as_secs();
     let mut response = continue_flow(state, ctx, flow, &login.session).await;
-    response.headers_mut().append(
+    let h = response.headers_mut();
+    h.append(
         header::SET_COOKIE,
         set_cookie(
             state,
@@ -559,6 +605,19 @@ async fn signed_in(
             Some(ttl),
         ),
     );
+    if new_cookie {
+        h.append(
+            header::SET_COOKIE,
+            set_cookie(
+                state,
+                ctx.workspace,
+                DEVICE_COOKIE,
+                &device,
+                "Lax",
+                Some(DEVICE_COOKIE_AGE),
+            ),
+        );
+    }
     ctx.finish(state, response)
 }
 
@@ -580,16 +639,21 @@ fn signup_form(
         name,
         errors,
         min_length: policy.min_length(),
-        rules: match policy {
-            PasswordPolicy::Nist => format!(
-                "At least {} characters. Long passphrases are best; passwords known from data breaches are refused.",
-                policy.min_length()
-            ),
-            PasswordPolicy::Strict => format!(
-                "At least {} characters, with an upper-case letter, a lower-case letter, a digit and a symbol.",
-                policy.min_length()
-            ),
-        },
+        rules: password_rules(policy),
+    }
+}
+
+/// The password policy in words, under the password field.
+fn password_rules(policy: PasswordPolicy) -> String {
+    match policy {
+        PasswordPolicy::Nist => format!(
+            "At least {} characters. Long passphrases are best; passwords known from data breaches are refused.",
+            policy.min_length()
+        ),
+        PasswordPolicy::Strict => format!(
+            "At least {} characters, with an upper-case letter, a lower-case letter, a digit and a symbol.",
+            policy.min_length()
+        ),
     }
 }
 
@@ -657,7 +721,7 @@ async fn signup_submit(
         name: Some(form.name.clone()),
     };
     match state.services().sign_up(ctx.workspace, sign_up, &actor).await {
-        Ok((_, login)) => signed_in(&state, &ctx, form.flow.as_deref(), login).await,
+        Ok((user, login)) => signed_in(&state, &ctx, form.flow.as_deref(), &user, login, true).await,
         Err(Error::Invalid(errors)) => {
             let messages = errors
                 .into_iter()

@@ -42,6 +42,49 @@ pub struct LoginPage {
     pub email: String,
     pub error: Option<String>,
     pub signup_link: String,
+    pub forgot_link: String,
+    pub magic_action: String,
+    pub magic_links: bool,
+}
+
+/// A page that confirms a link's action with a button (a link opened by a mail scanner does nothing).
+#[derive(Template, Debug)]
+#[template(path = "confirm.html")]
+pub struct ConfirmLinkPage {
+    pub brand: Brand,
+    pub heading: String,
+    pub message: String,
+    pub action: String,
+    pub csrf: String,
+    pub token: String,
+    pub button_id: String,
+    pub button_label: String,
+}
+
+/// Asks for an e-mail address.
+#[derive(Template, Debug)]
+#[template(path = "email_form.html")]
+pub struct EmailFormPage {
+    pub brand: Brand,
+    pub heading: String,
+    pub message: String,
+    pub action: String,
+    pub csrf: String,
+    pub flow: Option<String>,
+    pub button_label: String,
+}
+
+/// The new-password form of a reset link.
+#[derive(Template, Debug)]
+#[template(path = "reset.html")]
+pub struct ResetPage {
+    pub brand: Brand,
+    pub action: String,
+    pub csrf: String,
+    pub token: String,
+    pub errors: Vec<String>,
+    pub min_length: usize,
+    pub rules: String,
 }
 
 /// The sign-up form.
@@ -86,6 +129,19 @@ pub fn render(status: StatusCode, page: &impl Template) -> Response {
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
     }
+}
+
+/// A message page.
+pub fn message(status: StatusCode, brand: Brand, heading: &str, text: &str) -> Response {
+    render(
+        status,
+        &MessagePage {
+            brand,
+            heading: heading.into(),
+            message: text.into(),
+            link: None,
+        },
+    )
 }
 
 /// An error page (never a redirect).

@@ -103,16 +103,44 @@ create index refresh_token_family on refresh_token (workspace_id, family_id);
 create index refresh_token_session on refresh_token (workspace_id, login_session_id);
 create index refresh_token_expiry on refresh_token (expires_at);
 
+-- Single-use e-mailed links (magic sign-in, e-mail verification, password reset), stored as SHA-256.
+-- A magic link remembers the authorization request it was asked for.
+create table login_link (
+    workspace_id uuid not null,
+    link_hash bytea not null,
+    purpose text not null check (purpose in ('magic', 'verify', 'reset')),
+    user_id uuid not null,
+    flow_id uuid,
+    created_at timestamptz not null,
+    expires_at timestamptz not null,
+    used_at timestamptz,
+    primary key (workspace_id, link_hash),
+    foreign key (workspace_id, user_id) references user_account (workspace_id, user_id) on delete cascade
+);
+create index login_link_expiry on login_link (expires_at);
+
+-- Browsers a user has signed in from (a keyed hash of a long-lived device cookie): a sign-in from
+-- any other is a "new device" and the user is told by e-mail.
+create table known_device (
+    workspace_id uuid not null,
+    user_id uuid not null,
+    device_hash bytea not null,
+    first_seen_at timestamptz not null,
+    last_seen_at timestamptz not null,
+    primary key (workspace_id, user_id, device_hash),
+    foreign key (workspace_id, user_id) references user_account (workspace_id, user_id) on delete cascade
+);
+
 -- Row-level security for the new tenant tables, exactly as for the others (0003).
 grant select, insert, update, delete on password_credential, browser_session, login_flow, authorization_code,
-    refresh_token to secureflows_app;
+    refresh_token, login_link, known_device to secureflows_app;
 
 do $$
 declare
     t text;
 begin
     foreach t in array array['password_credential', 'browser_session', 'login_flow', 'authorization_code',
-                             'refresh_token'] loop
+                             'refresh_token', 'login_link', 'known_device'] loop
         execute format('alter table %I enable row level security', t);
         execute format('alter table %I force row level security', t);
         execute format('create policy tenant on %I to secureflows_app
@@ -146,6 +174,9 @@ create function secureflows_purge_login_state(p_before timestamptz) returns bigi
         get diagnostics m = row_count;
         n := n + m;
         delete from browser_session where expires_at < p_before;
+        get diagnostics m = row_count;
+        n := n + m;
+        delete from login_link where expires_at < p_before;
         get diagnostics m = row_count;
         n := n + m;
         perform set_config('secureflows.definer', 'off', true);

@@ -102,3 +102,31 @@ create table refresh_token (
 create index refresh_token_family on refresh_token (workspace_id, family_id);
 create index refresh_token_session on refresh_token (workspace_id, login_session_id);
 create index refresh_token_expiry on refresh_token (expires_at);
+
+-- Single-use e-mailed links (magic sign-in, e-mail verification, password reset), stored as SHA-256.
+-- A magic link remembers the authorization request it was asked for.
+create table login_link (
+    workspace_id blob not null,
+    link_hash blob not null,
+    purpose text not null check (purpose in ('magic', 'verify', 'reset')),
+    user_id blob not null,
+    flow_id blob,
+    created_at integer not null,
+    expires_at integer not null,
+    used_at integer,
+    primary key (workspace_id, link_hash),
+    foreign key (workspace_id, user_id) references user_account (workspace_id, user_id) on delete cascade
+) strict;
+create index login_link_expiry on login_link (expires_at);
+
+-- Browsers a user has signed in from (a keyed hash of a long-lived device cookie): a sign-in from
+-- any other is a "new device" and the user is told by e-mail.
+create table known_device (
+    workspace_id blob not null,
+    user_id blob not null,
+    device_hash blob not null,
+    first_seen_at integer not null,
+    last_seen_at integer not null,
+    primary key (workspace_id, user_id, device_hash),
+    foreign key (workspace_id, user_id) references user_account (workspace_id, user_id) on delete cascade
+) strict;

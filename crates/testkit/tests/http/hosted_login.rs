@@ -18,9 +18,9 @@ backend_tests!(
     sign_in_is_throttled_and_reveals_nothing,
 );
 
-const PASSWORD: &str = "correct horse battery staple";
+pub(crate) const PASSWORD: &str = "correct horse battery staple";
 
-fn browser() -> reqwest::Client {
+pub(crate) fn browser() -> reqwest::Client {
     reqwest::Client::builder()
         .cookie_store(true)
         .redirect(reqwest::redirect::Policy::none())
@@ -28,14 +28,14 @@ fn browser() -> reqwest::Client {
         .unwrap()
 }
 
-fn pkce() -> (String, String) {
+pub(crate) fn pkce() -> (String, String) {
     let verifier = format!("v{}", uuid::Uuid::new_v4().simple()).repeat(2);
     let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode(secureflows_crypto::sha256(verifier.as_bytes()));
     (verifier, challenge)
 }
 
-fn location(response: &reqwest::Response) -> String {
+pub(crate) fn location(response: &reqwest::Response) -> String {
     response
         .headers()
         .get("location")
@@ -45,7 +45,7 @@ fn location(response: &reqwest::Response) -> String {
         .to_owned()
 }
 
-fn query_param(url: &str, name: &str) -> Option<String> {
+pub(crate) fn query_param(url: &str, name: &str) -> Option<String> {
     url::Url::parse(url)
         .unwrap()
         .query_pairs()
@@ -54,13 +54,17 @@ fn query_param(url: &str, name: &str) -> Option<String> {
 }
 
 /// The CSRF token of a page's form.
-fn csrf_of(html: &str) -> String {
+pub(crate) fn csrf_of(html: &str) -> String {
     let at = html.find("name=\"csrf\" value=\"").expect("a CSRF field");
     let rest = &html[at + 19..];
     rest[..rest.find('"').unwrap()].to_owned()
 }
 
-async fn client_app(app: &TestApp, ws: WorkspaceId, public: bool) -> (Application, Option<String>) {
+pub(crate) async fn client_app(
+    app: &TestApp,
+    ws: WorkspaceId,
+    public: bool,
+) -> (Application, Option<String>) {
     let (application, secret) = app
         .services()
         .create_application(
@@ -79,7 +83,7 @@ async fn client_app(app: &TestApp, ws: WorkspaceId, public: bool) -> (Applicatio
     (application, secret.map(|s| s.expose().to_owned()))
 }
 
-fn authorize_url(
+pub(crate) fn authorize_url(
     app: &TestApp,
     ws: WorkspaceId,
     client: &Application,
@@ -94,7 +98,7 @@ fn authorize_url(
 }
 
 /// Signs up through the pages of a flow and returns the code the browser is sent back with.
-async fn sign_up_through_flow(
+pub(crate) async fn sign_up_through_flow(
     app: &TestApp,
     b: &reqwest::Client,
     ws: WorkspaceId,

@@ -12,6 +12,7 @@ mod bad_input;
 mod browser;
 mod crypto_at_rest;
 mod headers;
+mod hosted_email;
 mod hosted_login;
 mod limits;
 mod manage_api;

@@ -1,0 +1,344 @@
+//! E-mailed links (magic sign-in, e-mail verification, password reset) and security alerts.
+//!
+//! A link is a 256-bit single-use token naming its workspace, stored as its SHA-256, valid for
+//! 15 minutes (verification: 24 hours), spent atomically on use, bound to its purpose and, for magic
+//! links, to the authorization request that asked for it. Asking for a link never tells whether the
+//! address has an account: the answer is the same and only existing accounts get mail.
+
+use std::time::Duration;
+
+use secureflows_crypto::SecretString;
+
+use crate::audit::{Actor, ActorKind, NewEvent};
+use crate::auth::callback::email_index;
+use crate::keyring::WorkspaceKeys;
+use crate::login::hosted::BrowserLogin;
+use crate::login::password::{self, PasswordPolicy};
+use crate::login::{credential_workspace, new_credential};
+use crate::mail::Mail;
+use crate::store::Change;
+use crate::{Error, FlowId, LinkPurpose, LoginLink, Result, Services, User, UserStatus, WorkspaceId};
+
+const LINK_PREFIX: &str = "sfl_";
+const SHORT_LINK_TTL: Duration = Duration::from_secs(15 * 60);
+const VERIFY_LINK_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// A signed-in browser from a link, with the authorization request it continues.
+#[derive(Debug)]
+pub struct LinkSignIn {
+    /// The user.
+    pub user: User,
+    /// The new browser session.
+    pub login: BrowserLogin,
+    /// The pending authorization request, if the link was asked for during one.
+    pub flow: Option<FlowId>,
+}
+
+fn actor_for(client: &Actor, user: &User) -> Actor {
+    let mut actor = client.clone();
+    actor.kind = ActorKind::EndUser;
+    actor.id = Some(user.id);
+    actor
+}
+
+impl Services {
+    /// The active user with this e-mail address, if any.
+    async fn user_by_email(
+        &self,
+        workspace: WorkspaceId,
+        keys: &WorkspaceKeys,
+        email: &str,
+    ) -> Result<Option<User>> {
+        let index = email_index(keys, email.trim());
+        Ok(self
+            .stores
+            .users
+            .find_users_by_email(workspace, &index)
+            .await?
+            .into_iter()
+            .find(|u| u.status == UserStatus::Active))
+    }
+
+    /// Creates a link and mails it. The token is never returned or logged.
+    async fn mail_link(
+        &self,
+        keys: &WorkspaceKeys,
+        user: &User,
+        purpose: LinkPurpose,
+        flow: Option<FlowId>,
+        subject: &str,
+        intro: &str,
+    ) -> Result<()> {
+        let Some(to) = self.user_email(keys, user) else {
+            return Ok(());
+        };
+        let workspace = user.workspace_id;
+        let token = new_credential(LINK_PREFIX, workspace)?;
+        let now = self.clock.now();
+        let ttl = if purpose == LinkPurpose::Verify {
+            VERIFY_LINK_TTL
+        } else {
+            SHORT_LINK_TTL
+        };
+        self.stores
+            .login
+            .insert_link(&LoginLink {
+                link_hash: secureflows_crypto::sha256(token.as_bytes()).to_vec(),
+                workspace_id: workspace,
+                purpose,
+                user_id: user.id,
+                flow_id: flow,
+                created_at: now,
+                expires_at: now.plus(ttl),
+            })
+            .await?;
+        let url = format!("{}/{}?token={token}", self.issuer_of(workspace), purpose.as_str());
+        let minutes = ttl.as_secs() / 60;
+        self.mailer
+            .send(Mail {
+                to,
+                subject: subject.to_owned(),
+                text: format!(
+                    "{intro}\n\n{url}\n\nThe link works once, for {minutes} minutes. If you did not ask for it, ignore this message.\n"
+                ),
+            })
+            .await
+    }
+
+    /// Mails a magic sign-in link to the address if it has an account; does nothing otherwise.
+    pub async fn send_magic_link(
+        &self,
+        workspace: WorkspaceId,
+        email: &str,
+        flow: Option<FlowId>,
+    ) -> Result<()> {
+        let keys = self.keys.workspace_keys(workspace, self.state.trusted()).await?;
+        let Some(user) = self.user_by_email(workspace, &keys, email).await? else {
+            return Ok(());
+        };
+        self.mail_link(
+            &keys,
+            &user,
+            LinkPurpose::Magic,
+            flow,
+            "Your sign-in link",
+            "Open this link to sign in:",
+        )
+        .await
+    }
+
+    /// Mails a password-reset link to the address if it has an account; does nothing otherwise.
+    pub async fn send_password_reset(&self, workspace: WorkspaceId, email: &str) -> Result<()> {
+        let keys = self.keys.workspace_keys(workspace, self.state.trusted()).await?;
+        let Some(user) = self.user_by_email(workspace, &keys, email).await? else {
+            return Ok(());
+        };
+        self.mail_link(
+            &keys,
+            &user,
+            LinkPurpose::Reset,
+            None,
+            "Reset your password",
+            "Open this link to choose a new password:",
+        )
+        .await
+    }
+
+    /// Mails the e-mail verification link of a new account (when mail is configured).
+    pub async fn send_verification(&self, user: &User) -> Result<()> {
+        if !self.mailer.enabled() {
+            return Ok(());
+        }
+        let keys = self
+            .keys
+            .workspace_keys(user.workspace_id, self.state.trusted())
+            .await?;
+        self.mail_link(
+            &keys,
+            user,
+            LinkPurpose::Verify,
+            None,
+            "Confirm your e-mail address",
+            "Open this link to confirm your e-mail address:",
+        )
+        .await
+    }
+
+    /// Spends a link of `purpose`: its user, active. `NotFound` for anything else.
+    async fn spend_link(
+        &self,
+        workspace: WorkspaceId,
+        token: &str,
+        purpose: LinkPurpose,
+    ) -> Result<(LoginLink, User)> {
+        if credential_workspace(LINK_PREFIX, token) != Some(workspace) {
+            return Err(Error::NotFound("link"));
+        }
+        let hash = secureflows_crypto::sha256(token.as_bytes());
+        let link = self
+            .stores
+            .login
+            .use_link(workspace, &hash, purpose, self.clock.now())
+            .await?
+            .ok_or(Error::NotFound("link"))?;
+        let user = self
+            .stores
+            .users
+            .find_user(workspace, link.user_id)
+            .await?
+            .filter(|u| u.status == UserStatus::Active)
+            .ok_or(Error::NotFound("link"))?;
+        Ok((link, user))
+    }
+
+    /// Signs a browser in with a magic link. The e-mail address is proven by it.
+    pub async fn redeem_magic_link(
+        &self,
+        workspace: WorkspaceId,
+        token: &str,
+        client: &Actor,
+    ) -> Result<LinkSignIn> {
+        let (link, user) = self.spend_link(workspace, token, LinkPurpose::Magic).await?;
+        self.stores.login.set_email_verified(workspace, user.id).await?;
+        let actor = actor_for(client, &user);
+        let keys = self.keys.workspace_keys(workspace, self.state.trusted()).await?;
+        self.record(
+            workspace,
+            &keys,
+            &actor,
+            vec![
+                NewEvent::new("user.sign_in", "user", user.id)
+                    .values(None, Some(serde_json::json!({"method": "magic_link"}))),
+            ],
+        )
+        .await?;
+        let login = self
+            .open_browser_session(&keys, &user, vec!["email".into()], &actor)
+            .await?;
+        Ok(LinkSignIn {
+            user,
+            login,
+            flow: link.flow_id,
+        })
+    }
+
+    /// Confirms an e-mail address.
+    pub async fn verify_email(&self, workspace: WorkspaceId, token: &str, client: &Actor) -> Result<()> {
+        let (_, user) = self.spend_link(workspace, token, LinkPurpose::Verify).await?;
+        self.stores.login.set_email_verified(workspace, user.id).await?;
+        let keys = self.keys.workspace_keys(workspace, self.state.trusted()).await?;
+        self.record(
+            workspace,
+            &keys,
+            &actor_for(client, &user),
+            vec![NewEvent::new("user.email_verified", "user", user.id)],
+        )
+        .await
+    }
+
+    /// Sets a new password from a reset link: checked against the policy, every other session of the
+    /// user ends (the revision is raised), the user is told by e-mail, and this browser is signed in.
+    pub async fn reset_password(
+        &self,
+        workspace: WorkspaceId,
+        token: &str,
+        new_password: &SecretString,
+        client: &Actor,
+    ) -> Result<LinkSignIn> {
+        let keys = self.keys.workspace_keys(workspace, self.state.trusted()).await?;
+        // Check the password before spending the link, so a refused password can be retried.
+        if credential_workspace(LINK_PREFIX, token) != Some(workspace) {
+            return Err(Error::NotFound("link"));
+        }
+        self.check_new_password(PasswordPolicy::default(), new_password, "")
+            .await?;
+        let (_, user) = self.spend_link(workspace, token, LinkPurpose::Reset).await?;
+        if let Some(email) = self.user_email(&keys, &user) {
+            PasswordPolicy::default()
+                .check(new_password.expose(), &email)
+                .map_err(Error::Invalid)?;
+        }
+        let phc = password::hash_password(new_password).await?;
+        let actor = actor_for(client, &user);
+        self.commit(
+            workspace,
+            &keys,
+            &actor,
+            vec![Change::SetPassword(user.id, phc), Change::RaiseRevision(user.id)],
+            vec![NewEvent::new("user.password_reset", "user", user.id)],
+        )
+        .await?;
+        self.stores.login.clear_failures(workspace, user.id).await?;
+        self.stores.login.set_email_verified(workspace, user.id).await?;
+        self.alert(
+            &keys,
+            &user,
+            "Your password was changed",
+            "The password of your account was just changed.",
+        )
+        .await;
+        // The revision moved: read the user again so the new browser session carries it.
+        let user = self
+            .stores
+            .users
+            .find_user(workspace, user.id)
+            .await?
+            .ok_or(Error::NotFound("link"))?;
+        let login = self
+            .open_browser_session(&keys, &user, vec!["pwd".into(), "email".into()], &actor)
+            .await?;
+        Ok(LinkSignIn {
+            user,
+            login,
+            flow: None,
+        })
+    }
+
+    /// Records the browser a user signed in from; a browser not seen before for this user gets a
+    /// "new sign-in" e-mail (`alert`), unless this is the account's first sign-in.
+    pub async fn note_device(&self, user: &User, device: &str, alert: bool) -> Result<()> {
+        let keys = self
+            .keys
+            .workspace_keys(user.workspace_id, self.state.trusted())
+            .await?;
+        let hash = secureflows_crypto::blind_index(
+            keys.index(),
+            &secureflows_crypto::Aad::new("sf.device.v1").field(device),
+        );
+        let new = self
+            .stores
+            .login
+            .remember_device(user.workspace_id, user.id, &hash, self.clock.now())
+            .await?;
+        if new && alert {
+            self.alert(
+                &keys,
+                user,
+                "New sign-in to your account",
+                "Your account was just signed in to from a browser it has not used before. If this was not \
+                 you, reset your password and sign out everywhere from your account page.",
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    /// Sends a security e-mail to the user. Best effort: a failure is logged (without the address),
+    /// never returned: the action it reports has already happened.
+    pub async fn alert(&self, keys: &WorkspaceKeys, user: &User, subject: &str, text: &str) {
+        if !self.mailer.enabled() {
+            return;
+        }
+        let Some(to) = self.user_email(keys, user) else {
+            return;
+        };
+        let mail = Mail {
+            to,
+            subject: subject.to_owned(),
+            text: format!("{text}\n"),
+        };
+        if let Err(e) = self.mailer.send(mail).await {
+            tracing::warn!(error = %e, user = %user.id, "a security e-mail could not be sent");
+        }
+    }
+}

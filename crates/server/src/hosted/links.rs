@@ -1,0 +1,385 @@
+//! Pages for e-mailed links: magic sign-in, forgotten password and reset, e-mail verification.
+//!
+//! Opening a link shows a page with a button; only the button's (CSRF-protected) POST spends the link,
+//! so a mail scanner that fetches links spends nothing. Requests for links answer the same whether or
+//! not the address has an account, and are throttled like sign-ins.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use secureflows_core::Error;
+use secureflows_core::login::password::PasswordPolicy;
+use secureflows_crypto::SecretString;
+use serde::Deserialize;
+
+use super::pages::{ConfirmLinkPage, EmailFormPage, ResetPage, error_page, message, render};
+use super::{CsrfForm, FlowQuery, PageContext, form_post, internal, page_context, password_rules, signed_in};
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize)]
+pub(super) struct TokenQuery {
+    token: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct EmailForm {
+    csrf: String,
+    flow: Option<String>,
+    email: String,
+}
+
+impl CsrfForm for EmailForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct TokenForm {
+    csrf: String,
+    token: String,
+}
+
+impl CsrfForm for TokenForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct ResetForm {
+    csrf: String,
+    token: String,
+    password: String,
+}
+
+impl CsrfForm for ResetForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+fn bad_link(ctx: &PageContext, state: &AppState) -> Response {
+    ctx.finish(
+        state,
+        error_page(
+            StatusCode::BAD_REQUEST,
+            ctx.brand.clone(),
+            "This link is not valid: it was used already, has expired, or was copied incompletely. Ask for a new one.",
+        ),
+    )
+}
+
+/// Throttles link requests like sign-ins (per address asked for and per client address); `Some` is
+/// the 429 page.
+fn throttled(state: &AppState, ctx: &PageContext, email: &str, address: String) -> Option<Response> {
+    let account = format!("{}:{}", ctx.workspace, email.trim().to_lowercase());
+    let retry = state.sign_in_limits().check(account, address).err()?;
+    let mut response = message(
+        StatusCode::TOO_MANY_REQUESTS,
+        ctx.brand.clone(),
+        "Too many attempts",
+        &format!("Try again in {} seconds.", retry.as_secs().max(1)),
+    );
+    if let Ok(v) = HeaderValue::from_str(&retry.as_secs().max(1).to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    Some(ctx.finish(state, response))
+}
+
+fn check_your_mail(ctx: &PageContext, state: &AppState) -> Response {
+    ctx.finish(
+        state,
+        message(
+            StatusCode::OK,
+            ctx.brand.clone(),
+            "Check your e-mail",
+            "If an account uses this address, we have sent it a link. It works once, for 15 minutes.",
+        ),
+    )
+}
+
+fn no_mail(ctx: &PageContext, state: &AppState) -> Response {
+    ctx.finish(
+        state,
+        message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ctx.brand.clone(),
+            "E-mail is not available",
+            "This sign-in service cannot send e-mail. Sign in with your password, or ask the administrator.",
+        ),
+    )
+}
+
+fn confirm_page(
+    ctx: &PageContext,
+    state: &AppState,
+    token: Option<String>,
+    (heading, text, action, button_id, button_label): (&str, &str, &str, &str, &str),
+) -> Response {
+    let Some(token) = token else {
+        return bad_link(ctx, state);
+    };
+    let page = ConfirmLinkPage {
+        brand: ctx.brand.clone(),
+        heading: heading.into(),
+        message: text.into(),
+        action: format!("/w/{}/{action}", ctx.workspace),
+        csrf: ctx.csrf.clone(),
+        token,
+        button_id: button_id.into(),
+        button_label: button_label.into(),
+    };
+    ctx.finish(state, render(StatusCode::OK, &page))
+}
+
+/// `POST /w/{ws}/magic`: mails a sign-in link.
+pub(super) async fn magic_request(
+    State(state): State<AppState>,
+    Path(workspace): Path<String>,
+    request: axum::extract::Request,
+) -> Response {
+    let (ctx, form, actor) = match form_post::<EmailForm>(&state, &workspace, request).await {
+        Ok(posted) => posted,
+        Err(r) => return r,
+    };
+    if !ctx.magic_links {
+        return no_mail(&ctx, &state);
+    }
+    if let Some(r) = throttled(
+        &state,
+        &ctx,
+        &form.email,
+        actor.client_ip.clone().unwrap_or_default(),
+    ) {
+        return r;
+    }
+    let flow = form.flow.as_deref().and_then(|f| f.parse().ok());
+    if let Err(e) = state
+        .services()
+        .send_magic_link(ctx.workspace, &form.email, flow)
+        .await
+    {
+        // The same answer either way: a failure must not tell that the address has an account.
+        tracing::warn!(error = %e, "a magic link could not be sent");
+    }
+    check_your_mail(&ctx, &state)
+}
+
+/// `GET /w/{ws}/magic?token=…`: the button that signs in.
+pub(super) async fn magic_page(
+    State(state): State<AppState>,
+    Path(workspace): Path<String>,
+    crate::extract::Query(q): crate::extract::Query<TokenQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let ctx = match page_context(&state, &workspace, &headers).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    confirm_page(
+        &ctx,
+        &state,
+        q.token,
+        (
+            "Sign in",
+            "Continue to sign in with the link we sent you.",
+            "magic/confirm",
+            "confirm-magic-link",
+            "Sign in",
+        ),
+    )
+}
+
+/// `POST /w/{ws}/magic/confirm`: spends the link and signs the browser in.
+pub(super) async fn magic_confirm(
+    State(state): State<AppState>,
+    Path(workspace): Path<String>,
+    request: axum::extract::Request,
+) -> Response {
+    let (ctx, form, actor) = match form_post::<TokenForm>(&state, &workspace, request).await {
+        Ok(posted) => posted,
+        Err(r) => return r,
+    };
+    match state
+        .services()
+        .redeem_magic_link(ctx.workspace, &form.token, &actor)
+        .await
+    {
+        Ok(signed) => {
+            let flow = signed.flow.map(|f| f.to_string());
+            signed_in(&state, &ctx, flow.as_deref(), &signed.user, signed.login, false).await
+        }
+        Err(Error::NotFound(_)) => bad_link(&ctx, &state),
+        Err(e) => internal(e),
+    }
+}
+
+/// `GET /w/{ws}/forgot`: asks for the address to send a reset link to.
+pub(super) async fn forgot_page(
+    State(state): State<AppState>,
+    Path(workspace): Path<String>,
+    crate::extract::Query(q): crate::extract::Query<FlowQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let ctx = match page_context(&state, &workspace, &headers).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if !ctx.magic_links {
+        return no_mail(&ctx, &state);
+    }
+    let page = EmailFormPage {
+        brand: ctx.brand.clone(),
+        heading: "Forgot your password?".into(),
+        message: "Enter your e-mail address and we will send you a link to choose a new password.".into(),
+        action: format!("/w/{}/forgot", ctx.workspace),
+        csrf: ctx.csrf.clone(),
+        flow: q.flow,
+        button_label: "Send the link".into(),
+    };
+    ctx.finish(&state, render(StatusCode::OK, &page))
+}
+
+/// `POST /w/{ws}/forgot`: mails a reset link.
+pub(super) async fn forgot_request(
+    State(state): State<AppState>,
+    Path(workspace): Path<String>,
+    request: axum::extract::Request,
+) -> Response {
+    let (ctx, form, actor) = match form_post::<EmailForm>(&state, &workspace, request).await {
+        Ok(posted) => posted,
+        Err(r) => return r,
+    };
+    if !ctx.magic_links {
+        return no_mail(&ctx, &state);
+    }
+    if let Some(r) = throttled(
+        &state,
+        &ctx,
+        &form.email,
+        actor.client_ip.clone().unwrap_or_default(),
+    ) {
+        return r;
+    }
+    if let Err(e) = state
+        .services()
+        .send_password_reset(ctx.workspace, &form.email)
+        .await
+    {
+        tracing::warn!(error = %e, "a password-reset link could not be sent");
+    }
+    check_your_mail(&ctx, &state)
+}
+
+fn reset_form(ctx: &PageContext, token: String, errors: Vec<String>) -> ResetPage {
+    let policy = PasswordPolicy::default();
+    ResetPage {
+        brand: ctx.brand.clone(),
+        action: format!("/w/{}/reset", ctx.workspace),
+        csrf: ctx.csrf.clone(),
+        token,
+        errors,
+        min_length: policy.min_length(),
+        rules: password_rules(policy),
+    }
+}
+
+/// `GET /w/{ws}/reset?token=…`: the new-password form.
+pub(super) async fn reset_page(
+    State(state): State<AppState>,
+    Path(workspace): Path<String>,
+    crate::extract::Query(q): crate::extract::Query<TokenQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let ctx = match page_context(&state, &workspace, &headers).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let Some(token) = q.token else {
+        return bad_link(&ctx, &state);
+    };
+    let page = reset_form(&ctx, token, Vec::new());
+    ctx.finish(&state, render(StatusCode::OK, &page))
+}
+
+/// `POST /w/{ws}/reset`: sets the password, ends the user's other sessions, signs this browser in.
+pub(super) async fn reset_submit(
+    State(state): State<AppState>,
+    Path(workspace): Path<String>,
+    request: axum::extract::Request,
+) -> Response {
+    let (ctx, form, actor) = match form_post::<ResetForm>(&state, &workspace, request).await {
+        Ok(posted) => posted,
+        Err(r) => return r,
+    };
+    let password = SecretString::new(form.password);
+    match state
+        .services()
+        .reset_password(ctx.workspace, &form.token, &password, &actor)
+        .await
+    {
+        Ok(signed) => signed_in(&state, &ctx, None, &signed.user, signed.login, false).await,
+        Err(Error::Invalid(errors)) => {
+            let messages = errors.into_iter().map(|e| e.message).collect();
+            let page = reset_form(&ctx, form.token, messages);
+            ctx.finish(&state, render(StatusCode::UNPROCESSABLE_ENTITY, &page))
+        }
+        Err(Error::NotFound(_)) => bad_link(&ctx, &state),
+        Err(e) => internal(e),
+    }
+}
+
+/// `GET /w/{ws}/verify?token=…`: the button that confirms the address.
+pub(super) async fn verify_page(
+    State(state): State<AppState>,
+    Path(workspace): Path<String>,
+    crate::extract::Query(q): crate::extract::Query<TokenQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let ctx = match page_context(&state, &workspace, &headers).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    confirm_page(
+        &ctx,
+        &state,
+        q.token,
+        (
+            "Confirm your e-mail address",
+            "Confirm that this e-mail address is yours.",
+            "verify",
+            "confirm-email",
+            "Confirm",
+        ),
+    )
+}
+
+/// `POST /w/{ws}/verify`: spends the link and marks the address verified.
+pub(super) async fn verify_confirm(
+    State(state): State<AppState>,
+    Path(workspace): Path<String>,
+    request: axum::extract::Request,
+) -> Response {
+    let (ctx, form, actor) = match form_post::<TokenForm>(&state, &workspace, request).await {
+        Ok(posted) => posted,
+        Err(r) => return r,
+    };
+    match state
+        .services()
+        .verify_email(ctx.workspace, &form.token, &actor)
+        .await
+    {
+        Ok(()) => ctx.finish(
+            &state,
+            message(
+                StatusCode::OK,
+                ctx.brand.clone(),
+                "E-mail address confirmed",
+                "Thank you: your e-mail address is confirmed.",
+            ),
+        ),
+        Err(Error::NotFound(_)) => bad_link(&ctx, &state),
+        Err(e) => internal(e),
+    }
+}

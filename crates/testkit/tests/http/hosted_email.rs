@@ -1,0 +1,452 @@
+//! The hosted login's e-mail, over a real SMTP listener: verification at sign-up, magic links bound to
+//! their flow, password reset (which ends every other session), and the security alerts (new device,
+//! password changed, breached password, with a range API served by the test).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use secureflows_core::{Plan, WorkspaceId};
+use secureflows_testkit::{Backend, SmtpSink, TestApp, TestOptions, backend_tests};
+
+use crate::hosted_login::{
+    PASSWORD, authorize_url, browser, client_app, csrf_of, location, pkce, query_param, sign_up_through_flow,
+};
+use crate::support::assert_problem;
+
+backend_tests!(
+    sign_up_mails_a_verification_link,
+    magic_links_are_single_use_short_lived_and_continue_their_flow,
+    password_reset_ends_other_sessions_and_alerts,
+    new_devices_and_breached_passwords_are_reported,
+);
+
+async fn app_with_mail(backend: Backend, breached_url: Option<String>) -> (TestApp, SmtpSink) {
+    let smtp = SmtpSink::start().await;
+    let port = smtp.port;
+    let options = TestOptions {
+        configure: Arc::new(move |c| {
+            c.smtp.host = Some("127.0.0.1".into());
+            c.smtp.port = port;
+            c.smtp.tls = "none".into();
+            c.smtp.from = "Sign-in <no-reply@tuff.example>".into();
+            c.login.breached_range_url = breached_url.clone();
+        }),
+        ..TestOptions::default()
+    };
+    (TestApp::spawn_with(backend, options).await, smtp)
+}
+
+/// The one link in a message.
+fn link_in(text: &str) -> String {
+    text.lines()
+        .find(|l| l.starts_with("http"))
+        .unwrap_or_else(|| panic!("no link in {text}"))
+        .trim()
+        .to_owned()
+}
+
+/// Waits for `n` messages and returns the link of the last one that carries `path`.
+async fn latest_link(smtp: &SmtpSink, n: usize, path: &str) -> String {
+    smtp.wait_for(n)
+        .await
+        .iter()
+        .rev()
+        .map(|m| m.text())
+        .find(|t| t.contains(path))
+        .map(|t| link_in(&t))
+        .unwrap_or_else(|| panic!("no mail with {path}"))
+}
+
+/// Opens a link's page (nothing is spent) and presses its button; returns the response.
+async fn press(b: &reqwest::Client, app: &TestApp, link: &str) -> reqwest::Response {
+    let page = b.get(link).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    let action = html
+        .split("action=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    let token = query_param(link, "token").unwrap();
+    b.post(format!("{}{action}", app.url))
+        .form(&[("csrf", csrf_of(&html).as_str()), ("token", &token)])
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn sign_up(app: &TestApp, b: &reqwest::Client, ws: WorkspaceId, email: &str) {
+    let page = b
+        .get(format!("{}/w/{ws}/signup", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let r = b
+        .post(format!("{}/w/{ws}/signup", app.url))
+        .form(&[
+            ("csrf", csrf_of(&page).as_str()),
+            ("email", email),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+}
+
+async fn sign_in(app: &TestApp, b: &reqwest::Client, ws: WorkspaceId, email: &str, password: &str) -> u16 {
+    let page = b
+        .get(format!("{}/w/{ws}/login", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    b.post(format!("{}/w/{ws}/login", app.url))
+        .form(&[
+            ("csrf", csrf_of(&page).as_str()),
+            ("email", email),
+            ("password", password),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn sign_up_mails_a_verification_link(backend: Backend) {
+    let (app, smtp) = app_with_mail(backend, None).await;
+    let ws = app.workspace(Plan::Pro).await;
+    let (client, secret) = client_app(&app, ws, false).await;
+    let b = browser();
+    let (verifier, challenge) = pkce();
+    let code = sign_up_through_flow(&app, &b, ws, &client, &challenge, "erin@example.com").await;
+    let mail = &smtp.wait_for(1).await[0];
+    assert_eq!(mail.to, vec!["erin@example.com".to_owned()]);
+    let link = link_in(&mail.text());
+    assert!(
+        link.starts_with(&format!("{}/w/{ws}/verify?token=sfl_", app.url)),
+        "{link}"
+    );
+
+    // Before verification the ID token says so; the page alone spends nothing.
+    let id_claims = |grant: serde_json::Value| {
+        use base64::Engine as _;
+        let payload = grant["id_token"]
+            .as_str()
+            .unwrap()
+            .split('.')
+            .nth(1)
+            .unwrap()
+            .to_owned();
+        serde_json::from_slice::<serde_json::Value>(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let token_request = |code: String, verifier: String| {
+        let (app, client, secret) = (&app, &client, secret.clone().unwrap());
+        async move {
+            app.http
+                .post(format!("{}/w/{ws}/token", app.url))
+                .basic_auth(client.id.to_string(), Some(secret))
+                .form(&[
+                    ("grant_type", "authorization_code"),
+                    ("code", code.as_str()),
+                    ("redirect_uri", "https://app.example/cb"),
+                    ("code_verifier", verifier.as_str()),
+                ])
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let claims = id_claims(token_request(code, verifier.clone()).await);
+    assert_eq!(claims["email_verified"], false);
+    assert_eq!(b.get(&link).send().await.unwrap().status(), 200);
+    let r = press(&b, &app, &link).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("confirmed"));
+    // Single use.
+    assert_eq!(press(&b, &app, &link).await.status(), 400);
+    let r = b
+        .get(authorize_url(&app, ws, &client, &challenge, ""))
+        .send()
+        .await
+        .unwrap();
+    let code = query_param(&location(&r), "code").unwrap();
+    assert_eq!(
+        id_claims(token_request(code, verifier).await)["email_verified"],
+        true
+    );
+    app.stop().await;
+}
+
+async fn magic_links_are_single_use_short_lived_and_continue_their_flow(backend: Backend) {
+    let (app, smtp) = app_with_mail(backend, None).await;
+    let ws = app.workspace(Plan::Pro).await;
+    let (client, _) = client_app(&app, ws, true).await;
+    sign_up(&app, &browser(), ws, "finn@example.com").await;
+    smtp.wait_for(1).await; // the verification mail
+
+    // A new browser starts a flow and asks for a link, for an existing and an unknown address.
+    let b = browser();
+    let (verifier, challenge) = pkce();
+    let r = b
+        .get(authorize_url(&app, ws, &client, &challenge, ""))
+        .send()
+        .await
+        .unwrap();
+    let login = format!("{}{}", app.url, location(&r));
+    let flow = query_param(&login, "flow").unwrap();
+    let html = b.get(&login).send().await.unwrap().text().await.unwrap();
+    assert!(html.contains("send-magic-link"));
+    let ask = |email: &'static str, html: String| {
+        let (b, app, flow) = (&b, &app, flow.clone());
+        async move {
+            let r = b
+                .post(format!("{}/w/{ws}/magic", app.url))
+                .form(&[
+                    ("csrf", csrf_of(&html).as_str()),
+                    ("flow", &flow),
+                    ("email", email),
+                ])
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let unknown = ask("nobody@example.com", html.clone()).await;
+    let known = ask("FINN@example.com ", html.clone()).await;
+    assert_eq!(unknown, known, "the same answer with or without an account");
+    assert_eq!(known.0, 200);
+    let link = latest_link(&smtp, 2, "/magic?token=sfl_").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(smtp.messages().len(), 2, "no mail for an unknown address");
+
+    // Pressing the button signs in and continues the flow back to the application.
+    let r = press(&b, &app, &link).await;
+    assert_eq!(r.status(), 303);
+    let back = location(&r);
+    assert!(back.starts_with("https://app.example/cb?"), "{back}");
+    let code = query_param(&back, "code").unwrap();
+    let r = app
+        .http
+        .post(format!("{}/api/v1/auth/callback", app.url))
+        .json(&serde_json::json!({"code": code, "code_verifier": verifier}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Used once only; a wrong-workspace or forged token is refused the same way.
+    assert_eq!(press(&b, &app, &link).await.status(), 400);
+    let forged = link.replace("token=sfl_", "token=sfl_0");
+    assert_eq!(press(&b, &app, &forged).await.status(), 400);
+
+    // Expired after 15 minutes.
+    let html = b
+        .get(format!("{}/w/{ws}/login", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let r = b
+        .post(format!("{}/w/{ws}/magic", app.url))
+        .form(&[("csrf", csrf_of(&html).as_str()), ("email", "finn@example.com")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // (Mail 3 reported the sign-in from a new browser.)
+    let link = latest_link(&smtp, 4, "/magic?token=sfl_").await;
+    app.advance(Duration::from_secs(16 * 60));
+    assert_eq!(press(&b, &app, &link).await.status(), 400);
+    app.stop().await;
+}
+
+async fn password_reset_ends_other_sessions_and_alerts(backend: Backend) {
+    let (app, smtp) = app_with_mail(backend, None).await;
+    let ws = app.workspace(Plan::Pro).await;
+    let (client, _) = client_app(&app, ws, true).await;
+    let first = browser();
+    let (verifier, challenge) = pkce();
+    let code = sign_up_through_flow(&app, &first, ws, &client, &challenge, "gwen@example.com").await;
+    let token: serde_json::Value = app
+        .http
+        .post(format!("{}/api/v1/auth/callback", app.url))
+        .json(&serde_json::json!({"code": code, "code_verifier": verifier}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let session_token = token["sessionToken"].as_str().unwrap().to_owned();
+    smtp.wait_for(1).await;
+
+    let b = browser();
+    let page = b
+        .get(format!("{}/w/{ws}/forgot", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let r = b
+        .post(format!("{}/w/{ws}/forgot", app.url))
+        .form(&[("csrf", csrf_of(&page).as_str()), ("email", "gwen@example.com")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let link = latest_link(&smtp, 2, "/reset?token=sfl_").await;
+    let html = b.get(&link).send().await.unwrap().text().await.unwrap();
+    let token_param = query_param(&link, "token").unwrap();
+    let reset = |password: &'static str| {
+        let (b, app, html, token_param) = (&b, &app, html.clone(), token_param.clone());
+        async move {
+            b.post(format!("{}/w/{ws}/reset", app.url))
+                .form(&[
+                    ("csrf", csrf_of(&html).as_str()),
+                    ("token", &token_param),
+                    ("password", password),
+                ])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // A refused password leaves the link usable.
+    assert_eq!(reset("short").await.status(), 422);
+    assert_eq!(reset("a brand new passphrase").await.status(), 200);
+    assert_eq!(reset("another new passphrase").await.status(), 400, "single use");
+
+    // Every other session ended; the old password is gone, the new one works; the user was told.
+    let r = app
+        .http
+        .get(format!("{}/api/v1/sessions", app.url))
+        .bearer_auth(&session_token)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, 401, "session-revoked").await;
+    let r = first
+        .get(authorize_url(&app, ws, &client, &challenge, ""))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        location(&r).contains("/login?flow="),
+        "the first browser's single sign-on ended"
+    );
+    assert_eq!(
+        sign_in(&app, &browser(), ws, "gwen@example.com", PASSWORD).await,
+        401
+    );
+    assert_eq!(
+        sign_in(&app, &b, ws, "gwen@example.com", "a brand new passphrase").await,
+        200
+    );
+    let subjects: Vec<String> = smtp
+        .wait_for(3)
+        .await
+        .iter()
+        .map(|m| {
+            m.data
+                .lines()
+                .find(|l| l.starts_with("Subject:"))
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert!(
+        subjects.iter().any(|s| s.contains("Your password was changed")),
+        "{subjects:?}"
+    );
+    app.stop().await;
+}
+
+async fn new_devices_and_breached_passwords_are_reported(backend: Backend) {
+    // A range API that lists PASSWORD's hash once `breached` is set.
+    let breached = Arc::new(AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let range_url = format!("http://{}", listener.local_addr().unwrap());
+    let flag = breached.clone();
+    let digest = secureflows_crypto::password::breach_digest(PASSWORD);
+    let router = axum::Router::new().route(
+        "/range/{prefix}",
+        axum::routing::get(move |axum::extract::Path(prefix): axum::extract::Path<String>| {
+            let (flag, digest) = (flag.clone(), digest.clone());
+            async move {
+                let mut body = "0000000000000000000000000000000000A:3\r\n".to_owned();
+                if flag.load(Ordering::SeqCst) && digest.starts_with(&prefix) {
+                    body.push_str(&format!("{}:42\r\n", &digest[5..]));
+                }
+                body
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let (app, smtp) = app_with_mail(backend, Some(range_url)).await;
+    let ws = app.workspace(Plan::Pro).await;
+    let b = browser();
+    sign_up(&app, &b, ws, "hana@example.com").await;
+    smtp.wait_for(1).await;
+    // The same browser again: nothing to report.
+    assert_eq!(sign_in(&app, &b, ws, "hana@example.com", PASSWORD).await, 200);
+    // Another browser: "new sign-in".
+    assert_eq!(
+        sign_in(&app, &browser(), ws, "hana@example.com", PASSWORD).await,
+        200
+    );
+    let mails = smtp.wait_for(2).await;
+    assert!(mails[1].data.contains("New sign-in"), "{}", mails[1].data);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(smtp.messages().len(), 2);
+
+    // Now the password shows up in a breach: sign-up refuses it, sign-in reports it.
+    breached.store(true, Ordering::SeqCst);
+    let page = b
+        .get(format!("{}/w/{ws}/signup", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let r = b
+        .post(format!("{}/w/{ws}/signup", app.url))
+        .form(&[
+            ("csrf", csrf_of(&page).as_str()),
+            ("email", "ivan@example.com"),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("data breach"));
+    assert_eq!(sign_in(&app, &b, ws, "hana@example.com", PASSWORD).await, 200);
+    let mails = smtp.wait_for(3).await;
+    assert!(mails[2].data.contains("data breach"), "{}", mails[2].data);
+    app.stop().await;
+}
