@@ -30,8 +30,8 @@ pub use error::{AuthFailure, Error, FieldError, ForbiddenReason, LimitKind, Resu
 pub use ids::{ApplicationId, BrowserSessionId, FamilyId, FlowId, InviteId, SessionId, UserId, WorkspaceId};
 pub use model::{
     Application, AuthorizationCode, AuthorizationRequest, BrowserSession, Invalidation, Invite, LinkPurpose,
-    LoginFlow, LoginLink, LoginSession, NewIdentity, RefreshToken, SupportOperator, UpstreamTrust, User,
-    UserStatus, Workspace,
+    LoginFlow, LoginLink, LoginSession, NewIdentity, RefreshToken, SupportOperator, TotpEnrolment,
+    UpstreamTrust, User, UserStatus, Workspace,
 };
 pub use plan::{Plan, PlanLimits, PlanTable};
 pub use role::Role;

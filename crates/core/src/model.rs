@@ -345,6 +345,8 @@ pub enum LinkPurpose {
     Verify,
     /// Choose a new password.
     Reset,
+    /// A pending second-factor step (held in a cookie, not mailed).
+    Mfa,
 }
 
 impl LinkPurpose {
@@ -354,6 +356,7 @@ impl LinkPurpose {
             LinkPurpose::Magic => "magic",
             LinkPurpose::Verify => "verify",
             LinkPurpose::Reset => "reset",
+            LinkPurpose::Mfa => "mfa",
         }
     }
 }
@@ -369,12 +372,25 @@ pub struct LoginLink {
     pub purpose: LinkPurpose,
     /// Whose it is.
     pub user_id: UserId,
-    /// The authorization request it continues (magic links).
+    /// The authorization request it continues (magic links, second-factor steps).
     pub flow_id: Option<FlowId>,
+    /// The first factor's methods (second-factor steps).
+    pub amr: Vec<String>,
     /// Sent.
     pub created_at: Timestamp,
     /// Stops working.
     pub expires_at: Timestamp,
+}
+
+/// A user's TOTP enrolment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TotpEnrolment {
+    /// The secret, sealed under the workspace data key.
+    pub secret_sealed: Vec<u8>,
+    /// Confirmed (MFA on) since.
+    pub confirmed_at: Option<Timestamp>,
+    /// The last step accepted.
+    pub last_step: i64,
 }
 
 /// A change that other nodes must drop from their caches. Written in the same transaction as the

@@ -19,7 +19,8 @@ use crate::model::NewIdentity;
 use crate::{
     Application, ApplicationId, AuthorizationCode, BrowserSession, BrowserSessionId, FamilyId, FlowId,
     Invalidation, Invite, InviteId, LinkPurpose, LoginFlow, LoginLink, LoginSession, Plan, RefreshToken,
-    Result, Role, SessionId, SupportOperator, Timestamp, User, UserId, UserStatus, Workspace, WorkspaceId,
+    Result, Role, SessionId, SupportOperator, Timestamp, TotpEnrolment, User, UserId, UserStatus, Workspace,
+    WorkspaceId,
 };
 
 /// Workspaces.
@@ -671,6 +672,52 @@ pub trait LoginStore: Send + Sync {
         purpose: LinkPurpose,
         now: Timestamp,
     ) -> Result<Option<LoginLink>>;
+    /// A link of this purpose that is still usable, without spending it.
+    async fn find_link(
+        &self,
+        workspace: WorkspaceId,
+        link_hash: &[u8],
+        purpose: LinkPurpose,
+        now: Timestamp,
+    ) -> Result<Option<LoginLink>>;
+    /// The user's TOTP enrolment.
+    async fn find_totp(&self, workspace: WorkspaceId, user: UserId) -> Result<Option<TotpEnrolment>>;
+    /// Starts (or restarts) an unconfirmed enrolment; a confirmed one is left alone (`false`).
+    async fn begin_totp(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+        secret_sealed: &[u8],
+        now: Timestamp,
+    ) -> Result<bool>;
+    /// Accepts a step once (atomically, only above the last one accepted) and confirms the enrolment.
+    async fn use_totp_step(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+        step: i64,
+        now: Timestamp,
+    ) -> Result<bool>;
+    /// Removes TOTP and the recovery codes.
+    async fn delete_totp(&self, workspace: WorkspaceId, user: UserId) -> Result<()>;
+    /// Replaces the user's recovery codes.
+    async fn replace_recovery_codes(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+        hashes: &[Vec<u8>],
+        now: Timestamp,
+    ) -> Result<()>;
+    /// Spends a recovery code (atomically).
+    async fn use_recovery_code(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+        hash: &[u8],
+        now: Timestamp,
+    ) -> Result<bool>;
+    /// Unused recovery codes left.
+    async fn recovery_codes_left(&self, workspace: WorkspaceId, user: UserId) -> Result<u32>;
     /// Whether the user's e-mail address is verified.
     async fn email_verified(&self, workspace: WorkspaceId, user: UserId) -> Result<bool>;
     /// Records a browser the user signed in from; `true` if it was not known.

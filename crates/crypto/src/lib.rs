@@ -15,6 +15,7 @@ pub mod password;
 mod random;
 mod seal;
 mod secret;
+pub mod totp;
 
 pub use aad::Aad;
 pub use error::CryptoError;

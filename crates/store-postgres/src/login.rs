@@ -5,8 +5,8 @@ use async_trait::async_trait;
 use secureflows_core::store::{AttemptGate, CodeRedemption, LoginStore, RefreshUse};
 use secureflows_core::{
     AuthorizationCode, AuthorizationRequest, BrowserSession, BrowserSessionId, Error, FamilyId, FlowId,
-    Invalidation, LinkPurpose, LoginFlow, LoginLink, RefreshToken, Result, SessionId, Timestamp, UserId,
-    WorkspaceId,
+    Invalidation, LinkPurpose, LoginFlow, LoginLink, RefreshToken, Result, SessionId, Timestamp,
+    TotpEnrolment, UserId, WorkspaceId,
 };
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
@@ -92,6 +92,22 @@ fn refresh_row(r: &PgRow) -> Result<RefreshToken> {
         expires_at: from_ts(r.try_get("expires_at").db()?),
         rotated_at: opt_ts(r, "rotated_at")?,
         revoked_at: opt_ts(r, "revoked_at")?,
+    })
+}
+
+fn link_row(r: &PgRow, workspace: WorkspaceId, link_hash: &[u8], purpose: LinkPurpose) -> Result<LoginLink> {
+    Ok(LoginLink {
+        link_hash: link_hash.to_vec(),
+        workspace_id: workspace,
+        purpose,
+        user_id: UserId::from_uuid(r.try_get("user_id").db()?),
+        flow_id: r
+            .try_get::<Option<Uuid>, _>("flow_id")
+            .db()?
+            .map(FlowId::from_uuid),
+        created_at: from_ts(r.try_get("created_at").db()?),
+        expires_at: from_ts(r.try_get("expires_at").db()?),
+        amr: amr_from(r.try_get("amr").db()?)?,
     })
 }
 
@@ -595,8 +611,8 @@ impl LoginStore for PgStore {
         self.tenant_execute(
             link.workspace_id,
             sqlx::query(
-                "insert into login_link (workspace_id, link_hash, purpose, user_id, flow_id, created_at, expires_at)
-                 values ($1, $2, $3, $4, $5, $6, $7)",
+                "insert into login_link (workspace_id, link_hash, purpose, user_id, flow_id, created_at, expires_at, amr)
+                 values ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .bind(link.workspace_id.as_uuid())
             .bind(&link.link_hash)
@@ -604,7 +620,8 @@ impl LoginStore for PgStore {
             .bind(link.user_id.as_uuid())
             .bind(link.flow_id.map(|f| f.as_uuid()))
             .bind(ts(link.created_at))
-            .bind(ts(link.expires_at)),
+            .bind(ts(link.expires_at))
+            .bind(amr_json(&link.amr)),
         )
         .await
         .map(|_| ())
@@ -623,7 +640,7 @@ impl LoginStore for PgStore {
                 sqlx::query(
                     "update login_link set used_at = $4
                      where workspace_id = $1 and link_hash = $2 and purpose = $3 and used_at is null and expires_at > $4
-                     returning user_id, flow_id, created_at, expires_at",
+                     returning user_id, flow_id, created_at, expires_at, amr",
                 )
                 .bind(workspace.as_uuid())
                 .bind(link_hash)
@@ -631,21 +648,182 @@ impl LoginStore for PgStore {
                 .bind(ts(now)),
             )
             .await?;
+        row.map(|r| link_row(&r, workspace, link_hash, purpose))
+            .transpose()
+    }
+
+    async fn find_link(
+        &self,
+        workspace: WorkspaceId,
+        link_hash: &[u8],
+        purpose: LinkPurpose,
+        now: Timestamp,
+    ) -> Result<Option<LoginLink>> {
+        let row = self
+            .tenant_fetch_optional(
+                workspace,
+                sqlx::query(
+                    "select user_id, flow_id, created_at, expires_at, amr from login_link
+                     where workspace_id = $1 and link_hash = $2 and purpose = $3 and used_at is null and expires_at > $4",
+                )
+                .bind(workspace.as_uuid())
+                .bind(link_hash)
+                .bind(purpose.as_str())
+                .bind(ts(now)),
+            )
+            .await?;
+        row.map(|r| link_row(&r, workspace, link_hash, purpose))
+            .transpose()
+    }
+
+    async fn find_totp(&self, workspace: WorkspaceId, user: UserId) -> Result<Option<TotpEnrolment>> {
+        let row = self
+            .tenant_fetch_optional(
+                workspace,
+                sqlx::query(
+                    "select secret_sealed, confirmed_at, last_step from mfa_totp where workspace_id = $1 and user_id = $2",
+                )
+                .bind(workspace.as_uuid())
+                .bind(user.as_uuid()),
+            )
+            .await?;
         row.map(|r| {
-            Ok(LoginLink {
-                link_hash: link_hash.to_vec(),
-                workspace_id: workspace,
-                purpose,
-                user_id: UserId::from_uuid(r.try_get("user_id").db()?),
-                flow_id: r
-                    .try_get::<Option<Uuid>, _>("flow_id")
-                    .db()?
-                    .map(FlowId::from_uuid),
-                created_at: from_ts(r.try_get("created_at").db()?),
-                expires_at: from_ts(r.try_get("expires_at").db()?),
+            Ok(TotpEnrolment {
+                secret_sealed: r.try_get("secret_sealed").db()?,
+                confirmed_at: opt_ts(&r, "confirmed_at")?,
+                last_step: r.try_get("last_step").db()?,
             })
         })
         .transpose()
+    }
+
+    async fn begin_totp(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+        secret_sealed: &[u8],
+        now: Timestamp,
+    ) -> Result<bool> {
+        let n = self
+            .tenant_execute(
+                workspace,
+                sqlx::query(
+                    "insert into mfa_totp (workspace_id, user_id, secret_sealed, created_at) values ($1, $2, $3, $4)
+                     on conflict (workspace_id, user_id) do update
+                       set secret_sealed = excluded.secret_sealed, created_at = excluded.created_at, last_step = 0
+                       where mfa_totp.confirmed_at is null",
+                )
+                .bind(workspace.as_uuid())
+                .bind(user.as_uuid())
+                .bind(secret_sealed)
+                .bind(ts(now)),
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn use_totp_step(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+        step: i64,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let n = self
+            .tenant_execute(
+                workspace,
+                sqlx::query(
+                    "update mfa_totp set last_step = $3, confirmed_at = coalesce(confirmed_at, $4)
+                     where workspace_id = $1 and user_id = $2 and last_step < $3",
+                )
+                .bind(workspace.as_uuid())
+                .bind(user.as_uuid())
+                .bind(step)
+                .bind(ts(now)),
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn delete_totp(&self, workspace: WorkspaceId, user: UserId) -> Result<()> {
+        let mut tx = self.tenant(workspace).await?;
+        for table in ["mfa_totp", "recovery_code"] {
+            sqlx::query(&format!(
+                "delete from {table} where workspace_id = $1 and user_id = $2"
+            ))
+            .bind(workspace.as_uuid())
+            .bind(user.as_uuid())
+            .execute(&mut *tx)
+            .await
+            .db()?;
+        }
+        tx.commit().await.db()
+    }
+
+    async fn replace_recovery_codes(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+        hashes: &[Vec<u8>],
+        now: Timestamp,
+    ) -> Result<()> {
+        let mut tx = self.tenant(workspace).await?;
+        sqlx::query("delete from recovery_code where workspace_id = $1 and user_id = $2")
+            .bind(workspace.as_uuid())
+            .bind(user.as_uuid())
+            .execute(&mut *tx)
+            .await
+            .db()?;
+        sqlx::query(
+            "insert into recovery_code (workspace_id, user_id, code_hash, created_at)
+             select $1, $2, unnest($3::bytea[]), $4",
+        )
+        .bind(workspace.as_uuid())
+        .bind(user.as_uuid())
+        .bind(hashes)
+        .bind(ts(now))
+        .execute(&mut *tx)
+        .await
+        .db()?;
+        tx.commit().await.db()
+    }
+
+    async fn use_recovery_code(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+        hash: &[u8],
+        now: Timestamp,
+    ) -> Result<bool> {
+        let n = self
+            .tenant_execute(
+                workspace,
+                sqlx::query(
+                    "update recovery_code set used_at = $4
+                     where workspace_id = $1 and user_id = $2 and code_hash = $3 and used_at is null",
+                )
+                .bind(workspace.as_uuid())
+                .bind(user.as_uuid())
+                .bind(hash)
+                .bind(ts(now)),
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn recovery_codes_left(&self, workspace: WorkspaceId, user: UserId) -> Result<u32> {
+        let row = self
+            .tenant_fetch_optional(
+                workspace,
+                sqlx::query(
+                    "select count(*) as n from recovery_code where workspace_id = $1 and user_id = $2 and used_at is null",
+                )
+                .bind(workspace.as_uuid())
+                .bind(user.as_uuid()),
+            )
+            .await?;
+        let n: i64 = row.map(|r| r.try_get("n")).transpose().db()?.unwrap_or(0);
+        Ok(u32::try_from(n).unwrap_or(0))
     }
 
     async fn email_verified(&self, workspace: WorkspaceId, user: UserId) -> Result<bool> {

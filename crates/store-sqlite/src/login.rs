@@ -6,8 +6,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use secureflows_core::store::{AttemptGate, CodeRedemption, LoginStore, RefreshUse};
 use secureflows_core::{
     AuthorizationCode, AuthorizationRequest, BrowserSession, BrowserSessionId, FamilyId, FlowId,
-    Invalidation, LinkPurpose, LoginFlow, LoginLink, RefreshToken, Result, SessionId, Timestamp, UserId,
-    WorkspaceId,
+    Invalidation, LinkPurpose, LoginFlow, LoginLink, RefreshToken, Result, SessionId, Timestamp,
+    TotpEnrolment, UserId, WorkspaceId,
 };
 
 use crate::data::{SqliteStore, bad_column, json_list, origins_json, record_invalidation};
@@ -81,6 +81,24 @@ fn refresh_row(r: &Row<'_>) -> rusqlite::Result<RefreshToken> {
         expires_at: Timestamp::from_millis(r.get(10)?),
         rotated_at: millis(r.get(11)?),
         revoked_at: millis(r.get(12)?),
+    })
+}
+
+fn link_row(
+    r: &Row<'_>,
+    workspace: WorkspaceId,
+    link_hash: &[u8],
+    purpose: LinkPurpose,
+) -> rusqlite::Result<LoginLink> {
+    Ok(LoginLink {
+        link_hash: link_hash.to_vec(),
+        workspace_id: workspace,
+        purpose,
+        user_id: r.get::<_, uuid::Uuid>(0)?.into(),
+        flow_id: r.get::<_, Option<uuid::Uuid>>(1)?.map(Into::into),
+        created_at: Timestamp::from_millis(r.get(2)?),
+        expires_at: Timestamp::from_millis(r.get(3)?),
+        amr: json_list(&r.get::<_, String>(4)?, "amr")?,
     })
 }
 
@@ -587,8 +605,9 @@ impl LoginStore for SqliteStore {
         self.db
             .write(move |c| {
                 c.execute(
-                    "insert into login_link (workspace_id, link_hash, purpose, user_id, flow_id, created_at, expires_at)
-                     values (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "insert into login_link
+                       (workspace_id, link_hash, purpose, user_id, flow_id, created_at, expires_at, amr)
+                     values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                     params![
                         link.workspace_id.as_uuid(),
                         link.link_hash,
@@ -597,6 +616,7 @@ impl LoginStore for SqliteStore {
                         link.flow_id.map(|f| f.as_uuid()),
                         link.created_at.millis(),
                         link.expires_at.millis(),
+                        origins_json(&link.amr),
                     ],
                 )
                 .db()?;
@@ -618,24 +638,173 @@ impl LoginStore for SqliteStore {
                 c.query_row(
                     "update login_link set used_at = ?4
                      where workspace_id = ?1 and link_hash = ?2 and purpose = ?3 and used_at is null and expires_at > ?4
-                     returning user_id, flow_id, created_at, expires_at",
+                     returning user_id, flow_id, created_at, expires_at, amr",
                     params![workspace.as_uuid(), link_hash, purpose.as_str(), now.millis()],
-                    |r| {
-                        Ok(LoginLink {
-                            link_hash: link_hash.clone(),
-                            workspace_id: workspace,
-                            purpose,
-                            user_id: r.get::<_, uuid::Uuid>(0)?.into(),
-                            flow_id: r.get::<_, Option<uuid::Uuid>>(1)?.map(Into::into),
-                            created_at: Timestamp::from_millis(r.get(2)?),
-                            expires_at: Timestamp::from_millis(r.get(3)?),
-                        })
-                    },
+                    |r| link_row(r, workspace, &link_hash, purpose),
                 )
                 .optional()
                 .db()
             })
             .await
+    }
+
+    async fn find_link(
+        &self,
+        workspace: WorkspaceId,
+        link_hash: &[u8],
+        purpose: LinkPurpose,
+        now: Timestamp,
+    ) -> Result<Option<LoginLink>> {
+        self.db.read(|c| {
+            c.prepare_cached(
+                "select user_id, flow_id, created_at, expires_at, amr from login_link
+                 where workspace_id = ?1 and link_hash = ?2 and purpose = ?3 and used_at is null and expires_at > ?4",
+            )
+            .db()?
+            .query_row(params![workspace.as_uuid(), link_hash, purpose.as_str(), now.millis()], |r| {
+                link_row(r, workspace, link_hash, purpose)
+            })
+            .optional()
+            .db()
+        })
+    }
+
+    async fn find_totp(&self, workspace: WorkspaceId, user: UserId) -> Result<Option<TotpEnrolment>> {
+        self.db.read(|c| {
+            c.prepare_cached(
+                "select secret_sealed, confirmed_at, last_step from mfa_totp where workspace_id = ?1 and user_id = ?2",
+            )
+            .db()?
+            .query_row(params![workspace.as_uuid(), user.as_uuid()], |r| {
+                Ok(TotpEnrolment {
+                    secret_sealed: r.get(0)?,
+                    confirmed_at: millis(r.get(1)?),
+                    last_step: r.get(2)?,
+                })
+            })
+            .optional()
+            .db()
+        })
+    }
+
+    async fn begin_totp(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+        secret_sealed: &[u8],
+        now: Timestamp,
+    ) -> Result<bool> {
+        let secret_sealed = secret_sealed.to_vec();
+        self.db
+            .write(move |c| {
+                let n = c
+                    .execute(
+                        "insert into mfa_totp (workspace_id, user_id, secret_sealed, created_at) values (?1, ?2, ?3, ?4)
+                         on conflict (workspace_id, user_id) do update
+                           set secret_sealed = excluded.secret_sealed, created_at = excluded.created_at, last_step = 0
+                           where mfa_totp.confirmed_at is null",
+                        params![workspace.as_uuid(), user.as_uuid(), secret_sealed, now.millis()],
+                    )
+                    .db()?;
+                Ok(n > 0)
+            })
+            .await
+    }
+
+    async fn use_totp_step(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+        step: i64,
+        now: Timestamp,
+    ) -> Result<bool> {
+        self.db
+            .write(move |c| {
+                let n = c
+                    .execute(
+                        "update mfa_totp set last_step = ?3, confirmed_at = coalesce(confirmed_at, ?4)
+                         where workspace_id = ?1 and user_id = ?2 and last_step < ?3",
+                        params![workspace.as_uuid(), user.as_uuid(), step, now.millis()],
+                    )
+                    .db()?;
+                Ok(n > 0)
+            })
+            .await
+    }
+
+    async fn delete_totp(&self, workspace: WorkspaceId, user: UserId) -> Result<()> {
+        self.db
+            .write(move |c| {
+                for table in ["mfa_totp", "recovery_code"] {
+                    c.execute(
+                        &format!("delete from {table} where workspace_id = ?1 and user_id = ?2"),
+                        params![workspace.as_uuid(), user.as_uuid()],
+                    )
+                    .db()?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn replace_recovery_codes(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+        hashes: &[Vec<u8>],
+        now: Timestamp,
+    ) -> Result<()> {
+        let hashes = hashes.to_vec();
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "delete from recovery_code where workspace_id = ?1 and user_id = ?2",
+                    params![workspace.as_uuid(), user.as_uuid()],
+                )
+                .db()?;
+                for hash in &hashes {
+                    c.execute(
+                        "insert into recovery_code (workspace_id, user_id, code_hash, created_at) values (?1, ?2, ?3, ?4)",
+                        params![workspace.as_uuid(), user.as_uuid(), hash, now.millis()],
+                    )
+                    .db()?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn use_recovery_code(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+        hash: &[u8],
+        now: Timestamp,
+    ) -> Result<bool> {
+        let hash = hash.to_vec();
+        self.db
+            .write(move |c| {
+                let n = c
+                    .execute(
+                        "update recovery_code set used_at = ?4
+                         where workspace_id = ?1 and user_id = ?2 and code_hash = ?3 and used_at is null",
+                        params![workspace.as_uuid(), user.as_uuid(), hash, now.millis()],
+                    )
+                    .db()?;
+                Ok(n > 0)
+            })
+            .await
+    }
+
+    async fn recovery_codes_left(&self, workspace: WorkspaceId, user: UserId) -> Result<u32> {
+        self.db.read(|c| {
+            c.prepare_cached(
+                "select count(*) from recovery_code where workspace_id = ?1 and user_id = ?2 and used_at is null",
+            )
+            .db()?
+            .query_row(params![workspace.as_uuid(), user.as_uuid()], |r| r.get(0))
+            .db()
+        })
     }
 
     async fn email_verified(&self, workspace: WorkspaceId, user: UserId) -> Result<bool> {

@@ -13,11 +13,12 @@ use secureflows_crypto::{Aad, SecretString};
 use crate::audit::{Actor, ActorKind, NewEvent};
 use crate::auth::callback::{email_index, name_aad, open_email, seal_email};
 use crate::keyring::WorkspaceKeys;
+use crate::login::mfa::FirstFactor;
 use crate::login::password::{self, PasswordPolicy};
 use crate::store::{AttemptGate, Change};
 use crate::{
-    AuthFailure, BrowserSession, BrowserSessionId, Error, FieldError, Result, Role, Services, User, UserId,
-    UserStatus, WorkspaceId,
+    AuthFailure, BrowserSession, BrowserSessionId, Error, FieldError, FlowId, Result, Role, Services, User,
+    UserId, UserStatus, WorkspaceId,
 };
 
 /// The cookie token of a new browser session (shown once, stored as its SHA-256). `Debug` hides it.
@@ -177,14 +178,16 @@ impl Services {
         Ok((user, login))
     }
 
-    /// Signs a browser in with e-mail and password. Every failure is `InvalidCredentials`.
+    /// Signs a browser in with e-mail and password (or, with TOTP on, opens the second-factor step).
+    /// Every failure is `InvalidCredentials`.
     pub async fn password_sign_in(
         &self,
         workspace: WorkspaceId,
         email: &str,
         password: &SecretString,
+        flow: Option<FlowId>,
         client: &Actor,
-    ) -> Result<(User, BrowserLogin)> {
+    ) -> Result<(User, FirstFactor)> {
         let bad = || Error::Unauthenticated(AuthFailure::InvalidCredentials);
         let keys = self.login_keys(workspace).await?;
         let settings = &self.settings.login;
@@ -245,7 +248,8 @@ impl Services {
             self.record(workspace, &keys, &actor, events).await?;
             return Err(bad());
         }
-        self.stores.login.clear_failures(workspace, user.id).await?;
+        // Failures are cleared only once the whole sign-in succeeds (after a second factor, if any):
+        // a known password must not reset the count of wrong second-factor codes.
         let mut changes = Vec::new();
         if check == PasswordCheck::MatchOutdated {
             // Imported bcrypt (or older parameters): upgrade to the current Argon2id now that the
@@ -277,10 +281,10 @@ impl Services {
             )
             .await;
         }
-        let login = self
-            .open_browser_session(&keys, &user, vec!["pwd".into()], &actor)
+        let step = self
+            .after_first_factor(&keys, &user, vec!["pwd".into()], flow, &actor)
             .await?;
-        Ok((user, login))
+        Ok((user, step))
     }
 
     /// Opens a browser (single sign-on) session for the user; the cookie's value is returned once.

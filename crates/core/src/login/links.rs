@@ -12,7 +12,7 @@ use secureflows_crypto::SecretString;
 use crate::audit::{Actor, ActorKind, NewEvent};
 use crate::auth::callback::email_index;
 use crate::keyring::WorkspaceKeys;
-use crate::login::hosted::BrowserLogin;
+use crate::login::mfa::FirstFactor;
 use crate::login::password::{self, PasswordPolicy};
 use crate::login::{credential_workspace, new_credential};
 use crate::mail::Mail;
@@ -23,13 +23,13 @@ const LINK_PREFIX: &str = "sfl_";
 const SHORT_LINK_TTL: Duration = Duration::from_secs(15 * 60);
 const VERIFY_LINK_TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// A signed-in browser from a link, with the authorization request it continues.
+/// A browser past a first factor (or both), with the authorization request it continues.
 #[derive(Debug)]
 pub struct LinkSignIn {
     /// The user.
     pub user: User,
-    /// The new browser session.
-    pub login: BrowserLogin,
+    /// Signed in, or a second factor still to give.
+    pub step: FirstFactor,
     /// The pending authorization request, if the link was asked for during one.
     pub flow: Option<FlowId>,
 }
@@ -88,6 +88,7 @@ impl Services {
                 purpose,
                 user_id: user.id,
                 flow_id: flow,
+                amr: Vec::new(),
                 created_at: now,
                 expires_at: now.plus(ttl),
             })
@@ -212,12 +213,12 @@ impl Services {
             ],
         )
         .await?;
-        let login = self
-            .open_browser_session(&keys, &user, vec!["email".into()], &actor)
+        let step = self
+            .after_first_factor(&keys, &user, vec!["email".into()], link.flow_id, &actor)
             .await?;
         Ok(LinkSignIn {
             user,
-            login,
+            step,
             flow: link.flow_id,
         })
     }
@@ -268,7 +269,6 @@ impl Services {
             vec![NewEvent::new("user.password_reset", "user", user.id)],
         )
         .await?;
-        self.stores.login.clear_failures(workspace, user.id).await?;
         self.stores.login.set_email_verified(workspace, user.id).await?;
         self.alert(
             &keys,
@@ -284,12 +284,12 @@ impl Services {
             .find_user(workspace, user.id)
             .await?
             .ok_or(Error::NotFound("link"))?;
-        let login = self
-            .open_browser_session(&keys, &user, vec!["pwd".into(), "email".into()], &actor)
+        let step = self
+            .after_first_factor(&keys, &user, vec!["pwd".into(), "email".into()], None, &actor)
             .await?;
         Ok(LinkSignIn {
             user,
-            login,
+            step,
             flow: None,
         })
     }

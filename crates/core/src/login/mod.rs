@@ -12,6 +12,7 @@
 pub mod breached;
 pub mod hosted;
 pub mod links;
+pub mod mfa;
 pub mod oauth;
 pub mod oidc;
 pub mod password;

@@ -208,7 +208,7 @@ pub(super) async fn magic_confirm(
     {
         Ok(signed) => {
             let flow = signed.flow.map(|f| f.to_string());
-            signed_in(&state, &ctx, flow.as_deref(), &signed.user, signed.login, false).await
+            signed_in(&state, &ctx, flow.as_deref(), &signed.user, signed.step, false).await
         }
         Err(Error::NotFound(_)) => bad_link(&ctx, &state),
         Err(e) => internal(e),
@@ -319,7 +319,7 @@ pub(super) async fn reset_submit(
         .reset_password(ctx.workspace, &form.token, &password, &actor)
         .await
     {
-        Ok(signed) => signed_in(&state, &ctx, None, &signed.user, signed.login, false).await,
+        Ok(signed) => signed_in(&state, &ctx, None, &signed.user, signed.step, false).await,
         Err(Error::Invalid(errors)) => {
             let messages = errors.into_iter().map(|e| e.message).collect();
             let page = reset_form(&ctx, form.token, messages);

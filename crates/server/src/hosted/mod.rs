@@ -6,6 +6,7 @@
 //! when the public URL is https) and `sf_csrf` (SameSite=Strict). Every form carries the CSRF token
 //! derived from `sf_csrf`, and a POST whose `Origin` is another site is refused.
 
+mod account;
 mod links;
 pub mod oauth;
 pub mod pages;
@@ -21,6 +22,7 @@ use axum::routing::{get, post};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use secureflows_core::audit::Actor;
 use secureflows_core::login::hosted::SignUp;
+use secureflows_core::login::mfa::FirstFactor;
 use secureflows_core::login::oidc::{AuthorizeError, AuthorizeParams, redirect_to};
 use secureflows_core::login::password::PasswordPolicy;
 use secureflows_core::{AuthFailure, BrowserSession, Error, FlowId, User, WorkspaceId};
@@ -36,6 +38,8 @@ const CSRF_COOKIE: &str = "sf_csrf";
 /// A long-lived random id of the browser, so that a sign-in from a new one can be reported.
 const DEVICE_COOKIE: &str = "sf_device";
 const DEVICE_COOKIE_AGE: u64 = 400 * 24 * 3600;
+/// The pending second-factor step of a sign-in (five minutes).
+const MFA_COOKIE: &str = "sf_mfa";
 
 /// Sign-in throttles: per account and per client address.
 #[derive(Debug)]
@@ -82,6 +86,16 @@ pub fn router() -> Router<AppState> {
         .route("/w/{workspace}/login", get(login_page).post(login_submit))
         .route("/w/{workspace}/signup", get(signup_page).post(signup_submit))
         .route("/w/{workspace}/logout", get(logout).post(logout_confirm))
+        .route(
+            "/w/{workspace}/mfa",
+            get(account::mfa_page).post(account::mfa_submit),
+        )
+        .route("/w/{workspace}/account", get(account::account_page))
+        .route(
+            "/w/{workspace}/account/totp",
+            get(account::totp_setup).post(account::totp_confirm),
+        )
+        .route("/w/{workspace}/account/totp/disable", post(account::totp_disable))
         .route(
             "/w/{workspace}/magic",
             get(links::magic_page).post(links::magic_request),
@@ -456,7 +470,7 @@ async fn continue_flow(
                 brand: ctx.brand.clone(),
                 heading: "You are signed in".into(),
                 message: "You can close this page and return to the application.".into(),
-                link: None,
+                link: Some((format!("/w/{}/account", ctx.workspace), "Your account".into())),
             },
         );
     };
@@ -554,12 +568,13 @@ async fn login_submit(
         return ctx.finish(&state, response);
     }
     let password = SecretString::new(form.password);
+    let flow = form.flow.as_deref().and_then(|f| f.parse().ok());
     match state
         .services()
-        .password_sign_in(ctx.workspace, &email, &password, &actor)
+        .password_sign_in(ctx.workspace, &email, &password, flow, &actor)
         .await
     {
-        Ok((user, login)) => signed_in(&state, &ctx, form.flow.as_deref(), &user, login, false).await,
+        Ok((user, step)) => signed_in(&state, &ctx, form.flow.as_deref(), &user, step, false).await,
         Err(Error::Unauthenticated(AuthFailure::InvalidCredentials)) => {
             let page = login_form(&ctx, form.flow, email, Some(
                 "The e-mail address or password is not right, or the account is locked for a while after too many attempts.".into(),
@@ -577,9 +592,15 @@ async fn signed_in(
     ctx: &PageContext,
     flow: Option<&str>,
     user: &User,
-    login: secureflows_core::login::hosted::BrowserLogin,
+    step: FirstFactor,
     new_account: bool,
 ) -> Response {
+    if let Some(response) = account::to_second_factor(state, ctx, &step) {
+        return response;
+    }
+    let FirstFactor::SignedIn(login) = step else {
+        return internal(Error::internal("unreachable sign-in step"));
+    };
     let services = state.services();
     let (device, new_cookie) = match &ctx.device {
         Some(d) => (d.clone(), false),
@@ -721,7 +742,17 @@ async fn signup_submit(
         name: Some(form.name.clone()),
     };
     match state.services().sign_up(ctx.workspace, sign_up, &actor).await {
-        Ok((user, login)) => signed_in(&state, &ctx, form.flow.as_deref(), &user, login, true).await,
+        Ok((user, login)) => {
+            signed_in(
+                &state,
+                &ctx,
+                form.flow.as_deref(),
+                &user,
+                FirstFactor::SignedIn(login),
+                true,
+            )
+            .await
+        }
         Err(Error::Invalid(errors)) => {
             let messages = errors
                 .into_iter()

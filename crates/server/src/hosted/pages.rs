@@ -180,3 +180,49 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
     );
     response
 }
+
+/// The second-factor form.
+#[derive(Template, Debug)]
+#[template(path = "mfa.html")]
+pub struct MfaPage {
+    pub brand: Brand,
+    pub action: String,
+    pub csrf: String,
+    pub error: Option<String>,
+}
+
+/// The account security page.
+#[derive(Template, Debug)]
+#[template(path = "account.html")]
+pub struct AccountPage {
+    pub brand: Brand,
+    pub email: String,
+    pub verified: bool,
+    pub totp: bool,
+    pub recovery_left: u32,
+    pub csrf: String,
+    pub disable_action: String,
+    pub setup_link: String,
+    pub logout_link: String,
+}
+
+/// TOTP enrolment: the QR code, the key and the confirmation form.
+#[derive(Template, Debug)]
+#[template(path = "totp_setup.html")]
+pub struct TotpSetupPage {
+    pub brand: Brand,
+    pub qr_data_uri: String,
+    pub secret: String,
+    pub action: String,
+    pub csrf: String,
+    pub error: Option<String>,
+}
+
+/// Recovery codes, shown once.
+#[derive(Template, Debug)]
+#[template(path = "recovery_codes.html")]
+pub struct RecoveryCodesPage {
+    pub brand: Brand,
+    pub codes: Vec<String>,
+    pub account_link: String,
+}

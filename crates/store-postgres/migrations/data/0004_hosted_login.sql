@@ -103,12 +103,15 @@ create index refresh_token_family on refresh_token (workspace_id, family_id);
 create index refresh_token_session on refresh_token (workspace_id, login_session_id);
 create index refresh_token_expiry on refresh_token (expires_at);
 
--- Single-use e-mailed links (magic sign-in, e-mail verification, password reset), stored as SHA-256.
+-- Single-use links (magic sign-in, e-mail verification, password reset) and pending second-factor
+-- steps, stored as SHA-256.
 -- A magic link remembers the authorization request it was asked for.
 create table login_link (
     workspace_id uuid not null,
     link_hash bytea not null,
-    purpose text not null check (purpose in ('magic', 'verify', 'reset')),
+    purpose text not null check (purpose in ('magic', 'verify', 'reset', 'mfa')),
+    -- The first factor's methods (a pending second-factor step).
+    amr text not null default '[]',
     user_id uuid not null,
     flow_id uuid,
     created_at timestamptz not null,
@@ -131,16 +134,41 @@ create table known_device (
     foreign key (workspace_id, user_id) references user_account (workspace_id, user_id) on delete cascade
 );
 
+-- TOTP (RFC 6238): the secret sealed under the workspace data key; confirmed once the user typed a
+-- code; the last step used, so that a code is accepted once.
+create table mfa_totp (
+    workspace_id uuid not null,
+    user_id uuid not null,
+    secret_sealed bytea not null,
+    created_at timestamptz not null,
+    confirmed_at timestamptz,
+    last_step bigint not null default 0,
+    primary key (workspace_id, user_id),
+    foreign key (workspace_id, user_id) references user_account (workspace_id, user_id) on delete cascade
+);
+
+-- Recovery codes, stored as SHA-256, each usable once.
+create table recovery_code (
+    workspace_id uuid not null,
+    user_id uuid not null,
+    code_hash bytea not null,
+    created_at timestamptz not null,
+    used_at timestamptz,
+    primary key (workspace_id, user_id, code_hash),
+    foreign key (workspace_id, user_id) references user_account (workspace_id, user_id) on delete cascade
+);
+
 -- Row-level security for the new tenant tables, exactly as for the others (0003).
 grant select, insert, update, delete on password_credential, browser_session, login_flow, authorization_code,
-    refresh_token, login_link, known_device to secureflows_app;
+    refresh_token, login_link, known_device, mfa_totp, recovery_code to secureflows_app;
 
 do $$
 declare
     t text;
 begin
     foreach t in array array['password_credential', 'browser_session', 'login_flow', 'authorization_code',
-                             'refresh_token', 'login_link', 'known_device'] loop
+                             'refresh_token', 'login_link', 'known_device', 'mfa_totp',
+                             'recovery_code'] loop
         execute format('alter table %I enable row level security', t);
         execute format('alter table %I force row level security', t);
         execute format('create policy tenant on %I to secureflows_app

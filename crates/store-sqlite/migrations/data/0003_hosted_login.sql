@@ -103,12 +103,15 @@ create index refresh_token_family on refresh_token (workspace_id, family_id);
 create index refresh_token_session on refresh_token (workspace_id, login_session_id);
 create index refresh_token_expiry on refresh_token (expires_at);
 
--- Single-use e-mailed links (magic sign-in, e-mail verification, password reset), stored as SHA-256.
+-- Single-use links (magic sign-in, e-mail verification, password reset) and pending second-factor
+-- steps, stored as SHA-256.
 -- A magic link remembers the authorization request it was asked for.
 create table login_link (
     workspace_id blob not null,
     link_hash blob not null,
-    purpose text not null check (purpose in ('magic', 'verify', 'reset')),
+    purpose text not null check (purpose in ('magic', 'verify', 'reset', 'mfa')),
+    -- The first factor's methods (a pending second-factor step).
+    amr text not null default '[]',
     user_id blob not null,
     flow_id blob,
     created_at integer not null,
@@ -128,5 +131,29 @@ create table known_device (
     first_seen_at integer not null,
     last_seen_at integer not null,
     primary key (workspace_id, user_id, device_hash),
+    foreign key (workspace_id, user_id) references user_account (workspace_id, user_id) on delete cascade
+) strict;
+
+-- TOTP (RFC 6238): the secret sealed under the workspace data key; confirmed once the user typed a
+-- code; the last step used, so that a code is accepted once.
+create table mfa_totp (
+    workspace_id blob not null,
+    user_id blob not null,
+    secret_sealed blob not null,
+    created_at integer not null,
+    confirmed_at integer,
+    last_step integer not null default 0,
+    primary key (workspace_id, user_id),
+    foreign key (workspace_id, user_id) references user_account (workspace_id, user_id) on delete cascade
+) strict;
+
+-- Recovery codes, stored as SHA-256, each usable once.
+create table recovery_code (
+    workspace_id blob not null,
+    user_id blob not null,
+    code_hash blob not null,
+    created_at integer not null,
+    used_at integer,
+    primary key (workspace_id, user_id, code_hash),
     foreign key (workspace_id, user_id) references user_account (workspace_id, user_id) on delete cascade
 ) strict;

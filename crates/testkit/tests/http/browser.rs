@@ -5,10 +5,14 @@
 use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
-use secureflows_core::Plan;
-use secureflows_testkit::{Backend, TestApp, backend_tests, external_tool};
+use secureflows_core::{Plan, WorkspaceId};
+use secureflows_crypto::totp::totp_code_from_base32;
+use secureflows_testkit::{Backend, SmtpSink, TestApp, TestOptions, backend_tests, external_tool};
 
-backend_tests!(example_page_signs_up_signs_out_and_signs_in);
+backend_tests!(
+    example_page_signs_up_signs_out_and_signs_in,
+    totp_and_magic_links_in_the_browser,
+);
 
 /// A ChromeDriver process and a headless Chromium session; both end on drop/close.
 struct Browser {
@@ -124,12 +128,8 @@ async fn fill(c: &Client, css: &str, value: &str) {
     el.send_keys(value).await.unwrap();
 }
 
-async fn example_page_signs_up_signs_out_and_signs_in(backend: Backend) {
-    let Some(browser) = browser().await else {
-        return;
-    };
-    let c = &browser.client;
-    let app = TestApp::spawn(backend).await;
+/// The example application, registered and served for a new workspace. Returns its origin.
+async fn serve_example(app: &TestApp) -> (WorkspaceId, String) {
     let ws = app.workspace(Plan::Pro).await;
     let (origin, listener) = loopback().await;
     let (client, _) = app
@@ -153,6 +153,16 @@ async fn example_page_signs_up_signs_out_and_signs_in(backend: Backend) {
         .replace("__ISSUER__", &format!("{}/w/{ws}", app.url))
         .replace("__CLIENT_ID__", &client.id.to_string());
     serve_page(listener, page);
+    (ws, origin)
+}
+
+async fn example_page_signs_up_signs_out_and_signs_in(backend: Backend) {
+    let Some(browser) = browser().await else {
+        return;
+    };
+    let c = &browser.client;
+    let app = TestApp::spawn(backend).await;
+    let (_, origin) = serve_example(&app).await;
 
     // Sign up, watching the strength meter.
     c.goto(&format!("{origin}/")).await.unwrap();
@@ -184,6 +194,93 @@ async fn example_page_signs_up_signs_out_and_signs_in(backend: Backend) {
     assert!(text(c, "#form-error").await.contains("not right"));
     fill(c, "#password", "Kettle-Orbit-9-Lantern-Swim").await;
     click(c, "#sign-in").await;
+    wait_for_text(c, "#result", "hello from the vault").await;
+
+    browser.client.clone().close().await.unwrap();
+    app.stop().await;
+}
+
+async fn totp_and_magic_links_in_the_browser(backend: Backend) {
+    let Some(browser) = browser().await else {
+        return;
+    };
+    let c = &browser.client;
+    let smtp = SmtpSink::start().await;
+    let port = smtp.port;
+    let options = TestOptions {
+        configure: std::sync::Arc::new(move |cfg| {
+            cfg.smtp.host = Some("127.0.0.1".into());
+            cfg.smtp.port = port;
+            cfg.smtp.tls = "none".into();
+        }),
+        ..TestOptions::default()
+    };
+    let app = TestApp::spawn_with(backend, options).await;
+    let (ws, origin) = serve_example(&app).await;
+    let code_now = |secret: &str| {
+        totp_code_from_base32(secret, u64::try_from(app.services().clock.now().secs()).unwrap()).unwrap()
+    };
+
+    c.goto(&format!("{origin}/")).await.unwrap();
+    click(c, "#sign-in").await;
+    click(c, "#to-signup").await;
+    fill(c, "#email", "lena@example.com").await;
+    fill(c, "#password", "Kettle-Orbit-9-Lantern-Swim").await;
+    click(c, "#sign-up").await;
+    wait_for_text(c, "#result", "hello from the vault").await;
+
+    // Turn on TOTP from the account page: QR code and key, then a code from the "app".
+    c.goto(&format!("{}/w/{ws}/account", app.url)).await.unwrap();
+    click(c, "#setup-totp").await;
+    let qr = element(c, "#totp-qr").await.attr("src").await.unwrap().unwrap();
+    assert!(qr.starts_with("data:image/svg+xml;base64,"));
+    let secret = text(c, "#totp-secret").await;
+    fill(c, "#code", &code_now(&secret)).await;
+    click(c, "#confirm-totp").await;
+    let codes = text(c, "#recovery-codes").await;
+    assert_eq!(codes.lines().count(), 10, "{codes}");
+
+    // Sign out, then sign in with password and TOTP.
+    c.goto(&format!("{origin}/")).await.unwrap();
+    click(c, "#sign-out").await;
+    click(c, "#confirm-logout").await;
+    wait_for_text(c, "#status", "Not signed in.").await;
+    click(c, "#sign-in").await;
+    fill(c, "#email", "lena@example.com").await;
+    fill(c, "#password", "Kettle-Orbit-9-Lantern-Swim").await;
+    click(c, "#sign-in").await;
+    app.advance(Duration::from_secs(30));
+    fill(c, "#code", &code_now(&secret)).await;
+    click(c, "#verify-code").await;
+    wait_for_text(c, "#result", "hello from the vault").await;
+
+    // Sign out, then a magic link read from the SMTP listener (and TOTP again).
+    click(c, "#sign-out").await;
+    click(c, "#confirm-logout").await;
+    wait_for_text(c, "#status", "Not signed in.").await;
+    click(c, "#sign-in").await;
+    fill(c, "#magic-email", "lena@example.com").await;
+    click(c, "#send-magic-link").await;
+    assert_eq!(text(c, "#heading").await, "Check your e-mail");
+    let mail = smtp
+        .wait_for(1)
+        .await
+        .iter()
+        .rev()
+        .map(|m| m.text())
+        .find(|t| t.contains("/magic?token="))
+        .expect("a magic link");
+    let link = mail
+        .lines()
+        .find(|l| l.starts_with("http"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    c.goto(&link).await.unwrap();
+    click(c, "#confirm-magic-link").await;
+    app.advance(Duration::from_secs(30));
+    fill(c, "#code", &code_now(&secret)).await;
+    click(c, "#verify-code").await;
     wait_for_text(c, "#result", "hello from the vault").await;
 
     browser.client.clone().close().await.unwrap();

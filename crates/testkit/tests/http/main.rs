@@ -14,6 +14,7 @@ mod crypto_at_rest;
 mod headers;
 mod hosted_email;
 mod hosted_login;
+mod hosted_mfa;
 mod limits;
 mod manage_api;
 mod manage_roles;

@@ -1,0 +1,419 @@
+//! Second factors: TOTP (RFC 6238) with single use of each step, and recovery codes.
+//!
+//! After the first factor (password, magic link, reset link) a user with TOTP on gets no browser
+//! session yet but a pending step: a single-use token held in a cookie for five minutes. Wrong codes
+//! count towards the same lockout as wrong passwords. The TOTP secret is sealed under the workspace
+//! data key; recovery codes are stored as SHA-256 and shown once.
+
+use std::time::Duration;
+
+use secureflows_crypto::totp::{new_totp_secret, totp_base32, totp_check};
+use secureflows_crypto::{Aad, SecretString};
+
+use crate::audit::{Actor, ActorKind, NewEvent};
+use crate::keyring::WorkspaceKeys;
+use crate::login::hosted::BrowserLogin;
+use crate::login::links::LinkSignIn;
+use crate::login::{credential_workspace, new_credential};
+use crate::store::AttemptGate;
+use crate::{
+    AuthFailure, Error, FlowId, LinkPurpose, LoginLink, Result, Services, User, UserId, UserStatus,
+    WorkspaceId,
+};
+
+const PENDING_PREFIX: &str = "sfp_";
+const PENDING_TTL: Duration = Duration::from_secs(5 * 60);
+const RECOVERY_CODES: usize = 10;
+/// Recovery-code alphabet: no 0/o, 1/l/i.
+const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
+
+/// What a first factor leads to.
+#[derive(Debug)]
+pub enum FirstFactor {
+    /// Signed in.
+    SignedIn(BrowserLogin),
+    /// TOTP is on: the pending second-factor step's token (for a cookie; never logged).
+    SecondFactor(SecretString),
+}
+
+/// A new TOTP enrolment, to show once.
+#[derive(Debug)]
+pub struct TotpSetup {
+    /// The secret in base32 (typed into an app).
+    pub secret_base32: SecretString,
+    /// The `otpauth://` URI (the QR code's content).
+    pub otpauth_uri: SecretString,
+}
+
+/// A user's second factors, for the account page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MfaStatus {
+    /// TOTP is on.
+    pub totp: bool,
+    /// Unused recovery codes.
+    pub recovery_codes_left: u32,
+}
+
+fn totp_aad(workspace: WorkspaceId, user: UserId) -> Aad {
+    Aad::new("sf.mfa.totp.v1")
+        .field(workspace.as_uuid().as_bytes())
+        .field(user.as_uuid().as_bytes())
+}
+
+/// Recovery codes compare without case, spaces or dashes.
+fn normalise_recovery_code(code: &str) -> String {
+    code.chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+fn new_recovery_code() -> Result<String> {
+    let bytes: [u8; 10] = secureflows_crypto::random_bytes()?;
+    let chars: String = bytes
+        .iter()
+        .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
+        .collect();
+    Ok(format!("{}-{}", &chars[..5], &chars[5..]))
+}
+
+impl Services {
+    /// Finishes a first factor: a browser session, or a pending second-factor step when TOTP is on.
+    pub(crate) async fn after_first_factor(
+        &self,
+        keys: &WorkspaceKeys,
+        user: &User,
+        amr: Vec<String>,
+        flow: Option<FlowId>,
+        actor: &Actor,
+    ) -> Result<FirstFactor> {
+        let totp_on = self
+            .stores
+            .login
+            .find_totp(user.workspace_id, user.id)
+            .await?
+            .is_some_and(|t| t.confirmed_at.is_some());
+        if !totp_on {
+            self.stores
+                .login
+                .clear_failures(user.workspace_id, user.id)
+                .await?;
+            return Ok(FirstFactor::SignedIn(
+                self.open_browser_session(keys, user, amr, actor).await?,
+            ));
+        }
+        let token = new_credential(PENDING_PREFIX, user.workspace_id)?;
+        let now = self.clock.now();
+        self.stores
+            .login
+            .insert_link(&LoginLink {
+                link_hash: secureflows_crypto::sha256(token.as_bytes()).to_vec(),
+                workspace_id: user.workspace_id,
+                purpose: LinkPurpose::Mfa,
+                user_id: user.id,
+                flow_id: flow,
+                amr,
+                created_at: now,
+                expires_at: now.plus(PENDING_TTL),
+            })
+            .await?;
+        Ok(FirstFactor::SecondFactor(SecretString::new(token)))
+    }
+
+    /// Whether a pending second-factor step is still open (the page that asks for the code).
+    pub async fn pending_second_factor(&self, workspace: WorkspaceId, pending: &str) -> Result<bool> {
+        if credential_workspace(PENDING_PREFIX, pending) != Some(workspace) {
+            return Ok(false);
+        }
+        let hash = secureflows_crypto::sha256(pending.as_bytes());
+        Ok(self
+            .stores
+            .login
+            .find_link(workspace, &hash, LinkPurpose::Mfa, self.clock.now())
+            .await?
+            .is_some())
+    }
+
+    /// Completes a pending step with a TOTP code or a recovery code. `NotFound`: the step expired or
+    /// was completed; `InvalidCredentials`: wrong code (counted towards the lockout).
+    pub async fn complete_second_factor(
+        &self,
+        workspace: WorkspaceId,
+        pending: &str,
+        code: &str,
+        client: &Actor,
+    ) -> Result<LinkSignIn> {
+        if credential_workspace(PENDING_PREFIX, pending) != Some(workspace) {
+            return Err(Error::NotFound("pending sign-in"));
+        }
+        let hash = secureflows_crypto::sha256(pending.as_bytes());
+        let now = self.clock.now();
+        let link = self
+            .stores
+            .login
+            .find_link(workspace, &hash, LinkPurpose::Mfa, now)
+            .await?
+            .ok_or(Error::NotFound("pending sign-in"))?;
+        let user = self
+            .stores
+            .users
+            .find_user(workspace, link.user_id)
+            .await?
+            .filter(|u| u.status == UserStatus::Active)
+            .ok_or(Error::NotFound("pending sign-in"))?;
+        let keys = self.keys.workspace_keys(workspace, self.state.trusted()).await?;
+        let mut actor = client.clone();
+        actor.kind = ActorKind::EndUser;
+        actor.id = Some(user.id);
+        let max = self.settings.login.max_failures;
+        if let AttemptGate::Locked(_) = self
+            .stores
+            .login
+            .begin_attempt(workspace, user.id, max, now)
+            .await?
+        {
+            return Err(Error::Unauthenticated(AuthFailure::InvalidCredentials));
+        }
+        let method = self.check_second_factor(&keys, &user, code).await?;
+        let Some(method) = method else {
+            let locked = self
+                .stores
+                .login
+                .lock_if_exhausted(workspace, user.id, max, now.plus(self.settings.login.lockout))
+                .await?;
+            let mut events = vec![
+                NewEvent::new("user.sign_in_failed", "user", user.id)
+                    .values(None, Some(serde_json::json!({"method": "second_factor"}))),
+            ];
+            if locked {
+                events.push(NewEvent::new("user.sign_in_locked", "user", user.id));
+            }
+            self.record(workspace, &keys, &actor, events).await?;
+            return Err(Error::Unauthenticated(AuthFailure::InvalidCredentials));
+        };
+        // Spend the step (a concurrent completion gets NotFound).
+        self.stores
+            .login
+            .use_link(workspace, &hash, LinkPurpose::Mfa, now)
+            .await?
+            .ok_or(Error::NotFound("pending sign-in"))?;
+        self.stores.login.clear_failures(workspace, user.id).await?;
+        let mut amr = link.amr.clone();
+        amr.push(method.into());
+        amr.push("mfa".into());
+        self.record(
+            workspace,
+            &keys,
+            &actor,
+            vec![NewEvent::new("user.sign_in", "user", user.id).values(
+                None,
+                Some(serde_json::json!({"method": "second_factor", "factor": method})),
+            )],
+        )
+        .await?;
+        let login = self.open_browser_session(&keys, &user, amr, &actor).await?;
+        Ok(LinkSignIn {
+            user,
+            step: FirstFactor::SignedIn(login),
+            flow: link.flow_id,
+        })
+    }
+
+    /// `Some("otp")` for a fresh TOTP code, `Some("recovery")` for an unused recovery code.
+    async fn check_second_factor(
+        &self,
+        keys: &WorkspaceKeys,
+        user: &User,
+        code: &str,
+    ) -> Result<Option<&'static str>> {
+        let compact: String = code.chars().filter(|c| !c.is_whitespace()).collect();
+        if compact.len() == 6 && compact.bytes().all(|b| b.is_ascii_digit()) {
+            let Some(enrolment) = self.stores.login.find_totp(user.workspace_id, user.id).await? else {
+                return Ok(None);
+            };
+            let secret = keys.open(&totp_aad(user.workspace_id, user.id), &enrolment.secret_sealed)?;
+            let now = u64::try_from(self.clock.now().secs()).unwrap_or(0);
+            let Some(step) = totp_check(&secret, &compact, now) else {
+                return Ok(None);
+            };
+            // Each step once: a code seen (or replayed) before is refused.
+            let step = i64::try_from(step).unwrap_or(i64::MAX);
+            let fresh = self
+                .stores
+                .login
+                .use_totp_step(user.workspace_id, user.id, step, self.clock.now())
+                .await?;
+            return Ok(fresh.then_some("otp"));
+        }
+        let hash = secureflows_crypto::sha256(normalise_recovery_code(code).as_bytes());
+        let used = self
+            .stores
+            .login
+            .use_recovery_code(user.workspace_id, user.id, &hash, self.clock.now())
+            .await?;
+        Ok(used.then_some("recovery"))
+    }
+
+    /// The account page's view of a user's second factors.
+    pub async fn mfa_status(&self, user: &User) -> Result<MfaStatus> {
+        let totp = self
+            .stores
+            .login
+            .find_totp(user.workspace_id, user.id)
+            .await?
+            .is_some_and(|t| t.confirmed_at.is_some());
+        let recovery_codes_left = self
+            .stores
+            .login
+            .recovery_codes_left(user.workspace_id, user.id)
+            .await?;
+        Ok(MfaStatus {
+            totp,
+            recovery_codes_left,
+        })
+    }
+
+    /// Starts a TOTP enrolment (a new secret; TOTP is not on until a code confirms it). `Conflict` if
+    /// TOTP is already on.
+    pub async fn start_totp(&self, user: &User) -> Result<TotpSetup> {
+        let keys = self
+            .keys
+            .workspace_keys(user.workspace_id, self.state.trusted())
+            .await?;
+        let secret = new_totp_secret()?;
+        let sealed = keys.seal(&totp_aad(user.workspace_id, user.id), &secret)?;
+        if !self
+            .stores
+            .login
+            .begin_totp(user.workspace_id, user.id, &sealed, self.clock.now())
+            .await?
+        {
+            return Err(Error::Conflict("mfa-on"));
+        }
+        let base32 = totp_base32(&secret);
+        let account = self
+            .user_email(&keys, user)
+            .unwrap_or_else(|| user.id.to_string());
+        let issuer = self.workspace_name(user.workspace_id).await?;
+        let mut uri = url::Url::parse("otpauth://totp/").map_err(Error::internal)?;
+        uri.set_path(&format!("{issuer}:{account}"));
+        uri.query_pairs_mut()
+            .append_pair("secret", &base32)
+            .append_pair("issuer", &issuer)
+            .append_pair("algorithm", "SHA1")
+            .append_pair("digits", "6")
+            .append_pair("period", "30");
+        Ok(TotpSetup {
+            secret_base32: SecretString::new(base32),
+            otpauth_uri: SecretString::new(uri.to_string()),
+        })
+    }
+
+    /// Confirms the enrolment with a code from the app: TOTP is on; returns the recovery codes (shown
+    /// once). `Invalid` for a wrong code.
+    pub async fn confirm_totp(&self, user: &User, code: &str, client: &Actor) -> Result<Vec<String>> {
+        let keys = self
+            .keys
+            .workspace_keys(user.workspace_id, self.state.trusted())
+            .await?;
+        let enrolment = self
+            .stores
+            .login
+            .find_totp(user.workspace_id, user.id)
+            .await?
+            .ok_or(Error::NotFound("enrolment"))?;
+        if enrolment.confirmed_at.is_some() {
+            return Err(Error::Conflict("mfa-on"));
+        }
+        if self.check_second_factor(&keys, user, code).await? != Some("otp") {
+            return Err(Error::invalid(
+                "code",
+                "the code is not right; check the app's clock and try the next one",
+            ));
+        }
+        let codes = self.replace_recovery_codes(user).await?;
+        let mut actor = client.clone();
+        actor.kind = ActorKind::EndUser;
+        actor.id = Some(user.id);
+        self.record(
+            user.workspace_id,
+            &keys,
+            &actor,
+            vec![
+                NewEvent::new("user.mfa_enable", "user", user.id)
+                    .values(None, Some(serde_json::json!({"factor": "totp"}))),
+            ],
+        )
+        .await?;
+        self.alert(
+            &keys,
+            user,
+            "Two-step sign-in was turned on",
+            "An authenticator app was added to your account.",
+        )
+        .await;
+        Ok(codes)
+    }
+
+    /// Turns TOTP off (a current code or a recovery code is required) and removes the recovery codes.
+    pub async fn disable_totp(&self, user: &User, code: &str, client: &Actor) -> Result<()> {
+        let keys = self
+            .keys
+            .workspace_keys(user.workspace_id, self.state.trusted())
+            .await?;
+        if self.check_second_factor(&keys, user, code).await?.is_none() {
+            return Err(Error::invalid("code", "the code is not right"));
+        }
+        self.stores.login.delete_totp(user.workspace_id, user.id).await?;
+        let mut actor = client.clone();
+        actor.kind = ActorKind::EndUser;
+        actor.id = Some(user.id);
+        self.record(
+            user.workspace_id,
+            &keys,
+            &actor,
+            vec![
+                NewEvent::new("user.mfa_disable", "user", user.id)
+                    .values(Some(serde_json::json!({"factor": "totp"})), None),
+            ],
+        )
+        .await?;
+        self.alert(
+            &keys,
+            user,
+            "Two-step sign-in was turned off",
+            "The authenticator app was removed from your account.",
+        )
+        .await;
+        Ok(())
+    }
+
+    async fn replace_recovery_codes(&self, user: &User) -> Result<Vec<String>> {
+        let codes = (0..RECOVERY_CODES)
+            .map(|_| new_recovery_code())
+            .collect::<Result<Vec<_>>>()?;
+        let hashes: Vec<Vec<u8>> = codes
+            .iter()
+            .map(|c| secureflows_crypto::sha256(normalise_recovery_code(c).as_bytes()).to_vec())
+            .collect();
+        self.stores
+            .login
+            .replace_recovery_codes(user.workspace_id, user.id, &hashes, self.clock.now())
+            .await?;
+        Ok(codes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recovery_codes_are_readable_and_normalised() {
+        let code = new_recovery_code().unwrap();
+        assert_eq!(code.len(), 11);
+        assert_eq!(&code[5..6], "-");
+        assert!(code.chars().all(|c| c == '-' || ALPHABET.contains(&(c as u8))));
+        assert_eq!(normalise_recovery_code(" ABCDE-fghjk "), "abcdefghjk");
+    }
+}

@@ -1,0 +1,261 @@
+//! Two-step sign-in with TOTP and recovery codes over HTTP: enrolment on the account page (QR code and
+//! key), the second step after the password, single use of each code, recovery codes, turning it off,
+//! and wrong codes counting towards the lockout.
+
+use std::time::Duration;
+
+use secureflows_core::{Plan, WorkspaceId};
+use secureflows_crypto::totp::totp_code_from_base32;
+use secureflows_testkit::{Backend, TestApp, TestOptions, backend_tests};
+
+use crate::hosted_login::{PASSWORD, browser, csrf_of, location};
+
+backend_tests!(totp_and_recovery_codes_guard_the_second_step);
+
+fn between<'a>(html: &'a str, start: &str, end: &str) -> &'a str {
+    let from = html.find(start).unwrap_or_else(|| panic!("no {start} in {html}")) + start.len();
+    &html[from..from + html[from..].find(end).unwrap()]
+}
+
+fn now_secs(app: &TestApp) -> u64 {
+    u64::try_from(app.services().clock.now().secs()).unwrap()
+}
+
+async fn post_form(
+    b: &reqwest::Client,
+    url: &str,
+    page_html: &str,
+    fields: &[(&str, &str)],
+) -> reqwest::Response {
+    let csrf = csrf_of(page_html);
+    let mut form = vec![("csrf", csrf.as_str())];
+    form.extend_from_slice(fields);
+    b.post(url).form(&form).send().await.unwrap()
+}
+
+/// Password step in a fresh browser: returns the browser (holding the pending step's cookie).
+async fn password_step(app: &TestApp, ws: WorkspaceId) -> reqwest::Client {
+    let b = browser();
+    let page = b
+        .get(format!("{}/w/{ws}/login", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let r = post_form(
+        &b,
+        &format!("{}/w/{ws}/login", app.url),
+        &page,
+        &[("email", "kim@example.com"), ("password", PASSWORD)],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(location(&r), format!("/w/{ws}/mfa"));
+    assert!(r.headers()["set-cookie"].to_str().unwrap().contains("sf_mfa="));
+    b
+}
+
+async fn second_step(app: &TestApp, b: &reqwest::Client, ws: WorkspaceId, code: &str) -> u16 {
+    let page = b.get(format!("{}/w/{ws}/mfa", app.url)).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let page = page.text().await.unwrap();
+    post_form(b, &format!("{}/w/{ws}/mfa", app.url), &page, &[("code", code)])
+        .await
+        .status()
+        .as_u16()
+}
+
+async fn totp_and_recovery_codes_guard_the_second_step(backend: Backend) {
+    // This test signs the same account in more than 5 times a minute (the throttle has its own test).
+    let options = TestOptions {
+        configure: std::sync::Arc::new(|c| c.login.attempts_per_minute = 100),
+        ..TestOptions::default()
+    };
+    let app = TestApp::spawn_with(backend, options).await;
+    let ws = app.workspace(Plan::Pro).await;
+    let b = browser();
+    let page = b
+        .get(format!("{}/w/{ws}/signup", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let r = post_form(
+        &b,
+        &format!("{}/w/{ws}/signup", app.url),
+        &page,
+        &[("email", "kim@example.com"), ("password", PASSWORD)],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+
+    // The account page: off; set up shows a QR code and the key.
+    let account = b
+        .get(format!("{}/w/{ws}/account", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(account.contains("id=\"mfa-status\">Off."), "{account}");
+    let setup = b
+        .get(format!("{}/w/{ws}/account/totp", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(setup.contains("src=\"data:image/svg+xml;base64,"));
+    let secret = between(&setup, "id=\"totp-secret\">", "<").to_owned();
+    let r = post_form(
+        &b,
+        &format!("{}/w/{ws}/account/totp", app.url),
+        &setup,
+        &[("code", "000000")],
+    )
+    .await;
+    assert_eq!(r.status(), 422, "a wrong code does not turn it on");
+    let setup = b
+        .get(format!("{}/w/{ws}/account/totp", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let secret_again = between(&setup, "id=\"totp-secret\">", "<").to_owned();
+    assert_ne!(secret, secret_again, "a new key for a new attempt");
+    let secret = secret_again;
+    let enrol_code = totp_code_from_base32(&secret, now_secs(&app)).unwrap();
+    let r = post_form(
+        &b,
+        &format!("{}/w/{ws}/account/totp", app.url),
+        &setup,
+        &[("code", &enrol_code)],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    let codes: Vec<String> = html
+        .split("<li><code>")
+        .skip(1)
+        .map(|s| s.split('<').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(codes.len(), 10);
+    let account = b
+        .get(format!("{}/w/{ws}/account", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        account.contains("On: authenticator app. 10 recovery codes left."),
+        "{account}"
+    );
+    // The key is sealed at rest.
+    assert!(!app.raw_contains(secret.as_bytes()).await);
+
+    // Password alone is not enough; the enrolment's code was spent; a wrong code fails.
+    let other = password_step(&app, ws).await;
+    assert_eq!(second_step(&app, &other, ws, "123456").await, 401);
+    assert_eq!(
+        second_step(&app, &other, ws, &enrol_code).await,
+        401,
+        "a code is accepted once"
+    );
+    app.advance(Duration::from_secs(30));
+    let code = totp_code_from_base32(&secret, now_secs(&app)).unwrap();
+    assert_eq!(second_step(&app, &other, ws, &code).await, 200, "signed in");
+    let account = other
+        .get(format!("{}/w/{ws}/account", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(account.status(), 200);
+
+    // Recovery codes: once each, any case or spacing.
+    let third = password_step(&app, ws).await;
+    assert_eq!(
+        second_step(&app, &third, ws, &format!(" {} ", codes[0].to_uppercase())).await,
+        200
+    );
+    let fourth = password_step(&app, ws).await;
+    assert_eq!(second_step(&app, &fourth, ws, &codes[0]).await, 401);
+    // Without the pending cookie there is no second step to complete.
+    let stranger = browser();
+    let r = stranger
+        .get(format!("{}/w/{ws}/mfa", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // Wrong codes count towards the lockout: after 10 failures even a right code fails.
+    for _ in 0..8 {
+        assert_eq!(second_step(&app, &fourth, ws, "999999").await, 401);
+    }
+    app.advance(Duration::from_secs(30));
+    let code = totp_code_from_base32(&secret, now_secs(&app)).unwrap();
+    assert_eq!(second_step(&app, &fourth, ws, &code).await, 401, "locked");
+    app.advance(Duration::from_secs(16 * 60));
+    let fifth = password_step(&app, ws).await;
+    let code = totp_code_from_base32(&secret, now_secs(&app)).unwrap();
+    assert_eq!(
+        second_step(&app, &fifth, ws, &code).await,
+        200,
+        "the lock expired"
+    );
+
+    // Turning it off takes a code; then the password alone signs in again.
+    let account = fifth
+        .get(format!("{}/w/{ws}/account", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let r = post_form(
+        &fifth,
+        &format!("{}/w/{ws}/account/totp/disable", app.url),
+        &account,
+        &[("code", "111111")],
+    )
+    .await;
+    assert_eq!(r.status(), 422);
+    let r = post_form(
+        &fifth,
+        &format!("{}/w/{ws}/account/totp/disable", app.url),
+        &account,
+        &[("code", &codes[1])],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("id=\"mfa-status\">Off."));
+    let b = browser();
+    let page = b
+        .get(format!("{}/w/{ws}/login", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let r = post_form(
+        &b,
+        &format!("{}/w/{ws}/login", app.url),
+        &page,
+        &[("email", "kim@example.com"), ("password", PASSWORD)],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    app.stop().await;
+}
