@@ -54,6 +54,8 @@ pub struct Workspace {
     pub name: String,
     /// `free`, `base` or `pro`.
     pub plan: String,
+    /// The hosted login's sign-in policy.
+    pub login_policy: LoginPolicy,
     /// Created (RFC 3339, UTC).
     pub created_at: String,
     /// Last changed.
@@ -86,6 +88,42 @@ pub struct UpdateWorkspace {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(min_length = 1, max_length = 100)]
     pub name: Option<String>,
+    /// New sign-in policy (OWNER only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_policy: Option<LoginPolicy>,
+}
+
+/// A workspace's sign-in policy.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginPolicy {
+    /// `nist` (NIST SP 800-63B: 8+ characters, no composition rules, not breached) or `strict` (12+
+    /// with upper, lower, digit and symbol, at most 72 bytes, not breached).
+    pub password_policy: PasswordPolicyName,
+    /// Who must sign in with a second factor: `off`, `admins` (OWNER and ADMIN) or `all`.
+    pub mfa_required: MfaRequired,
+}
+
+/// Password policy names.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PasswordPolicyName {
+    /// NIST SP 800-63B.
+    Nist,
+    /// The strict (Tuff Flips) profile.
+    Strict,
+}
+
+/// Second-factor requirements.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MfaRequired {
+    /// Nobody must (anyone may).
+    Off,
+    /// OWNERs and ADMINs.
+    Admins,
+    /// Everyone.
+    All,
 }
 
 /// An upstream OpenID Connect issuer whose ID tokens an application accepts at `POST /auth/callback`.

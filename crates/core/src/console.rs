@@ -532,9 +532,10 @@ fn check_console_ttl(ttl: Duration) -> Result<Duration> {
 /// What a change invalidates in caches.
 pub fn invalidation_of(workspace: WorkspaceId, change: &Change) -> Option<Invalidation> {
     Some(match change {
-        Change::InsertWorkspace(_) | Change::RenameWorkspace(_) | Change::SetPlan(_) => {
-            Invalidation::Workspace(workspace)
-        }
+        Change::InsertWorkspace(_)
+        | Change::RenameWorkspace(_)
+        | Change::SetPlan(_)
+        | Change::SetLoginPolicy(_) => Invalidation::Workspace(workspace),
         Change::InsertApplication(a) | Change::UpdateApplication(a) => Invalidation::Application(a.id),
         Change::DeleteApplication(id) | Change::SetApplicationSecret(id, _) => Invalidation::Application(*id),
         Change::InsertUser(u) => Invalidation::User(workspace, u.id),

@@ -18,6 +18,8 @@ pub struct Workspace {
     pub name: String,
     /// Plan.
     pub plan: Plan,
+    /// Sign-in policy of its hosted login.
+    pub login_policy: crate::login::LoginPolicy,
     /// Created.
     pub created_at: Timestamp,
     /// Last changed.

@@ -44,6 +44,9 @@ pub struct PlanLimits {
     pub max_sessions_per_user: u32,
     /// Vault keys one user may hold in one application; a new key over it gets 403 quota-exceeded.
     pub max_keys_per_user: u32,
+    /// Every user of a workspace on this plan must sign in with a second factor.
+    #[serde(default)]
+    pub require_mfa: bool,
 }
 
 /// The limits of every plan. A plan section given in configuration must list all four limits.
@@ -77,18 +80,21 @@ impl Default for PlanTable {
                 max_sessions_per_workspace: 100,
                 max_sessions_per_user: 3,
                 max_keys_per_user: 100,
+                require_mfa: false,
             },
             base: PlanLimits {
                 max_value_bytes: 256 * 1024,
                 max_sessions_per_workspace: 10_000,
                 max_sessions_per_user: 5,
                 max_keys_per_user: 1_000,
+                require_mfa: false,
             },
             pro: PlanLimits {
                 max_value_bytes: 1024 * 1024,
                 max_sessions_per_workspace: 100_000,
                 max_sessions_per_user: 10,
                 max_keys_per_user: 10_000,
+                require_mfa: false,
             },
         }
     }

@@ -346,6 +346,8 @@ pub enum Change {
     RevokeInvite(InviteId),
     /// Sets or replaces a user's password hash (PHC string; never a password).
     SetPassword(UserId, String),
+    /// Changes the workspace's sign-in policy.
+    SetLoginPolicy(crate::login::LoginPolicy),
 }
 
 /// A management transaction: changes and the audit events that record them, written together or not

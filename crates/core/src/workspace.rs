@@ -173,6 +173,7 @@ impl Services {
             id: WorkspaceId::new(),
             name: name.to_owned(),
             plan,
+            login_policy: crate::login::LoginPolicy::default(),
             created_at: now,
             updated_at: now,
         };
@@ -524,6 +525,31 @@ impl Services {
                 Some(serde_json::json!({"name": old.name})),
                 Some(serde_json::json!({"name": name})),
             )],
+        )
+        .await?;
+        self.get_workspace(old.id).await
+    }
+
+    /// Changes the workspace's sign-in policy (OWNER only: it decides how every member signs in).
+    pub async fn set_login_policy(
+        &self,
+        caller: &ConsoleCaller,
+        policy: crate::login::LoginPolicy,
+    ) -> Result<Workspace> {
+        if caller.role() != crate::Role::Owner {
+            return Err(Error::Forbidden(crate::ForbiddenReason::Role));
+        }
+        let old = self.get_workspace(caller.workspace_id()).await?;
+        let describe = |p: &crate::login::LoginPolicy| serde_json::json!({"password_policy": p.password.as_str(), "mfa_required": p.mfa.as_str()});
+        self.commit(
+            old.id,
+            &caller.keys,
+            &caller.actor,
+            vec![Change::SetLoginPolicy(policy)],
+            vec![
+                NewEvent::new("workspace.login_policy", "workspace", old.id)
+                    .values(Some(describe(&old.login_policy)), Some(describe(&policy))),
+            ],
         )
         .await?;
         self.get_workspace(old.id).await

@@ -20,6 +20,9 @@ use time::OffsetDateTime;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use secureflows_core::login::password::PasswordPolicy;
+use secureflows_core::login::{LoginPolicy, MfaRequirement};
+
 use crate::error::SqlResult;
 use crate::manage::{apply_change, insert_user_row};
 use crate::migrate::{self, MigrationMode};
@@ -163,6 +166,12 @@ pub(crate) fn workspace_row(r: &PgRow) -> Result<Workspace> {
         plan: Plan::parse(r.try_get::<&str, _>("plan").db()?).ok_or(corrupt("plan"))?,
         created_at: from_ts(r.try_get("created_at").db()?),
         updated_at: from_ts(r.try_get("updated_at").db()?),
+        login_policy: LoginPolicy {
+            password: PasswordPolicy::parse(r.try_get::<&str, _>("password_policy").db()?)
+                .ok_or(corrupt("password_policy"))?,
+            mfa: MfaRequirement::parse(r.try_get::<&str, _>("mfa_required").db()?)
+                .ok_or(corrupt("mfa_required"))?,
+        },
     })
 }
 
@@ -244,7 +253,7 @@ impl WorkspaceStore for PgStore {
         self.tenant_fetch_optional(
 id,
 sqlx::query(
-            "select workspace_id, name, plan, created_at, updated_at from workspace where workspace_id = $1",
+            "select workspace_id, name, plan, created_at, updated_at, password_policy, mfa_required from workspace where workspace_id = $1",
         )
         .bind(id.as_uuid())
         ,
@@ -257,7 +266,7 @@ sqlx::query(
 
     async fn list_workspaces(&self) -> Result<Vec<Workspace>> {
         sqlx::query(
-            "select workspace_id, name, plan, created_at, updated_at from secureflows_list_workspaces()",
+            "select workspace_id, name, plan, created_at, updated_at, password_policy, mfa_required from secureflows_list_workspaces()",
         )
         .fetch_all(&self.pool)
         .await

@@ -114,13 +114,16 @@ pub(crate) async fn apply_change(
                 return Err(Error::NotFound("workspace"));
             }
             sqlx::query(
-                "insert into workspace (workspace_id, name, plan, created_at, updated_at) values ($1, $2, $3, $4, $5)",
+                "insert into workspace (workspace_id, name, plan, created_at, updated_at, password_policy, mfa_required)
+                 values ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(ws)
             .bind(&w.name)
             .bind(w.plan.as_str())
             .bind(ts(w.created_at))
             .bind(ts(w.updated_at))
+            .bind(w.login_policy.password.as_str())
+            .bind(w.login_policy.mfa.as_str())
             .execute(&mut *c)
             .await
             .db()?;
@@ -147,6 +150,21 @@ pub(crate) async fn apply_change(
                 .await
                 .db()?
                 .rows_affected();
+            must_change(n, "workspace")?;
+            Invalidation::Workspace(workspace)
+        }
+        Change::SetLoginPolicy(policy) => {
+            let n = sqlx::query(
+                "update workspace set password_policy = $2, mfa_required = $3, updated_at = $4 where workspace_id = $1",
+            )
+            .bind(ws)
+            .bind(policy.password.as_str())
+            .bind(policy.mfa.as_str())
+            .bind(ts(now))
+            .execute(&mut *c)
+            .await
+            .db()?
+            .rows_affected();
             must_change(n, "workspace")?;
             Invalidation::Workspace(workspace)
         }

@@ -16,6 +16,9 @@ use secureflows_core::{
     UpstreamTrust, User, UserId, UserStatus, Workspace, WorkspaceId,
 };
 
+use secureflows_core::login::password::PasswordPolicy;
+use secureflows_core::login::{LoginPolicy, MfaRequirement};
+
 use crate::conn::Database;
 use crate::error::SqlResult;
 use crate::manage::{apply_change, insert_user_row};
@@ -106,6 +109,11 @@ pub(crate) fn workspace_row(r: &Row<'_>) -> rusqlite::Result<Workspace> {
         plan: Plan::parse(&r.get::<_, String>(2)?).ok_or_else(|| bad_column("plan"))?,
         created_at: Timestamp::from_millis(r.get(3)?),
         updated_at: Timestamp::from_millis(r.get(4)?),
+        login_policy: LoginPolicy {
+            password: PasswordPolicy::parse(&r.get::<_, String>(5)?)
+                .ok_or_else(|| bad_column("password_policy"))?,
+            mfa: MfaRequirement::parse(&r.get::<_, String>(6)?).ok_or_else(|| bad_column("mfa_required"))?,
+        },
     })
 }
 
@@ -193,7 +201,7 @@ impl WorkspaceStore for SqliteStore {
     async fn find_workspace(&self, id: WorkspaceId) -> Result<Option<Workspace>> {
         self.db.read(|c| {
             c.prepare_cached(
-                "select workspace_id, name, plan, created_at, updated_at from workspace where workspace_id = ?1",
+                "select workspace_id, name, plan, created_at, updated_at, password_policy, mfa_required from workspace where workspace_id = ?1",
             )
             .db()?
             .query_row(params![id.as_uuid()], workspace_row)
@@ -205,7 +213,7 @@ impl WorkspaceStore for SqliteStore {
     async fn list_workspaces(&self) -> Result<Vec<Workspace>> {
         self.db.read(|c| {
             let mut stmt = c
-                .prepare_cached("select workspace_id, name, plan, created_at, updated_at from workspace order by created_at")
+                .prepare_cached("select workspace_id, name, plan, created_at, updated_at, password_policy, mfa_required from workspace order by created_at")
                 .db()?;
             let rows = stmt.query_map([], workspace_row).db()?;
             rows.collect::<rusqlite::Result<Vec<_>>>().db()

@@ -93,8 +93,17 @@ pub(crate) fn apply_change(
                 return Err(Error::NotFound("workspace"));
             }
             c.execute(
-                "insert into workspace (workspace_id, name, plan, created_at, updated_at) values (?1, ?2, ?3, ?4, ?5)",
-                params![ws, w.name, w.plan.as_str(), w.created_at.millis(), w.updated_at.millis()],
+                "insert into workspace (workspace_id, name, plan, created_at, updated_at, password_policy, mfa_required)
+                 values (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    ws,
+                    w.name,
+                    w.plan.as_str(),
+                    w.created_at.millis(),
+                    w.updated_at.millis(),
+                    w.login_policy.password.as_str(),
+                    w.login_policy.mfa.as_str(),
+                ],
             )
             .db()?;
             Invalidation::Workspace(workspace)
@@ -114,6 +123,16 @@ pub(crate) fn apply_change(
                 .execute(
                     "update workspace set plan = ?2, updated_at = ?3 where workspace_id = ?1",
                     params![ws, plan.as_str(), now.millis()],
+                )
+                .db()?;
+            must_change(n, "workspace")?;
+            Invalidation::Workspace(workspace)
+        }
+        Change::SetLoginPolicy(policy) => {
+            let n = c
+                .execute(
+                    "update workspace set password_policy = ?2, mfa_required = ?3, updated_at = ?4 where workspace_id = ?1",
+                    params![ws, policy.password.as_str(), policy.mfa.as_str(), now.millis()],
                 )
                 .db()?;
             must_change(n, "workspace")?;

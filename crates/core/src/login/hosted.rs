@@ -18,7 +18,7 @@ use crate::login::password::{self, PasswordPolicy};
 use crate::store::{AttemptGate, Change};
 use crate::{
     AuthFailure, BrowserSession, BrowserSessionId, Error, FieldError, FlowId, Result, Role, Services, User,
-    UserId, UserStatus, WorkspaceId,
+    UserId, UserStatus, Workspace, WorkspaceId,
 };
 
 /// The cookie token of a new browser session (shown once, stored as its SHA-256). `Debug` hides it.
@@ -66,14 +66,11 @@ pub fn normalise_email(email: &str) -> Result<String> {
 }
 
 impl Services {
-    /// The workspace's keys for hosted-login work; a deleted workspace is `NotFound`.
-    async fn login_keys(&self, workspace: WorkspaceId) -> Result<Arc<WorkspaceKeys>> {
-        self.stores
-            .workspaces
-            .find_workspace(workspace)
-            .await?
-            .ok_or(Error::NotFound("workspace"))?;
-        self.keys.workspace_keys(workspace, self.state.trusted()).await
+    /// The workspace and its keys for hosted-login work; a deleted workspace is `NotFound`.
+    async fn login_workspace(&self, workspace: WorkspaceId) -> Result<(Workspace, Arc<WorkspaceKeys>)> {
+        let found = self.get_workspace(workspace).await?;
+        let keys = self.keys.workspace_keys(workspace, self.state.trusted()).await?;
+        Ok((found, keys))
     }
 
     /// Checks a new password against the policy and the breached-password source.
@@ -111,11 +108,12 @@ impl Services {
         &self,
         workspace: WorkspaceId,
         form: SignUp,
+        flow: Option<FlowId>,
         client: &Actor,
-    ) -> Result<(User, BrowserLogin)> {
-        let keys = self.login_keys(workspace).await?;
+    ) -> Result<(User, FirstFactor)> {
+        let (found, keys) = self.login_workspace(workspace).await?;
         let email = normalise_email(&form.email)?;
-        self.check_new_password(PasswordPolicy::default(), &form.password, &email)
+        self.check_new_password(found.login_policy.password, &form.password, &email)
             .await?;
         let index = email_index(&keys, &email);
         if !self
@@ -169,13 +167,14 @@ impl Services {
             Err(Error::Conflict(_)) => return Err(Error::Conflict("account-exists")),
             Err(e) => return Err(e),
         }
-        let login = self
-            .open_browser_session(&keys, &user, vec!["pwd".into()], &actor)
-            .await?;
         if let Err(e) = self.send_verification(&user).await {
             tracing::warn!(error = %e, user = %user.id, "the verification e-mail could not be sent");
         }
-        Ok((user, login))
+        // A workspace that requires a second factor has the new user set one up first.
+        let step = self
+            .after_first_factor(&keys, &user, vec!["pwd".into()], flow, &actor)
+            .await?;
+        Ok((user, step))
     }
 
     /// Signs a browser in with e-mail and password (or, with TOTP on, opens the second-factor step).
@@ -189,7 +188,7 @@ impl Services {
         client: &Actor,
     ) -> Result<(User, FirstFactor)> {
         let bad = || Error::Unauthenticated(AuthFailure::InvalidCredentials);
-        let keys = self.login_keys(workspace).await?;
+        let (_, keys) = self.login_workspace(workspace).await?;
         let settings = &self.settings.login;
         let now = self.clock.now();
         let index = email_index(&keys, email.trim());
@@ -372,7 +371,7 @@ impl Services {
             self.state
                 .apply(crate::Invalidation::Session(session.workspace_id, *s));
         }
-        let keys = self.login_keys(session.workspace_id).await?;
+        let (_, keys) = self.login_workspace(session.workspace_id).await?;
         let mut actor = client.clone();
         actor.kind = ActorKind::EndUser;
         actor.id = Some(session.user_id);
@@ -397,17 +396,6 @@ impl Services {
         let keys = self.keys.workspace_keys(workspace, self.state.trusted()).await?;
         let mac = secureflows_crypto::blind_index(keys.index(), &Aad::new("sf.csrf.v1").field(cookie));
         Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac))
-    }
-
-    /// The workspace's display name (page branding), `NotFound` for no workspace.
-    pub async fn workspace_name(&self, workspace: WorkspaceId) -> Result<String> {
-        Ok(self
-            .stores
-            .workspaces
-            .find_workspace(workspace)
-            .await?
-            .ok_or(Error::NotFound("workspace"))?
-            .name)
     }
 
     /// The user's e-mail address in the clear (for ID tokens and user info).

@@ -13,7 +13,7 @@ use crate::audit::{Actor, ActorKind, NewEvent};
 use crate::auth::callback::email_index;
 use crate::keyring::WorkspaceKeys;
 use crate::login::mfa::FirstFactor;
-use crate::login::password::{self, PasswordPolicy};
+use crate::login::password;
 use crate::login::{credential_workspace, new_credential};
 use crate::mail::Mail;
 use crate::store::Change;
@@ -251,11 +251,11 @@ impl Services {
         if credential_workspace(LINK_PREFIX, token) != Some(workspace) {
             return Err(Error::NotFound("link"));
         }
-        self.check_new_password(PasswordPolicy::default(), new_password, "")
-            .await?;
+        let policy = self.get_workspace(workspace).await?.login_policy.password;
+        self.check_new_password(policy, new_password, "").await?;
         let (_, user) = self.spend_link(workspace, token, LinkPurpose::Reset).await?;
         if let Some(email) = self.user_email(&keys, &user) {
-            PasswordPolicy::default()
+            policy
                 .check(new_password.expose(), &email)
                 .map_err(Error::Invalid)?;
         }

@@ -10,11 +10,12 @@ use std::time::Duration;
 use secureflows_crypto::totp::{new_totp_secret, totp_base32, totp_check};
 use secureflows_crypto::{Aad, SecretString};
 
+use crate::Role;
 use crate::audit::{Actor, ActorKind, NewEvent};
 use crate::keyring::WorkspaceKeys;
 use crate::login::hosted::BrowserLogin;
 use crate::login::links::LinkSignIn;
-use crate::login::{credential_workspace, new_credential};
+use crate::login::{MfaRequirement, credential_workspace, new_credential};
 use crate::store::AttemptGate;
 use crate::{
     AuthFailure, Error, FlowId, LinkPurpose, LoginLink, Result, Services, User, UserId, UserStatus,
@@ -34,6 +35,9 @@ pub enum FirstFactor {
     SignedIn(BrowserLogin),
     /// TOTP is on: the pending second-factor step's token (for a cookie; never logged).
     SecondFactor(SecretString),
+    /// The workspace requires a second factor the user has not set up: the pending step's token,
+    /// completed by enrolling one.
+    EnrolSecondFactor(SecretString),
 }
 
 /// A new TOTP enrolment, to show once.
@@ -93,7 +97,8 @@ impl Services {
             .find_totp(user.workspace_id, user.id)
             .await?
             .is_some_and(|t| t.confirmed_at.is_some());
-        if !totp_on {
+        let required = self.mfa_required(user).await?;
+        if !totp_on && !required {
             self.stores
                 .login
                 .clear_failures(user.workspace_id, user.id)
@@ -117,21 +122,95 @@ impl Services {
                 expires_at: now.plus(PENDING_TTL),
             })
             .await?;
-        Ok(FirstFactor::SecondFactor(SecretString::new(token)))
+        let token = SecretString::new(token);
+        Ok(if totp_on {
+            FirstFactor::SecondFactor(token)
+        } else {
+            FirstFactor::EnrolSecondFactor(token)
+        })
     }
 
-    /// Whether a pending second-factor step is still open (the page that asks for the code).
-    pub async fn pending_second_factor(&self, workspace: WorkspaceId, pending: &str) -> Result<bool> {
+    /// Whether the workspace's policy or plan requires a second factor of this user.
+    pub async fn mfa_required(&self, user: &User) -> Result<bool> {
+        let workspace = self.get_workspace(user.workspace_id).await?;
+        let by_policy = match workspace.login_policy.mfa {
+            MfaRequirement::Off => false,
+            MfaRequirement::Admins => matches!(user.role, Role::Owner | Role::Admin),
+            MfaRequirement::All => true,
+        };
+        Ok(by_policy || self.plans.limits(workspace.plan).require_mfa)
+    }
+
+    /// The user of a pending step, and the step.
+    async fn pending_step(&self, workspace: WorkspaceId, pending: &str) -> Result<(LoginLink, User)> {
         if credential_workspace(PENDING_PREFIX, pending) != Some(workspace) {
-            return Ok(false);
+            return Err(Error::NotFound("pending sign-in"));
         }
         let hash = secureflows_crypto::sha256(pending.as_bytes());
-        Ok(self
+        let link = self
             .stores
             .login
             .find_link(workspace, &hash, LinkPurpose::Mfa, self.clock.now())
             .await?
-            .is_some())
+            .ok_or(Error::NotFound("pending sign-in"))?;
+        let user = self
+            .stores
+            .users
+            .find_user(workspace, link.user_id)
+            .await?
+            .filter(|u| u.status == UserStatus::Active)
+            .ok_or(Error::NotFound("pending sign-in"))?;
+        Ok((link, user))
+    }
+
+    /// Starts the enrolment a pending step requires (the workspace requires a second factor).
+    pub async fn start_required_totp(&self, workspace: WorkspaceId, pending: &str) -> Result<TotpSetup> {
+        let (_, user) = self.pending_step(workspace, pending).await?;
+        self.start_totp(&user).await
+    }
+
+    /// Completes a pending step by confirming the enrolment: TOTP is on, the browser is signed in;
+    /// returns the recovery codes to show once.
+    pub async fn complete_required_totp(
+        &self,
+        workspace: WorkspaceId,
+        pending: &str,
+        code: &str,
+        client: &Actor,
+    ) -> Result<(LinkSignIn, Vec<String>)> {
+        let (link, user) = self.pending_step(workspace, pending).await?;
+        let codes = self.confirm_totp(&user, code, client).await?;
+        let hash = secureflows_crypto::sha256(pending.as_bytes());
+        self.stores
+            .login
+            .use_link(workspace, &hash, LinkPurpose::Mfa, self.clock.now())
+            .await?
+            .ok_or(Error::NotFound("pending sign-in"))?;
+        self.stores.login.clear_failures(workspace, user.id).await?;
+        let keys = self.keys.workspace_keys(workspace, self.state.trusted()).await?;
+        let mut actor = client.clone();
+        actor.kind = ActorKind::EndUser;
+        actor.id = Some(user.id);
+        let mut amr = link.amr.clone();
+        amr.extend(["otp".to_owned(), "mfa".to_owned()]);
+        let login = self.open_browser_session(&keys, &user, amr, &actor).await?;
+        Ok((
+            LinkSignIn {
+                user,
+                step: FirstFactor::SignedIn(login),
+                flow: link.flow_id,
+            },
+            codes,
+        ))
+    }
+
+    /// Whether a pending second-factor step is still open (the page that asks for the code).
+    pub async fn pending_second_factor(&self, workspace: WorkspaceId, pending: &str) -> Result<bool> {
+        match self.pending_step(workspace, pending).await {
+            Ok(_) => Ok(true),
+            Err(Error::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Completes a pending step with a TOTP code or a recovery code. `NotFound`: the step expired or
@@ -143,24 +222,9 @@ impl Services {
         code: &str,
         client: &Actor,
     ) -> Result<LinkSignIn> {
-        if credential_workspace(PENDING_PREFIX, pending) != Some(workspace) {
-            return Err(Error::NotFound("pending sign-in"));
-        }
+        let (link, user) = self.pending_step(workspace, pending).await?;
         let hash = secureflows_crypto::sha256(pending.as_bytes());
         let now = self.clock.now();
-        let link = self
-            .stores
-            .login
-            .find_link(workspace, &hash, LinkPurpose::Mfa, now)
-            .await?
-            .ok_or(Error::NotFound("pending sign-in"))?;
-        let user = self
-            .stores
-            .users
-            .find_user(workspace, link.user_id)
-            .await?
-            .filter(|u| u.status == UserStatus::Active)
-            .ok_or(Error::NotFound("pending sign-in"))?;
         let keys = self.keys.workspace_keys(workspace, self.state.trusted()).await?;
         let mut actor = client.clone();
         actor.kind = ActorKind::EndUser;
@@ -294,7 +358,7 @@ impl Services {
         let account = self
             .user_email(&keys, user)
             .unwrap_or_else(|| user.id.to_string());
-        let issuer = self.workspace_name(user.workspace_id).await?;
+        let issuer = self.get_workspace(user.workspace_id).await?.name;
         let mut uri = url::Url::parse("otpauth://totp/").map_err(Error::internal)?;
         uri.set_path(&format!("{issuer}:{account}"));
         uri.query_pairs_mut()

@@ -20,6 +20,49 @@ pub mod password;
 use std::time::Duration;
 
 use crate::WorkspaceId;
+use crate::login::password::PasswordPolicy;
+
+/// Who must sign in with a second factor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MfaRequirement {
+    /// Nobody (users may turn it on).
+    #[default]
+    Off,
+    /// OWNERs and ADMINs.
+    Admins,
+    /// Everyone.
+    All,
+}
+
+impl MfaRequirement {
+    /// Stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MfaRequirement::Off => "off",
+            MfaRequirement::Admins => "admins",
+            MfaRequirement::All => "all",
+        }
+    }
+
+    /// Parses the stable name.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "off" => Some(MfaRequirement::Off),
+            "admins" => Some(MfaRequirement::Admins),
+            "all" => Some(MfaRequirement::All),
+            _ => None,
+        }
+    }
+}
+
+/// A workspace's sign-in policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LoginPolicy {
+    /// Password rules.
+    pub password: PasswordPolicy,
+    /// Who must use a second factor (a plan may require it of everyone too).
+    pub mfa: MfaRequirement,
+}
 
 /// Hosted-login settings (configuration).
 #[derive(Debug, Clone)]

@@ -109,12 +109,14 @@ pub(super) async fn mfa_submit(
     }
 }
 
-/// Where a second-factor step begins: the pending cookie and the code page.
-pub(super) fn to_second_factor(state: &AppState, ctx: &PageContext, step: &FirstFactor) -> Option<Response> {
-    let FirstFactor::SecondFactor(pending) = step else {
-        return None;
+/// Where a pending second-factor step goes: the code page, or the enrolment a workspace requires.
+pub(super) fn to_second_factor(state: &AppState, ctx: &PageContext, step: &FirstFactor) -> Response {
+    let (pending, page) = match step {
+        FirstFactor::SecondFactor(p) => (p, "mfa"),
+        FirstFactor::EnrolSecondFactor(p) => (p, "mfa/setup"),
+        FirstFactor::SignedIn(_) => return internal(Error::internal("not a pending step")),
     };
-    let mut response = see_other(&format!("/w/{}/mfa", ctx.workspace));
+    let mut response = see_other(&format!("/w/{}/{page}", ctx.workspace));
     response.headers_mut().append(
         header::SET_COOKIE,
         set_cookie(
@@ -126,7 +128,98 @@ pub(super) fn to_second_factor(state: &AppState, ctx: &PageContext, step: &First
             Some(300),
         ),
     );
-    Some(ctx.finish(state, response))
+    ctx.finish(state, response)
+}
+
+/// `GET /w/{ws}/mfa/setup`: the workspace requires a second factor this user has not set up yet.
+pub(super) async fn required_setup(
+    State(state): State<AppState>,
+    Path(workspace): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let ctx = match page_context(&state, &workspace, &headers).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let pending = cookie(&headers, MFA_COOKIE).unwrap_or_default();
+    match state.services().start_required_totp(ctx.workspace, pending).await {
+        Ok(setup) => setup_page(&state, &ctx, &setup, "mfa/setup"),
+        Err(Error::NotFound(_)) => sign_in_again(&ctx, &state),
+        Err(e) => internal(e),
+    }
+}
+
+/// `POST /w/{ws}/mfa/setup`: confirms the required enrolment, signs in, shows the recovery codes
+/// with the way on.
+pub(super) async fn required_confirm(
+    State(state): State<AppState>,
+    Path(workspace): Path<String>,
+    request: axum::extract::Request,
+) -> Response {
+    let pending = cookie(request.headers(), MFA_COOKIE)
+        .unwrap_or_default()
+        .to_owned();
+    let (ctx, form, actor) = match form_post::<CodeForm>(&state, &workspace, request).await {
+        Ok(posted) => posted,
+        Err(r) => return r,
+    };
+    match state
+        .services()
+        .complete_required_totp(ctx.workspace, &pending, &form.code, &actor)
+        .await
+    {
+        Ok((signed, codes)) => {
+            let FirstFactor::SignedIn(login) = &signed.step else {
+                return internal(Error::internal("not signed in"));
+            };
+            // With a pending authorization request, the sign-in page continues it (single sign-on).
+            let next = match signed.flow {
+                Some(flow) => format!("/w/{}/login?flow={flow}", ctx.workspace),
+                None => format!("/w/{}/account", ctx.workspace),
+            };
+            let page = RecoveryCodesPage {
+                brand: ctx.brand.clone(),
+                codes,
+                account_link: next,
+            };
+            let mut response = render(StatusCode::OK, &page);
+            response.headers_mut().append(
+                header::SET_COOKIE,
+                set_cookie(&state, ctx.workspace, MFA_COOKIE, "", "Strict", Some(0)),
+            );
+            super::finish_sign_in(&state, &ctx, &signed.user, login, false, response).await
+        }
+        Err(Error::Invalid(_)) => ctx.finish(
+            &state,
+            error_page(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ctx.brand.clone(),
+                "The code is not right. Check the app's clock and set it up again.",
+            ),
+        ),
+        Err(Error::NotFound(_)) => sign_in_again(&ctx, &state),
+        Err(e) => internal(e),
+    }
+}
+
+fn setup_page(
+    state: &AppState,
+    ctx: &PageContext,
+    setup: &secureflows_core::login::mfa::TotpSetup,
+    action: &str,
+) -> Response {
+    let Some(qr) = qr_data_uri(setup.otpauth_uri.expose()) else {
+        return internal(Error::internal("the QR code could not be drawn"));
+    };
+    let page = TotpSetupPage {
+        brand: ctx.brand.clone(),
+        qr_data_uri: qr,
+        secret: setup.secret_base32.expose().to_owned(),
+        action: format!("/w/{}/{action}", ctx.workspace),
+        csrf: ctx.csrf.clone(),
+        error: None,
+    };
+    ctx.finish(state, render(StatusCode::OK, &page))
 }
 
 /// The signed-in user, or the way to the sign-in page.
@@ -215,18 +308,7 @@ pub(super) async fn totp_setup(
         }
         Err(e) => return internal(e),
     };
-    let Some(qr) = qr_data_uri(setup.otpauth_uri.expose()) else {
-        return internal(Error::internal("the QR code could not be drawn"));
-    };
-    let page = TotpSetupPage {
-        brand: ctx.brand.clone(),
-        qr_data_uri: qr,
-        secret: setup.secret_base32.expose().to_owned(),
-        action: format!("/w/{}/account/totp", ctx.workspace),
-        csrf: ctx.csrf.clone(),
-        error: None,
-    };
-    ctx.finish(&state, render(StatusCode::OK, &page))
+    setup_page(&state, &ctx, &setup, "account/totp")
 }
 
 /// `POST /w/{ws}/account/totp`: confirms the key with a code; shows the recovery codes once.

@@ -8,7 +8,6 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use secureflows_core::Error;
-use secureflows_core::login::password::PasswordPolicy;
 use secureflows_crypto::SecretString;
 use serde::Deserialize;
 
@@ -273,7 +272,7 @@ pub(super) async fn forgot_request(
 }
 
 fn reset_form(ctx: &PageContext, token: String, errors: Vec<String>) -> ResetPage {
-    let policy = PasswordPolicy::default();
+    let policy = ctx.policy.password;
     ResetPage {
         brand: ctx.brand.clone(),
         action: format!("/w/{}/reset", ctx.workspace),

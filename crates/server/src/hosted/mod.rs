@@ -90,6 +90,10 @@ pub fn router() -> Router<AppState> {
             "/w/{workspace}/mfa",
             get(account::mfa_page).post(account::mfa_submit),
         )
+        .route(
+            "/w/{workspace}/mfa/setup",
+            get(account::required_setup).post(account::required_confirm),
+        )
         .route("/w/{workspace}/account", get(account::account_page))
         .route(
             "/w/{workspace}/account/totp",
@@ -132,6 +136,7 @@ struct PageContext {
     sso: Option<(BrowserSession, User)>,
     device: Option<String>,
     magic_links: bool,
+    policy: secureflows_core::login::LoginPolicy,
 }
 
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -191,12 +196,12 @@ async fn page_context(
     };
     let workspace: WorkspaceId = workspace.parse().map_err(|_| unknown())?;
     let services = state.services();
-    let name = match services.workspace_name(workspace).await {
-        Ok(name) => name,
+    let found = match services.get_workspace(workspace).await {
+        Ok(found) => found,
         Err(Error::NotFound(_)) => return Err(unknown()),
         Err(e) => return Err(internal(e)),
     };
-    let brand = Brand::new(&name);
+    let brand = Brand::new(&found.name);
     let (csrf_cookie, new_csrf_cookie) = match cookie(headers, CSRF_COOKIE).filter(|c| c.len() == 43) {
         Some(c) => (c.to_owned(), false),
         None => match secureflows_crypto::random_token("") {
@@ -229,6 +234,7 @@ async fn page_context(
             .filter(|c| c.len() == 43)
             .map(str::to_owned),
         magic_links: services.mailer.enabled(),
+        policy: found.login_policy,
     })
 }
 
@@ -595,12 +601,25 @@ async fn signed_in(
     step: FirstFactor,
     new_account: bool,
 ) -> Response {
-    if let Some(response) = account::to_second_factor(state, ctx, &step) {
-        return response;
-    }
-    let FirstFactor::SignedIn(login) = step else {
-        return internal(Error::internal("unreachable sign-in step"));
+    let login = match step {
+        FirstFactor::SignedIn(login) => login,
+        pending => return account::to_second_factor(state, ctx, &pending),
     };
+    let response = continue_flow(state, ctx, flow, &login.session).await;
+    finish_sign_in(state, ctx, user, &login, new_account, response).await
+}
+
+/// Puts a new browser session on a response: the single sign-on cookie, and the device cookie of a
+/// browser seen for the first time (a new one is reported to the user by e-mail, except for a
+/// brand-new account).
+async fn finish_sign_in(
+    state: &AppState,
+    ctx: &PageContext,
+    user: &User,
+    login: &secureflows_core::login::hosted::BrowserLogin,
+    new_account: bool,
+    mut response: Response,
+) -> Response {
     let services = state.services();
     let (device, new_cookie) = match &ctx.device {
         Some(d) => (d.clone(), false),
@@ -613,7 +632,6 @@ async fn signed_in(
         tracing::warn!(error = %e, "recording the sign-in device failed");
     }
     let ttl = services.settings.login.browser_session_ttl.as_secs();
-    let mut response = continue_flow(state, ctx, flow, &login.session).await;
     let h = response.headers_mut();
     h.append(
         header::SET_COOKIE,
@@ -649,7 +667,7 @@ fn signup_form(
     name: String,
     errors: Vec<String>,
 ) -> SignupPage {
-    let policy = PasswordPolicy::default();
+    let policy = ctx.policy.password;
     SignupPage {
         brand: ctx.brand.clone(),
         action: format!("/w/{}/signup", ctx.workspace),
@@ -741,18 +759,17 @@ async fn signup_submit(
         password: SecretString::new(form.password),
         name: Some(form.name.clone()),
     };
-    match state.services().sign_up(ctx.workspace, sign_up, &actor).await {
-        Ok((user, login)) => {
-            signed_in(
-                &state,
-                &ctx,
-                form.flow.as_deref(),
-                &user,
-                FirstFactor::SignedIn(login),
-                true,
-            )
-            .await
-        }
+    match state
+        .services()
+        .sign_up(
+            ctx.workspace,
+            sign_up,
+            form.flow.as_deref().and_then(|f| f.parse().ok()),
+            &actor,
+        )
+        .await
+    {
+        Ok((user, step)) => signed_in(&state, &ctx, form.flow.as_deref(), &user, step, true).await,
         Err(Error::Invalid(errors)) => {
             let messages = errors
                 .into_iter()

@@ -44,7 +44,7 @@ pub async fn discovery(State(state): State<AppState>, Path(workspace): Path<Stri
     let Ok(ws) = workspace.parse::<WorkspaceId>() else {
         return crate::problem::Problem::not_found().into_response();
     };
-    match state.services().workspace_name(ws).await {
+    match state.services().get_workspace(ws).await {
         Ok(_) => {}
         Err(e) => return crate::problem::Problem::from(e).into_response(),
     }

@@ -3,7 +3,14 @@
 -- Secrets are stored only as hashes: password hashes (PHC strings, Argon2id or imported bcrypt), and
 -- SHA-256 of cookies, codes and refresh tokens.
 
--- JSON arrays of exact URIs.
+-- The workspace's sign-in policy: password rules (NIST SP 800-63B or the strict Tuff Flips profile)
+-- and who must use a second factor.
+alter table workspace add column password_policy text not null default 'nist'
+    check (password_policy in ('nist', 'strict'));
+alter table workspace add column mfa_required text not null default 'off'
+    check (mfa_required in ('off', 'admins', 'all'));
+
+-- Arrays of exact URIs.
 alter table application add column redirect_uris text[] not null default '{}';
 alter table application add column post_logout_uris text[] not null default '{}';
 

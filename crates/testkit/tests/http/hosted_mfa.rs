@@ -8,9 +8,15 @@ use secureflows_core::{Plan, WorkspaceId};
 use secureflows_crypto::totp::totp_code_from_base32;
 use secureflows_testkit::{Backend, TestApp, TestOptions, backend_tests};
 
-use crate::hosted_login::{PASSWORD, browser, csrf_of, location};
+use secureflows_core::Role;
 
-backend_tests!(totp_and_recovery_codes_guard_the_second_step);
+use crate::hosted_login::{PASSWORD, browser, csrf_of, location};
+use crate::support::{assert_problem, call, call_ok};
+
+backend_tests!(
+    totp_and_recovery_codes_guard_the_second_step,
+    workspace_policy_requires_strict_passwords_and_a_second_factor,
+);
 
 fn between<'a>(html: &'a str, start: &str, end: &str) -> &'a str {
     let from = html.find(start).unwrap_or_else(|| panic!("no {start} in {html}")) + start.len();
@@ -257,5 +263,94 @@ async fn totp_and_recovery_codes_guard_the_second_step(backend: Backend) {
     )
     .await;
     assert_eq!(r.status(), 200);
+    app.stop().await;
+}
+
+async fn workspace_policy_requires_strict_passwords_and_a_second_factor(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ws = app.workspace(Plan::Pro).await;
+    let owner = app.console_token(ws, "owner@policy.example", Role::Owner).await;
+    let admin = app.console_token(ws, "admin@policy.example", Role::Admin).await;
+    let policy = serde_json::json!({"login_policy": {"password_policy": "strict", "mfa_required": "all"}});
+    // Only an OWNER sets it, and a refused request changes nothing else either.
+    let mut both = policy.clone();
+    both["name"] = "Renamed".into();
+    let r = call(&app, "PATCH", "/api/v1/workspaces", &admin, Some(both)).await;
+    assert_problem(r, 403, "forbidden").await;
+    let shown = call_ok(&app, "PATCH", "/api/v1/workspaces", &owner, Some(policy), 200).await;
+    assert_eq!(
+        shown["login_policy"],
+        serde_json::json!({"password_policy": "strict", "mfa_required": "all"})
+    );
+    assert_eq!(shown["name"], "Test Workspace");
+
+    // Strict passwords: a long lowercase passphrase is refused now.
+    let b = browser();
+    let page = b
+        .get(format!("{}/w/{ws}/signup", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("At least 12 characters, with an upper-case letter"));
+    let r = post_form(
+        &b,
+        &format!("{}/w/{ws}/signup", app.url),
+        &page,
+        &[("email", "lee@example.com"), ("password", PASSWORD)],
+    )
+    .await;
+    assert_eq!(r.status(), 422);
+    // A new account sets up the required second factor before it gets a session.
+    let r = post_form(
+        &b,
+        &format!("{}/w/{ws}/signup", app.url),
+        &page,
+        &[
+            ("email", "lee@example.com"),
+            ("password", "Correct-Horse-9-Battery"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(location(&r), format!("/w/{ws}/mfa/setup"));
+    let account = b.get(format!("{}/w/{ws}/account", app.url)).send().await.unwrap();
+    let status = account.status();
+    assert_eq!(
+        status,
+        303,
+        "no session before the second factor: {}",
+        account.text().await.unwrap()
+    );
+    let setup = b
+        .get(format!("{}/w/{ws}/mfa/setup", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let secret = between(&setup, "id=\"totp-secret\">", "<").to_owned();
+    let code = totp_code_from_base32(&secret, now_secs(&app)).unwrap();
+    let r = post_form(
+        &b,
+        &format!("{}/w/{ws}/mfa/setup", app.url),
+        &setup,
+        &[("code", &code)],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("recovery-codes"));
+    let account = b
+        .get(format!("{}/w/{ws}/account", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(account.contains("On: authenticator app."), "{account}");
     app.stop().await;
 }

@@ -101,6 +101,7 @@ fn workspace(plan: Plan) -> Workspace {
         id: WorkspaceId::new(),
         name: "W".into(),
         plan,
+        login_policy: Default::default(),
         created_at: at(0),
         updated_at: at(0),
     }

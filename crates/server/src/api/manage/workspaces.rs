@@ -6,6 +6,8 @@ use secureflows_api_types as dto;
 use secureflows_api_types::manage as m;
 use secureflows_core::Workspace;
 use secureflows_core::auth::token::IssuedToken;
+use secureflows_core::login::password::PasswordPolicy;
+use secureflows_core::login::{LoginPolicy, MfaRequirement};
 
 use crate::extract::{ConsoleAuth, Json};
 use crate::problem::ApiResult;
@@ -16,6 +18,17 @@ pub(crate) fn workspace_dto(w: &Workspace) -> m::Workspace {
         id: w.id.to_string(),
         name: w.name.clone(),
         plan: w.plan.as_str().to_owned(),
+        login_policy: m::LoginPolicy {
+            password_policy: match w.login_policy.password {
+                PasswordPolicy::Nist => m::PasswordPolicyName::Nist,
+                PasswordPolicy::Strict => m::PasswordPolicyName::Strict,
+            },
+            mfa_required: match w.login_policy.mfa {
+                MfaRequirement::Off => m::MfaRequired::Off,
+                MfaRequirement::Admins => m::MfaRequired::Admins,
+                MfaRequirement::All => m::MfaRequired::All,
+            },
+        },
         created_at: w.created_at.rfc3339(),
         updated_at: w.updated_at.rfc3339(),
     }
@@ -63,11 +76,29 @@ pub async fn update_workspace(
     Json(body): Json<m::UpdateWorkspace>,
 ) -> ApiResult<axum::Json<m::Workspace>> {
     caller.require_admin()?;
+    // Checked before any change: a request that may not change the policy changes nothing.
+    if body.login_policy.is_some() && caller.role() != secureflows_core::Role::Owner {
+        return Err(secureflows_core::Error::Forbidden(secureflows_core::ForbiddenReason::Role).into());
+    }
     let services = state.services();
-    let workspace = match body.name {
+    let mut workspace = match body.name {
         Some(name) => services.rename_workspace(&caller, &name).await?,
         None => services.get_workspace(caller.workspace_id()).await?,
     };
+    if let Some(policy) = body.login_policy {
+        let policy = LoginPolicy {
+            password: match policy.password_policy {
+                m::PasswordPolicyName::Nist => PasswordPolicy::Nist,
+                m::PasswordPolicyName::Strict => PasswordPolicy::Strict,
+            },
+            mfa: match policy.mfa_required {
+                m::MfaRequired::Off => MfaRequirement::Off,
+                m::MfaRequired::Admins => MfaRequirement::Admins,
+                m::MfaRequired::All => MfaRequirement::All,
+            },
+        };
+        workspace = services.set_login_policy(&caller, policy).await?;
+    }
     Ok(axum::Json(workspace_dto(&workspace)))
 }
 
