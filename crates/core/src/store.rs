@@ -624,6 +624,20 @@ pub trait LoginStore: Send + Sync {
         token_hash: &[u8],
         now: Timestamp,
     ) -> Result<Option<BrowserSession>>;
+    /// The user's active browser sessions.
+    async fn list_browser_sessions(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+        now: Timestamp,
+    ) -> Result<Vec<BrowserSession>>;
+    /// Records that a browser session was used.
+    async fn touch_browser_session(
+        &self,
+        workspace: WorkspaceId,
+        id: BrowserSessionId,
+        now: Timestamp,
+    ) -> Result<()>;
     /// Ends a browser session, the login sessions opened from it and their refresh tokens. Returns the
     /// login sessions it ended.
     async fn end_browser_session(

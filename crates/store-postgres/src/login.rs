@@ -392,6 +392,46 @@ impl LoginStore for PgStore {
         .transpose()
     }
 
+    async fn list_browser_sessions(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+        now: Timestamp,
+    ) -> Result<Vec<BrowserSession>> {
+        self.tenant_fetch_all(
+            workspace,
+            sqlx::query(&format!(
+                "select {BROWSER_COLUMNS} from browser_session
+                 where workspace_id = $1 and user_id = $2 and ended_at is null and expires_at > $3
+                 order by created_at"
+            ))
+            .bind(workspace.as_uuid())
+            .bind(user.as_uuid())
+            .bind(ts(now)),
+        )
+        .await?
+        .iter()
+        .map(browser_row)
+        .collect()
+    }
+
+    async fn touch_browser_session(
+        &self,
+        workspace: WorkspaceId,
+        id: BrowserSessionId,
+        now: Timestamp,
+    ) -> Result<()> {
+        self.tenant_execute(
+            workspace,
+            sqlx::query("update browser_session set last_seen_at = $3 where workspace_id = $1 and browser_session_id = $2")
+                .bind(workspace.as_uuid())
+                .bind(id.as_uuid())
+                .bind(ts(now)),
+        )
+        .await
+        .map(|_| ())
+    }
+
     async fn end_browser_session(
         &self,
         workspace: WorkspaceId,

@@ -384,6 +384,47 @@ impl LoginStore for SqliteStore {
         })
     }
 
+    async fn list_browser_sessions(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+        now: Timestamp,
+    ) -> Result<Vec<BrowserSession>> {
+        self.db.read(|c| {
+            c.prepare_cached(&format!(
+                "select {BROWSER_COLUMNS} from browser_session
+                 where workspace_id = ?1 and user_id = ?2 and ended_at is null and expires_at > ?3
+                 order by created_at"
+            ))
+            .db()?
+            .query_map(
+                params![workspace.as_uuid(), user.as_uuid(), now.millis()],
+                browser_row,
+            )
+            .db()?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .db()
+        })
+    }
+
+    async fn touch_browser_session(
+        &self,
+        workspace: WorkspaceId,
+        id: BrowserSessionId,
+        now: Timestamp,
+    ) -> Result<()> {
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "update browser_session set last_seen_at = ?3 where workspace_id = ?1 and browser_session_id = ?2",
+                    params![workspace.as_uuid(), id.as_uuid(), now.millis()],
+                )
+                .db()?;
+                Ok(())
+            })
+            .await
+    }
+
     async fn end_browser_session(
         &self,
         workspace: WorkspaceId,

@@ -302,12 +302,7 @@ impl Services {
             "client_ip": actor.client_ip,
         })
         .to_string();
-        let client_sealed = keys.seal(
-            &Aad::new("sf.browser.client.v1")
-                .field(user.workspace_id.as_uuid().as_bytes())
-                .field(id.as_uuid().as_bytes()),
-            client.as_bytes(),
-        )?;
+        let client_sealed = keys.seal(&browser_client_aad(user.workspace_id, id), client.as_bytes())?;
         let session = BrowserSession {
             id,
             workspace_id: user.workspace_id,
@@ -354,6 +349,13 @@ impl Services {
         // "Sign out everywhere", a role change or a lock raised the revision: this browser is out too.
         if user.status != UserStatus::Active || user.revision != session.revision {
             return Ok(None);
+        }
+        // Last seen, to the nearest five minutes (one write per browser per five minutes at most).
+        if now.since(session.last_seen_at) > std::time::Duration::from_secs(300) {
+            self.stores
+                .login
+                .touch_browser_session(workspace, session.id, now)
+                .await?;
         }
         Ok(Some((session, user)))
     }
@@ -413,4 +415,11 @@ impl Services {
                 .and_then(|b| String::from_utf8(b).ok())
         })
     }
+}
+
+/// The associated data of a browser session's sealed device and client address.
+pub(crate) fn browser_client_aad(workspace: WorkspaceId, session: BrowserSessionId) -> Aad {
+    Aad::new("sf.browser.client.v1")
+        .field(workspace.as_uuid().as_bytes())
+        .field(session.as_uuid().as_bytes())
 }

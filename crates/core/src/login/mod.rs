@@ -9,6 +9,7 @@
 //!
 //! Every workspace is its own issuer, `{public_url}/w/{workspace}`.
 
+pub mod account;
 pub mod breached;
 pub mod hosted;
 pub mod links;

@@ -5,10 +5,13 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use base64::Engine as _;
 use secureflows_core::login::mfa::FirstFactor;
-use secureflows_core::{AuthFailure, Error};
+use secureflows_core::{AuthFailure, BrowserSession, Error, User};
+use secureflows_crypto::SecretString;
 use serde::Deserialize;
 
-use super::pages::{AccountPage, MfaPage, RecoveryCodesPage, TotpSetupPage, error_page, render};
+use super::pages::{
+    AccountPage, HistoryRow, MfaPage, RecoveryCodesPage, SessionRow, TotpSetupPage, error_page, render,
+};
 use super::{
     CsrfForm, MFA_COOKIE, PageContext, cookie, form_post, internal, page_context, see_other, set_cookie,
     signed_in,
@@ -222,10 +225,10 @@ fn setup_page(
     ctx.finish(state, render(StatusCode::OK, &page))
 }
 
-/// The signed-in user, or the way to the sign-in page.
-fn signed_in_user(ctx: &PageContext) -> Result<&secureflows_core::User, Response> {
+/// The signed-in browser and user, or the way to the sign-in page.
+fn signed_in_user(ctx: &PageContext) -> Result<(&BrowserSession, &User), Response> {
     match &ctx.sso {
-        Some((_, user)) => Ok(user),
+        Some((session, user)) => Ok((session, user)),
         None => Err(see_other(&format!("/w/{}/login", ctx.workspace))),
     }
 }
@@ -240,39 +243,285 @@ pub(super) async fn account_page(
         Ok(c) => c,
         Err(r) => return r,
     };
-    let user = match signed_in_user(&ctx) {
-        Ok(u) => u,
+    let (session, user) = match signed_in_user(&ctx) {
+        Ok(found) => found,
         Err(r) => return ctx.finish(&state, r),
     };
-    account_view(&state, &ctx, user).await
+    account_view(&state, &ctx, session, user, Notice::None).await
 }
 
-async fn account_view(state: &AppState, ctx: &PageContext, user: &secureflows_core::User) -> Response {
+/// What the account page reports about the last action.
+enum Notice {
+    None,
+    Done(&'static str),
+    Refused(StatusCode, &'static str),
+}
+
+async fn account_view(
+    state: &AppState,
+    ctx: &PageContext,
+    session: &BrowserSession,
+    user: &User,
+    notice: Notice,
+) -> Response {
     let services = state.services();
-    let status = match services.mfa_status(user).await {
-        Ok(s) => s,
+    let loaded = async {
+        let status = services.mfa_status(user).await?;
+        let verified = services
+            .stores
+            .login
+            .email_verified(ctx.workspace, user.id)
+            .await?;
+        let keys = services.keys.workspace_keys(ctx.workspace, false).await?;
+        let sessions = services.account_sessions(session).await?;
+        let history = services.login_history(user, 10).await?;
+        Ok::<_, Error>((
+            status,
+            verified,
+            services.user_email(&keys, user).unwrap_or_default(),
+            sessions,
+            history,
+        ))
+    };
+    let (status, verified, email, sessions, history) = match loaded.await {
+        Ok(found) => found,
         Err(e) => return internal(e),
     };
-    let verified = match services.stores.login.email_verified(ctx.workspace, user.id).await {
-        Ok(v) => v,
-        Err(e) => return internal(e),
+    let (code, notice, error) = match notice {
+        Notice::None => (StatusCode::OK, None, None),
+        Notice::Done(text) => (StatusCode::OK, Some(text.to_owned()), None),
+        Notice::Refused(code, text) => (code, None, Some(text.to_owned())),
     };
-    let email = match services.keys.workspace_keys(ctx.workspace, false).await {
-        Ok(keys) => services.user_email(&keys, user).unwrap_or_default(),
-        Err(e) => return internal(e),
-    };
+    let ws = ctx.workspace;
     let page = AccountPage {
         brand: ctx.brand.clone(),
+        notice,
+        error,
+        sessions: sessions
+            .into_iter()
+            .map(|s| SessionRow {
+                id: s.id.to_string(),
+                current: s.current,
+                device: s.device,
+                client_ip: s.client_ip,
+                last_seen: s.last_seen_at.rfc3339(),
+            })
+            .collect(),
+        history: history
+            .into_iter()
+            .map(|h| HistoryRow {
+                at: h.at.rfc3339(),
+                what: match h.action.as_str() {
+                    "user.sign_in" => "signed in",
+                    "user.sign_up" => "account created",
+                    "user.sign_in_locked" => "locked after failed attempts",
+                    _ => "failed attempt",
+                },
+                client_ip: h.client_ip,
+                user_agent: h.user_agent,
+            })
+            .collect(),
+        end_action: format!("/w/{ws}/account/sessions/end"),
+        end_others_action: format!("/w/{ws}/account/sessions/end-others"),
+        password_action: format!("/w/{ws}/account/password"),
         email,
         verified,
         totp: status.totp,
         recovery_left: status.recovery_codes_left,
         csrf: ctx.csrf.clone(),
-        disable_action: format!("/w/{}/account/totp/disable", ctx.workspace),
-        setup_link: format!("/w/{}/account/totp", ctx.workspace),
-        logout_link: format!("/w/{}/logout", ctx.workspace),
+        disable_action: format!("/w/{ws}/account/totp/disable"),
+        setup_link: format!("/w/{ws}/account/totp"),
+        logout_link: format!("/w/{ws}/logout"),
     };
-    ctx.finish(state, render(StatusCode::OK, &page))
+    ctx.finish(state, render(code, &page))
+}
+
+#[derive(Deserialize)]
+pub(super) struct SessionForm {
+    csrf: String,
+    session: String,
+}
+
+impl CsrfForm for SessionForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct CsrfOnly {
+    csrf: String,
+}
+
+impl CsrfForm for CsrfOnly {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct PasswordForm {
+    csrf: String,
+    current: String,
+    new: String,
+}
+
+impl CsrfForm for PasswordForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+/// Reads an account-page form of a signed-in browser.
+async fn account_post<T: CsrfForm>(
+    state: &AppState,
+    workspace: &str,
+    request: axum::extract::Request,
+) -> Result<
+    (
+        PageContext,
+        T,
+        secureflows_core::audit::Actor,
+        BrowserSession,
+        User,
+    ),
+    Response,
+> {
+    let (ctx, form, actor) = form_post::<T>(state, workspace, request).await?;
+    let (session, user) = match signed_in_user(&ctx) {
+        Ok((s, u)) => (s.clone(), u.clone()),
+        Err(r) => return Err(ctx.finish(state, r)),
+    };
+    Ok((ctx, form, actor, session, user))
+}
+
+/// `POST /w/{ws}/account/sessions/end`: signs one of the user's other browsers out.
+pub(super) async fn end_session(
+    State(state): State<AppState>,
+    Path(workspace): Path<String>,
+    request: axum::extract::Request,
+) -> Response {
+    let (ctx, form, actor, session, user) =
+        match account_post::<SessionForm>(&state, &workspace, request).await {
+            Ok(posted) => posted,
+            Err(r) => return r,
+        };
+    let Ok(target) = form.session.parse() else {
+        return account_view(
+            &state,
+            &ctx,
+            &session,
+            &user,
+            Notice::Refused(StatusCode::BAD_REQUEST, "No such session."),
+        )
+        .await;
+    };
+    match state
+        .services()
+        .end_account_session(&session, target, &actor)
+        .await
+    {
+        Ok(()) => {
+            account_view(
+                &state,
+                &ctx,
+                &session,
+                &user,
+                Notice::Done("That browser is signed out."),
+            )
+            .await
+        }
+        Err(Error::NotFound(_)) => {
+            account_view(
+                &state,
+                &ctx,
+                &session,
+                &user,
+                Notice::Refused(StatusCode::NOT_FOUND, "No such session."),
+            )
+            .await
+        }
+        Err(e) => internal(e),
+    }
+}
+
+/// `POST /w/{ws}/account/sessions/end-others`: signs every other browser out.
+pub(super) async fn end_others(
+    State(state): State<AppState>,
+    Path(workspace): Path<String>,
+    request: axum::extract::Request,
+) -> Response {
+    let (ctx, _, actor, session, user) = match account_post::<CsrfOnly>(&state, &workspace, request).await {
+        Ok(posted) => posted,
+        Err(r) => return r,
+    };
+    match state.services().end_other_sessions(&session, &actor).await {
+        Ok(_) => {
+            account_view(
+                &state,
+                &ctx,
+                &session,
+                &user,
+                Notice::Done("Every other browser is signed out."),
+            )
+            .await
+        }
+        Err(e) => internal(e),
+    }
+}
+
+/// `POST /w/{ws}/account/password`: changes the password (the current one is required).
+pub(super) async fn change_password(
+    State(state): State<AppState>,
+    Path(workspace): Path<String>,
+    request: axum::extract::Request,
+) -> Response {
+    let (ctx, form, actor, session, user) =
+        match account_post::<PasswordForm>(&state, &workspace, request).await {
+            Ok(posted) => posted,
+            Err(r) => return r,
+        };
+    let (current, new) = (SecretString::new(form.current), SecretString::new(form.new));
+    match state
+        .services()
+        .change_password(&session, &user, &current, &new, &actor)
+        .await
+    {
+        Ok(()) => {
+            account_view(
+                &state,
+                &ctx,
+                &session,
+                &user,
+                Notice::Done("Your password is changed; other browsers are signed out."),
+            )
+            .await
+        }
+        Err(Error::Unauthenticated(AuthFailure::InvalidCredentials)) => {
+            account_view(
+                &state,
+                &ctx,
+                &session,
+                &user,
+                Notice::Refused(StatusCode::UNAUTHORIZED, "The current password is not right."),
+            )
+            .await
+        }
+        Err(Error::Invalid(_)) => {
+            account_view(
+                &state,
+                &ctx,
+                &session,
+                &user,
+                Notice::Refused(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "The new password does not meet the rules, or appears in a data breach.",
+                ),
+            )
+            .await
+        }
+        Err(e) => internal(e),
+    }
 }
 
 fn qr_data_uri(content: &str) -> Option<String> {
@@ -297,8 +546,8 @@ pub(super) async fn totp_setup(
         Ok(c) => c,
         Err(r) => return r,
     };
-    let user = match signed_in_user(&ctx) {
-        Ok(u) => u,
+    let (_, user) = match signed_in_user(&ctx) {
+        Ok(found) => found,
         Err(r) => return ctx.finish(&state, r),
     };
     let setup = match state.services().start_totp(user).await {
@@ -317,13 +566,9 @@ pub(super) async fn totp_confirm(
     Path(workspace): Path<String>,
     request: axum::extract::Request,
 ) -> Response {
-    let (ctx, form, actor) = match form_post::<CodeForm>(&state, &workspace, request).await {
+    let (ctx, form, actor, _, user) = match account_post::<CodeForm>(&state, &workspace, request).await {
         Ok(posted) => posted,
         Err(r) => return r,
-    };
-    let user = match signed_in_user(&ctx) {
-        Ok(u) => u.clone(),
-        Err(r) => return ctx.finish(&state, r),
     };
     match state.services().confirm_totp(&user, &form.code, &actor).await {
         Ok(codes) => {
@@ -355,24 +600,26 @@ pub(super) async fn totp_disable(
     Path(workspace): Path<String>,
     request: axum::extract::Request,
 ) -> Response {
-    let (ctx, form, actor) = match form_post::<CodeForm>(&state, &workspace, request).await {
+    let (ctx, form, actor, session, user) = match account_post::<CodeForm>(&state, &workspace, request).await
+    {
         Ok(posted) => posted,
         Err(r) => return r,
     };
-    let user = match signed_in_user(&ctx) {
-        Ok(u) => u.clone(),
-        Err(r) => return ctx.finish(&state, r),
-    };
     match state.services().disable_totp(&user, &form.code, &actor).await {
-        Ok(()) => account_view(&state, &ctx, &user).await,
-        Err(Error::Invalid(_)) => ctx.finish(
-            &state,
-            error_page(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                ctx.brand.clone(),
-                "The code is not right.",
-            ),
-        ),
+        Ok(()) => {
+            account_view(
+                &state,
+                &ctx,
+                &session,
+                &user,
+                Notice::Done("Two-step sign-in is off."),
+            )
+            .await
+        }
+        Err(Error::Invalid(_)) => {
+            let refused = Notice::Refused(StatusCode::UNPROCESSABLE_ENTITY, "The code is not right.");
+            account_view(&state, &ctx, &session, &user, refused).await
+        }
         Err(e) => internal(e),
     }
 }

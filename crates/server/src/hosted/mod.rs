@@ -95,6 +95,12 @@ pub fn router() -> Router<AppState> {
             get(account::required_setup).post(account::required_confirm),
         )
         .route("/w/{workspace}/account", get(account::account_page))
+        .route("/w/{workspace}/account/sessions/end", post(account::end_session))
+        .route(
+            "/w/{workspace}/account/sessions/end-others",
+            post(account::end_others),
+        )
+        .route("/w/{workspace}/account/password", post(account::change_password))
         .route(
             "/w/{workspace}/account/totp",
             get(account::totp_setup).post(account::totp_confirm),

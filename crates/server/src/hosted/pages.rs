@@ -196,6 +196,13 @@ pub struct MfaPage {
 #[template(path = "account.html")]
 pub struct AccountPage {
     pub brand: Brand,
+    pub notice: Option<String>,
+    pub error: Option<String>,
+    pub sessions: Vec<SessionRow>,
+    pub history: Vec<HistoryRow>,
+    pub end_action: String,
+    pub end_others_action: String,
+    pub password_action: String,
     pub email: String,
     pub verified: bool,
     pub totp: bool,
@@ -225,4 +232,23 @@ pub struct RecoveryCodesPage {
     pub brand: Brand,
     pub codes: Vec<String>,
     pub account_link: String,
+}
+
+/// A signed-in browser on the account page.
+#[derive(Debug)]
+pub struct SessionRow {
+    pub id: String,
+    pub current: bool,
+    pub device: String,
+    pub client_ip: String,
+    pub last_seen: String,
+}
+
+/// A recent sign-in on the account page.
+#[derive(Debug)]
+pub struct HistoryRow {
+    pub at: String,
+    pub what: &'static str,
+    pub client_ip: String,
+    pub user_agent: String,
 }

@@ -16,6 +16,7 @@ use crate::support::{assert_problem, call, call_ok};
 backend_tests!(
     totp_and_recovery_codes_guard_the_second_step,
     workspace_policy_requires_strict_passwords_and_a_second_factor,
+    account_page_ends_sessions_and_changes_the_password,
 );
 
 fn between<'a>(html: &'a str, start: &str, end: &str) -> &'a str {
@@ -352,5 +353,193 @@ async fn workspace_policy_requires_strict_passwords_and_a_second_factor(backend:
         .await
         .unwrap();
     assert!(account.contains("On: authenticator app."), "{account}");
+    app.stop().await;
+}
+
+/// Signs `b` in as kim (password only) and returns its account page.
+async fn signed_in_account(app: &TestApp, b: &reqwest::Client, ws: WorkspaceId, password: &str) -> String {
+    let page = b
+        .get(format!("{}/w/{ws}/login", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let r = post_form(
+        b,
+        &format!("{}/w/{ws}/login", app.url),
+        &page,
+        &[("email", "kim@example.com"), ("password", password)],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    account(app, b, ws).await
+}
+
+async fn account(app: &TestApp, b: &reqwest::Client, ws: WorkspaceId) -> String {
+    let r = b.get(format!("{}/w/{ws}/account", app.url)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    r.text().await.unwrap()
+}
+
+async fn account_page_ends_sessions_and_changes_the_password(backend: Backend) {
+    let options = TestOptions {
+        configure: std::sync::Arc::new(|c| c.login.attempts_per_minute = 100),
+        ..TestOptions::default()
+    };
+    let app = TestApp::spawn_with(backend, options).await;
+    let ws = app.workspace(Plan::Pro).await;
+    let first = browser();
+    let page = first
+        .get(format!("{}/w/{ws}/signup", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    post_form(
+        &first,
+        &format!("{}/w/{ws}/signup", app.url),
+        &page,
+        &[("email", "kim@example.com"), ("password", PASSWORD)],
+    )
+    .await;
+    let second = browser();
+    let wrong = second
+        .get(format!("{}/w/{ws}/login", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let r = post_form(
+        &second,
+        &format!("{}/w/{ws}/login", app.url),
+        &wrong,
+        &[("email", "kim@example.com"), ("password", "not it at all")],
+    )
+    .await;
+    assert_eq!(r.status(), 401);
+    signed_in_account(&app, &second, ws, PASSWORD).await;
+
+    // Two browsers, this one marked; recent sign-ins include the failed attempt.
+    let page = account(&app, &first, ws).await;
+    assert_eq!(page.matches("class=\"session\"").count(), 2, "{page}");
+    assert!(page.contains("(this browser)"));
+    assert!(
+        page.contains("failed attempt") && page.contains("signed in") && page.contains("account created")
+    );
+    let other = page
+        .split("class=\"session\" data-session=\"")
+        .skip(1)
+        .find(|row| !row.split("</li>").next().unwrap().contains("(this browser)"))
+        .map(|row| row.split('"').next().unwrap().to_owned())
+        .unwrap();
+    // Signing the other browser out; a session id that is not the user's is refused.
+    let r = post_form(
+        &first,
+        &format!("{}/w/{ws}/account/sessions/end", app.url),
+        &page,
+        &[("session", &uuid::Uuid::now_v7().to_string())],
+    )
+    .await;
+    assert_eq!(r.status(), 404);
+    let r = post_form(
+        &first,
+        &format!("{}/w/{ws}/account/sessions/end", app.url),
+        &page,
+        &[("session", &other)],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        second
+            .get(format!("{}/w/{ws}/account", app.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        303
+    );
+
+    // Everywhere else at once.
+    signed_in_account(&app, &second, ws, PASSWORD).await;
+    let page = account(&app, &first, ws).await;
+    let r = post_form(
+        &first,
+        &format!("{}/w/{ws}/account/sessions/end-others", app.url),
+        &page,
+        &[],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        second
+            .get(format!("{}/w/{ws}/account", app.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        303
+    );
+
+    // Changing the password needs the current one and a good new one, and signs the others out.
+    signed_in_account(&app, &second, ws, PASSWORD).await;
+    let page = account(&app, &first, ws).await;
+    let change = |current: &'static str, new: &'static str| {
+        let (first, app, page) = (&first, &app, page.clone());
+        async move {
+            post_form(
+                first,
+                &format!("{}/w/{ws}/account/password", app.url),
+                &page,
+                &[("current", current), ("new", new)],
+            )
+            .await
+            .status()
+            .as_u16()
+        }
+    };
+    assert_eq!(change("wrong current", "a fresh passphrase here").await, 401);
+    assert_eq!(change(PASSWORD, "short").await, 422);
+    assert_eq!(change(PASSWORD, "a fresh passphrase here").await, 200);
+    assert_eq!(
+        second
+            .get(format!("{}/w/{ws}/account", app.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        303
+    );
+    assert_eq!(
+        account(&app, &first, ws)
+            .await
+            .matches("class=\"session\"")
+            .count(),
+        1,
+        "this browser stays"
+    );
+    let b = browser();
+    let page = b
+        .get(format!("{}/w/{ws}/login", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let r = post_form(
+        &b,
+        &format!("{}/w/{ws}/login", app.url),
+        &page,
+        &[("email", "kim@example.com"), ("password", PASSWORD)],
+    )
+    .await;
+    assert_eq!(r.status(), 401);
+    signed_in_account(&app, &b, ws, "a fresh passphrase here").await;
     app.stop().await;
 }

@@ -1,0 +1,222 @@
+//! The signed-in user's account page: where they are signed in (and signing out any of those), recent
+//! sign-ins, and changing the password.
+
+use secureflows_crypto::SecretString;
+use secureflows_crypto::password::PasswordCheck;
+
+use crate::audit::{self, Actor, ActorKind, EventFilter, NewEvent};
+use crate::keyring::WorkspaceKeys;
+use crate::login::hosted::browser_client_aad;
+use crate::login::password;
+use crate::store::Change;
+use crate::{AuthFailure, BrowserSession, BrowserSessionId, Error, Result, Services, Timestamp, User};
+
+/// One browser the user is signed in on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceSession {
+    /// Id.
+    pub id: BrowserSessionId,
+    /// The browser asking.
+    pub current: bool,
+    /// User agent at sign-in.
+    pub device: String,
+    /// Client address at sign-in.
+    pub client_ip: String,
+    /// Signed in.
+    pub created_at: Timestamp,
+    /// Last used.
+    pub last_seen_at: Timestamp,
+}
+
+/// One recent sign-in attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignInRecord {
+    /// When.
+    pub at: Timestamp,
+    /// `user.sign_in`, `user.sign_in_failed`, `user.sign_in_locked`, `user.sign_up`.
+    pub action: String,
+    /// Client address.
+    pub client_ip: String,
+    /// User agent.
+    pub user_agent: String,
+}
+
+fn end_user(client: &Actor, user: &User) -> Actor {
+    let mut actor = client.clone();
+    actor.kind = ActorKind::EndUser;
+    actor.id = Some(user.id);
+    actor
+}
+
+impl Services {
+    /// The browsers the user is signed in on, the current one first.
+    pub async fn account_sessions(&self, current: &BrowserSession) -> Result<Vec<DeviceSession>> {
+        let keys = self
+            .keys
+            .workspace_keys(current.workspace_id, self.state.trusted())
+            .await?;
+        let sessions = self
+            .stores
+            .login
+            .list_browser_sessions(current.workspace_id, current.user_id, self.clock.now())
+            .await?;
+        let mut out: Vec<DeviceSession> = sessions
+            .iter()
+            .map(|s| {
+                let (device, client_ip) = open_client(&keys, s);
+                DeviceSession {
+                    id: s.id,
+                    current: s.id == current.id,
+                    device,
+                    client_ip,
+                    created_at: s.created_at,
+                    last_seen_at: s.last_seen_at,
+                }
+            })
+            .collect();
+        out.sort_by_key(|s| (!s.current, std::cmp::Reverse(s.last_seen_at)));
+        Ok(out)
+    }
+
+    /// Signs one of the user's browsers out (`NotFound` for anything else), with its application
+    /// sessions and refresh tokens.
+    pub async fn end_account_session(
+        &self,
+        current: &BrowserSession,
+        target: BrowserSessionId,
+        client: &Actor,
+    ) -> Result<()> {
+        let sessions = self
+            .stores
+            .login
+            .list_browser_sessions(current.workspace_id, current.user_id, self.clock.now())
+            .await?;
+        let session = sessions
+            .into_iter()
+            .find(|s| s.id == target)
+            .ok_or(Error::NotFound("session"))?;
+        self.end_browser_session(&session, client).await
+    }
+
+    /// Signs every other browser of the user out. Returns how many.
+    pub async fn end_other_sessions(&self, current: &BrowserSession, client: &Actor) -> Result<usize> {
+        let others: Vec<BrowserSession> = self
+            .stores
+            .login
+            .list_browser_sessions(current.workspace_id, current.user_id, self.clock.now())
+            .await?
+            .into_iter()
+            .filter(|s| s.id != current.id)
+            .collect();
+        for session in &others {
+            self.end_browser_session(session, client).await?;
+        }
+        Ok(others.len())
+    }
+
+    /// The user's recent sign-in attempts, newest first (from the audit log).
+    pub async fn login_history(&self, user: &User, limit: usize) -> Result<Vec<SignInRecord>> {
+        let keys = self
+            .keys
+            .workspace_keys(user.workspace_id, self.state.trusted())
+            .await?;
+        let filter = EventFilter {
+            resource: Some(user.id.to_string()),
+            ..EventFilter::default()
+        };
+        let events = self
+            .stores
+            .audit
+            .list_events(user.workspace_id, &filter, 200)
+            .await?;
+        let mut out = Vec::new();
+        for e in events
+            .iter()
+            .filter(|e| e.event.action.starts_with("user.sign_in") || e.event.action == "user.sign_up")
+        {
+            let keys = self
+                .keys_opening(user.workspace_id, &keys, &e.event.details_sealed)
+                .await?;
+            let details = audit::open_details(&keys, e)?;
+            out.push(SignInRecord {
+                at: e.event.at,
+                action: e.event.action.clone(),
+                client_ip: details.client_ip.unwrap_or_default(),
+                user_agent: details.user_agent.unwrap_or_default(),
+            });
+            if out.len() == limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Changes the password: the current one is required, the new one meets the policy; every other
+    /// browser is signed out and the user is told by e-mail.
+    pub async fn change_password(
+        &self,
+        current: &BrowserSession,
+        user: &User,
+        old: &SecretString,
+        new: &SecretString,
+        client: &Actor,
+    ) -> Result<()> {
+        let workspace = self.get_workspace(user.workspace_id).await?;
+        let keys = self
+            .keys
+            .workspace_keys(user.workspace_id, self.state.trusted())
+            .await?;
+        let stored = self
+            .stores
+            .login
+            .find_password(user.workspace_id, user.id)
+            .await?;
+        let right = match &stored {
+            Some(phc) => password::verify_password(phc, old).await? != PasswordCheck::Mismatch,
+            None => false,
+        };
+        if !right {
+            return Err(Error::Unauthenticated(AuthFailure::InvalidCredentials));
+        }
+        let email = self.user_email(&keys, user).unwrap_or_default();
+        self.check_new_password(workspace.login_policy.password, new, &email)
+            .await?;
+        let phc = password::hash_password(new).await?;
+        self.commit(
+            user.workspace_id,
+            &keys,
+            &end_user(client, user),
+            vec![Change::SetPassword(user.id, phc)],
+            vec![NewEvent::new("user.password_change", "user", user.id)],
+        )
+        .await?;
+        self.end_other_sessions(current, client).await?;
+        self.alert(
+            &keys,
+            user,
+            "Your password was changed",
+            "The password of your account was just changed.",
+        )
+        .await;
+        Ok(())
+    }
+}
+
+/// The device description and client address sealed in a browser session.
+fn open_client(keys: &WorkspaceKeys, s: &BrowserSession) -> (String, String) {
+    let opened = s
+        .client_sealed
+        .as_deref()
+        .and_then(|sealed| keys.open(&browser_client_aad(s.workspace_id, s.id), sealed).ok());
+    let value: serde_json::Value = opened
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let text = |k: &str| {
+        value
+            .get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or("unknown")
+            .to_owned()
+    };
+    (text("user_agent"), text("client_ip"))
+}
