@@ -549,6 +549,7 @@ pub fn invalidation_of(workspace: WorkspaceId, change: &Change) -> Option<Invali
         Change::InsertInvite(_)
         | Change::RevokeInvite(_)
         | Change::SetPassword(..)
+        | Change::AcceptInvite(_)
         | Change::ExpectRole(..)
         | Change::InsertSupport(_) => {
             return None;

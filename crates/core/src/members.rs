@@ -261,9 +261,10 @@ impl Services {
             )],
         )
         .await?;
+        // The workspace's hosted login accepts it.
         let link = SecretString::new(format!(
             "{}/invite/accept?token={token}",
-            self.tokens.issuer().trim_end_matches('/')
+            self.issuer_of(workspace)
         ));
         let delivery = if !self.mailer.enabled() {
             Delivery::Disabled
@@ -296,7 +297,7 @@ impl Services {
         })
     }
 
-    fn open_invite(&self, keys: &WorkspaceKeys, invite: Invite) -> Result<InviteView> {
+    pub(crate) fn open_invite(&self, keys: &WorkspaceKeys, invite: Invite) -> Result<InviteView> {
         let plain = keys.open(
             &invite_email_aad(invite.workspace_id, invite.id),
             &invite.email_sealed,

@@ -348,6 +348,8 @@ pub enum Change {
     SetPassword(UserId, String),
     /// Changes the workspace's sign-in policy.
     SetLoginPolicy(crate::login::LoginPolicy),
+    /// Marks a pending, unexpired invitation accepted (`NotFound` otherwise: used, revoked, expired).
+    AcceptInvite(InviteId),
 }
 
 /// A management transaction: changes and the audit events that record them, written together or not
@@ -409,6 +411,9 @@ pub trait AuditStore: Send + Sync {
 pub trait InviteStore: Send + Sync {
     /// The invitation, if in this workspace.
     async fn find_invite(&self, workspace: WorkspaceId, id: InviteId) -> Result<Option<Invite>>;
+    /// The invitation whose link token hashes to `token_hash`.
+    async fn find_invite_by_token(&self, workspace: WorkspaceId, token_hash: &[u8])
+    -> Result<Option<Invite>>;
     /// A page of the workspace's invitations, oldest first, after `after`.
     async fn list_invites(
         &self,

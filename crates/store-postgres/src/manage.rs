@@ -403,6 +403,22 @@ pub(crate) async fn apply_change(
             must_change(n, "user")?;
             return Ok(false);
         }
+        Change::AcceptInvite(id) => {
+            let n = sqlx::query(
+                "update invite set accepted_at = $3
+                 where workspace_id = $1 and invite_id = $2 and revoked_at is null and accepted_at is null
+                   and expires_at > $3",
+            )
+            .bind(ws)
+            .bind(id.as_uuid())
+            .bind(ts(now))
+            .execute(&mut *c)
+            .await
+            .db()?
+            .rows_affected();
+            must_change(n, "invite")?;
+            return Ok(false);
+        }
         Change::RevokeInvite(id) => {
             let n = sqlx::query(
                 "update invite set revoked_at = $3
@@ -642,6 +658,25 @@ impl InviteStore for PgStore {
             ))
             .bind(workspace.as_uuid())
             .bind(id.as_uuid()),
+        )
+        .await?
+        .as_ref()
+        .map(invite_row)
+        .transpose()
+    }
+
+    async fn find_invite_by_token(
+        &self,
+        workspace: WorkspaceId,
+        token_hash: &[u8],
+    ) -> Result<Option<Invite>> {
+        self.tenant_fetch_optional(
+            workspace,
+            sqlx::query(&format!(
+                "select {INVITE_COLUMNS} from invite where workspace_id = $1 and token_hash = $2"
+            ))
+            .bind(workspace.as_uuid())
+            .bind(token_hash),
         )
         .await?
         .as_ref()

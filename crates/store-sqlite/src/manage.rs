@@ -363,6 +363,18 @@ pub(crate) fn apply_change(
             must_change(n, "user")?;
             return Ok(false);
         }
+        Change::AcceptInvite(id) => {
+            let n = c
+                .execute(
+                    "update invite set accepted_at = ?3
+                     where workspace_id = ?1 and invite_id = ?2 and revoked_at is null and accepted_at is null
+                       and expires_at > ?3",
+                    params![ws, id.as_uuid(), now.millis()],
+                )
+                .db()?;
+            must_change(n, "invite")?;
+            return Ok(false);
+        }
         Change::RevokeInvite(id) => {
             let n = c
                 .execute(
@@ -600,6 +612,22 @@ impl InviteStore for SqliteStore {
             ))
             .db()?
             .query_row(params![workspace.as_uuid(), id.as_uuid()], invite_row)
+            .optional()
+            .db()
+        })
+    }
+
+    async fn find_invite_by_token(
+        &self,
+        workspace: WorkspaceId,
+        token_hash: &[u8],
+    ) -> Result<Option<Invite>> {
+        self.db.read(|c| {
+            c.prepare_cached(&format!(
+                "select {INVITE_COLUMNS} from invite where workspace_id = ?1 and token_hash = ?2"
+            ))
+            .db()?
+            .query_row(params![workspace.as_uuid(), token_hash], invite_row)
             .optional()
             .db()
         })

@@ -12,6 +12,7 @@
 pub mod account;
 pub mod breached;
 pub mod hosted;
+pub mod invites;
 pub mod links;
 pub mod mfa;
 pub mod oauth;

@@ -11,9 +11,10 @@ use secureflows_core::Error;
 use secureflows_crypto::SecretString;
 use serde::Deserialize;
 
-use super::pages::{ConfirmLinkPage, EmailFormPage, ResetPage, error_page, message, render};
+use super::pages::{ConfirmLinkPage, EmailFormPage, InvitePage, ResetPage, error_page, message, render};
 use super::{CsrfForm, FlowQuery, PageContext, form_post, internal, page_context, password_rules, signed_in};
 use crate::state::AppState;
+use secureflows_core::members::InviteView;
 
 #[derive(Debug, Deserialize)]
 pub(super) struct TokenQuery {
@@ -376,6 +377,97 @@ pub(super) async fn verify_confirm(
                 ctx.brand.clone(),
                 "E-mail address confirmed",
                 "Thank you: your e-mail address is confirmed.",
+            ),
+        ),
+        Err(Error::NotFound(_)) => bad_link(&ctx, &state),
+        Err(e) => internal(e),
+    }
+}
+
+fn invite_form(ctx: &PageContext, view: &InviteView, token: String, errors: Vec<String>) -> InvitePage {
+    let policy = ctx.policy.password;
+    InvitePage {
+        brand: ctx.brand.clone(),
+        role: view.invite.role.as_str(),
+        email: view.email.clone(),
+        errors,
+        action: format!("/w/{}/invite/accept", ctx.workspace),
+        csrf: ctx.csrf.clone(),
+        token,
+        min_length: policy.min_length(),
+        rules: password_rules(policy),
+    }
+}
+
+/// `GET /w/{ws}/invite/accept?token=…`: the invitation and a password form.
+pub(super) async fn invite_page(
+    State(state): State<AppState>,
+    Path(workspace): Path<String>,
+    crate::extract::Query(q): crate::extract::Query<TokenQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let ctx = match page_context(&state, &workspace, &headers).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let Some(token) = q.token else {
+        return bad_link(&ctx, &state);
+    };
+    match state.services().invite_by_link(ctx.workspace, &token).await {
+        Ok(view) => {
+            let page = invite_form(&ctx, &view, token, Vec::new());
+            ctx.finish(&state, render(StatusCode::OK, &page))
+        }
+        Err(Error::NotFound(_)) => bad_link(&ctx, &state),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct InviteForm {
+    csrf: String,
+    token: String,
+    password: String,
+}
+
+impl CsrfForm for InviteForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+/// `POST /w/{ws}/invite/accept`: becomes a member and signs in.
+pub(super) async fn invite_accept(
+    State(state): State<AppState>,
+    Path(workspace): Path<String>,
+    request: axum::extract::Request,
+) -> Response {
+    let (ctx, form, actor) = match form_post::<InviteForm>(&state, &workspace, request).await {
+        Ok(posted) => posted,
+        Err(r) => return r,
+    };
+    let services = state.services();
+    let password = SecretString::new(form.password);
+    match services
+        .accept_invite(ctx.workspace, &form.token, &password, &actor)
+        .await
+    {
+        Ok((user, step)) => signed_in(&state, &ctx, None, &user, step, true).await,
+        Err(Error::Invalid(errors)) => match services.invite_by_link(ctx.workspace, &form.token).await {
+            Ok(view) => {
+                let messages = errors.into_iter().map(|e| e.message).collect();
+                let page = invite_form(&ctx, &view, form.token, messages);
+                ctx.finish(&state, render(StatusCode::UNPROCESSABLE_ENTITY, &page))
+            }
+            Err(_) => bad_link(&ctx, &state),
+        },
+        Err(Error::Conflict(_)) => ctx.finish(
+            &state,
+            message(
+                StatusCode::CONFLICT,
+                ctx.brand.clone(),
+                "You already have an account",
+                "This address already has an account here: sign in with it instead.",
             ),
         ),
         Err(Error::NotFound(_)) => bad_link(&ctx, &state),

@@ -95,6 +95,10 @@ pub fn router() -> Router<AppState> {
             get(account::required_setup).post(account::required_confirm),
         )
         .route("/w/{workspace}/account", get(account::account_page))
+        .route(
+            "/w/{workspace}/invite/accept",
+            get(links::invite_page).post(links::invite_accept),
+        )
         .route("/w/{workspace}/account/sessions/end", post(account::end_session))
         .route(
             "/w/{workspace}/account/sessions/end-others",

@@ -252,3 +252,18 @@ pub struct HistoryRow {
     pub client_ip: String,
     pub user_agent: String,
 }
+
+/// Accepting an invitation.
+#[derive(Template, Debug)]
+#[template(path = "invite.html")]
+pub struct InvitePage {
+    pub brand: Brand,
+    pub role: &'static str,
+    pub email: String,
+    pub errors: Vec<String>,
+    pub action: String,
+    pub csrf: String,
+    pub token: String,
+    pub min_length: usize,
+    pub rules: String,
+}

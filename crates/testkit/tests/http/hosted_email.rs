@@ -12,13 +12,14 @@ use secureflows_testkit::{Backend, SmtpSink, TestApp, TestOptions, backend_tests
 use crate::hosted_login::{
     PASSWORD, authorize_url, browser, client_app, csrf_of, location, pkce, query_param, sign_up_through_flow,
 };
-use crate::support::assert_problem;
+use crate::support::{assert_problem, call_ok};
 
 backend_tests!(
     sign_up_mails_a_verification_link,
     magic_links_are_single_use_short_lived_and_continue_their_flow,
     password_reset_ends_other_sessions_and_alerts,
     new_devices_and_breached_passwords_are_reported,
+    invitations_are_accepted_on_the_hosted_login,
 );
 
 async fn app_with_mail(backend: Backend, breached_url: Option<String>) -> (TestApp, SmtpSink) {
@@ -39,10 +40,9 @@ async fn app_with_mail(backend: Backend, breached_url: Option<String>) -> (TestA
 
 /// The one link in a message.
 fn link_in(text: &str) -> String {
-    text.lines()
-        .find(|l| l.starts_with("http"))
+    text.split_whitespace()
+        .find(|w| w.starts_with("http"))
         .unwrap_or_else(|| panic!("no link in {text}"))
-        .trim()
         .to_owned()
 }
 
@@ -448,5 +448,98 @@ async fn new_devices_and_breached_passwords_are_reported(backend: Backend) {
     assert_eq!(sign_in(&app, &b, ws, "hana@example.com", PASSWORD).await, 200);
     let mails = smtp.wait_for(3).await;
     assert!(mails[2].data.contains("data breach"), "{}", mails[2].data);
+    app.stop().await;
+}
+
+async fn invitations_are_accepted_on_the_hosted_login(backend: Backend) {
+    let (app, smtp) = app_with_mail(backend, None).await;
+    let ws = app.workspace(Plan::Pro).await;
+    let owner = app
+        .console_token(ws, "owner@invite.example", secureflows_core::Role::Owner)
+        .await;
+    let invite = |email: &'static str| {
+        let (app, owner) = (&app, owner.clone());
+        async move {
+            call_ok(
+                app,
+                "POST",
+                "/api/v1/invites",
+                &owner,
+                Some(serde_json::json!({"email": email, "role": "admin", "expires_in": 3600})),
+                201,
+            )
+            .await
+        }
+    };
+    invite("mona@example.com").await;
+    let link = latest_link(&smtp, 1, "/invite/accept?token=sfinv_").await;
+    assert!(
+        link.starts_with(&format!("{}/w/{ws}/invite/accept?token=", app.url)),
+        "{link}"
+    );
+
+    let b = browser();
+    let page = b.get(&link).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("mona@example.com") && html.contains("<strong>admin</strong>"));
+    let token = query_param(&link, "token").unwrap();
+    let accept = |password: &'static str| {
+        let (b, app, html, token) = (&b, &app, html.clone(), token.clone());
+        async move {
+            b.post(format!("{}/w/{ws}/invite/accept", app.url))
+                .form(&[
+                    ("csrf", csrf_of(&html).as_str()),
+                    ("token", &token),
+                    ("password", password),
+                ])
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(
+        accept("short").await,
+        422,
+        "a refused password leaves the invitation usable"
+    );
+    assert_eq!(accept("an admin passphrase 7").await, 200);
+    assert_eq!(accept("an admin passphrase 8").await, 400, "single use");
+    assert_eq!(b.get(&link).send().await.unwrap().status(), 400);
+    // A member with the invited role, signed in, the address verified; the invitation is accepted.
+    let users = call_ok(&app, "GET", "/api/v1/users", &owner, None, 200).await;
+    let member = users["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["email"] == "mona@example.com")
+        .unwrap_or_else(|| panic!("{users}"))
+        .clone();
+    assert_eq!(member["role"], "admin");
+    let invites = call_ok(&app, "GET", "/api/v1/invites", &owner, None, 200).await;
+    assert_eq!(invites["items"][0]["state"], "accepted");
+    assert_eq!(
+        b.get(format!("{}/w/{ws}/account", app.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        sign_in(&app, &browser(), ws, "mona@example.com", "an admin passphrase 7").await,
+        200
+    );
+
+    // An expired invitation's link does nothing; another workspace's issuer does not know it.
+    invite("nils@example.com").await;
+    let link = latest_link(&smtp, 2, "/invite/accept?token=sfinv_").await;
+    let other = app.workspace(Plan::Pro).await;
+    let elsewhere = link.replace(&ws.to_string(), &other.to_string());
+    assert_eq!(b.get(&elsewhere).send().await.unwrap().status(), 400);
+    app.advance(Duration::from_secs(3601));
+    assert_eq!(b.get(&link).send().await.unwrap().status(), 400);
     app.stop().await;
 }
