@@ -53,6 +53,25 @@ pub struct CallbackResponse {
     pub id_token: Option<String>,
 }
 
+/// `POST /api/v1/auth/anonymous`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AnonymousRequest {
+    /// The application's client id (it must allow anonymous sessions).
+    #[schema(format = Uuid)]
+    pub client_id: String,
+}
+
+/// `POST /api/v1/auth/upgrade`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct UpgradeTicket {
+    /// Pass to the issuer's `authorize` as `upgrade`.
+    pub upgrade: String,
+    /// Seconds until it expires.
+    #[serde(rename = "expiresIn")]
+    pub expires_in: u64,
+}
+
 /// One vault value's metadata.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct ValueMeta {

@@ -153,6 +153,8 @@ pub struct Application {
     pub redirect_uris: Vec<String>,
     /// Where sign-out may return to (exact match).
     pub post_logout_uris: Vec<String>,
+    /// Visitors may get anonymous (ANON) sessions.
+    pub allow_anonymous: bool,
     /// Trusted upstream issuer.
     pub trust: Option<Trust>,
     /// Lifetime of vault values since their last write, seconds.
@@ -188,6 +190,9 @@ pub struct CreateApplication {
     #[serde(default)]
     #[schema(max_items = 20)]
     pub post_logout_uris: Vec<String>,
+    /// Visitors may get anonymous (ANON) sessions (`POST /auth/anonymous`), upgraded in place on sign-up.
+    #[serde(default)]
+    pub allow_anonymous: bool,
     /// Trusted upstream issuer.
     #[serde(default)]
     pub trust: Option<Trust>,
@@ -231,6 +236,9 @@ pub struct UpdateApplication {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(max_items = 20)]
     pub post_logout_uris: Option<Vec<String>>,
+    /// Anonymous sessions allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_anonymous: Option<bool>,
     /// Trusted upstream issuer; `null` removes it.
     #[serde(
         default,

@@ -540,6 +540,7 @@ pub fn invalidation_of(workspace: WorkspaceId, change: &Change) -> Option<Invali
         Change::DeleteApplication(id) | Change::SetApplicationSecret(id, _) => Invalidation::Application(*id),
         Change::InsertUser(u) => Invalidation::User(workspace, u.id),
         Change::SetRole(u, _)
+        | Change::UpgradeUser { user: u, .. }
         | Change::SetStatus(u, _)
         | Change::RaiseRevision(u)
         | Change::DeleteUser(u) => Invalidation::User(workspace, *u),

@@ -58,6 +58,8 @@ pub struct Application {
     pub redirect_uris: Vec<String>,
     /// Where RP-initiated logout may return to (exact match).
     pub post_logout_uris: Vec<String>,
+    /// Visitors may get anonymous (ANON) sessions.
+    pub allow_anonymous: bool,
     /// SHA-256 of the client secret of a confidential client (the secret is shown once, never stored).
     pub secret_hash: Option<Vec<u8>>,
     /// Created.
@@ -234,6 +236,9 @@ pub struct AuthorizationRequest {
     /// `prompt=login`: sign in again even with a single sign-on session.
     #[serde(default)]
     pub force_login: bool,
+    /// An anonymous visitor whose sign-up in this flow becomes their account (same user, same vault).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade_user: Option<UserId>,
 }
 
 /// A pending authorization request.
@@ -349,6 +354,8 @@ pub enum LinkPurpose {
     Reset,
     /// A pending second-factor step (held in a cookie, not mailed).
     Mfa,
+    /// Lets an anonymous visitor's sign-up become that visitor's account (held by the application).
+    Upgrade,
 }
 
 impl LinkPurpose {
@@ -359,6 +366,7 @@ impl LinkPurpose {
             LinkPurpose::Verify => "verify",
             LinkPurpose::Reset => "reset",
             LinkPurpose::Mfa => "mfa",
+            LinkPurpose::Upgrade => "upgrade",
         }
     }
 }

@@ -348,6 +348,17 @@ pub enum Change {
     SetPassword(UserId, String),
     /// Changes the workspace's sign-in policy.
     SetLoginPolicy(crate::login::LoginPolicy),
+    /// Turns an anonymous (ANON) user into a USER with this sealed e-mail and its keyed hash, and raises
+    /// the revision (the ANON tokens stop). `NotFound` unless the user is ANON;
+    /// `Conflict("member-exists")` if the address is taken.
+    UpgradeUser {
+        /// The ANON user.
+        user: UserId,
+        /// Sealed e-mail.
+        email_sealed: Vec<u8>,
+        /// Keyed hash of the e-mail.
+        email_index: Vec<u8>,
+    },
     /// Marks a pending, unexpired invitation accepted (`NotFound` otherwise: used, revoked, expired).
     AcceptInvite(InviteId),
 }

@@ -32,6 +32,8 @@ pub struct NewApplication {
     pub redirect_uris: Vec<String>,
     /// Where RP-initiated logout may return to (exact URIs).
     pub post_logout_uris: Vec<String>,
+    /// Visitors may get anonymous (ANON) sessions.
+    pub allow_anonymous: bool,
 }
 
 /// Changes to an application; `None` leaves a setting as it is.
@@ -45,6 +47,8 @@ pub struct ApplicationPatch {
     pub redirect_uris: Option<Vec<String>>,
     /// Post-logout redirect URIs.
     pub post_logout_uris: Option<Vec<String>>,
+    /// Anonymous sessions allowed.
+    pub allow_anonymous: Option<bool>,
     /// Trusted upstream issuer (`Some(None)` removes it).
     pub trust: Option<Option<UpstreamTrust>>,
     /// Vault data lifetime.
@@ -73,6 +77,7 @@ pub fn application_audit(app: &Application) -> serde_json::Value {
         "token_ttl": app.token_ttl.as_secs(),
         "redirect_uris": app.redirect_uris,
         "post_logout_uris": app.post_logout_uris,
+        "allow_anonymous": app.allow_anonymous,
     })
 }
 
@@ -295,6 +300,7 @@ impl Services {
             public: new.public,
             redirect_uris: new.redirect_uris,
             post_logout_uris: new.post_logout_uris,
+            allow_anonymous: new.allow_anonymous,
             secret_hash: None,
             created_at: now,
             updated_at: now,
@@ -439,6 +445,9 @@ impl Services {
         }
         if let Some(uris) = patch.post_logout_uris {
             app.post_logout_uris = uris;
+        }
+        if let Some(allow) = patch.allow_anonymous {
+            app.allow_anonymous = allow;
         }
         if let Some(ttl) = patch.data_ttl {
             app.data_ttl = ttl;

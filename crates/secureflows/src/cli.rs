@@ -205,6 +205,9 @@ pub enum AppCommand {
         /// Where sign-out may return to (repeatable; exact match).
         #[arg(long = "post-logout-uri")]
         post_logout_uri: Vec<String>,
+        /// Visitors may get anonymous (ANON) sessions, upgraded in place when they sign up.
+        #[arg(long)]
+        allow_anonymous: bool,
     },
     /// List a workspace's applications.
     List {
@@ -417,6 +420,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Value> {
                     public,
                     redirect_uri,
                     post_logout_uri,
+                    allow_anonymous,
                 } => {
                     let trust = match (trust_issuer, trust_audience) {
                         (Some(issuer), Some(audience)) => Some(UpstreamTrust { issuer, audience }),
@@ -435,6 +439,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Value> {
                                 public,
                                 redirect_uris: redirect_uri,
                                 post_logout_uris: post_logout_uri,
+                                allow_anonymous,
                             },
                             &Actor::operator(),
                         )
@@ -649,6 +654,7 @@ fn app_json(app: &secureflows_core::Application) -> Value {
         "allowed_origins": app.allowed_origins,
         "redirect_uris": app.redirect_uris,
         "post_logout_uris": app.post_logout_uris,
+        "allow_anonymous": app.allow_anonymous,
         "session_ttl_secs": app.data_ttl.as_secs(),
         "token_ttl_secs": app.token_ttl.as_secs(),
     })

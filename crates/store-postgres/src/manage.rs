@@ -174,7 +174,7 @@ pub(crate) async fn apply_change(
             }
             sqlx::query(&format!(
                 "insert into application ({APP_COLUMNS})
-                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
             ))
             .bind(app.id.as_uuid())
             .bind(ws)
@@ -190,6 +190,7 @@ pub(crate) async fn apply_change(
             .bind(&app.secret_hash)
             .bind(&app.redirect_uris)
             .bind(&app.post_logout_uris)
+            .bind(app.allow_anonymous)
             .execute(&mut *c)
             .await
             .db()?;
@@ -199,7 +200,7 @@ pub(crate) async fn apply_change(
             let n = sqlx::query(
                 "update application set name = $3, trust_issuer = $4, trust_audience = $5, allowed_origins = $6,
                    data_ttl_secs = $7, token_ttl_secs = $8, updated_at = $9, redirect_uris = $10,
-                   post_logout_uris = $11
+                   post_logout_uris = $11, allow_anonymous = $12
                  where workspace_id = $1 and application_id = $2",
             )
             .bind(ws)
@@ -213,6 +214,7 @@ pub(crate) async fn apply_change(
             .bind(ts(now))
             .bind(&app.redirect_uris)
             .bind(&app.post_logout_uris)
+            .bind(app.allow_anonymous)
             .execute(&mut *c)
             .await
             .db()?
@@ -272,6 +274,39 @@ pub(crate) async fn apply_change(
             }
             insert_user_row(c, u).await?;
             Invalidation::User(workspace, u.id)
+        }
+        Change::UpgradeUser {
+            user,
+            email_sealed,
+            email_index,
+        } => {
+            let taken: bool = sqlx::query_scalar(
+                "select exists (select 1 from user_account where workspace_id = $1 and email_index = $2)",
+            )
+            .bind(ws)
+            .bind(email_index)
+            .fetch_one(&mut *c)
+            .await
+            .db()?;
+            if taken {
+                return Err(Error::Conflict("member-exists"));
+            }
+            let n = sqlx::query(
+                "update user_account set role = 'user', email_sealed = $3, email_index = $4,
+                   revision = revision + 1, updated_at = $5
+                 where workspace_id = $1 and user_id = $2 and role = 'anon'",
+            )
+            .bind(ws)
+            .bind(user.as_uuid())
+            .bind(email_sealed)
+            .bind(email_index)
+            .bind(ts(now))
+            .execute(&mut *c)
+            .await
+            .db()?
+            .rows_affected();
+            must_change(n, "user")?;
+            Invalidation::User(workspace, *user)
         }
         Change::ExpectRole(user, role) => {
             let (current, _) = find_user_role(c, ws, *user).await?;

@@ -144,7 +144,7 @@ pub(crate) fn apply_change(
             }
             c.execute(
                 &format!(
-                    "insert into application ({}) values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                    "insert into application ({}) values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                     crate::data::APP_COLUMNS
                 ),
                 params![
@@ -162,6 +162,7 @@ pub(crate) fn apply_change(
                     app.secret_hash,
                     origins_json(&app.redirect_uris),
                     origins_json(&app.post_logout_uris),
+                    app.allow_anonymous,
                 ],
             )
             .db()?;
@@ -172,7 +173,7 @@ pub(crate) fn apply_change(
                 .execute(
                     "update application set name = ?3, trust_issuer = ?4, trust_audience = ?5, allowed_origins = ?6,
                        data_ttl_secs = ?7, token_ttl_secs = ?8, updated_at = ?9, redirect_uris = ?10,
-                       post_logout_uris = ?11
+                       post_logout_uris = ?11, allow_anonymous = ?12
                      where workspace_id = ?1 and application_id = ?2",
                     params![
                         ws,
@@ -186,6 +187,7 @@ pub(crate) fn apply_change(
                         now.millis(),
                         origins_json(&app.redirect_uris),
                         origins_json(&app.post_logout_uris),
+                        app.allow_anonymous,
                     ],
                 )
                 .db()?;
@@ -236,6 +238,32 @@ pub(crate) fn apply_change(
             }
             insert_user_row(c, u)?;
             Invalidation::User(workspace, u.id)
+        }
+        Change::UpgradeUser {
+            user,
+            email_sealed,
+            email_index,
+        } => {
+            let taken: bool = c
+                .query_row(
+                    "select exists (select 1 from user_account where workspace_id = ?1 and email_index = ?2)",
+                    params![ws, email_index],
+                    |r| r.get(0),
+                )
+                .db()?;
+            if taken {
+                return Err(Error::Conflict("member-exists"));
+            }
+            let n = c
+                .execute(
+                    "update user_account set role = 'user', email_sealed = ?3, email_index = ?4,
+                       revision = revision + 1, updated_at = ?5
+                     where workspace_id = ?1 and user_id = ?2 and role = 'anon'",
+                    params![ws, user.as_uuid(), email_sealed, email_index, now.millis()],
+                )
+                .db()?;
+            must_change(n, "user")?;
+            Invalidation::User(workspace, *user)
         }
         Change::ExpectRole(user, role) => {
             let (current, _) = find_user_role(c, ws, *user)?;

@@ -111,6 +111,13 @@ impl Services {
         flow: Option<FlowId>,
         client: &Actor,
     ) -> Result<(User, FirstFactor)> {
+        // An anonymous visitor's flow: the sign-up becomes that visitor's account.
+        if let Some(flow_id) = flow
+            && let Some((pending, _)) = self.find_flow(workspace, flow_id).await?
+            && let Some(anon) = pending.request.upgrade_user
+        {
+            return self.sign_up_upgrading(workspace, anon, form, flow, client).await;
+        }
         let (found, keys) = self.login_workspace(workspace).await?;
         let email = normalise_email(&form.email)?;
         self.check_new_password(found.login_policy.password, &form.password, &email)

@@ -10,6 +10,7 @@
 //! Every workspace is its own issuer, `{public_url}/w/{workspace}`.
 
 pub mod account;
+pub mod anonymous;
 pub mod breached;
 pub mod hosted;
 pub mod invites;

@@ -47,6 +47,8 @@ pub struct AuthorizeParams {
     pub response_mode: Option<String>,
     /// `request` / `request_uri` (not supported).
     pub request_object: bool,
+    /// `upgrade`: an anonymous visitor's upgrade ticket (a sign-up in this flow becomes their account).
+    pub upgrade: Option<String>,
 }
 
 /// Why an authorization request was refused.
@@ -267,6 +269,19 @@ impl Services {
                 OAuthError::invalid_request("public clients must use PKCE (code_challenge with S256)"),
             ));
         }
+        let upgrade_user = match p.upgrade.as_deref() {
+            None => None,
+            Some(ticket) => match self.upgrade_target(workspace, ticket).await {
+                Ok(Some(user)) => Some(user),
+                Ok(None) => {
+                    return Err(fail(
+                        state,
+                        OAuthError::invalid_request("the upgrade ticket is invalid or expired"),
+                    ));
+                }
+                Err(_) => return Err(fail(state, OAuthError::server_error())),
+            },
+        };
         let prompts: Vec<&str> = p
             .prompt
             .as_deref()
@@ -289,7 +304,8 @@ impl Services {
                 nonce,
                 code_challenge,
                 scope: scope.join(" "),
-                force_login: prompts.contains(&"login"),
+                force_login: prompts.contains(&"login") || upgrade_user.is_some(),
+                upgrade_user,
             },
             no_prompt,
         })

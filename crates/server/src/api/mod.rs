@@ -75,6 +75,8 @@ fn routers() -> (
     let session_api = OpenApiRouter::new()
         .routes(routes!(session::callback))
         .routes(routes!(session::logout, session::browser_logout))
+        .routes(routes!(session::anonymous))
+        .routes(routes!(session::upgrade))
         .routes(routes!(session::list_values))
         .routes(routes!(session::set_value))
         .routes(routes!(session::get_value))

@@ -108,6 +108,68 @@ pub async fn callback(
     Ok(axum::Json(response).into_response())
 }
 
+/// `POST /api/v1/auth/anonymous`: an anonymous (ANON) session for an application that allows them.
+#[utoipa::path(post, path = "/api/v1/auth/anonymous", tag = "session",
+    request_body = dto::AnonymousRequest,
+    responses(
+        (status = 200, description = "A new anonymous user's session", body = dto::CallbackResponse),
+        (status = "4XX", description = "Problem", body = dto::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn anonymous(
+    State(state): State<AppState>,
+    RequestActor(actor): RequestActor,
+    req: Request,
+) -> ApiResult<Response> {
+    let slot = req.extensions().get::<AccessSlot>().cloned();
+    let Json(body) =
+        <Json<dto::AnonymousRequest> as FromRequest<AppState>>::from_request(req, &state).await?;
+    let client_id = body
+        .client_id
+        .parse::<ApplicationId>()
+        .map_err(|_| Error::invalid("client_id", "not a client id"))?;
+    if let Some(retry) = state
+        .sign_in_limits()
+        .check_address(actor.client_ip.clone().unwrap_or_default())
+    {
+        return Err(Problem::from(Error::Limited {
+            kind: secureflows_core::LimitKind::Rate,
+            retry_after: retry,
+        }));
+    }
+    let signed_in = state.services().start_anonymous(client_id, &actor).await?;
+    if let Some(slot) = slot {
+        slot.identify(signed_in.workspace, signed_in.application, Some(signed_in.user));
+    }
+    Ok(axum::Json(dto::CallbackResponse {
+        session_token: signed_in.token.token,
+        expires_in: signed_in.token.expires_in.as_secs(),
+        token_type: "Bearer".into(),
+        refresh_token: None,
+        id_token: None,
+    })
+    .into_response())
+}
+
+/// `POST /api/v1/auth/upgrade`: an upgrade ticket for the caller's anonymous session, to pass to the
+/// issuer's `authorize` as `upgrade`: signing up in that flow keeps this user and its vault. ANON
+/// callers only.
+#[utoipa::path(post, path = "/api/v1/auth/upgrade", tag = "session",
+    security(("session" = [])),
+    responses(
+        (status = 200, description = "The ticket (single use, 15 minutes)", body = dto::UpgradeTicket),
+        (status = "4XX", description = "Problem", body = dto::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn upgrade(
+    State(state): State<AppState>,
+    SessionAuth(caller): SessionAuth,
+) -> ApiResult<axum::Json<dto::UpgradeTicket>> {
+    let (ticket, ttl) = state.services().upgrade_ticket(&caller).await?;
+    Ok(axum::Json(dto::UpgradeTicket {
+        upgrade: ticket.expose().to_owned(),
+        expires_in: ttl.as_secs(),
+    }))
+}
+
 /// The callback answers in problem+json: an unusable code or verifier is 401 `invalid-token`, a failed
 /// client authentication 401, a full session table 429.
 fn oauth_problem(e: OAuthError) -> Problem {

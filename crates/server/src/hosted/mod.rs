@@ -58,6 +58,20 @@ impl SignInLimits {
         }
     }
 
+    /// Takes one attempt for a client address alone; `Some(retry_after)` if it is used up.
+    pub fn check_address(&self, address: String) -> Option<Duration> {
+        let now = governor::clock::Clock::now(&governor::clock::DefaultClock::default());
+        let result = self
+            .addresses
+            .check_key(&address)
+            .err()
+            .map(|n| n.wait_time_from(now).max(Duration::from_secs(1)));
+        if self.addresses.len() > 100_000 {
+            self.addresses.retain_recent();
+        }
+        result
+    }
+
     /// Takes one attempt for both keys; `Err(retry_after)` if either is used up.
     fn check(&self, account: String, address: String) -> Result<(), Duration> {
         let now = governor::clock::Clock::now(&governor::clock::DefaultClock::default());
@@ -390,6 +404,7 @@ async fn authorize(
         prompt: get("prompt"),
         response_mode: get("response_mode"),
         request_object: get("request").is_some() || get("request_uri").is_some(),
+        upgrade: get("upgrade"),
     };
     let services = state.services();
     let valid = match services.validate_authorize(ctx.workspace, params).await {
@@ -437,6 +452,10 @@ async fn authorize(
         ));
     }
     match services.start_flow(&valid).await {
+        // An anonymous visitor upgrading signs up; everyone else starts at the sign-in page.
+        Ok(flow) if valid.request.upgrade_user.is_some() => {
+            ctx.finish(&state, see_other(&ctx.signup_link(Some(&flow.id.to_string()))))
+        }
         Ok(flow) => ctx.finish(&state, see_other(&ctx.login_link(Some(&flow.id.to_string())))),
         Err(e) => internal(e),
     }

@@ -13,6 +13,8 @@ alter table workspace add column mfa_required text not null default 'off'
 -- Arrays of exact URIs.
 alter table application add column redirect_uris text[] not null default '{}';
 alter table application add column post_logout_uris text[] not null default '{}';
+-- Visitors may get anonymous (ANON) sessions, upgraded in place when they sign up.
+alter table application add column allow_anonymous boolean not null default false;
 
 -- Failed sign-ins since the last success, and the end of a temporary lockout.
 alter table user_account add column failed_sign_ins integer not null default 0;
@@ -116,7 +118,7 @@ create index refresh_token_expiry on refresh_token (expires_at);
 create table login_link (
     workspace_id uuid not null,
     link_hash bytea not null,
-    purpose text not null check (purpose in ('magic', 'verify', 'reset', 'mfa')),
+    purpose text not null check (purpose in ('magic', 'verify', 'reset', 'mfa', 'upgrade')),
     -- The first factor's methods (a pending second-factor step).
     amr text not null default '[]',
     user_id uuid not null,

@@ -17,6 +17,7 @@ backend_tests!(
     authorization_requests_never_redirect_anywhere_unregistered,
     sign_in_is_throttled_and_reveals_nothing,
     parallel_guesses_lock_the_account_after_ten,
+    anonymous_visitors_keep_their_vault_when_they_sign_up,
 );
 
 pub(crate) const PASSWORD: &str = "correct horse battery staple";
@@ -718,5 +719,148 @@ async fn parallel_guesses_lock_the_account_after_ten(backend: Backend) {
         200,
         "the lock ended"
     );
+    app.stop().await;
+}
+
+async fn anonymous_visitors_keep_their_vault_when_they_sign_up(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ws = app.workspace(Plan::Pro).await;
+    let (closed, _) = client_app(&app, ws, true).await;
+    let client = app
+        .services()
+        .create_application(
+            ws,
+            secureflows_core::workspace::NewApplication {
+                name: "Shop".into(),
+                public: true,
+                allow_anonymous: true,
+                redirect_uris: vec!["https://app.example/cb".into()],
+                ..Default::default()
+            },
+            &secureflows_core::audit::Actor::operator(),
+        )
+        .await
+        .unwrap()
+        .0;
+    let anonymous = |client_id: String| {
+        let app = &app;
+        async move {
+            app.http
+                .post(format!("{}/api/v1/auth/anonymous", app.url))
+                .json(&serde_json::json!({"client_id": client_id}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_problem(anonymous(closed.id.to_string()).await, 403, "forbidden").await;
+    let r = anonymous(client.id.to_string()).await;
+    assert_eq!(r.status(), 200);
+    let anon_token = r.json::<serde_json::Value>().await.unwrap()["sessionToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let anon = app.client.session(anon_token.clone());
+    anon.set("cart", "application/json", "{\"items\":3}")
+        .await
+        .unwrap();
+
+    // The application gets an upgrade ticket and sends the visitor to sign up.
+    let ticket = |token: String| {
+        let app = &app;
+        async move {
+            app.http
+                .post(format!("{}/api/v1/auth/upgrade", app.url))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let r = ticket(anon_token.clone()).await;
+    assert_eq!(r.status(), 200);
+    let upgrade = r.json::<serde_json::Value>().await.unwrap()["upgrade"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let b = browser();
+    let (verifier, challenge) = pkce();
+    let r = b
+        .get(authorize_url(
+            &app,
+            ws,
+            &client,
+            &challenge,
+            &format!("&upgrade={upgrade}"),
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let signup = location(&r);
+    assert!(signup.starts_with(&format!("/w/{ws}/signup?flow=")), "{signup}");
+    let flow = query_param(&format!("{}{signup}", app.url), "flow").unwrap();
+    let page = b
+        .get(format!("{}{signup}", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let r = b
+        .post(format!("{}/w/{ws}/signup", app.url))
+        .form(&[
+            ("csrf", csrf_of(&page).as_str()),
+            ("flow", &flow),
+            ("email", "pia@example.com"),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let code = query_param(&location(&r), "code").unwrap();
+    let r = app
+        .http
+        .post(format!("{}/api/v1/auth/callback", app.url))
+        .json(&serde_json::json!({"code": code, "code_verifier": verifier}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let token = r.json::<serde_json::Value>().await.unwrap()["sessionToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Same user, same vault; the anonymous token stopped; the ticket was single use.
+    let user = app.client.session(token.clone());
+    assert_eq!(&user.get("cart").await.unwrap().bytes[..], b"{\"items\":3}");
+    let r = app
+        .http
+        .get(format!("{}/api/v1/sessions", app.url))
+        .bearer_auth(&anon_token)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, 401, "session-revoked").await;
+    let r = browser()
+        .get(authorize_url(
+            &app,
+            ws,
+            &client,
+            &challenge,
+            &format!("&upgrade={upgrade}"),
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        query_param(&location(&r), "error").as_deref(),
+        Some("invalid_request")
+    );
+    // Only anonymous sessions get tickets.
+    assert_problem(ticket(token).await, 403, "forbidden").await;
     app.stop().await;
 }

@@ -123,6 +123,7 @@ fn application(ws: WorkspaceId, issuer: &str, audience: &str, origins: &[&str]) 
         secret_hash: None,
         redirect_uris: vec!["https://app.example/cb".into()],
         post_logout_uris: Vec::new(),
+        allow_anonymous: false,
         created_at: at(0),
         updated_at: at(0),
     }
@@ -924,6 +925,7 @@ async fn codes_and_refresh_tokens(s: &Stores) {
             code_challenge: Some("c".repeat(43)),
             scope: "openid".into(),
             force_login: false,
+            upgrade_user: None,
         },
         auth_time: at(0),
         amr: vec!["pwd".into()],

@@ -22,6 +22,7 @@ pub(crate) fn application_dto(a: &Application) -> m::Application {
         allowed_origins: a.allowed_origins.clone(),
         redirect_uris: a.redirect_uris.clone(),
         post_logout_uris: a.post_logout_uris.clone(),
+        allow_anonymous: a.allow_anonymous,
         trust: a.trust.as_ref().map(|t| m::Trust {
             issuer: t.issuer.clone(),
             audience: t.audience.clone(),
@@ -68,6 +69,7 @@ pub async fn create_application(
         public: body.public,
         redirect_uris: body.redirect_uris,
         post_logout_uris: body.post_logout_uris,
+        allow_anonymous: body.allow_anonymous,
     };
     let (app, secret) = state
         .services()
@@ -170,6 +172,7 @@ pub async fn update_application(
         allowed_origins: body.allowed_origins,
         redirect_uris: body.redirect_uris,
         post_logout_uris: body.post_logout_uris,
+        allow_anonymous: body.allow_anonymous,
         trust: body.trust.map(|t| t.map(trust)),
         data_ttl: body.session_ttl.map(Duration::from_secs),
         token_ttl: body.token_ttl.map(Duration::from_secs),
