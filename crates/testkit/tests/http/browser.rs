@@ -100,8 +100,18 @@ async fn element(c: &Client, css: &str) -> fantoccini::elements::Element {
     }
 }
 
+/// A page that is still navigating can replace an element between finding and using it ("stale
+/// element"): these helpers find it again and retry, for up to about five seconds.
+const RETRIES: usize = 50;
+
 async fn text(c: &Client, css: &str) -> String {
-    element(c, css).await.text().await.unwrap()
+    for _ in 0..RETRIES {
+        if let Ok(text) = element(c, css).await.text().await {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{css} kept going stale");
 }
 
 async fn wait_for_text(c: &Client, css: &str, expected: &str) {
@@ -119,13 +129,24 @@ async fn wait_for_text(c: &Client, css: &str, expected: &str) {
 }
 
 async fn click(c: &Client, css: &str) {
-    element(c, css).await.click().await.unwrap();
+    for _ in 0..RETRIES {
+        if element(c, css).await.click().await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{css} could not be clicked");
 }
 
 async fn fill(c: &Client, css: &str, value: &str) {
-    let el = element(c, css).await;
-    el.clear().await.unwrap();
-    el.send_keys(value).await.unwrap();
+    for _ in 0..RETRIES {
+        let el = element(c, css).await;
+        if el.clear().await.is_ok() && el.send_keys(value).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{css} could not be filled");
 }
 
 /// The example application, registered and served for a new workspace. Returns its origin.
