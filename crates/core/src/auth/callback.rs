@@ -17,7 +17,7 @@ use crate::model::NewIdentity;
 use crate::store::{NewUser, SessionAdmission, SessionLimits};
 use crate::{
     Application, ApplicationId, AuthFailure, Error, ForbiddenReason, LimitKind, LoginSession, Plan, Result,
-    Role, Services, SessionId, Timestamp, User, UserId, UserStatus, WorkspaceId,
+    Role, Services, SessionId, Timestamp, User, UserId, UserStatus, Workspace, WorkspaceId,
 };
 
 /// The outcome of a successful sign-in. Its `Debug` never shows the token.
@@ -153,28 +153,7 @@ impl Services {
             return Err(Error::Forbidden(ForbiddenReason::AccountLocked));
         }
 
-        let session = LoginSession {
-            id: SessionId::new(),
-            workspace_id: workspace.id,
-            application_id: Some(app.id),
-            user_id: user.id,
-            browser_session_id: None,
-            created_at: now,
-            expires_at: now.plus(app.token_ttl),
-            ended_at: None,
-        };
-        self.open_app_session(workspace.plan, &session, now).await?;
-        let token = self.tokens.issue(
-            TokenKind::Session,
-            app.id.to_string(),
-            workspace.id,
-            user.id,
-            session.id,
-            user.role,
-            user.revision,
-            app.token_ttl,
-            now,
-        )?;
+        let (session, token) = self.start_app_session(app, &workspace, &user, now).await?;
         actor.kind = ActorKind::EndUser;
         actor.id = Some(user.id);
         self.record(
@@ -199,6 +178,40 @@ impl Services {
             application: app.id,
             workspace: workspace.id,
         })
+    }
+
+    /// A login session of the application for the user (within the plan's limits) and its SESSION JWT,
+    /// for sign-ins that need no refresh token (upstream ID tokens, anonymous visitors).
+    pub(crate) async fn start_app_session(
+        &self,
+        app: &Application,
+        workspace: &Workspace,
+        user: &User,
+        now: Timestamp,
+    ) -> Result<(LoginSession, IssuedToken)> {
+        let session = LoginSession {
+            id: SessionId::new(),
+            workspace_id: workspace.id,
+            application_id: Some(app.id),
+            user_id: user.id,
+            browser_session_id: None,
+            created_at: now,
+            expires_at: now.plus(app.token_ttl),
+            ended_at: None,
+        };
+        self.open_app_session(workspace.plan, &session, now).await?;
+        let token = self.tokens.issue(
+            TokenKind::Session,
+            app.id.to_string(),
+            workspace.id,
+            user.id,
+            session.id,
+            user.role,
+            user.revision,
+            app.token_ttl,
+            now,
+        )?;
+        Ok((session, token))
     }
 
     /// Opens an application's login session within the plan's concurrent-session limits: 429

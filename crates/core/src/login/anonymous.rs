@@ -14,15 +14,14 @@ use secureflows_crypto::SecretString;
 use crate::audit::{Actor, ActorKind, NewEvent};
 use crate::auth::callback::{SignedIn, email_index, seal_email};
 use crate::auth::session::SessionCaller;
-use crate::auth::token::TokenKind;
 use crate::login::hosted::{SignUp, normalise_email};
 use crate::login::mfa::FirstFactor;
 use crate::login::password;
 use crate::login::{credential_workspace, new_credential};
 use crate::store::Change;
 use crate::{
-    ApplicationId, Error, ForbiddenReason, LinkPurpose, LoginLink, LoginSession, Result, Role, Services,
-    SessionId, User, UserId, UserStatus, WorkspaceId,
+    ApplicationId, Error, ForbiddenReason, LinkPurpose, LoginLink, Result, Role, Services, User, UserId,
+    UserStatus, WorkspaceId,
 };
 
 const UPGRADE_PREFIX: &str = "sfu_";
@@ -73,28 +72,7 @@ impl Services {
             )],
         )
         .await?;
-        let session = LoginSession {
-            id: SessionId::new(),
-            workspace_id: workspace.id,
-            application_id: Some(app.id),
-            user_id: user.id,
-            browser_session_id: None,
-            created_at: now,
-            expires_at: now.plus(app.token_ttl),
-            ended_at: None,
-        };
-        self.open_app_session(workspace.plan, &session, now).await?;
-        let token = self.tokens.issue(
-            TokenKind::Session,
-            app.id.to_string(),
-            workspace.id,
-            user.id,
-            session.id,
-            Role::Anon,
-            user.revision,
-            app.token_ttl,
-            now,
-        )?;
+        let (session, token) = self.start_app_session(&app, &workspace, &user, now).await?;
         Ok(SignedIn {
             token,
             session: session.id,

@@ -172,23 +172,40 @@ impl Services {
         token: &str,
         purpose: LinkPurpose,
     ) -> Result<(LoginLink, User)> {
-        if credential_workspace(LINK_PREFIX, token) != Some(workspace) {
-            return Err(Error::NotFound("link"));
+        self.link_user(workspace, LINK_PREFIX, token, purpose, true).await
+    }
+
+    /// The link (spent when `spend`) that `token` names in this workspace, and its user, active.
+    /// `NotFound` for a token of another shape or workspace, an unknown, used or expired link, or a
+    /// user who is gone or locked.
+    pub(crate) async fn link_user(
+        &self,
+        workspace: WorkspaceId,
+        prefix: &str,
+        token: &str,
+        purpose: LinkPurpose,
+        spend: bool,
+    ) -> Result<(LoginLink, User)> {
+        let missing = || Error::NotFound("link");
+        if credential_workspace(prefix, token) != Some(workspace) {
+            return Err(missing());
         }
         let hash = secureflows_crypto::sha256(token.as_bytes());
-        let link = self
-            .stores
-            .login
-            .use_link(workspace, &hash, purpose, self.clock.now())
-            .await?
-            .ok_or(Error::NotFound("link"))?;
+        let now = self.clock.now();
+        let login = &self.stores.login;
+        let link = if spend {
+            login.use_link(workspace, &hash, purpose, now).await?
+        } else {
+            login.find_link(workspace, &hash, purpose, now).await?
+        }
+        .ok_or_else(missing)?;
         let user = self
             .stores
             .users
             .find_user(workspace, link.user_id)
             .await?
             .filter(|u| u.status == UserStatus::Active)
-            .ok_or(Error::NotFound("link"))?;
+            .ok_or_else(missing)?;
         Ok((link, user))
     }
 

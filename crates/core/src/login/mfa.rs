@@ -15,11 +15,10 @@ use crate::audit::{Actor, ActorKind, NewEvent};
 use crate::keyring::WorkspaceKeys;
 use crate::login::hosted::BrowserLogin;
 use crate::login::links::LinkSignIn;
-use crate::login::{MfaRequirement, credential_workspace, new_credential};
+use crate::login::{MfaRequirement, new_credential};
 use crate::store::AttemptGate;
 use crate::{
-    AuthFailure, Error, FlowId, LinkPurpose, LoginLink, Result, Services, User, UserId, UserStatus,
-    WorkspaceId,
+    AuthFailure, Error, FlowId, LinkPurpose, LoginLink, Result, Services, User, UserId, WorkspaceId,
 };
 
 const PENDING_PREFIX: &str = "sfp_";
@@ -143,24 +142,8 @@ impl Services {
 
     /// The user of a pending step, and the step.
     async fn pending_step(&self, workspace: WorkspaceId, pending: &str) -> Result<(LoginLink, User)> {
-        if credential_workspace(PENDING_PREFIX, pending) != Some(workspace) {
-            return Err(Error::NotFound("pending sign-in"));
-        }
-        let hash = secureflows_crypto::sha256(pending.as_bytes());
-        let link = self
-            .stores
-            .login
-            .find_link(workspace, &hash, LinkPurpose::Mfa, self.clock.now())
-            .await?
-            .ok_or(Error::NotFound("pending sign-in"))?;
-        let user = self
-            .stores
-            .users
-            .find_user(workspace, link.user_id)
-            .await?
-            .filter(|u| u.status == UserStatus::Active)
-            .ok_or(Error::NotFound("pending sign-in"))?;
-        Ok((link, user))
+        self.link_user(workspace, PENDING_PREFIX, pending, LinkPurpose::Mfa, false)
+            .await
     }
 
     /// Starts the enrolment a pending step requires (the workspace requires a second factor).
