@@ -320,6 +320,89 @@ impl Services {
         })
     }
 
+    /// Everything the workspace holds about a user, in the clear, for the user themself (GDPR/CCPA
+    /// access and portability): profile, and every vault value of every application (JSON values as
+    /// JSON, others base64). Audited as `user.data_export`.
+    pub async fn export_user_data(
+        &self,
+        user: &crate::User,
+        actor: &crate::audit::Actor,
+    ) -> Result<serde_json::Value> {
+        use base64::Engine as _;
+        let workspace = user.workspace_id;
+        let keys = self.keys.workspace_keys(workspace, self.state.trusted()).await?;
+        let entries = self
+            .stores
+            .vault
+            .list_user_values(workspace, user.id, self.clock.now())
+            .await?;
+        let mut values = Vec::with_capacity(entries.len());
+        for (application, entry) in entries {
+            let place = Place {
+                workspace,
+                application,
+                user: user.id,
+            };
+            let name_keys = self.keys_opening(workspace, &keys, &entry.name_sealed).await?;
+            let name = name_keys.open(&place.name_aad(&entry.key_index), &entry.name_sealed)?;
+            let key = String::from_utf8(name).map_err(|_| Error::Integrity("vault key name is not UTF-8"))?;
+            // The listing carries metadata only: read the value itself (it may have expired since).
+            let key_index: [u8; 32] = entry
+                .key_index
+                .as_slice()
+                .try_into()
+                .map_err(|_| Error::Integrity("vault key index"))?;
+            let now = self.clock.now();
+            let Some(stored) = self
+                .stores
+                .vault
+                .get_value(&place.locator(key_index), now)
+                .await?
+            else {
+                continue;
+            };
+            let value_keys = self.keys_opening(workspace, &keys, &stored.value_sealed).await?;
+            let (content_type, bytes) =
+                decode_payload(value_keys.open(&place.value_aad(&key), &stored.value_sealed)?)?;
+            let value = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+                Ok(json) if content_type.starts_with("application/json") => json,
+                _ => serde_json::Value::from(base64::engine::general_purpose::STANDARD.encode(&bytes)),
+            };
+            values.push(serde_json::json!({
+                "application_id": application,
+                "key": key,
+                "content_type": content_type,
+                "value": value,
+                "updated_at": entry.updated_at.rfc3339(),
+                "expires_at": entry.expires_at.rfc3339(),
+            }));
+        }
+        let mut actor = actor.clone();
+        actor.kind = crate::audit::ActorKind::EndUser;
+        actor.id = Some(user.id);
+        self.record(
+            workspace,
+            &keys,
+            &actor,
+            vec![
+                NewEvent::new("user.data_export", "user", user.id)
+                    .values(None, Some(serde_json::json!({"values": values.len()}))),
+            ],
+        )
+        .await?;
+        Ok(serde_json::json!({
+            "user": {
+                "id": user.id,
+                "email": self.user_email(&keys, user),
+                "name": self.user_name(&keys, user),
+                "role": user.role.as_str(),
+                "created_at": user.created_at.rfc3339(),
+            },
+            "vault": values,
+            "exported_at": self.clock.now().rfc3339(),
+        }))
+    }
+
     /// The largest value the caller's plan allows, in bytes.
     pub fn value_limit(&self, caller: &SessionCaller) -> u64 {
         caller.limits.max_value_bytes

@@ -264,18 +264,15 @@ impl Services {
         client: &Actor,
     ) -> Result<LinkSignIn> {
         let keys = self.keys.workspace_keys(workspace, self.state.trusted()).await?;
-        // Check the password before spending the link, so a refused password can be retried.
-        if credential_workspace(LINK_PREFIX, token) != Some(workspace) {
-            return Err(Error::NotFound("link"));
-        }
+        // Check the password (against the user's address too) before spending the link, so that a
+        // refused password can be retried with the same link.
+        let (_, user) = self
+            .link_user(workspace, LINK_PREFIX, token, LinkPurpose::Reset, false)
+            .await?;
         let policy = self.get_workspace(workspace).await?.login_policy.password;
-        self.check_new_password(policy, new_password, "").await?;
+        let email = self.user_email(&keys, &user).unwrap_or_default();
+        self.check_new_password(policy, new_password, &email).await?;
         let (_, user) = self.spend_link(workspace, token, LinkPurpose::Reset).await?;
-        if let Some(email) = self.user_email(&keys, &user) {
-            policy
-                .check(new_password.expose(), &email)
-                .map_err(Error::Invalid)?;
-        }
         let phc = password::hash_password(new_password).await?;
         let actor = actor_for(client, &user);
         self.commit(

@@ -2,7 +2,7 @@
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use secureflows_core::login::mfa::FirstFactor;
 use secureflows_core::{AuthFailure, BrowserSession, Error, User};
@@ -332,6 +332,7 @@ async fn account_view(
         disable_action: format!("/w/{ws}/account/totp/disable"),
         setup_link: format!("/w/{ws}/account/totp"),
         logout_link: format!("/w/{ws}/logout"),
+        export_link: format!("/w/{ws}/account/export"),
     };
     ctx.finish(state, render(code, &page))
 }
@@ -619,6 +620,35 @@ pub(super) async fn totp_disable(
         Err(Error::Invalid(_)) => {
             let refused = Notice::Refused(StatusCode::UNPROCESSABLE_ENTITY, "The code is not right.");
             account_view(&state, &ctx, &session, &user, refused).await
+        }
+        Err(e) => internal(e),
+    }
+}
+
+/// `GET /w/{ws}/account/export`: everything the workspace holds about the signed-in user, as a JSON
+/// download (their vault values decrypted here for them).
+pub(super) async fn export(
+    State(state): State<AppState>,
+    Path(workspace): Path<String>,
+    parts: axum::http::request::Parts,
+) -> Response {
+    let ctx = match page_context(&state, &workspace, &parts.headers).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let (_, user) = match signed_in_user(&ctx) {
+        Ok(found) => found,
+        Err(r) => return ctx.finish(&state, r),
+    };
+    let actor = crate::extract::request_actor(&parts, &state);
+    match state.services().export_user_data(user, &actor).await {
+        Ok(data) => {
+            let mut response = axum::Json(data).into_response();
+            response.headers_mut().insert(
+                header::CONTENT_DISPOSITION,
+                axum::http::HeaderValue::from_static("attachment; filename=\"my-data.json\""),
+            );
+            ctx.finish(&state, response)
         }
         Err(e) => internal(e),
     }

@@ -109,6 +109,7 @@ pub fn router() -> Router<AppState> {
             get(account::required_setup).post(account::required_confirm),
         )
         .route("/w/{workspace}/account", get(account::account_page))
+        .route("/w/{workspace}/account/export", get(account::export))
         .route(
             "/w/{workspace}/invite/accept",
             get(links::invite_page).post(links::invite_accept),

@@ -211,6 +211,7 @@ pub struct AccountPage {
     pub disable_action: String,
     pub setup_link: String,
     pub logout_link: String,
+    pub export_link: String,
 }
 
 /// TOTP enrolment: the QR code, the key and the confirmation form.

@@ -336,6 +336,11 @@ async fn password_reset_ends_other_sessions_and_alerts(backend: Backend) {
     };
     // A refused password leaves the link usable.
     assert_eq!(reset("short").await.status(), 422);
+    assert_eq!(
+        reset("gwen-likes-long-words").await.status(),
+        422,
+        "not the address, checked before spending"
+    );
     assert_eq!(reset("a brand new passphrase").await.status(), 200);
     assert_eq!(reset("another new passphrase").await.status(), 400, "single use");
 

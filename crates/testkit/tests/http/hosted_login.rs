@@ -461,6 +461,37 @@ async fn confidential_client_refreshes_and_detects_reuse(backend: Backend) {
     assert_eq!(r.status(), 200);
     assert_eq!(introspect(access.to_owned()).await["active"], false);
     assert_eq!(introspect("garbage".into()).await["active"], false);
+
+    // A replay racing itself after the grace window: both refused, and the family is gone.
+    let r = b
+        .get(authorize_url(&app, ws, &client, &challenge, ""))
+        .send()
+        .await
+        .unwrap();
+    let code = query_param(&location(&r), "code").unwrap();
+    let grant: serde_json::Value = token_request(
+        &app,
+        ws,
+        &client,
+        &secret,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", "https://app.example/cb"),
+            ("code_verifier", &verifier),
+        ],
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let first = grant["refresh_token"].as_str().unwrap().to_owned();
+    let rotated: serde_json::Value = refresh(first.clone()).await.json().await.unwrap();
+    let second = rotated["refresh_token"].as_str().unwrap().to_owned();
+    app.advance(Duration::from_secs(11));
+    let (a, b2) = tokio::join!(refresh(first.clone()), refresh(first));
+    assert_eq!((a.status().as_u16(), b2.status().as_u16()), (400, 400));
+    assert_eq!(refresh(second).await.status(), 400, "the family is revoked");
     app.stop().await;
 }
 
@@ -862,5 +893,29 @@ async fn anonymous_visitors_keep_their_vault_when_they_sign_up(backend: Backend)
     );
     // Only anonymous sessions get tickets.
     assert_problem(ticket(token).await, 403, "forbidden").await;
+
+    // The signed-in user downloads everything held about them, decrypted for them.
+    let r = b
+        .get(format!("{}/w/{ws}/account/export", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("attachment")
+    );
+    let data: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(data["user"]["email"], "pia@example.com");
+    assert_eq!(data["vault"][0]["key"], "cart");
+    assert_eq!(data["vault"][0]["value"], serde_json::json!({"items": 3}));
+    let r = browser()
+        .get(format!("{}/w/{ws}/account/export", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "only for the signed-in user");
     app.stop().await;
 }
