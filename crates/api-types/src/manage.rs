@@ -56,6 +56,8 @@ pub struct Workspace {
     pub plan: String,
     /// The hosted login's sign-in policy.
     pub login_policy: LoginPolicy,
+    /// The hosted login's branding.
+    pub branding: Branding,
     /// Created (RFC 3339, UTC).
     pub created_at: String,
     /// Last changed.
@@ -91,6 +93,23 @@ pub struct UpdateWorkspace {
     /// New sign-in policy (OWNER only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub login_policy: Option<LoginPolicy>,
+    /// New branding of the hosted login (replaces it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branding: Option<Branding>,
+}
+
+/// The hosted login's branding besides the workspace name.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Branding {
+    /// Accent colour, `#rrggbb`.
+    #[serde(default)]
+    #[schema(pattern = "^#[0-9a-fA-F]{6}$")]
+    pub color: Option<String>,
+    /// Logo: an absolute https URL.
+    #[serde(default)]
+    #[schema(max_length = 2000)]
+    pub logo_url: Option<String>,
 }
 
 /// A workspace's sign-in policy.

@@ -535,7 +535,8 @@ pub fn invalidation_of(workspace: WorkspaceId, change: &Change) -> Option<Invali
         Change::InsertWorkspace(_)
         | Change::RenameWorkspace(_)
         | Change::SetPlan(_)
-        | Change::SetLoginPolicy(_) => Invalidation::Workspace(workspace),
+        | Change::SetLoginPolicy(_)
+        | Change::SetBranding(_) => Invalidation::Workspace(workspace),
         Change::InsertApplication(a) | Change::UpdateApplication(a) => Invalidation::Application(a.id),
         Change::DeleteApplication(id) | Change::SetApplicationSecret(id, _) => Invalidation::Application(*id),
         Change::InsertUser(u) => Invalidation::User(workspace, u.id),

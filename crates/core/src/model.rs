@@ -20,6 +20,8 @@ pub struct Workspace {
     pub plan: Plan,
     /// Sign-in policy of its hosted login.
     pub login_policy: crate::login::LoginPolicy,
+    /// Branding of its hosted login.
+    pub branding: crate::login::Branding,
     /// Created.
     pub created_at: Timestamp,
     /// Last changed.

@@ -348,6 +348,8 @@ pub enum Change {
     SetPassword(UserId, String),
     /// Changes the workspace's sign-in policy.
     SetLoginPolicy(crate::login::LoginPolicy),
+    /// Changes the workspace's hosted-login branding.
+    SetBranding(crate::login::Branding),
     /// Turns an anonymous (ANON) user into a USER with this sealed e-mail and its keyed hash, and raises
     /// the revision (the ANON tokens stop). `NotFound` unless the user is ANON;
     /// `Conflict("member-exists")` if the address is taken.

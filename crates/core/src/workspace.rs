@@ -179,6 +179,7 @@ impl Services {
             name: name.to_owned(),
             plan,
             login_policy: crate::login::LoginPolicy::default(),
+            branding: crate::login::Branding::default(),
             created_at: now,
             updated_at: now,
         };
@@ -558,6 +559,34 @@ impl Services {
             vec![
                 NewEvent::new("workspace.login_policy", "workspace", old.id)
                     .values(Some(describe(&old.login_policy)), Some(describe(&policy))),
+            ],
+        )
+        .await?;
+        self.get_workspace(old.id).await
+    }
+
+    /// Changes the workspace's hosted-login branding (OWNER, ADMIN).
+    pub async fn set_branding(
+        &self,
+        caller: &ConsoleCaller,
+        branding: crate::login::Branding,
+    ) -> Result<Workspace> {
+        caller.require_admin()?;
+        let errors = branding.validate();
+        if !errors.is_empty() {
+            return Err(Error::Invalid(errors));
+        }
+        let old = self.get_workspace(caller.workspace_id()).await?;
+        let describe =
+            |b: &crate::login::Branding| serde_json::json!({"color": b.color, "logo_url": b.logo_url});
+        self.commit(
+            old.id,
+            &caller.keys,
+            &caller.actor,
+            vec![Change::SetBranding(branding.clone())],
+            vec![
+                NewEvent::new("workspace.branding", "workspace", old.id)
+                    .values(Some(describe(&old.branding)), Some(describe(&branding))),
             ],
         )
         .await?;

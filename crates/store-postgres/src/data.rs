@@ -21,7 +21,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use secureflows_core::login::password::PasswordPolicy;
-use secureflows_core::login::{LoginPolicy, MfaRequirement};
+use secureflows_core::login::{Branding, LoginPolicy, MfaRequirement};
 
 use crate::error::SqlResult;
 use crate::manage::{apply_change, insert_user_row};
@@ -172,6 +172,10 @@ pub(crate) fn workspace_row(r: &PgRow) -> Result<Workspace> {
             mfa: MfaRequirement::parse(r.try_get::<&str, _>("mfa_required").db()?)
                 .ok_or(corrupt("mfa_required"))?,
         },
+        branding: Branding {
+            color: r.try_get("brand_color").db()?,
+            logo_url: r.try_get("logo_url").db()?,
+        },
     })
 }
 
@@ -254,7 +258,7 @@ impl WorkspaceStore for PgStore {
         self.tenant_fetch_optional(
 id,
 sqlx::query(
-            "select workspace_id, name, plan, created_at, updated_at, password_policy, mfa_required from workspace where workspace_id = $1",
+            "select workspace_id, name, plan, created_at, updated_at, password_policy, mfa_required, brand_color, logo_url from workspace where workspace_id = $1",
         )
         .bind(id.as_uuid())
         ,
@@ -267,7 +271,7 @@ sqlx::query(
 
     async fn list_workspaces(&self) -> Result<Vec<Workspace>> {
         sqlx::query(
-            "select workspace_id, name, plan, created_at, updated_at, password_policy, mfa_required from secureflows_list_workspaces()",
+            "select workspace_id, name, plan, created_at, updated_at, password_policy, mfa_required, brand_color, logo_url from secureflows_list_workspaces()",
         )
         .fetch_all(&self.pool)
         .await

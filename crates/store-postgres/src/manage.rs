@@ -168,6 +168,21 @@ pub(crate) async fn apply_change(
             must_change(n, "workspace")?;
             Invalidation::Workspace(workspace)
         }
+        Change::SetBranding(branding) => {
+            let n = sqlx::query(
+                "update workspace set brand_color = $2, logo_url = $3, updated_at = $4 where workspace_id = $1",
+            )
+            .bind(ws)
+            .bind(&branding.color)
+            .bind(&branding.logo_url)
+            .bind(ts(now))
+            .execute(&mut *c)
+            .await
+            .db()?
+            .rows_affected();
+            must_change(n, "workspace")?;
+            Invalidation::Workspace(workspace)
+        }
         Change::InsertApplication(app) => {
             if app.workspace_id != workspace {
                 return Err(Error::NotFound("workspace"));

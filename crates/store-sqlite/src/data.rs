@@ -17,7 +17,7 @@ use secureflows_core::{
 };
 
 use secureflows_core::login::password::PasswordPolicy;
-use secureflows_core::login::{LoginPolicy, MfaRequirement};
+use secureflows_core::login::{Branding, LoginPolicy, MfaRequirement};
 
 use crate::conn::Database;
 use crate::error::SqlResult;
@@ -114,6 +114,10 @@ pub(crate) fn workspace_row(r: &Row<'_>) -> rusqlite::Result<Workspace> {
                 .ok_or_else(|| bad_column("password_policy"))?,
             mfa: MfaRequirement::parse(&r.get::<_, String>(6)?).ok_or_else(|| bad_column("mfa_required"))?,
         },
+        branding: Branding {
+            color: r.get(7)?,
+            logo_url: r.get(8)?,
+        },
     })
 }
 
@@ -202,7 +206,7 @@ impl WorkspaceStore for SqliteStore {
     async fn find_workspace(&self, id: WorkspaceId) -> Result<Option<Workspace>> {
         self.db.read(|c| {
             c.prepare_cached(
-                "select workspace_id, name, plan, created_at, updated_at, password_policy, mfa_required from workspace where workspace_id = ?1",
+                "select workspace_id, name, plan, created_at, updated_at, password_policy, mfa_required, brand_color, logo_url from workspace where workspace_id = ?1",
             )
             .db()?
             .query_row(params![id.as_uuid()], workspace_row)
@@ -214,7 +218,7 @@ impl WorkspaceStore for SqliteStore {
     async fn list_workspaces(&self) -> Result<Vec<Workspace>> {
         self.db.read(|c| {
             let mut stmt = c
-                .prepare_cached("select workspace_id, name, plan, created_at, updated_at, password_policy, mfa_required from workspace order by created_at")
+                .prepare_cached("select workspace_id, name, plan, created_at, updated_at, password_policy, mfa_required, brand_color, logo_url from workspace order by created_at")
                 .db()?;
             let rows = stmt.query_map([], workspace_row).db()?;
             rows.collect::<rusqlite::Result<Vec<_>>>().db()

@@ -138,6 +138,16 @@ pub(crate) fn apply_change(
             must_change(n, "workspace")?;
             Invalidation::Workspace(workspace)
         }
+        Change::SetBranding(branding) => {
+            let n = c
+                .execute(
+                    "update workspace set brand_color = ?2, logo_url = ?3, updated_at = ?4 where workspace_id = ?1",
+                    params![ws, branding.color, branding.logo_url, now.millis()],
+                )
+                .db()?;
+            must_change(n, "workspace")?;
+            Invalidation::Workspace(workspace)
+        }
         Change::InsertApplication(app) => {
             if app.workspace_id != workspace {
                 return Err(Error::NotFound("workspace"));

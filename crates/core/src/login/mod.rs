@@ -58,6 +58,45 @@ impl MfaRequirement {
     }
 }
 
+/// A workspace's hosted-login branding (besides its name).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Branding {
+    /// Accent colour, `#rrggbb`.
+    pub color: Option<String>,
+    /// Logo, an absolute https URL.
+    pub logo_url: Option<String>,
+}
+
+impl Branding {
+    /// Field errors for anything but `#rrggbb` and an https URL without credentials (at most 2,000
+    /// characters).
+    pub fn validate(&self) -> Vec<crate::FieldError> {
+        let mut errors = Vec::new();
+        if let Some(color) = &self.color {
+            let hex = color.strip_prefix('#').unwrap_or_default();
+            if hex.len() != 6 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                errors.push(crate::FieldError {
+                    field: "branding.color".into(),
+                    message: "must be a colour like #2457c5".into(),
+                });
+            }
+        }
+        if let Some(logo) = &self.logo_url {
+            let ok = logo.len() <= 2000
+                && url::Url::parse(logo).is_ok_and(|u| {
+                    u.scheme() == "https" && u.username().is_empty() && u.password().is_none()
+                });
+            if !ok {
+                errors.push(crate::FieldError {
+                    field: "branding.logo_url".into(),
+                    message: "must be an https URL".into(),
+                });
+            }
+        }
+        errors
+    }
+}
+
 /// A workspace's sign-in policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LoginPolicy {

@@ -97,6 +97,7 @@ pub fn router() -> Router<AppState> {
             get(oauth::discovery),
         )
         .route("/w/{workspace}/authorize", get(authorize))
+        .route("/w/{workspace}/brand.css", get(pages::brand_stylesheet))
         .route("/w/{workspace}/login", get(login_page).post(login_submit))
         .route("/w/{workspace}/signup", get(signup_page).post(signup_submit))
         .route("/w/{workspace}/logout", get(logout).post(logout_confirm))
@@ -226,7 +227,7 @@ async fn page_context(
         Err(Error::NotFound(_)) => return Err(unknown()),
         Err(e) => return Err(internal(e)),
     };
-    let brand = Brand::new(&found.name);
+    let brand = Brand::of(&found);
     let (csrf_cookie, new_csrf_cookie) = match cookie(headers, CSRF_COOKIE).filter(|c| c.len() == 43) {
         Some(c) => (c.to_owned(), false),
         None => match secureflows_crypto::random_token("") {

@@ -5,7 +5,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
 /// Pages may load our own style sheet and script, nothing else; no framing.
-pub const PAGE_CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; \
+pub const PAGE_CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data: https:; \
                             base-uri 'none'; frame-ancestors 'none'";
 
 /// The workspace's branding.
@@ -15,10 +15,14 @@ pub struct Brand {
     pub name: String,
     /// First letter, for the mark.
     pub initial: String,
+    /// Logo URL (https).
+    pub logo_url: Option<String>,
+    /// The workspace's style sheet (its accent colour), if it has one.
+    pub stylesheet: Option<String>,
 }
 
 impl Brand {
-    /// Branding from a workspace name.
+    /// Branding from a workspace name only.
     pub fn new(name: &str) -> Brand {
         Brand {
             name: name.to_owned(),
@@ -27,8 +31,55 @@ impl Brand {
                 .next()
                 .map(|c| c.to_uppercase().to_string())
                 .unwrap_or_default(),
+            logo_url: None,
+            stylesheet: None,
         }
     }
+
+    /// A workspace's branding.
+    pub fn of(workspace: &secureflows_core::Workspace) -> Brand {
+        Brand {
+            logo_url: workspace.branding.logo_url.clone(),
+            stylesheet: workspace
+                .branding
+                .color
+                .as_ref()
+                .map(|_| format!("/w/{}/brand.css", workspace.id)),
+            ..Brand::new(&workspace.name)
+        }
+    }
+}
+
+/// `GET /w/{ws}/brand.css`: the workspace's accent colour (validated `#rrggbb`) as a style sheet, so
+/// that pages need no inline style.
+pub async fn brand_stylesheet(
+    axum::extract::State(state): axum::extract::State<crate::state::AppState>,
+    axum::extract::Path(workspace): axum::extract::Path<String>,
+) -> Response {
+    let color = match workspace.parse() {
+        Ok(id) => state
+            .services()
+            .get_workspace(id)
+            .await
+            .ok()
+            .and_then(|w| w.branding.color)
+            .filter(|c| c.len() == 7 && c.starts_with('#') && c[1..].bytes().all(|b| b.is_ascii_hexdigit())),
+        Err(_) => None,
+    };
+    let Some(color) = color else {
+        return crate::problem::Problem::not_found().into_response();
+    };
+    let mut response = format!(":root {{ --accent: {color}; }}\n").into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/css; charset=utf-8"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    response
 }
 
 /// The sign-in form.

@@ -9,6 +9,9 @@ alter table workspace add column password_policy text not null default 'nist'
     check (password_policy in ('nist', 'strict'));
 alter table workspace add column mfa_required text not null default 'off'
     check (mfa_required in ('off', 'admins', 'all'));
+-- The hosted login's branding: an accent colour (#rrggbb) and a logo (an https URL).
+alter table workspace add column brand_color text;
+alter table workspace add column logo_url text;
 
 -- JSON arrays of exact URIs.
 alter table application add column redirect_uris text not null default '[]';

@@ -353,6 +353,32 @@ async fn workspace_policy_requires_strict_passwords_and_a_second_factor(backend:
         .await
         .unwrap();
     assert!(account.contains("On: authenticator app."), "{account}");
+
+    // Branding (OWNER or ADMIN): an accent colour served as a style sheet, and an https logo.
+    let bad = serde_json::json!({"branding": {"color": "red; } body { display:none", "logo_url": "javascript:alert(1)"}});
+    let r = call(&app, "PATCH", "/api/v1/workspaces", &admin, Some(bad)).await;
+    assert_problem(r, 422, "validation-failed").await;
+    let good =
+        serde_json::json!({"branding": {"color": "#aa3300", "logo_url": "https://cdn.example/logo.svg"}});
+    let shown = call_ok(&app, "PATCH", "/api/v1/workspaces", &admin, Some(good), 200).await;
+    assert_eq!(shown["branding"]["color"], "#aa3300");
+    let page = browser()
+        .get(format!("{}/w/{ws}/login", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(&format!("href=\"/w/{ws}/brand.css\"")));
+    assert!(page.contains("src=\"https://cdn.example/logo.svg\""));
+    let css = browser()
+        .get(format!("{}/w/{ws}/brand.css", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(css.headers()["content-type"], "text/css; charset=utf-8");
+    assert_eq!(css.text().await.unwrap().trim(), ":root { --accent: #aa3300; }");
     app.stop().await;
 }
 

@@ -271,6 +271,7 @@ async fn forced_policies_bind_a_non_superuser_owner_outside_the_definer_function
             name: "W".into(),
             plan: Plan::Free,
             login_policy: Default::default(),
+            branding: Default::default(),
             created_at: now,
             updated_at: now,
         };

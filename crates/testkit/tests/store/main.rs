@@ -102,6 +102,7 @@ fn workspace(plan: Plan) -> Workspace {
         name: "W".into(),
         plan,
         login_policy: Default::default(),
+        branding: Default::default(),
         created_at: at(0),
         updated_at: at(0),
     }

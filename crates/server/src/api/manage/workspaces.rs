@@ -29,6 +29,10 @@ pub(crate) fn workspace_dto(w: &Workspace) -> m::Workspace {
                 MfaRequirement::All => m::MfaRequired::All,
             },
         },
+        branding: m::Branding {
+            color: w.branding.color.clone(),
+            logo_url: w.branding.logo_url.clone(),
+        },
         created_at: w.created_at.rfc3339(),
         updated_at: w.updated_at.rfc3339(),
     }
@@ -98,6 +102,13 @@ pub async fn update_workspace(
             },
         };
         workspace = services.set_login_policy(&caller, policy).await?;
+    }
+    if let Some(branding) = body.branding {
+        let branding = secureflows_core::login::Branding {
+            color: branding.color,
+            logo_url: branding.logo_url,
+        };
+        workspace = services.set_branding(&caller, branding).await?;
     }
     Ok(axum::Json(workspace_dto(&workspace)))
 }
