@@ -4,11 +4,26 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
-/// `null` in a PATCH body removes a setting; an absent field leaves it as it is.
-fn double_option<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+/// `null` in a PATCH body removes a setting; an absent field leaves it as it is. A present value must
+/// be a JSON object (see [`object`]).
+fn double_option<'de, D: Deserializer<'de>, T: serde::de::DeserializeOwned>(
     d: D,
 ) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
+    object(d).map(Some)
+}
+
+/// A nested object field: `null` or absent is `None`, an object is the value, anything else is
+/// refused. serde would otherwise accept a struct written as a JSON array (`[..]` in field order),
+/// which no client means.
+fn object<'de, D: Deserializer<'de>, T: serde::de::DeserializeOwned>(d: D) -> Result<Option<T>, D::Error> {
+    use serde::de::Error as _;
+    match Option::<serde_json::Value>::deserialize(d)? {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v @ serde_json::Value::Object(_)) => {
+            serde_json::from_value(v).map(Some).map_err(D::Error::custom)
+        }
+        Some(_) => Err(D::Error::custom("must be a JSON object")),
+    }
 }
 
 /// A role that can be given to a member (ANON comes from guest sessions, SUPPORT from the server only).
@@ -91,10 +106,10 @@ pub struct UpdateWorkspace {
     #[schema(min_length = 1, max_length = 100)]
     pub name: Option<String>,
     /// New sign-in policy (OWNER only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "object", skip_serializing_if = "Option::is_none")]
     pub login_policy: Option<LoginPolicy>,
     /// New branding of the hosted login (replaces it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "object", skip_serializing_if = "Option::is_none")]
     pub branding: Option<Branding>,
 }
 
@@ -213,7 +228,7 @@ pub struct CreateApplication {
     #[serde(default)]
     pub allow_anonymous: bool,
     /// Trusted upstream issuer.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object")]
     pub trust: Option<Trust>,
     /// Vault value lifetime, seconds (default 86400).
     #[serde(default)]

@@ -355,6 +355,23 @@ async fn workspace_policy_requires_strict_passwords_and_a_second_factor(backend:
     assert!(account.contains("On: authenticator app."), "{account}");
 
     // Branding (OWNER or ADMIN): an accent colour served as a style sheet, and an https logo.
+    // Nested objects written as arrays (serde would take them in field order) are refused.
+    for body in [
+        serde_json::json!({"branding": [null, null]}),
+        serde_json::json!({"login_policy": ["strict", "all"]}),
+    ] {
+        let r = call(&app, "PATCH", "/api/v1/workspaces", &owner, Some(body)).await;
+        assert_problem(r, 422, "validation-failed").await;
+    }
+    let r = call(
+        &app,
+        "POST",
+        "/api/v1/applications",
+        &owner,
+        Some(serde_json::json!({"name": "x", "trust": ["https://issuer.example", "aud"]})),
+    )
+    .await;
+    assert_problem(r, 422, "validation-failed").await;
     let bad = serde_json::json!({"branding": {"color": "red; } body { display:none", "logo_url": "javascript:alert(1)"}});
     let r = call(&app, "PATCH", "/api/v1/workspaces", &admin, Some(bad)).await;
     assert_problem(r, 422, "validation-failed").await;
