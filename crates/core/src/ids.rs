@@ -115,6 +115,10 @@ id_type!(
     /// A refresh-token family: every token rotated from one code exchange.
     FamilyId
 );
+id_type!(
+    /// A registered passkey (WebAuthn credential) of a user.
+    PasskeyId
+);
 
 #[cfg(test)]
 mod tests {

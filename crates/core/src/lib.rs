@@ -27,11 +27,13 @@ pub mod workspace;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::{AuthFailure, Error, FieldError, ForbiddenReason, LimitKind, Result};
-pub use ids::{ApplicationId, BrowserSessionId, FamilyId, FlowId, InviteId, SessionId, UserId, WorkspaceId};
+pub use ids::{
+    ApplicationId, BrowserSessionId, FamilyId, FlowId, InviteId, PasskeyId, SessionId, UserId, WorkspaceId,
+};
 pub use model::{
-    Application, AuthorizationCode, AuthorizationRequest, BrowserSession, Invalidation, Invite, LinkPurpose,
-    LoginFlow, LoginLink, LoginSession, NewIdentity, RefreshToken, SupportOperator, TotpEnrolment,
-    UpstreamTrust, User, UserStatus, Workspace,
+    Application, AuthorizationCode, AuthorizationRequest, BrowserSession, CeremonyPurpose, Invalidation, Invite,
+    LinkPurpose, LoginFlow, LoginLink, LoginSession, NewIdentity, PasskeyRecord, RefreshToken, SupportOperator,
+    TotpEnrolment, UpstreamTrust, User, UserStatus, WebauthnCeremony, Workspace,
 };
 pub use plan::{Plan, PlanLimits, PlanTable};
 pub use role::Role;

@@ -5,8 +5,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    ApplicationId, BrowserSessionId, FamilyId, FlowId, InviteId, Plan, Role, SessionId, Timestamp, UserId,
-    WorkspaceId,
+    ApplicationId, BrowserSessionId, FamilyId, FlowId, InviteId, PasskeyId, Plan, Role, SessionId, Timestamp,
+    UserId, WorkspaceId,
 };
 
 /// A tenant.
@@ -389,6 +389,69 @@ pub struct LoginLink {
     /// The first factor's methods (second-factor steps).
     pub amr: Vec<String>,
     /// Sent.
+    pub created_at: Timestamp,
+    /// Stops working.
+    pub expires_at: Timestamp,
+}
+
+/// A registered passkey. The credential (public key, signature counter) is sealed under the workspace
+/// data key; the SHA-256 of its credential id finds it and keeps one credential on one account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasskeyRecord {
+    /// Id.
+    pub id: PasskeyId,
+    /// Workspace.
+    pub workspace_id: WorkspaceId,
+    /// Whose it is.
+    pub user_id: UserId,
+    /// SHA-256 of the WebAuthn credential id.
+    pub credential_hash: Vec<u8>,
+    /// The credential and its name, sealed.
+    pub sealed: Vec<u8>,
+    /// Registered.
+    pub created_at: Timestamp,
+    /// Last used to sign in.
+    pub last_used_at: Option<Timestamp>,
+}
+
+/// What a WebAuthn ceremony is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CeremonyPurpose {
+    /// Registering a passkey from the account page.
+    Register,
+    /// Signing in with a passkey alone (a discoverable credential).
+    SignIn,
+    /// A passkey as the second factor of a pending sign-in.
+    SecondFactor,
+}
+
+impl CeremonyPurpose {
+    /// Stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CeremonyPurpose::Register => "register",
+            CeremonyPurpose::SignIn => "sign_in",
+            CeremonyPurpose::SecondFactor => "second_factor",
+        }
+    }
+}
+
+/// A WebAuthn ceremony in progress: the server-side state that pairs the challenge sent to the browser
+/// with the answer, sealed, single-use and short-lived. Found by the SHA-256 of a random token held in a
+/// cookie.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebauthnCeremony {
+    /// SHA-256 of the cookie's token.
+    pub ceremony_hash: Vec<u8>,
+    /// Workspace.
+    pub workspace_id: WorkspaceId,
+    /// The user, when known before the answer (registration, second factor).
+    pub user_id: Option<UserId>,
+    /// What for.
+    pub purpose: CeremonyPurpose,
+    /// The ceremony state, sealed.
+    pub state_sealed: Vec<u8>,
+    /// Started.
     pub created_at: Timestamp,
     /// Stops working.
     pub expires_at: Timestamp,

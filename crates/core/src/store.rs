@@ -17,10 +17,10 @@ use crate::audit::{EventFilter, PendingEvent, StoredEvent};
 use crate::keyring::WorkspaceKeys;
 use crate::model::NewIdentity;
 use crate::{
-    Application, ApplicationId, AuthorizationCode, BrowserSession, BrowserSessionId, FamilyId, FlowId,
-    Invalidation, Invite, InviteId, LinkPurpose, LoginFlow, LoginLink, LoginSession, Plan, RefreshToken,
-    Result, Role, SessionId, SupportOperator, Timestamp, TotpEnrolment, User, UserId, UserStatus, Workspace,
-    WorkspaceId,
+    Application, ApplicationId, AuthorizationCode, BrowserSession, BrowserSessionId, CeremonyPurpose, FamilyId,
+    FlowId, Invalidation, Invite, InviteId, LinkPurpose, LoginFlow, LoginLink, LoginSession, PasskeyId,
+    PasskeyRecord, Plan, RefreshToken, Result, Role, SessionId, SupportOperator, Timestamp, TotpEnrolment, User,
+    UserId, UserStatus, WebauthnCeremony, Workspace, WorkspaceId,
 };
 
 /// Workspaces.
@@ -752,6 +752,31 @@ pub trait LoginStore: Send + Sync {
     ) -> Result<bool>;
     /// Unused recovery codes left.
     async fn recovery_codes_left(&self, workspace: WorkspaceId, user: UserId) -> Result<u32>;
+    /// Registers a passkey; `false` if its credential is already registered in the workspace.
+    async fn insert_passkey(&self, passkey: &PasskeyRecord) -> Result<bool>;
+    /// The user's passkeys, oldest first.
+    async fn passkeys(&self, workspace: WorkspaceId, user: UserId) -> Result<Vec<PasskeyRecord>>;
+    /// Stores a passkey's updated credential (its signature counter) and when it was used.
+    async fn update_passkey(
+        &self,
+        workspace: WorkspaceId,
+        passkey: PasskeyId,
+        sealed: &[u8],
+        used_at: Timestamp,
+    ) -> Result<()>;
+    /// Removes one of the user's passkeys; `false` if there is no such passkey of this user.
+    async fn delete_passkey(&self, workspace: WorkspaceId, user: UserId, passkey: PasskeyId) -> Result<bool>;
+    /// Stores a ceremony in progress.
+    async fn insert_ceremony(&self, ceremony: &WebauthnCeremony) -> Result<()>;
+    /// Takes a ceremony of this purpose (atomically, once); `None` if unknown, taken, expired or for
+    /// something else.
+    async fn take_ceremony(
+        &self,
+        workspace: WorkspaceId,
+        ceremony_hash: &[u8],
+        purpose: CeremonyPurpose,
+        now: Timestamp,
+    ) -> Result<Option<WebauthnCeremony>>;
     /// Whether the user's e-mail address is verified.
     async fn email_verified(&self, workspace: WorkspaceId, user: UserId) -> Result<bool>;
     /// Records a browser the user signed in from; `true` if it was not known.

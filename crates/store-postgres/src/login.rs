@@ -4,9 +4,9 @@
 use async_trait::async_trait;
 use secureflows_core::store::{AttemptGate, CodeRedemption, LoginStore, RefreshUse};
 use secureflows_core::{
-    AuthorizationCode, AuthorizationRequest, BrowserSession, BrowserSessionId, Error, FamilyId, FlowId,
-    Invalidation, LinkPurpose, LoginFlow, LoginLink, RefreshToken, Result, SessionId, Timestamp,
-    TotpEnrolment, UserId, WorkspaceId,
+    AuthorizationCode, AuthorizationRequest, BrowserSession, BrowserSessionId, CeremonyPurpose, Error, FamilyId,
+    FlowId, Invalidation, LinkPurpose, LoginFlow, LoginLink, PasskeyId, PasskeyRecord, RefreshToken, Result,
+    SessionId, Timestamp, TotpEnrolment, UserId, WebauthnCeremony, WorkspaceId,
 };
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
@@ -34,6 +34,18 @@ fn amr_from(text: &str) -> Result<Vec<String>> {
 
 fn opt_ts(r: &PgRow, column: &str) -> Result<Option<Timestamp>> {
     Ok(r.try_get::<Option<OffsetDateTime>, _>(column).db()?.map(from_ts))
+}
+
+fn passkey_row(r: &PgRow) -> Result<PasskeyRecord> {
+    Ok(PasskeyRecord {
+        id: r.try_get::<Uuid, _>("passkey_id").db()?.into(),
+        workspace_id: r.try_get::<Uuid, _>("workspace_id").db()?.into(),
+        user_id: r.try_get::<Uuid, _>("user_id").db()?.into(),
+        credential_hash: r.try_get("credential_hash").db()?,
+        sealed: r.try_get("sealed").db()?,
+        created_at: from_ts(r.try_get("created_at").db()?),
+        last_used_at: opt_ts(r, "last_used_at")?,
+    })
 }
 
 const BROWSER_COLUMNS: &str = "browser_session_id, workspace_id, user_id, token_hash, auth_time, amr, client_sealed, \
@@ -932,6 +944,135 @@ impl LoginStore for PgStore {
         )
         .await
         .map(|_| ())
+    }
+
+    async fn insert_passkey(&self, passkey: &PasskeyRecord) -> Result<bool> {
+        let n = self
+            .tenant_execute(
+                passkey.workspace_id,
+                sqlx::query(
+                    "insert into passkey
+                       (passkey_id, workspace_id, user_id, credential_hash, sealed, created_at, last_used_at)
+                     values ($1, $2, $3, $4, $5, $6, $7)
+                     on conflict (workspace_id, credential_hash) do nothing",
+                )
+                .bind(passkey.id.as_uuid())
+                .bind(passkey.workspace_id.as_uuid())
+                .bind(passkey.user_id.as_uuid())
+                .bind(&passkey.credential_hash)
+                .bind(&passkey.sealed)
+                .bind(ts(passkey.created_at))
+                .bind(passkey.last_used_at.map(ts)),
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn passkeys(&self, workspace: WorkspaceId, user: UserId) -> Result<Vec<PasskeyRecord>> {
+        let rows = self
+            .tenant_fetch_all(
+                workspace,
+                sqlx::query(
+                    "select passkey_id, workspace_id, user_id, credential_hash, sealed, created_at, last_used_at
+                     from passkey where workspace_id = $1 and user_id = $2 order by created_at, passkey_id",
+                )
+                .bind(workspace.as_uuid())
+                .bind(user.as_uuid()),
+            )
+            .await?;
+        rows.iter().map(passkey_row).collect()
+    }
+
+    async fn update_passkey(
+        &self,
+        workspace: WorkspaceId,
+        passkey: PasskeyId,
+        sealed: &[u8],
+        used_at: Timestamp,
+    ) -> Result<()> {
+        self.tenant_execute(
+            workspace,
+            sqlx::query(
+                "update passkey set sealed = $3, last_used_at = $4 where workspace_id = $1 and passkey_id = $2",
+            )
+            .bind(workspace.as_uuid())
+            .bind(passkey.as_uuid())
+            .bind(sealed)
+            .bind(ts(used_at)),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_passkey(&self, workspace: WorkspaceId, user: UserId, passkey: PasskeyId) -> Result<bool> {
+        let n = self
+            .tenant_execute(
+                workspace,
+                sqlx::query("delete from passkey where workspace_id = $1 and user_id = $2 and passkey_id = $3")
+                    .bind(workspace.as_uuid())
+                    .bind(user.as_uuid())
+                    .bind(passkey.as_uuid()),
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn insert_ceremony(&self, ceremony: &WebauthnCeremony) -> Result<()> {
+        self.tenant_execute(
+            ceremony.workspace_id,
+            sqlx::query(
+                "insert into webauthn_ceremony
+                   (ceremony_hash, workspace_id, user_id, purpose, state_sealed, created_at, expires_at)
+                 values ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&ceremony.ceremony_hash)
+            .bind(ceremony.workspace_id.as_uuid())
+            .bind(ceremony.user_id.map(|u| u.as_uuid()))
+            .bind(ceremony.purpose.as_str())
+            .bind(&ceremony.state_sealed)
+            .bind(ts(ceremony.created_at))
+            .bind(ts(ceremony.expires_at)),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn take_ceremony(
+        &self,
+        workspace: WorkspaceId,
+        ceremony_hash: &[u8],
+        purpose: CeremonyPurpose,
+        now: Timestamp,
+    ) -> Result<Option<WebauthnCeremony>> {
+        // Taken whatever it is, so that a wrong purpose or an expired one cannot be retried.
+        let row = self
+            .tenant_fetch_optional(
+                workspace,
+                sqlx::query(
+                    "delete from webauthn_ceremony where workspace_id = $1 and ceremony_hash = $2
+                     returning user_id, purpose, state_sealed, created_at, expires_at",
+                )
+                .bind(workspace.as_uuid())
+                .bind(ceremony_hash),
+            )
+            .await?;
+        let Some(r) = row else {
+            return Ok(None);
+        };
+        let expires_at = from_ts(r.try_get("expires_at").db()?);
+        let stored: String = r.try_get("purpose").db()?;
+        if stored != purpose.as_str() || expires_at <= now {
+            return Ok(None);
+        }
+        Ok(Some(WebauthnCeremony {
+            ceremony_hash: ceremony_hash.to_vec(),
+            workspace_id: workspace,
+            user_id: r.try_get::<Option<Uuid>, _>("user_id").db()?.map(UserId::from),
+            purpose,
+            state_sealed: r.try_get("state_sealed").db()?,
+            created_at: from_ts(r.try_get("created_at").db()?),
+            expires_at,
+        }))
     }
 
     async fn purge_login_state(&self, before: Timestamp) -> Result<u64> {

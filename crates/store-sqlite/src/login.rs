@@ -5,9 +5,9 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use secureflows_core::store::{AttemptGate, CodeRedemption, LoginStore, RefreshUse};
 use secureflows_core::{
-    AuthorizationCode, AuthorizationRequest, BrowserSession, BrowserSessionId, FamilyId, FlowId,
-    Invalidation, LinkPurpose, LoginFlow, LoginLink, RefreshToken, Result, SessionId, Timestamp,
-    TotpEnrolment, UserId, WorkspaceId,
+    AuthorizationCode, AuthorizationRequest, BrowserSession, BrowserSessionId, CeremonyPurpose, FamilyId,
+    FlowId, Invalidation, LinkPurpose, LoginFlow, LoginLink, PasskeyId, PasskeyRecord, RefreshToken, Result,
+    SessionId, Timestamp, TotpEnrolment, UserId, WebauthnCeremony, WorkspaceId,
 };
 
 use crate::data::{SqliteStore, bad_column, json_list, origins_json, record_invalidation};
@@ -23,6 +23,18 @@ fn request_from(text: &str) -> rusqlite::Result<AuthorizationRequest> {
 
 fn millis(t: Option<i64>) -> Option<Timestamp> {
     t.map(Timestamp::from_millis)
+}
+
+fn passkey_row(r: &Row<'_>) -> rusqlite::Result<PasskeyRecord> {
+    Ok(PasskeyRecord {
+        id: r.get::<_, uuid::Uuid>(0)?.into(),
+        workspace_id: r.get::<_, uuid::Uuid>(1)?.into(),
+        user_id: r.get::<_, uuid::Uuid>(2)?.into(),
+        credential_hash: r.get(3)?,
+        sealed: r.get(4)?,
+        created_at: Timestamp::from_millis(r.get(5)?),
+        last_used_at: millis(r.get(6)?),
+    })
 }
 
 const BROWSER_COLUMNS: &str = "browser_session_id, workspace_id, user_id, token_hash, auth_time, amr, client_sealed, \
@@ -913,6 +925,148 @@ impl LoginStore for SqliteStore {
             .await
     }
 
+    async fn insert_passkey(&self, passkey: &PasskeyRecord) -> Result<bool> {
+        let p = passkey.clone();
+        self.db
+            .write(move |c| {
+                let n = c
+                    .execute(
+                        "insert into passkey
+                           (passkey_id, workspace_id, user_id, credential_hash, sealed, created_at, last_used_at)
+                         values (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                         on conflict (workspace_id, credential_hash) do nothing",
+                        params![
+                            p.id.as_uuid(),
+                            p.workspace_id.as_uuid(),
+                            p.user_id.as_uuid(),
+                            p.credential_hash,
+                            p.sealed,
+                            p.created_at.millis(),
+                            p.last_used_at.map(Timestamp::millis),
+                        ],
+                    )
+                    .db()?;
+                Ok(n > 0)
+            })
+            .await
+    }
+
+    async fn passkeys(&self, workspace: WorkspaceId, user: UserId) -> Result<Vec<PasskeyRecord>> {
+        self.db.read(|c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "select passkey_id, workspace_id, user_id, credential_hash, sealed, created_at, last_used_at
+                     from passkey where workspace_id = ?1 and user_id = ?2 order by created_at, passkey_id",
+                )
+                .db()?;
+            let rows = stmt
+                .query_map(params![workspace.as_uuid(), user.as_uuid()], passkey_row)
+                .db()?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().db()
+        })
+    }
+
+    async fn update_passkey(
+        &self,
+        workspace: WorkspaceId,
+        passkey: PasskeyId,
+        sealed: &[u8],
+        used_at: Timestamp,
+    ) -> Result<()> {
+        let sealed = sealed.to_vec();
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "update passkey set sealed = ?3, last_used_at = ?4 where workspace_id = ?1 and passkey_id = ?2",
+                    params![workspace.as_uuid(), passkey.as_uuid(), sealed, used_at.millis()],
+                )
+                .db()?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn delete_passkey(&self, workspace: WorkspaceId, user: UserId, passkey: PasskeyId) -> Result<bool> {
+        self.db
+            .write(move |c| {
+                let n = c
+                    .execute(
+                        "delete from passkey where workspace_id = ?1 and user_id = ?2 and passkey_id = ?3",
+                        params![workspace.as_uuid(), user.as_uuid(), passkey.as_uuid()],
+                    )
+                    .db()?;
+                Ok(n > 0)
+            })
+            .await
+    }
+
+    async fn insert_ceremony(&self, ceremony: &WebauthnCeremony) -> Result<()> {
+        let w = ceremony.clone();
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "insert into webauthn_ceremony
+                       (ceremony_hash, workspace_id, user_id, purpose, state_sealed, created_at, expires_at)
+                     values (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        w.ceremony_hash,
+                        w.workspace_id.as_uuid(),
+                        w.user_id.map(|u| u.as_uuid()),
+                        w.purpose.as_str(),
+                        w.state_sealed,
+                        w.created_at.millis(),
+                        w.expires_at.millis(),
+                    ],
+                )
+                .db()?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn take_ceremony(
+        &self,
+        workspace: WorkspaceId,
+        ceremony_hash: &[u8],
+        purpose: CeremonyPurpose,
+        now: Timestamp,
+    ) -> Result<Option<WebauthnCeremony>> {
+        let hash = ceremony_hash.to_vec();
+        self.db
+            .write(move |c| {
+                // Taken whatever it is, so that a wrong purpose or an expired one cannot be retried.
+                c.query_row(
+                    "delete from webauthn_ceremony where workspace_id = ?1 and ceremony_hash = ?2
+                     returning user_id, purpose, state_sealed, created_at, expires_at",
+                    params![workspace.as_uuid(), hash],
+                    |r| {
+                        Ok((
+                            r.get::<_, Option<uuid::Uuid>>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, Vec<u8>>(2)?,
+                            r.get::<_, i64>(3)?,
+                            r.get::<_, i64>(4)?,
+                        ))
+                    },
+                )
+                .optional()
+                .db()
+                .map(|row| {
+                    row.filter(|(_, p, _, _, expires)| p == purpose.as_str() && *expires > now.millis())
+                        .map(|(user, _, state_sealed, created, expires)| WebauthnCeremony {
+                            ceremony_hash: hash.clone(),
+                            workspace_id: workspace,
+                            user_id: user.map(UserId::from),
+                            purpose,
+                            state_sealed,
+                            created_at: Timestamp::from_millis(created),
+                            expires_at: Timestamp::from_millis(expires),
+                        })
+                })
+            })
+            .await
+    }
+
     async fn purge_login_state(&self, before: Timestamp) -> Result<u64> {
         self.db
             .write(move |c| {
@@ -922,6 +1076,8 @@ impl LoginStore for SqliteStore {
                     "authorization_code",
                     "refresh_token",
                     "browser_session",
+                    "login_link",
+                    "webauthn_ceremony",
                 ] {
                     n += c
                         .execute(

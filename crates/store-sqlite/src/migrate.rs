@@ -43,6 +43,11 @@ pub const DATA: &[Migration] = &[
         name: "hosted_login",
         sql: include_str!("../migrations/data/0003_hosted_login.sql"),
     },
+    Migration {
+        version: 4,
+        name: "passkeys",
+        sql: include_str!("../migrations/data/0004_passkeys.sql"),
+    },
 ];
 
 pub const ACCESS: &[Migration] = &[Migration {

@@ -37,6 +37,26 @@ impl Default for TestOptions {
     }
 }
 
+impl TestOptions {
+    /// Serves on a free loopback port under the name `localhost` (its public URL), as WebAuthn needs a
+    /// domain name, not an address.
+    pub fn localhost(self) -> TestOptions {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let previous = self.configure.clone();
+        TestOptions {
+            configure: Arc::new(move |cfg| {
+                previous(cfg);
+                cfg.server.listen = format!("127.0.0.1:{port}").parse().unwrap();
+                cfg.server.public_url = Some(format!("http://localhost:{port}"));
+            }),
+            ..self
+        }
+    }
+}
+
 impl std::fmt::Debug for TestOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TestOptions")
@@ -135,6 +155,11 @@ impl TestApp {
         let master_key = options.master_key.clone().unwrap_or_else(random_master_key);
         let mut config = TestApp::base_config(&backend, data_dir.clone(), &master_key);
         (options.configure)(&mut config);
+        let public_url = config
+            .server
+            .public_url
+            .clone()
+            .map(|u| u.trim_end_matches('/').to_owned());
         let clock = ManualClock::starting_now();
         let server = Server::bind(config, Arc::new(clock.clone()))
             .await
@@ -146,7 +171,7 @@ impl TestApp {
         let task = tokio::spawn(server.run(async move {
             let _ = rx.await;
         }));
-        let url = format!("http://{addr}");
+        let url = public_url.unwrap_or_else(|| format!("http://{addr}"));
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()

@@ -21,7 +21,7 @@ use crate::{
     AuthFailure, Error, FlowId, LinkPurpose, LoginLink, Result, Services, User, UserId, WorkspaceId,
 };
 
-const PENDING_PREFIX: &str = "sfp_";
+pub(crate) const PENDING_PREFIX: &str = "sfp_";
 const PENDING_TTL: Duration = Duration::from_secs(5 * 60);
 const RECOVERY_CODES: usize = 10;
 /// Recovery-code alphabet: no 0/o, 1/l/i.
@@ -55,6 +55,8 @@ pub struct MfaStatus {
     pub totp: bool,
     /// Unused recovery codes.
     pub recovery_codes_left: u32,
+    /// Registered passkeys.
+    pub passkeys: u32,
 }
 
 fn totp_aad(workspace: WorkspaceId, user: UserId) -> Aad {
@@ -96,8 +98,9 @@ impl Services {
             .find_totp(user.workspace_id, user.id)
             .await?
             .is_some_and(|t| t.confirmed_at.is_some());
+        let passkey = self.has_passkey(user.workspace_id, user.id).await?;
         let required = self.mfa_required(user).await?;
-        if !totp_on && !required {
+        if !totp_on && !passkey && !required {
             self.stores
                 .login
                 .clear_failures(user.workspace_id, user.id)
@@ -122,7 +125,7 @@ impl Services {
             })
             .await?;
         let token = SecretString::new(token);
-        Ok(if totp_on {
+        Ok(if totp_on || passkey {
             FirstFactor::SecondFactor(token)
         } else {
             FirstFactor::EnrolSecondFactor(token)
@@ -187,11 +190,16 @@ impl Services {
         ))
     }
 
-    /// Whether a pending second-factor step is still open (the page that asks for the code).
-    pub async fn pending_second_factor(&self, workspace: WorkspaceId, pending: &str) -> Result<bool> {
+    /// The second factors a pending step can be completed with, if it is still open (the page that
+    /// asks for them).
+    pub async fn pending_second_factor(
+        &self,
+        workspace: WorkspaceId,
+        pending: &str,
+    ) -> Result<Option<MfaStatus>> {
         match self.pending_step(workspace, pending).await {
-            Ok(_) => Ok(true),
-            Err(Error::NotFound(_)) => Ok(false),
+            Ok((_, user)) => Ok(Some(self.mfa_status(&user).await?)),
+            Err(Error::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -314,9 +322,16 @@ impl Services {
             .login
             .recovery_codes_left(user.workspace_id, user.id)
             .await?;
+        let passkeys = self
+            .stores
+            .login
+            .passkeys(user.workspace_id, user.id)
+            .await?
+            .len();
         Ok(MfaStatus {
             totp,
             recovery_codes_left,
+            passkeys: u32::try_from(passkeys).unwrap_or(u32::MAX),
         })
     }
 

@@ -6,6 +6,7 @@
 //! * [`oidc`]: the OpenID Connect provider: authorization requests, codes, tokens, refresh rotation with
 //!   reuse detection, revocation, introspection, user info and logout;
 //! * [`oauth`]: errors in the OAuth 2.0 format (RFC 6749 §4.1.2.1 and §5.2).
+//! * [`mfa`]: TOTP and recovery codes; [`passkey`]: WebAuthn passkeys, alone or as a second factor.
 //!
 //! Every workspace is its own issuer, `{public_url}/w/{workspace}`.
 
@@ -18,6 +19,7 @@ pub mod links;
 pub mod mfa;
 pub mod oauth;
 pub mod oidc;
+pub mod passkey;
 pub mod password;
 
 use std::time::Duration;

@@ -4,13 +4,14 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use secureflows_core::login::mfa::FirstFactor;
+use secureflows_core::login::mfa::{FirstFactor, MfaStatus};
 use secureflows_core::{AuthFailure, BrowserSession, Error, User};
 use secureflows_crypto::SecretString;
 use serde::Deserialize;
 
 use super::pages::{
-    AccountPage, HistoryRow, MfaPage, RecoveryCodesPage, SessionRow, TotpSetupPage, error_page, render,
+    AccountPage, HistoryRow, MfaPage, PasskeyRow, RecoveryCodesPage, SessionRow, TotpSetupPage, error_page,
+    render,
 };
 use super::{
     CsrfForm, MFA_COOKIE, PageContext, cookie, form_post, internal, page_context, see_other, set_cookie,
@@ -30,16 +31,35 @@ impl CsrfForm for CodeForm {
     }
 }
 
-fn mfa_form(ctx: &PageContext, error: Option<String>) -> MfaPage {
+/// The second-factor page, offering the factors the user has.
+pub(super) fn mfa_form(ctx: &PageContext, factors: Option<MfaStatus>, error: Option<String>) -> MfaPage {
+    let factors = factors.unwrap_or(MfaStatus {
+        totp: true,
+        recovery_codes_left: 0,
+        passkeys: 0,
+    });
     MfaPage {
         brand: ctx.brand.clone(),
         action: format!("/w/{}/mfa", ctx.workspace),
+        passkey_action: format!("/w/{}/mfa/passkey", ctx.workspace),
+        options_action: format!("/w/{}/passkey/options", ctx.workspace),
         csrf: ctx.csrf.clone(),
+        totp: factors.totp,
+        passkey: factors.passkeys > 0,
         error,
     }
 }
 
-fn sign_in_again(ctx: &PageContext, state: &AppState) -> Response {
+/// Ends the pending second-factor step's cookie.
+pub(super) fn clear_mfa_cookie(state: &AppState, ctx: &PageContext, mut response: Response) -> Response {
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(state, ctx.workspace, MFA_COOKIE, "", "Strict", Some(0)),
+    );
+    response
+}
+
+pub(super) fn sign_in_again(ctx: &PageContext, state: &AppState) -> Response {
     ctx.finish(
         state,
         error_page(
@@ -66,8 +86,11 @@ pub(super) async fn mfa_page(
         .pending_second_factor(ctx.workspace, pending)
         .await
     {
-        Ok(true) => ctx.finish(&state, render(StatusCode::OK, &mfa_form(&ctx, None))),
-        Ok(false) => sign_in_again(&ctx, &state),
+        Ok(Some(factors)) => ctx.finish(
+            &state,
+            render(StatusCode::OK, &mfa_form(&ctx, Some(factors), None)),
+        ),
+        Ok(None) => sign_in_again(&ctx, &state),
         Err(e) => internal(e),
     }
 }
@@ -92,17 +115,19 @@ pub(super) async fn mfa_submit(
     {
         Ok(signed) => {
             let flow = signed.flow.map(|f| f.to_string());
-            let mut response =
-                signed_in(&state, &ctx, flow.as_deref(), &signed.user, signed.step, false).await;
-            response.headers_mut().append(
-                header::SET_COOKIE,
-                set_cookie(&state, ctx.workspace, MFA_COOKIE, "", "Strict", Some(0)),
-            );
-            response
+            let response = signed_in(&state, &ctx, flow.as_deref(), &signed.user, signed.step, false).await;
+            clear_mfa_cookie(&state, &ctx, response)
         }
         Err(Error::Unauthenticated(AuthFailure::InvalidCredentials)) => {
+            let factors = state
+                .services()
+                .pending_second_factor(ctx.workspace, &pending)
+                .await
+                .ok()
+                .flatten();
             let page = mfa_form(
                 &ctx,
+                factors,
                 Some("The code is not right, was used already, or the account is locked for a while.".into()),
             );
             ctx.finish(&state, render(StatusCode::UNAUTHORIZED, &page))
@@ -251,13 +276,13 @@ pub(super) async fn account_page(
 }
 
 /// What the account page reports about the last action.
-enum Notice {
+pub(super) enum Notice {
     None,
     Done(&'static str),
     Refused(StatusCode, &'static str),
 }
 
-async fn account_view(
+pub(super) async fn account_view(
     state: &AppState,
     ctx: &PageContext,
     session: &BrowserSession,
@@ -275,15 +300,16 @@ async fn account_view(
         let keys = services.keys.workspace_keys(ctx.workspace, false).await?;
         let sessions = services.account_sessions(session).await?;
         let history = services.login_history(user, 10).await?;
+        let passkeys = services.list_passkeys(user).await?;
         Ok::<_, Error>((
-            status,
+            (status, passkeys),
             verified,
             services.user_email(&keys, user).unwrap_or_default(),
             sessions,
             history,
         ))
     };
-    let (status, verified, email, sessions, history) = match loaded.await {
+    let ((status, passkeys), verified, email, sessions, history) = match loaded.await {
         Ok(found) => found,
         Err(e) => return internal(e),
     };
@@ -333,6 +359,22 @@ async fn account_view(
         setup_link: format!("/w/{ws}/account/totp"),
         logout_link: format!("/w/{ws}/logout"),
         export_link: format!("/w/{ws}/account/export"),
+        passkeys_available: services.passkeys_available(),
+        passkeys: passkeys
+            .into_iter()
+            .map(|p| PasskeyRow {
+                id: p.id.to_string(),
+                name: p.name,
+                created: p.created_at.rfc3339(),
+                last_used: p
+                    .last_used_at
+                    .map(|t| t.rfc3339())
+                    .unwrap_or_else(|| "never".into()),
+            })
+            .collect(),
+        options_action: format!("/w/{ws}/passkey/options"),
+        passkey_action: format!("/w/{ws}/account/passkeys"),
+        remove_passkey_action: format!("/w/{ws}/account/passkeys/remove"),
     };
     ctx.finish(state, render(code, &page))
 }
@@ -374,7 +416,7 @@ impl CsrfForm for PasswordForm {
 }
 
 /// Reads an account-page form of a signed-in browser.
-async fn account_post<T: CsrfForm>(
+pub(super) async fn account_post<T: CsrfForm>(
     state: &AppState,
     workspace: &str,
     request: axum::extract::Request,

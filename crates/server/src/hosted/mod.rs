@@ -8,6 +8,7 @@
 
 mod account;
 mod links;
+mod passkeys;
 pub mod oauth;
 pub mod pages;
 
@@ -92,6 +93,12 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/assets/login.css", get(pages::stylesheet))
         .route("/assets/strength.js", get(pages::strength_script))
+        .route("/assets/passkey.js", get(pages::passkey_script))
+        .route("/w/{workspace}/passkey/options", post(passkeys::options))
+        .route("/w/{workspace}/passkey/sign-in", post(passkeys::sign_in))
+        .route("/w/{workspace}/mfa/passkey", post(passkeys::second_factor))
+        .route("/w/{workspace}/account/passkeys", post(passkeys::register))
+        .route("/w/{workspace}/account/passkeys/remove", post(passkeys::remove))
         .route(
             "/w/{workspace}/.well-known/openid-configuration",
             get(oauth::discovery),
@@ -162,6 +169,7 @@ struct PageContext {
     sso: Option<(BrowserSession, User)>,
     device: Option<String>,
     magic_links: bool,
+    passkeys: bool,
     policy: secureflows_core::login::LoginPolicy,
 }
 
@@ -260,6 +268,7 @@ async fn page_context(
             .filter(|c| c.len() == 43)
             .map(str::to_owned),
         magic_links: services.mailer.enabled(),
+        passkeys: services.passkeys_available(),
         policy: found.login_policy,
     })
 }
@@ -555,6 +564,9 @@ fn login_form(ctx: &PageContext, flow: Option<String>, email: String, error: Opt
         forgot_link: with_flow(&format!("/w/{}/forgot", ctx.workspace), flow.as_deref()),
         magic_action: format!("/w/{}/magic", ctx.workspace),
         magic_links: ctx.magic_links,
+        passkeys: ctx.passkeys,
+        passkey_action: format!("/w/{}/passkey/sign-in", ctx.workspace),
+        options_action: format!("/w/{}/passkey/options", ctx.workspace),
         flow,
         email,
         error,

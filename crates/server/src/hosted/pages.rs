@@ -5,7 +5,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
 /// Pages may load our own style sheet and script, nothing else; no framing.
-pub const PAGE_CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data: https:; \
+pub const PAGE_CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; connect-src 'self'; \
+                            img-src 'self' data: https:; \
                             base-uri 'none'; frame-ancestors 'none'";
 
 /// The workspace's branding.
@@ -96,6 +97,9 @@ pub struct LoginPage {
     pub forgot_link: String,
     pub magic_action: String,
     pub magic_links: bool,
+    pub passkeys: bool,
+    pub passkey_action: String,
+    pub options_action: String,
 }
 
 /// A page that confirms a link's action with a button (a link opened by a mail scanner does nothing).
@@ -213,6 +217,14 @@ pub async fn stylesheet() -> Response {
     asset("text/css; charset=utf-8", include_str!("../../assets/login.css"))
 }
 
+/// Passkey ceremonies (WebAuthn) for the sign-in, second-factor and account pages.
+pub async fn passkey_script() -> Response {
+    asset(
+        "text/javascript; charset=utf-8",
+        include_str!("../../assets/passkey.js"),
+    )
+}
+
 /// The strength meter.
 pub async fn strength_script() -> Response {
     asset(
@@ -238,7 +250,11 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 pub struct MfaPage {
     pub brand: Brand,
     pub action: String,
+    pub passkey_action: String,
+    pub options_action: String,
     pub csrf: String,
+    pub totp: bool,
+    pub passkey: bool,
     pub error: Option<String>,
 }
 
@@ -263,6 +279,20 @@ pub struct AccountPage {
     pub setup_link: String,
     pub logout_link: String,
     pub export_link: String,
+    pub passkeys_available: bool,
+    pub passkeys: Vec<PasskeyRow>,
+    pub options_action: String,
+    pub passkey_action: String,
+    pub remove_passkey_action: String,
+}
+
+/// A passkey on the account page.
+#[derive(Debug)]
+pub struct PasskeyRow {
+    pub id: String,
+    pub name: String,
+    pub created: String,
+    pub last_used: String,
 }
 
 /// TOTP enrolment: the QR code, the key and the confirmation form.

@@ -12,11 +12,13 @@ use secureflows_testkit::{Backend, SmtpSink, TestApp, TestOptions, backend_tests
 backend_tests!(
     example_page_signs_up_signs_out_and_signs_in,
     totp_and_magic_links_in_the_browser,
+    passkeys_in_the_browser,
 );
 
 /// A ChromeDriver process and a headless Chromium session; both end on drop/close.
 struct Browser {
     client: Client,
+    driver_url: String,
     _driver: tokio::process::Child,
     _profile: tempfile::TempDir,
 }
@@ -61,8 +63,10 @@ async fn browser() -> Option<Browser> {
         .connect(&url)
         .await
         .unwrap();
+    // The extension command below goes to ChromeDriver directly (fantoccini has no WebAuthn commands).
     Some(Browser {
         client,
+        driver_url: url,
         _driver: driver,
         _profile: profile,
     })
@@ -302,6 +306,81 @@ async fn totp_and_magic_links_in_the_browser(backend: Backend) {
     app.advance(Duration::from_secs(30));
     fill(c, "#code", &code_now(&secret)).await;
     click(c, "#verify-code").await;
+    wait_for_text(c, "#result", "hello from the vault").await;
+
+    browser.client.clone().close().await.unwrap();
+    app.stop().await;
+}
+
+impl Browser {
+    /// Gives the browser a virtual platform authenticator (WebDriver WebAuthn extension): it keeps
+    /// discoverable credentials, verifies the user and answers without a person.
+    async fn add_virtual_authenticator(&self) {
+        let session = self.client.session_id().await.unwrap().unwrap();
+        let response = reqwest::Client::new()
+            .post(format!("{}/session/{session}/webauthn/authenticator", self.driver_url))
+            .json(&serde_json::json!({
+                "protocol": "ctap2",
+                "transport": "internal",
+                "hasResidentKey": true,
+                "hasUserVerification": true,
+                "isUserVerified": true,
+                "automaticPresenceSimulation": true,
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{}", response.text().await.unwrap());
+    }
+}
+
+async fn passkeys_in_the_browser(backend: Backend) {
+    let Some(browser) = browser().await else {
+        return;
+    };
+    let c = &browser.client;
+    let app = TestApp::spawn_with(backend, TestOptions::default().localhost()).await;
+    assert!(app.url.starts_with("http://localhost:"));
+    let (ws, origin) = serve_example(&app).await;
+    browser.add_virtual_authenticator().await;
+
+    c.goto(&format!("{origin}/")).await.unwrap();
+    click(c, "#sign-in").await;
+    click(c, "#to-signup").await;
+    fill(c, "#email", "piet@example.com").await;
+    fill(c, "#password", "Kettle-Orbit-9-Lantern-Swim").await;
+    click(c, "#sign-up").await;
+    wait_for_text(c, "#result", "hello from the vault").await;
+
+    // Register a passkey on the account page.
+    c.goto(&format!("{}/w/{ws}/account", app.url)).await.unwrap();
+    fill(c, "#passkey-name", "Work laptop").await;
+    click(c, "#add-passkey").await;
+    wait_for_text(c, "#notice", "The passkey was added.").await;
+    assert!(text(c, "#passkeys").await.contains("Work laptop"));
+    assert_eq!(text(c, "#mfa-status").await, "On: passkey.");
+    // The name is sealed with the credential.
+    assert!(!app.raw_contains(b"Work laptop").await, "a passkey name is stored in the clear");
+
+    // Sign out, then sign in with the passkey alone: back to the application, which exchanges the code.
+    c.goto(&format!("{origin}/")).await.unwrap();
+    click(c, "#sign-out").await;
+    click(c, "#confirm-logout").await;
+    wait_for_text(c, "#status", "Not signed in.").await;
+    click(c, "#sign-in").await;
+    click(c, "#passkey-sign-in").await;
+    wait_for_text(c, "#result", "hello from the vault").await;
+
+    // Sign out, then the password: the passkey is now the second step.
+    click(c, "#sign-out").await;
+    click(c, "#confirm-logout").await;
+    wait_for_text(c, "#status", "Not signed in.").await;
+    click(c, "#sign-in").await;
+    fill(c, "#email", "piet@example.com").await;
+    fill(c, "#password", "Kettle-Orbit-9-Lantern-Swim").await;
+    click(c, "#sign-in").await;
+    wait_for_text(c, "#heading", "Two-step sign-in").await;
+    click(c, "#passkey-verify").await;
     wait_for_text(c, "#result", "hello from the vault").await;
 
     browser.client.clone().close().await.unwrap();
