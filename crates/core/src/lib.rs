@@ -31,9 +31,9 @@ pub use ids::{
     ApplicationId, BrowserSessionId, FamilyId, FlowId, InviteId, PasskeyId, SessionId, UserId, WorkspaceId,
 };
 pub use model::{
-    Application, AuthorizationCode, AuthorizationRequest, BrowserSession, CeremonyPurpose, Invalidation, Invite,
-    LinkPurpose, LoginFlow, LoginLink, LoginSession, NewIdentity, PasskeyRecord, RefreshToken, SupportOperator,
-    TotpEnrolment, UpstreamTrust, User, UserStatus, WebauthnCeremony, Workspace,
+    Application, AuthorizationCode, AuthorizationRequest, BrowserSession, CeremonyPurpose, Invalidation,
+    Invite, LinkPurpose, LoginFlow, LoginLink, LoginSession, NewIdentity, PasskeyRecord, RefreshToken,
+    SupportOperator, TotpEnrolment, UpstreamTrust, User, UserStatus, WebauthnCeremony, Workspace,
 };
 pub use plan::{Plan, PlanLimits, PlanTable};
 pub use role::Role;

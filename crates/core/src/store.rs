@@ -17,10 +17,10 @@ use crate::audit::{EventFilter, PendingEvent, StoredEvent};
 use crate::keyring::WorkspaceKeys;
 use crate::model::NewIdentity;
 use crate::{
-    Application, ApplicationId, AuthorizationCode, BrowserSession, BrowserSessionId, CeremonyPurpose, FamilyId,
-    FlowId, Invalidation, Invite, InviteId, LinkPurpose, LoginFlow, LoginLink, LoginSession, PasskeyId,
-    PasskeyRecord, Plan, RefreshToken, Result, Role, SessionId, SupportOperator, Timestamp, TotpEnrolment, User,
-    UserId, UserStatus, WebauthnCeremony, Workspace, WorkspaceId,
+    Application, ApplicationId, AuthorizationCode, BrowserSession, BrowserSessionId, CeremonyPurpose,
+    FamilyId, FlowId, Invalidation, Invite, InviteId, LinkPurpose, LoginFlow, LoginLink, LoginSession,
+    PasskeyId, PasskeyRecord, Plan, RefreshToken, Result, Role, SessionId, SupportOperator, Timestamp,
+    TotpEnrolment, User, UserId, UserStatus, WebauthnCeremony, Workspace, WorkspaceId,
 };
 
 /// Workspaces.

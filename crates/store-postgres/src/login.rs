@@ -4,9 +4,9 @@
 use async_trait::async_trait;
 use secureflows_core::store::{AttemptGate, CodeRedemption, LoginStore, RefreshUse};
 use secureflows_core::{
-    AuthorizationCode, AuthorizationRequest, BrowserSession, BrowserSessionId, CeremonyPurpose, Error, FamilyId,
-    FlowId, Invalidation, LinkPurpose, LoginFlow, LoginLink, PasskeyId, PasskeyRecord, RefreshToken, Result,
-    SessionId, Timestamp, TotpEnrolment, UserId, WebauthnCeremony, WorkspaceId,
+    AuthorizationCode, AuthorizationRequest, BrowserSession, BrowserSessionId, CeremonyPurpose, Error,
+    FamilyId, FlowId, Invalidation, LinkPurpose, LoginFlow, LoginLink, PasskeyId, PasskeyRecord,
+    RefreshToken, Result, SessionId, Timestamp, TotpEnrolment, UserId, WebauthnCeremony, WorkspaceId,
 };
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
@@ -1008,10 +1008,12 @@ impl LoginStore for PgStore {
         let n = self
             .tenant_execute(
                 workspace,
-                sqlx::query("delete from passkey where workspace_id = $1 and user_id = $2 and passkey_id = $3")
-                    .bind(workspace.as_uuid())
-                    .bind(user.as_uuid())
-                    .bind(passkey.as_uuid()),
+                sqlx::query(
+                    "delete from passkey where workspace_id = $1 and user_id = $2 and passkey_id = $3",
+                )
+                .bind(workspace.as_uuid())
+                .bind(user.as_uuid())
+                .bind(passkey.as_uuid()),
             )
             .await?;
         Ok(n > 0)

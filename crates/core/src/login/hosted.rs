@@ -67,7 +67,10 @@ pub fn normalise_email(email: &str) -> Result<String> {
 
 impl Services {
     /// The workspace and its keys for hosted-login work; a deleted workspace is `NotFound`.
-    pub(crate) async fn login_workspace(&self, workspace: WorkspaceId) -> Result<(Workspace, Arc<WorkspaceKeys>)> {
+    pub(crate) async fn login_workspace(
+        &self,
+        workspace: WorkspaceId,
+    ) -> Result<(Workspace, Arc<WorkspaceKeys>)> {
         let found = self.get_workspace(workspace).await?;
         let keys = self.keys.workspace_keys(workspace, self.state.trusted()).await?;
         Ok((found, keys))

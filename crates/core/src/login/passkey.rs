@@ -13,8 +13,8 @@ use std::time::Duration;
 use secureflows_crypto::{Aad, SecretString};
 use serde::{Deserialize, Serialize};
 use webauthn_rs::prelude::{
-    CreationChallengeResponse, DiscoverableAuthentication, Passkey, PasskeyAuthentication, PasskeyRegistration,
-    PublicKeyCredential, RegisterPublicKeyCredential, RequestChallengeResponse, Url,
+    CreationChallengeResponse, DiscoverableAuthentication, Passkey, PasskeyAuthentication,
+    PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential, RequestChallengeResponse, Url,
     Webauthn, WebauthnBuilder,
 };
 
@@ -162,7 +162,11 @@ impl Services {
     }
 
     /// The user's passkeys, opened.
-    async fn open_passkeys(&self, keys: &WorkspaceKeys, user: &User) -> Result<Vec<(PasskeyRecord, StoredPasskey)>> {
+    async fn open_passkeys(
+        &self,
+        keys: &WorkspaceKeys,
+        user: &User,
+    ) -> Result<Vec<(PasskeyRecord, StoredPasskey)>> {
         let records = self.stores.login.passkeys(user.workspace_id, user.id).await?;
         records
             .into_iter()
@@ -205,9 +209,15 @@ impl Services {
         let (workspace, keys) = self.login_workspace(user.workspace_id).await?;
         let existing = self.open_passkeys(&keys, user).await?;
         if existing.len() >= MAX_PASSKEYS {
-            return Err(Error::invalid("passkey", "remove a passkey before adding another"));
+            return Err(Error::invalid(
+                "passkey",
+                "remove a passkey before adding another",
+            ));
         }
-        let exclude = existing.iter().map(|(_, s)| s.passkey.cred_id().clone()).collect();
+        let exclude = existing
+            .iter()
+            .map(|(_, s)| s.passkey.cred_id().clone())
+            .collect();
         let account = self
             .user_email(&keys, user)
             .unwrap_or_else(|| user.id.to_string());
@@ -216,7 +226,13 @@ impl Services {
             .start_passkey_registration(user.id.as_uuid(), &account, &account, Some(exclude))
             .map_err(|_| Error::internal("starting a passkey registration"))?;
         let token = self
-            .store_ceremony(&keys, user.workspace_id, Some(user.id), CeremonyPurpose::Register, &state)
+            .store_ceremony(
+                &keys,
+                user.workspace_id,
+                Some(user.id),
+                CeremonyPurpose::Register,
+                &state,
+            )
             .await?;
         let mut options =
             serde_json::to_value(&ccr).map_err(|_| Error::internal("encoding passkey options"))?;
@@ -258,7 +274,12 @@ impl Services {
             .webauthn(&workspace.name)?
             .finish_passkey_registration(&answer, &state)
             .map_err(|_| failed())?;
-        let mut name: String = name.trim().chars().filter(|c| !c.is_control()).take(MAX_NAME).collect();
+        let mut name: String = name
+            .trim()
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(MAX_NAME)
+            .collect();
         if name.is_empty() {
             name = "Passkey".into();
         }
@@ -292,10 +313,10 @@ impl Services {
             user.workspace_id,
             &keys,
             &actor,
-            vec![
-                NewEvent::new("user.mfa_enable", "user", user.id)
-                    .values(None, Some(serde_json::json!({"factor": "passkey", "passkey": id}))),
-            ],
+            vec![NewEvent::new("user.mfa_enable", "user", user.id).values(
+                None,
+                Some(serde_json::json!({"factor": "passkey", "passkey": id})),
+            )],
         )
         .await?;
         self.alert(
@@ -332,10 +353,10 @@ impl Services {
             user.workspace_id,
             &keys,
             &actor,
-            vec![
-                NewEvent::new("user.mfa_disable", "user", user.id)
-                    .values(Some(serde_json::json!({"factor": "passkey", "passkey": passkey})), None),
-            ],
+            vec![NewEvent::new("user.mfa_disable", "user", user.id).values(
+                Some(serde_json::json!({"factor": "passkey", "passkey": passkey})),
+                None,
+            )],
         )
         .await?;
         self.alert(
@@ -430,7 +451,13 @@ impl Services {
         pending: &str,
     ) -> Result<PasskeyChallenge> {
         let (_, user) = self
-            .link_user(workspace, crate::login::mfa::PENDING_PREFIX, pending, LinkPurpose::Mfa, false)
+            .link_user(
+                workspace,
+                crate::login::mfa::PENDING_PREFIX,
+                pending,
+                LinkPurpose::Mfa,
+                false,
+            )
             .await?;
         let (found, keys) = self.login_workspace(workspace).await?;
         let passkeys: Vec<Passkey> = self
@@ -447,7 +474,13 @@ impl Services {
             .start_passkey_authentication(&passkeys)
             .map_err(|_| Error::internal("starting a passkey check"))?;
         let token = self
-            .store_ceremony(&keys, workspace, Some(user.id), CeremonyPurpose::SecondFactor, &state)
+            .store_ceremony(
+                &keys,
+                workspace,
+                Some(user.id),
+                CeremonyPurpose::SecondFactor,
+                &state,
+            )
             .await?;
         Ok(PasskeyChallenge {
             token,
@@ -466,7 +499,13 @@ impl Services {
         client: &Actor,
     ) -> Result<LinkSignIn> {
         let (link, user) = self
-            .link_user(workspace, crate::login::mfa::PENDING_PREFIX, pending, LinkPurpose::Mfa, false)
+            .link_user(
+                workspace,
+                crate::login::mfa::PENDING_PREFIX,
+                pending,
+                LinkPurpose::Mfa,
+                false,
+            )
             .await?;
         let (found, keys) = self.login_workspace(workspace).await?;
         let Some((owner, state)) = self

@@ -8,9 +8,9 @@
 
 mod account;
 mod links;
-mod passkeys;
 pub mod oauth;
 pub mod pages;
+mod passkeys;
 
 use std::num::NonZeroU32;
 use std::time::Duration;

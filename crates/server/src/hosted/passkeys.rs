@@ -17,8 +17,8 @@ use serde::Deserialize;
 use super::account::{Notice, account_post, account_view, clear_mfa_cookie, mfa_form, sign_in_again};
 use super::pages::{LoginPage, render};
 use super::{
-    CsrfForm, MFA_COOKIE, PageContext, continue_flow, cookie, finish_sign_in, form_post, internal, login_form,
-    set_cookie,
+    CsrfForm, MFA_COOKIE, PageContext, continue_flow, cookie, finish_sign_in, form_post, internal,
+    login_form, set_cookie,
 };
 use crate::state::AppState;
 
@@ -63,7 +63,10 @@ pub(super) async fn options(
     };
     let services = state.services();
     if !services.passkeys_available() {
-        return json_error(StatusCode::NOT_FOUND, "Passkeys are not available on this server.");
+        return json_error(
+            StatusCode::NOT_FOUND,
+            "Passkeys are not available on this server.",
+        );
     }
     let started = match form.purpose.as_str() {
         "sign_in" => {
@@ -79,7 +82,11 @@ pub(super) async fn options(
             }
             services.start_passkey_sign_in(ctx.workspace).await
         }
-        "second_factor" => services.start_passkey_second_factor(ctx.workspace, &pending).await,
+        "second_factor" => {
+            services
+                .start_passkey_second_factor(ctx.workspace, &pending)
+                .await
+        }
         "register" => match &ctx.sso {
             Some((_, user)) => services.start_passkey_registration(user).await,
             None => return json_error(StatusCode::UNAUTHORIZED, "Sign in first."),
@@ -95,10 +102,7 @@ pub(super) async fn options(
             );
         }
         Err(Error::Invalid(errors)) => {
-            let message = errors
-                .first()
-                .map(|e| e.message.clone())
-                .unwrap_or_default();
+            let message = errors.first().map(|e| e.message.clone()).unwrap_or_default();
             return json_error(StatusCode::UNPROCESSABLE_ENTITY, &message);
         }
         Err(e) => {
@@ -283,10 +287,9 @@ pub(super) async fn register(
             StatusCode::UNPROCESSABLE_ENTITY,
             "The passkey could not be added. Please try again.",
         ),
-        Err(Error::Conflict(_)) => Notice::Refused(
-            StatusCode::CONFLICT,
-            "That passkey is registered already.",
-        ),
+        Err(Error::Conflict(_)) => {
+            Notice::Refused(StatusCode::CONFLICT, "That passkey is registered already.")
+        }
         Err(e) => return internal(e),
     };
     let response = account_view(&state, &ctx, &session, &user, notice).await;

@@ -318,7 +318,10 @@ impl Browser {
     async fn add_virtual_authenticator(&self) {
         let session = self.client.session_id().await.unwrap().unwrap();
         let response = reqwest::Client::new()
-            .post(format!("{}/session/{session}/webauthn/authenticator", self.driver_url))
+            .post(format!(
+                "{}/session/{session}/webauthn/authenticator",
+                self.driver_url
+            ))
             .json(&serde_json::json!({
                 "protocol": "ctap2",
                 "transport": "internal",
@@ -330,7 +333,11 @@ impl Browser {
             .send()
             .await
             .unwrap();
-        assert!(response.status().is_success(), "{}", response.text().await.unwrap());
+        assert!(
+            response.status().is_success(),
+            "{}",
+            response.text().await.unwrap()
+        );
     }
 }
 
@@ -360,7 +367,10 @@ async fn passkeys_in_the_browser(backend: Backend) {
     assert!(text(c, "#passkeys").await.contains("Work laptop"));
     assert_eq!(text(c, "#mfa-status").await, "On: passkey.");
     // The name is sealed with the credential.
-    assert!(!app.raw_contains(b"Work laptop").await, "a passkey name is stored in the clear");
+    assert!(
+        !app.raw_contains(b"Work laptop").await,
+        "a passkey name is stored in the clear"
+    );
 
     // Sign out, then sign in with the passkey alone: back to the application, which exchanges the code.
     c.goto(&format!("{origin}/")).await.unwrap();

@@ -19,6 +19,7 @@ mod limits;
 mod manage_api;
 mod manage_roles;
 mod oidc_interop;
+mod passkeys;
 mod row_level_security;
 mod session_api;
 mod tokens;

@@ -9,8 +9,9 @@ use std::time::Duration;
 use secureflows_core::store::*;
 use secureflows_core::{
     Application, ApplicationId, AuthorizationCode, AuthorizationRequest, BrowserSession, BrowserSessionId,
-    Error, FamilyId, Invalidation, LoginSession, NewIdentity, Plan, RefreshToken, Role, SessionId, Timestamp,
-    UpstreamTrust, User, UserId, UserStatus, Workspace, WorkspaceId,
+    CeremonyPurpose, Error, FamilyId, Invalidation, LoginSession, NewIdentity, PasskeyId, PasskeyRecord,
+    Plan, RefreshToken, Role, SessionId, Timestamp, UpstreamTrust, User, UserId, UserStatus,
+    WebauthnCeremony, Workspace, WorkspaceId,
 };
 use secureflows_testkit::Backend;
 
@@ -77,6 +78,7 @@ macro_rules! store_tests {
 
 store_tests!(
     workspaces,
+    passkeys_and_ceremonies,
     applications,
     users_and_identities,
     login_sessions_and_limits,
@@ -1083,4 +1085,133 @@ async fn codes_and_refresh_tokens(s: &Stores) {
     );
     // Expired state is purged.
     assert!(s.login.purge_login_state(at(100_000)).await.unwrap() >= 3);
+}
+
+async fn passkeys_and_ceremonies(s: &Stores) {
+    let (ws, _, user) = tenant(s).await;
+    let (other, _, other_user) = tenant(s).await;
+    let passkey = |workspace: WorkspaceId, user: UserId, hash: u8| PasskeyRecord {
+        id: PasskeyId::new(),
+        workspace_id: workspace,
+        user_id: user,
+        credential_hash: vec![hash; 32],
+        sealed: vec![9; 40],
+        created_at: at(0),
+        last_used_at: None,
+    };
+    let first = passkey(ws, user.id, 1);
+    assert!(s.login.insert_passkey(&first).await.unwrap());
+    // One credential, one account: the same credential id again in this workspace is refused.
+    assert!(!s.login.insert_passkey(&passkey(ws, user.id, 1)).await.unwrap());
+    // Another workspace is another relying-party account space.
+    assert!(
+        s.login
+            .insert_passkey(&passkey(other, other_user.id, 1))
+            .await
+            .unwrap()
+    );
+    let second = passkey(ws, user.id, 2);
+    assert!(s.login.insert_passkey(&second).await.unwrap());
+    let listed = s.login.passkeys(ws, user.id).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0], first);
+    // Another workspace's id sees, changes and removes nothing.
+    assert!(s.login.passkeys(other, user.id).await.unwrap().is_empty());
+    s.login
+        .update_passkey(other, first.id, &[0; 8], at(5))
+        .await
+        .unwrap();
+    assert!(!s.login.delete_passkey(other, user.id, first.id).await.unwrap());
+    assert!(!s.login.delete_passkey(ws, other_user.id, first.id).await.unwrap());
+    assert_eq!(s.login.passkeys(ws, user.id).await.unwrap()[0], first);
+    s.login
+        .update_passkey(ws, first.id, &[7; 8], at(5))
+        .await
+        .unwrap();
+    let updated = &s.login.passkeys(ws, user.id).await.unwrap()[0];
+    assert_eq!(updated.sealed, vec![7; 8]);
+    assert_eq!(updated.last_used_at, Some(at(5)));
+    assert!(s.login.delete_passkey(ws, user.id, second.id).await.unwrap());
+    assert_eq!(s.login.passkeys(ws, user.id).await.unwrap().len(), 1);
+
+    // Ceremonies are taken once, also when eight answers race.
+    let ceremony = |hash: u8, purpose: CeremonyPurpose, expires: i64| WebauthnCeremony {
+        ceremony_hash: vec![hash; 32],
+        workspace_id: ws,
+        user_id: Some(user.id),
+        purpose,
+        state_sealed: vec![4; 64],
+        created_at: at(0),
+        expires_at: at(expires),
+    };
+    s.login
+        .insert_ceremony(&ceremony(1, CeremonyPurpose::SignIn, 300))
+        .await
+        .unwrap();
+    let takes = (0..8).map(|_| {
+        let login = s.login.clone();
+        async move {
+            login
+                .take_ceremony(ws, &[1; 32], CeremonyPurpose::SignIn, at(10))
+                .await
+                .unwrap()
+        }
+    });
+    let taken: Vec<_> = futures_util::future::join_all(takes)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0], ceremony(1, CeremonyPurpose::SignIn, 300));
+    // A ceremony asked for another purpose, or after it expired, is refused and spent.
+    s.login
+        .insert_ceremony(&ceremony(2, CeremonyPurpose::Register, 300))
+        .await
+        .unwrap();
+    assert!(
+        s.login
+            .take_ceremony(ws, &[2; 32], CeremonyPurpose::SecondFactor, at(10))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        s.login
+            .take_ceremony(ws, &[2; 32], CeremonyPurpose::Register, at(10))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    s.login
+        .insert_ceremony(&ceremony(3, CeremonyPurpose::Register, 300))
+        .await
+        .unwrap();
+    assert!(
+        s.login
+            .take_ceremony(ws, &[3; 32], CeremonyPurpose::Register, at(300))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Another workspace cannot take it; the sweeper removes expired ones.
+    s.login
+        .insert_ceremony(&ceremony(4, CeremonyPurpose::SignIn, 300))
+        .await
+        .unwrap();
+    assert!(
+        s.login
+            .take_ceremony(other, &[4; 32], CeremonyPurpose::SignIn, at(10))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(s.login.purge_login_state(at(301)).await.unwrap() >= 1);
+    assert!(
+        s.login
+            .take_ceremony(ws, &[4; 32], CeremonyPurpose::SignIn, at(10))
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
