@@ -521,3 +521,64 @@ pub struct ApiAccessList {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
 }
+
+/// The kind of an upstream identity provider.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// Google (issuer `https://accounts.google.com`).
+    Google,
+    /// Any OpenID Connect issuer.
+    Oidc,
+}
+
+/// `POST /api/v1/identity-providers`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateIdentityProvider {
+    /// `google` or `oidc`.
+    pub kind: ProviderKind,
+    /// The name on the sign-in button (default: "Google", or the issuer's host).
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 64)]
+    pub name: Option<String>,
+    /// The issuer URL (required for `oidc`; `https://accounts.google.com` for `google`).
+    #[serde(default)]
+    #[schema(max_length = 512)]
+    pub issuer: Option<String>,
+    /// Our client id at the provider.
+    #[schema(min_length = 1, max_length = 255)]
+    pub client_id: String,
+    /// Our client secret at the provider (stored sealed, never shown again); omit for a public client.
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 1024)]
+    pub client_secret: Option<String>,
+}
+
+/// An upstream identity provider of the hosted login.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct IdentityProvider {
+    /// Id.
+    pub id: String,
+    /// `google` or `oidc`.
+    pub kind: ProviderKind,
+    /// The name on the sign-in button.
+    pub name: String,
+    /// The issuer.
+    pub issuer: String,
+    /// Our client id at the provider.
+    pub client_id: String,
+    /// Whether a client secret is stored.
+    pub confidential: bool,
+    /// The redirect URI to register at the provider.
+    pub redirect_uri: String,
+    /// When it was added.
+    pub created_at: String,
+}
+
+/// The workspace's identity providers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct IdentityProviderList {
+    /// Providers, oldest first.
+    pub items: Vec<IdentityProvider>,
+}

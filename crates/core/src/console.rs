@@ -552,6 +552,9 @@ pub fn invalidation_of(workspace: WorkspaceId, change: &Change) -> Option<Invali
         | Change::RevokeInvite(_)
         | Change::SetPassword(..)
         | Change::AcceptInvite(_)
+        | Change::InsertIdentityProvider(_)
+        | Change::DeleteIdentityProvider(_)
+        | Change::LinkIdentity(..)
         | Change::ExpectRole(..)
         | Change::InsertSupport(_) => {
             return None;

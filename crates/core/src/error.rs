@@ -14,6 +14,16 @@ pub struct FieldError {
     pub message: String,
 }
 
+impl FieldError {
+    /// A field's error.
+    pub fn new(field: &str, message: &str) -> FieldError {
+        FieldError {
+            field: field.to_owned(),
+            message: message.to_owned(),
+        }
+    }
+}
+
 /// Why a token or credential was refused with 401.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthFailure {

@@ -119,6 +119,10 @@ id_type!(
     /// A registered passkey (WebAuthn credential) of a user.
     PasskeyId
 );
+id_type!(
+    /// An upstream identity provider of a workspace's hosted login.
+    ProviderId
+);
 
 #[cfg(test)]
 mod tests {

@@ -28,12 +28,14 @@ pub mod workspace;
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::{AuthFailure, Error, FieldError, ForbiddenReason, LimitKind, Result};
 pub use ids::{
-    ApplicationId, BrowserSessionId, FamilyId, FlowId, InviteId, PasskeyId, SessionId, UserId, WorkspaceId,
+    ApplicationId, BrowserSessionId, FamilyId, FlowId, InviteId, PasskeyId, ProviderId, SessionId, UserId,
+    WorkspaceId,
 };
 pub use model::{
-    Application, AuthorizationCode, AuthorizationRequest, BrowserSession, CeremonyPurpose, Invalidation,
-    Invite, LinkPurpose, LoginFlow, LoginLink, LoginSession, NewIdentity, PasskeyRecord, RefreshToken,
-    SupportOperator, TotpEnrolment, UpstreamTrust, User, UserStatus, WebauthnCeremony, Workspace,
+    Application, AuthorizationCode, AuthorizationRequest, BrowserSession, CeremonyPurpose, IdentityProvider,
+    Invalidation, Invite, LinkPurpose, LoginFlow, LoginLink, LoginSession, NewIdentity, PasskeyRecord,
+    ProviderKind, RefreshToken, SupportOperator, TotpEnrolment, UpstreamTrust, User, UserStatus,
+    WebauthnCeremony, Workspace,
 };
 pub use plan::{Plan, PlanLimits, PlanTable};
 pub use role::Role;

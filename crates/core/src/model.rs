@@ -5,8 +5,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    ApplicationId, BrowserSessionId, FamilyId, FlowId, InviteId, PasskeyId, Plan, Role, SessionId, Timestamp,
-    UserId, WorkspaceId,
+    ApplicationId, BrowserSessionId, FamilyId, FlowId, InviteId, PasskeyId, Plan, ProviderId, Role,
+    SessionId, Timestamp, UserId, WorkspaceId,
 };
 
 /// A tenant.
@@ -392,6 +392,57 @@ pub struct LoginLink {
     pub created_at: Timestamp,
     /// Stops working.
     pub expires_at: Timestamp,
+}
+
+/// What kind of upstream identity provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// Google (issuer `https://accounts.google.com`).
+    Google,
+    /// Any OpenID Connect issuer.
+    Oidc,
+}
+
+impl ProviderKind {
+    /// Stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Google => "google",
+            ProviderKind::Oidc => "oidc",
+        }
+    }
+
+    /// Parses a stable name.
+    pub fn parse(s: &str) -> Option<ProviderKind> {
+        match s {
+            "google" => Some(ProviderKind::Google),
+            "oidc" => Some(ProviderKind::Oidc),
+            _ => None,
+        }
+    }
+}
+
+/// An upstream OpenID Connect provider that a workspace's users can sign in with on the hosted pages
+/// (authorization code with PKCE). The client secret is sealed under the workspace data key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityProvider {
+    /// Id.
+    pub id: ProviderId,
+    /// Workspace.
+    pub workspace_id: WorkspaceId,
+    /// Kind.
+    pub kind: ProviderKind,
+    /// The name on the sign-in button.
+    pub name: String,
+    /// The issuer (its discovery document is `{issuer}/.well-known/openid-configuration`).
+    pub issuer: String,
+    /// Our client id at the provider.
+    pub client_id: String,
+    /// Our client secret at the provider, sealed; `None` for a public client (PKCE only).
+    pub client_secret_sealed: Option<Vec<u8>>,
+    /// Added.
+    pub created_at: Timestamp,
 }
 
 /// A registered passkey. The credential (public key, signature counter) is sealed under the workspace

@@ -18,9 +18,10 @@ use crate::keyring::WorkspaceKeys;
 use crate::model::NewIdentity;
 use crate::{
     Application, ApplicationId, AuthorizationCode, BrowserSession, BrowserSessionId, CeremonyPurpose,
-    FamilyId, FlowId, Invalidation, Invite, InviteId, LinkPurpose, LoginFlow, LoginLink, LoginSession,
-    PasskeyId, PasskeyRecord, Plan, RefreshToken, Result, Role, SessionId, SupportOperator, Timestamp,
-    TotpEnrolment, User, UserId, UserStatus, WebauthnCeremony, Workspace, WorkspaceId,
+    FamilyId, FlowId, IdentityProvider, Invalidation, Invite, InviteId, LinkPurpose, LoginFlow, LoginLink,
+    LoginSession, PasskeyId, PasskeyRecord, Plan, ProviderId, RefreshToken, Result, Role, SessionId,
+    SupportOperator, Timestamp, TotpEnrolment, User, UserId, UserStatus, WebauthnCeremony, Workspace,
+    WorkspaceId,
 };
 
 /// Workspaces.
@@ -363,6 +364,13 @@ pub enum Change {
     },
     /// Marks a pending, unexpired invitation accepted (`NotFound` otherwise: used, revoked, expired).
     AcceptInvite(InviteId),
+    /// A new upstream identity provider for the hosted login.
+    InsertIdentityProvider(IdentityProvider),
+    /// Removes an upstream identity provider (`NotFound` if it is not the workspace's).
+    DeleteIdentityProvider(ProviderId),
+    /// Links another upstream identity to an existing user. `Conflict` if the identity is linked
+    /// already.
+    LinkIdentity(UserId, NewIdentity),
 }
 
 /// A management transaction: changes and the audit events that record them, written together or not
@@ -752,6 +760,8 @@ pub trait LoginStore: Send + Sync {
     ) -> Result<bool>;
     /// Unused recovery codes left.
     async fn recovery_codes_left(&self, workspace: WorkspaceId, user: UserId) -> Result<u32>;
+    /// The workspace's upstream identity providers, oldest first.
+    async fn identity_providers(&self, workspace: WorkspaceId) -> Result<Vec<IdentityProvider>>;
     /// Registers a passkey; `false` if its credential is already registered in the workspace.
     async fn insert_passkey(&self, passkey: &PasskeyRecord) -> Result<bool>;
     /// The user's passkeys, oldest first.

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use secureflows_core::auth::upstream::JwksSource;
+use secureflows_core::auth::upstream::{JwksSource, UpstreamEndpoints};
 use secureflows_core::{Error, Result};
 use secureflows_crypto::jws::JwkSet;
 use serde::Deserialize;
@@ -103,6 +103,10 @@ impl reqwest::dns::Resolve for PublicOnlyResolver {
 struct Discovery {
     issuer: String,
     jwks_uri: String,
+    #[serde(default)]
+    authorization_endpoint: Option<String>,
+    #[serde(default)]
+    token_endpoint: Option<String>,
 }
 
 impl HttpJwksSource {
@@ -153,7 +157,7 @@ impl HttpJwksSource {
 
     async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T> {
         let url = self.check_destination(url)?;
-        let mut response = self.client.get(url).send().await.map_err(|e| {
+        let response = self.client.get(url).send().await.map_err(|e| {
             tracing::warn!(error = %e, "upstream fetch failed");
             Error::Unavailable("upstream issuer unreachable")
         })?;
@@ -161,30 +165,25 @@ impl HttpJwksSource {
             tracing::warn!(status = %response.status(), "upstream fetch answered with an error");
             return Err(Error::Unavailable("upstream issuer unreachable"));
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|_| Error::Unavailable("upstream issuer unreachable"))?
-        {
-            body.extend_from_slice(&chunk);
-            if body.len() > MAX_DOCUMENT_BYTES {
-                return Err(Error::Unavailable("upstream document too large"));
-            }
-        }
-        serde_json::from_slice(&body).map_err(|_| Error::Unavailable("upstream document is not valid"))
+        read_json(response).await
     }
 
-    async fn fetch(&self, issuer: &str) -> Result<Arc<JwkSet>> {
+    /// The issuer's discovery document, checked to name the issuer it was fetched for (OpenID Connect
+    /// Discovery §4.3).
+    async fn discovery(&self, issuer: &str) -> Result<Discovery> {
         let discovery_url = format!(
             "{}/.well-known/openid-configuration",
             issuer.trim_end_matches('/')
         );
         let discovery: Discovery = self.get_json(&discovery_url).await?;
-        // OpenID Connect Discovery §4.3: the document must name the issuer it was fetched for.
         if discovery.issuer != issuer {
             return Err(Error::Unavailable("upstream discovery names another issuer"));
         }
+        Ok(discovery)
+    }
+
+    async fn fetch(&self, issuer: &str) -> Result<Arc<JwkSet>> {
+        let discovery = self.discovery(issuer).await?;
         let keys: JwkSet = self.get_json(&discovery.jwks_uri).await?;
         Ok(Arc::new(keys))
     }
@@ -251,8 +250,69 @@ impl HttpJwksSource {
     }
 }
 
+/// Reads a JSON body of at most [`MAX_DOCUMENT_BYTES`].
+async fn read_json<T: serde::de::DeserializeOwned>(mut response: reqwest::Response) -> Result<T> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|_| Error::Unavailable("upstream issuer unreachable"))?
+    {
+        body.extend_from_slice(&chunk);
+        if body.len() > MAX_DOCUMENT_BYTES {
+            return Err(Error::Unavailable("upstream document too large"));
+        }
+    }
+    serde_json::from_slice(&body).map_err(|_| Error::Unavailable("upstream document is not valid"))
+}
+
 #[async_trait]
 impl JwksSource for HttpJwksSource {
+    async fn endpoints(&self, issuer: &str) -> Result<UpstreamEndpoints> {
+        let discovery = self.discovery(issuer).await?;
+        let (Some(authorization_endpoint), Some(token_endpoint)) =
+            (discovery.authorization_endpoint, discovery.token_endpoint)
+        else {
+            return Err(Error::Unavailable(
+                "upstream discovery has no authorization code endpoints",
+            ));
+        };
+        // The browser goes to the authorization endpoint; the server itself calls the token endpoint,
+        // so it is checked like every other destination.
+        for endpoint in [&authorization_endpoint, &token_endpoint] {
+            let url = url::Url::parse(endpoint)
+                .map_err(|_| Error::Unavailable("upstream discovery has an invalid endpoint"))?;
+            if !matches!(url.scheme(), "https" | "http") {
+                return Err(Error::Unavailable("upstream discovery has an invalid endpoint"));
+            }
+        }
+        self.check_destination(&token_endpoint)?;
+        Ok(UpstreamEndpoints {
+            authorization_endpoint,
+            token_endpoint,
+        })
+    }
+
+    async fn token_request(&self, token_endpoint: &str, form: &[(&str, &str)]) -> Result<serde_json::Value> {
+        let url = self.check_destination(token_endpoint)?;
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let response = self
+            .client
+            .post(url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "upstream token request failed");
+                Error::Unavailable("upstream issuer unreachable")
+            })?;
+        read_json(response).await
+    }
+
     async fn key_set(&self, issuer: &str, refresh: bool) -> Result<Arc<JwkSet>> {
         if let Some(keys) = self.usable(issuer, refresh) {
             return Ok(keys);

@@ -5,8 +5,9 @@ use async_trait::async_trait;
 use secureflows_core::store::{AttemptGate, CodeRedemption, LoginStore, RefreshUse};
 use secureflows_core::{
     AuthorizationCode, AuthorizationRequest, BrowserSession, BrowserSessionId, CeremonyPurpose, Error,
-    FamilyId, FlowId, Invalidation, LinkPurpose, LoginFlow, LoginLink, PasskeyId, PasskeyRecord,
-    RefreshToken, Result, SessionId, Timestamp, TotpEnrolment, UserId, WebauthnCeremony, WorkspaceId,
+    FamilyId, FlowId, IdentityProvider, Invalidation, LinkPurpose, LoginFlow, LoginLink, PasskeyId,
+    PasskeyRecord, ProviderKind, RefreshToken, Result, SessionId, Timestamp, TotpEnrolment, UserId,
+    WebauthnCeremony, WorkspaceId,
 };
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
@@ -944,6 +945,34 @@ impl LoginStore for PgStore {
         )
         .await
         .map(|_| ())
+    }
+
+    async fn identity_providers(&self, workspace: WorkspaceId) -> Result<Vec<IdentityProvider>> {
+        let rows = self
+            .tenant_fetch_all(
+                workspace,
+                sqlx::query(
+                    "select provider_id, kind, name, issuer, client_id, client_secret_sealed, created_at
+                     from identity_provider where workspace_id = $1 order by created_at, provider_id",
+                )
+                .bind(workspace.as_uuid()),
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let kind: String = r.try_get("kind").db()?;
+                Ok(IdentityProvider {
+                    id: r.try_get::<Uuid, _>("provider_id").db()?.into(),
+                    workspace_id: workspace,
+                    kind: ProviderKind::parse(&kind).ok_or(Error::Integrity("identity provider kind"))?,
+                    name: r.try_get("name").db()?,
+                    issuer: r.try_get("issuer").db()?,
+                    client_id: r.try_get("client_id").db()?,
+                    client_secret_sealed: r.try_get("client_secret_sealed").db()?,
+                    created_at: from_ts(r.try_get("created_at").db()?),
+                })
+            })
+            .collect()
     }
 
     async fn insert_passkey(&self, passkey: &PasskeyRecord) -> Result<bool> {

@@ -469,6 +469,56 @@ pub(crate) async fn apply_change(
             must_change(n, "invite")?;
             return Ok(false);
         }
+        Change::InsertIdentityProvider(p) => {
+            if p.workspace_id != workspace {
+                return Err(Error::NotFound("workspace"));
+            }
+            sqlx::query(
+                "insert into identity_provider
+                   (provider_id, workspace_id, kind, name, issuer, client_id, client_secret_sealed, created_at)
+                 values ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(p.id.as_uuid())
+            .bind(ws)
+            .bind(p.kind.as_str())
+            .bind(&p.name)
+            .bind(&p.issuer)
+            .bind(&p.client_id)
+            .bind(&p.client_secret_sealed)
+            .bind(ts(p.created_at))
+            .execute(&mut *c)
+            .await
+            .db()?;
+            return Ok(false);
+        }
+        Change::DeleteIdentityProvider(id) => {
+            let n = sqlx::query("delete from identity_provider where workspace_id = $1 and provider_id = $2")
+                .bind(ws)
+                .bind(id.as_uuid())
+                .execute(&mut *c)
+                .await
+                .db()?
+                .rows_affected();
+            must_change(n, "identity provider")?;
+            return Ok(false);
+        }
+        Change::LinkIdentity(user, identity) => {
+            let n = sqlx::query(
+                "insert into user_identity (workspace_id, identity_index, user_id, identity_sealed, created_at)
+                 select workspace_id, $3, user_id, $4, $5 from user_account where workspace_id = $1 and user_id = $2",
+            )
+            .bind(ws)
+            .bind(user.as_uuid())
+            .bind(&identity.index)
+            .bind(&identity.sealed)
+            .bind(ts(now))
+            .execute(&mut *c)
+            .await
+            .db()?
+            .rows_affected();
+            must_change(n, "user")?;
+            return Ok(false);
+        }
         Change::RevokeInvite(id) => {
             let n = sqlx::query(
                 "update invite set revoked_at = $3

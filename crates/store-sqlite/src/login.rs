@@ -6,8 +6,9 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use secureflows_core::store::{AttemptGate, CodeRedemption, LoginStore, RefreshUse};
 use secureflows_core::{
     AuthorizationCode, AuthorizationRequest, BrowserSession, BrowserSessionId, CeremonyPurpose, FamilyId,
-    FlowId, Invalidation, LinkPurpose, LoginFlow, LoginLink, PasskeyId, PasskeyRecord, RefreshToken, Result,
-    SessionId, Timestamp, TotpEnrolment, UserId, WebauthnCeremony, WorkspaceId,
+    FlowId, IdentityProvider, Invalidation, LinkPurpose, LoginFlow, LoginLink, PasskeyId, PasskeyRecord,
+    ProviderKind, RefreshToken, Result, SessionId, Timestamp, TotpEnrolment, UserId, WebauthnCeremony,
+    WorkspaceId,
 };
 
 use crate::data::{SqliteStore, bad_column, json_list, origins_json, record_invalidation};
@@ -923,6 +924,33 @@ impl LoginStore for SqliteStore {
                 Ok(())
             })
             .await
+    }
+
+    async fn identity_providers(&self, workspace: WorkspaceId) -> Result<Vec<IdentityProvider>> {
+        self.db.read(|c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "select provider_id, kind, name, issuer, client_id, client_secret_sealed, created_at
+                     from identity_provider where workspace_id = ?1 order by created_at, provider_id",
+                )
+                .db()?;
+            let rows = stmt
+                .query_map(params![workspace.as_uuid()], |r| {
+                    Ok(IdentityProvider {
+                        id: r.get::<_, uuid::Uuid>(0)?.into(),
+                        workspace_id: workspace,
+                        kind: ProviderKind::parse(&r.get::<_, String>(1)?)
+                            .ok_or_else(|| bad_column("kind"))?,
+                        name: r.get(2)?,
+                        issuer: r.get(3)?,
+                        client_id: r.get(4)?,
+                        client_secret_sealed: r.get(5)?,
+                        created_at: Timestamp::from_millis(r.get(6)?),
+                    })
+                })
+                .db()?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().db()
+        })
     }
 
     async fn insert_passkey(&self, passkey: &PasskeyRecord) -> Result<bool> {

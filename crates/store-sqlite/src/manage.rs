@@ -413,6 +413,48 @@ pub(crate) fn apply_change(
             must_change(n, "invite")?;
             return Ok(false);
         }
+        Change::InsertIdentityProvider(p) => {
+            if p.workspace_id != workspace {
+                return Err(Error::NotFound("workspace"));
+            }
+            c.execute(
+                "insert into identity_provider
+                   (provider_id, workspace_id, kind, name, issuer, client_id, client_secret_sealed, created_at)
+                 values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    p.id.as_uuid(),
+                    ws,
+                    p.kind.as_str(),
+                    p.name,
+                    p.issuer,
+                    p.client_id,
+                    p.client_secret_sealed,
+                    p.created_at.millis(),
+                ],
+            )
+            .db()?;
+            return Ok(false);
+        }
+        Change::DeleteIdentityProvider(id) => {
+            let n = c
+                .execute(
+                    "delete from identity_provider where workspace_id = ?1 and provider_id = ?2",
+                    params![ws, id.as_uuid()],
+                )
+                .db()?;
+            must_change(n, "identity provider")?;
+            return Ok(false);
+        }
+        Change::LinkIdentity(user, identity) => {
+            c.execute(
+                "insert into user_identity (workspace_id, identity_index, user_id, identity_sealed, created_at)
+                 select workspace_id, ?3, user_id, ?4, ?5 from user_account where workspace_id = ?1 and user_id = ?2",
+                params![ws, user.as_uuid(), identity.index, identity.sealed, now.millis()],
+            )
+            .db()
+            .and_then(|n| must_change(n, "user"))?;
+            return Ok(false);
+        }
         Change::RevokeInvite(id) => {
             let n = c
                 .execute(

@@ -48,6 +48,11 @@ pub const DATA: &[Migration] = &[
         name: "passkeys",
         sql: include_str!("../migrations/data/0004_passkeys.sql"),
     },
+    Migration {
+        version: 5,
+        name: "identity_providers",
+        sql: include_str!("../migrations/data/0005_identity_providers.sql"),
+    },
 ];
 
 pub const ACCESS: &[Migration] = &[Migration {

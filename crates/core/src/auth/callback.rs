@@ -244,20 +244,17 @@ impl Services {
         Ok(())
     }
 
-    async fn find_or_create_user(
+    /// The user of an upstream identity, created on its first sign-in.
+    pub(crate) async fn find_or_create_user(
         &self,
         workspace: WorkspaceId,
         keys: &WorkspaceKeys,
         identity: &UpstreamIdentity,
         now: Timestamp,
     ) -> Result<User> {
-        // SECURITY: identities are keyed by (issuer, subject), never linked or merged by e-mail.
-        let identity_index = blind_index(
-            keys.index(),
-            &Aad::new("sf.identity.v1")
-                .field(&identity.issuer)
-                .field(&identity.subject),
-        );
+        // SECURITY: identities are keyed by (issuer, subject). Applications' ID-token exchange never
+        // links or merges by e-mail; the hosted login links only an address its issuer verified.
+        let identity_index = identity_index(keys, identity);
         let email_index = identity.email.as_deref().map(|e| email_index(keys, e));
         if let Some(user) = self
             .stores
@@ -284,14 +281,6 @@ impl Services {
 
         let user_id = UserId::new();
         let (email_sealed, name_sealed) = seal_profile(keys, workspace, user_id, identity)?;
-        let subject = serde_json::json!({"iss": identity.issuer, "sub": identity.subject}).to_string();
-        let identity_sealed = keys.seal(
-            &Aad::new("sf.identity.v1")
-                .field(workspace.as_uuid().as_bytes())
-                .field(user_id.as_uuid().as_bytes())
-                .field(identity_index),
-            subject.as_bytes(),
-        )?;
         let user = User {
             id: user_id,
             workspace_id: workspace,
@@ -306,10 +295,7 @@ impl Services {
         };
         let new = NewUser {
             user: user.clone(),
-            identity: NewIdentity {
-                index: identity_index.to_vec(),
-                sealed: identity_sealed,
-            },
+            identity: new_identity(keys, workspace, user_id, identity)?,
         };
         match self.stores.users.insert_user(&new).await {
             Ok(()) => Ok(user),
@@ -323,6 +309,38 @@ impl Services {
             Err(e) => Err(e),
         }
     }
+}
+
+/// The keyed hash under which an upstream identity (issuer, subject) is looked up.
+pub(crate) fn identity_index(keys: &WorkspaceKeys, identity: &UpstreamIdentity) -> [u8; 32] {
+    blind_index(
+        keys.index(),
+        &Aad::new("sf.identity.v1")
+            .field(&identity.issuer)
+            .field(&identity.subject),
+    )
+}
+
+/// An identity row for a user: its keyed hash, and (issuer, subject) sealed for administrators.
+pub(crate) fn new_identity(
+    keys: &WorkspaceKeys,
+    workspace: WorkspaceId,
+    user: UserId,
+    identity: &UpstreamIdentity,
+) -> Result<NewIdentity> {
+    let index = identity_index(keys, identity);
+    let subject = serde_json::json!({"iss": identity.issuer, "sub": identity.subject}).to_string();
+    let sealed = keys.seal(
+        &Aad::new("sf.identity.v1")
+            .field(workspace.as_uuid().as_bytes())
+            .field(user.as_uuid().as_bytes())
+            .field(index),
+        subject.as_bytes(),
+    )?;
+    Ok(NewIdentity {
+        index: index.to_vec(),
+        sealed,
+    })
 }
 
 /// The keyed hash under which an e-mail address is looked up: trimmed and lowercased, so the same

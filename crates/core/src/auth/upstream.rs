@@ -15,11 +15,25 @@ use serde::Deserialize;
 
 use crate::{Error, Result, Timestamp, UpstreamTrust};
 
-/// Supplies an issuer's JSON Web Key Set.
+/// An issuer's endpoints for the authorization code flow, from its discovery document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamEndpoints {
+    /// Where the browser is sent to sign in.
+    pub authorization_endpoint: String,
+    /// Where the code is exchanged.
+    pub token_endpoint: String,
+}
+
+/// Talks to upstream issuers: their JSON Web Key Sets, their endpoints and their token endpoint.
 #[async_trait]
 pub trait JwksSource: Send + Sync {
     /// The issuer's keys; with `refresh`, fetch again unless fetched very recently.
     async fn key_set(&self, issuer: &str, refresh: bool) -> Result<Arc<JwkSet>>;
+    /// The issuer's authorization and token endpoints.
+    async fn endpoints(&self, issuer: &str) -> Result<UpstreamEndpoints>;
+    /// POSTs a form to a token endpoint and answers its JSON body (any status: the caller reads
+    /// `error` or the tokens). `Unavailable` if it cannot be reached or answers no JSON.
+    async fn token_request(&self, token_endpoint: &str, form: &[(&str, &str)]) -> Result<serde_json::Value>;
 }
 
 /// The identity an upstream ID token asserts.
@@ -31,6 +45,10 @@ pub struct UpstreamIdentity {
     pub subject: String,
     /// E-mail, if asserted.
     pub email: Option<String>,
+    /// Whether the issuer asserts that it verified the e-mail address (`email_verified`).
+    pub email_verified: bool,
+    /// The `nonce`, if the token carries one.
+    pub nonce: Option<String>,
     /// Display name, if asserted.
     pub name: Option<String>,
     /// When the ID token expires (it can be exchanged once, until then).
@@ -65,6 +83,11 @@ struct IdClaims {
     iat: Option<i64>,
     #[serde(default)]
     email: Option<String>,
+    /// A boolean; some issuers send the string `"true"`.
+    #[serde(default)]
+    email_verified: Option<serde_json::Value>,
+    #[serde(default)]
+    nonce: Option<String>,
     #[serde(default)]
     name: Option<String>,
 }
@@ -150,10 +173,17 @@ pub async fn verify_id_token(
     let name = claims
         .name
         .filter(|n| !n.is_empty() && n.len() <= 256 && !n.chars().any(char::is_control));
+    let email_verified = match &claims.email_verified {
+        Some(serde_json::Value::Bool(b)) => *b,
+        Some(serde_json::Value::String(s)) => s == "true",
+        _ => false,
+    };
     Ok(UpstreamIdentity {
         issuer: claims.iss,
         subject: claims.sub,
+        email_verified: email_verified && email.is_some(),
         email,
+        nonce: claims.nonce,
         name,
         expires_at: Timestamp::from_secs(claims.exp.saturating_add(leeway_s)),
     })

@@ -6,6 +6,7 @@
 //! * [`oidc`]: the OpenID Connect provider: authorization requests, codes, tokens, refresh rotation with
 //!   reuse detection, revocation, introspection, user info and logout;
 //! * [`oauth`]: errors in the OAuth 2.0 format (RFC 6749 §4.1.2.1 and §5.2).
+//! * [`federation`]: signing in with an upstream OpenID Connect provider (Google or any issuer);
 //! * [`mfa`]: TOTP and recovery codes; [`passkey`]: WebAuthn passkeys, alone or as a second factor.
 //!
 //! Every workspace is its own issuer, `{public_url}/w/{workspace}`.
@@ -13,6 +14,7 @@
 pub mod account;
 pub mod anonymous;
 pub mod breached;
+pub mod federation;
 pub mod hosted;
 pub mod invites;
 pub mod links;

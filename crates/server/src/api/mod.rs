@@ -21,7 +21,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use self::manage::{applications, audit, invites, users, workspaces};
+use self::manage::{applications, audit, identity_providers, invites, users, workspaces};
 use crate::middleware;
 use crate::problem::Problem;
 use crate::state::AppState;
@@ -42,6 +42,7 @@ use crate::state::AppState;
         (name = "applications", description = "Management: applications (USER JWT)"),
         (name = "users", description = "Management: members, roles, audited vault reads (USER JWT)"),
         (name = "invites", description = "Management: invitations (USER JWT)"),
+        (name = "identity-providers", description = "Management: upstream sign-in providers of the hosted login (USER JWT)"),
         (name = "audit", description = "Management: audit and API-access logs (USER JWT)"),
         (name = "operations", description = "Health and public keys"),
     )
@@ -109,6 +110,11 @@ fn routers() -> (
         .routes(routes!(users::get_user_value))
         .routes(routes!(invites::create_invite, invites::list_invites))
         .routes(routes!(invites::revoke_invite))
+        .routes(routes!(
+            identity_providers::create_identity_provider,
+            identity_providers::list_identity_providers
+        ))
+        .routes(routes!(identity_providers::delete_identity_provider))
         .routes(routes!(audit::list_events))
         .routes(routes!(audit::export_events))
         .routes(routes!(audit::list_api_access));

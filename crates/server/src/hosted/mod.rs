@@ -7,6 +7,7 @@
 //! derived from `sf_csrf`, and a POST whose `Origin` is another site is refused.
 
 mod account;
+mod federation;
 mod links;
 pub mod oauth;
 pub mod pages;
@@ -95,6 +96,8 @@ pub fn router() -> Router<AppState> {
         .route("/assets/strength.js", get(pages::strength_script))
         .route("/assets/passkey.js", get(pages::passkey_script))
         .route("/w/{workspace}/passkey/options", post(passkeys::options))
+        .route("/w/{workspace}/upstream/callback", get(federation::callback))
+        .route("/w/{workspace}/upstream/{provider}", get(federation::start))
         .route("/w/{workspace}/passkey/sign-in", post(passkeys::sign_in))
         .route("/w/{workspace}/mfa/passkey", post(passkeys::second_factor))
         .route("/w/{workspace}/account/passkeys", post(passkeys::register))
@@ -170,6 +173,7 @@ struct PageContext {
     device: Option<String>,
     magic_links: bool,
     passkeys: bool,
+    providers: Vec<secureflows_core::IdentityProvider>,
     policy: secureflows_core::login::LoginPolicy,
 }
 
@@ -269,6 +273,7 @@ async fn page_context(
             .map(str::to_owned),
         magic_links: services.mailer.enabled(),
         passkeys: services.passkeys_available(),
+        providers: services.sign_in_providers(workspace).await.map_err(internal)?,
         policy: found.login_policy,
     })
 }
@@ -565,6 +570,19 @@ fn login_form(ctx: &PageContext, flow: Option<String>, email: String, error: Opt
         magic_action: format!("/w/{}/magic", ctx.workspace),
         magic_links: ctx.magic_links,
         passkeys: ctx.passkeys,
+        providers: ctx
+            .providers
+            .iter()
+            .map(|p| {
+                (
+                    with_flow(
+                        &format!("/w/{}/upstream/{}", ctx.workspace, p.id),
+                        flow.as_deref(),
+                    ),
+                    p.name.clone(),
+                )
+            })
+            .collect(),
         passkey_action: format!("/w/{}/passkey/sign-in", ctx.workspace),
         options_action: format!("/w/{}/passkey/options", ctx.workspace),
         flow,

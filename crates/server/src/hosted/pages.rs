@@ -97,6 +97,8 @@ pub struct LoginPage {
     pub forgot_link: String,
     pub magic_action: String,
     pub magic_links: bool,
+    /// Upstream providers: the start link and the button's name.
+    pub providers: Vec<(String, String)>,
     pub passkeys: bool,
     pub passkey_action: String,
     pub options_action: String,

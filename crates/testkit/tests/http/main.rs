@@ -24,3 +24,4 @@ mod row_level_security;
 mod session_api;
 mod tokens;
 mod upstream;
+mod upstream_login;

@@ -4,6 +4,7 @@
 
 pub mod applications;
 pub mod audit;
+pub mod identity_providers;
 pub mod invites;
 pub mod users;
 pub mod workspaces;

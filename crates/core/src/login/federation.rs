@@ -1,0 +1,524 @@
+//! Signing in on the hosted pages with an upstream OpenID Connect provider ("Continue with Google"):
+//! the authorization code flow with PKCE (S256), `state` and `nonce`, to the provider's endpoints from
+//! its discovery document; the ID token is verified against the provider's JWKS.
+//!
+//! The request's secrets (state, nonce, PKCE verifier) and the pending authorization request travel in
+//! a cookie sealed under the workspace data key, bound to the workspace and good for ten minutes; the
+//! callback must carry the same `state`, so a response can only finish the sign-in of the browser that
+//! started it.
+//!
+//! Accounts: an identity (issuer, subject) seen before signs in its user. A new identity whose e-mail
+//! address belongs to an existing user is linked to that user **only if the provider asserts that it
+//! verified the address** (`email_verified`); otherwise the sign-in is refused, so that nobody takes
+//! over an account by registering its address at some provider. Any other new identity creates a user.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use secureflows_crypto::{Aad, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::audit::{Actor, ActorKind, NewEvent};
+use crate::auth::callback::{email_index, identity_index, new_identity};
+use crate::auth::upstream::{UpstreamIdentity, verify_id_token};
+use crate::console::ConsoleCaller;
+use crate::login::mfa::FirstFactor;
+use crate::login::workspace_issuer;
+use crate::store::Change;
+use crate::{
+    Error, FieldError, FlowId, IdentityProvider, ProviderId, ProviderKind, Result, Services, UpstreamTrust,
+    User, UserStatus, WorkspaceId,
+};
+
+/// Google's issuer.
+pub const GOOGLE_ISSUER: &str = "https://accounts.google.com";
+/// How long a started upstream sign-in may take.
+const PENDING_TTL: Duration = Duration::from_secs(10 * 60);
+/// Providers per workspace.
+const MAX_PROVIDERS: usize = 10;
+
+/// A provider to add.
+#[derive(Debug, Clone)]
+pub struct NewProvider {
+    /// Kind.
+    pub kind: ProviderKind,
+    /// Button name (default: "Google", or the issuer's host).
+    pub name: Option<String>,
+    /// Issuer (required for `oidc`; fixed for `google`).
+    pub issuer: Option<String>,
+    /// Our client id at the provider.
+    pub client_id: String,
+    /// Our client secret at the provider (absent: a public client, PKCE only).
+    pub client_secret: Option<SecretString>,
+}
+
+/// A started upstream sign-in.
+#[derive(Debug)]
+pub struct UpstreamStart {
+    /// Where to send the browser.
+    pub authorization_url: String,
+    /// The sealed pending request, for the cookie (never logged).
+    pub cookie: SecretString,
+}
+
+/// Why an upstream sign-in did not finish.
+#[derive(Debug)]
+pub enum UpstreamFailure {
+    /// The browser's request does not match (no or another cookie, another state, expired).
+    Expired,
+    /// The provider refused or failed (an `error` answer, a bad code, an ID token that does not verify).
+    Provider,
+    /// The address belongs to an account and the provider did not verify it.
+    UnverifiedEmail,
+    /// The account is locked or disabled.
+    Locked,
+    /// Anything else.
+    Other(Error),
+}
+
+impl From<Error> for UpstreamFailure {
+    fn from(e: Error) -> Self {
+        UpstreamFailure::Other(e)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Pending {
+    provider: ProviderId,
+    state: String,
+    nonce: String,
+    verifier: String,
+    flow: Option<FlowId>,
+    expires: i64,
+}
+
+fn pending_aad(workspace: WorkspaceId) -> Aad {
+    Aad::new("sf.upstream.pending.v1").field(workspace.as_uuid().as_bytes())
+}
+
+fn secret_aad(workspace: WorkspaceId, provider: ProviderId) -> Aad {
+    Aad::new("sf.upstream.client_secret.v1")
+        .field(workspace.as_uuid().as_bytes())
+        .field(provider.as_uuid().as_bytes())
+}
+
+fn pkce_s256(verifier: &str) -> String {
+    URL_SAFE_NO_PAD.encode(secureflows_crypto::sha256(verifier.as_bytes()))
+}
+
+/// An issuer URL as OpenID Connect Discovery needs it: http(s), a host, no query or fragment.
+fn parse_issuer(issuer: &str) -> Option<String> {
+    let issuer = issuer.trim().trim_end_matches('/');
+    let url = url::Url::parse(issuer).ok()?;
+    let ok = matches!(url.scheme(), "https" | "http")
+        && url.host_str().is_some()
+        && url.query().is_none()
+        && url.fragment().is_none()
+        && url.username().is_empty()
+        && url.password().is_none()
+        && issuer.len() <= 512;
+    ok.then(|| issuer.to_owned())
+}
+
+fn printable(text: &str, max: usize) -> bool {
+    !text.is_empty() && text.chars().count() <= max && !text.chars().any(char::is_control)
+}
+
+impl Services {
+    /// The redirect URI to register at upstream providers for a workspace.
+    pub fn upstream_redirect_uri(&self, workspace: WorkspaceId) -> String {
+        format!(
+            "{}/upstream/callback",
+            workspace_issuer(self.tokens.issuer(), workspace)
+        )
+    }
+
+    /// The workspace's providers (for the sign-in page).
+    pub async fn sign_in_providers(&self, workspace: WorkspaceId) -> Result<Vec<IdentityProvider>> {
+        self.stores.login.identity_providers(workspace).await
+    }
+
+    /// The workspace's providers (OWNER, ADMIN).
+    pub async fn list_identity_providers(&self, caller: &ConsoleCaller) -> Result<Vec<IdentityProvider>> {
+        caller.require_admin()?;
+        self.stores.login.identity_providers(caller.workspace_id()).await
+    }
+
+    /// Adds a provider (OWNER, ADMIN); audited without its secret.
+    pub async fn add_identity_provider(
+        &self,
+        caller: &ConsoleCaller,
+        new: NewProvider,
+    ) -> Result<IdentityProvider> {
+        caller.require_admin()?;
+        let mut errors = Vec::new();
+        let issuer = match (new.kind, new.issuer.as_deref()) {
+            (ProviderKind::Google, None) => Some(GOOGLE_ISSUER.to_owned()),
+            (ProviderKind::Google, Some(i)) if parse_issuer(i).as_deref() == Some(GOOGLE_ISSUER) => {
+                Some(GOOGLE_ISSUER.to_owned())
+            }
+            (ProviderKind::Google, Some(_)) => {
+                errors.push(FieldError::new(
+                    "issuer",
+                    "Google's issuer is https://accounts.google.com",
+                ));
+                None
+            }
+            (ProviderKind::Oidc, Some(i)) => parse_issuer(i).or_else(|| {
+                errors.push(FieldError::new(
+                    "issuer",
+                    "must be the provider's issuer URL (http or https, without query or fragment)",
+                ));
+                None
+            }),
+            (ProviderKind::Oidc, None) => {
+                errors.push(FieldError::new("issuer", "is required"));
+                None
+            }
+        };
+        let client_id = new.client_id.trim().to_owned();
+        if !printable(&client_id, 255) {
+            errors.push(FieldError::new(
+                "client_id",
+                "must be 1 to 255 printable characters",
+            ));
+        }
+        if let Some(secret) = &new.client_secret
+            && !printable(secret.expose(), 1024)
+        {
+            errors.push(FieldError::new(
+                "client_secret",
+                "must be 1 to 1024 printable characters",
+            ));
+        }
+        let name = match new.name.as_deref().map(str::trim) {
+            Some(n) if printable(n, 64) => Some(n.to_owned()),
+            Some(_) => {
+                errors.push(FieldError::new("name", "must be 1 to 64 printable characters"));
+                None
+            }
+            None => match new.kind {
+                ProviderKind::Google => Some("Google".to_owned()),
+                ProviderKind::Oidc => issuer
+                    .as_deref()
+                    .and_then(|i| url::Url::parse(i).ok())
+                    .and_then(|u| u.host_str().map(str::to_owned)),
+            },
+        };
+        let (Some(issuer), Some(name), true) = (issuer, name, errors.is_empty()) else {
+            return Err(Error::Invalid(errors));
+        };
+        let workspace = caller.workspace_id();
+        if self.stores.login.identity_providers(workspace).await?.len() >= MAX_PROVIDERS {
+            return Err(Error::invalid(
+                "kind",
+                "a workspace has at most 10 identity providers",
+            ));
+        }
+        let id = ProviderId::new();
+        let client_secret_sealed = new
+            .client_secret
+            .as_ref()
+            .map(|s| {
+                caller
+                    .keys
+                    .seal(&secret_aad(workspace, id), s.expose().as_bytes())
+            })
+            .transpose()?;
+        let provider = IdentityProvider {
+            id,
+            workspace_id: workspace,
+            kind: new.kind,
+            name,
+            issuer,
+            client_id,
+            client_secret_sealed,
+            created_at: self.clock.now(),
+        };
+        self.commit(
+            workspace,
+            &caller.keys,
+            &caller.actor,
+            vec![Change::InsertIdentityProvider(provider.clone())],
+            vec![
+                NewEvent::new("identity_provider.create", "identity_provider", id).values(
+                    None,
+                    Some(serde_json::json!({
+                        "kind": provider.kind.as_str(),
+                        "name": provider.name,
+                        "issuer": provider.issuer,
+                        "client_id": provider.client_id,
+                        "confidential": provider.client_secret_sealed.is_some(),
+                    })),
+                ),
+            ],
+        )
+        .await?;
+        Ok(provider)
+    }
+
+    /// Removes a provider (OWNER, ADMIN). Users who signed in with it keep their accounts.
+    pub async fn remove_identity_provider(&self, caller: &ConsoleCaller, id: ProviderId) -> Result<()> {
+        caller.require_admin()?;
+        let workspace = caller.workspace_id();
+        let old = self
+            .stores
+            .login
+            .identity_providers(workspace)
+            .await?
+            .into_iter()
+            .find(|p| p.id == id)
+            .ok_or(Error::NotFound("identity provider"))?;
+        self.commit(
+            workspace,
+            &caller.keys,
+            &caller.actor,
+            vec![Change::DeleteIdentityProvider(id)],
+            vec![
+                NewEvent::new("identity_provider.delete", "identity_provider", id).values(
+                    Some(serde_json::json!({
+                        "kind": old.kind.as_str(),
+                        "name": old.name,
+                        "issuer": old.issuer,
+                        "client_id": old.client_id,
+                    })),
+                    None,
+                ),
+            ],
+        )
+        .await
+    }
+
+    /// Starts a sign-in with a provider: where to send the browser, and the sealed cookie that the
+    /// callback needs. `NotFound` if the workspace has no such provider; `Unavailable` if the provider's
+    /// discovery document cannot be read.
+    pub async fn start_upstream_login(
+        &self,
+        workspace: WorkspaceId,
+        provider: ProviderId,
+        flow: Option<FlowId>,
+    ) -> Result<UpstreamStart> {
+        let (_, keys) = self.login_workspace(workspace).await?;
+        let provider = self
+            .stores
+            .login
+            .identity_providers(workspace)
+            .await?
+            .into_iter()
+            .find(|p| p.id == provider)
+            .ok_or(Error::NotFound("identity provider"))?;
+        let endpoints = self.upstream.endpoints(&provider.issuer).await?;
+        let pending = Pending {
+            provider: provider.id,
+            state: secureflows_crypto::random_token("")?,
+            nonce: secureflows_crypto::random_token("")?,
+            verifier: secureflows_crypto::random_token("")?,
+            flow,
+            expires: self.clock.now().plus(PENDING_TTL).secs(),
+        };
+        let mut url = url::Url::parse(&endpoints.authorization_endpoint)
+            .map_err(|_| Error::Unavailable("the provider's authorization endpoint"))?;
+        url.query_pairs_mut()
+            .append_pair("response_type", "code")
+            .append_pair("client_id", &provider.client_id)
+            .append_pair("redirect_uri", &self.upstream_redirect_uri(workspace))
+            .append_pair("scope", "openid email profile")
+            .append_pair("state", &pending.state)
+            .append_pair("nonce", &pending.nonce)
+            .append_pair("code_challenge", &pkce_s256(&pending.verifier))
+            .append_pair("code_challenge_method", "S256");
+        let json = serde_json::to_vec(&pending).map_err(|_| Error::internal("encoding a pending sign-in"))?;
+        let sealed = keys.seal(&pending_aad(workspace), &json)?;
+        Ok(UpstreamStart {
+            authorization_url: url.to_string(),
+            cookie: SecretString::new(URL_SAFE_NO_PAD.encode(sealed)),
+        })
+    }
+
+    /// Finishes a sign-in with a provider from its callback (`state` and `code`, or `error`): the user
+    /// (found, linked by a verified address, or created), the next step (a second factor if the user
+    /// has one), the authorization request it continues, and whether the user is new.
+    pub async fn finish_upstream_login(
+        &self,
+        workspace: WorkspaceId,
+        cookie: &str,
+        state: &str,
+        code: Option<&str>,
+        client: &Actor,
+    ) -> std::result::Result<(User, FirstFactor, Option<FlowId>, bool), UpstreamFailure> {
+        let (_, keys) = self.login_workspace(workspace).await?;
+        let now = self.clock.now();
+        let pending: Pending = URL_SAFE_NO_PAD
+            .decode(cookie)
+            .ok()
+            .and_then(|sealed| keys.open(&pending_aad(workspace), &sealed).ok())
+            .and_then(|json| serde_json::from_slice(&json).ok())
+            .ok_or(UpstreamFailure::Expired)?;
+        if pending.expires <= now.secs()
+            || !secureflows_crypto::constant_time_eq(pending.state.as_bytes(), state.as_bytes())
+        {
+            return Err(UpstreamFailure::Expired);
+        }
+        let code = code.ok_or(UpstreamFailure::Provider)?;
+        let provider = self
+            .stores
+            .login
+            .identity_providers(workspace)
+            .await?
+            .into_iter()
+            .find(|p| p.id == pending.provider)
+            .ok_or(UpstreamFailure::Expired)?;
+        let secret = provider
+            .client_secret_sealed
+            .as_ref()
+            .map(|s| keys.open(&secret_aad(workspace, provider.id), s))
+            .transpose()?
+            .map(|s| String::from_utf8(s).map_err(|_| Error::Integrity("client secret")))
+            .transpose()?;
+        let endpoints = self.upstream.endpoints(&provider.issuer).await?;
+        let redirect_uri = self.upstream_redirect_uri(workspace);
+        let mut form = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", redirect_uri.as_str()),
+            ("code_verifier", pending.verifier.as_str()),
+            ("client_id", provider.client_id.as_str()),
+        ];
+        if let Some(secret) = &secret {
+            form.push(("client_secret", secret.as_str()));
+        }
+        let answer = self
+            .upstream
+            .token_request(&endpoints.token_endpoint, &form)
+            .await?;
+        let id_token = answer
+            .get("id_token")
+            .and_then(|t| t.as_str())
+            .ok_or(UpstreamFailure::Provider)?;
+        let trust = UpstreamTrust {
+            issuer: provider.issuer.clone(),
+            audience: provider.client_id.clone(),
+        };
+        let identity = verify_id_token(
+            self.upstream.as_ref(),
+            id_token,
+            &trust,
+            self.settings.leeway,
+            now,
+        )
+        .await
+        .map_err(|_| UpstreamFailure::Provider)?;
+        let nonce_ok = identity
+            .nonce
+            .as_deref()
+            .is_some_and(|n| secureflows_crypto::constant_time_eq(n.as_bytes(), pending.nonce.as_bytes()));
+        if !nonce_ok {
+            return Err(UpstreamFailure::Provider);
+        }
+        let mut actor = client.clone();
+        actor.kind = ActorKind::EndUser;
+        let (user, event) = self.upstream_user(workspace, &keys, &identity).await?;
+        if user.status != UserStatus::Active {
+            return Err(UpstreamFailure::Locked);
+        }
+        actor.id = Some(user.id);
+        let details =
+            serde_json::json!({"method": "upstream", "provider": provider.id, "issuer": provider.issuer});
+        let mut events = vec![NewEvent::new(event, "user", user.id).values(None, Some(details.clone()))];
+        let mut changes = Vec::new();
+        if event == "user.identity_link" {
+            changes.push(Change::LinkIdentity(
+                user.id,
+                new_identity(&keys, workspace, user.id, &identity)?,
+            ));
+            events.push(NewEvent::new("user.sign_in", "user", user.id).values(None, Some(details)));
+        }
+        self.commit(workspace, &keys, &actor, changes, events).await?;
+        if event == "user.sign_up" && identity.email_verified {
+            self.stores.login.set_email_verified(workspace, user.id).await?;
+        }
+        if event == "user.identity_link" {
+            self.alert(
+                &keys,
+                &user,
+                "A sign-in method was linked to your account",
+                &format!(
+                    "You can now also sign in with {}. If this was not you, sign in, change your password \
+                     and contact the administrators.",
+                    provider.name
+                ),
+            )
+            .await;
+        }
+        let step = self
+            .after_first_factor(&keys, &user, vec!["fed".to_owned()], pending.flow, &actor)
+            .await?;
+        Ok((user, step, pending.flow, event == "user.sign_up"))
+    }
+
+    /// The user of an upstream identity and the event that records how: a known identity
+    /// (`user.sign_in`), a verified address of an existing user (`user.identity_link`, not yet stored),
+    /// or a new user (`user.sign_up`).
+    async fn upstream_user(
+        &self,
+        workspace: WorkspaceId,
+        keys: &crate::keyring::WorkspaceKeys,
+        identity: &UpstreamIdentity,
+    ) -> std::result::Result<(User, &'static str), UpstreamFailure> {
+        let index = identity_index(keys, identity);
+        if let Some(user) = self.stores.users.find_user_by_identity(workspace, &index).await? {
+            return Ok((user, "user.sign_in"));
+        }
+        if let Some(email) = identity.email.as_deref() {
+            let by_email = self
+                .stores
+                .users
+                .find_users_by_email(workspace, &email_index(keys, email))
+                .await?;
+            if let Some(existing) = by_email.into_iter().next() {
+                // SECURITY: link only an address the provider verified.
+                if !identity.email_verified {
+                    return Err(UpstreamFailure::UnverifiedEmail);
+                }
+                return Ok((existing, "user.identity_link"));
+            }
+        }
+        let user = self
+            .find_or_create_user(workspace, keys, identity, self.clock.now())
+            .await?;
+        Ok((user, "user.sign_up"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issuers_are_plain_http_urls() {
+        assert_eq!(
+            parse_issuer(" https://login.example.com/tenant/ ").as_deref(),
+            Some("https://login.example.com/tenant")
+        );
+        for bad in [
+            "",
+            "login.example.com",
+            "ftp://x.example",
+            "https://x.example/?a=1",
+            "https://x.example/#f",
+            "https://user:pw@x.example",
+            "javascript:alert(1)",
+        ] {
+            assert!(parse_issuer(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn pkce_matches_rfc_7636_appendix_b() {
+        assert_eq!(
+            pkce_s256("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGSSjsrdwM"
+        );
+    }
+}

@@ -1,0 +1,157 @@
+//! "Continue with ..." on the sign-in page: `GET /w/{ws}/upstream/{provider}` sends the browser to the
+//! provider (authorization code with PKCE) and sets the `sf_upstream` cookie (sealed state, nonce and
+//! verifier; SameSite=Lax, because the provider's redirect back is a cross-site top-level GET);
+//! `GET /w/{ws}/upstream/callback` finishes the sign-in and continues the application's request.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use secureflows_core::login::federation::UpstreamFailure;
+use secureflows_core::{Error, ProviderId};
+use serde::Deserialize;
+
+use super::pages::{MessagePage, error_page, render};
+use super::{FlowQuery, PageContext, cookie, internal, page_context, see_other, set_cookie, signed_in};
+use crate::extract::request_actor;
+use crate::state::AppState;
+
+const UPSTREAM_COOKIE: &str = "sf_upstream";
+const UPSTREAM_AGE: u64 = 600;
+
+fn clear(state: &AppState, ctx: &PageContext, mut response: Response) -> Response {
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(state, ctx.workspace, UPSTREAM_COOKIE, "", "Lax", Some(0)),
+    );
+    response
+}
+
+/// `GET /w/{ws}/upstream/{provider}`: starts a sign-in with an upstream provider.
+pub(super) async fn start(
+    State(state): State<AppState>,
+    Path((workspace, provider)): Path<(String, String)>,
+    crate::extract::Query(q): crate::extract::Query<FlowQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let ctx = match page_context(&state, &workspace, &headers).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let unknown = || {
+        ctx.finish(
+            &state,
+            error_page(
+                StatusCode::NOT_FOUND,
+                ctx.brand.clone(),
+                "This sign-in option does not exist.",
+            ),
+        )
+    };
+    let Ok(provider) = provider.parse::<ProviderId>() else {
+        return unknown();
+    };
+    let flow = q.flow.as_deref().and_then(|f| f.parse().ok());
+    match state
+        .services()
+        .start_upstream_login(ctx.workspace, provider, flow)
+        .await
+    {
+        Ok(started) => {
+            let mut response = see_other(&started.authorization_url);
+            response.headers_mut().append(
+                header::SET_COOKIE,
+                set_cookie(
+                    &state,
+                    ctx.workspace,
+                    UPSTREAM_COOKIE,
+                    started.cookie.expose(),
+                    "Lax",
+                    Some(UPSTREAM_AGE),
+                ),
+            );
+            ctx.finish(&state, response)
+        }
+        Err(Error::NotFound(_)) => unknown(),
+        Err(Error::Unavailable(what)) => {
+            tracing::warn!(reason = what, "an upstream provider could not be reached");
+            ctx.finish(
+                &state,
+                error_page(
+                    StatusCode::BAD_GATEWAY,
+                    ctx.brand.clone(),
+                    "The sign-in provider could not be reached. Please try again later, or sign in another way.",
+                ),
+            )
+        }
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct CallbackQuery {
+    state: Option<String>,
+    code: Option<String>,
+}
+
+/// `GET /w/{ws}/upstream/callback`: the provider's redirect back.
+pub(super) async fn callback(
+    State(state): State<AppState>,
+    Path(workspace): Path<String>,
+    crate::extract::Query(q): crate::extract::Query<CallbackQuery>,
+    parts: axum::http::request::Parts,
+) -> Response {
+    let ctx = match page_context(&state, &workspace, &parts.headers).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let actor = request_actor(&parts, &state);
+    let pending = cookie(&parts.headers, UPSTREAM_COOKIE).unwrap_or_default();
+    let finished = state
+        .services()
+        .finish_upstream_login(
+            ctx.workspace,
+            pending,
+            q.state.as_deref().unwrap_or_default(),
+            q.code.as_deref(),
+            &actor,
+        )
+        .await;
+    let refuse = |status: StatusCode, message: &str| {
+        let page = MessagePage {
+            brand: ctx.brand.clone(),
+            heading: "Not signed in".into(),
+            message: message.to_owned(),
+            link: Some((format!("/w/{}/login", ctx.workspace), "Back to sign-in".into())),
+        };
+        ctx.finish(&state, render(status, &page))
+    };
+    let response = match finished {
+        Ok((user, step, flow, new_account)) => {
+            let flow = flow.map(|f| f.to_string());
+            signed_in(&state, &ctx, flow.as_deref(), &user, step, new_account).await
+        }
+        Err(UpstreamFailure::Expired) => refuse(
+            StatusCode::BAD_REQUEST,
+            "This sign-in expired or was started in another browser. Please start again.",
+        ),
+        Err(UpstreamFailure::Provider) => refuse(
+            StatusCode::UNAUTHORIZED,
+            "The sign-in provider did not confirm who you are.",
+        ),
+        Err(UpstreamFailure::UnverifiedEmail) => refuse(
+            StatusCode::CONFLICT,
+            "An account with this e-mail address exists already, and the provider has not verified the \
+             address. Sign in with your password or an e-mailed link instead.",
+        ),
+        Err(UpstreamFailure::Locked) => refuse(StatusCode::FORBIDDEN, "This account cannot sign in."),
+        Err(UpstreamFailure::Other(Error::Unavailable(what))) => {
+            tracing::warn!(reason = what, "an upstream provider could not be reached");
+            refuse(
+                StatusCode::BAD_GATEWAY,
+                "The sign-in provider could not be reached. Please try again later.",
+            )
+        }
+        Err(UpstreamFailure::Other(e)) => internal(e),
+    };
+    clear(&state, &ctx, response)
+}

@@ -1,0 +1,395 @@
+//! "Continue with ..." on the hosted pages, against a real OpenID Connect provider: another workspace
+//! of the same server, whose issuer, discovery, authorization code + PKCE, token endpoint and signed ID
+//! tokens are the ones our applications use. Linking by e-mail happens only for an address the
+//! provider verified; the callback is bound to the browser that started it.
+
+use secureflows_core::audit::Actor;
+use secureflows_core::login::hosted::SignUp;
+use secureflows_core::{Plan, Role, WorkspaceId};
+use secureflows_crypto::SecretString;
+use secureflows_testkit::{Backend, TestApp, backend_tests};
+
+use crate::hosted_login::{
+    PASSWORD, authorize_url, browser, client_app, csrf_of, location, pkce, query_param,
+};
+use crate::support::assert_problem;
+
+backend_tests!(
+    upstream_provider_signs_in_links_verified_addresses_only,
+    identity_providers_are_managed_by_admins,
+);
+
+/// The provider workspace, with a confidential client for `ours`; returns (provider workspace,
+/// client id, client secret).
+async fn provider(app: &TestApp, ours: WorkspaceId) -> (WorkspaceId, String, String) {
+    let upstream = app.workspace(Plan::Pro).await;
+    let (client, secret) = app
+        .services()
+        .create_application(
+            upstream,
+            secureflows_core::workspace::NewApplication {
+                name: "Federation".into(),
+                public: false,
+                redirect_uris: vec![format!("{}/w/{ours}/upstream/callback", app.url)],
+                ..Default::default()
+            },
+            &Actor::operator(),
+        )
+        .await
+        .unwrap();
+    (
+        upstream,
+        client.id.to_string(),
+        secret.unwrap().expose().to_owned(),
+    )
+}
+
+async fn sign_up(app: &TestApp, ws: WorkspaceId, email: &str) -> secureflows_core::User {
+    app.services()
+        .sign_up(
+            ws,
+            SignUp {
+                email: email.into(),
+                password: SecretString::new(PASSWORD.into()),
+                name: None,
+            },
+            None,
+            &Actor::operator(),
+        )
+        .await
+        .unwrap()
+        .0
+}
+
+/// Follows same-server redirects (GET) until a page, or a redirect elsewhere; returns the last response.
+async fn follow(app: &TestApp, b: &reqwest::Client, mut url: String) -> reqwest::Response {
+    for _ in 0..10 {
+        let r = b.get(&url).send().await.unwrap();
+        if r.status() != 303 {
+            return r;
+        }
+        let next = location(&r);
+        url = if next.starts_with('/') {
+            format!("{}{next}", app.url)
+        } else if next.starts_with(&app.url) {
+            next
+        } else {
+            return r;
+        };
+    }
+    panic!("too many redirects");
+}
+
+/// Signs in at the provider's page (the browser is at its login page).
+async fn provider_password(
+    app: &TestApp,
+    b: &reqwest::Client,
+    login: reqwest::Response,
+    email: &str,
+) -> reqwest::Response {
+    let url = login.url().clone();
+    let html = login.text().await.unwrap();
+    assert!(url.path().ends_with("/login"), "{url}");
+    let flow = query_param(url.as_str(), "flow").unwrap();
+    let r = b
+        .post(format!("{}{}", app.url, url.path()))
+        .form(&[
+            ("csrf", csrf_of(&html).as_str()),
+            ("flow", &flow),
+            ("email", email),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let callback = location(&r);
+    assert!(callback.contains("/upstream/callback?code="), "{callback}");
+    follow(app, b, callback).await
+}
+
+async fn upstream_provider_signs_in_links_verified_addresses_only(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ours = app.workspace(Plan::Pro).await;
+    let (upstream, client_id, secret) = provider(&app, ours).await;
+    let owner = app.console_token(ours, "owner@example.com", Role::Owner).await;
+    let r = app
+        .http
+        .post(format!("{}/api/v1/identity-providers", app.url))
+        .bearer_auth(&owner)
+        .json(&serde_json::json!({
+            "kind": "oidc", "name": "Upstream", "issuer": format!("{}/w/{upstream}", app.url),
+            "client_id": client_id, "client_secret": secret,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let created: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        created["redirect_uri"],
+        format!("{}/w/{ours}/upstream/callback", app.url)
+    );
+    assert_eq!(created["confidential"], true);
+    assert!(created.get("client_secret").is_none());
+    assert!(
+        !app.raw_contains(secret.as_bytes()).await,
+        "the client secret is stored in the clear"
+    );
+
+    // Bob exists only at the provider: his first sign-in creates his account here.
+    sign_up(&app, upstream, "bob@example.com").await;
+    let b = browser();
+    let page = follow(&app, &b, format!("{}/w/{ours}/login", app.url))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Continue with Upstream"));
+    let start = page
+        .split("href=\"")
+        .find(|s| s.contains("/upstream/"))
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    let r = b.get(format!("{}{start}", app.url)).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    let to_provider = location(&r);
+    assert!(to_provider.starts_with(&format!("{}/w/{upstream}/authorize?", app.url)));
+    for p in ["state", "nonce", "code_challenge"] {
+        assert!(query_param(&to_provider, p).is_some(), "{p}");
+    }
+    assert_eq!(
+        query_param(&to_provider, "code_challenge_method").as_deref(),
+        Some("S256")
+    );
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cookie.starts_with("sf_upstream=") && cookie.contains("SameSite=Lax") && cookie.contains("HttpOnly")
+    );
+    let login = follow(&app, &b, to_provider).await;
+    let done = provider_password(&app, &b, login, "bob@example.com").await;
+    assert_eq!(done.status(), 200);
+    assert!(done.text().await.unwrap().contains("You are signed in"));
+    let keys = app.services().keys.workspace_keys(ours, false).await.unwrap();
+    let index = secureflows_core::auth::callback::email_index(&keys, "bob@example.com");
+    let bobs = app
+        .services()
+        .stores
+        .users
+        .find_users_by_email(ours, &index)
+        .await
+        .unwrap();
+    assert_eq!(bobs.len(), 1);
+
+    // Through an application's request, in a new browser: the provider's button carries the request,
+    // and after the provider the application gets its code.
+    let (client, _) = client_app(&app, ours, true).await;
+    let (_, challenge) = pkce();
+    let b = browser();
+    let login = follow(&app, &b, authorize_url(&app, ours, &client, &challenge, "")).await;
+    let page = login.text().await.unwrap();
+    let with_flow = page
+        .split("href=\"")
+        .find(|s| s.contains("/upstream/"))
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .replace("&amp;", "&");
+    assert!(with_flow.contains("?flow="), "{with_flow}");
+    let r = b.get(format!("{}{with_flow}", app.url)).send().await.unwrap();
+    let login = follow(&app, &b, location(&r)).await;
+    let back = provider_password(&app, &b, login, "bob@example.com").await;
+    assert_eq!(back.status(), 303);
+    let back = location(&back);
+    assert!(back.starts_with("https://app.example/cb?code="), "{back}");
+    assert_eq!(query_param(&back, "state").as_deref(), Some("st-1"));
+
+    // Alice has an account here and one at the provider whose address the provider has not verified:
+    // no link, no sign-in.
+    let alice_here = sign_up(&app, ours, "alice@example.com").await;
+    let alice_there = sign_up(&app, upstream, "alice@example.com").await;
+    let b = browser();
+    let r = b
+        .get(format!("{}{start}", app.url).replace("?flow=", "?x="))
+        .send()
+        .await
+        .unwrap();
+    let login = follow(&app, &b, location(&r)).await;
+    let refused = provider_password(&app, &b, login, "alice@example.com").await;
+    assert_eq!(refused.status(), 409);
+    assert!(
+        !refused
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .any(|c| c.to_str().unwrap().starts_with("sf_sso=")
+                && !c.to_str().unwrap().starts_with("sf_sso=;"))
+    );
+
+    // Once the provider verified the address, the identity is linked to the existing account.
+    app.services()
+        .stores
+        .login
+        .set_email_verified(upstream, alice_there.id)
+        .await
+        .unwrap();
+    let b = browser();
+    let r = b.get(format!("{}{start}", app.url)).send().await.unwrap();
+    let callback_url = {
+        let login = follow(&app, &b, location(&r)).await;
+        let url = login.url().clone();
+        let html = login.text().await.unwrap();
+        let r = b
+            .post(format!("{}{}", app.url, url.path()))
+            .form(&[
+                ("csrf", csrf_of(&html).as_str()),
+                ("flow", &query_param(url.as_str(), "flow").unwrap()),
+                ("email", "alice@example.com"),
+                ("password", PASSWORD),
+            ])
+            .send()
+            .await
+            .unwrap();
+        location(&r)
+    };
+    let linked = follow(&app, &b, callback_url.clone()).await;
+    assert_eq!(linked.status(), 200);
+    let account = b
+        .get(format!("{}/w/{ours}/account", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(account.contains("alice@example.com"));
+    let index = secureflows_core::auth::callback::email_index(&keys, "alice@example.com");
+    let alices = app
+        .services()
+        .stores
+        .users
+        .find_users_by_email(ours, &index)
+        .await
+        .unwrap();
+    assert_eq!(
+        alices.iter().map(|u| u.id).collect::<Vec<_>>(),
+        vec![alice_here.id]
+    );
+    // The same callback again: the pending sign-in was used up (its cookie is gone).
+    let replay = b.get(&callback_url).send().await.unwrap();
+    assert_eq!(replay.status(), 400);
+    // Another browser with the callback (a login CSRF attempt): refused.
+    let replay = browser().get(&callback_url).send().await.unwrap();
+    assert_eq!(replay.status(), 400);
+    // A callback with another state for the started browser: refused.
+    let b = browser();
+    let r = b.get(format!("{}{start}", app.url)).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    let r = b
+        .get(format!(
+            "{}/w/{ours}/upstream/callback?code=x&state=forged",
+            app.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    app.stop().await;
+}
+
+async fn identity_providers_are_managed_by_admins(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ws = app.workspace(Plan::Pro).await;
+    let admin = app.console_token(ws, "admin@example.com", Role::Admin).await;
+    let user = app.console_token(ws, "user@example.com", Role::User).await;
+    let url = format!("{}/api/v1/identity-providers", app.url);
+    let post = |token: String, body: serde_json::Value| {
+        let http = app.http.clone();
+        let url = url.clone();
+        async move {
+            http.post(url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let google = serde_json::json!({"kind": "google", "client_id": "1234.apps.googleusercontent.com", "client_secret": "s3cret"});
+    assert_problem(post(user.clone(), google.clone()).await, 403, "forbidden").await;
+    let r = post(admin.clone(), google).await;
+    assert_eq!(r.status(), 201);
+    let created: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(created["issuer"], "https://accounts.google.com");
+    assert_eq!(created["name"], "Google");
+    for bad in [
+        serde_json::json!({"kind": "google", "issuer": "https://evil.example", "client_id": "x"}),
+        serde_json::json!({"kind": "oidc", "client_id": "x"}),
+        serde_json::json!({"kind": "oidc", "issuer": "javascript:alert(1)", "client_id": "x"}),
+        serde_json::json!({"kind": "oidc", "issuer": "https://id.example", "client_id": ""}),
+        serde_json::json!({"kind": "oidc", "issuer": "https://id.example", "client_id": "x", "name": "a\u{7}"}),
+    ] {
+        assert_problem(post(admin.clone(), bad).await, 422, "validation-failed").await;
+    }
+    let r = post(
+        admin.clone(),
+        serde_json::json!({"kind": "saml", "client_id": "x"}),
+    )
+    .await;
+    assert!(r.status() == 400 || r.status() == 422, "{}", r.status());
+    let list: serde_json::Value = app
+        .http
+        .get(&url)
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    let id = created["id"].as_str().unwrap();
+    // The login page offers it.
+    let b = browser();
+    let page = b
+        .get(format!("{}/w/{ws}/login", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Continue with Google"));
+    // Another workspace's admin cannot remove it.
+    let other = app.workspace(Plan::Pro).await;
+    let other_admin = app.console_token(other, "admin@example.com", Role::Admin).await;
+    let r = app
+        .http
+        .delete(format!("{url}/{id}"))
+        .bearer_auth(&other_admin)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, 404, "not-found").await;
+    let r = app
+        .http
+        .delete(format!("{url}/{id}"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = app
+        .http
+        .delete(format!("{url}/{id}"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, 404, "not-found").await;
+    app.stop().await;
+}
