@@ -189,6 +189,8 @@ pub struct Application {
     pub post_logout_uris: Vec<String>,
     /// Visitors may get anonymous (ANON) sessions.
     pub allow_anonymous: bool,
+    /// A console client (USER JWTs for the management API).
+    pub console: bool,
     /// Trusted upstream issuer.
     pub trust: Option<Trust>,
     /// Lifetime of vault values since their last write, seconds.
@@ -227,6 +229,10 @@ pub struct CreateApplication {
     /// Visitors may get anonymous (ANON) sessions (`POST /auth/anonymous`), upgraded in place on sign-up.
     #[serde(default)]
     pub allow_anonymous: bool,
+    /// A console client: the hosted login's code exchange gives the signed-in member a USER JWT for
+    /// this management API (with their own role) instead of a SESSION JWT.
+    #[serde(default)]
+    pub console: bool,
     /// Trusted upstream issuer.
     #[serde(default, deserialize_with = "object")]
     pub trust: Option<Trust>,

@@ -62,6 +62,9 @@ pub struct Application {
     pub post_logout_uris: Vec<String>,
     /// Visitors may get anonymous (ANON) sessions.
     pub allow_anonymous: bool,
+    /// A console client: its code exchanges give USER JWTs for the management API (with the user's
+    /// own role), not SESSION JWTs.
+    pub console: bool,
     /// SHA-256 of the client secret of a confidential client (the secret is shown once, never stored).
     pub secret_hash: Option<Vec<u8>>,
     /// Created.

@@ -34,6 +34,8 @@ pub struct NewApplication {
     pub post_logout_uris: Vec<String>,
     /// Visitors may get anonymous (ANON) sessions.
     pub allow_anonymous: bool,
+    /// A console client (USER JWTs for the management API).
+    pub console: bool,
 }
 
 /// Changes to an application; `None` leaves a setting as it is.
@@ -78,6 +80,7 @@ pub fn application_audit(app: &Application) -> serde_json::Value {
         "redirect_uris": app.redirect_uris,
         "post_logout_uris": app.post_logout_uris,
         "allow_anonymous": app.allow_anonymous,
+        "console": app.console,
     })
 }
 
@@ -302,6 +305,7 @@ impl Services {
             redirect_uris: new.redirect_uris,
             post_logout_uris: new.post_logout_uris,
             allow_anonymous: new.allow_anonymous,
+            console: new.console,
             secret_hash: None,
             created_at: now,
             updated_at: now,
@@ -397,6 +401,19 @@ impl Services {
                 field: "session_ttl".into(),
                 message: "must be between 1 minute and 365 days".into(),
             });
+        }
+        // A console client signs people in to the management API only: no guests, no upstream ID tokens.
+        if app.console && app.allow_anonymous {
+            errors.push(FieldError::new(
+                "allow_anonymous",
+                "a console client has no anonymous sessions",
+            ));
+        }
+        if app.console && app.trust.is_some() {
+            errors.push(FieldError::new(
+                "trust_issuer",
+                "a console client takes no upstream ID tokens",
+            ));
         }
         if !errors.is_empty() {
             return Err(Error::Invalid(errors));

@@ -208,6 +208,10 @@ pub enum AppCommand {
         /// Visitors may get anonymous (ANON) sessions, upgraded in place when they sign up.
         #[arg(long)]
         allow_anonymous: bool,
+        /// A console client: members who sign in through the hosted login get USER JWTs for the
+        /// management API (with their own role) instead of SESSION JWTs.
+        #[arg(long)]
+        console: bool,
     },
     /// List a workspace's applications.
     List {
@@ -421,6 +425,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Value> {
                     redirect_uri,
                     post_logout_uri,
                     allow_anonymous,
+                    console,
                 } => {
                     let trust = match (trust_issuer, trust_audience) {
                         (Some(issuer), Some(audience)) => Some(UpstreamTrust { issuer, audience }),
@@ -440,6 +445,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Value> {
                                 redirect_uris: redirect_uri,
                                 post_logout_uris: post_logout_uri,
                                 allow_anonymous,
+                                console,
                             },
                             &Actor::operator(),
                         )
@@ -655,6 +661,7 @@ fn app_json(app: &secureflows_core::Application) -> Value {
         "redirect_uris": app.redirect_uris,
         "post_logout_uris": app.post_logout_uris,
         "allow_anonymous": app.allow_anonymous,
+        "console": app.console,
         "session_ttl_secs": app.data_ttl.as_secs(),
         "token_ttl_secs": app.token_ttl.as_secs(),
     })

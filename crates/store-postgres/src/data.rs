@@ -181,7 +181,8 @@ pub(crate) fn workspace_row(r: &PgRow) -> Result<Workspace> {
 
 pub(crate) const APP_COLUMNS: &str = "application_id, workspace_id, name, trust_issuer, trust_audience, \
                                       allowed_origins, data_ttl_secs, token_ttl_secs, created_at, updated_at, \
-                                      public, secret_hash, redirect_uris, post_logout_uris, allow_anonymous";
+                                      public, secret_hash, redirect_uris, post_logout_uris, allow_anonymous, \
+                                      console";
 
 pub(crate) fn application_row(r: &PgRow) -> Result<Application> {
     let issuer: Option<String> = r.try_get("trust_issuer").db()?;
@@ -203,6 +204,7 @@ pub(crate) fn application_row(r: &PgRow) -> Result<Application> {
         redirect_uris: r.try_get("redirect_uris").db()?,
         post_logout_uris: r.try_get("post_logout_uris").db()?,
         allow_anonymous: r.try_get("allow_anonymous").db()?,
+        console: r.try_get("console").db()?,
     })
 }
 

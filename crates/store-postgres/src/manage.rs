@@ -189,7 +189,7 @@ pub(crate) async fn apply_change(
             }
             sqlx::query(&format!(
                 "insert into application ({APP_COLUMNS})
-                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
             ))
             .bind(app.id.as_uuid())
             .bind(ws)
@@ -206,6 +206,7 @@ pub(crate) async fn apply_change(
             .bind(&app.redirect_uris)
             .bind(&app.post_logout_uris)
             .bind(app.allow_anonymous)
+            .bind(app.console)
             .execute(&mut *c)
             .await
             .db()?;

@@ -123,7 +123,8 @@ pub(crate) fn workspace_row(r: &Row<'_>) -> rusqlite::Result<Workspace> {
 
 pub(crate) const APP_COLUMNS: &str = "application_id, workspace_id, name, trust_issuer, trust_audience, \
                                       allowed_origins, data_ttl_secs, token_ttl_secs, created_at, updated_at, \
-                                      public, secret_hash, redirect_uris, post_logout_uris, allow_anonymous";
+                                      public, secret_hash, redirect_uris, post_logout_uris, allow_anonymous, \
+                                      console";
 
 pub(crate) fn application_row(r: &Row<'_>) -> rusqlite::Result<Application> {
     let issuer: Option<String> = r.get(3)?;
@@ -146,6 +147,7 @@ pub(crate) fn application_row(r: &Row<'_>) -> rusqlite::Result<Application> {
         redirect_uris: json_list(&r.get::<_, String>(12)?, "redirect_uris")?,
         post_logout_uris: json_list(&r.get::<_, String>(13)?, "post_logout_uris")?,
         allow_anonymous: r.get(14)?,
+        console: r.get(15)?,
     })
 }
 

@@ -154,7 +154,7 @@ pub(crate) fn apply_change(
             }
             c.execute(
                 &format!(
-                    "insert into application ({}) values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                    "insert into application ({}) values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
                     crate::data::APP_COLUMNS
                 ),
                 params![
@@ -173,6 +173,7 @@ pub(crate) fn apply_change(
                     origins_json(&app.redirect_uris),
                     origins_json(&app.post_logout_uris),
                     app.allow_anonymous,
+                    app.console,
                 ],
             )
             .db()?;

@@ -53,6 +53,11 @@ pub const DATA: &[Migration] = &[
         name: "identity_providers",
         sql: include_str!("../migrations/data/0005_identity_providers.sql"),
     },
+    Migration {
+        version: 6,
+        name: "console_clients",
+        sql: include_str!("../migrations/data/0006_console_clients.sql"),
+    },
 ];
 
 pub const ACCESS: &[Migration] = &[Migration {

@@ -445,6 +445,7 @@ impl Services {
             }
             CodeRedemption::Invalid => return Err(invalid()),
         };
+        let at_token_endpoint = matches!(client, CodeClient::Authenticated(_));
         let client = match client {
             CodeClient::Authenticated(app) => app.clone(),
             CodeClient::FromCode { client_id, secret } => {
@@ -461,6 +462,12 @@ impl Services {
         let client = &client;
         if code_row.application_id != client.id {
             return Err(invalid());
+        }
+        if client.console && !at_token_endpoint {
+            // The seed's callback answers a `sessionToken`; a console client's token is a USER JWT.
+            return Err(OAuthError::unauthorized_client(
+                "a console client exchanges its code at the token endpoint",
+            ));
         }
         if redirect_uri.is_some_and(|r| r != code_row.request.redirect_uri) {
             return Err(OAuthError::invalid_grant(
@@ -652,7 +659,8 @@ impl Services {
                 let session = LoginSession {
                     id: SessionId::new(),
                     workspace_id: workspace,
-                    application_id: Some(app.id),
+                    // A console session belongs to no application: USER JWTs name none.
+                    application_id: (!app.console).then_some(app.id),
                     user_id: user.id,
                     browser_session_id: basis.browser,
                     created_at: now,
@@ -663,9 +671,15 @@ impl Services {
                 session.id
             }
         };
+        // A console client's users get USER JWTs for the management API (with their own role).
+        let (kind, audience) = if app.console {
+            (TokenKind::User, crate::auth::token::console_audience(workspace))
+        } else {
+            (TokenKind::Session, app.id.to_string())
+        };
         let access_token = self.tokens.issue(
-            TokenKind::Session,
-            app.id.to_string(),
+            kind,
+            audience,
             workspace,
             user.id,
             session_id,

@@ -10,6 +10,7 @@ mod audit_chain;
 mod audit_values;
 mod bad_input;
 mod browser;
+mod console_sign_in;
 mod crypto_at_rest;
 mod headers;
 mod hosted_email;

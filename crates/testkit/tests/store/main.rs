@@ -112,6 +112,7 @@ fn workspace(plan: Plan) -> Workspace {
 
 fn application(ws: WorkspaceId, issuer: &str, audience: &str, origins: &[&str]) -> Application {
     Application {
+        console: false,
         id: ApplicationId::new(),
         workspace_id: ws,
         name: "App".into(),

@@ -23,6 +23,7 @@ pub(crate) fn application_dto(a: &Application) -> m::Application {
         redirect_uris: a.redirect_uris.clone(),
         post_logout_uris: a.post_logout_uris.clone(),
         allow_anonymous: a.allow_anonymous,
+        console: a.console,
         trust: a.trust.as_ref().map(|t| m::Trust {
             issuer: t.issuer.clone(),
             audience: t.audience.clone(),
@@ -70,6 +71,7 @@ pub async fn create_application(
         redirect_uris: body.redirect_uris,
         post_logout_uris: body.post_logout_uris,
         allow_anonymous: body.allow_anonymous,
+        console: body.console,
     };
     let (app, secret) = state
         .services()
