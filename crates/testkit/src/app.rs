@@ -155,11 +155,14 @@ impl TestApp {
         let master_key = options.master_key.clone().unwrap_or_else(random_master_key);
         let mut config = TestApp::base_config(&backend, data_dir.clone(), &master_key);
         (options.configure)(&mut config);
+        // A server on loopback under the name localhost (TestOptions::localhost) is reached by that name;
+        // any other public URL is only what the server calls itself.
         let public_url = config
             .server
             .public_url
             .clone()
-            .map(|u| u.trim_end_matches('/').to_owned());
+            .map(|u| u.trim_end_matches('/').to_owned())
+            .filter(|u| u.starts_with("http://localhost:"));
         let clock = ManualClock::starting_now();
         let server = Server::bind(config, Arc::new(clock.clone()))
             .await
