@@ -84,6 +84,16 @@ pub fn application_audit(app: &Application) -> serde_json::Value {
     })
 }
 
+/// Console clients hand out management tokens with the signed-in member's role, OWNERs included: only
+/// an OWNER may register one or change where its codes go (an ADMIN with that power could collect an
+/// OWNER's token).
+pub fn require_owner_for_console(caller: &ConsoleCaller, app: &Application) -> Result<()> {
+    if app.console && caller.role() != crate::Role::Owner {
+        return Err(Error::Forbidden(crate::ForbiddenReason::Role));
+    }
+    Ok(())
+}
+
 /// A redirect URI an application may register (RFC 6749 §3.1.2, RFC 8252): absolute, no fragment, no
 /// user info, at most 2,000 characters; `https`, `http` only on a loopback host, or a private-use scheme
 /// (`com.example.app:/callback`) for native apps. Matching is exact, so no wildcards.
@@ -448,6 +458,7 @@ impl Services {
     ) -> Result<Application> {
         caller.require_admin()?;
         let old = self.find_workspace_application(caller.workspace_id(), id).await?;
+        require_owner_for_console(caller, &old)?;
         let mut app = old.clone();
         if let Some(name) = patch.name {
             app.name = name;
@@ -493,6 +504,7 @@ impl Services {
     pub async fn delete_application(&self, caller: &ConsoleCaller, id: ApplicationId) -> Result<()> {
         caller.require_admin()?;
         let old = self.find_workspace_application(caller.workspace_id(), id).await?;
+        require_owner_for_console(caller, &old)?;
         self.commit(
             caller.workspace_id(),
             &caller.keys,
@@ -514,6 +526,7 @@ impl Services {
     ) -> Result<SecretString> {
         caller.require_admin()?;
         let app = self.find_workspace_application(caller.workspace_id(), id).await?;
+        require_owner_for_console(caller, &app)?;
         if app.public {
             return Err(Error::Conflict("public-client"));
         }

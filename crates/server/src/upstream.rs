@@ -40,6 +40,8 @@ pub struct HttpJwksSource {
     settings: UpstreamConfig,
     cache: Mutex<HashMap<String, Cached>>,
     fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Issuers' authorization and token endpoints, kept as long as key sets.
+    endpoints: Mutex<HashMap<String, (Instant, UpstreamEndpoints)>>,
 }
 
 impl std::fmt::Debug for HttpJwksSource {
@@ -129,6 +131,7 @@ impl HttpJwksSource {
             settings,
             cache: Mutex::new(HashMap::new()),
             fetching: Mutex::new(HashMap::new()),
+            endpoints: Mutex::new(HashMap::new()),
         })
     }
 
@@ -269,6 +272,13 @@ async fn read_json<T: serde::de::DeserializeOwned>(mut response: reqwest::Respon
 #[async_trait]
 impl JwksSource for HttpJwksSource {
     async fn endpoints(&self, issuer: &str) -> Result<UpstreamEndpoints> {
+        let ttl = Duration::from_secs(self.settings.jwks_cache_secs);
+        if let Ok(cache) = self.endpoints.lock()
+            && let Some((at, found)) = cache.get(issuer)
+            && at.elapsed() < ttl
+        {
+            return Ok(found.clone());
+        }
         let discovery = self.discovery(issuer).await?;
         let (Some(authorization_endpoint), Some(token_endpoint)) =
             (discovery.authorization_endpoint, discovery.token_endpoint)
@@ -287,10 +297,17 @@ impl JwksSource for HttpJwksSource {
             }
         }
         self.check_destination(&token_endpoint)?;
-        Ok(UpstreamEndpoints {
+        let found = UpstreamEndpoints {
             authorization_endpoint,
             token_endpoint,
-        })
+        };
+        if let Ok(mut cache) = self.endpoints.lock() {
+            if cache.len() > 1000 {
+                cache.clear();
+            }
+            cache.insert(issuer.to_owned(), (Instant::now(), found.clone()));
+        }
+        Ok(found)
     }
 
     async fn token_request(&self, token_endpoint: &str, form: &[(&str, &str)]) -> Result<serde_json::Value> {

@@ -103,14 +103,40 @@ impl Services {
                     .map(Arc::new))
             })
             .await?;
-        let open = session.is_some_and(|s| {
-            s.ended_at.is_none() && s.user_id == token.user && s.application_id == application
-        });
+        let open = match session {
+            Some(s) if s.ended_at.is_none() && s.user_id == token.user => {
+                match (s.application_id, application) {
+                    (found, expected) if found == expected => true,
+                    // A USER JWT from a console client's code exchange: the session is that client's.
+                    (Some(client), None) => self.is_console_client(client, token.workspace, trust).await?,
+                    _ => false,
+                }
+            }
+            _ => false,
+        };
         if open {
             Ok(())
         } else {
             Err(Error::Unauthenticated(AuthFailure::SessionRevoked))
         }
+    }
+
+    /// Whether an application of the workspace is a console client (deleting it ends its sessions).
+    async fn is_console_client(
+        &self,
+        id: ApplicationId,
+        workspace: crate::WorkspaceId,
+        trust: bool,
+    ) -> Result<bool> {
+        let stores = &self.stores;
+        let app = self
+            .state
+            .applications
+            .get_or_load(&id, trust, || async {
+                Ok(stores.applications.find_application(id).await?.map(Arc::new))
+            })
+            .await?;
+        Ok(app.is_some_and(|a| a.console && a.workspace_id == workspace))
     }
 
     /// The member is active and still at the token's revision. Otherwise 401 `session-revoked`.

@@ -8,9 +8,13 @@
 //! started it.
 //!
 //! Accounts: an identity (issuer, subject) seen before signs in its user. A new identity whose e-mail
-//! address belongs to an existing user is linked to that user **only if the provider asserts that it
-//! verified the address** (`email_verified`); otherwise the sign-in is refused, so that nobody takes
-//! over an account by registering its address at some provider. Any other new identity creates a user.
+//! address belongs to an existing user is linked to that user only if **the provider asserts that it
+//! verified the address** (`email_verified`), **the account's own address is verified** (so that an
+//! account opened in someone else's name before they came is not handed their provider identity), and
+//! the account is a USER's **without a second factor** (an OWNER's or ADMIN's account, or one with TOTP
+//! or a passkey, is never joined through the e-mail claim of a provider that an administrator can add).
+//! Otherwise the sign-in is refused, and the member signs in another way. Any other new identity
+//! creates a user; an address the provider did not verify is not kept.
 
 use std::time::Duration;
 
@@ -27,8 +31,8 @@ use crate::login::mfa::FirstFactor;
 use crate::login::workspace_issuer;
 use crate::store::Change;
 use crate::{
-    Error, FieldError, FlowId, IdentityProvider, ProviderId, ProviderKind, Result, Services, UpstreamTrust,
-    User, UserStatus, WorkspaceId,
+    Error, FieldError, FlowId, IdentityProvider, ProviderId, ProviderKind, Result, Role, Services,
+    UpstreamTrust, User, UserStatus, WorkspaceId,
 };
 
 /// Google's issuer.
@@ -69,8 +73,10 @@ pub enum UpstreamFailure {
     Expired,
     /// The provider refused or failed (an `error` answer, a bad code, an ID token that does not verify).
     Provider,
-    /// The address belongs to an account and the provider did not verify it.
-    UnverifiedEmail,
+    /// The address belongs to an account that this identity may not be joined to automatically: the
+    /// provider or the account did not verify the address, or the account is an OWNER's or ADMIN's or
+    /// has a second factor.
+    ExistingAccount,
     /// The account is locked or disabled.
     Locked,
     /// Anything else.
@@ -107,9 +113,10 @@ fn pkce_s256(verifier: &str) -> String {
     URL_SAFE_NO_PAD.encode(secureflows_crypto::sha256(verifier.as_bytes()))
 }
 
-/// An issuer URL as OpenID Connect Discovery needs it: http(s), a host, no query or fragment.
+/// An issuer URL as OpenID Connect Discovery needs it: http(s), a host, no query or fragment. It is
+/// kept exactly as given (a trailing slash included): ID tokens must name it exactly.
 fn parse_issuer(issuer: &str) -> Option<String> {
-    let issuer = issuer.trim().trim_end_matches('/');
+    let issuer = issuer.trim();
     let url = url::Url::parse(issuer).ok()?;
     let ok = matches!(url.scheme(), "https" | "http")
         && url.host_str().is_some()
@@ -345,6 +352,7 @@ impl Services {
         cookie: &str,
         state: &str,
         code: Option<&str>,
+        iss: Option<&str>,
         client: &Actor,
     ) -> std::result::Result<(User, FirstFactor, Option<FlowId>, bool), UpstreamFailure> {
         let (_, keys) = self.login_workspace(workspace).await?;
@@ -369,6 +377,10 @@ impl Services {
             .into_iter()
             .find(|p| p.id == pending.provider)
             .ok_or(UpstreamFailure::Expired)?;
+        // RFC 9207: a provider that names itself must be the one this sign-in went to (mix-up defence).
+        if iss.is_some_and(|i| i != provider.issuer) {
+            return Err(UpstreamFailure::Provider);
+        }
         let secret = provider
             .client_secret_sealed
             .as_ref()
@@ -477,15 +489,28 @@ impl Services {
                 .find_users_by_email(workspace, &email_index(keys, email))
                 .await?;
             if let Some(existing) = by_email.into_iter().next() {
-                // SECURITY: link only an address the provider verified.
-                if !identity.email_verified {
-                    return Err(UpstreamFailure::UnverifiedEmail);
+                // SECURITY: see the module documentation.
+                let verified_here = self.stores.login.email_verified(workspace, existing.id).await?;
+                let factors = self.mfa_status(&existing).await?;
+                let linkable = identity.email_verified
+                    && verified_here
+                    && existing.role == Role::User
+                    && !factors.totp
+                    && factors.passkeys == 0;
+                if !linkable {
+                    return Err(UpstreamFailure::ExistingAccount);
                 }
                 return Ok((existing, "user.identity_link"));
             }
         }
+        // An address the provider did not verify is not kept: it would find (and claim) the account of
+        // whoever owns it later.
+        let mut kept = identity.clone();
+        if !kept.email_verified {
+            kept.email = None;
+        }
         let user = self
-            .find_or_create_user(workspace, keys, identity, self.clock.now())
+            .find_or_create_user(workspace, keys, &kept, self.clock.now())
             .await?;
         Ok((user, "user.sign_up"))
     }
@@ -499,7 +524,7 @@ mod tests {
     fn issuers_are_plain_http_urls() {
         assert_eq!(
             parse_issuer(" https://login.example.com/tenant/ ").as_deref(),
-            Some("https://login.example.com/tenant")
+            Some("https://login.example.com/tenant/")
         );
         for bad in [
             "",

@@ -149,9 +149,20 @@ impl Services {
             .await
     }
 
+    /// A pending step that enrols a second factor: only for a user who has none. (A user with TOTP
+    /// or a passkey must give it; enrolling another one instead would skip it.)
+    async fn enrolment_step(&self, workspace: WorkspaceId, pending: &str) -> Result<(LoginLink, User)> {
+        let (link, user) = self.pending_step(workspace, pending).await?;
+        let status = self.mfa_status(&user).await?;
+        if status.totp || status.passkeys > 0 {
+            return Err(Error::NotFound("pending sign-in"));
+        }
+        Ok((link, user))
+    }
+
     /// Starts the enrolment a pending step requires (the workspace requires a second factor).
     pub async fn start_required_totp(&self, workspace: WorkspaceId, pending: &str) -> Result<TotpSetup> {
-        let (_, user) = self.pending_step(workspace, pending).await?;
+        let (_, user) = self.enrolment_step(workspace, pending).await?;
         self.start_totp(&user).await
     }
 
@@ -164,7 +175,7 @@ impl Services {
         code: &str,
         client: &Actor,
     ) -> Result<(LinkSignIn, Vec<String>)> {
-        let (link, user) = self.pending_step(workspace, pending).await?;
+        let (link, user) = self.enrolment_step(workspace, pending).await?;
         let codes = self.confirm_totp(&user, code, client).await?;
         let hash = secureflows_crypto::sha256(pending.as_bytes());
         self.stores
@@ -450,7 +461,7 @@ impl Services {
         Ok(())
     }
 
-    async fn replace_recovery_codes(&self, user: &User) -> Result<Vec<String>> {
+    pub(crate) async fn replace_recovery_codes(&self, user: &User) -> Result<Vec<String>> {
         let codes = (0..RECOVERY_CODES)
             .map(|_| new_recovery_code())
             .collect::<Result<Vec<_>>>()?;

@@ -659,8 +659,7 @@ impl Services {
                 let session = LoginSession {
                     id: SessionId::new(),
                     workspace_id: workspace,
-                    // A console session belongs to no application: USER JWTs name none.
-                    application_id: (!app.console).then_some(app.id),
+                    application_id: Some(app.id),
                     user_id: user.id,
                     browser_session_id: basis.browser,
                     created_at: now,
@@ -741,7 +740,7 @@ impl Services {
                 .values(
                     None,
                     Some(serde_json::json!({
-                        "kind": "session",
+                        "kind": if app.console { "user" } else { "session" },
                         "application_id": app.id,
                         "session": session_id,
                         "expires_at": access_token.expires_at.rfc3339(),
@@ -862,6 +861,20 @@ impl Services {
         }
         if let Ok(verified) = self.tokens.verify(token, TokenKind::Session).await
             && verified.application == Some(client.id)
+        {
+            self.end_app_session(verified.workspace, verified.session, now)
+                .await?;
+        }
+        // A console client's USER JWT: its session names the client.
+        if client.console
+            && let Ok(verified) = self.tokens.verify(token, TokenKind::User).await
+            && verified.workspace == client.workspace_id
+            && self
+                .stores
+                .sessions
+                .find_session(verified.workspace, verified.session)
+                .await?
+                .is_some_and(|s| s.application_id == Some(client.id))
         {
             self.end_app_session(verified.workspace, verified.session, now)
                 .await?;

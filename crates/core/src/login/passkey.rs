@@ -248,7 +248,8 @@ impl Services {
     }
 
     /// Completes a registration with the browser's answer. `Invalid` if the answer does not verify
-    /// or the ceremony expired; `Conflict` if the credential is registered already.
+    /// or the ceremony expired; `Conflict` if the credential is registered already. A user without
+    /// recovery codes gets them now (to show once): a lost device must not lock them out.
     pub async fn finish_passkey_registration(
         &self,
         user: &User,
@@ -256,7 +257,7 @@ impl Services {
         name: &str,
         answer: &serde_json::Value,
         client: &Actor,
-    ) -> Result<PasskeyInfo> {
+    ) -> Result<(PasskeyInfo, Option<Vec<String>>)> {
         let (workspace, keys) = self.login_workspace(user.workspace_id).await?;
         let failed = || Error::invalid("passkey", "the passkey could not be registered; please try again");
         let Some((owner, state)) = self
@@ -326,12 +327,26 @@ impl Services {
             "A passkey was added to your account. It can sign you in, and serves as your second step.",
         )
         .await;
-        Ok(PasskeyInfo {
-            id,
-            name,
-            created_at: now,
-            last_used_at: None,
-        })
+        let codes = if self
+            .stores
+            .login
+            .recovery_codes_left(user.workspace_id, user.id)
+            .await?
+            == 0
+        {
+            Some(self.replace_recovery_codes(user).await?)
+        } else {
+            None
+        };
+        Ok((
+            PasskeyInfo {
+                id,
+                name,
+                created_at: now,
+                last_used_at: None,
+            },
+            codes,
+        ))
     }
 
     /// Removes one of the user's passkeys.

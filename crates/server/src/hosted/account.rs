@@ -207,6 +207,7 @@ pub(super) async fn required_confirm(
             };
             let page = RecoveryCodesPage {
                 brand: ctx.brand.clone(),
+                notice: None,
                 codes,
                 account_link: next,
             };
@@ -617,6 +618,7 @@ pub(super) async fn totp_confirm(
         Ok(codes) => {
             let page = RecoveryCodesPage {
                 brand: ctx.brand.clone(),
+                notice: None,
                 codes,
                 account_link: format!("/w/{}/account", ctx.workspace),
             };

@@ -91,6 +91,7 @@ pub(super) async fn start(
 pub(super) struct CallbackQuery {
     state: Option<String>,
     code: Option<String>,
+    iss: Option<String>,
 }
 
 /// `GET /w/{ws}/upstream/callback`: the provider's redirect back.
@@ -105,6 +106,21 @@ pub(super) async fn callback(
         Err(r) => return r,
     };
     let actor = request_actor(&parts, &state);
+    // Each callback makes a request to the provider's token endpoint: throttled like sign-ins.
+    if let Some(retry) = state
+        .sign_in_limits()
+        .check_address(actor.client_ip.clone().unwrap_or_default())
+    {
+        let page = error_page(
+            StatusCode::TOO_MANY_REQUESTS,
+            ctx.brand.clone(),
+            &format!(
+                "Too many sign-in attempts. Try again in {} seconds.",
+                retry.as_secs().max(1)
+            ),
+        );
+        return ctx.finish(&state, page);
+    }
     let pending = cookie(&parts.headers, UPSTREAM_COOKIE).unwrap_or_default();
     let finished = state
         .services()
@@ -113,6 +129,7 @@ pub(super) async fn callback(
             pending,
             q.state.as_deref().unwrap_or_default(),
             q.code.as_deref(),
+            q.iss.as_deref(),
             &actor,
         )
         .await;
@@ -138,10 +155,10 @@ pub(super) async fn callback(
             StatusCode::UNAUTHORIZED,
             "The sign-in provider did not confirm who you are.",
         ),
-        Err(UpstreamFailure::UnverifiedEmail) => refuse(
+        Err(UpstreamFailure::ExistingAccount) => refuse(
             StatusCode::CONFLICT,
-            "An account with this e-mail address exists already, and the provider has not verified the \
-             address. Sign in with your password or an e-mailed link instead.",
+            "An account with this e-mail address exists already, and it cannot be joined to this provider \
+             automatically. Sign in with your password, a passkey or an e-mailed link instead.",
         ),
         Err(UpstreamFailure::Locked) => refuse(StatusCode::FORBIDDEN, "This account cannot sign in."),
         Err(UpstreamFailure::Other(Error::Unavailable(what))) => {

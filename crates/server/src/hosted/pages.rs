@@ -314,6 +314,7 @@ pub struct TotpSetupPage {
 #[template(path = "recovery_codes.html")]
 pub struct RecoveryCodesPage {
     pub brand: Brand,
+    pub notice: Option<String>,
     pub codes: Vec<String>,
     pub account_link: String,
 }

@@ -11,16 +11,27 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use secureflows_core::{AuthFailure, Error, PasskeyId};
+use std::time::Duration;
+
+use secureflows_core::{AuthFailure, BrowserSession, Error, PasskeyId};
 use serde::Deserialize;
 
 use super::account::{Notice, account_post, account_view, clear_mfa_cookie, mfa_form, sign_in_again};
-use super::pages::{LoginPage, render};
+use super::pages::{LoginPage, RecoveryCodesPage, render};
 use super::{
     CsrfForm, MFA_COOKIE, PageContext, continue_flow, cookie, finish_sign_in, form_post, internal,
     login_form, set_cookie,
 };
 use crate::state::AppState;
+
+/// Adding or removing a passkey needs a sign-in at most this old (a stolen session cookie alone must
+/// not plant an attacker's passkey or remove the owner's).
+const RECENT_SIGN_IN: Duration = Duration::from_secs(15 * 60);
+const SIGN_IN_AGAIN: &str = "For your security, sign out and sign in again before changing your passkeys.";
+
+fn recently_signed_in(state: &AppState, session: &BrowserSession) -> bool {
+    state.services().clock.now().since(session.auth_time) <= RECENT_SIGN_IN
+}
 
 /// The ceremony in progress (five minutes).
 const CEREMONY_COOKIE: &str = "sf_webauthn";
@@ -88,6 +99,9 @@ pub(super) async fn options(
                 .await
         }
         "register" => match &ctx.sso {
+            Some((session, _)) if !recently_signed_in(&state, session) => {
+                return json_error(StatusCode::FORBIDDEN, SIGN_IN_AGAIN);
+            }
             Some((_, user)) => services.start_passkey_registration(user).await,
             None => return json_error(StatusCode::UNAUTHORIZED, "Sign in first."),
         },
@@ -276,13 +290,28 @@ pub(super) async fn register(
             Ok(posted) => posted,
             Err(r) => return r,
         };
+    if !recently_signed_in(&state, &session) {
+        let refused = Notice::Refused(StatusCode::FORBIDDEN, SIGN_IN_AGAIN);
+        let response = account_view(&state, &ctx, &session, &user, refused).await;
+        return clear_ceremony(&state, &ctx, response);
+    }
     let answer: serde_json::Value = serde_json::from_str(&form.credential).unwrap_or_default();
     let notice = match state
         .services()
         .finish_passkey_registration(&user, &ceremony, &form.name, &answer, &actor)
         .await
     {
-        Ok(_) => Notice::Done("The passkey was added."),
+        Ok((_, Some(codes))) => {
+            let page = RecoveryCodesPage {
+                brand: ctx.brand.clone(),
+                notice: Some("The passkey was added.".into()),
+                codes,
+                account_link: format!("/w/{}/account", ctx.workspace),
+            };
+            let response = ctx.finish(&state, render(StatusCode::OK, &page));
+            return clear_ceremony(&state, &ctx, response);
+        }
+        Ok((_, None)) => Notice::Done("The passkey was added."),
         Err(Error::Invalid(_)) => Notice::Refused(
             StatusCode::UNPROCESSABLE_ENTITY,
             "The passkey could not be added. Please try again.",
@@ -319,6 +348,10 @@ pub(super) async fn remove(
             Ok(posted) => posted,
             Err(r) => return r,
         };
+    if !recently_signed_in(&state, &session) {
+        let refused = Notice::Refused(StatusCode::FORBIDDEN, SIGN_IN_AGAIN);
+        return account_view(&state, &ctx, &session, &user, refused).await;
+    }
     let Ok(id) = form.passkey.parse::<PasskeyId>() else {
         let refused = Notice::Refused(StatusCode::BAD_REQUEST, "There is no such passkey.");
         return account_view(&state, &ctx, &session, &user, refused).await;

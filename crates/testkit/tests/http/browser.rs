@@ -364,6 +364,9 @@ async fn passkeys_in_the_browser(backend: Backend) {
     fill(c, "#passkey-name", "Work laptop").await;
     click(c, "#add-passkey").await;
     wait_for_text(c, "#notice", "The passkey was added.").await;
+    // The first passkey comes with recovery codes (a lost device must not lock the user out).
+    assert_eq!(text(c, "#recovery-codes").await.lines().count(), 10);
+    click(c, "#to-account").await;
     assert!(text(c, "#passkeys").await.contains("Work laptop"));
     assert_eq!(text(c, "#mfa-status").await, "On: passkey.");
     // The name is sealed with the credential.

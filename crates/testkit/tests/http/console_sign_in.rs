@@ -67,6 +67,36 @@ async fn console_signs_in_through_the_hosted_login(backend: Backend) {
     )
     .await;
     assert_problem(r, 422, "validation-failed").await;
+    // Only an OWNER registers a console client or changes one: an ADMIN who could point one at their
+    // own site would collect an OWNER's token.
+    let admin = app.console_token(ws, "admin@example.com", Role::Admin).await;
+    let r = call(
+        &app,
+        "POST",
+        "/api/v1/applications",
+        &admin,
+        Some(serde_json::json!({"name": "Phish", "public": true, "console": true, "redirect_uris": ["https://evil.example/cb"]})),
+    )
+    .await;
+    assert_problem(r, 403, "forbidden").await;
+    let r = call(
+        &app,
+        "PATCH",
+        &format!("/api/v1/applications/{client}"),
+        &admin,
+        Some(serde_json::json!({"redirect_uris": ["https://evil.example/cb"]})),
+    )
+    .await;
+    assert_problem(r, 403, "forbidden").await;
+    let r = call(
+        &app,
+        "DELETE",
+        &format!("/api/v1/applications/{client}"),
+        &admin,
+        None,
+    )
+    .await;
+    assert_problem(r, 403, "forbidden").await;
 
     // Dana signs up through the console's request: a USER, so her console token reads only herself.
     let b = browser();
@@ -189,5 +219,94 @@ async fn console_signs_in_through_the_hosted_login(backend: Backend) {
         "session-revoked",
     )
     .await;
+
+    // Revocation (RFC 7009) at the issuer ends a console token, and deleting the console client ends
+    // every session it opened.
+    let code = password_sign_in(&app, ws, &console, &challenge).await;
+    let token = exchange(&app, &ws_id, &client, &code, &verifier).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        call(&app, "GET", "/api/v1/users", &token, None).await.status(),
+        200
+    );
+    let r = app
+        .http
+        .post(format!("{}/w/{ws}/revoke", app.url))
+        .form(&[("token", token.as_str()), ("client_id", client.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_problem(
+        call(&app, "GET", "/api/v1/users", &token, None).await,
+        401,
+        "session-revoked",
+    )
+    .await;
+    let code = password_sign_in(&app, ws, &console, &challenge).await;
+    let token = exchange(&app, &ws_id, &client, &code, &verifier).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        call(&app, "GET", "/api/v1/users", &token, None).await.status(),
+        200
+    );
+    let r = call(
+        &app,
+        "DELETE",
+        &format!("/api/v1/applications/{client}"),
+        &owner,
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 204);
+    assert_problem(
+        call(&app, "GET", "/api/v1/users", &token, None).await,
+        401,
+        "session-revoked",
+    )
+    .await;
     app.stop().await;
+}
+
+/// Dana signs in with her password in a new browser through the console's request; returns the code.
+async fn password_sign_in(
+    app: &TestApp,
+    ws: secureflows_core::WorkspaceId,
+    console: &secureflows_core::Application,
+    challenge: &str,
+) -> String {
+    let b = browser();
+    let r = b
+        .get(authorize_url(app, ws, console, challenge, ""))
+        .send()
+        .await
+        .unwrap();
+    let login = location(&r);
+    let html = b
+        .get(format!("{}{login}", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let r = b
+        .post(format!("{}/w/{ws}/login", app.url))
+        .form(&[
+            ("csrf", csrf_of(&html).as_str()),
+            (
+                "flow",
+                &query_param(&format!("{}{login}", app.url), "flow").unwrap(),
+            ),
+            ("email", "dana@example.com"),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    query_param(&location(&r), "code").unwrap()
 }

@@ -4,12 +4,13 @@
 use secureflows_core::Plan;
 use secureflows_testkit::{Backend, TestApp, TestOptions, backend_tests};
 
-use crate::hosted_login::{browser, csrf_of};
+use crate::hosted_login::{PASSWORD, browser, csrf_of, location};
 
 backend_tests!(
     passkeys_are_not_offered_under_an_ip_address,
     passkeys_are_offered_under_a_domain_name,
     forged_and_replayed_passkey_answers_are_refused,
+    a_passkey_cannot_be_skipped_or_changed_by_a_stale_session,
 );
 
 async fn page(b: &reqwest::Client, url: &str) -> String {
@@ -154,5 +155,125 @@ async fn forged_and_replayed_passkey_answers_are_refused(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(r.status(), 303);
+    app.stop().await;
+}
+
+async fn a_passkey_cannot_be_skipped_or_changed_by_a_stale_session(backend: Backend) {
+    let app = TestApp::spawn_with(backend, TestOptions::default().localhost()).await;
+    let ws = app.workspace(Plan::Pro).await;
+    let actor = secureflows_core::audit::Actor::operator();
+    let (user, _) = app
+        .services()
+        .sign_up(
+            ws,
+            secureflows_core::login::hosted::SignUp {
+                email: "kai@example.com".into(),
+                password: secureflows_crypto::SecretString::new(PASSWORD.into()),
+                name: None,
+            },
+            None,
+            &actor,
+        )
+        .await
+        .unwrap();
+    // Kai has a passkey (as stored; no authenticator is needed to be asked for one).
+    let passkey = secureflows_core::PasskeyRecord {
+        id: secureflows_core::PasskeyId::new(),
+        workspace_id: ws,
+        user_id: user.id,
+        credential_hash: vec![5; 32],
+        sealed: vec![0; 48],
+        created_at: app.services().clock.now(),
+        last_used_at: None,
+    };
+    assert!(
+        app.services()
+            .stores
+            .login
+            .insert_passkey(&passkey)
+            .await
+            .unwrap()
+    );
+
+    // The password leads to the second step, which asks for the passkey (or a recovery code).
+    let b = browser();
+    let login = page(&b, &format!("{}/w/{ws}/login", app.url)).await;
+    let r = b
+        .post(format!("{}/w/{ws}/login", app.url))
+        .form(&[
+            ("csrf", csrf_of(&login).as_str()),
+            ("email", "kai@example.com"),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(location(&r), format!("/w/{ws}/mfa"));
+    let mfa = page(&b, &format!("{}/w/{ws}/mfa", app.url)).await;
+    assert!(mfa.contains(r#"id="passkey-verify""#));
+    assert!(mfa.contains("A recovery code"));
+    // Enrolling a new factor instead (the page for users the workspace requires one of) is refused:
+    // it would skip the passkey.
+    let r = b
+        .get(format!("{}/w/{ws}/mfa/setup", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = b
+        .post(format!("{}/w/{ws}/mfa/setup", app.url))
+        .form(&[("csrf", csrf_of(&mfa).as_str()), ("code", "123456")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(
+        r.headers()
+            .get_all("set-cookie")
+            .iter()
+            .all(|c| !c.to_str().unwrap().starts_with("sf_sso="))
+    );
+
+    // A signed-in browser whose sign-in is older than 15 minutes may not add or remove passkeys.
+    app.services()
+        .stores
+        .login
+        .delete_passkey(ws, user.id, passkey.id)
+        .await
+        .unwrap();
+    let b = browser();
+    let login = page(&b, &format!("{}/w/{ws}/login", app.url)).await;
+    let r = b
+        .post(format!("{}/w/{ws}/login", app.url))
+        .form(&[
+            ("csrf", csrf_of(&login).as_str()),
+            ("email", "kai@example.com"),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "signed in");
+    let account = page(&b, &format!("{}/w/{ws}/account", app.url)).await;
+    let csrf = csrf_of(&account);
+    assert_eq!(
+        options(&b, &app, &ws.to_string(), &csrf, "register")
+            .await
+            .status(),
+        200
+    );
+    app.advance(std::time::Duration::from_secs(16 * 60));
+    let r = options(&b, &app, &ws.to_string(), &csrf, "register").await;
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("sign in again"));
+    let r = b
+        .post(format!("{}/w/{ws}/account/passkeys/remove", app.url))
+        .form(&[("csrf", csrf.as_str()), ("passkey", &passkey.id.to_string())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("sign in again"));
     app.stop().await;
 }

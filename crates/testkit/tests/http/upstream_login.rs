@@ -7,12 +7,12 @@ use secureflows_core::audit::Actor;
 use secureflows_core::login::hosted::SignUp;
 use secureflows_core::{Plan, Role, WorkspaceId};
 use secureflows_crypto::SecretString;
-use secureflows_testkit::{Backend, TestApp, backend_tests};
+use secureflows_testkit::{Backend, TestApp, TestOptions, backend_tests};
 
 use crate::hosted_login::{
     PASSWORD, authorize_url, browser, client_app, csrf_of, location, pkce, query_param,
 };
-use crate::support::assert_problem;
+use crate::support::{assert_problem, call};
 
 backend_tests!(
     upstream_provider_signs_in_links_verified_addresses_only,
@@ -109,7 +109,12 @@ async fn provider_password(
 }
 
 async fn upstream_provider_signs_in_links_verified_addresses_only(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    // More callbacks from one address than the sign-in throttle allows in a minute (it has its own test).
+    let options = TestOptions {
+        configure: std::sync::Arc::new(|c| c.login.attempts_per_minute = 100),
+        ..TestOptions::default()
+    };
+    let app = TestApp::spawn_with(backend, options).await;
     let ours = app.workspace(Plan::Pro).await;
     let (upstream, client_id, secret) = provider(&app, ours).await;
     let owner = app.console_token(ours, "owner@example.com", Role::Owner).await;
@@ -137,8 +142,15 @@ async fn upstream_provider_signs_in_links_verified_addresses_only(backend: Backe
         "the client secret is stored in the clear"
     );
 
-    // Bob exists only at the provider: his first sign-in creates his account here.
-    sign_up(&app, upstream, "bob@example.com").await;
+    // Bob exists only at the provider, which verified his address: his first sign-in creates his
+    // account here, with that address.
+    let bob_there = sign_up(&app, upstream, "bob@example.com").await;
+    app.services()
+        .stores
+        .login
+        .set_email_verified(upstream, bob_there.id)
+        .await
+        .unwrap();
     let b = browser();
     let page = follow(&app, &b, format!("{}/w/{ours}/login", app.url))
         .await
@@ -208,6 +220,29 @@ async fn upstream_provider_signs_in_links_verified_addresses_only(backend: Backe
     assert!(back.starts_with("https://app.example/cb?code="), "{back}");
     assert_eq!(query_param(&back, "state").as_deref(), Some("st-1"));
 
+    // Carol's address is not verified by the provider: her account here is made without it, so it can
+    // never claim (or be found as) the owner of that address.
+    sign_up(&app, upstream, "carol@example.com").await;
+    let b = browser();
+    let r = b.get(format!("{}{start}", app.url)).send().await.unwrap();
+    let login = follow(&app, &b, location(&r)).await;
+    assert_eq!(
+        provider_password(&app, &b, login, "carol@example.com")
+            .await
+            .status(),
+        200
+    );
+    let index = secureflows_core::auth::callback::email_index(&keys, "carol@example.com");
+    assert!(
+        app.services()
+            .stores
+            .users
+            .find_users_by_email(ours, &index)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
     // Alice has an account here and one at the provider whose address the provider has not verified:
     // no link, no sign-in.
     let alice_here = sign_up(&app, ours, "alice@example.com").await;
@@ -230,11 +265,63 @@ async fn upstream_provider_signs_in_links_verified_addresses_only(backend: Backe
                 && !c.to_str().unwrap().starts_with("sf_sso=;"))
     );
 
-    // Once the provider verified the address, the identity is linked to the existing account.
+    // The provider verified the address, but the account here never did (anyone can open an account
+    // in someone else's name): still no link.
     app.services()
         .stores
         .login
         .set_email_verified(upstream, alice_there.id)
+        .await
+        .unwrap();
+    let b = browser();
+    let r = b.get(format!("{}{start}", app.url)).send().await.unwrap();
+    let login = follow(&app, &b, location(&r)).await;
+    assert_eq!(
+        provider_password(&app, &b, login, "alice@example.com")
+            .await
+            .status(),
+        409
+    );
+
+    // An ADMIN's account is never joined through a provider's e-mail claim, verified or not.
+    let admin_here = sign_up(&app, ours, "root@example.com").await;
+    app.services()
+        .stores
+        .login
+        .set_email_verified(ours, admin_here.id)
+        .await
+        .unwrap();
+    let r = call(
+        &app,
+        "PUT",
+        &format!("/api/v1/users/{}/role", admin_here.id),
+        &owner,
+        Some(serde_json::json!({"role": "admin"})),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let root_there = sign_up(&app, upstream, "root@example.com").await;
+    app.services()
+        .stores
+        .login
+        .set_email_verified(upstream, root_there.id)
+        .await
+        .unwrap();
+    let b = browser();
+    let r = b.get(format!("{}{start}", app.url)).send().await.unwrap();
+    let login = follow(&app, &b, location(&r)).await;
+    assert_eq!(
+        provider_password(&app, &b, login, "root@example.com")
+            .await
+            .status(),
+        409
+    );
+
+    // Once both sides verified the address, the identity is linked to the existing account.
+    app.services()
+        .stores
+        .login
+        .set_email_verified(ours, alice_here.id)
         .await
         .unwrap();
     let b = browser();

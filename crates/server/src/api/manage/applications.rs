@@ -61,6 +61,10 @@ pub async fn create_application(
     Json(body): Json<m::CreateApplication>,
 ) -> ApiResult<(StatusCode, axum::Json<m::CreatedApplication>)> {
     caller.require_admin()?;
+    if body.console && caller.role() != secureflows_core::Role::Owner {
+        // Only an OWNER registers a console client (see `require_owner_for_console`).
+        return Err(Error::Forbidden(secureflows_core::ForbiddenReason::Role).into());
+    }
     let new = NewApplication {
         name: body.name,
         trust: body.trust.map(trust),
