@@ -221,9 +221,12 @@ impl Services {
         let account = self
             .user_email(&keys, user)
             .unwrap_or_else(|| user.id.to_string());
+        // Every workspace on this host shares the relying party: the display name says which one the
+        // passkey is for, in the browser's passkey picker.
+        let display = format!("{account} ({})", workspace.name);
         let (ccr, state): (CreationChallengeResponse, PasskeyRegistration) = self
             .webauthn(&workspace.name)?
-            .start_passkey_registration(user.id.as_uuid(), &account, &account, Some(exclude))
+            .start_passkey_registration(user.id.as_uuid(), &account, &display, Some(exclude))
             .map_err(|_| Error::internal("starting a passkey registration"))?;
         let token = self
             .store_ceremony(
