@@ -197,7 +197,7 @@ async fn example_page_signs_up_signs_out_and_signs_in(backend: Backend) {
     fill(c, "#password", "password").await;
     let meter = c.find(Locator::Css("#strength")).await.unwrap();
     assert_eq!(meter.attr("data-score").await.unwrap().as_deref(), Some("0"));
-    assert_eq!(text(c, "#strength-text").await, "Strength: Very weak");
+    wait_for_text(c, "#strength-text", "Strength: Very weak").await;
     fill(c, "#password", "Kettle-Orbit-9-Lantern-Swim").await;
     let score: u32 = meter.attr("data-score").await.unwrap().unwrap().parse().unwrap();
     assert!(score >= 3, "a long mixed passphrase scores {score}");
@@ -286,7 +286,7 @@ async fn totp_and_magic_links_in_the_browser(backend: Backend) {
     click(c, "#sign-in").await;
     fill(c, "#magic-email", "lena@example.com").await;
     click(c, "#send-magic-link").await;
-    assert_eq!(text(c, "#heading").await, "Check your e-mail");
+    wait_for_text(c, "#heading", "Check your e-mail").await;
     let mail = smtp
         .wait_for(1)
         .await
