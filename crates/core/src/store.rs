@@ -740,8 +740,13 @@ pub trait LoginStore: Send + Sync {
         step: i64,
         now: Timestamp,
     ) -> Result<bool>;
-    /// Removes TOTP and the recovery codes.
-    async fn delete_totp(&self, workspace: WorkspaceId, user: UserId) -> Result<()>;
+    /// Removes TOTP, and the recovery codes unless `keep_recovery_codes` (another factor remains).
+    async fn delete_totp(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+        keep_recovery_codes: bool,
+    ) -> Result<()>;
     /// Replaces the user's recovery codes.
     async fn replace_recovery_codes(
         &self,

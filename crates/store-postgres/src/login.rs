@@ -798,9 +798,19 @@ impl LoginStore for PgStore {
         Ok(n > 0)
     }
 
-    async fn delete_totp(&self, workspace: WorkspaceId, user: UserId) -> Result<()> {
+    async fn delete_totp(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+        keep_recovery_codes: bool,
+    ) -> Result<()> {
+        let tables: &[&str] = if keep_recovery_codes {
+            &["mfa_totp"]
+        } else {
+            &["mfa_totp", "recovery_code"]
+        };
         let mut tx = self.tenant(workspace).await?;
-        for table in ["mfa_totp", "recovery_code"] {
+        for table in tables {
             sqlx::query(&format!(
                 "delete from {table} where workspace_id = $1 and user_id = $2"
             ))

@@ -786,10 +786,20 @@ impl LoginStore for SqliteStore {
             .await
     }
 
-    async fn delete_totp(&self, workspace: WorkspaceId, user: UserId) -> Result<()> {
+    async fn delete_totp(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+        keep_recovery_codes: bool,
+    ) -> Result<()> {
+        let tables: &[&str] = if keep_recovery_codes {
+            &["mfa_totp"]
+        } else {
+            &["mfa_totp", "recovery_code"]
+        };
         self.db
             .write(move |c| {
-                for table in ["mfa_totp", "recovery_code"] {
+                for table in tables {
                     c.execute(
                         &format!("delete from {table} where workspace_id = ?1 and user_id = ?2"),
                         params![workspace.as_uuid(), user.as_uuid()],

@@ -16,6 +16,7 @@
 //! Otherwise the sign-in is refused, and the member signs in another way. Any other new identity
 //! creates a user; an address the provider did not verify is not kept.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -27,12 +28,13 @@ use crate::audit::{Actor, ActorKind, NewEvent};
 use crate::auth::callback::{email_index, identity_index, new_identity};
 use crate::auth::upstream::{UpstreamIdentity, verify_id_token};
 use crate::console::ConsoleCaller;
+use crate::keyring::WorkspaceKeys;
 use crate::login::mfa::FirstFactor;
 use crate::login::workspace_issuer;
 use crate::store::Change;
 use crate::{
     Error, FieldError, FlowId, IdentityProvider, ProviderId, ProviderKind, Result, Role, Services,
-    UpstreamTrust, User, UserStatus, WorkspaceId,
+    UpstreamTrust, User, UserId, UserStatus, WorkspaceId,
 };
 
 /// Google's issuer.
@@ -97,6 +99,30 @@ struct Pending {
     verifier: String,
     flow: Option<FlowId>,
     expires: i64,
+    /// Linking to this signed-in user (from the account page), not signing in.
+    #[serde(default)]
+    link: Option<UserId>,
+}
+
+/// How an upstream sign-in ended.
+#[derive(Debug)]
+pub enum UpstreamOutcome {
+    /// A sign-in: the user, the next step, the request it continues, and whether the user is new.
+    SignedIn {
+        /// The user.
+        user: User,
+        /// Signed in, or a second factor still to give.
+        step: FirstFactor,
+        /// The pending authorization request.
+        flow: Option<FlowId>,
+        /// Created by this sign-in.
+        new_account: bool,
+    },
+    /// The provider identity is now linked to the signed-in user (or already was).
+    Linked {
+        /// The provider's name.
+        provider: String,
+    },
 }
 
 fn pending_aad(workspace: WorkspaceId) -> Aad {
@@ -306,6 +332,24 @@ impl Services {
         provider: ProviderId,
         flow: Option<FlowId>,
     ) -> Result<UpstreamStart> {
+        self.start_upstream(workspace, provider, flow, None).await
+    }
+
+    /// Starts linking a provider identity to a signed-in user (the account page; the caller checked
+    /// that the sign-in is recent). The callback must come back to the same browser, still signed in
+    /// as this user.
+    pub async fn start_upstream_link(&self, user: &User, provider: ProviderId) -> Result<UpstreamStart> {
+        self.start_upstream(user.workspace_id, provider, None, Some(user.id))
+            .await
+    }
+
+    async fn start_upstream(
+        &self,
+        workspace: WorkspaceId,
+        provider: ProviderId,
+        flow: Option<FlowId>,
+        link: Option<UserId>,
+    ) -> Result<UpstreamStart> {
         let (_, keys) = self.login_workspace(workspace).await?;
         let provider = self
             .stores
@@ -323,6 +367,7 @@ impl Services {
             verifier: secureflows_crypto::random_token("")?,
             flow,
             expires: self.clock.now().plus(PENDING_TTL).secs(),
+            link,
         };
         let mut url = url::Url::parse(&endpoints.authorization_endpoint)
             .map_err(|_| Error::Unavailable("the provider's authorization endpoint"))?;
@@ -353,8 +398,9 @@ impl Services {
         state: &str,
         code: Option<&str>,
         iss: Option<&str>,
+        signed_in: Option<&User>,
         client: &Actor,
-    ) -> std::result::Result<(User, FirstFactor, Option<FlowId>, bool), UpstreamFailure> {
+    ) -> std::result::Result<UpstreamOutcome, UpstreamFailure> {
         let (_, keys) = self.login_workspace(workspace).await?;
         let now = self.clock.now();
         let pending: Pending = URL_SAFE_NO_PAD
@@ -365,6 +411,11 @@ impl Services {
             .ok_or(UpstreamFailure::Expired)?;
         if pending.expires <= now.secs()
             || !secureflows_crypto::constant_time_eq(pending.state.as_bytes(), state.as_bytes())
+        {
+            return Err(UpstreamFailure::Expired);
+        }
+        if let Some(link) = pending.link
+            && signed_in.map(|u| u.id) != Some(link)
         {
             return Err(UpstreamFailure::Expired);
         }
@@ -430,6 +481,13 @@ impl Services {
         }
         let mut actor = client.clone();
         actor.kind = ActorKind::EndUser;
+        if let (Some(_), Some(user)) = (pending.link, signed_in) {
+            self.link_upstream(&keys, user, &provider, &identity, actor)
+                .await?;
+            return Ok(UpstreamOutcome::Linked {
+                provider: provider.name,
+            });
+        }
         let (user, event) = self.upstream_user(workspace, &keys, &identity).await?;
         if user.status != UserStatus::Active {
             return Err(UpstreamFailure::Locked);
@@ -446,7 +504,13 @@ impl Services {
             ));
             events.push(NewEvent::new("user.sign_in", "user", user.id).values(None, Some(details)));
         }
-        self.commit(workspace, &keys, &actor, changes, events).await?;
+        // Two first sign-ins of the same identity at once: one links, the other meets the link.
+        self.commit(workspace, &keys, &actor, changes, events)
+            .await
+            .map_err(|e| match e {
+                Error::Conflict(_) => UpstreamFailure::ExistingAccount,
+                e => UpstreamFailure::Other(e),
+            })?;
         if event == "user.sign_up" && identity.email_verified {
             self.stores.login.set_email_verified(workspace, user.id).await?;
         }
@@ -466,7 +530,58 @@ impl Services {
         let step = self
             .after_first_factor(&keys, &user, vec!["fed".to_owned()], pending.flow, &actor)
             .await?;
-        Ok((user, step, pending.flow, event == "user.sign_up"))
+        Ok(UpstreamOutcome::SignedIn {
+            user,
+            step,
+            flow: pending.flow,
+            new_account: event == "user.sign_up",
+        })
+    }
+
+    /// Links a provider identity to a signed-in user. `ExistingAccount` if it belongs to another user.
+    async fn link_upstream(
+        &self,
+        keys: &Arc<WorkspaceKeys>,
+        user: &User,
+        provider: &IdentityProvider,
+        identity: &UpstreamIdentity,
+        mut actor: Actor,
+    ) -> std::result::Result<(), UpstreamFailure> {
+        let workspace = user.workspace_id;
+        let index = identity_index(keys, identity);
+        match self.stores.users.find_user_by_identity(workspace, &index).await? {
+            Some(owner) if owner.id == user.id => return Ok(()),
+            Some(_) => return Err(UpstreamFailure::ExistingAccount),
+            None => {}
+        }
+        actor.id = Some(user.id);
+        self.commit(
+            workspace,
+            keys,
+            &actor,
+            vec![Change::LinkIdentity(user.id, new_identity(keys, workspace, user.id, identity)?)],
+            vec![NewEvent::new("user.identity_link", "user", user.id).values(
+                None,
+                Some(serde_json::json!({"method": "account", "provider": provider.id, "issuer": provider.issuer})),
+            )],
+        )
+        .await
+        .map_err(|e| match e {
+            Error::Conflict(_) => UpstreamFailure::ExistingAccount,
+            e => UpstreamFailure::Other(e),
+        })?;
+        self.alert(
+            keys,
+            user,
+            "A sign-in method was linked to your account",
+            &format!(
+                "You can now also sign in with {}. If this was not you, sign in, change your password and \
+                 contact the administrators.",
+                provider.name
+            ),
+        )
+        .await;
+        Ok(())
     }
 
     /// The user of an upstream identity and the event that records how: a known identity

@@ -428,7 +428,8 @@ impl Services {
         Ok(codes)
     }
 
-    /// Turns TOTP off (a current code or a recovery code is required) and removes the recovery codes.
+    /// Turns TOTP off (a current code or a recovery code is required) and removes the recovery codes,
+    /// unless the user has a passkey.
     pub async fn disable_totp(&self, user: &User, code: &str, client: &Actor) -> Result<()> {
         let keys = self
             .keys
@@ -437,7 +438,12 @@ impl Services {
         if self.check_second_factor(&keys, user, code).await?.is_none() {
             return Err(Error::invalid("code", "the code is not right"));
         }
-        self.stores.login.delete_totp(user.workspace_id, user.id).await?;
+        // A passkey is still a second factor: its recovery codes stay.
+        let passkeys = self.has_passkey(user.workspace_id, user.id).await?;
+        self.stores
+            .login
+            .delete_totp(user.workspace_id, user.id, passkeys)
+            .await?;
         let mut actor = client.clone();
         actor.kind = ActorKind::EndUser;
         actor.id = Some(user.id);

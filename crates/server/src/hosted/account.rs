@@ -376,6 +376,12 @@ pub(super) async fn account_view(
         options_action: format!("/w/{ws}/passkey/options"),
         passkey_action: format!("/w/{ws}/account/passkeys"),
         remove_passkey_action: format!("/w/{ws}/account/passkeys/remove"),
+        providers: ctx
+            .providers
+            .iter()
+            .map(|p| (p.id.to_string(), p.name.clone()))
+            .collect(),
+        link_action: format!("/w/{ws}/account/upstream"),
     };
     ctx.finish(state, render(code, &page))
 }

@@ -6,12 +6,16 @@
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
-use secureflows_core::login::federation::UpstreamFailure;
+use secureflows_core::login::federation::{UpstreamFailure, UpstreamOutcome};
 use secureflows_core::{Error, ProviderId};
 use serde::Deserialize;
 
+use super::account::{Notice, account_post, account_view};
 use super::pages::{MessagePage, error_page, render};
-use super::{FlowQuery, PageContext, cookie, internal, page_context, see_other, set_cookie, signed_in};
+use super::{
+    CsrfForm, FlowQuery, PageContext, cookie, internal, page_context, recently_signed_in, see_other,
+    set_cookie, signed_in,
+};
 use crate::extract::request_actor;
 use crate::state::AppState;
 
@@ -130,6 +134,7 @@ pub(super) async fn callback(
             q.state.as_deref().unwrap_or_default(),
             q.code.as_deref(),
             q.iss.as_deref(),
+            ctx.sso.as_ref().map(|(_, user)| user),
             &actor,
         )
         .await;
@@ -143,10 +148,22 @@ pub(super) async fn callback(
         ctx.finish(&state, render(status, &page))
     };
     let response = match finished {
-        Ok((user, step, flow, new_account)) => {
+        Ok(UpstreamOutcome::SignedIn {
+            user,
+            step,
+            flow,
+            new_account,
+        }) => {
             let flow = flow.map(|f| f.to_string());
             signed_in(&state, &ctx, flow.as_deref(), &user, step, new_account).await
         }
+        Ok(UpstreamOutcome::Linked { .. }) => match &ctx.sso {
+            Some((session, user)) => {
+                let done = Notice::Done("The provider account is linked: you can now sign in with it.");
+                account_view(&state, &ctx, session, user, done).await
+            }
+            None => internal(Error::internal("a link without a signed-in browser")),
+        },
         Err(UpstreamFailure::Expired) => refuse(
             StatusCode::BAD_REQUEST,
             "This sign-in expired or was started in another browser. Please start again.",
@@ -171,4 +188,70 @@ pub(super) async fn callback(
         Err(UpstreamFailure::Other(e)) => internal(e),
     };
     clear(&state, &ctx, response)
+}
+
+#[derive(Deserialize)]
+pub(super) struct LinkForm {
+    csrf: String,
+    provider: String,
+}
+
+impl CsrfForm for LinkForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+/// `POST /w/{ws}/account/upstream`: links a provider identity to the signed-in user (after a sign-in
+/// at the provider in this browser).
+pub(super) async fn link_start(
+    State(state): State<AppState>,
+    Path(workspace): Path<String>,
+    request: axum::extract::Request,
+) -> Response {
+    let (ctx, form, _, session, user) = match account_post::<LinkForm>(&state, &workspace, request).await {
+        Ok(posted) => posted,
+        Err(r) => return r,
+    };
+    if !recently_signed_in(&state, &session) {
+        let refused = Notice::Refused(
+            StatusCode::FORBIDDEN,
+            "For your security, sign out and sign in again before linking a sign-in provider.",
+        );
+        return account_view(&state, &ctx, &session, &user, refused).await;
+    }
+    let Ok(provider) = form.provider.parse::<ProviderId>() else {
+        let refused = Notice::Refused(StatusCode::NOT_FOUND, "There is no such sign-in provider.");
+        return account_view(&state, &ctx, &session, &user, refused).await;
+    };
+    match state.services().start_upstream_link(&user, provider).await {
+        Ok(started) => {
+            let mut response = see_other(&started.authorization_url);
+            response.headers_mut().append(
+                header::SET_COOKIE,
+                set_cookie(
+                    &state,
+                    ctx.workspace,
+                    UPSTREAM_COOKIE,
+                    started.cookie.expose(),
+                    "Lax",
+                    Some(UPSTREAM_AGE),
+                ),
+            );
+            ctx.finish(&state, response)
+        }
+        Err(Error::NotFound(_)) => {
+            let refused = Notice::Refused(StatusCode::NOT_FOUND, "There is no such sign-in provider.");
+            account_view(&state, &ctx, &session, &user, refused).await
+        }
+        Err(Error::Unavailable(what)) => {
+            tracing::warn!(reason = what, "an upstream provider could not be reached");
+            let refused = Notice::Refused(
+                StatusCode::BAD_GATEWAY,
+                "The sign-in provider could not be reached. Please try again later.",
+            );
+            account_view(&state, &ctx, &session, &user, refused).await
+        }
+        Err(e) => internal(e),
+    }
 }

@@ -98,6 +98,7 @@ pub fn router() -> Router<AppState> {
         .route("/w/{workspace}/passkey/options", post(passkeys::options))
         .route("/w/{workspace}/upstream/callback", get(federation::callback))
         .route("/w/{workspace}/upstream/{provider}", get(federation::start))
+        .route("/w/{workspace}/account/upstream", post(federation::link_start))
         .route("/w/{workspace}/passkey/sign-in", post(passkeys::sign_in))
         .route("/w/{workspace}/mfa/passkey", post(passkeys::second_factor))
         .route("/w/{workspace}/account/passkeys", post(passkeys::register))
@@ -210,6 +211,14 @@ fn set_cookie(
         secure_flag(state)
     );
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Changing how one signs in (passkeys, linked providers) needs a sign-in at most this old: a stolen
+/// session cookie alone must not plant an attacker's way in or remove the owner's.
+const RECENT_SIGN_IN: Duration = Duration::from_secs(15 * 60);
+
+fn recently_signed_in(state: &AppState, session: &BrowserSession) -> bool {
+    state.services().clock.now().since(session.auth_time) <= RECENT_SIGN_IN
 }
 
 fn see_other(location: &str) -> Response {

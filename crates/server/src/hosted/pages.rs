@@ -286,6 +286,9 @@ pub struct AccountPage {
     pub options_action: String,
     pub passkey_action: String,
     pub remove_passkey_action: String,
+    /// Upstream providers to link: (id, name).
+    pub providers: Vec<(String, String)>,
+    pub link_action: String,
 }
 
 /// A passkey on the account page.

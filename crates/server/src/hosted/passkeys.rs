@@ -11,27 +11,18 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use std::time::Duration;
-
-use secureflows_core::{AuthFailure, BrowserSession, Error, PasskeyId};
+use secureflows_core::{AuthFailure, Error, PasskeyId};
 use serde::Deserialize;
 
 use super::account::{Notice, account_post, account_view, clear_mfa_cookie, mfa_form, sign_in_again};
 use super::pages::{LoginPage, RecoveryCodesPage, render};
 use super::{
     CsrfForm, MFA_COOKIE, PageContext, continue_flow, cookie, finish_sign_in, form_post, internal,
-    login_form, set_cookie,
+    login_form, recently_signed_in, set_cookie,
 };
 use crate::state::AppState;
 
-/// Adding or removing a passkey needs a sign-in at most this old (a stolen session cookie alone must
-/// not plant an attacker's passkey or remove the owner's).
-const RECENT_SIGN_IN: Duration = Duration::from_secs(15 * 60);
 const SIGN_IN_AGAIN: &str = "For your security, sign out and sign in again before changing your passkeys.";
-
-fn recently_signed_in(state: &AppState, session: &BrowserSession) -> bool {
-    state.services().clock.now().since(session.auth_time) <= RECENT_SIGN_IN
-}
 
 /// The ceremony in progress (five minutes).
 const CEREMONY_COOKIE: &str = "sf_webauthn";

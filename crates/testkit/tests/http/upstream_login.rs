@@ -317,6 +317,92 @@ async fn upstream_provider_signs_in_links_verified_addresses_only(backend: Backe
         409
     );
 
+    // The ADMIN links the provider from the account page instead: signed in here (recently), then at
+    // the provider in the same browser. Afterwards "Continue with" signs them in.
+    let b = browser();
+    let login = follow(&app, &b, format!("{}/w/{ours}/login", app.url))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let r = b
+        .post(format!("{}/w/{ours}/login", app.url))
+        .form(&[
+            ("csrf", csrf_of(&login).as_str()),
+            ("email", "root@example.com"),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let account = b
+        .get(format!("{}/w/{ours}/account", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(account.contains("Link Upstream"));
+    let provider_id = created["id"].as_str().unwrap();
+    let link = |b: reqwest::Client, csrf: String| {
+        let url = format!("{}/w/{ours}/account/upstream", app.url);
+        let provider_id = provider_id.to_owned();
+        async move {
+            b.post(url)
+                .form(&[("csrf", csrf.as_str()), ("provider", provider_id.as_str())])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // Carol's provider identity belongs to Carol's account here: it cannot be linked to another.
+    let r = link(b.clone(), csrf_of(&account)).await;
+    assert_eq!(r.status(), 303);
+    let login = follow(&app, &b, location(&r)).await;
+    let refused = provider_password(&app, &b, login, "carol@example.com").await;
+    assert_eq!(refused.status(), 409);
+    // The browser is signed in at the provider as Carol now: sign out there, then link Root's identity.
+    let page = b
+        .get(format!("{}/w/{upstream}/logout", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    b.post(format!("{}/w/{upstream}/logout", app.url))
+        .form(&[("csrf", csrf_of(&page).as_str())])
+        .send()
+        .await
+        .unwrap();
+    let r = link(b.clone(), csrf_of(&account)).await;
+    let login = follow(&app, &b, location(&r)).await;
+    let linked = provider_password(&app, &b, login, "root@example.com").await;
+    assert_eq!(linked.status(), 200);
+    assert!(
+        linked
+            .text()
+            .await
+            .unwrap()
+            .contains("The provider account is linked")
+    );
+    let b = browser();
+    let r = b.get(format!("{}{start}", app.url)).send().await.unwrap();
+    let login = follow(&app, &b, location(&r)).await;
+    let signed = provider_password(&app, &b, login, "root@example.com").await;
+    assert_eq!(signed.status(), 200);
+    let account = b
+        .get(format!("{}/w/{ours}/account", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(account.contains("root@example.com"));
+
     // Once both sides verified the address, the identity is linked to the existing account.
     app.services()
         .stores
