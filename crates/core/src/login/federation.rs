@@ -104,20 +104,37 @@ struct Pending {
     link: Option<UserId>,
 }
 
+/// A sign-in with an upstream provider.
+#[derive(Debug)]
+pub struct UpstreamSignIn {
+    /// The user.
+    pub user: User,
+    /// Signed in, or a second factor still to give.
+    pub step: FirstFactor,
+    /// The pending authorization request.
+    pub flow: Option<FlowId>,
+    /// Created by this sign-in.
+    pub new_account: bool,
+}
+
+/// What the provider's redirect back carries.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamCallback<'a> {
+    /// The `sf_upstream` cookie.
+    pub cookie: &'a str,
+    /// `state`.
+    pub state: &'a str,
+    /// `code` (absent when the provider answers an error).
+    pub code: Option<&'a str>,
+    /// `iss` (RFC 9207), if the provider sends it.
+    pub iss: Option<&'a str>,
+}
+
 /// How an upstream sign-in ended.
 #[derive(Debug)]
 pub enum UpstreamOutcome {
-    /// A sign-in: the user, the next step, the request it continues, and whether the user is new.
-    SignedIn {
-        /// The user.
-        user: User,
-        /// Signed in, or a second factor still to give.
-        step: FirstFactor,
-        /// The pending authorization request.
-        flow: Option<FlowId>,
-        /// Created by this sign-in.
-        new_account: bool,
-    },
+    /// Signed in (or a second step to give).
+    SignedIn(Box<UpstreamSignIn>),
     /// The provider identity is now linked to the signed-in user (or already was).
     Linked {
         /// The provider's name.
@@ -394,23 +411,20 @@ impl Services {
     pub async fn finish_upstream_login(
         &self,
         workspace: WorkspaceId,
-        cookie: &str,
-        state: &str,
-        code: Option<&str>,
-        iss: Option<&str>,
+        callback: UpstreamCallback<'_>,
         signed_in: Option<&User>,
         client: &Actor,
     ) -> std::result::Result<UpstreamOutcome, UpstreamFailure> {
         let (_, keys) = self.login_workspace(workspace).await?;
         let now = self.clock.now();
         let pending: Pending = URL_SAFE_NO_PAD
-            .decode(cookie)
+            .decode(callback.cookie)
             .ok()
             .and_then(|sealed| keys.open(&pending_aad(workspace), &sealed).ok())
             .and_then(|json| serde_json::from_slice(&json).ok())
             .ok_or(UpstreamFailure::Expired)?;
         if pending.expires <= now.secs()
-            || !secureflows_crypto::constant_time_eq(pending.state.as_bytes(), state.as_bytes())
+            || !secureflows_crypto::constant_time_eq(pending.state.as_bytes(), callback.state.as_bytes())
         {
             return Err(UpstreamFailure::Expired);
         }
@@ -419,7 +433,7 @@ impl Services {
         {
             return Err(UpstreamFailure::Expired);
         }
-        let code = code.ok_or(UpstreamFailure::Provider)?;
+        let code = callback.code.ok_or(UpstreamFailure::Provider)?;
         let provider = self
             .stores
             .login
@@ -429,7 +443,7 @@ impl Services {
             .find(|p| p.id == pending.provider)
             .ok_or(UpstreamFailure::Expired)?;
         // RFC 9207: a provider that names itself must be the one this sign-in went to (mix-up defence).
-        if iss.is_some_and(|i| i != provider.issuer) {
+        if callback.iss.is_some_and(|i| i != provider.issuer) {
             return Err(UpstreamFailure::Provider);
         }
         let secret = provider
@@ -530,12 +544,12 @@ impl Services {
         let step = self
             .after_first_factor(&keys, &user, vec!["fed".to_owned()], pending.flow, &actor)
             .await?;
-        Ok(UpstreamOutcome::SignedIn {
+        Ok(UpstreamOutcome::SignedIn(Box::new(UpstreamSignIn {
             user,
             step,
             flow: pending.flow,
             new_account: event == "user.sign_up",
-        })
+        })))
     }
 
     /// Links a provider identity to a signed-in user. `ExistingAccount` if it belongs to another user.

@@ -6,7 +6,7 @@
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
-use secureflows_core::login::federation::{UpstreamFailure, UpstreamOutcome};
+use secureflows_core::login::federation::{UpstreamCallback, UpstreamFailure, UpstreamOutcome};
 use secureflows_core::{Error, ProviderId};
 use serde::Deserialize;
 
@@ -130,10 +130,12 @@ pub(super) async fn callback(
         .services()
         .finish_upstream_login(
             ctx.workspace,
-            pending,
-            q.state.as_deref().unwrap_or_default(),
-            q.code.as_deref(),
-            q.iss.as_deref(),
+            UpstreamCallback {
+                cookie: pending,
+                state: q.state.as_deref().unwrap_or_default(),
+                code: q.code.as_deref(),
+                iss: q.iss.as_deref(),
+            },
             ctx.sso.as_ref().map(|(_, user)| user),
             &actor,
         )
@@ -148,14 +150,17 @@ pub(super) async fn callback(
         ctx.finish(&state, render(status, &page))
     };
     let response = match finished {
-        Ok(UpstreamOutcome::SignedIn {
-            user,
-            step,
-            flow,
-            new_account,
-        }) => {
-            let flow = flow.map(|f| f.to_string());
-            signed_in(&state, &ctx, flow.as_deref(), &user, step, new_account).await
+        Ok(UpstreamOutcome::SignedIn(done)) => {
+            let flow = done.flow.map(|f| f.to_string());
+            signed_in(
+                &state,
+                &ctx,
+                flow.as_deref(),
+                &done.user,
+                done.step,
+                done.new_account,
+            )
+            .await
         }
         Ok(UpstreamOutcome::Linked { .. }) => match &ctx.sso {
             Some((session, user)) => {
