@@ -101,7 +101,7 @@
         });
       })
       .then(function (options) {
-        if (purpose === "register") {
+        if (purpose === "register" || purpose === "enrol") {
           return navigator.credentials.create(creationOptions(options)).then(registration);
         }
         return navigator.credentials.get(requestOptions(options)).then(assertion);

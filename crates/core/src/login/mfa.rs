@@ -151,7 +151,11 @@ impl Services {
 
     /// A pending step that enrols a second factor: only for a user who has none. (A user with TOTP
     /// or a passkey must give it; enrolling another one instead would skip it.)
-    async fn enrolment_step(&self, workspace: WorkspaceId, pending: &str) -> Result<(LoginLink, User)> {
+    pub(crate) async fn enrolment_step(
+        &self,
+        workspace: WorkspaceId,
+        pending: &str,
+    ) -> Result<(LoginLink, User)> {
         let (link, user) = self.pending_step(workspace, pending).await?;
         let status = self.mfa_status(&user).await?;
         if status.totp || status.passkeys > 0 {

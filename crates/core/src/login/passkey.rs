@@ -352,6 +352,59 @@ impl Services {
         ))
     }
 
+    /// Starts registering a passkey as the second factor a workspace requires (a pending step of a user
+    /// who has none).
+    pub async fn start_passkey_enrolment(
+        &self,
+        workspace: WorkspaceId,
+        pending: &str,
+    ) -> Result<PasskeyChallenge> {
+        let (_, user) = self.enrolment_step(workspace, pending).await?;
+        self.start_passkey_registration(&user).await
+    }
+
+    /// Completes the required enrolment with a passkey: the browser is signed in; returns the recovery
+    /// codes to show once. `NotFound`: the step expired or was completed; `Invalid`/`Conflict` as for a
+    /// registration.
+    pub async fn complete_passkey_enrolment(
+        &self,
+        workspace: WorkspaceId,
+        pending: &str,
+        token: &str,
+        name: &str,
+        answer: &serde_json::Value,
+        client: &Actor,
+    ) -> Result<(LinkSignIn, Vec<String>)> {
+        let (link, user) = self.enrolment_step(workspace, pending).await?;
+        let (_, codes) = self
+            .finish_passkey_registration(&user, token, name, answer, client)
+            .await?;
+        let codes = match codes {
+            Some(codes) => codes,
+            None => self.replace_recovery_codes(&user).await?,
+        };
+        let hash = secureflows_crypto::sha256(pending.as_bytes());
+        self.stores
+            .login
+            .use_link(workspace, &hash, LinkPurpose::Mfa, self.clock.now())
+            .await?
+            .ok_or(Error::NotFound("pending sign-in"))?;
+        self.stores.login.clear_failures(workspace, user.id).await?;
+        let keys = self.keys.workspace_keys(workspace, self.state.trusted()).await?;
+        let actor = end_user(client, &user);
+        let mut amr = link.amr.clone();
+        amr.extend(["hwk".to_owned(), "mfa".to_owned()]);
+        let login = self.open_browser_session(&keys, &user, amr, &actor).await?;
+        Ok((
+            LinkSignIn {
+                user,
+                step: FirstFactor::SignedIn(login),
+                flow: link.flow_id,
+            },
+            codes,
+        ))
+    }
+
     /// Removes one of the user's passkeys.
     pub async fn remove_passkey(&self, user: &User, passkey: PasskeyId, client: &Actor) -> Result<()> {
         let keys = self

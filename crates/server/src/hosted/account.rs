@@ -247,6 +247,12 @@ fn setup_page(
         action: format!("/w/{}/{action}", ctx.workspace),
         csrf: ctx.csrf.clone(),
         error: None,
+        passkey: (action == "mfa/setup" && state.services().passkeys_available()).then(|| {
+            (
+                format!("/w/{}/passkey/options", ctx.workspace),
+                format!("/w/{}/mfa/setup/passkey", ctx.workspace),
+            )
+        }),
     };
     ctx.finish(state, render(StatusCode::OK, &page))
 }

@@ -101,6 +101,7 @@ pub fn router() -> Router<AppState> {
         .route("/w/{workspace}/account/upstream", post(federation::link_start))
         .route("/w/{workspace}/passkey/sign-in", post(passkeys::sign_in))
         .route("/w/{workspace}/mfa/passkey", post(passkeys::second_factor))
+        .route("/w/{workspace}/mfa/setup/passkey", post(passkeys::enrol))
         .route("/w/{workspace}/account/passkeys", post(passkeys::register))
         .route("/w/{workspace}/account/passkeys/remove", post(passkeys::remove))
         .route(

@@ -310,6 +310,8 @@ pub struct TotpSetupPage {
     pub action: String,
     pub csrf: String,
     pub error: Option<String>,
+    /// At a required enrolment, a passkey instead: (options action, form action).
+    pub passkey: Option<(String, String)>,
 }
 
 /// Recovery codes, shown once.

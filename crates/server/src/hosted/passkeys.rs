@@ -89,6 +89,7 @@ pub(super) async fn options(
                 .start_passkey_second_factor(ctx.workspace, &pending)
                 .await
         }
+        "enrol" => services.start_passkey_enrolment(ctx.workspace, &pending).await,
         "register" => match &ctx.sso {
             Some((session, _)) if !recently_signed_in(&state, session) => {
                 return json_error(StatusCode::FORBIDDEN, SIGN_IN_AGAIN);
@@ -353,4 +354,59 @@ pub(super) async fn remove(
         Err(e) => return internal(e),
     };
     account_view(&state, &ctx, &session, &user, notice).await
+}
+
+/// `POST /w/{ws}/mfa/setup/passkey`: the second factor the workspace requires, set up as a passkey;
+/// signs in and shows the recovery codes with the way on.
+pub(super) async fn enrol(
+    State(state): State<AppState>,
+    Path(workspace): Path<String>,
+    request: axum::extract::Request,
+) -> Response {
+    let pending = cookie(request.headers(), MFA_COOKIE)
+        .unwrap_or_default()
+        .to_owned();
+    let ceremony = cookie(request.headers(), CEREMONY_COOKIE)
+        .unwrap_or_default()
+        .to_owned();
+    let (ctx, form, actor) = match form_post::<RegisterForm>(&state, &workspace, request).await {
+        Ok(posted) => posted,
+        Err(r) => return r,
+    };
+    let answer: serde_json::Value = serde_json::from_str(&form.credential).unwrap_or_default();
+    let response = match state
+        .services()
+        .complete_passkey_enrolment(ctx.workspace, &pending, &ceremony, &form.name, &answer, &actor)
+        .await
+    {
+        Ok((signed, codes)) => {
+            let secureflows_core::login::mfa::FirstFactor::SignedIn(login) = &signed.step else {
+                return internal(Error::internal("not signed in"));
+            };
+            // With a pending authorization request, the sign-in page continues it (single sign-on).
+            let next = match signed.flow {
+                Some(flow) => format!("/w/{}/login?flow={flow}", ctx.workspace),
+                None => format!("/w/{}/account", ctx.workspace),
+            };
+            let page = RecoveryCodesPage {
+                brand: ctx.brand.clone(),
+                notice: Some("The passkey was added.".into()),
+                codes,
+                account_link: next,
+            };
+            let response = clear_mfa_cookie(&state, &ctx, render(StatusCode::OK, &page));
+            finish_sign_in(&state, &ctx, &signed.user, login, false, response).await
+        }
+        Err(Error::Invalid(_) | Error::Conflict(_)) => ctx.finish(
+            &state,
+            super::pages::error_page(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ctx.brand.clone(),
+                "The passkey could not be added. Go back and try again.",
+            ),
+        ),
+        Err(Error::NotFound(_)) => sign_in_again(&ctx, &state),
+        Err(e) => internal(e),
+    };
+    clear_ceremony(&state, &ctx, response)
 }

@@ -13,6 +13,7 @@ backend_tests!(
     example_page_signs_up_signs_out_and_signs_in,
     totp_and_magic_links_in_the_browser,
     passkeys_in_the_browser,
+    a_required_second_factor_can_be_a_passkey,
 );
 
 /// A ChromeDriver process and a headless Chromium session; both end on drop/close.
@@ -394,6 +395,47 @@ async fn passkeys_in_the_browser(backend: Backend) {
     click(c, "#sign-in").await;
     wait_for_text(c, "#heading", "Two-step sign-in").await;
     click(c, "#passkey-verify").await;
+    wait_for_text(c, "#result", "hello from the vault").await;
+
+    browser.client.clone().close().await.unwrap();
+    app.stop().await;
+}
+
+async fn a_required_second_factor_can_be_a_passkey(backend: Backend) {
+    let Some(browser) = browser().await else {
+        return;
+    };
+    let c = &browser.client;
+    let app = TestApp::spawn_with(backend, TestOptions::default().localhost()).await;
+    let (ws, origin) = serve_example(&app).await;
+    browser.add_virtual_authenticator().await;
+    let owner = app
+        .console_token(ws, "owner@example.com", secureflows_core::Role::Owner)
+        .await;
+    let r = app
+        .http
+        .patch(format!("{}/api/v1/workspaces", app.url))
+        .bearer_auth(owner)
+        .json(&serde_json::json!({"login_policy": {"password_policy": "nist", "mfa_required": "all"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // A new user must set up a second factor before anything else, and picks a passkey.
+    c.goto(&format!("{origin}/")).await.unwrap();
+    click(c, "#sign-in").await;
+    click(c, "#to-signup").await;
+    fill(c, "#email", "noor@example.com").await;
+    fill(c, "#password", "Kettle-Orbit-9-Lantern-Swim").await;
+    click(c, "#sign-up").await;
+    wait_for_text(c, "#heading", "Set up an authenticator app").await;
+    fill(c, "#passkey-name", "Phone").await;
+    click(c, "#enrol-passkey").await;
+    wait_for_text(c, "#notice", "The passkey was added.").await;
+    assert_eq!(text(c, "#recovery-codes").await.lines().count(), 10);
+    // The way on continues the application's request.
+    click(c, "#to-account").await;
     wait_for_text(c, "#result", "hello from the vault").await;
 
     browser.client.clone().close().await.unwrap();
