@@ -136,6 +136,21 @@ pub struct LoginPolicy {
     pub password_policy: PasswordPolicyName,
     /// Who must sign in with a second factor: `off`, `admins` (OWNER and ADMIN) or `all`.
     pub mfa_required: MfaRequired,
+    /// Sign-up: `immediate` (the default: signed in at once; a taken address is said to be taken) or
+    /// `verify_first` (the account is made from a link mailed to the address, so sign-up never tells
+    /// whether an address has an account; needs SMTP, otherwise sign-up stays immediate).
+    #[serde(default)]
+    pub signup: Option<SignupModeName>,
+}
+
+/// Sign-up modes.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SignupModeName {
+    /// Signed in at once.
+    Immediate,
+    /// From a mailed link.
+    VerifyFirst,
 }
 
 /// Password policy names.

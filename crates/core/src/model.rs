@@ -477,6 +477,8 @@ pub enum CeremonyPurpose {
     SignIn,
     /// A passkey as the second factor of a pending sign-in.
     SecondFactor,
+    /// A sign-up waiting for its mailed link (verification-first sign-up).
+    SignUp,
 }
 
 impl CeremonyPurpose {
@@ -486,13 +488,14 @@ impl CeremonyPurpose {
             CeremonyPurpose::Register => "register",
             CeremonyPurpose::SignIn => "sign_in",
             CeremonyPurpose::SecondFactor => "second_factor",
+            CeremonyPurpose::SignUp => "sign_up",
         }
     }
 }
 
 /// A WebAuthn ceremony in progress: the server-side state that pairs the challenge sent to the browser
 /// with the answer, sealed, single-use and short-lived. Found by the SHA-256 of a random token held in a
-/// cookie.
+/// cookie (or, for a pending sign-up, mailed in a link).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebauthnCeremony {
     /// SHA-256 of the cookie's token.

@@ -580,7 +580,13 @@ impl Services {
             return Err(Error::Forbidden(crate::ForbiddenReason::Role));
         }
         let old = self.get_workspace(caller.workspace_id()).await?;
-        let describe = |p: &crate::login::LoginPolicy| serde_json::json!({"password_policy": p.password.as_str(), "mfa_required": p.mfa.as_str()});
+        let describe = |p: &crate::login::LoginPolicy| {
+            serde_json::json!({
+                "password_policy": p.password.as_str(),
+                "mfa_required": p.mfa.as_str(),
+                "signup": p.signup.as_str(),
+            })
+        };
         self.commit(
             old.id,
             &caller.keys,

@@ -21,7 +21,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use secureflows_core::login::password::PasswordPolicy;
-use secureflows_core::login::{Branding, LoginPolicy, MfaRequirement};
+use secureflows_core::login::{Branding, LoginPolicy, MfaRequirement, SignupMode};
 
 use crate::error::SqlResult;
 use crate::manage::{apply_change, insert_user_row};
@@ -171,6 +171,8 @@ pub(crate) fn workspace_row(r: &PgRow) -> Result<Workspace> {
                 .ok_or(corrupt("password_policy"))?,
             mfa: MfaRequirement::parse(r.try_get::<&str, _>("mfa_required").db()?)
                 .ok_or(corrupt("mfa_required"))?,
+            signup: SignupMode::parse(r.try_get::<&str, _>("signup_mode").db()?)
+                .ok_or(corrupt("signup_mode"))?,
         },
         branding: Branding {
             color: r.try_get("brand_color").db()?,
@@ -260,7 +262,7 @@ impl WorkspaceStore for PgStore {
         self.tenant_fetch_optional(
 id,
 sqlx::query(
-            "select workspace_id, name, plan, created_at, updated_at, password_policy, mfa_required, brand_color, logo_url from workspace where workspace_id = $1",
+            "select workspace_id, name, plan, created_at, updated_at, password_policy, mfa_required, brand_color, logo_url, signup_mode from workspace where workspace_id = $1",
         )
         .bind(id.as_uuid())
         ,
@@ -273,7 +275,7 @@ sqlx::query(
 
     async fn list_workspaces(&self) -> Result<Vec<Workspace>> {
         sqlx::query(
-            "select workspace_id, name, plan, created_at, updated_at, password_policy, mfa_required, brand_color, logo_url from secureflows_list_workspaces()",
+            "select workspace_id, name, plan, created_at, updated_at, password_policy, mfa_required, brand_color, logo_url, signup_mode from secureflows_list_workspaces()",
         )
         .fetch_all(&self.pool)
         .await

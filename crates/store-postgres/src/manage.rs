@@ -114,8 +114,9 @@ pub(crate) async fn apply_change(
                 return Err(Error::NotFound("workspace"));
             }
             sqlx::query(
-                "insert into workspace (workspace_id, name, plan, created_at, updated_at, password_policy, mfa_required)
-                 values ($1, $2, $3, $4, $5, $6, $7)",
+                "insert into workspace (workspace_id, name, plan, created_at, updated_at, password_policy, mfa_required,
+                   signup_mode)
+                 values ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .bind(ws)
             .bind(&w.name)
@@ -124,6 +125,7 @@ pub(crate) async fn apply_change(
             .bind(ts(w.updated_at))
             .bind(w.login_policy.password.as_str())
             .bind(w.login_policy.mfa.as_str())
+            .bind(w.login_policy.signup.as_str())
             .execute(&mut *c)
             .await
             .db()?;
@@ -155,12 +157,14 @@ pub(crate) async fn apply_change(
         }
         Change::SetLoginPolicy(policy) => {
             let n = sqlx::query(
-                "update workspace set password_policy = $2, mfa_required = $3, updated_at = $4 where workspace_id = $1",
+                "update workspace set password_policy = $2, mfa_required = $3, updated_at = $4, signup_mode = $5
+                 where workspace_id = $1",
             )
             .bind(ws)
             .bind(policy.password.as_str())
             .bind(policy.mfa.as_str())
             .bind(ts(now))
+            .bind(policy.signup.as_str())
             .execute(&mut *c)
             .await
             .db()?

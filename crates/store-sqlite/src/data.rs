@@ -17,7 +17,7 @@ use secureflows_core::{
 };
 
 use secureflows_core::login::password::PasswordPolicy;
-use secureflows_core::login::{Branding, LoginPolicy, MfaRequirement};
+use secureflows_core::login::{Branding, LoginPolicy, MfaRequirement, SignupMode};
 
 use crate::conn::Database;
 use crate::error::SqlResult;
@@ -113,6 +113,7 @@ pub(crate) fn workspace_row(r: &Row<'_>) -> rusqlite::Result<Workspace> {
             password: PasswordPolicy::parse(&r.get::<_, String>(5)?)
                 .ok_or_else(|| bad_column("password_policy"))?,
             mfa: MfaRequirement::parse(&r.get::<_, String>(6)?).ok_or_else(|| bad_column("mfa_required"))?,
+            signup: SignupMode::parse(&r.get::<_, String>(9)?).ok_or_else(|| bad_column("signup_mode"))?,
         },
         branding: Branding {
             color: r.get(7)?,
@@ -208,7 +209,7 @@ impl WorkspaceStore for SqliteStore {
     async fn find_workspace(&self, id: WorkspaceId) -> Result<Option<Workspace>> {
         self.db.read(|c| {
             c.prepare_cached(
-                "select workspace_id, name, plan, created_at, updated_at, password_policy, mfa_required, brand_color, logo_url from workspace where workspace_id = ?1",
+                "select workspace_id, name, plan, created_at, updated_at, password_policy, mfa_required, brand_color, logo_url, signup_mode from workspace where workspace_id = ?1",
             )
             .db()?
             .query_row(params![id.as_uuid()], workspace_row)
@@ -220,7 +221,7 @@ impl WorkspaceStore for SqliteStore {
     async fn list_workspaces(&self) -> Result<Vec<Workspace>> {
         self.db.read(|c| {
             let mut stmt = c
-                .prepare_cached("select workspace_id, name, plan, created_at, updated_at, password_policy, mfa_required, brand_color, logo_url from workspace order by created_at")
+                .prepare_cached("select workspace_id, name, plan, created_at, updated_at, password_policy, mfa_required, brand_color, logo_url, signup_mode from workspace order by created_at")
                 .db()?;
             let rows = stmt.query_map([], workspace_row).db()?;
             rows.collect::<rusqlite::Result<Vec<_>>>().db()

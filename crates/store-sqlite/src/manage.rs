@@ -93,8 +93,9 @@ pub(crate) fn apply_change(
                 return Err(Error::NotFound("workspace"));
             }
             c.execute(
-                "insert into workspace (workspace_id, name, plan, created_at, updated_at, password_policy, mfa_required)
-                 values (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "insert into workspace (workspace_id, name, plan, created_at, updated_at, password_policy, mfa_required,
+                   signup_mode)
+                 values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     ws,
                     w.name,
@@ -103,6 +104,7 @@ pub(crate) fn apply_change(
                     w.updated_at.millis(),
                     w.login_policy.password.as_str(),
                     w.login_policy.mfa.as_str(),
+                    w.login_policy.signup.as_str(),
                 ],
             )
             .db()?;
@@ -131,8 +133,9 @@ pub(crate) fn apply_change(
         Change::SetLoginPolicy(policy) => {
             let n = c
                 .execute(
-                    "update workspace set password_policy = ?2, mfa_required = ?3, updated_at = ?4 where workspace_id = ?1",
-                    params![ws, policy.password.as_str(), policy.mfa.as_str(), now.millis()],
+                    "update workspace set password_policy = ?2, mfa_required = ?3, updated_at = ?4, signup_mode = ?5
+                     where workspace_id = ?1",
+                    params![ws, policy.password.as_str(), policy.mfa.as_str(), now.millis(), policy.signup.as_str()],
                 )
                 .db()?;
             must_change(n, "workspace")?;

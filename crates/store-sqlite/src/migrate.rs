@@ -58,6 +58,11 @@ pub const DATA: &[Migration] = &[
         name: "console_clients",
         sql: include_str!("../migrations/data/0006_console_clients.sql"),
     },
+    Migration {
+        version: 7,
+        name: "signup_mode",
+        sql: include_str!("../migrations/data/0007_signup_mode.sql"),
+    },
 ];
 
 pub const ACCESS: &[Migration] = &[Migration {

@@ -135,11 +135,35 @@ impl Services {
         {
             return Err(Error::Conflict("account-exists"));
         }
+        let phc = password::hash_password(&form.password).await?;
+        let (user, actor) = self
+            .create_password_user(&keys, workspace, &email, form.name.as_deref(), phc, client)
+            .await?;
+        if let Err(e) = self.send_verification(&user).await {
+            tracing::warn!(error = %e, user = %user.id, "the verification e-mail could not be sent");
+        }
+        // A workspace that requires a second factor has the new user set one up first.
+        let step = self
+            .after_first_factor(&keys, &user, vec!["pwd".into()], flow, &actor)
+            .await?;
+        Ok((user, step))
+    }
+
+    /// Creates a member (role USER) with a password hash; `Conflict("account-exists")` if the address
+    /// is taken. Returns the user and the actor that acts as them.
+    pub(crate) async fn create_password_user(
+        &self,
+        keys: &Arc<WorkspaceKeys>,
+        workspace: WorkspaceId,
+        email: &str,
+        name: Option<&str>,
+        phc: String,
+        client: &Actor,
+    ) -> Result<(User, Actor)> {
+        let index = email_index(keys, email);
         let now = self.clock.now();
         let id = UserId::new();
-        let name_sealed = form
-            .name
-            .as_deref()
+        let name_sealed = name
             .map(str::trim)
             .filter(|n| !n.is_empty())
             .map(|n| keys.seal(&name_aad(workspace, id), n.as_bytes()))
@@ -150,20 +174,19 @@ impl Services {
             role: Role::User,
             revision: 1,
             status: UserStatus::Active,
-            email_sealed: Some(seal_email(&keys, workspace, id, &email)?),
+            email_sealed: Some(seal_email(keys, workspace, id, email)?),
             email_index: Some(index.to_vec()),
             name_sealed,
             created_at: now,
             updated_at: now,
         };
-        let phc = password::hash_password(&form.password).await?;
         let mut actor = client.clone();
         actor.kind = ActorKind::EndUser;
         actor.id = Some(id);
         let result = self
             .commit(
                 workspace,
-                &keys,
+                keys,
                 &actor,
                 vec![Change::InsertUser(user.clone()), Change::SetPassword(id, phc)],
                 vec![NewEvent::new("user.sign_up", "user", id).values(
@@ -173,18 +196,10 @@ impl Services {
             )
             .await;
         match result {
-            Ok(()) => {}
-            Err(Error::Conflict(_)) => return Err(Error::Conflict("account-exists")),
-            Err(e) => return Err(e),
+            Ok(()) => Ok((user, actor)),
+            Err(Error::Conflict(_)) => Err(Error::Conflict("account-exists")),
+            Err(e) => Err(e),
         }
-        if let Err(e) = self.send_verification(&user).await {
-            tracing::warn!(error = %e, user = %user.id, "the verification e-mail could not be sent");
-        }
-        // A workspace that requires a second factor has the new user set one up first.
-        let step = self
-            .after_first_factor(&keys, &user, vec!["pwd".into()], flow, &actor)
-            .await?;
-        Ok((user, step))
     }
 
     /// Signs a browser in with e-mail and password (or, with TOTP on, opens the second-factor step).

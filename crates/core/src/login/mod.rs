@@ -23,6 +23,7 @@ pub mod oauth;
 pub mod oidc;
 pub mod passkey;
 pub mod password;
+pub mod signup;
 
 use std::time::Duration;
 
@@ -101,6 +102,36 @@ impl Branding {
     }
 }
 
+/// How sign-up works.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SignupMode {
+    /// The account is made at once and the browser signed in; a taken address is said to be taken.
+    #[default]
+    Immediate,
+    /// The account is made only from a link mailed to the address (when SMTP is configured): every
+    /// sign-up answers "check your e-mail", so the page never tells whether an address has an account.
+    VerifyFirst,
+}
+
+impl SignupMode {
+    /// Stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignupMode::Immediate => "immediate",
+            SignupMode::VerifyFirst => "verify_first",
+        }
+    }
+
+    /// Parses the stable name.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "immediate" => Some(SignupMode::Immediate),
+            "verify_first" => Some(SignupMode::VerifyFirst),
+            _ => None,
+        }
+    }
+}
+
 /// A workspace's sign-in policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LoginPolicy {
@@ -108,6 +139,8 @@ pub struct LoginPolicy {
     pub password: PasswordPolicy,
     /// Who must use a second factor (a plan may require it of everyone too).
     pub mfa: MfaRequirement,
+    /// How sign-up works.
+    pub signup: SignupMode,
 }
 
 /// Hosted-login settings (configuration).

@@ -108,13 +108,15 @@ impl Services {
             .map_err(|_| Error::internal("the WebAuthn relying party"))
     }
 
-    async fn store_ceremony<T: Serialize>(
+    /// Stores sealed single-use state under a new random token, for `ttl`; returns the token.
+    pub(crate) async fn store_ceremony<T: Serialize>(
         &self,
         keys: &WorkspaceKeys,
         workspace: WorkspaceId,
         user: Option<UserId>,
         purpose: CeremonyPurpose,
         state: &T,
+        ttl: Duration,
     ) -> Result<SecretString> {
         let token = secureflows_crypto::random_token("")?;
         let hash = secureflows_crypto::sha256(token.as_bytes()).to_vec();
@@ -130,14 +132,14 @@ impl Services {
                 purpose,
                 state_sealed,
                 created_at: now,
-                expires_at: now.plus(CEREMONY_TTL),
+                expires_at: now.plus(ttl),
             })
             .await?;
         Ok(SecretString::new(token))
     }
 
     /// Takes a ceremony once; `None` if it is unknown, used, expired or for something else.
-    async fn take_ceremony<T: for<'de> Deserialize<'de>>(
+    pub(crate) async fn take_ceremony<T: for<'de> Deserialize<'de>>(
         &self,
         keys: &WorkspaceKeys,
         workspace: WorkspaceId,
@@ -235,6 +237,7 @@ impl Services {
                 Some(user.id),
                 CeremonyPurpose::Register,
                 &state,
+                CEREMONY_TTL,
             )
             .await?;
         let mut options =
@@ -450,7 +453,14 @@ impl Services {
         // A button starts this ceremony, not an autofill field.
         rcr.mediation = None;
         let token = self
-            .store_ceremony(&keys, workspace, None, CeremonyPurpose::SignIn, &state)
+            .store_ceremony(
+                &keys,
+                workspace,
+                None,
+                CeremonyPurpose::SignIn,
+                &state,
+                CEREMONY_TTL,
+            )
             .await?;
         Ok(PasskeyChallenge {
             token,
@@ -551,6 +561,7 @@ impl Services {
                 Some(user.id),
                 CeremonyPurpose::SecondFactor,
                 &state,
+                CEREMONY_TTL,
             )
             .await?;
         Ok(PasskeyChallenge {

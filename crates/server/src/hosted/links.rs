@@ -474,3 +474,62 @@ pub(super) async fn invite_accept(
         Err(e) => internal(e),
     }
 }
+
+/// `GET /w/{ws}/signup/confirm?token=`: the page a verification-first sign-up's link opens (a button,
+/// so that a mail scanner fetching the link creates nothing).
+pub(super) async fn signup_confirm_page(
+    State(state): State<AppState>,
+    Path(workspace): Path<String>,
+    crate::extract::Query(q): crate::extract::Query<TokenQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let ctx = match page_context(&state, &workspace, &headers).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    confirm_page(
+        &ctx,
+        &state,
+        q.token,
+        (
+            "Finish creating your account",
+            "Your e-mail address is confirmed. Create the account to continue.",
+            "signup/confirm",
+            "confirm-signup",
+            "Create my account",
+        ),
+    )
+}
+
+/// `POST /w/{ws}/signup/confirm`: spends the link, creates the account and signs the browser in.
+pub(super) async fn signup_confirm(
+    State(state): State<AppState>,
+    Path(workspace): Path<String>,
+    request: axum::extract::Request,
+) -> Response {
+    let (ctx, form, actor) = match form_post::<TokenForm>(&state, &workspace, request).await {
+        Ok(posted) => posted,
+        Err(r) => return r,
+    };
+    match state
+        .services()
+        .confirm_sign_up(ctx.workspace, &form.token, &actor)
+        .await
+    {
+        Ok((user, step, flow)) => {
+            let flow = flow.map(|f| f.to_string());
+            signed_in(&state, &ctx, flow.as_deref(), &user, step, true).await
+        }
+        Err(Error::NotFound(_)) => bad_link(&ctx, &state),
+        Err(Error::Conflict(_)) => {
+            let page = super::pages::MessagePage {
+                brand: ctx.brand.clone(),
+                heading: "You already have an account".into(),
+                message: "An account with this e-mail address exists already. Sign in instead.".into(),
+                link: Some((format!("/w/{}/login", ctx.workspace), "Sign in".into())),
+            };
+            ctx.finish(&state, render(StatusCode::CONFLICT, &page))
+        }
+        Err(e) => internal(e),
+    }
+}

@@ -27,6 +27,7 @@ use secureflows_core::login::hosted::SignUp;
 use secureflows_core::login::mfa::FirstFactor;
 use secureflows_core::login::oidc::{AuthorizeError, AuthorizeParams, redirect_to};
 use secureflows_core::login::password::PasswordPolicy;
+use secureflows_core::login::signup::SignUpStart;
 use secureflows_core::{AuthFailure, BrowserSession, Error, FlowId, User, WorkspaceId};
 use secureflows_crypto::SecretString;
 use serde::Deserialize;
@@ -112,6 +113,10 @@ pub fn router() -> Router<AppState> {
         .route("/w/{workspace}/brand.css", get(pages::brand_stylesheet))
         .route("/w/{workspace}/login", get(login_page).post(login_submit))
         .route("/w/{workspace}/signup", get(signup_page).post(signup_submit))
+        .route(
+            "/w/{workspace}/signup/confirm",
+            get(links::signup_confirm_page).post(links::signup_confirm),
+        )
         .route("/w/{workspace}/logout", get(logout).post(logout_confirm))
         .route(
             "/w/{workspace}/mfa",
@@ -832,7 +837,7 @@ async fn signup_submit(
     };
     match state
         .services()
-        .sign_up(
+        .start_sign_up(
             ctx.workspace,
             sign_up,
             form.flow.as_deref().and_then(|f| f.parse().ok()),
@@ -840,7 +845,21 @@ async fn signup_submit(
         )
         .await
     {
-        Ok((user, step)) => signed_in(&state, &ctx, form.flow.as_deref(), &user, step, true).await,
+        Ok(SignUpStart::SignedUp(done)) => {
+            let (user, step) = *done;
+            signed_in(&state, &ctx, form.flow.as_deref(), &user, step, true).await
+        }
+        Ok(SignUpStart::CheckEmail) => {
+            let page = MessagePage {
+                brand: ctx.brand.clone(),
+                heading: "Check your e-mail".into(),
+                message: "We sent a message to the address you gave. Open its link to finish; it works for \
+                          30 minutes."
+                    .into(),
+                link: None,
+            };
+            ctx.finish(&state, render(StatusCode::OK, &page))
+        }
         Err(Error::Invalid(errors)) => {
             let messages = errors
                 .into_iter()

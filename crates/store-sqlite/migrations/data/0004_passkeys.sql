@@ -14,12 +14,13 @@ create table passkey (
 create index passkey_user on passkey (workspace_id, user_id);
 
 -- WebAuthn ceremonies in progress: the state that pairs a challenge with its answer, sealed, single-use,
--- found by the SHA-256 of the token in the browser's cookie.
+-- found by the SHA-256 of the token in the browser's cookie. Pending verification-first sign-ups (the
+-- token is in the mailed link) use the same single-use store.
 create table webauthn_ceremony (
     ceremony_hash blob primary key,
     workspace_id blob not null references workspace (workspace_id) on delete cascade,
     user_id blob,
-    purpose text not null check (purpose in ('register', 'sign_in', 'second_factor')),
+    purpose text not null check (purpose in ('register', 'sign_in', 'second_factor', 'sign_up')),
     state_sealed blob not null,
     created_at integer not null,
     expires_at integer not null

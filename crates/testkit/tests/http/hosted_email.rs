@@ -20,6 +20,7 @@ backend_tests!(
     password_reset_ends_other_sessions_and_alerts,
     new_devices_and_breached_passwords_are_reported,
     invitations_are_accepted_on_the_hosted_login,
+    verify_first_sign_up_never_tells_whether_an_address_has_an_account,
 );
 
 async fn app_with_mail(backend: Backend, breached_url: Option<String>) -> (TestApp, SmtpSink) {
@@ -546,5 +547,138 @@ async fn invitations_are_accepted_on_the_hosted_login(backend: Backend) {
     assert_eq!(b.get(&elsewhere).send().await.unwrap().status(), 400);
     app.advance(Duration::from_secs(3601));
     assert_eq!(b.get(&link).send().await.unwrap().status(), 400);
+    app.stop().await;
+}
+
+async fn verify_first_sign_up_never_tells_whether_an_address_has_an_account(backend: Backend) {
+    let (app, smtp) = app_with_mail(backend, None).await;
+    let ws = app.workspace(Plan::Pro).await;
+    let owner = app
+        .console_token(ws, "owner@example.com", secureflows_core::Role::Owner)
+        .await;
+    let r = app
+        .http
+        .patch(format!("{}/api/v1/workspaces", app.url))
+        .bearer_auth(&owner)
+        .json(&serde_json::json!({"login_policy": {"password_policy": "nist", "mfa_required": "off", "signup": "verify_first"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["login_policy"]["signup"], "verify_first");
+    // Old has an account (its own verification mail is message 1).
+    app.services()
+        .sign_up(
+            ws,
+            secureflows_core::login::hosted::SignUp {
+                email: "old@example.com".into(),
+                password: secureflows_crypto::SecretString::new(PASSWORD.into()),
+                name: None,
+            },
+            None,
+            &secureflows_core::audit::Actor::operator(),
+        )
+        .await
+        .unwrap();
+    smtp.wait_for(1).await;
+
+    // A new address and a taken one get the same answer, and no browser is signed in.
+    let sign_up = |email: &'static str| {
+        let app = &app;
+        async move {
+            let b = browser();
+            let page = b
+                .get(format!("{}/w/{ws}/signup", app.url))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let r = b
+                .post(format!("{}/w/{ws}/signup", app.url))
+                .form(&[
+                    ("csrf", csrf_of(&page).as_str()),
+                    ("email", email),
+                    ("password", PASSWORD),
+                ])
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            let signed_in = r.headers().get_all("set-cookie").iter().any(|c| {
+                c.to_str().unwrap().starts_with("sf_sso=") && !c.to_str().unwrap().starts_with("sf_sso=;")
+            });
+            (status, signed_in, r.text().await.unwrap(), b)
+        }
+    };
+    let (new_status, new_signed_in, new_page, b) = sign_up("new@example.com").await;
+    let (old_status, old_signed_in, old_page, _) = sign_up("old@example.com").await;
+    assert_eq!((new_status.as_u16(), old_status.as_u16()), (200, 200));
+    assert!(!new_signed_in && !old_signed_in);
+    assert_eq!(new_page, old_page);
+    assert!(new_page.contains("Check your e-mail"));
+    let keys = app.services().keys.workspace_keys(ws, false).await.unwrap();
+    let index = secureflows_core::auth::callback::email_index(&keys, "new@example.com");
+    assert!(
+        app.services()
+            .stores
+            .users
+            .find_users_by_email(ws, &index)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // The owner of the taken address is told; the new address gets the link that makes the account.
+    let mails = smtp.wait_for(3).await;
+    assert!(
+        mails
+            .iter()
+            .any(|m| m.to.iter().any(|t| t.contains("old@example.com"))
+                && m.text().contains("You already have one"))
+    );
+    let link = latest_link(&smtp, 3, "/signup/confirm?token=").await;
+    let page = b.get(&link).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains(r#"id="confirm-signup""#));
+    let token = query_param(&link, "token").unwrap();
+    let confirm = |b: reqwest::Client, page: String| {
+        let url = format!("{}/w/{ws}/signup/confirm", app.url);
+        let token = token.clone();
+        async move {
+            b.post(url)
+                .form(&[("csrf", csrf_of(&page).as_str()), ("token", token.as_str())])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let r = confirm(b.clone(), page.clone()).await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()
+            .get_all("set-cookie")
+            .iter()
+            .any(|c| c.to_str().unwrap().starts_with("sf_sso="))
+    );
+    let users = app
+        .services()
+        .stores
+        .users
+        .find_users_by_email(ws, &index)
+        .await
+        .unwrap();
+    assert_eq!(users.len(), 1);
+    assert!(
+        app.services()
+            .stores
+            .login
+            .email_verified(ws, users[0].id)
+            .await
+            .unwrap()
+    );
+    // The link works once.
+    assert_eq!(confirm(b, page).await.status(), 400);
     app.stop().await;
 }

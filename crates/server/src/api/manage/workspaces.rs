@@ -7,7 +7,7 @@ use secureflows_api_types::manage as m;
 use secureflows_core::Workspace;
 use secureflows_core::auth::token::IssuedToken;
 use secureflows_core::login::password::PasswordPolicy;
-use secureflows_core::login::{LoginPolicy, MfaRequirement};
+use secureflows_core::login::{LoginPolicy, MfaRequirement, SignupMode};
 
 use crate::extract::{ConsoleAuth, Json};
 use crate::problem::ApiResult;
@@ -28,6 +28,10 @@ pub(crate) fn workspace_dto(w: &Workspace) -> m::Workspace {
                 MfaRequirement::Admins => m::MfaRequired::Admins,
                 MfaRequirement::All => m::MfaRequired::All,
             },
+            signup: Some(match w.login_policy.signup {
+                SignupMode::Immediate => m::SignupModeName::Immediate,
+                SignupMode::VerifyFirst => m::SignupModeName::VerifyFirst,
+            }),
         },
         branding: m::Branding {
             color: w.branding.color.clone(),
@@ -99,6 +103,12 @@ pub async fn update_workspace(
                 m::MfaRequired::Off => MfaRequirement::Off,
                 m::MfaRequired::Admins => MfaRequirement::Admins,
                 m::MfaRequired::All => MfaRequirement::All,
+            },
+            // Absent: unchanged.
+            signup: match policy.signup {
+                Some(m::SignupModeName::Immediate) => SignupMode::Immediate,
+                Some(m::SignupModeName::VerifyFirst) => SignupMode::VerifyFirst,
+                None => workspace.login_policy.signup,
             },
         };
         workspace = services.set_login_policy(&caller, policy).await?;

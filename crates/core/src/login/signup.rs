@@ -1,0 +1,154 @@
+//! Verification-first sign-up (the workspace policy `signup: verify_first`, with SMTP configured).
+//!
+//! Every well-formed sign-up answers the same "check your e-mail", after the same work (the policy and
+//! breach checks, an Argon2id hash, one e-mail), so the page never tells whether an address has an
+//! account:
+//!
+//! * a new address gets a single-use link (30 minutes) to finish: the account is made only then,
+//!   with its address verified, and the browser that opens the link is signed in. What the form held
+//!   (address, name, the password's hash, the pending application request) waits sealed under the
+//!   workspace data key, found by the SHA-256 of the link's token;
+//! * an address with an account gets a notice instead ("you already have an account").
+//!
+//! Without SMTP, or for an anonymous visitor upgrading in place, sign-up stays immediate.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::audit::Actor;
+use crate::auth::callback::email_index;
+use crate::login::SignupMode;
+use crate::login::hosted::{SignUp, normalise_email};
+use crate::login::mfa::FirstFactor;
+use crate::login::password;
+use crate::mail::Mail;
+use crate::{CeremonyPurpose, Error, FlowId, Result, Services, User, WorkspaceId};
+
+/// How long a sign-up link works.
+const SIGNUP_LINK_TTL: Duration = Duration::from_secs(30 * 60);
+
+/// What a sign-up form led to.
+#[derive(Debug)]
+pub enum SignUpStart {
+    /// The account exists and the browser signs in (or gives a second factor).
+    SignedUp(Box<(User, FirstFactor)>),
+    /// "Check your e-mail" (whether or not the address already had an account).
+    CheckEmail,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PendingSignUp {
+    email: String,
+    name: Option<String>,
+    password_hash: String,
+    flow: Option<FlowId>,
+}
+
+impl Services {
+    /// Handles a sign-up form by the workspace's sign-up mode.
+    pub async fn start_sign_up(
+        &self,
+        workspace: WorkspaceId,
+        form: SignUp,
+        flow: Option<FlowId>,
+        client: &Actor,
+    ) -> Result<SignUpStart> {
+        let (found, keys) = self.login_workspace(workspace).await?;
+        let upgrading = match flow {
+            Some(id) => self
+                .find_flow(workspace, id)
+                .await?
+                .is_some_and(|(pending, _)| pending.request.upgrade_user.is_some()),
+            None => false,
+        };
+        if found.login_policy.signup != SignupMode::VerifyFirst || !self.mailer.enabled() || upgrading {
+            let (user, step) = self.sign_up(workspace, form, flow, client).await?;
+            return Ok(SignUpStart::SignedUp(Box::new((user, step))));
+        }
+        let email = normalise_email(&form.email)?;
+        self.check_new_password(found.login_policy.password, &form.password, &email)
+            .await?;
+        let password_hash = password::hash_password(&form.password).await?;
+        let existing = self
+            .stores
+            .users
+            .find_users_by_email(workspace, &email_index(&keys, &email))
+            .await?;
+        let issuer = self.issuer_of(workspace);
+        let mail = if existing.is_empty() {
+            let pending = PendingSignUp {
+                email: email.clone(),
+                name: form.name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()),
+                password_hash,
+                flow,
+            };
+            let token = self
+                .store_ceremony(
+                    &keys,
+                    workspace,
+                    None,
+                    CeremonyPurpose::SignUp,
+                    &pending,
+                    SIGNUP_LINK_TTL,
+                )
+                .await?;
+            Mail {
+                to: email,
+                subject: format!("Finish creating your {} account", found.name),
+                text: format!(
+                    "Open this link to finish creating your account:\n\n{issuer}/signup/confirm?token={}\n\n\
+                     The link works once, for 30 minutes. If you did not ask for it, ignore this message.\n",
+                    token.expose()
+                ),
+            }
+        } else {
+            Mail {
+                to: email,
+                subject: format!("You already have a {} account", found.name),
+                text: format!(
+                    "Someone, perhaps you, asked to create an account with this address. You already have \
+                     one: sign in at {issuer}/login, or choose a new password at {issuer}/forgot.\n\n\
+                     If it was not you, you can ignore this message.\n"
+                ),
+            }
+        };
+        if let Err(e) = self.mailer.send(mail).await {
+            tracing::warn!(error = %e, "a sign-up e-mail could not be sent");
+        }
+        Ok(SignUpStart::CheckEmail)
+    }
+
+    /// Finishes a verification-first sign-up from its link: the account (address verified), the next
+    /// step and the application request it continues. `NotFound` for an unknown, used or expired
+    /// link; `Conflict("account-exists")` if the address got an account meanwhile.
+    pub async fn confirm_sign_up(
+        &self,
+        workspace: WorkspaceId,
+        token: &str,
+        client: &Actor,
+    ) -> Result<(User, FirstFactor, Option<FlowId>)> {
+        let (_, keys) = self.login_workspace(workspace).await?;
+        let Some((_, pending)) = self
+            .take_ceremony::<PendingSignUp>(&keys, workspace, token, CeremonyPurpose::SignUp)
+            .await?
+        else {
+            return Err(Error::NotFound("link"));
+        };
+        let (user, actor) = self
+            .create_password_user(
+                &keys,
+                workspace,
+                &pending.email,
+                pending.name.as_deref(),
+                pending.password_hash,
+                client,
+            )
+            .await?;
+        self.stores.login.set_email_verified(workspace, user.id).await?;
+        let step = self
+            .after_first_factor(&keys, &user, vec!["pwd".into()], pending.flow, &actor)
+            .await?;
+        Ok((user, step, pending.flow))
+    }
+}
