@@ -281,7 +281,8 @@ async fn workspace_policy_requires_strict_passwords_and_a_second_factor(backend:
     let shown = call_ok(&app, "PATCH", "/api/v1/workspaces", &owner, Some(policy), 200).await;
     assert_eq!(
         shown["login_policy"],
-        serde_json::json!({"password_policy": "strict", "mfa_required": "all"})
+        // `signup` was not sent: it stays as it was.
+        serde_json::json!({"password_policy": "strict", "mfa_required": "all", "signup": "immediate"})
     );
     assert_eq!(shown["name"], "Test Workspace");
 
