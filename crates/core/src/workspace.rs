@@ -579,6 +579,12 @@ impl Services {
         if caller.role() != crate::Role::Owner {
             return Err(Error::Forbidden(crate::ForbiddenReason::Role));
         }
+        if policy.signup == crate::login::SignupMode::VerifyFirst && !self.mailer.enabled() {
+            return Err(Error::invalid(
+                "login_policy.signup",
+                "verify_first needs a mail server ([smtp] in the configuration)",
+            ));
+        }
         let old = self.get_workspace(caller.workspace_id()).await?;
         let describe = |p: &crate::login::LoginPolicy| {
             serde_json::json!({

@@ -40,8 +40,9 @@ pub struct HttpJwksSource {
     settings: UpstreamConfig,
     cache: Mutex<HashMap<String, Cached>>,
     fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Issuers' authorization and token endpoints, kept as long as key sets.
-    endpoints: Mutex<HashMap<String, (Instant, UpstreamEndpoints)>>,
+    /// Issuers' authorization and token endpoints, kept as long as key sets; a failure is remembered
+    /// for the back-off time.
+    endpoints: Mutex<HashMap<String, (Instant, Option<UpstreamEndpoints>)>>,
 }
 
 impl std::fmt::Debug for HttpJwksSource {
@@ -269,16 +270,9 @@ async fn read_json<T: serde::de::DeserializeOwned>(mut response: reqwest::Respon
     serde_json::from_slice(&body).map_err(|_| Error::Unavailable("upstream document is not valid"))
 }
 
-#[async_trait]
-impl JwksSource for HttpJwksSource {
-    async fn endpoints(&self, issuer: &str) -> Result<UpstreamEndpoints> {
-        let ttl = Duration::from_secs(self.settings.jwks_cache_secs);
-        if let Ok(cache) = self.endpoints.lock()
-            && let Some((at, found)) = cache.get(issuer)
-            && at.elapsed() < ttl
-        {
-            return Ok(found.clone());
-        }
+impl HttpJwksSource {
+    /// The issuer's code-flow endpoints from its discovery document.
+    async fn fetch_endpoints(&self, issuer: &str) -> Result<UpstreamEndpoints> {
         let discovery = self.discovery(issuer).await?;
         let (Some(authorization_endpoint), Some(token_endpoint)) =
             (discovery.authorization_endpoint, discovery.token_endpoint)
@@ -297,17 +291,36 @@ impl JwksSource for HttpJwksSource {
             }
         }
         self.check_destination(&token_endpoint)?;
-        let found = UpstreamEndpoints {
+        Ok(UpstreamEndpoints {
             authorization_endpoint,
             token_endpoint,
-        };
+        })
+    }
+}
+
+#[async_trait]
+impl JwksSource for HttpJwksSource {
+    async fn endpoints(&self, issuer: &str) -> Result<UpstreamEndpoints> {
+        let ttl = Duration::from_secs(self.settings.jwks_cache_secs);
+        if let Ok(cache) = self.endpoints.lock()
+            && let Some((at, found)) = cache.get(issuer)
+        {
+            match found {
+                Some(found) if at.elapsed() < ttl => return Ok(found.clone()),
+                None if at.elapsed() < FAILURE_BACKOFF => {
+                    return Err(Error::Unavailable("upstream issuer unreachable"));
+                }
+                _ => {}
+            }
+        }
+        let found = self.fetch_endpoints(issuer).await;
         if let Ok(mut cache) = self.endpoints.lock() {
             if cache.len() > 1000 {
                 cache.clear();
             }
-            cache.insert(issuer.to_owned(), (Instant::now(), found.clone()));
+            cache.insert(issuer.to_owned(), (Instant::now(), found.as_ref().ok().cloned()));
         }
-        Ok(found)
+        found
     }
 
     async fn token_request(&self, token_endpoint: &str, form: &[(&str, &str)]) -> Result<serde_json::Value> {

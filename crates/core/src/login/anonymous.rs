@@ -139,18 +139,32 @@ impl Services {
         self.check_new_password(found.login_policy.password, &form.password, &email)
             .await?;
         let phc = password::hash_password(&form.password).await?;
+        self.upgrade_anon(workspace, &keys, anon, &email, phc, client)
+            .await
+    }
+
+    /// Turns the ANON user into a USER with this address and password hash.
+    pub(crate) async fn upgrade_anon(
+        &self,
+        workspace: WorkspaceId,
+        keys: &std::sync::Arc<crate::keyring::WorkspaceKeys>,
+        anon: UserId,
+        email: &str,
+        phc: String,
+        client: &Actor,
+    ) -> Result<User> {
         let mut actor = client.clone();
         actor.kind = ActorKind::EndUser;
         actor.id = Some(anon);
         self.commit(
             workspace,
-            &keys,
+            keys,
             &actor,
             vec![
                 Change::UpgradeUser {
                     user: anon,
-                    email_sealed: seal_email(&keys, workspace, anon, &email)?,
-                    email_index: email_index(&keys, &email).to_vec(),
+                    email_sealed: seal_email(keys, workspace, anon, email)?,
+                    email_index: email_index(keys, email).to_vec(),
                 },
                 Change::SetPassword(anon, phc),
             ],

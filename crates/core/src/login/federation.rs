@@ -79,6 +79,8 @@ pub enum UpstreamFailure {
     /// provider or the account did not verify the address, or the account is an OWNER's or ADMIN's or
     /// has a second factor.
     ExistingAccount,
+    /// Linking from the account page: the provider identity belongs to another member.
+    IdentityTaken,
     /// The account is locked or disabled.
     Locked,
     /// Anything else.
@@ -565,7 +567,7 @@ impl Services {
         let index = identity_index(keys, identity);
         match self.stores.users.find_user_by_identity(workspace, &index).await? {
             Some(owner) if owner.id == user.id => return Ok(()),
-            Some(_) => return Err(UpstreamFailure::ExistingAccount),
+            Some(_) => return Err(UpstreamFailure::IdentityTaken),
             None => {}
         }
         actor.id = Some(user.id);

@@ -422,6 +422,14 @@ impl Services {
         {
             return Err(Error::NotFound("passkey"));
         }
+        // The last factor gone: its recovery codes go too (they would outlive every factor).
+        let status = self.mfa_status(user).await?;
+        if !status.totp && status.passkeys == 0 {
+            self.stores
+                .login
+                .delete_totp(user.workspace_id, user.id, false)
+                .await?;
+        }
         let actor = end_user(client, user);
         self.record(
             user.workspace_id,

@@ -182,6 +182,10 @@ pub(super) async fn callback(
             "An account with this e-mail address exists already, and it cannot be joined to this provider \
              automatically. Sign in with your password, a passkey or an e-mailed link instead.",
         ),
+        Err(UpstreamFailure::IdentityTaken) => refuse(
+            StatusCode::CONFLICT,
+            "That account at the sign-in provider is already linked to another member.",
+        ),
         Err(UpstreamFailure::Locked) => refuse(StatusCode::FORBIDDEN, "This account cannot sign in."),
         Err(UpstreamFailure::Other(Error::Unavailable(what))) => {
             tracing::warn!(reason = what, "an upstream provider could not be reached");

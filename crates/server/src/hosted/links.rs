@@ -493,7 +493,7 @@ pub(super) async fn signup_confirm_page(
         q.token,
         (
             "Finish creating your account",
-            "Your e-mail address is confirmed. Create the account to continue.",
+            "Create the account you asked for. This works only in the browser where you filled in the sign-up form.",
             "signup/confirm",
             "confirm-signup",
             "Create my account",
@@ -507,15 +507,18 @@ pub(super) async fn signup_confirm(
     Path(workspace): Path<String>,
     request: axum::extract::Request,
 ) -> Response {
+    let browser = super::cookie(request.headers(), super::SIGNUP_COOKIE)
+        .unwrap_or_default()
+        .to_owned();
     let (ctx, form, actor) = match form_post::<TokenForm>(&state, &workspace, request).await {
         Ok(posted) => posted,
         Err(r) => return r,
     };
-    match state
+    let done = state
         .services()
-        .confirm_sign_up(ctx.workspace, &form.token, &actor)
-        .await
-    {
+        .confirm_sign_up(ctx.workspace, &form.token, &browser, &actor)
+        .await;
+    let response = match done {
         Ok((user, step, flow)) => {
             let flow = flow.map(|f| f.to_string());
             signed_in(&state, &ctx, flow.as_deref(), &user, step, true).await
@@ -531,5 +534,11 @@ pub(super) async fn signup_confirm(
             ctx.finish(&state, render(StatusCode::CONFLICT, &page))
         }
         Err(e) => internal(e),
-    }
+    };
+    let mut response = response;
+    response.headers_mut().append(
+        axum::http::header::SET_COOKIE,
+        super::set_cookie(&state, ctx.workspace, super::SIGNUP_COOKIE, "", "Strict", Some(0)),
+    );
+    response
 }

@@ -43,6 +43,9 @@ const DEVICE_COOKIE: &str = "sf_device";
 const DEVICE_COOKIE_AGE: u64 = 400 * 24 * 3600;
 /// The pending second-factor step of a sign-in (five minutes).
 const MFA_COOKIE: &str = "sf_mfa";
+/// The browser that asked for a verification-first sign-up (its link finishes only there).
+const SIGNUP_COOKIE: &str = "sf_signup";
+const SIGNUP_COOKIE_AGE: u64 = 30 * 60;
 
 /// Sign-in throttles: per account and per client address.
 #[derive(Debug)]
@@ -814,10 +817,10 @@ async fn signup_submit(
         Err(r) => return r,
     };
     let address = actor.client_ip.clone().unwrap_or_default();
-    if let Err(retry) = state
-        .sign_in_limits()
-        .check(format!("{}:signup", ctx.workspace), address)
-    {
+    if let Err(retry) = state.sign_in_limits().check(
+        format!("{}:signup:{}", ctx.workspace, form.email.trim().to_lowercase()),
+        address,
+    ) {
         let page = signup_form(
             &ctx,
             form.flow,
@@ -849,16 +852,28 @@ async fn signup_submit(
             let (user, step) = *done;
             signed_in(&state, &ctx, form.flow.as_deref(), &user, step, true).await
         }
-        Ok(SignUpStart::CheckEmail) => {
+        Ok(SignUpStart::CheckEmail(secret)) => {
             let page = MessagePage {
                 brand: ctx.brand.clone(),
                 heading: "Check your e-mail".into(),
-                message: "We sent a message to the address you gave. Open its link to finish; it works for \
-                          30 minutes."
+                message: "We sent a message to the address you gave. Open its link in this browser to \
+                          finish; it works for 30 minutes."
                     .into(),
                 link: None,
             };
-            ctx.finish(&state, render(StatusCode::OK, &page))
+            let mut response = render(StatusCode::OK, &page);
+            response.headers_mut().append(
+                header::SET_COOKIE,
+                set_cookie(
+                    &state,
+                    ctx.workspace,
+                    SIGNUP_COOKIE,
+                    secret.expose(),
+                    "Strict",
+                    Some(SIGNUP_COOKIE_AGE),
+                ),
+            );
+            ctx.finish(&state, response)
         }
         Err(Error::Invalid(errors)) => {
             let messages = errors

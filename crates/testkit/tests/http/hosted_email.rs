@@ -607,6 +607,10 @@ async fn verify_first_sign_up_never_tells_whether_an_address_has_an_account(back
                 .await
                 .unwrap();
             let status = r.status();
+            let binds = r.headers().get_all("set-cookie").iter().any(|c| {
+                c.to_str().unwrap().starts_with("sf_signup=") && c.to_str().unwrap().contains("HttpOnly")
+            });
+            assert!(binds, "the browser that asked is the one that can finish");
             let signed_in = r.headers().get_all("set-cookie").iter().any(|c| {
                 c.to_str().unwrap().starts_with("sf_sso=") && !c.to_str().unwrap().starts_with("sf_sso=;")
             });
@@ -680,5 +684,44 @@ async fn verify_first_sign_up_never_tells_whether_an_address_has_an_account(back
     );
     // The link works once.
     assert_eq!(confirm(b, page).await.status(), 400);
+
+    // A link opened in another browser than the one that filled in the form does nothing (and is
+    // spent): someone who signs up with another person's address cannot have them finish it.
+    let (_, _, _, b3) = sign_up("third@example.com").await;
+    let mails = smtp.wait_for(4).await;
+    let third = mails
+        .iter()
+        .rev()
+        .find(|m| m.to.iter().any(|t| t.contains("third@example.com")))
+        .map(|m| link_in(&m.text()))
+        .unwrap();
+    let token = query_param(&third, "token").unwrap();
+    let other = browser();
+    let page = other.get(&third).send().await.unwrap().text().await.unwrap();
+    let r = other
+        .post(format!("{}/w/{ws}/signup/confirm", app.url))
+        .form(&[("csrf", csrf_of(&page).as_str()), ("token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let page = b3.get(&third).send().await.unwrap().text().await.unwrap();
+    let r = b3
+        .post(format!("{}/w/{ws}/signup/confirm", app.url))
+        .form(&[("csrf", csrf_of(&page).as_str()), ("token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let index = secureflows_core::auth::callback::email_index(&keys, "third@example.com");
+    assert!(
+        app.services()
+            .stores
+            .users
+            .find_users_by_email(ws, &index)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     app.stop().await;
 }
