@@ -21,6 +21,7 @@ backend_tests!(
     new_devices_and_breached_passwords_are_reported,
     invitations_are_accepted_on_the_hosted_login,
     verify_first_sign_up_never_tells_whether_an_address_has_an_account,
+    verify_first_sign_up_upgrades_an_anonymous_visitor,
 );
 
 async fn app_with_mail(backend: Backend, breached_url: Option<String>) -> (TestApp, SmtpSink) {
@@ -723,5 +724,134 @@ async fn verify_first_sign_up_never_tells_whether_an_address_has_an_account(back
             .unwrap()
             .is_empty()
     );
+    app.stop().await;
+}
+
+async fn verify_first_sign_up_upgrades_an_anonymous_visitor(backend: Backend) {
+    let (app, smtp) = app_with_mail(backend, None).await;
+    let ws = app.workspace(Plan::Pro).await;
+    let owner = app
+        .console_token(ws, "owner@example.com", secureflows_core::Role::Owner)
+        .await;
+    let policy = serde_json::json!({"login_policy": {"password_policy": "nist", "mfa_required": "off", "signup": "verify_first"}});
+    call_ok(&app, "PATCH", "/api/v1/workspaces", &owner, Some(policy), 200).await;
+    let client = app
+        .services()
+        .create_application(
+            ws,
+            secureflows_core::workspace::NewApplication {
+                name: "Shop".into(),
+                public: true,
+                allow_anonymous: true,
+                redirect_uris: vec!["https://app.example/cb".into()],
+                ..Default::default()
+            },
+            &secureflows_core::audit::Actor::operator(),
+        )
+        .await
+        .unwrap()
+        .0;
+    let r = app
+        .http
+        .post(format!("{}/api/v1/auth/anonymous", app.url))
+        .json(&serde_json::json!({"client_id": client.id.to_string()}))
+        .send()
+        .await
+        .unwrap();
+    let anon_token = r.json::<serde_json::Value>().await.unwrap()["sessionToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.client
+        .session(anon_token.clone())
+        .set("cart", "application/json", "{\"items\":3}")
+        .await
+        .unwrap();
+    let r = app
+        .http
+        .post(format!("{}/api/v1/auth/upgrade", app.url))
+        .bearer_auth(&anon_token)
+        .send()
+        .await
+        .unwrap();
+    let upgrade = r.json::<serde_json::Value>().await.unwrap()["upgrade"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Sign-up in the upgrade flow answers "check your e-mail" too; the link finishes the upgrade.
+    let b = browser();
+    let (verifier, challenge) = pkce();
+    let r = b
+        .get(authorize_url(
+            &app,
+            ws,
+            &client,
+            &challenge,
+            &format!("&upgrade={upgrade}"),
+        ))
+        .send()
+        .await
+        .unwrap();
+    let signup = location(&r);
+    let flow = query_param(&format!("{}{signup}", app.url), "flow").unwrap();
+    let page = b
+        .get(format!("{}{signup}", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let r = b
+        .post(format!("{}/w/{ws}/signup", app.url))
+        .form(&[
+            ("csrf", csrf_of(&page).as_str()),
+            ("flow", &flow),
+            ("email", "pia@example.com"),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("Check your e-mail"));
+    let link = latest_link(&smtp, 1, "/signup/confirm?token=").await;
+    let page = b.get(&link).send().await.unwrap().text().await.unwrap();
+    let r = b
+        .post(format!("{}/w/{ws}/signup/confirm", app.url))
+        .form(&[
+            ("csrf", csrf_of(&page).as_str()),
+            ("token", query_param(&link, "token").unwrap().as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let back = location(&r);
+    assert!(back.starts_with("https://app.example/cb?code="), "{back}");
+    let r = app
+        .http
+        .post(format!("{}/api/v1/auth/callback", app.url))
+        .json(&serde_json::json!({"code": query_param(&back, "code").unwrap(), "code_verifier": verifier}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let token = r.json::<serde_json::Value>().await.unwrap()["sessionToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The same user: the vault is intact, and the anonymous token stopped.
+    let user = app.client.session(token);
+    assert_eq!(&user.get("cart").await.unwrap().bytes[..], b"{\"items\":3}");
+    let r = app
+        .http
+        .get(format!("{}/api/v1/sessions", app.url))
+        .bearer_auth(&anon_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
     app.stop().await;
 }
