@@ -30,8 +30,10 @@ use crate::auth::upstream::{UpstreamIdentity, verify_id_token};
 use crate::console::ConsoleCaller;
 use crate::keyring::WorkspaceKeys;
 use crate::login::mfa::FirstFactor;
+use crate::login::oidc::pkce_s256;
 use crate::login::workspace_issuer;
 use crate::store::Change;
+use crate::workspace::validate_issuer;
 use crate::{
     Error, FieldError, FlowId, IdentityProvider, ProviderId, ProviderKind, Result, Role, Services,
     UpstreamTrust, User, UserId, UserStatus, WorkspaceId,
@@ -154,23 +156,19 @@ fn secret_aad(workspace: WorkspaceId, provider: ProviderId) -> Aad {
         .field(provider.as_uuid().as_bytes())
 }
 
-fn pkce_s256(verifier: &str) -> String {
-    URL_SAFE_NO_PAD.encode(secureflows_crypto::sha256(verifier.as_bytes()))
+/// A link that met another link of the same identity (two first sign-ins at once): no link.
+fn link_conflict(e: Error) -> UpstreamFailure {
+    match e {
+        Error::Conflict(_) => UpstreamFailure::ExistingAccount,
+        e => UpstreamFailure::Other(e),
+    }
 }
 
 /// An issuer URL as OpenID Connect Discovery needs it: http(s), a host, no query or fragment. It is
 /// kept exactly as given (a trailing slash included): ID tokens must name it exactly.
 fn parse_issuer(issuer: &str) -> Option<String> {
     let issuer = issuer.trim();
-    let url = url::Url::parse(issuer).ok()?;
-    let ok = matches!(url.scheme(), "https" | "http")
-        && url.host_str().is_some()
-        && url.query().is_none()
-        && url.fragment().is_none()
-        && url.username().is_empty()
-        && url.password().is_none()
-        && issuer.len() <= 512;
-    ok.then(|| issuer.to_owned())
+    (validate_issuer(issuer) && issuer.len() <= 512).then(|| issuer.to_owned())
 }
 
 fn printable(text: &str, max: usize) -> bool {
@@ -523,25 +521,12 @@ impl Services {
         // Two first sign-ins of the same identity at once: one links, the other meets the link.
         self.commit(workspace, &keys, &actor, changes, events)
             .await
-            .map_err(|e| match e {
-                Error::Conflict(_) => UpstreamFailure::ExistingAccount,
-                e => UpstreamFailure::Other(e),
-            })?;
+            .map_err(link_conflict)?;
         if event == "user.sign_up" && identity.email_verified {
             self.stores.login.set_email_verified(workspace, user.id).await?;
         }
         if event == "user.identity_link" {
-            self.alert(
-                &keys,
-                &user,
-                "A sign-in method was linked to your account",
-                &format!(
-                    "You can now also sign in with {}. If this was not you, sign in, change your password \
-                     and contact the administrators.",
-                    provider.name
-                ),
-            )
-            .await;
+            self.alert_linked(&keys, &user, &provider).await;
         }
         let step = self
             .after_first_factor(&keys, &user, vec!["fed".to_owned()], pending.flow, &actor)
@@ -582,22 +567,20 @@ impl Services {
             )],
         )
         .await
-        .map_err(|e| match e {
-            Error::Conflict(_) => UpstreamFailure::ExistingAccount,
-            e => UpstreamFailure::Other(e),
-        })?;
-        self.alert(
-            keys,
-            user,
-            "A sign-in method was linked to your account",
-            &format!(
-                "You can now also sign in with {}. If this was not you, sign in, change your password and \
-                 contact the administrators.",
-                provider.name
-            ),
-        )
-        .await;
+        .map_err(link_conflict)?;
+        self.alert_linked(keys, user, provider).await;
         Ok(())
+    }
+
+    /// Tells the user that a provider identity was linked to their account.
+    async fn alert_linked(&self, keys: &WorkspaceKeys, user: &User, provider: &IdentityProvider) {
+        let text = format!(
+            "You can now also sign in with {}. If this was not you, sign in, change your password and contact \
+             the administrators.",
+            provider.name
+        );
+        self.alert(keys, user, "A sign-in method was linked to your account", &text)
+            .await;
     }
 
     /// The user of an upstream identity and the event that records how: a known identity

@@ -153,7 +153,7 @@ fn is_native_redirect(uri: &str) -> bool {
 }
 
 /// `BASE64URL(SHA-256(verifier))` (RFC 7636 §4.6).
-fn pkce_s256(verifier: &str) -> String {
+pub(crate) fn pkce_s256(verifier: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secureflows_crypto::sha256(verifier.as_bytes()))
 }

@@ -4,6 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
+use secureflows_core::login::links::LinkSignIn;
 use secureflows_core::login::mfa::{FirstFactor, MfaStatus};
 use secureflows_core::{AuthFailure, BrowserSession, Error, User};
 use secureflows_crypto::SecretString;
@@ -196,28 +197,7 @@ pub(super) async fn required_confirm(
         .complete_required_totp(ctx.workspace, &pending, &form.code, &actor)
         .await
     {
-        Ok((signed, codes)) => {
-            let FirstFactor::SignedIn(login) = &signed.step else {
-                return internal(Error::internal("not signed in"));
-            };
-            // With a pending authorization request, the sign-in page continues it (single sign-on).
-            let next = match signed.flow {
-                Some(flow) => format!("/w/{}/login?flow={flow}", ctx.workspace),
-                None => format!("/w/{}/account", ctx.workspace),
-            };
-            let page = RecoveryCodesPage {
-                brand: ctx.brand.clone(),
-                notice: None,
-                codes,
-                account_link: next,
-            };
-            let mut response = render(StatusCode::OK, &page);
-            response.headers_mut().append(
-                header::SET_COOKIE,
-                set_cookie(&state, ctx.workspace, MFA_COOKIE, "", "Strict", Some(0)),
-            );
-            super::finish_sign_in(&state, &ctx, &signed.user, login, false, response).await
-        }
+        Ok((signed, codes)) => enrolled(&state, &ctx, signed, codes, None).await,
         Err(Error::Invalid(_)) => ctx.finish(
             &state,
             error_page(
@@ -229,6 +209,33 @@ pub(super) async fn required_confirm(
         Err(Error::NotFound(_)) => sign_in_again(&ctx, &state),
         Err(e) => internal(e),
     }
+}
+
+/// A required second factor was just enrolled: the browser is signed in and sees its recovery codes
+/// once, with the way on (the application's request, if any, else the account page).
+pub(super) async fn enrolled(
+    state: &AppState,
+    ctx: &PageContext,
+    signed: LinkSignIn,
+    codes: Vec<String>,
+    notice: Option<String>,
+) -> Response {
+    let FirstFactor::SignedIn(login) = &signed.step else {
+        return internal(Error::internal("not signed in"));
+    };
+    // With a pending authorization request, the sign-in page continues it (single sign-on).
+    let next = match signed.flow {
+        Some(flow) => format!("/w/{}/login?flow={flow}", ctx.workspace),
+        None => format!("/w/{}/account", ctx.workspace),
+    };
+    let page = RecoveryCodesPage {
+        brand: ctx.brand.clone(),
+        notice,
+        codes,
+        account_link: next,
+    };
+    let response = clear_mfa_cookie(state, ctx, render(StatusCode::OK, &page));
+    super::finish_sign_in(state, ctx, &signed.user, login, false, response).await
 }
 
 fn setup_page(

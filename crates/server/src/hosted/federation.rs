@@ -6,7 +6,9 @@
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
-use secureflows_core::login::federation::{UpstreamCallback, UpstreamFailure, UpstreamOutcome};
+use secureflows_core::login::federation::{
+    UpstreamCallback, UpstreamFailure, UpstreamOutcome, UpstreamStart,
+};
 use secureflows_core::{Error, ProviderId};
 use serde::Deserialize;
 
@@ -21,6 +23,23 @@ use crate::state::AppState;
 
 const UPSTREAM_COOKIE: &str = "sf_upstream";
 const UPSTREAM_AGE: u64 = 600;
+
+/// Sends the browser to the provider with the pending sign-in in its cookie.
+fn to_provider(state: &AppState, ctx: &PageContext, started: &UpstreamStart) -> Response {
+    let mut response = see_other(&started.authorization_url);
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(
+            state,
+            ctx.workspace,
+            UPSTREAM_COOKIE,
+            started.cookie.expose(),
+            "Lax",
+            Some(UPSTREAM_AGE),
+        ),
+    );
+    ctx.finish(state, response)
+}
 
 fn clear(state: &AppState, ctx: &PageContext, mut response: Response) -> Response {
     response.headers_mut().append(
@@ -60,21 +79,7 @@ pub(super) async fn start(
         .start_upstream_login(ctx.workspace, provider, flow)
         .await
     {
-        Ok(started) => {
-            let mut response = see_other(&started.authorization_url);
-            response.headers_mut().append(
-                header::SET_COOKIE,
-                set_cookie(
-                    &state,
-                    ctx.workspace,
-                    UPSTREAM_COOKIE,
-                    started.cookie.expose(),
-                    "Lax",
-                    Some(UPSTREAM_AGE),
-                ),
-            );
-            ctx.finish(&state, response)
-        }
+        Ok(started) => to_provider(&state, &ctx, &started),
         Err(Error::NotFound(_)) => unknown(),
         Err(Error::Unavailable(what)) => {
             tracing::warn!(reason = what, "an upstream provider could not be reached");
@@ -234,21 +239,7 @@ pub(super) async fn link_start(
         return account_view(&state, &ctx, &session, &user, refused).await;
     };
     match state.services().start_upstream_link(&user, provider).await {
-        Ok(started) => {
-            let mut response = see_other(&started.authorization_url);
-            response.headers_mut().append(
-                header::SET_COOKIE,
-                set_cookie(
-                    &state,
-                    ctx.workspace,
-                    UPSTREAM_COOKIE,
-                    started.cookie.expose(),
-                    "Lax",
-                    Some(UPSTREAM_AGE),
-                ),
-            );
-            ctx.finish(&state, response)
-        }
+        Ok(started) => to_provider(&state, &ctx, &started),
         Err(Error::NotFound(_)) => {
             let refused = Notice::Refused(StatusCode::NOT_FOUND, "There is no such sign-in provider.");
             account_view(&state, &ctx, &session, &user, refused).await

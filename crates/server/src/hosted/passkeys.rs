@@ -14,7 +14,9 @@ use axum::response::{IntoResponse, Response};
 use secureflows_core::{AuthFailure, Error, PasskeyId};
 use serde::Deserialize;
 
-use super::account::{Notice, account_post, account_view, clear_mfa_cookie, mfa_form, sign_in_again};
+use super::account::{
+    Notice, account_post, account_view, clear_mfa_cookie, enrolled, mfa_form, sign_in_again,
+};
 use super::pages::{LoginPage, RecoveryCodesPage, render};
 use super::{
     CsrfForm, MFA_COOKIE, PageContext, continue_flow, cookie, finish_sign_in, form_post, internal,
@@ -380,22 +382,8 @@ pub(super) async fn enrol(
         .await
     {
         Ok((signed, codes)) => {
-            let secureflows_core::login::mfa::FirstFactor::SignedIn(login) = &signed.step else {
-                return internal(Error::internal("not signed in"));
-            };
-            // With a pending authorization request, the sign-in page continues it (single sign-on).
-            let next = match signed.flow {
-                Some(flow) => format!("/w/{}/login?flow={flow}", ctx.workspace),
-                None => format!("/w/{}/account", ctx.workspace),
-            };
-            let page = RecoveryCodesPage {
-                brand: ctx.brand.clone(),
-                notice: Some("The passkey was added.".into()),
-                codes,
-                account_link: next,
-            };
-            let response = clear_mfa_cookie(&state, &ctx, render(StatusCode::OK, &page));
-            finish_sign_in(&state, &ctx, &signed.user, login, false, response).await
+            let notice = Some("The passkey was added.".to_owned());
+            enrolled(&state, &ctx, signed, codes, notice).await
         }
         Err(Error::Invalid(_) | Error::Conflict(_)) => ctx.finish(
             &state,

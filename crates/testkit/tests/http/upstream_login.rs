@@ -80,6 +80,14 @@ async fn follow(app: &TestApp, b: &reqwest::Client, mut url: String) -> reqwest:
     panic!("too many redirects");
 }
 
+/// A new browser that pressed "Continue with" (`start`) and is at the provider's sign-in page.
+async fn start_at_provider(app: &TestApp, start: &str) -> (reqwest::Client, reqwest::Response) {
+    let b = browser();
+    let r = b.get(format!("{}{start}", app.url)).send().await.unwrap();
+    let login = follow(app, &b, location(&r)).await;
+    (b, login)
+}
+
 /// Signs in at the provider's page (the browser is at its login page).
 async fn provider_password(
     app: &TestApp,
@@ -223,9 +231,7 @@ async fn upstream_provider_signs_in_links_verified_addresses_only(backend: Backe
     // Carol's address is not verified by the provider: her account here is made without it, so it can
     // never claim (or be found as) the owner of that address.
     sign_up(&app, upstream, "carol@example.com").await;
-    let b = browser();
-    let r = b.get(format!("{}{start}", app.url)).send().await.unwrap();
-    let login = follow(&app, &b, location(&r)).await;
+    let (b, login) = start_at_provider(&app, &start).await;
     assert_eq!(
         provider_password(&app, &b, login, "carol@example.com")
             .await
@@ -273,9 +279,7 @@ async fn upstream_provider_signs_in_links_verified_addresses_only(backend: Backe
         .set_email_verified(upstream, alice_there.id)
         .await
         .unwrap();
-    let b = browser();
-    let r = b.get(format!("{}{start}", app.url)).send().await.unwrap();
-    let login = follow(&app, &b, location(&r)).await;
+    let (b, login) = start_at_provider(&app, &start).await;
     assert_eq!(
         provider_password(&app, &b, login, "alice@example.com")
             .await
@@ -307,9 +311,7 @@ async fn upstream_provider_signs_in_links_verified_addresses_only(backend: Backe
         .set_email_verified(upstream, root_there.id)
         .await
         .unwrap();
-    let b = browser();
-    let r = b.get(format!("{}{start}", app.url)).send().await.unwrap();
-    let login = follow(&app, &b, location(&r)).await;
+    let (b, login) = start_at_provider(&app, &start).await;
     assert_eq!(
         provider_password(&app, &b, login, "root@example.com")
             .await
@@ -388,9 +390,7 @@ async fn upstream_provider_signs_in_links_verified_addresses_only(backend: Backe
             .unwrap()
             .contains("The provider account is linked")
     );
-    let b = browser();
-    let r = b.get(format!("{}{start}", app.url)).send().await.unwrap();
-    let login = follow(&app, &b, location(&r)).await;
+    let (b, login) = start_at_provider(&app, &start).await;
     let signed = provider_password(&app, &b, login, "root@example.com").await;
     assert_eq!(signed.status(), 200);
     let account = b
