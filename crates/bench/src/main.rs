@@ -46,6 +46,10 @@ struct Args {
     /// Drive only the first N seeded users (0: all of them); for finding where time goes.
     #[arg(long, default_value_t = 0)]
     hot_users: usize,
+    /// Seconds of a mixed phase after GET and SET (80 % GET, 20 % SET), sampling the size of SQLite's
+    /// write-ahead log every second; 0: none. Use 600 or more to show the log stays bounded.
+    #[arg(long, default_value_t = 0)]
+    mixed: u64,
     /// PostgreSQL admin URL (a fresh database is created and dropped).
     #[arg(
         long,
@@ -129,6 +133,16 @@ fn write_script(
     method: &str,
     value_size: usize,
 ) -> anyhow::Result<()> {
+    let request = match method {
+        "GET" => "wrk.format(\"GET\", PATH_PREFIX .. key, headers)",
+        "POST" => "wrk.format(\"POST\", PATH_PREFIX .. key, headers, body)",
+        // 80 % reads, 20 % writes of the same keys (PATH_PREFIX is unused).
+        "MIXED" => {
+            "(math.random() < 0.2) and wrk.format(\"POST\", \"/api/v1/sessions/set/k\" .. key, headers, body) \
+             or wrk.format(\"GET\", \"/api/v1/sessions/get/k\" .. key, headers)"
+        }
+        _ => bail!("unknown method"),
+    };
     let mut lua = String::with_capacity(tokens.len() * 1000);
     lua.push_str("local tokens = {\n");
     for t in tokens {
@@ -141,13 +155,8 @@ fn write_script(
     ));
     lua.push_str("local thread_id = 0\nsetup = function(thread) thread_id = thread_id + 1; thread:set(\"seed\", thread_id) end\n");
     lua.push_str("init = function(args) math.randomseed(tonumber(seed or 1) * 7919) end\n");
-    let request = match method {
-        "GET" => "wrk.format(\"GET\", path, headers)",
-        "POST" => "wrk.format(\"POST\", path, headers, body)",
-        _ => bail!("unknown method"),
-    };
     lua.push_str(&format!(
-        "request = function()\n  local headers = {{ [\"Authorization\"] = tokens[math.random(#tokens)], [\"Content-Type\"] = \"application/octet-stream\" }}\n  local path = PATH_PREFIX .. (math.random(nkeys) - 1)\n  return {request}\nend\n"
+        "request = function()\n  local headers = {{ [\"Authorization\"] = tokens[math.random(#tokens)], [\"Content-Type\"] = \"application/octet-stream\" }}\n  local key = (math.random(nkeys) - 1)\n  return {request}\nend\n"
     ));
     lua.push_str(
         r#"done = function(summary, latency, requests)
@@ -163,6 +172,16 @@ end
 }
 
 fn run_wrk(args: &Args, url: &str, script: &Path, path_prefix: &str) -> anyhow::Result<LoadResult> {
+    run_wrk_for(args, args.duration, url, script, path_prefix)
+}
+
+fn run_wrk_for(
+    args: &Args,
+    seconds: u64,
+    url: &str,
+    script: &Path,
+    path_prefix: &str,
+) -> anyhow::Result<LoadResult> {
     let script_text = std::fs::read_to_string(script)?;
     let with_prefix = format!("PATH_PREFIX = {}\n{script_text}", lua_string(path_prefix));
     let final_script = script.with_extension("run.lua");
@@ -171,7 +190,7 @@ fn run_wrk(args: &Args, url: &str, script: &Path, path_prefix: &str) -> anyhow::
         .args([
             &format!("-t{}", args.threads),
             &format!("-c{}", args.connections),
-            &format!("-d{}s", args.duration),
+            &format!("-d{seconds}s"),
             "--timeout",
             "10s",
             "-s",
@@ -394,6 +413,85 @@ async fn bench_backend(args: &Args, backend: &Backend, bare: &LoadResult) -> any
         u64::from(args.users) * u64::from(args.keys),
         after_get,
         rss_mb(pid)
+    );
+    if args.mixed > 0 {
+        mixed_phase(args, backend, &url, driven, work.path(), &data_dir, pid, bare)?;
+    }
+    Ok(())
+}
+
+/// Sustained mixed load (80 % GET, 20 % SET of `value_size` bytes), sampling every second the size of
+/// SQLite's write-ahead log (`secureflows.db-wal`) and of the database: the log must stay bounded
+/// however long the load lasts.
+#[allow(clippy::too_many_arguments)]
+fn mixed_phase(
+    args: &Args,
+    backend: &Backend,
+    url: &str,
+    tokens: &[String],
+    work: &Path,
+    data_dir: &Path,
+    pid: u32,
+    bare: &LoadResult,
+) -> anyhow::Result<()> {
+    let script = work.join("mixed.lua");
+    write_script(&script, tokens, args.keys, "MIXED", args.value_size)?;
+    let wal = data_dir.join("secureflows.db-wal");
+    let db = data_dir.join("secureflows.db");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+            let (mut peak, mut samples, mut sum) = (0u64, 0u64, 0u64);
+            let mut minute_peaks = Vec::new();
+            let mut minute_peak = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let now = size(&wal);
+                peak = peak.max(now);
+                minute_peak = minute_peak.max(now);
+                sum += now;
+                samples += 1;
+                if samples % 60 == 0 {
+                    minute_peaks.push(minute_peak);
+                    minute_peak = 0;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            (peak, sum / samples.max(1), size(&wal), size(&db), minute_peaks)
+        })
+    };
+    let mixed = run_wrk_for(args, args.mixed, url, &script, "")?;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (peak, mean, last, db_size, minute_peaks) = sampler
+        .join()
+        .map_err(|_| anyhow::anyhow!("the write-ahead log sampler failed"))?;
+    print_row(
+        &format!("{} mixed 80/20 for {} s", backend.name, args.mixed),
+        &mixed,
+        Some(bare),
+    );
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    if backend.name == "sqlite" {
+        println!(
+            "  {}: write-ahead log peak {:.1} MiB, mean {:.1} MiB, at the end {:.1} MiB (database {:.1} MiB); \
+             peak per minute: {}",
+            backend.name,
+            mib(peak),
+            mib(mean),
+            mib(last),
+            mib(db_size),
+            minute_peaks
+                .iter()
+                .map(|p| format!("{:.0}", mib(*p)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
+    println!(
+        "  {}: peak RSS {:.1} MB after the mixed phase",
+        backend.name,
+        peak_rss_mb(pid)
     );
     Ok(())
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use crate::audit::{self, Actor, ActorKind, NewEvent};
 use crate::auth::callback::{email_index, open_email, seal_email};
 use crate::auth::token::{IssuedToken, TokenKind, VerifiedToken, console_audience};
+use crate::email::EmailAddress;
 use crate::keyring::WorkspaceKeys;
 use crate::store::{Change, ChangeSet};
 use crate::{
@@ -77,18 +78,19 @@ impl ConsoleCaller {
 
 /// A checked e-mail address: trimmed, 3 to 254 characters, one `@` with something on each side, no
 /// whitespace or control characters. Not a full RFC 5322 parser: delivery is the real check.
-pub fn parse_email(field: &str, email: &str) -> Result<String> {
-    let email = email.trim();
-    let valid = (3..=254).contains(&email.len())
-        && email.split('@').count() == 2
-        && !email.starts_with('@')
-        && !email.ends_with('@')
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
-    if valid {
-        Ok(email.to_owned())
-    } else {
-        Err(Error::invalid(field, "must be an e-mail address"))
-    }
+pub fn parse_email(field: &str, email: &str) -> Result<EmailAddress> {
+    EmailAddress::parse(email).map_err(|e| match e {
+        Error::Invalid(errors) => Error::Invalid(
+            errors
+                .into_iter()
+                .map(|mut e| {
+                    e.field = field.to_owned();
+                    e
+                })
+                .collect(),
+        ),
+        other => other,
+    })
 }
 
 /// Upper bound of console token lifetimes.
@@ -238,13 +240,7 @@ impl Services {
         let mut attempt = 0;
         let (user, session) = loop {
             attempt += 1;
-            let existing = self
-                .stores
-                .users
-                .find_users_by_email(workspace, &index)
-                .await?
-                .into_iter()
-                .next();
+            let existing = self.stores.users.find_user_by_email(workspace, &index).await?;
             let plan = plan_console_member(workspace, &keys, &email, role, ttl, existing, self.clock.now())?;
             match self
                 .commit(workspace, &keys, actor, plan.changes, plan.events)
@@ -290,6 +286,7 @@ impl Services {
             .as_deref()
             .map(|sealed| open_email(&caller.keys, me.workspace_id, me.id, sealed))
             .transpose()?
+            .and_then(|stored| EmailAddress::parse(&stored).ok())
             .ok_or_else(|| {
                 Error::invalid(
                     "email",
@@ -443,7 +440,7 @@ struct ConsoleMemberPlan {
 fn plan_console_member(
     workspace: WorkspaceId,
     keys: &WorkspaceKeys,
-    email: &str,
+    email: &EmailAddress,
     role: Role,
     ttl: Duration,
     existing: Option<User>,
@@ -556,6 +553,7 @@ pub fn invalidation_of(workspace: WorkspaceId, change: &Change) -> Option<Invali
         | Change::DeleteIdentityProvider(_)
         | Change::LinkIdentity(..)
         | Change::ExpectRole(..)
+        | Change::EndSignInLockout(_)
         | Change::InsertSupport(_) => {
             return None;
         }
@@ -568,7 +566,7 @@ mod tests {
 
     #[test]
     fn emails() {
-        assert_eq!(parse_email("e", " a@b.example ").unwrap(), "a@b.example");
+        assert_eq!(parse_email("e", " a@b.example ").unwrap().as_str(), "a@b.example");
         for bad in ["", "a", "@b", "a@", "a@@b", "a b@c", "a@b\u{7}c"] {
             assert!(parse_email("e", bad).is_err(), "{bad:?}");
         }

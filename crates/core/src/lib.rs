@@ -11,6 +11,8 @@ pub mod auth;
 pub mod cache;
 mod clock;
 pub mod console;
+pub mod email;
+pub mod email_rule;
 mod error;
 mod ids;
 pub mod keyring;
@@ -26,6 +28,7 @@ pub mod vault;
 pub mod workspace;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use email::EmailAddress;
 pub use error::{AuthFailure, Error, FieldError, ForbiddenReason, LimitKind, Result};
 pub use ids::{
     ApplicationId, BrowserSessionId, FamilyId, FlowId, InviteId, PasskeyId, ProviderId, SessionId, UserId,

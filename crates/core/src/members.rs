@@ -149,35 +149,64 @@ impl Services {
         self.open_member(&caller.keys, user)
     }
 
-    /// Locks or unlocks a member. Locking ends every session of theirs at once.
+    /// Locks or unlocks a member. Locking ends every session of theirs at once. Unlocking ends both a
+    /// lock and a sign-in lockout (after too many failed attempts), and is audited either way.
     pub async fn set_member_locked(
         &self,
         caller: &ConsoleCaller,
         id: UserId,
         locked: bool,
     ) -> Result<Member> {
-        let target = self.find_member(caller.workspace_id(), id).await?;
+        let workspace = caller.workspace_id();
+        let target = self.find_member(workspace, id).await?;
         Self::require_may_manage(caller, &target)?;
-        let status = if locked {
-            UserStatus::Locked
+        if locked {
+            if target.status != UserStatus::Locked {
+                self.commit(
+                    workspace,
+                    &caller.keys,
+                    &caller.actor,
+                    vec![
+                        Change::ExpectRole(id, target.role),
+                        Change::SetStatus(id, UserStatus::Locked),
+                    ],
+                    vec![NewEvent::new("user.lock", "user", id).values(
+                        Some(status_json(target.status)),
+                        Some(status_json(UserStatus::Locked)),
+                    )],
+                )
+                .await?;
+            }
         } else {
-            UserStatus::Active
-        };
-        if target.status != status {
-            let action = if locked { "user.lock" } else { "user.unlock" };
+            let (failures, until) = self.stores.login.sign_in_failures(workspace, id).await?;
+            let lockout = until.filter(|u| *u > self.clock.now());
+            // Setting the status active ends a sign-in lockout too.
+            let change = if target.status == UserStatus::Active {
+                Change::EndSignInLockout(id)
+            } else {
+                Change::SetStatus(id, UserStatus::Active)
+            };
             self.commit(
-                caller.workspace_id(),
+                workspace,
                 &caller.keys,
                 &caller.actor,
-                vec![Change::ExpectRole(id, target.role), Change::SetStatus(id, status)],
-                vec![
-                    NewEvent::new(action, "user", id)
-                        .values(Some(status_json(target.status)), Some(status_json(status))),
-                ],
+                vec![Change::ExpectRole(id, target.role), change],
+                vec![NewEvent::new("user.unlock", "user", id).values(
+                    Some(serde_json::json!({
+                        "status": target.status.as_str(),
+                        "failed_sign_ins": failures,
+                        "sign_in_locked_until": lockout.map(|u| u.rfc3339()),
+                    })),
+                    Some(serde_json::json!({
+                        "status": UserStatus::Active.as_str(),
+                        "failed_sign_ins": 0,
+                        "sign_in_locked_until": null,
+                    })),
+                )],
             )
             .await?;
         }
-        let user = self.find_member(caller.workspace_id(), id).await?;
+        let user = self.find_member(workspace, id).await?;
         self.open_member(&caller.keys, user)
     }
 
@@ -239,7 +268,7 @@ impl Services {
             workspace_id: workspace,
             email_sealed: caller
                 .keys
-                .seal(&invite_email_aad(workspace, id), email.as_bytes())?,
+                .seal(&invite_email_aad(workspace, id), email.as_str().as_bytes())?,
             email_index: email_index(&caller.keys, &email).to_vec(),
             role,
             token_hash: secureflows_crypto::sha256(token.as_bytes()).to_vec(),
@@ -270,7 +299,7 @@ impl Services {
             Delivery::Disabled
         } else {
             let mail = Mail {
-                to: email.clone(),
+                to: email.as_str().to_owned(),
                 subject: format!("You are invited to {} on secureFlows", caller.workspace.name),
                 text: format!(
                     "You have been invited to join the workspace \"{}\" as {}.\n\n\
@@ -291,7 +320,10 @@ impl Services {
             }
         };
         Ok(CreatedInvite {
-            view: InviteView { invite, email },
+            view: InviteView {
+                invite,
+                email: email.into_string(),
+            },
             link,
             delivery,
         })

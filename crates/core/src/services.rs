@@ -11,6 +11,7 @@ use crate::cache::StateCache;
 use crate::keyring::KeyService;
 use crate::login::LoginSettings;
 use crate::login::breached::BreachedPasswords;
+use crate::login::password::PasswordHasher;
 use crate::mail::Mailer;
 use crate::store::Stores;
 use crate::{Clock, Invalidation, PlanTable};
@@ -62,6 +63,8 @@ pub struct Services {
     pub mailer: Arc<dyn Mailer>,
     /// Breached-password source.
     pub breached: Arc<dyn BreachedPasswords>,
+    /// Password hashing, bounded.
+    pub passwords: PasswordHasher,
     /// Settings.
     pub settings: DomainSettings,
 }

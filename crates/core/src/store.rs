@@ -77,16 +77,6 @@ pub trait UserStore: Send + Sync {
     ) -> Result<Option<User>>;
     /// Inserts a user with their first identity. `Conflict` if the identity already exists.
     async fn insert_user(&self, new: &NewUser) -> Result<()>;
-    /// Replaces sealed profile fields.
-    async fn update_profile(
-        &self,
-        workspace: WorkspaceId,
-        user: UserId,
-        email_sealed: Option<&[u8]>,
-        email_index: Option<&[u8]>,
-        name_sealed: Option<&[u8]>,
-        now: Timestamp,
-    ) -> Result<()>;
     /// The user, if in this workspace.
     async fn find_user(&self, workspace: WorkspaceId, user: UserId) -> Result<Option<User>>;
     /// Raises the token revision and ends every login session of the user, in one transaction.
@@ -99,8 +89,71 @@ pub trait UserStore: Send + Sync {
         after: Option<UserId>,
         limit: u32,
     ) -> Result<Vec<User>>;
-    /// Users whose e-mail has this keyed hash, oldest first.
-    async fn find_users_by_email(&self, workspace: WorkspaceId, email_index: &[u8]) -> Result<Vec<User>>;
+    /// The user whose e-mail address has this keyed hash (an address belongs to one user of a
+    /// workspace: the store refuses a second with `Conflict`).
+    async fn find_user_by_email(&self, workspace: WorkspaceId, email_index: &[u8]) -> Result<Option<User>>;
+    /// The workspaces that have users whose addresses are not yet indexed under the address rule
+    /// (instance-level).
+    async fn email_rule_workspaces(&self) -> Result<Vec<WorkspaceId>>;
+    /// The workspace's users not yet indexed under the address rule, oldest first.
+    async fn email_rule_pending(&self, workspace: WorkspaceId) -> Result<Vec<EmailRulePending>>;
+    /// Indexes a user's address under the rule (or leaves it unindexed, with the conflict recorded),
+    /// replacing the sealed address with its canonical form when one is given. `false`, with nothing
+    /// changed, if another user of the workspace has this index.
+    async fn apply_email_rule(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+        email_sealed: Option<&[u8]>,
+        email_index: Option<&[u8]>,
+        conflict: Option<EmailConflict>,
+        now: Timestamp,
+    ) -> Result<bool>;
+    /// The workspace's users whose addresses the rule refused or made collide.
+    async fn email_conflicts(&self, workspace: WorkspaceId) -> Result<Vec<(UserId, EmailConflict)>>;
+}
+
+/// A user whose address is to be indexed under the address rule.
+#[derive(Debug, Clone)]
+pub struct EmailRulePending {
+    /// The user.
+    pub user: UserId,
+    /// The sealed address.
+    pub email_sealed: Option<Vec<u8>>,
+    /// The address was verified.
+    pub email_verified: bool,
+    /// The user has a password.
+    pub has_password: bool,
+    /// The user has an upstream identity.
+    pub has_identity: bool,
+}
+
+/// Why an account's address is not indexed under the address rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmailConflict {
+    /// An older account of the workspace has the same address under the rule.
+    Collision,
+    /// The rule refuses the stored address.
+    Refused,
+}
+
+impl EmailConflict {
+    /// Stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EmailConflict::Collision => "collision",
+            EmailConflict::Refused => "refused",
+        }
+    }
+
+    /// Parses the stable name.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "collision" => Some(EmailConflict::Collision),
+            "refused" => Some(EmailConflict::Refused),
+            _ => None,
+        }
+    }
 }
 
 /// The concurrent-session limits that apply to a new login session.
@@ -333,8 +386,11 @@ pub enum Change {
     DeleteSupport(UserId),
     /// Changes a user's role; raises their revision (their tokens carry the old role).
     SetRole(UserId, Role),
-    /// Locks or unlocks a user; raises their revision.
+    /// Locks or unlocks a user; raises their revision. Unlocking also ends a sign-in lockout.
     SetStatus(UserId, UserStatus),
+    /// Ends a sign-in lockout and clears the count of failed sign-ins (an administrator's unlock of an
+    /// active user).
+    EndSignInLockout(UserId),
     /// Raises a user's revision and ends all their login sessions.
     RaiseRevision(UserId),
     /// Deletes a user with everything they own.
@@ -453,6 +509,15 @@ pub trait SupportStore: Send + Sync {
     async fn find_support_by_email(&self, email_index: &[u8]) -> Result<Option<SupportOperator>>;
     /// Every operator.
     async fn list_support(&self) -> Result<Vec<SupportOperator>>;
+    /// Operators not yet indexed under the address rule: id and sealed address.
+    async fn support_email_rule_pending(&self) -> Result<Vec<(UserId, Vec<u8>)>>;
+    /// Indexes an operator's address under the address rule (and seals its canonical form).
+    async fn apply_support_email_rule(
+        &self,
+        id: UserId,
+        email_sealed: &[u8],
+        email_index: &[u8],
+    ) -> Result<()>;
 }
 
 /// The invalidation log that keeps caches of several nodes correct.
@@ -581,15 +646,14 @@ pub enum CodeRedemption {
 }
 
 /// What presenting a refresh token found.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RefreshUse {
-    /// Current: now marked rotated.
-    Fresh(RefreshToken),
-    /// Already rotated (at `rotated_at`): a second use within the grace window, or a replay.
-    Rotated(RefreshToken),
-    /// Revoked, expired or unknown.
-    Invalid,
+/// What an attempt to rotate a refresh token did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshRotation {
+    /// It was current: it is now rotated, and its successor stored.
+    Rotated,
+    /// It was not current any more (rotated by another request a moment ago, revoked or expired):
+    /// nothing changed.
+    NotCurrent,
 }
 
 /// Hosted login state: passwords, sign-in throttling, pending requests, browser sessions, codes and
@@ -626,6 +690,13 @@ pub trait LoginStore: Send + Sync {
     ) -> Result<bool>;
     /// After a successful attempt or an administrator's unlock: no failures, no lock.
     async fn clear_failures(&self, workspace: WorkspaceId, user: UserId) -> Result<()>;
+    /// The user's failed sign-ins since the last success, and the end of their sign-in lockout (if one
+    /// was ever set and not cleared).
+    async fn sign_in_failures(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+    ) -> Result<(u32, Option<Timestamp>)>;
     /// Marks the user's e-mail address verified.
     async fn set_email_verified(&self, workspace: WorkspaceId, user: UserId) -> Result<()>;
 
@@ -692,13 +763,20 @@ pub trait LoginStore: Send + Sync {
 
     /// Stores a new refresh token.
     async fn insert_refresh(&self, token: &RefreshToken) -> Result<()>;
-    /// Marks a refresh token rotated (atomically: of two concurrent uses one is `Fresh`).
-    async fn use_refresh(
+    /// Rotates a current refresh token, in one transaction: marks it rotated at `now`, keeps
+    /// `successor_sealed` (the sealed successor pair, handed again to uses within the grace window) and
+    /// stores `successor`. Of two concurrent rotations one is `Rotated`, the other `NotCurrent`.
+    async fn rotate_refresh(
         &self,
         workspace: WorkspaceId,
         token_hash: &[u8],
+        successor: &RefreshToken,
+        successor_sealed: &[u8],
         now: Timestamp,
-    ) -> Result<RefreshUse>;
+    ) -> Result<RefreshRotation>;
+    /// The sealed successor pair kept with a rotated refresh token (until the sweeper forgets it after
+    /// the grace window).
+    async fn refresh_successor(&self, workspace: WorkspaceId, token_hash: &[u8]) -> Result<Option<Vec<u8>>>;
     /// A refresh token as stored (introspection, revocation).
     async fn find_refresh(&self, workspace: WorkspaceId, token_hash: &[u8]) -> Result<Option<RefreshToken>>;
     /// Revokes every token of a family.
@@ -809,7 +887,8 @@ pub trait LoginStore: Send + Sync {
         session: SessionId,
         expires_at: Timestamp,
     ) -> Result<()>;
-    /// Deletes expired flows, codes, refresh tokens and browser sessions of every workspace.
+    /// Deletes flows, codes, refresh tokens, browser sessions and links of every workspace that expired
+    /// before `before`, and forgets the sealed successors of refresh tokens rotated before it.
     async fn purge_login_state(&self, before: Timestamp) -> Result<u64>;
 }
 

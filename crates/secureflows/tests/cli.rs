@@ -594,7 +594,8 @@ async fn console_tokens_support_operators_and_audit_verification() {
         .json()
         .await
         .unwrap();
-    assert_eq!(me["email"], "Owner@Tuff.example");
+    // Stored in its canonical form (the address rule: lower case).
+    assert_eq!(me["email"], "owner@tuff.example");
     assert_eq!(me["role"], "owner");
     let r = http
         .get(format!("{}/api/v1/workspaces", server.url))

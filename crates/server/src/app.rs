@@ -18,6 +18,7 @@ use secureflows_core::auth::token::{TokenService, TokenSettings};
 use secureflows_core::cache::{CacheSizes, StateCache};
 use secureflows_core::keyring::KeyService;
 use secureflows_core::login::LoginSettings;
+use secureflows_core::login::password::PasswordHasher;
 use secureflows_core::store::Stores;
 use secureflows_core::{Clock, DomainSettings, Invalidation, Services};
 use secureflows_crypto::MasterKey;
@@ -251,6 +252,7 @@ pub async fn open(
             browser_session_ttl: Duration::from_secs(config.login.browser_session_ttl_secs),
             refresh_ttl: Duration::from_secs(config.login.refresh_ttl_secs),
             refresh_grace: Duration::from_secs(config.login.refresh_grace_secs),
+            failure_floor: Duration::from_millis(config.login.failure_floor_ms),
             ..LoginSettings::default()
         },
     };
@@ -290,8 +292,20 @@ pub async fn open(
         upstream,
         mailer: crate::mail::from_config(&config.smtp)?,
         breached: crate::breached::from_config(&config.login)?,
+        passwords: PasswordHasher::new(
+            match config.login.hash_concurrency {
+                0 => std::thread::available_parallelism().map_or(2, usize::from),
+                n => n,
+            },
+            Duration::from_secs(config.login.hash_queue_secs),
+        )?,
         settings,
     });
+    // Addresses stored before the address rule are indexed under it (once; a no-op afterwards).
+    services
+        .apply_email_rule()
+        .await
+        .context("cannot index stored e-mail addresses under the address rule")?;
     Ok(Opened {
         services,
         master_source: source,

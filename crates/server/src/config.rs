@@ -59,8 +59,16 @@ pub struct LoginConfig {
     pub browser_session_ttl_secs: u64,
     /// Lifetime of refresh tokens.
     pub refresh_ttl_secs: u64,
-    /// How long a rotated refresh token keeps working (concurrent refreshes from two tabs).
+    /// How long a rotated refresh token keeps handing out its successor (concurrent refreshes from two
+    /// tabs).
     pub refresh_grace_secs: u64,
+    /// Password hashes computed at once (each Argon2id holds 19 MiB); 0: one per CPU core.
+    pub hash_concurrency: usize,
+    /// How long a sign-in waits for a hashing slot before it is answered 503 with `Retry-After`.
+    pub hash_queue_secs: u64,
+    /// A failed password sign-in is answered no sooner than this after it arrived, whatever the account
+    /// (unknown, wrong password, locked): its timing tells nothing.
+    pub failure_floor_ms: u64,
     /// Base URL of a k-anonymity range API (`{base}/range/{first five hex of SHA-1}`), e.g.
     /// `https://api.pwnedpasswords.com`. Unset: no online check.
     pub breached_range_url: Option<String>,
@@ -78,6 +86,9 @@ impl Default for LoginConfig {
             browser_session_ttl_secs: 7 * 24 * 3600,
             refresh_ttl_secs: 7 * 24 * 3600,
             refresh_grace_secs: 10,
+            hash_concurrency: 0,
+            hash_queue_secs: 10,
+            failure_floor_ms: 300,
             breached_range_url: None,
             breached_file: None,
         }

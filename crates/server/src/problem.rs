@@ -38,6 +38,7 @@ pub const ALL_SLUGS: &[&str] = &[
     "method-not-allowed",
     "conflict",
     "last-owner",
+    "account-exists",
     "service-unavailable",
     "internal-error",
 ];
@@ -168,6 +169,12 @@ impl From<Error> for Problem {
             Error::NotFound(what) => Problem::not_found().detail(format!("{what} not found")),
             Error::Conflict("last-owner") => Problem::new(S::CONFLICT, "last-owner", "Last owner")
                 .detail("the workspace must keep at least one active owner"),
+            Error::Conflict("account-exists") => {
+                Problem::new(S::CONFLICT, "account-exists", "Account exists").detail(
+                    "another member of the workspace has this e-mail address; an application's ID token is \
+                     never joined to it: sign in through the hosted login, which links providers to accounts",
+                )
+            }
             Error::Conflict(what) => Problem::new(S::CONFLICT, "conflict", "Conflict").detail(what),
             Error::Malformed(detail) => Problem::malformed(detail),
             Error::Invalid(errors) => Problem {
@@ -374,6 +381,7 @@ mod tests {
                 429,
                 "too-many-sessions",
             ),
+            (Error::Conflict("account-exists"), 409, "account-exists"),
             (Error::Unavailable("db"), 503, "service-unavailable"),
             (Error::Integrity("x"), 500, "internal-error"),
             (

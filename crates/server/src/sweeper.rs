@@ -1,5 +1,6 @@
-//! Retention: purges expired vault values, used single-use credentials, old login sessions, old
-//! invalidations and retired signing keys whose tokens can no longer be valid.
+//! Retention: purges expired vault values, used single-use credentials, old login sessions, expired
+//! sign-in state (flows, codes, refresh tokens, browser sessions, links), old invalidations and retired
+//! signing keys whose tokens can no longer be valid.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +39,16 @@ pub async fn sweep(services: &Services, ended_session_retention: Duration) {
         .await
     {
         tracing::warn!(error = %e, "purging old login sessions failed");
+    }
+    // Expired flows, codes, refresh tokens, browser sessions and links; successors of refresh tokens
+    // rotated longer ago than the grace window.
+    if let Err(e) = services
+        .stores
+        .login
+        .purge_login_state(now.minus(services.settings.login.refresh_grace))
+        .await
+    {
+        tracing::warn!(error = %e, "purging expired sign-in state failed");
     }
     if let Err(e) = services
         .stores

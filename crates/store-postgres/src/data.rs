@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use secureflows_core::store::{
-    AccessEntry, AccessFilter, AccessLogStore, ApplicationStore, Change, CoordStore, HealthStore, NewUser,
-    PutOutcome, SessionAdmission, SessionLimits, SessionStore, UsedTokenStore, UserStore, VaultEntry,
-    VaultLocator, VaultStore, VaultWrite, WorkspaceStore,
+    AccessEntry, AccessFilter, AccessLogStore, ApplicationStore, Change, CoordStore, EmailConflict,
+    EmailRulePending, HealthStore, NewUser, PutOutcome, SessionAdmission, SessionLimits, SessionStore,
+    UsedTokenStore, UserStore, VaultEntry, VaultLocator, VaultStore, VaultWrite, WorkspaceStore,
 };
 use secureflows_core::{
     Application, ApplicationId, BrowserSessionId, Error, Invalidation, LoginSession, Plan, Result, Role,
@@ -437,36 +437,6 @@ impl UserStore for PgStore {
         tx.commit().await.db()
     }
 
-    async fn update_profile(
-        &self,
-        workspace: WorkspaceId,
-        user: UserId,
-        email_sealed: Option<&[u8]>,
-        email_index: Option<&[u8]>,
-        name_sealed: Option<&[u8]>,
-        now: Timestamp,
-    ) -> Result<()> {
-        let mut tx = self.tenant(workspace).await?;
-        let n = sqlx::query(
-            "update user_account set email_sealed = $3, email_index = $4, name_sealed = $5, updated_at = $6
-             where workspace_id = $1 and user_id = $2",
-        )
-        .bind(workspace.as_uuid())
-        .bind(user.as_uuid())
-        .bind(email_sealed)
-        .bind(email_index)
-        .bind(name_sealed)
-        .bind(ts(now))
-        .execute(&mut *tx)
-        .await
-        .db()?
-        .rows_affected();
-        if n == 0 {
-            return Err(Error::NotFound("user"));
-        }
-        tx.commit().await.db()
-    }
-
     async fn find_user(&self, workspace: WorkspaceId, user: UserId) -> Result<Option<User>> {
         self.tenant_fetch_optional(
             workspace,
@@ -518,20 +488,120 @@ impl UserStore for PgStore {
         .collect()
     }
 
-    async fn find_users_by_email(&self, workspace: WorkspaceId, email_index: &[u8]) -> Result<Vec<User>> {
-        self.tenant_fetch_all(
+    async fn find_user_by_email(&self, workspace: WorkspaceId, email_index: &[u8]) -> Result<Option<User>> {
+        self.tenant_fetch_optional(
             workspace,
             sqlx::query(&format!(
-                "select {USER_COLUMNS} from user_account u
-             where u.workspace_id = $1 and u.email_index = $2 order by u.user_id limit 16"
+                "select {USER_COLUMNS} from user_account u where u.workspace_id = $1 and u.email_index = $2"
             ))
             .bind(workspace.as_uuid())
             .bind(email_index),
         )
         .await?
-        .iter()
+        .as_ref()
         .map(user_row)
-        .collect()
+        .transpose()
+    }
+
+    async fn email_rule_workspaces(&self) -> Result<Vec<WorkspaceId>> {
+        let ids: Vec<uuid::Uuid> = sqlx::query_scalar("select * from secureflows_email_rule_pending()")
+            .fetch_all(&self.pool)
+            .await
+            .db()?;
+        Ok(ids.into_iter().map(WorkspaceId::from_uuid).collect())
+    }
+
+    async fn email_rule_pending(&self, workspace: WorkspaceId) -> Result<Vec<EmailRulePending>> {
+        let rows = self
+            .tenant_fetch_all(
+                workspace,
+                sqlx::query(
+                    "select u.user_id, u.email_sealed, u.email_verified,
+                            exists (select 1 from password_credential p
+                                    where p.workspace_id = u.workspace_id and p.user_id = u.user_id),
+                            exists (select 1 from user_identity i
+                                    where i.workspace_id = u.workspace_id and i.user_id = u.user_id)
+                     from user_account u where u.workspace_id = $1 and u.email_rule = 1
+                     order by u.created_at, u.user_id",
+                )
+                .bind(workspace.as_uuid()),
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(EmailRulePending {
+                    user: UserId::from_uuid(r.try_get(0).db()?),
+                    email_sealed: r.try_get(1).db()?,
+                    email_verified: r.try_get(2).db()?,
+                    has_password: r.try_get(3).db()?,
+                    has_identity: r.try_get(4).db()?,
+                })
+            })
+            .collect()
+    }
+
+    async fn apply_email_rule(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+        email_sealed: Option<&[u8]>,
+        email_index: Option<&[u8]>,
+        conflict: Option<EmailConflict>,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let mut tx = self.tenant(workspace).await?;
+        let updated = sqlx::query(
+            "update user_account set email_sealed = coalesce($3, email_sealed), email_index = $4, email_rule = 2
+             where workspace_id = $1 and user_id = $2",
+        )
+        .bind(workspace.as_uuid())
+        .bind(user.as_uuid())
+        .bind(email_sealed)
+        .bind(email_index)
+        .execute(&mut *tx)
+        .await;
+        match updated {
+            Ok(_) => {}
+            // Another user of the workspace has this index.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => return Ok(false),
+            Err(e) => return Err(crate::error::map(e)),
+        }
+        if let Some(conflict) = conflict {
+            sqlx::query(
+                "insert into email_conflict (workspace_id, user_id, reason, created_at) values ($1, $2, $3, $4)
+                 on conflict (workspace_id, user_id) do update set reason = excluded.reason",
+            )
+            .bind(workspace.as_uuid())
+            .bind(user.as_uuid())
+            .bind(conflict.as_str())
+            .bind(ts(now))
+            .execute(&mut *tx)
+            .await
+            .db()?;
+        }
+        tx.commit().await.db()?;
+        Ok(true)
+    }
+
+    async fn email_conflicts(&self, workspace: WorkspaceId) -> Result<Vec<(UserId, EmailConflict)>> {
+        let rows = self
+            .tenant_fetch_all(
+                workspace,
+                sqlx::query(
+                    "select user_id, reason from email_conflict where workspace_id = $1 order by created_at, user_id",
+                )
+                .bind(workspace.as_uuid()),
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let reason: String = r.try_get(1).db()?;
+                Ok((
+                    UserId::from_uuid(r.try_get(0).db()?),
+                    EmailConflict::parse(&reason).ok_or_else(|| corrupt("email_conflict.reason"))?,
+                ))
+            })
+            .collect()
     }
 }
 

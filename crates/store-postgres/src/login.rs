@@ -2,7 +2,7 @@
 //! refresh tokens. Every statement runs in its workspace's tenant transaction (row-level security).
 
 use async_trait::async_trait;
-use secureflows_core::store::{AttemptGate, CodeRedemption, LoginStore, RefreshUse};
+use secureflows_core::store::{AttemptGate, CodeRedemption, LoginStore, RefreshRotation};
 use secureflows_core::{
     AuthorizationCode, AuthorizationRequest, BrowserSession, BrowserSessionId, CeremonyPurpose, Error,
     FamilyId, FlowId, IdentityProvider, Invalidation, LinkPurpose, LoginFlow, LoginLink, PasskeyId,
@@ -287,6 +287,28 @@ impl LoginStore for PgStore {
         .map(|_| ())
     }
 
+    async fn sign_in_failures(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+    ) -> Result<(u32, Option<Timestamp>)> {
+        let row = self
+            .tenant_fetch_optional(
+                workspace,
+                sqlx::query(
+                    "select failed_sign_ins, sign_in_locked_until from user_account
+                     where workspace_id = $1 and user_id = $2",
+                )
+                .bind(workspace.as_uuid())
+                .bind(user.as_uuid()),
+            )
+            .await?
+            .ok_or(Error::NotFound("user"))?;
+        let failures: i32 = row.try_get(0).db()?;
+        let until: Option<OffsetDateTime> = row.try_get(1).db()?;
+        Ok((u32::try_from(failures).unwrap_or(0), until.map(from_ts)))
+    }
+
     async fn set_email_verified(&self, workspace: WorkspaceId, user: UserId) -> Result<()> {
         self.tenant_execute(
             workspace,
@@ -563,65 +585,57 @@ impl LoginStore for PgStore {
     }
 
     async fn insert_refresh(&self, t: &RefreshToken) -> Result<()> {
-        self.tenant_execute(
-            t.workspace_id,
-            sqlx::query(&format!(
-                "insert into refresh_token ({REFRESH_COLUMNS})
-                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
-            ))
-            .bind(&t.token_hash)
-            .bind(t.workspace_id.as_uuid())
-            .bind(t.family_id.as_uuid())
-            .bind(t.application_id.as_uuid())
-            .bind(t.user_id.as_uuid())
-            .bind(t.login_session_id.as_uuid())
-            .bind(&t.scope)
-            .bind(ts(t.auth_time))
-            .bind(amr_json(&t.amr))
-            .bind(ts(t.created_at))
-            .bind(ts(t.expires_at))
-            .bind(t.rotated_at.map(ts))
-            .bind(t.revoked_at.map(ts)),
-        )
-        .await
-        .map(|_| ())
+        let mut tx = self.tenant(t.workspace_id).await?;
+        insert_refresh_row(&mut tx, t).await?;
+        tx.commit().await.db()
     }
 
-    async fn use_refresh(
+    async fn rotate_refresh(
         &self,
         workspace: WorkspaceId,
         token_hash: &[u8],
+        successor: &RefreshToken,
+        successor_sealed: &[u8],
         now: Timestamp,
-    ) -> Result<RefreshUse> {
+    ) -> Result<RefreshRotation> {
         let mut tx = self.tenant(workspace).await?;
-        let row = sqlx::query(&format!(
-            "select {REFRESH_COLUMNS} from refresh_token where workspace_id = $1 and token_hash = $2 for update"
-        ))
+        // SECURITY: check-then-act in one statement (the row lock orders concurrent rotations).
+        let rotated = sqlx::query(
+            "update refresh_token set rotated_at = $3, successor_sealed = $4
+             where workspace_id = $1 and token_hash = $2
+               and rotated_at is null and revoked_at is null and expires_at > $3",
+        )
         .bind(workspace.as_uuid())
         .bind(token_hash)
-        .fetch_optional(&mut *tx)
+        .bind(ts(now))
+        .bind(successor_sealed)
+        .execute(&mut *tx)
         .await
-        .db()?;
-        let outcome = match row.as_ref().map(refresh_row).transpose()? {
-            None => RefreshUse::Invalid,
-            Some(t) if t.revoked_at.is_some() || t.expires_at <= now => RefreshUse::Invalid,
-            Some(t) if t.rotated_at.is_some() => RefreshUse::Rotated(t),
-            Some(mut t) => {
+        .db()?
+        .rows_affected();
+        if rotated == 0 {
+            return Ok(RefreshRotation::NotCurrent);
+        }
+        insert_refresh_row(&mut tx, successor).await?;
+        tx.commit().await.db()?;
+        Ok(RefreshRotation::Rotated)
+    }
+
+    async fn refresh_successor(&self, workspace: WorkspaceId, token_hash: &[u8]) -> Result<Option<Vec<u8>>> {
+        let row = self
+            .tenant_fetch_optional(
+                workspace,
                 sqlx::query(
-                    "update refresh_token set rotated_at = $3 where workspace_id = $1 and token_hash = $2",
+                    "select successor_sealed from refresh_token where workspace_id = $1 and token_hash = $2",
                 )
                 .bind(workspace.as_uuid())
-                .bind(token_hash)
-                .bind(ts(now))
-                .execute(&mut *tx)
-                .await
-                .db()?;
-                t.rotated_at = Some(now);
-                RefreshUse::Fresh(t)
-            }
-        };
-        tx.commit().await.db()?;
-        Ok(outcome)
+                .bind(token_hash),
+            )
+            .await?;
+        match row {
+            Some(r) => r.try_get::<Option<Vec<u8>>, _>(0).db(),
+            None => Ok(None),
+        }
     }
 
     async fn find_refresh(&self, workspace: WorkspaceId, token_hash: &[u8]) -> Result<Option<RefreshToken>> {
@@ -1124,4 +1138,28 @@ impl LoginStore for PgStore {
             .db()?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
+}
+
+async fn insert_refresh_row(tx: &mut sqlx::PgConnection, t: &RefreshToken) -> Result<()> {
+    sqlx::query(&format!(
+        "insert into refresh_token ({REFRESH_COLUMNS})
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+    ))
+    .bind(&t.token_hash)
+    .bind(t.workspace_id.as_uuid())
+    .bind(t.family_id.as_uuid())
+    .bind(t.application_id.as_uuid())
+    .bind(t.user_id.as_uuid())
+    .bind(t.login_session_id.as_uuid())
+    .bind(&t.scope)
+    .bind(ts(t.auth_time))
+    .bind(amr_json(&t.amr))
+    .bind(ts(t.created_at))
+    .bind(ts(t.expires_at))
+    .bind(t.rotated_at.map(ts))
+    .bind(t.revoked_at.map(ts))
+    .execute(&mut *tx)
+    .await
+    .db()?;
+    Ok(())
 }

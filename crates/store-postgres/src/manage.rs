@@ -388,6 +388,22 @@ pub(crate) async fn apply_change(
             }
             Invalidation::User(workspace, *user)
         }
+        Change::EndSignInLockout(user) => {
+            let n = sqlx::query(
+                "update user_account set failed_sign_ins = 0, sign_in_locked_until = null
+                 where workspace_id = $1 and user_id = $2",
+            )
+            .bind(ws)
+            .bind(user.as_uuid())
+            .execute(&mut *c)
+            .await
+            .db()?
+            .rows_affected();
+            if n == 0 {
+                return Err(Error::NotFound("user"));
+            }
+            return Ok(false);
+        }
         Change::RaiseRevision(user) => {
             bump_user(c, ws, *user, "", "", now).await?;
             Invalidation::User(workspace, *user)
@@ -862,5 +878,35 @@ impl SupportStore for PgStore {
         .iter()
         .map(support_row)
         .collect()
+    }
+
+    async fn support_email_rule_pending(&self) -> Result<Vec<(UserId, Vec<u8>)>> {
+        let rows: Vec<(uuid::Uuid, Vec<u8>)> =
+            sqlx::query_as("select support_id, email_sealed from support_operator where email_rule = 1")
+                .fetch_all(&self.pool)
+                .await
+                .db()?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, sealed)| (UserId::from_uuid(id), sealed))
+            .collect())
+    }
+
+    async fn apply_support_email_rule(
+        &self,
+        id: UserId,
+        email_sealed: &[u8],
+        email_index: &[u8],
+    ) -> Result<()> {
+        sqlx::query(
+            "update support_operator set email_sealed = $2, email_index = $3, email_rule = 2 where support_id = $1",
+        )
+        .bind(id.as_uuid())
+        .bind(email_sealed)
+        .bind(email_index)
+        .execute(&self.pool)
+        .await
+        .db()?;
+        Ok(())
     }
 }

@@ -122,6 +122,8 @@ fn configure(conn: &Connection, writer: bool) -> Result<()> {
         conn.pragma_update(None, "secure_delete", "ON").db()?;
         // Checkpoints run on a thread of their own (see `spawn_checkpointer`), not in the writer's commits.
         conn.pragma_update(None, "wal_autocheckpoint", 0).db()?;
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT_BYTES)
+            .db()?;
     } else {
         conn.pragma_update(None, "query_only", "ON").db()?;
         // 8 MiB of page cache per reader; readers are few (one per executor thread in practice).
@@ -260,10 +262,17 @@ type Checkpointer = (Arc<(Mutex<bool>, Condvar)>, std::thread::JoinHandle<()>);
 
 /// How often the write-ahead log is copied back into the database file.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
+/// A log larger than this after a PASSIVE checkpoint gets a TRUNCATE checkpoint.
+pub const WAL_TRUNCATE_BYTES: u64 = 64 * 1024 * 1024;
+/// What a log is cut back to when the writer starts it over (`journal_size_limit`).
+const WAL_SIZE_LIMIT_BYTES: i64 = 16 * 1024 * 1024;
 
-/// Copies the write-ahead log into the database file every `CHECKPOINT_INTERVAL` with a PASSIVE
-/// checkpoint, which never blocks the writer or readers; the writer's commits then only append to
-/// the log.
+/// Keeps the write-ahead log bounded under any load. Every `CHECKPOINT_INTERVAL` a PASSIVE checkpoint
+/// copies the log into the database file without blocking the writer or readers. Under a steady load
+/// that alone never lets the log start over (some reader always holds a snapshot in it), so once the
+/// log passes `WAL_TRUNCATE_BYTES` a TRUNCATE checkpoint waits (up to the busy time-out) for the
+/// readers of the old log to finish, copies the rest, and empties the file; writers pause for that
+/// moment. `journal_size_limit` cuts the file back whenever the writer starts the log over by itself.
 fn spawn_checkpointer(path: &Path) -> Result<Checkpointer> {
     let conn = Connection::open_with_flags(
         path,
@@ -273,6 +282,9 @@ fn spawn_checkpointer(path: &Path) -> Result<Checkpointer> {
     conn.busy_timeout(Duration::from_secs(1)).db()?;
     let stop = Arc::new((Mutex::new(false), Condvar::new()));
     let signal = stop.clone();
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let wal = PathBuf::from(wal);
     let name = format!(
         "sqlite-ckpt-{}",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("db")
@@ -292,6 +304,15 @@ fn spawn_checkpointer(path: &Path) -> Result<Checkpointer> {
                 }
                 if let Err(e) = conn.query_row("pragma wal_checkpoint(passive)", [], |r| r.get::<_, i64>(0)) {
                     tracing::warn!(error = %e, "write-ahead log checkpoint failed");
+                }
+                let size = std::fs::metadata(&wal).map_or(0, |m| m.len());
+                if size > WAL_TRUNCATE_BYTES {
+                    match conn.query_row("pragma wal_checkpoint(truncate)", [], |r| r.get::<_, i64>(0)) {
+                        Ok(0) => tracing::debug!(bytes = size, "write-ahead log truncated"),
+                        // Readers or the writer held on past the busy time-out: the next tick tries again.
+                        Ok(_) => tracing::debug!(bytes = size, "write-ahead log truncation postponed"),
+                        Err(e) => tracing::warn!(error = %e, "write-ahead log truncation failed"),
+                    }
                 }
             }
         })

@@ -7,9 +7,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use secureflows_core::store::{
-    AccessEntry, AccessFilter, AccessLogStore, ApplicationStore, Change, CoordStore, HealthStore, NewUser,
-    PutOutcome, SessionAdmission, SessionLimits, SessionStore, UsedTokenStore, UserStore, VaultEntry,
-    VaultLocator, VaultStore, VaultWrite, WorkspaceStore,
+    AccessEntry, AccessFilter, AccessLogStore, ApplicationStore, Change, CoordStore, EmailConflict,
+    EmailRulePending, HealthStore, NewUser, PutOutcome, SessionAdmission, SessionLimits, SessionStore,
+    UsedTokenStore, UserStore, VaultEntry, VaultLocator, VaultStore, VaultWrite, WorkspaceStore,
 };
 use secureflows_core::{
     Application, ApplicationId, Error, Invalidation, LoginSession, Plan, Result, Role, SessionId, Timestamp,
@@ -386,41 +386,6 @@ impl UserStore for SqliteStore {
             .await
     }
 
-    async fn update_profile(
-        &self,
-        workspace: WorkspaceId,
-        user: UserId,
-        email_sealed: Option<&[u8]>,
-        email_index: Option<&[u8]>,
-        name_sealed: Option<&[u8]>,
-        now: Timestamp,
-    ) -> Result<()> {
-        let (email_sealed, email_index, name_sealed) = (
-            email_sealed.map(<[u8]>::to_vec),
-            email_index.map(<[u8]>::to_vec),
-            name_sealed.map(<[u8]>::to_vec),
-        );
-        self.db
-            .write(move |c| {
-                let n = c
-                    .execute(
-                        "update user_account set email_sealed = ?3, email_index = ?4, name_sealed = ?5, updated_at = ?6
-                         where workspace_id = ?1 and user_id = ?2",
-                        params![
-                            workspace.as_uuid(),
-                            user.as_uuid(),
-                            email_sealed,
-                            email_index,
-                            name_sealed,
-                            now.millis()
-                        ],
-                    )
-                    .db()?;
-                if n == 0 { Err(Error::NotFound("user")) } else { Ok(()) }
-            })
-            .await
-    }
-
     async fn find_user(&self, workspace: WorkspaceId, user: UserId) -> Result<Option<User>> {
         self.db.read(|c| {
             c.prepare_cached(&format!(
@@ -470,16 +435,120 @@ impl UserStore for SqliteStore {
         })
     }
 
-    async fn find_users_by_email(&self, workspace: WorkspaceId, email_index: &[u8]) -> Result<Vec<User>> {
+    async fn find_user_by_email(&self, workspace: WorkspaceId, email_index: &[u8]) -> Result<Option<User>> {
+        self.db.read(|c| {
+            c.prepare_cached(&format!(
+                "select {USER_COLUMNS} from user_account where workspace_id = ?1 and email_index = ?2"
+            ))
+            .db()?
+            .query_row(params![workspace.as_uuid(), email_index], user_row)
+            .optional()
+            .db()
+        })
+    }
+
+    async fn email_rule_workspaces(&self) -> Result<Vec<WorkspaceId>> {
         self.db.read(|c| {
             let mut stmt = c
-                .prepare_cached(&format!(
-                    "select {USER_COLUMNS} from user_account
-                     where workspace_id = ?1 and email_index = ?2 order by user_id limit 16"
-                ))
+                .prepare_cached("select distinct workspace_id from user_account where email_rule = 1")
                 .db()?;
             let rows = stmt
-                .query_map(params![workspace.as_uuid(), email_index], user_row)
+                .query_map([], |r| Ok(WorkspaceId::from_uuid(r.get(0)?)))
+                .db()?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().db()
+        })
+    }
+
+    async fn email_rule_pending(&self, workspace: WorkspaceId) -> Result<Vec<EmailRulePending>> {
+        self.db.read(|c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "select u.user_id, u.email_sealed, u.email_verified,
+                            exists (select 1 from password_credential p
+                                    where p.workspace_id = u.workspace_id and p.user_id = u.user_id),
+                            exists (select 1 from user_identity i
+                                    where i.workspace_id = u.workspace_id and i.user_id = u.user_id)
+                     from user_account u where u.workspace_id = ?1 and u.email_rule = 1
+                     order by u.created_at, u.user_id",
+                )
+                .db()?;
+            let rows = stmt
+                .query_map(params![workspace.as_uuid()], |r| {
+                    Ok(EmailRulePending {
+                        user: UserId::from_uuid(r.get(0)?),
+                        email_sealed: r.get(1)?,
+                        email_verified: r.get(2)?,
+                        has_password: r.get(3)?,
+                        has_identity: r.get(4)?,
+                    })
+                })
+                .db()?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().db()
+        })
+    }
+
+    async fn apply_email_rule(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+        email_sealed: Option<&[u8]>,
+        email_index: Option<&[u8]>,
+        conflict: Option<EmailConflict>,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let (sealed, index) = (email_sealed.map(<[u8]>::to_vec), email_index.map(<[u8]>::to_vec));
+        self.db
+            .write(move |c| {
+                let (ws, id) = (workspace.as_uuid(), user.as_uuid());
+                let taken = match &index {
+                    Some(index) => c
+                        .query_row(
+                            "select exists (select 1 from user_account
+                                            where workspace_id = ?1 and email_index = ?2 and user_id <> ?3)",
+                            params![ws, index, id],
+                            |r| r.get::<_, bool>(0),
+                        )
+                        .db()?,
+                    None => false,
+                };
+                if taken {
+                    return Ok(false);
+                }
+                c.execute(
+                    "update user_account set email_sealed = coalesce(?3, email_sealed), email_index = ?4,
+                            email_rule = 2
+                     where workspace_id = ?1 and user_id = ?2",
+                    params![ws, id, sealed, index],
+                )
+                .db()?;
+                if let Some(conflict) = conflict {
+                    c.execute(
+                        "insert into email_conflict (workspace_id, user_id, reason, created_at)
+                         values (?1, ?2, ?3, ?4)
+                         on conflict (workspace_id, user_id) do update set reason = excluded.reason",
+                        params![ws, id, conflict.as_str(), now.millis()],
+                    )
+                    .db()?;
+                }
+                Ok(true)
+            })
+            .await
+    }
+
+    async fn email_conflicts(&self, workspace: WorkspaceId) -> Result<Vec<(UserId, EmailConflict)>> {
+        self.db.read(|c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "select user_id, reason from email_conflict where workspace_id = ?1 order by created_at, user_id",
+                )
+                .db()?;
+            let rows = stmt
+                .query_map(params![workspace.as_uuid()], |r| {
+                    Ok((
+                        UserId::from_uuid(r.get(0)?),
+                        EmailConflict::parse(&r.get::<_, String>(1)?).ok_or_else(|| bad_column("reason"))?,
+                    ))
+                })
                 .db()?;
             rows.collect::<rusqlite::Result<Vec<_>>>().db()
         })

@@ -3,12 +3,12 @@
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use secureflows_core::store::{AttemptGate, CodeRedemption, LoginStore, RefreshUse};
+use secureflows_core::store::{AttemptGate, CodeRedemption, LoginStore, RefreshRotation};
 use secureflows_core::{
-    AuthorizationCode, AuthorizationRequest, BrowserSession, BrowserSessionId, CeremonyPurpose, FamilyId,
-    FlowId, IdentityProvider, Invalidation, LinkPurpose, LoginFlow, LoginLink, PasskeyId, PasskeyRecord,
-    ProviderKind, RefreshToken, Result, SessionId, Timestamp, TotpEnrolment, UserId, WebauthnCeremony,
-    WorkspaceId,
+    AuthorizationCode, AuthorizationRequest, BrowserSession, BrowserSessionId, CeremonyPurpose, Error,
+    FamilyId, FlowId, IdentityProvider, Invalidation, LinkPurpose, LoginFlow, LoginLink, PasskeyId,
+    PasskeyRecord, ProviderKind, RefreshToken, Result, SessionId, Timestamp, TotpEnrolment, UserId,
+    WebauthnCeremony, WorkspaceId,
 };
 
 use crate::data::{SqliteStore, bad_column, json_list, origins_json, record_invalidation};
@@ -271,6 +271,29 @@ impl LoginStore for SqliteStore {
                 Ok(())
             })
             .await
+    }
+
+    async fn sign_in_failures(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+    ) -> Result<(u32, Option<Timestamp>)> {
+        self.db.read(|c| {
+            c.prepare_cached(
+                "select failed_sign_ins, sign_in_locked_until from user_account
+                 where workspace_id = ?1 and user_id = ?2",
+            )
+            .db()?
+            .query_row(params![workspace.as_uuid(), user.as_uuid()], |r| {
+                Ok((
+                    r.get::<_, u32>(0)?,
+                    r.get::<_, Option<i64>>(1)?.map(Timestamp::from_millis),
+                ))
+            })
+            .optional()
+            .db()?
+            .ok_or(Error::NotFound("user"))
+        })
     }
 
     async fn set_email_verified(&self, workspace: WorkspaceId, user: UserId) -> Result<()> {
@@ -564,62 +587,52 @@ impl LoginStore for SqliteStore {
 
     async fn insert_refresh(&self, t: &RefreshToken) -> Result<()> {
         let t = t.clone();
+        self.db.write(move |c| insert_refresh_row(c, &t)).await
+    }
+
+    async fn rotate_refresh(
+        &self,
+        workspace: WorkspaceId,
+        token_hash: &[u8],
+        successor: &RefreshToken,
+        successor_sealed: &[u8],
+        now: Timestamp,
+    ) -> Result<RefreshRotation> {
+        let (token_hash, successor, sealed) =
+            (token_hash.to_vec(), successor.clone(), successor_sealed.to_vec());
         self.db
             .write(move |c| {
-                c.execute(
-                    &format!(
-                        "insert into refresh_token ({REFRESH_COLUMNS})
-                         values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
-                    ),
-                    params![
-                        t.token_hash,
-                        t.workspace_id.as_uuid(),
-                        t.family_id.as_uuid(),
-                        t.application_id.as_uuid(),
-                        t.user_id.as_uuid(),
-                        t.login_session_id.as_uuid(),
-                        t.scope,
-                        t.auth_time.millis(),
-                        origins_json(&t.amr),
-                        t.created_at.millis(),
-                        t.expires_at.millis(),
-                        t.rotated_at.map(|x| x.millis()),
-                        t.revoked_at.map(|x| x.millis()),
-                    ],
-                )
-                .db()?;
-                Ok(())
+                // SECURITY: check-then-act in one statement: of concurrent rotations, one wins.
+                let rotated = c
+                    .execute(
+                        "update refresh_token set rotated_at = ?3, successor_sealed = ?4
+                         where workspace_id = ?1 and token_hash = ?2
+                           and rotated_at is null and revoked_at is null and expires_at > ?3",
+                        params![workspace.as_uuid(), token_hash, now.millis(), sealed],
+                    )
+                    .db()?;
+                if rotated == 0 {
+                    return Ok(RefreshRotation::NotCurrent);
+                }
+                insert_refresh_row(c, &successor)?;
+                Ok(RefreshRotation::Rotated)
             })
             .await
     }
 
-    async fn use_refresh(
-        &self,
-        workspace: WorkspaceId,
-        token_hash: &[u8],
-        now: Timestamp,
-    ) -> Result<RefreshUse> {
-        let token_hash = token_hash.to_vec();
-        self.db
-            .write(move |c| {
-                let Some(mut token) = find_refresh_in(c, workspace, &token_hash)? else {
-                    return Ok(RefreshUse::Invalid);
-                };
-                if token.revoked_at.is_some() || token.expires_at <= now {
-                    return Ok(RefreshUse::Invalid);
-                }
-                if token.rotated_at.is_some() {
-                    return Ok(RefreshUse::Rotated(token));
-                }
-                c.execute(
-                    "update refresh_token set rotated_at = ?3 where workspace_id = ?1 and token_hash = ?2",
-                    params![workspace.as_uuid(), token_hash, now.millis()],
-                )
-                .db()?;
-                token.rotated_at = Some(now);
-                Ok(RefreshUse::Fresh(token))
+    async fn refresh_successor(&self, workspace: WorkspaceId, token_hash: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.db.read(|c| {
+            c.prepare_cached(
+                "select successor_sealed from refresh_token where workspace_id = ?1 and token_hash = ?2",
+            )
+            .db()?
+            .query_row(params![workspace.as_uuid(), token_hash], |r| {
+                r.get::<_, Option<Vec<u8>>>(0)
             })
-            .await
+            .optional()
+            .db()
+            .map(Option::flatten)
+        })
     }
 
     async fn find_refresh(&self, workspace: WorkspaceId, token_hash: &[u8]) -> Result<Option<RefreshToken>> {
@@ -1124,8 +1137,41 @@ impl LoginStore for SqliteStore {
                         )
                         .db()?;
                 }
+                // A rotated token's successor is handed again only within the grace window.
+                c.execute(
+                    "update refresh_token set successor_sealed = null
+                     where successor_sealed is not null and rotated_at < ?1",
+                    params![before.millis()],
+                )
+                .db()?;
                 Ok(n as u64)
             })
             .await
     }
+}
+
+fn insert_refresh_row(c: &Connection, t: &RefreshToken) -> Result<()> {
+    c.execute(
+        &format!(
+            "insert into refresh_token ({REFRESH_COLUMNS})
+             values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+        ),
+        params![
+            t.token_hash,
+            t.workspace_id.as_uuid(),
+            t.family_id.as_uuid(),
+            t.application_id.as_uuid(),
+            t.user_id.as_uuid(),
+            t.login_session_id.as_uuid(),
+            t.scope,
+            t.auth_time.millis(),
+            origins_json(&t.amr),
+            t.created_at.millis(),
+            t.expires_at.millis(),
+            t.rotated_at.map(|x| x.millis()),
+            t.revoked_at.map(|x| x.millis()),
+        ],
+    )
+    .db()?;
+    Ok(())
 }

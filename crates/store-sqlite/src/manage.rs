@@ -336,6 +336,19 @@ pub(crate) fn apply_change(
             }
             Invalidation::User(workspace, *user)
         }
+        Change::EndSignInLockout(user) => {
+            let n = c
+                .execute(
+                    "update user_account set failed_sign_ins = 0, sign_in_locked_until = null
+                     where workspace_id = ?1 and user_id = ?2",
+                    params![ws, user.as_uuid()],
+                )
+                .db()?;
+            if n == 0 {
+                return Err(Error::NotFound("user"));
+            }
+            return Ok(false);
+        }
         Change::RaiseRevision(user) => {
             bump_user(c, ws, *user, "", "", now)?;
             Invalidation::User(workspace, *user)
@@ -789,5 +802,37 @@ impl SupportStore for SqliteStore {
             let rows = stmt.query_map([], support_row).db()?;
             rows.collect::<rusqlite::Result<Vec<_>>>().db()
         })
+    }
+
+    async fn support_email_rule_pending(&self) -> Result<Vec<(UserId, Vec<u8>)>> {
+        self.db.read(|c| {
+            let mut stmt = c
+                .prepare_cached("select support_id, email_sealed from support_operator where email_rule = 1")
+                .db()?;
+            let rows = stmt
+                .query_map([], |r| Ok((UserId::from_uuid(r.get(0)?), r.get(1)?)))
+                .db()?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().db()
+        })
+    }
+
+    async fn apply_support_email_rule(
+        &self,
+        id: UserId,
+        email_sealed: &[u8],
+        email_index: &[u8],
+    ) -> Result<()> {
+        let (sealed, index) = (email_sealed.to_vec(), email_index.to_vec());
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "update support_operator set email_sealed = ?2, email_index = ?3, email_rule = 2
+                     where support_id = ?1",
+                    params![id.as_uuid(), sealed, index],
+                )
+                .db()?;
+                Ok(())
+            })
+            .await
     }
 }

@@ -63,6 +63,17 @@ pub const DATA: &[Migration] = &[
         name: "signup_mode",
         sql: include_str!("../migrations/data/0007_signup_mode.sql"),
     },
+    // SQLite has no 0008: the PostgreSQL set numbers its row-level security migration separately.
+    Migration {
+        version: 9,
+        name: "email_rule",
+        sql: include_str!("../migrations/data/0009_email_rule.sql"),
+    },
+    Migration {
+        version: 10,
+        name: "refresh_successor",
+        sql: include_str!("../migrations/data/0010_refresh_successor.sql"),
+    },
 ];
 
 pub const ACCESS: &[Migration] = &[Migration {

@@ -12,6 +12,7 @@ use secureflows_crypto::{Aad, blind_index};
 use crate::audit::{Actor, ActorKind, NewEvent};
 use crate::auth::token::{IssuedToken, TokenKind};
 use crate::auth::upstream::{self, UpstreamIdentity};
+use crate::email::EmailAddress;
 use crate::keyring::WorkspaceKeys;
 use crate::model::NewIdentity;
 use crate::store::{NewUser, SessionAdmission, SessionLimits};
@@ -245,6 +246,14 @@ impl Services {
     }
 
     /// The user of an upstream identity, created on its first sign-in.
+    ///
+    /// SECURITY: identities are keyed by (issuer, subject); this never links or merges by e-mail (the
+    /// hosted login links only under the rules of `login::federation`, before it comes here), and it
+    /// never changes a member's address: an upstream claim is not a proof of address to us. A new
+    /// member keeps the address only if the issuer verified it (`email_verified`), in its canonical
+    /// form, indexed and marked verified; an address the issuer did not verify, or that the address
+    /// rule refuses, is not kept at all — it would find, and sign in as, whoever owns it.
+    /// `Conflict("account-exists")` when the verified address belongs to another member.
     pub(crate) async fn find_or_create_user(
         &self,
         workspace: WorkspaceId,
@@ -252,35 +261,39 @@ impl Services {
         identity: &UpstreamIdentity,
         now: Timestamp,
     ) -> Result<User> {
-        // SECURITY: identities are keyed by (issuer, subject). Applications' ID-token exchange never
-        // links or merges by e-mail; the hosted login links only an address its issuer verified.
         let identity_index = identity_index(keys, identity);
-        let email_index = identity.email.as_deref().map(|e| email_index(keys, e));
         if let Some(user) = self
             .stores
             .users
             .find_user_by_identity(workspace, &identity_index)
             .await?
         {
-            if email_index.is_some() && user.email_index.as_deref() != email_index.as_ref().map(|i| &i[..]) {
-                let (email_sealed, name_sealed) = seal_profile(keys, workspace, user.id, identity)?;
-                self.stores
-                    .users
-                    .update_profile(
-                        workspace,
-                        user.id,
-                        email_sealed.as_deref(),
-                        email_index.as_ref().map(|i| &i[..]),
-                        name_sealed.as_deref(),
-                        now,
-                    )
-                    .await?;
-            }
             return Ok(user);
         }
-
+        let email = identity
+            .email
+            .as_deref()
+            .filter(|_| identity.email_verified)
+            .and_then(|e| EmailAddress::parse(e).ok());
+        let email_index = email.as_ref().map(|e| email_index(keys, e));
+        if let Some(index) = &email_index
+            && self
+                .stores
+                .users
+                .find_user_by_email(workspace, index)
+                .await?
+                .is_some()
+        {
+            // The same identity signing in twice at once: the other request made the user a moment ago.
+            return self
+                .stores
+                .users
+                .find_user_by_identity(workspace, &identity_index)
+                .await?
+                .ok_or(Error::Conflict("account-exists"));
+        }
         let user_id = UserId::new();
-        let (email_sealed, name_sealed) = seal_profile(keys, workspace, user_id, identity)?;
+        let (email_sealed, name_sealed) = seal_profile(keys, workspace, user_id, email.as_ref(), identity)?;
         let user = User {
             id: user_id,
             workspace_id: workspace,
@@ -298,16 +311,23 @@ impl Services {
             identity: new_identity(keys, workspace, user_id, identity)?,
         };
         match self.stores.users.insert_user(&new).await {
-            Ok(()) => Ok(user),
-            // The same person signed in twice at once: the other request created the user.
-            Err(Error::Conflict(_)) => self
-                .stores
-                .users
-                .find_user_by_identity(workspace, &identity_index)
-                .await?
-                .ok_or(Error::Conflict("user identity")),
-            Err(e) => Err(e),
+            Ok(()) => {}
+            // The same person signed in twice at once (the other request created the user), or the
+            // address was taken a moment ago.
+            Err(Error::Conflict(_)) => {
+                return self
+                    .stores
+                    .users
+                    .find_user_by_identity(workspace, &identity_index)
+                    .await?
+                    .ok_or(Error::Conflict("account-exists"));
+            }
+            Err(e) => return Err(e),
         }
+        if email.is_some() {
+            self.stores.login.set_email_verified(workspace, user_id).await?;
+        }
+        Ok(user)
     }
 }
 
@@ -343,23 +363,20 @@ pub(crate) fn new_identity(
     })
 }
 
-/// The keyed hash under which an e-mail address is looked up: trimmed and lowercased, so the same
-/// address in another case finds the same user.
-pub fn email_index(keys: &WorkspaceKeys, email: &str) -> [u8; 32] {
-    blind_index(
-        keys.index(),
-        &Aad::new("sf.email.v1").field(email.trim().to_lowercase()),
-    )
+/// The keyed hash under which an e-mail address is looked up. Only canonical addresses (see
+/// [`crate::email`]) are indexed, so every spelling of one address finds the same user.
+pub fn email_index(keys: &WorkspaceKeys, email: &EmailAddress) -> [u8; 32] {
+    blind_index(keys.index(), &Aad::new("sf.email.v2").field(email.as_str()))
 }
 
-/// Seals a user's e-mail address.
+/// Seals a user's e-mail address (its canonical form).
 pub fn seal_email(
     keys: &WorkspaceKeys,
     workspace: WorkspaceId,
     user: UserId,
-    email: &str,
+    email: &EmailAddress,
 ) -> Result<Vec<u8>> {
-    keys.seal(&email_aad(workspace, user), email.as_bytes())
+    keys.seal(&email_aad(workspace, user), email.as_str().as_bytes())
 }
 
 /// Opens a user's e-mail address.
@@ -393,13 +410,10 @@ fn seal_profile(
     keys: &WorkspaceKeys,
     workspace: WorkspaceId,
     user: UserId,
+    email: Option<&EmailAddress>,
     identity: &UpstreamIdentity,
 ) -> Result<SealedProfile> {
-    let email = identity
-        .email
-        .as_deref()
-        .map(|e| seal_email(keys, workspace, user, e))
-        .transpose()?;
+    let email = email.map(|e| seal_email(keys, workspace, user, e)).transpose()?;
     let name = identity
         .name
         .as_deref()

@@ -7,7 +7,6 @@ use secureflows_crypto::password::PasswordCheck;
 use crate::audit::{self, Actor, ActorKind, EventFilter, NewEvent};
 use crate::keyring::WorkspaceKeys;
 use crate::login::hosted::browser_client_aad;
-use crate::login::password;
 use crate::store::Change;
 use crate::{AuthFailure, BrowserSession, BrowserSessionId, Error, Result, Services, Timestamp, User};
 
@@ -172,7 +171,7 @@ impl Services {
             .find_password(user.workspace_id, user.id)
             .await?;
         let right = match &stored {
-            Some(phc) => password::verify_password(phc, old).await? != PasswordCheck::Mismatch,
+            Some(phc) => self.passwords.verify(phc, old).await? != PasswordCheck::Mismatch,
             None => false,
         };
         if !right {
@@ -181,7 +180,7 @@ impl Services {
         let email = self.user_email(&keys, user).unwrap_or_default();
         self.check_new_password(workspace.login_policy.password, new, &email)
             .await?;
-        let phc = password::hash_password(new).await?;
+        let phc = self.passwords.hash(new).await?;
         self.commit(
             user.workspace_id,
             &keys,

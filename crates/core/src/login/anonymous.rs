@@ -14,9 +14,9 @@ use secureflows_crypto::SecretString;
 use crate::audit::{Actor, ActorKind, NewEvent};
 use crate::auth::callback::{SignedIn, email_index, seal_email};
 use crate::auth::session::SessionCaller;
-use crate::login::hosted::{SignUp, normalise_email};
+use crate::email::EmailAddress;
+use crate::login::hosted::SignUp;
 use crate::login::mfa::FirstFactor;
-use crate::login::password;
 use crate::login::{credential_workspace, new_credential};
 use crate::store::Change;
 use crate::{
@@ -135,10 +135,10 @@ impl Services {
     ) -> Result<User> {
         let found = self.get_workspace(workspace).await?;
         let keys = self.keys.workspace_keys(workspace, self.state.trusted()).await?;
-        let email = normalise_email(&form.email)?;
-        self.check_new_password(found.login_policy.password, &form.password, &email)
+        let email = EmailAddress::parse(&form.email)?;
+        self.check_new_password(found.login_policy.password, &form.password, email.as_str())
             .await?;
-        let phc = password::hash_password(&form.password).await?;
+        let phc = self.passwords.hash(&form.password).await?;
         self.upgrade_anon(workspace, &keys, anon, &email, phc, client)
             .await
     }
@@ -149,7 +149,7 @@ impl Services {
         workspace: WorkspaceId,
         keys: &std::sync::Arc<crate::keyring::WorkspaceKeys>,
         anon: UserId,
-        email: &str,
+        email: &EmailAddress,
         phc: String,
         client: &Actor,
     ) -> Result<User> {

@@ -28,10 +28,11 @@ use crate::audit::{Actor, ActorKind, NewEvent};
 use crate::auth::callback::{email_index, identity_index, new_identity};
 use crate::auth::upstream::{UpstreamIdentity, verify_id_token};
 use crate::console::ConsoleCaller;
+use crate::email::EmailAddress;
 use crate::keyring::WorkspaceKeys;
 use crate::login::mfa::FirstFactor;
 use crate::login::oidc::pkce_s256;
-use crate::login::workspace_issuer;
+use crate::login::{SignupMode, workspace_issuer};
 use crate::store::Change;
 use crate::workspace::validate_issuer;
 use crate::{
@@ -522,9 +523,6 @@ impl Services {
         self.commit(workspace, &keys, &actor, changes, events)
             .await
             .map_err(link_conflict)?;
-        if event == "user.sign_up" && identity.email_verified {
-            self.stores.login.set_email_verified(workspace, user.id).await?;
-        }
         if event == "user.identity_link" {
             self.alert_linked(&keys, &user, &provider).await;
         }
@@ -596,36 +594,61 @@ impl Services {
         if let Some(user) = self.stores.users.find_user_by_identity(workspace, &index).await? {
             return Ok((user, "user.sign_in"));
         }
-        if let Some(email) = identity.email.as_deref() {
+        // SECURITY: an address the provider did not verify never finds an account (it would hand the
+        // account to whoever wrote the claim).
+        let verified = identity
+            .email
+            .as_deref()
+            .filter(|_| identity.email_verified)
+            .and_then(|e| EmailAddress::parse(e).ok());
+        if let Some(email) = verified {
             let by_email = self
                 .stores
                 .users
-                .find_users_by_email(workspace, &email_index(keys, email))
+                .find_user_by_email(workspace, &email_index(keys, &email))
                 .await?;
-            if let Some(existing) = by_email.into_iter().next() {
+            if let Some(existing) = by_email {
                 // SECURITY: see the module documentation.
                 let verified_here = self.stores.login.email_verified(workspace, existing.id).await?;
                 let factors = self.mfa_status(&existing).await?;
-                let linkable = identity.email_verified
-                    && verified_here
-                    && existing.role == Role::User
-                    && !factors.totp
-                    && factors.passkeys == 0;
-                if !linkable {
+                let linkable =
+                    verified_here && existing.role == Role::User && !factors.totp && factors.passkeys == 0;
+                if linkable {
+                    return Ok((existing, "user.identity_link"));
+                }
+                let policy = self.get_workspace(workspace).await?.login_policy;
+                if policy.signup != SignupMode::VerifyFirst {
                     return Err(UpstreamFailure::ExistingAccount);
                 }
-                return Ok((existing, "user.identity_link"));
+                // A workspace whose sign-up never tells whether an address has an account: this
+                // identity becomes a member of its own, without the address, and the address's owner
+                // is told how to join the two.
+                let mut without_address = identity.clone();
+                without_address.email = None;
+                without_address.email_verified = false;
+                let user = self
+                    .find_or_create_user(workspace, keys, &without_address, self.clock.now())
+                    .await?;
+                self.alert(
+                    keys,
+                    &existing,
+                    "A sign-in with your e-mail address",
+                    "Someone signed in with another provider that gave your e-mail address. Your account was \
+                     not joined to it: a separate account was made for that sign-in. If it was you, sign in \
+                     to your account as usual and link the provider on your account page.",
+                )
+                .await;
+                return Ok((user, "user.sign_up"));
             }
         }
-        // An address the provider did not verify is not kept: it would find (and claim) the account of
-        // whoever owns it later.
-        let mut kept = identity.clone();
-        if !kept.email_verified {
-            kept.email = None;
-        }
+        // An address the provider did not verify is not kept (see `find_or_create_user`).
         let user = self
-            .find_or_create_user(workspace, keys, &kept, self.clock.now())
-            .await?;
+            .find_or_create_user(workspace, keys, identity, self.clock.now())
+            .await
+            .map_err(|e| match e {
+                Error::Conflict(_) => UpstreamFailure::ExistingAccount,
+                e => UpstreamFailure::Other(e),
+            })?;
         Ok((user, "user.sign_up"))
     }
 }

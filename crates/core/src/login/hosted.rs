@@ -12,9 +12,10 @@ use secureflows_crypto::{Aad, SecretString};
 
 use crate::audit::{Actor, ActorKind, NewEvent};
 use crate::auth::callback::{email_index, name_aad, open_email, seal_email};
+use crate::email::EmailAddress;
 use crate::keyring::WorkspaceKeys;
 use crate::login::mfa::FirstFactor;
-use crate::login::password::{self, PasswordPolicy};
+use crate::login::password::PasswordPolicy;
 use crate::store::{AttemptGate, Change};
 use crate::{
     AuthFailure, BrowserSession, BrowserSessionId, Error, FieldError, FlowId, Result, Role, Services, User,
@@ -47,22 +48,6 @@ pub struct SignUp {
     pub password: SecretString,
     /// Display name (optional).
     pub name: Option<String>,
-}
-
-/// Validates an e-mail address as typed into a form: trimmed, 3 to 254 characters, one `@` with text
-/// on both sides, no spaces or control characters.
-pub fn normalise_email(email: &str) -> Result<String> {
-    let email = email.trim();
-    let valid = (3..=254).contains(&email.len())
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
-        && email
-            .split_once('@')
-            .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty() && !domain.contains('@'));
-    if valid {
-        Ok(email.to_owned())
-    } else {
-        Err(Error::invalid("email", "must be an e-mail address"))
-    }
 }
 
 impl Services {
@@ -122,20 +107,20 @@ impl Services {
             return self.sign_up_upgrading(workspace, anon, form, flow, client).await;
         }
         let (found, keys) = self.login_workspace(workspace).await?;
-        let email = normalise_email(&form.email)?;
-        self.check_new_password(found.login_policy.password, &form.password, &email)
+        let email = EmailAddress::parse(&form.email)?;
+        self.check_new_password(found.login_policy.password, &form.password, email.as_str())
             .await?;
         let index = email_index(&keys, &email);
-        if !self
+        if self
             .stores
             .users
-            .find_users_by_email(workspace, &index)
+            .find_user_by_email(workspace, &index)
             .await?
-            .is_empty()
+            .is_some()
         {
             return Err(Error::Conflict("account-exists"));
         }
-        let phc = password::hash_password(&form.password).await?;
+        let phc = self.passwords.hash(&form.password).await?;
         let (user, actor) = self
             .create_password_user(&keys, workspace, &email, form.name.as_deref(), phc, client)
             .await?;
@@ -155,7 +140,7 @@ impl Services {
         &self,
         keys: &Arc<WorkspaceKeys>,
         workspace: WorkspaceId,
-        email: &str,
+        email: &EmailAddress,
         name: Option<&str>,
         phc: String,
         client: &Actor,
@@ -203,8 +188,33 @@ impl Services {
     }
 
     /// Signs a browser in with e-mail and password (or, with TOTP on, opens the second-factor step).
-    /// Every failure is `InvalidCredentials`.
+    /// Every failure is `InvalidCredentials`, answered no sooner than `login.failure_floor` after the
+    /// attempt began.
     pub async fn password_sign_in(
+        &self,
+        workspace: WorkspaceId,
+        email: &str,
+        password: &SecretString,
+        flow: Option<FlowId>,
+        client: &Actor,
+    ) -> Result<(User, FirstFactor)> {
+        let started = tokio::time::Instant::now();
+        let result = self
+            .check_password_sign_in(workspace, email, password, flow, client)
+            .await;
+        if matches!(
+            result,
+            Err(Error::Unauthenticated(AuthFailure::InvalidCredentials))
+        ) {
+            // SECURITY: an unknown address costs a decoy hash, an existing one a hash and the writes
+            // that count the failure; the floor hides what is left of the difference (SECURITY.md
+            // check 21), and any load both see alike.
+            tokio::time::sleep_until(started + self.settings.login.failure_floor).await;
+        }
+        result
+    }
+
+    async fn check_password_sign_in(
         &self,
         workspace: WorkspaceId,
         email: &str,
@@ -216,16 +226,18 @@ impl Services {
         let (_, keys) = self.login_workspace(workspace).await?;
         let settings = &self.settings.login;
         let now = self.clock.now();
-        let index = email_index(&keys, email.trim());
-        let user = self
-            .stores
-            .users
-            .find_users_by_email(workspace, &index)
-            .await?
-            .into_iter()
-            .next();
+        // An address the rule refuses has no account: the same answer and work as an unknown one.
+        let user = match EmailAddress::parse(email) {
+            Ok(email) => {
+                self.stores
+                    .users
+                    .find_user_by_email(workspace, &email_index(&keys, &email))
+                    .await?
+            }
+            Err(_) => None,
+        };
         let Some(user) = user else {
-            password::verify_dummy(password).await?;
+            self.passwords.verify_dummy(password).await?;
             return Err(bad());
         };
         if let AttemptGate::Locked(_) = self
@@ -234,14 +246,14 @@ impl Services {
             .begin_attempt(workspace, user.id, settings.max_failures, now)
             .await?
         {
-            password::verify_dummy(password).await?;
+            self.passwords.verify_dummy(password).await?;
             return Err(bad());
         }
         let stored = self.stores.login.find_password(workspace, user.id).await?;
         let check = match &stored {
-            Some(phc) => password::verify_password(phc, password).await?,
+            Some(phc) => self.passwords.verify(phc, password).await?,
             None => {
-                password::verify_dummy(password).await?;
+                self.passwords.verify_dummy(password).await?;
                 PasswordCheck::Mismatch
             }
         };
@@ -278,10 +290,7 @@ impl Services {
         if check == PasswordCheck::MatchOutdated {
             // Imported bcrypt (or older parameters): upgrade to the current Argon2id now that the
             // password is known.
-            changes.push(Change::SetPassword(
-                user.id,
-                password::hash_password(password).await?,
-            ));
+            changes.push(Change::SetPassword(user.id, self.passwords.hash(password).await?));
         }
         let mut events = vec![
             NewEvent::new("user.sign_in", "user", user.id)

@@ -5,9 +5,9 @@
 use secureflows_crypto::SecretString;
 
 use crate::audit::{Actor, ActorKind, NewEvent};
-use crate::auth::callback::seal_email;
+use crate::auth::callback::{email_index, seal_email};
+use crate::email::EmailAddress;
 use crate::login::mfa::FirstFactor;
-use crate::login::password;
 use crate::members::InviteView;
 use crate::store::Change;
 use crate::{Error, Invite, Result, Services, User, UserId, UserStatus, WorkspaceId};
@@ -44,7 +44,10 @@ impl Services {
         let view = self.invite_by_link(workspace, token).await?;
         let invite = &view.invite;
         let found = self.get_workspace(workspace).await?;
-        self.check_new_password(found.login_policy.password, new_password, &view.email)
+        // The invited address, canonical (an invitation made before the address rule took effect is
+        // indexed again under it here).
+        let email = EmailAddress::parse(&view.email)?;
+        self.check_new_password(found.login_policy.password, new_password, email.as_str())
             .await?;
         let keys = self.keys.workspace_keys(workspace, self.state.trusted()).await?;
         let now = self.clock.now();
@@ -55,13 +58,13 @@ impl Services {
             role: invite.role,
             revision: 1,
             status: UserStatus::Active,
-            email_sealed: Some(seal_email(&keys, workspace, id, &view.email)?),
-            email_index: Some(invite.email_index.clone()),
+            email_sealed: Some(seal_email(&keys, workspace, id, &email)?),
+            email_index: Some(email_index(&keys, &email).to_vec()),
             name_sealed: None,
             created_at: now,
             updated_at: now,
         };
-        let phc = password::hash_password(new_password).await?;
+        let phc = self.passwords.hash(new_password).await?;
         let mut actor = client.clone();
         actor.kind = ActorKind::EndUser;
         actor.id = Some(id);

@@ -11,9 +11,9 @@ use secureflows_crypto::SecretString;
 
 use crate::audit::{Actor, ActorKind, NewEvent};
 use crate::auth::callback::email_index;
+use crate::email::EmailAddress;
 use crate::keyring::WorkspaceKeys;
 use crate::login::mfa::FirstFactor;
-use crate::login::password;
 use crate::login::{credential_workspace, new_credential};
 use crate::mail::Mail;
 use crate::store::Change;
@@ -49,14 +49,17 @@ impl Services {
         keys: &WorkspaceKeys,
         email: &str,
     ) -> Result<Option<User>> {
-        let index = email_index(keys, email.trim());
+        // An address the rule refuses has no account.
+        let Ok(email) = EmailAddress::parse(email) else {
+            return Ok(None);
+        };
+        let index = email_index(keys, &email);
         Ok(self
             .stores
             .users
-            .find_users_by_email(workspace, &index)
+            .find_user_by_email(workspace, &index)
             .await?
-            .into_iter()
-            .find(|u| u.status == UserStatus::Active))
+            .filter(|u| u.status == UserStatus::Active))
     }
 
     /// Creates a link and mails it. The token is never returned or logged.
@@ -273,7 +276,7 @@ impl Services {
         let email = self.user_email(&keys, &user).unwrap_or_default();
         self.check_new_password(policy, new_password, &email).await?;
         let (_, user) = self.spend_link(workspace, token, LinkPurpose::Reset).await?;
-        let phc = password::hash_password(new_password).await?;
+        let phc = self.passwords.hash(new_password).await?;
         let actor = actor_for(client, &user);
         self.commit(
             workspace,

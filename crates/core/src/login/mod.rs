@@ -158,9 +158,11 @@ pub struct LoginSettings {
     pub browser_session_ttl: Duration,
     /// Lifetime of a refresh token (each rotation starts a new one).
     pub refresh_ttl: Duration,
-    /// A rotated refresh token still works this long (two tabs refreshing at once); after that, using
-    /// it again revokes its whole family.
+    /// A rotated refresh token hands out its successor this long (two tabs refreshing at once); after
+    /// that, using it again revokes its whole family.
     pub refresh_grace: Duration,
+    /// A failed password sign-in is answered no sooner than this after it began.
+    pub failure_floor: Duration,
 }
 
 impl Default for LoginSettings {
@@ -173,6 +175,7 @@ impl Default for LoginSettings {
             browser_session_ttl: Duration::from_secs(7 * 24 * 3600),
             refresh_ttl: Duration::from_secs(7 * 24 * 3600),
             refresh_grace: Duration::from_secs(10),
+            failure_floor: Duration::from_millis(300),
         }
     }
 }

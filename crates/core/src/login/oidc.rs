@@ -9,7 +9,7 @@ use crate::auth::token::{IssuedToken, TokenKind};
 use crate::keyring::WorkspaceKeys;
 use crate::login::oauth::OAuthError;
 use crate::login::{credential_workspace, new_credential, workspace_issuer};
-use crate::store::{CodeRedemption, RefreshUse};
+use crate::store::{CodeRedemption, RefreshRotation};
 use crate::workspace::is_loopback;
 use crate::{
     Application, ApplicationId, AuthorizationCode, AuthorizationRequest, BrowserSession, Error, FamilyId,
@@ -498,7 +498,6 @@ impl Services {
                     auth_time: code_row.auth_time,
                     amr: code_row.amr.clone(),
                     family: refresh.then(FamilyId::new),
-                    session: None,
                 },
                 now,
                 actor,
@@ -511,9 +510,11 @@ impl Services {
         Ok(grant)
     }
 
-    /// The refresh-token grant with rotation. A rotated token used again within the grace window gets
-    /// a sibling (two tabs refreshing at once); used later, it revokes its whole family and ends the
-    /// login session.
+    /// The refresh-token grant with rotation (RFC 9700 §4.14.2). A current token is rotated: its
+    /// successor pair (access, ID and refresh token) is issued and kept sealed with it. Used again
+    /// within the grace window (two tabs refreshing at once), it receives that same pair, so every
+    /// holder shares one chain; used again later — out of step — it revokes its whole family and ends
+    /// the login session.
     pub async fn refresh(
         &self,
         client: &Application,
@@ -527,26 +528,16 @@ impl Services {
         }
         let hash = secureflows_crypto::sha256(token.as_bytes());
         let now = self.clock.now();
-        let current = match self.stores.login.use_refresh(workspace, &hash, now).await? {
-            RefreshUse::Fresh(t) => t,
-            RefreshUse::Rotated(t) => {
-                let within_grace = t
-                    .rotated_at
-                    .is_some_and(|at| now.since(at) <= self.settings.login.refresh_grace);
-                if !within_grace || t.application_id != client.id {
-                    self.stores
-                        .login
-                        .revoke_family(workspace, t.family_id, now)
-                        .await?;
-                    self.state
-                        .apply(crate::Invalidation::Session(workspace, t.login_session_id));
-                    self.audit_reuse(&t, actor).await?;
-                    return Err(invalid());
-                }
-                t
-            }
-            RefreshUse::Invalid => return Err(invalid()),
-        };
+        let current = self
+            .stores
+            .login
+            .find_refresh(workspace, &hash)
+            .await?
+            .filter(|t| t.revoked_at.is_none() && t.expires_at > now)
+            .ok_or_else(invalid)?;
+        if current.rotated_at.is_some() {
+            return self.refresh_again(client, &current, now, actor).await;
+        }
         if current.application_id != client.id {
             return Err(invalid());
         }
@@ -558,22 +549,122 @@ impl Services {
             .filter(|s| s.ended_at.is_none())
             .ok_or_else(invalid)?;
         let user = self.active_user(workspace, current.user_id).await?;
-        self.grant_tokens(
-            client,
-            &user,
-            GrantBasis {
-                browser: session.browser_session_id,
-                scope: current.scope.clone(),
-                nonce: None,
-                auth_time: current.auth_time,
-                amr: current.amr.clone(),
-                family: Some(current.family_id),
-                session: Some(session.id),
-            },
-            now,
-            actor,
-        )
-        .await
+        let keys = self.keys.workspace_keys(workspace, self.state.trusted()).await?;
+        let basis = GrantBasis {
+            browser: session.browser_session_id,
+            scope: current.scope.clone(),
+            nonce: None,
+            auth_time: current.auth_time,
+            amr: current.amr.clone(),
+            family: Some(current.family_id),
+        };
+        let access_token = self.access_token(client, &user, session.id, now)?;
+        let refresh_token = new_credential(REFRESH_PREFIX, workspace)?;
+        let refresh_expiry = now.plus(self.settings.login.refresh_ttl);
+        let successor = RefreshToken {
+            token_hash: secureflows_crypto::sha256(refresh_token.as_bytes()).to_vec(),
+            workspace_id: workspace,
+            family_id: current.family_id,
+            application_id: client.id,
+            user_id: user.id,
+            login_session_id: session.id,
+            scope: current.scope.clone(),
+            auth_time: current.auth_time,
+            amr: current.amr.clone(),
+            created_at: now,
+            expires_at: refresh_expiry,
+            rotated_at: None,
+            revoked_at: None,
+        };
+        let id_token = if current.scope.split(' ').any(|s| s == "openid") {
+            Some(
+                self.id_token(client, &user, &keys, &basis, session.id, &access_token, now)
+                    .await?,
+            )
+        } else {
+            None
+        };
+        let grant = TokenGrant {
+            access_token,
+            id_token,
+            refresh_token: Some(refresh_token),
+            scope: current.scope.clone(),
+            session: session.id,
+            user: user.id,
+            application: client.id,
+            workspace,
+        };
+        let sealed = seal_successor(&keys, &current, &grant)?;
+        match self
+            .stores
+            .login
+            .rotate_refresh(workspace, &hash, &successor, &sealed, now)
+            .await?
+        {
+            RefreshRotation::Rotated => {}
+            // Another request rotated it a moment ago: this one is a use within the grace window (or
+            // the token was revoked meanwhile).
+            RefreshRotation::NotCurrent => {
+                let again = self
+                    .stores
+                    .login
+                    .find_refresh(workspace, &hash)
+                    .await?
+                    .filter(|t| t.revoked_at.is_none())
+                    .ok_or_else(invalid)?;
+                return self.refresh_again(client, &again, now, actor).await;
+            }
+        }
+        self.stores
+            .login
+            .extend_session(
+                workspace,
+                session.id,
+                refresh_expiry.max(grant.access_token.expires_at),
+            )
+            .await?;
+        self.record_grant(client, &user, &keys, &grant, true, actor)
+            .await?;
+        Ok(grant)
+    }
+
+    /// A rotated refresh token presented again: within the grace window, by its own client, it receives
+    /// the successor pair of its rotation; otherwise it is out of step — taken as stolen — and revokes
+    /// its family.
+    async fn refresh_again(
+        &self,
+        client: &Application,
+        used: &RefreshToken,
+        now: Timestamp,
+        actor: &Actor,
+    ) -> std::result::Result<TokenGrant, OAuthError> {
+        let workspace = used.workspace_id;
+        let within_grace = used
+            .rotated_at
+            .is_some_and(|at| now.since(at) <= self.settings.login.refresh_grace);
+        if within_grace && used.application_id == client.id {
+            let keys = self.keys.workspace_keys(workspace, self.state.trusted()).await?;
+            let sealed = self
+                .stores
+                .login
+                .refresh_successor(workspace, &used.token_hash)
+                .await?;
+            if let Some(grant) = sealed.and_then(|s| open_successor(&keys, used, &s)) {
+                return Ok(grant);
+            }
+        }
+        // SECURITY: RFC 9700 §4.14.2: a refresh token used out of step was stolen, or its owner's copy
+        // was: end the whole family and its login session.
+        self.stores
+            .login
+            .revoke_family(workspace, used.family_id, now)
+            .await?;
+        self.state
+            .apply(crate::Invalidation::Session(workspace, used.login_session_id));
+        self.audit_reuse(used, actor).await?;
+        Err(OAuthError::invalid_grant(
+            "the refresh token is invalid, expired or revoked",
+        ))
     }
 
     async fn audit_reuse(&self, token: &RefreshToken, actor: &Actor) -> Result<()> {
@@ -627,6 +718,8 @@ impl Services {
         Ok(())
     }
 
+    /// The tokens of a code exchange: a new login session (within the plan's limits), its access
+    /// token, a refresh token for clients that get one, and an ID token for `openid`.
     async fn grant_tokens(
         &self,
         app: &Application,
@@ -647,46 +740,19 @@ impl Services {
         let expires_at = refresh_expiry
             .unwrap_or(now.plus(app.token_ttl))
             .max(now.plus(app.token_ttl));
-        let session_id = match basis.session {
-            Some(id) => {
-                self.stores
-                    .login
-                    .extend_session(workspace, id, expires_at)
-                    .await?;
-                id
-            }
-            None => {
-                let session = LoginSession {
-                    id: SessionId::new(),
-                    workspace_id: workspace,
-                    application_id: Some(app.id),
-                    user_id: user.id,
-                    browser_session_id: basis.browser,
-                    created_at: now,
-                    expires_at,
-                    ended_at: None,
-                };
-                self.open_app_session(ws.plan, &session, now).await?;
-                session.id
-            }
+        let session = LoginSession {
+            id: SessionId::new(),
+            workspace_id: workspace,
+            application_id: Some(app.id),
+            user_id: user.id,
+            browser_session_id: basis.browser,
+            created_at: now,
+            expires_at,
+            ended_at: None,
         };
-        // A console client's users get USER JWTs for the management API (with their own role).
-        let (kind, audience) = if app.console {
-            (TokenKind::User, crate::auth::token::console_audience(workspace))
-        } else {
-            (TokenKind::Session, app.id.to_string())
-        };
-        let access_token = self.tokens.issue(
-            kind,
-            audience,
-            workspace,
-            user.id,
-            session_id,
-            user.role,
-            user.revision,
-            app.token_ttl,
-            now,
-        )?;
+        self.open_app_session(ws.plan, &session, now).await?;
+        let session_id = session.id;
+        let access_token = self.access_token(app, user, session_id, now)?;
         let refresh_token = match (basis.family, refresh_expiry) {
             (Some(family), Some(expires_at)) => {
                 let token = new_credential(REFRESH_PREFIX, workspace)?;
@@ -720,37 +786,7 @@ impl Services {
         } else {
             None
         };
-        let mut actor = actor.clone();
-        actor.kind = ActorKind::EndUser;
-        actor.id = Some(user.id);
-        self.record(
-            workspace,
-            &keys,
-            &actor,
-            vec![
-                NewEvent::new(
-                    if basis.session.is_some() {
-                        "token.refresh"
-                    } else {
-                        "token.issue"
-                    },
-                    "user",
-                    user.id,
-                )
-                .values(
-                    None,
-                    Some(serde_json::json!({
-                        "kind": if app.console { "user" } else { "session" },
-                        "application_id": app.id,
-                        "session": session_id,
-                        "expires_at": access_token.expires_at.rfc3339(),
-                        "refresh_token": refresh_token.is_some(),
-                    })),
-                ),
-            ],
-        )
-        .await?;
-        Ok(TokenGrant {
+        let grant = TokenGrant {
             access_token,
             id_token,
             refresh_token,
@@ -759,7 +795,77 @@ impl Services {
             user: user.id,
             application: app.id,
             workspace,
-        })
+        };
+        self.record_grant(app, user, &keys, &grant, false, actor).await?;
+        Ok(grant)
+    }
+
+    /// The access token of a login session: a SESSION JWT, or for a console client's users a USER JWT
+    /// for the management API (with their own role).
+    fn access_token(
+        &self,
+        app: &Application,
+        user: &User,
+        session: SessionId,
+        now: Timestamp,
+    ) -> Result<IssuedToken> {
+        let (kind, audience) = if app.console {
+            (
+                TokenKind::User,
+                crate::auth::token::console_audience(user.workspace_id),
+            )
+        } else {
+            (TokenKind::Session, app.id.to_string())
+        };
+        self.tokens.issue(
+            kind,
+            audience,
+            user.workspace_id,
+            user.id,
+            session,
+            user.role,
+            user.revision,
+            app.token_ttl,
+            now,
+        )
+    }
+
+    /// Audits a grant (`token.issue` for a code exchange, `token.refresh` for a rotation).
+    async fn record_grant(
+        &self,
+        app: &Application,
+        user: &User,
+        keys: &std::sync::Arc<WorkspaceKeys>,
+        grant: &TokenGrant,
+        refresh: bool,
+        actor: &Actor,
+    ) -> Result<()> {
+        let mut actor = actor.clone();
+        actor.kind = ActorKind::EndUser;
+        actor.id = Some(user.id);
+        self.record(
+            user.workspace_id,
+            keys,
+            &actor,
+            vec![
+                NewEvent::new(
+                    if refresh { "token.refresh" } else { "token.issue" },
+                    "user",
+                    user.id,
+                )
+                .values(
+                    None,
+                    Some(serde_json::json!({
+                        "kind": if app.console { "user" } else { "session" },
+                        "application_id": app.id,
+                        "session": grant.session,
+                        "expires_at": grant.access_token.expires_at.rfc3339(),
+                        "refresh_token": grant.refresh_token.is_some(),
+                    })),
+                ),
+            ],
+        )
+        .await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -952,8 +1058,56 @@ struct GrantBasis {
     amr: Vec<String>,
     /// Refresh-token family (none: no refresh token).
     family: Option<FamilyId>,
-    /// An existing login session (refresh) or a new one (code exchange).
-    session: Option<SessionId>,
+}
+
+/// A rotation's successor pair, as kept (sealed) with the rotated refresh token.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Successor {
+    access_token: String,
+    access_expires_in_ms: u64,
+    access_expires_at_ms: i64,
+    id_token: Option<String>,
+    refresh_token: String,
+}
+
+fn successor_aad(rotated: &RefreshToken) -> secureflows_crypto::Aad {
+    secureflows_crypto::Aad::new("sf.refresh.successor.v1")
+        .field(rotated.workspace_id.as_uuid().as_bytes())
+        .field(&rotated.token_hash)
+}
+
+fn seal_successor(keys: &WorkspaceKeys, rotated: &RefreshToken, grant: &TokenGrant) -> Result<Vec<u8>> {
+    let successor = Successor {
+        access_token: grant.access_token.token.clone(),
+        access_expires_in_ms: u64::try_from(grant.access_token.expires_in.as_millis()).unwrap_or(u64::MAX),
+        access_expires_at_ms: grant.access_token.expires_at.millis(),
+        id_token: grant.id_token.clone(),
+        refresh_token: grant.refresh_token.clone().unwrap_or_default(),
+    };
+    let json = zeroize::Zeroizing::new(
+        serde_json::to_vec(&successor).map_err(|_| Error::internal("encoding a refresh successor"))?,
+    );
+    keys.seal(&successor_aad(rotated), &json)
+}
+
+/// The successor pair of a rotation, for a use within the grace window. `None` if it does not open.
+fn open_successor(keys: &WorkspaceKeys, rotated: &RefreshToken, sealed: &[u8]) -> Option<TokenGrant> {
+    let json = zeroize::Zeroizing::new(keys.open(&successor_aad(rotated), sealed).ok()?);
+    let s: Successor = serde_json::from_slice(&json).ok()?;
+    Some(TokenGrant {
+        access_token: IssuedToken {
+            token: s.access_token,
+            expires_in: std::time::Duration::from_millis(s.access_expires_in_ms),
+            expires_at: Timestamp::from_millis(s.access_expires_at_ms),
+        },
+        id_token: s.id_token,
+        refresh_token: Some(s.refresh_token),
+        scope: rotated.scope.clone(),
+        session: rotated.login_session_id,
+        user: rotated.user_id,
+        application: rotated.application_id,
+        workspace: rotated.workspace_id,
+    })
 }
 
 /// `at_hash` (OpenID Connect Core §3.1.3.6): left half of the access token's SHA-256, base64url. Our

@@ -21,10 +21,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::Actor;
 use crate::auth::callback::email_index;
+use crate::email::EmailAddress;
 use crate::login::SignupMode;
-use crate::login::hosted::{SignUp, normalise_email};
+use crate::login::hosted::SignUp;
 use crate::login::mfa::FirstFactor;
-use crate::login::password;
 use crate::mail::Mail;
 use crate::{CeremonyPurpose, Error, FlowId, Result, Services, User, UserId, WorkspaceId};
 use secureflows_crypto::SecretString;
@@ -77,18 +77,18 @@ impl Services {
         };
         let secret = secureflows_crypto::random_token("")?;
         let browser = secureflows_crypto::sha256(secret.as_bytes()).to_vec();
-        let email = normalise_email(&form.email)?;
-        self.check_new_password(found.login_policy.password, &form.password, &email)
+        let email = EmailAddress::parse(&form.email)?;
+        self.check_new_password(found.login_policy.password, &form.password, email.as_str())
             .await?;
-        let password_hash = password::hash_password(&form.password).await?;
+        let password_hash = self.passwords.hash(&form.password).await?;
         let existing = self
             .stores
             .users
-            .find_users_by_email(workspace, &email_index(&keys, &email))
+            .find_user_by_email(workspace, &email_index(&keys, &email))
             .await?;
         let issuer = self.issuer_of(workspace);
         let pending = PendingSignUp {
-            email: email.clone(),
+            email: email.as_str().to_owned(),
             name: form.name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()),
             password_hash,
             flow,
@@ -107,9 +107,9 @@ impl Services {
                 SIGNUP_LINK_TTL,
             )
             .await?;
-        let mail = if existing.is_empty() {
+        let mail = if existing.is_none() {
             Mail {
-                to: email,
+                to: email.as_str().to_owned(),
                 subject: format!("Finish creating your {} account", found.name),
                 text: format!(
                     "Open this link to finish creating your account:\n\n{issuer}/signup/confirm?token={}\n\n\
@@ -119,7 +119,7 @@ impl Services {
             }
         } else {
             Mail {
-                to: email,
+                to: email.into_string(),
                 subject: format!("You already have a {} account", found.name),
                 text: format!(
                     "Someone, perhaps you, asked to create an account with this address. You already have \
@@ -156,17 +156,12 @@ impl Services {
         if !secureflows_crypto::constant_time_eq(&presented, &pending.browser) {
             return Err(Error::NotFound("link"));
         }
+        // Stored in its canonical form when the sign-up was asked for.
+        let email = EmailAddress::parse(&pending.email)?;
         let (user, actor) = match pending.upgrade {
             Some(anon) => {
                 let user = self
-                    .upgrade_anon(
-                        workspace,
-                        &keys,
-                        anon,
-                        &pending.email,
-                        pending.password_hash,
-                        client,
-                    )
+                    .upgrade_anon(workspace, &keys, anon, &email, pending.password_hash, client)
                     .await?;
                 self.state.apply(crate::Invalidation::User(workspace, anon));
                 let mut actor = client.clone();
@@ -178,7 +173,7 @@ impl Services {
                 self.create_password_user(
                     &keys,
                     workspace,
-                    &pending.email,
+                    &email,
                     pending.name.as_deref(),
                     pending.password_hash,
                     client,

@@ -73,7 +73,11 @@ fn bad_link(ctx: &PageContext, state: &AppState) -> Response {
 /// Throttles link requests like sign-ins (per address asked for and per client address); `Some` is
 /// the 429 page.
 fn throttled(state: &AppState, ctx: &PageContext, email: &str, address: String) -> Option<Response> {
-    let account = format!("{}:{}", ctx.workspace, email.trim().to_lowercase());
+    let account = format!(
+        "{}:{}",
+        ctx.workspace,
+        secureflows_core::EmailAddress::throttle_key(email)
+    );
     let retry = state.sign_in_limits().check(account, address).err()?;
     let mut response = message(
         StatusCode::TOO_MANY_REQUESTS,
@@ -155,14 +159,14 @@ pub(super) async fn magic_request(
         return r;
     }
     let flow = form.flow.as_deref().and_then(|f| f.parse().ok());
-    if let Err(e) = state
-        .services()
-        .send_magic_link(ctx.workspace, &form.email, flow)
-        .await
-    {
-        // The same answer either way: a failure must not tell that the address has an account.
-        tracing::warn!(error = %e, "a magic link could not be sent");
-    }
+    let (services, workspace, email) = (state.services_arc(), ctx.workspace, form.email);
+    // SECURITY: answered before the address is even looked up: the look-up, the link and the mail
+    // happen after, so neither the answer nor its timing tells whether the address has an account.
+    tokio::spawn(async move {
+        if let Err(e) = services.send_magic_link(workspace, &email, flow).await {
+            tracing::warn!(error = %e, "a magic link could not be sent");
+        }
+    });
     check_your_mail(&ctx, &state)
 }
 
@@ -262,13 +266,13 @@ pub(super) async fn forgot_request(
     ) {
         return r;
     }
-    if let Err(e) = state
-        .services()
-        .send_password_reset(ctx.workspace, &form.email)
-        .await
-    {
-        tracing::warn!(error = %e, "a password-reset link could not be sent");
-    }
+    let (services, workspace, email) = (state.services_arc(), ctx.workspace, form.email);
+    // SECURITY: answered first, as for magic links.
+    tokio::spawn(async move {
+        if let Err(e) = services.send_password_reset(workspace, &email).await {
+            tracing::warn!(error = %e, "a password-reset link could not be sent");
+        }
+    });
     check_your_mail(&ctx, &state)
 }
 

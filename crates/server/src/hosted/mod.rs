@@ -28,7 +28,7 @@ use secureflows_core::login::mfa::FirstFactor;
 use secureflows_core::login::oidc::{AuthorizeError, AuthorizeParams, redirect_to};
 use secureflows_core::login::password::PasswordPolicy;
 use secureflows_core::login::signup::SignUpStart;
-use secureflows_core::{AuthFailure, BrowserSession, Error, FlowId, User, WorkspaceId};
+use secureflows_core::{AuthFailure, BrowserSession, EmailAddress, Error, FlowId, User, WorkspaceId};
 use secureflows_crypto::SecretString;
 use serde::Deserialize;
 
@@ -297,12 +297,23 @@ async fn page_context(
 }
 
 fn internal(e: Error) -> Response {
-    tracing::error!(error = %e, "hosted login request failed");
-    error_page(
+    let busy = matches!(e, Error::Unavailable(_));
+    if busy {
+        tracing::warn!(error = %e, "hosted login request could not be served now");
+    } else {
+        tracing::error!(error = %e, "hosted login request failed");
+    }
+    let mut response = error_page(
         StatusCode::SERVICE_UNAVAILABLE,
         Brand::new("secureFlows"),
         "The sign-in service could not complete this request. Please try again.",
-    )
+    );
+    if busy {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
+    response
 }
 
 impl PageContext {
@@ -634,7 +645,7 @@ async fn login_submit(
         Err(r) => return r,
     };
     let email = form.email.trim().to_owned();
-    let account = format!("{}:{}", ctx.workspace, email.to_lowercase());
+    let account = format!("{}:{}", ctx.workspace, EmailAddress::throttle_key(&email));
     let address = actor.client_ip.clone().unwrap_or_default();
     if let Err(retry) = state.sign_in_limits().check(account, address) {
         let page = login_form(
@@ -818,7 +829,11 @@ async fn signup_submit(
     };
     let address = actor.client_ip.clone().unwrap_or_default();
     if let Err(retry) = state.sign_in_limits().check(
-        format!("{}:signup:{}", ctx.workspace, form.email.trim().to_lowercase()),
+        format!(
+            "{}:signup:{}",
+            ctx.workspace,
+            EmailAddress::throttle_key(&form.email)
+        ),
         address,
     ) {
         let page = signup_form(

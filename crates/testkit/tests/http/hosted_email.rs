@@ -24,7 +24,7 @@ backend_tests!(
     verify_first_sign_up_upgrades_an_anonymous_visitor,
 );
 
-async fn app_with_mail(backend: Backend, breached_url: Option<String>) -> (TestApp, SmtpSink) {
+pub(crate) async fn app_with_mail(backend: Backend, breached_url: Option<String>) -> (TestApp, SmtpSink) {
     let smtp = SmtpSink::start().await;
     let port = smtp.port;
     let options = TestOptions {
@@ -41,7 +41,7 @@ async fn app_with_mail(backend: Backend, breached_url: Option<String>) -> (TestA
 }
 
 /// The one link in a message.
-fn link_in(text: &str) -> String {
+pub(crate) fn link_in(text: &str) -> String {
     text.split_whitespace()
         .find(|w| w.starts_with("http"))
         .unwrap_or_else(|| panic!("no link in {text}"))
@@ -49,7 +49,7 @@ fn link_in(text: &str) -> String {
 }
 
 /// Waits for `n` messages and returns the link of the last one that carries `path`.
-async fn latest_link(smtp: &SmtpSink, n: usize, path: &str) -> String {
+pub(crate) async fn latest_link(smtp: &SmtpSink, n: usize, path: &str) -> String {
     smtp.wait_for(n)
         .await
         .iter()
@@ -61,7 +61,7 @@ async fn latest_link(smtp: &SmtpSink, n: usize, path: &str) -> String {
 }
 
 /// Opens a link's page (nothing is spent) and presses its button; returns the response.
-async fn press(b: &reqwest::Client, app: &TestApp, link: &str) -> reqwest::Response {
+pub(crate) async fn press(b: &reqwest::Client, app: &TestApp, link: &str) -> reqwest::Response {
     let page = b.get(link).send().await.unwrap();
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
@@ -103,7 +103,13 @@ async fn sign_up(app: &TestApp, b: &reqwest::Client, ws: WorkspaceId, email: &st
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
 }
 
-async fn sign_in(app: &TestApp, b: &reqwest::Client, ws: WorkspaceId, email: &str, password: &str) -> u16 {
+pub(crate) async fn sign_in(
+    app: &TestApp,
+    b: &reqwest::Client,
+    ws: WorkspaceId,
+    email: &str,
+    password: &str,
+) -> u16 {
     let page = b
         .get(format!("{}/w/{ws}/login", app.url))
         .send()
@@ -625,15 +631,18 @@ async fn verify_first_sign_up_never_tells_whether_an_address_has_an_account(back
     assert_eq!(new_page, old_page);
     assert!(new_page.contains("Check your e-mail"));
     let keys = app.services().keys.workspace_keys(ws, false).await.unwrap();
-    let index = secureflows_core::auth::callback::email_index(&keys, "new@example.com");
+    let index = secureflows_core::auth::callback::email_index(
+        &keys,
+        &secureflows_core::EmailAddress::parse("new@example.com").unwrap(),
+    );
     assert!(
         app.services()
             .stores
             .users
-            .find_users_by_email(ws, &index)
+            .find_user_by_email(ws, &index)
             .await
             .unwrap()
-            .is_empty()
+            .is_none()
     );
 
     // The owner of the taken address is told; the new address gets the link that makes the account.
@@ -671,9 +680,11 @@ async fn verify_first_sign_up_never_tells_whether_an_address_has_an_account(back
         .services()
         .stores
         .users
-        .find_users_by_email(ws, &index)
+        .find_user_by_email(ws, &index)
         .await
-        .unwrap();
+        .unwrap()
+        .into_iter()
+        .collect::<Vec<_>>();
     assert_eq!(users.len(), 1);
     assert!(
         app.services()
@@ -714,15 +725,18 @@ async fn verify_first_sign_up_never_tells_whether_an_address_has_an_account(back
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
-    let index = secureflows_core::auth::callback::email_index(&keys, "third@example.com");
+    let index = secureflows_core::auth::callback::email_index(
+        &keys,
+        &secureflows_core::EmailAddress::parse("third@example.com").unwrap(),
+    );
     assert!(
         app.services()
             .stores
             .users
-            .find_users_by_email(ws, &index)
+            .find_user_by_email(ws, &index)
             .await
             .unwrap()
-            .is_empty()
+            .is_none()
     );
     app.stop().await;
 }

@@ -194,15 +194,18 @@ async fn upstream_provider_signs_in_links_verified_addresses_only(backend: Backe
     assert_eq!(done.status(), 200);
     assert!(done.text().await.unwrap().contains("You are signed in"));
     let keys = app.services().keys.workspace_keys(ours, false).await.unwrap();
-    let index = secureflows_core::auth::callback::email_index(&keys, "bob@example.com");
+    let index = secureflows_core::auth::callback::email_index(
+        &keys,
+        &secureflows_core::EmailAddress::parse("bob@example.com").unwrap(),
+    );
     let bobs = app
         .services()
         .stores
         .users
-        .find_users_by_email(ours, &index)
+        .find_user_by_email(ours, &index)
         .await
         .unwrap();
-    assert_eq!(bobs.len(), 1);
+    assert!(bobs.is_some());
 
     // Through an application's request, in a new browser: the provider's button carries the request,
     // and after the provider the application gets its code.
@@ -238,21 +241,33 @@ async fn upstream_provider_signs_in_links_verified_addresses_only(backend: Backe
             .status(),
         200
     );
-    let index = secureflows_core::auth::callback::email_index(&keys, "carol@example.com");
+    let index = secureflows_core::auth::callback::email_index(
+        &keys,
+        &secureflows_core::EmailAddress::parse("carol@example.com").unwrap(),
+    );
     assert!(
         app.services()
             .stores
             .users
-            .find_users_by_email(ours, &index)
+            .find_user_by_email(ours, &index)
             .await
             .unwrap()
-            .is_empty()
+            .is_none()
     );
 
-    // Alice has an account here and one at the provider whose address the provider has not verified:
-    // no link, no sign-in.
-    let alice_here = sign_up(&app, ours, "alice@example.com").await;
-    let alice_there = sign_up(&app, upstream, "alice@example.com").await;
+    // Dora has an account here and one at the provider whose address the provider has not verified:
+    // the address never finds her account (no link, no sign-in to it, no 409 that would tell it
+    // exists): the identity is a member of its own, without the address.
+    let dora_here = sign_up(&app, ours, "dora@example.com").await;
+    sign_up(&app, upstream, "dora@example.com").await;
+    let members_before = app
+        .services()
+        .stores
+        .users
+        .list_users(ours, None, 100)
+        .await
+        .unwrap()
+        .len();
     let b = browser();
     let r = b
         .get(format!("{}{start}", app.url).replace("?flow=", "?x="))
@@ -260,16 +275,43 @@ async fn upstream_provider_signs_in_links_verified_addresses_only(backend: Backe
         .await
         .unwrap();
     let login = follow(&app, &b, location(&r)).await;
-    let refused = provider_password(&app, &b, login, "alice@example.com").await;
-    assert_eq!(refused.status(), 409);
-    assert!(
-        !refused
-            .headers()
-            .get_all("set-cookie")
-            .iter()
-            .any(|c| c.to_str().unwrap().starts_with("sf_sso=")
-                && !c.to_str().unwrap().starts_with("sf_sso=;"))
+    let separate = provider_password(&app, &b, login, "dora@example.com").await;
+    assert_eq!(separate.status(), 200);
+    let members = app
+        .services()
+        .stores
+        .users
+        .list_users(ours, None, 100)
+        .await
+        .unwrap();
+    assert_eq!(members.len(), members_before + 1);
+    let newcomer = members
+        .iter()
+        .find(|u| u.id != dora_here.id && u.email_sealed.is_none() && u.created_at >= dora_here.created_at)
+        .expect("a member without an address");
+    assert!(newcomer.email_index.is_none());
+    // That identity is now known: it signs in to that member again, never to Dora's account.
+    let (b, login) = start_at_provider(&app, &start).await;
+    assert_eq!(
+        provider_password(&app, &b, login, "dora@example.com")
+            .await
+            .status(),
+        200
     );
+    assert_eq!(
+        app.services()
+            .stores
+            .users
+            .list_users(ours, None, 100)
+            .await
+            .unwrap()
+            .len(),
+        members_before + 1
+    );
+
+    // Alice has an account here and one at the provider.
+    let alice_here = sign_up(&app, ours, "alice@example.com").await;
+    let alice_there = sign_up(&app, upstream, "alice@example.com").await;
 
     // The provider verified the address, but the account here never did (anyone can open an account
     // in someone else's name): still no link.
@@ -440,18 +482,18 @@ async fn upstream_provider_signs_in_links_verified_addresses_only(backend: Backe
         .await
         .unwrap();
     assert!(account.contains("alice@example.com"));
-    let index = secureflows_core::auth::callback::email_index(&keys, "alice@example.com");
+    let index = secureflows_core::auth::callback::email_index(
+        &keys,
+        &secureflows_core::EmailAddress::parse("alice@example.com").unwrap(),
+    );
     let alices = app
         .services()
         .stores
         .users
-        .find_users_by_email(ours, &index)
+        .find_user_by_email(ours, &index)
         .await
         .unwrap();
-    assert_eq!(
-        alices.iter().map(|u| u.id).collect::<Vec<_>>(),
-        vec![alice_here.id]
-    );
+    assert_eq!(alices.map(|u| u.id), Some(alice_here.id));
     // The same callback again: the pending sign-in was used up (its cookie is gone).
     let replay = b.get(&callback_url).send().await.unwrap();
     assert_eq!(replay.status(), 400);

@@ -328,21 +328,67 @@ async fn users_and_identities(s: &Stores) {
         "nothing half-inserted"
     );
 
-    s.users
-        .update_profile(ws, user.id, Some(&[4, 5]), Some(&[6; 32]), Some(&[7]), at(3))
-        .await
-        .unwrap();
-    let u = s.users.find_user(ws, user.id).await.unwrap().unwrap();
-    assert_eq!(
-        (u.email_sealed, u.name_sealed, u.updated_at),
-        (Some(vec![4, 5]), Some(vec![7]), at(3))
-    );
+    // An address belongs to one user of a workspace; the same index elsewhere is another user's.
+    let found = s.users.find_user_by_email(ws, &[7; 32]).await.unwrap().unwrap();
+    assert_eq!(found.id, user.id);
+    let mut same_address = new_user(ws, 70);
+    same_address.user.email_index = Some(vec![7; 32]);
     assert!(matches!(
-        s.users
-            .update_profile(ws2, user.id, None, None, None, at(3))
-            .await,
-        Err(Error::NotFound(_))
+        s.users.insert_user(&same_address).await,
+        Err(Error::Conflict(_))
     ));
+    assert_ne!(
+        s.users
+            .find_user_by_email(ws2, &[7; 32])
+            .await
+            .unwrap()
+            .map(|u| u.id),
+        Some(user.id)
+    );
+    // Indexing under the address rule: a taken index is refused, nothing changes; a conflict is kept.
+    let mut other = new_user(ws, 71);
+    other.user.email_index = Some(vec![5; 32]);
+    s.users.insert_user(&other).await.unwrap();
+    assert!(
+        !s.users
+            .apply_email_rule(ws, other.user.id, Some(&[9, 9]), Some(&[7; 32]), None, at(3))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        s.users
+            .find_user(ws, other.user.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .email_index,
+        Some(vec![5; 32])
+    );
+    assert!(
+        s.users
+            .apply_email_rule(
+                ws,
+                other.user.id,
+                Some(&[9, 9]),
+                None,
+                Some(EmailConflict::Collision),
+                at(3)
+            )
+            .await
+            .unwrap()
+    );
+    let other_now = s.users.find_user(ws, other.user.id).await.unwrap().unwrap();
+    assert_eq!(
+        (other_now.email_index, other_now.email_sealed),
+        (None, Some(vec![9, 9]))
+    );
+    assert_eq!(
+        s.users.email_conflicts(ws).await.unwrap(),
+        vec![(other.user.id, EmailConflict::Collision)]
+    );
+    assert!(s.users.email_conflicts(ws2).await.unwrap().is_empty());
+    // New rows are under the rule already.
+    assert!(s.users.email_rule_pending(ws).await.unwrap().is_empty());
     assert_eq!(
         s.users.find_user(ws2, user.id).await.unwrap(),
         None,
@@ -1003,26 +1049,66 @@ async fn codes_and_refresh_tokens(s: &Stores) {
         ..refresh.clone()
     };
     s.login.insert_refresh(&sibling).await.unwrap();
+    let successor = |n: u8| RefreshToken {
+        token_hash: vec![n; 32],
+        created_at: at(1),
+        ..refresh.clone()
+    };
     assert_eq!(
-        s.login.use_refresh(other, &[8; 32], at(1)).await.unwrap(),
-        RefreshUse::Invalid
+        s.login
+            .rotate_refresh(other, &[8; 32], &successor(20), b"sealed", at(1))
+            .await
+            .unwrap(),
+        RefreshRotation::NotCurrent,
+        "another workspace's token"
     );
+    // Concurrent rotations of one token: exactly one wins and stores its successor.
     let mut tasks = Vec::new();
-    for _ in 0..8 {
+    for n in 0..8u8 {
         let login = s.login.clone();
+        let next = successor(30 + n);
         tasks.push(tokio::spawn(async move {
-            login.use_refresh(ws, &[8; 32], at(1)).await.unwrap()
+            (
+                n,
+                login
+                    .rotate_refresh(ws, &[8; 32], &next, &[n], at(1))
+                    .await
+                    .unwrap(),
+            )
         }));
     }
-    let mut fresh = 0;
+    let mut winners = Vec::new();
     for t in tasks {
-        match t.await.unwrap() {
-            RefreshUse::Fresh(_) => fresh += 1,
-            RefreshUse::Rotated(t) => assert_eq!(t.rotated_at, Some(at(1))),
-            RefreshUse::Invalid => panic!("invalid"),
+        let (n, outcome) = t.await.unwrap();
+        if outcome == RefreshRotation::Rotated {
+            winners.push(n);
         }
     }
-    assert_eq!(fresh, 1);
+    assert_eq!(winners.len(), 1);
+    let winner = winners[0];
+    let rotated = s.login.find_refresh(ws, &[8; 32]).await.unwrap().unwrap();
+    assert_eq!(rotated.rotated_at, Some(at(1)));
+    assert_eq!(
+        s.login.refresh_successor(ws, &[8; 32]).await.unwrap(),
+        Some(vec![winner])
+    );
+    assert_eq!(s.login.refresh_successor(other, &[8; 32]).await.unwrap(), None);
+    assert!(
+        s.login
+            .find_refresh(ws, &[30 + winner; 32])
+            .await
+            .unwrap()
+            .is_some()
+    );
+    for n in (0..8u8).filter(|n| *n != winner) {
+        assert!(
+            s.login.find_refresh(ws, &[30 + n; 32]).await.unwrap().is_none(),
+            "a loser's successor"
+        );
+    }
+    // The sweeper forgets successors once the grace window is over.
+    s.login.purge_login_state(at(2)).await.unwrap();
+    assert_eq!(s.login.refresh_successor(ws, &[8; 32]).await.unwrap(), None);
     s.login.extend_session(ws, first.id, at(7200)).await.unwrap();
     assert_eq!(
         s.sessions
@@ -1035,8 +1121,12 @@ async fn codes_and_refresh_tokens(s: &Stores) {
     );
     s.login.revoke_family(ws, family, at(5)).await.unwrap();
     assert_eq!(
-        s.login.use_refresh(ws, &[9; 32], at(6)).await.unwrap(),
-        RefreshUse::Invalid
+        s.login
+            .rotate_refresh(ws, &[9; 32], &successor(40), b"sealed", at(6))
+            .await
+            .unwrap(),
+        RefreshRotation::NotCurrent,
+        "revoked with its family"
     );
     assert!(
         s.sessions
