@@ -59,6 +59,10 @@ impl CsrfForm for ResetForm {
     }
 }
 
+/// How long after answering a link request its work (look-up, link, mail) starts, so that the work
+/// never competes with the answer it must not influence.
+const AFTER_ANSWER: std::time::Duration = std::time::Duration::from_millis(100);
+
 fn bad_link(ctx: &PageContext, state: &AppState) -> Response {
     ctx.finish(
         state,
@@ -161,8 +165,10 @@ pub(super) async fn magic_request(
     let flow = form.flow.as_deref().and_then(|f| f.parse().ok());
     let (services, workspace, email) = (state.services_arc(), ctx.workspace, form.email);
     // SECURITY: answered before the address is even looked up: the look-up, the link and the mail
-    // happen after, so neither the answer nor its timing tells whether the address has an account.
+    // happen after (once the answer is on its way), so neither the answer nor its timing tells whether
+    // the address has an account.
     tokio::spawn(async move {
+        tokio::time::sleep(AFTER_ANSWER).await;
         if let Err(e) = services.send_magic_link(workspace, &email, flow).await {
             tracing::warn!(error = %e, "a magic link could not be sent");
         }
@@ -269,6 +275,7 @@ pub(super) async fn forgot_request(
     let (services, workspace, email) = (state.services_arc(), ctx.workspace, form.email);
     // SECURITY: answered first, as for magic links.
     tokio::spawn(async move {
+        tokio::time::sleep(AFTER_ANSWER).await;
         if let Err(e) = services.send_password_reset(workspace, &email).await {
             tracing::warn!(error = %e, "a password-reset link could not be sent");
         }

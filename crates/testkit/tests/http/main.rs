@@ -13,6 +13,7 @@ mod browser;
 mod console_sign_in;
 mod crypto_at_rest;
 mod email_addresses;
+mod enumeration_timing;
 mod headers;
 mod hosted_email;
 mod hosted_login;
