@@ -181,6 +181,9 @@ pub struct StorageConfig {
     pub max_connections: u32,
     /// Seconds to wait for a PostgreSQL connection before answering 503.
     pub acquire_timeout_secs: u64,
+    /// SQLite: a write-ahead log larger than this many MiB is checkpointed and truncated, so it stays
+    /// bounded under any load.
+    pub sqlite_wal_limit_mib: u64,
 }
 
 impl Default for StorageConfig {
@@ -191,6 +194,7 @@ impl Default for StorageConfig {
             keyring_url: None,
             max_connections: 16,
             acquire_timeout_secs: 5,
+            sqlite_wal_limit_mib: 64,
         }
     }
 }

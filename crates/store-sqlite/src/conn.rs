@@ -69,6 +69,21 @@ impl<T: Send> Completion for TypedCompletion<T> {
     }
 }
 
+/// Tuning of the SQLite databases.
+#[derive(Debug, Clone, Copy)]
+pub struct SqliteOptions {
+    /// A write-ahead log larger than this is checkpointed and truncated (see `spawn_checkpointer`).
+    pub wal_truncate_bytes: u64,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            wal_truncate_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
 /// One SQLite database file: a writer thread and a reader pool.
 pub struct Database {
     path: PathBuf,
@@ -135,7 +150,12 @@ fn configure(conn: &Connection, writer: bool) -> Result<()> {
 impl Database {
     /// Opens the file (creating it with mode 0600 when missing), applies or checks `migrations`, and
     /// starts the writer thread.
-    pub fn open(path: &Path, migrations: &[Migration], mode: MigrationMode) -> Result<Database> {
+    pub fn open(
+        path: &Path,
+        migrations: &[Migration],
+        mode: MigrationMode,
+        options: SqliteOptions,
+    ) -> Result<Database> {
         if !path.exists() && mode == MigrationMode::Check {
             return Err(Error::Unavailable(
                 "the database does not exist; run `secureflows migrate`",
@@ -160,7 +180,7 @@ impl Database {
             .name(name)
             .spawn(move || writer_loop(writer, rx))
             .map_err(Error::internal)?;
-        let checkpointer = spawn_checkpointer(path)?;
+        let checkpointer = spawn_checkpointer(path, options.wal_truncate_bytes)?;
         Ok(Database {
             path: path.to_owned(),
             jobs: Some(jobs),
@@ -262,18 +282,16 @@ type Checkpointer = (Arc<(Mutex<bool>, Condvar)>, std::thread::JoinHandle<()>);
 
 /// How often the write-ahead log is copied back into the database file.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
-/// A log larger than this after a PASSIVE checkpoint gets a TRUNCATE checkpoint.
-pub const WAL_TRUNCATE_BYTES: u64 = 64 * 1024 * 1024;
 /// What a log is cut back to when the writer starts it over (`journal_size_limit`).
 const WAL_SIZE_LIMIT_BYTES: i64 = 16 * 1024 * 1024;
 
 /// Keeps the write-ahead log bounded under any load. Every `CHECKPOINT_INTERVAL` a PASSIVE checkpoint
 /// copies the log into the database file without blocking the writer or readers. Under a steady load
 /// that alone never lets the log start over (some reader always holds a snapshot in it), so once the
-/// log passes `WAL_TRUNCATE_BYTES` a TRUNCATE checkpoint waits (up to the busy time-out) for the
-/// readers of the old log to finish, copies the rest, and empties the file; writers pause for that
-/// moment. `journal_size_limit` cuts the file back whenever the writer starts the log over by itself.
-fn spawn_checkpointer(path: &Path) -> Result<Checkpointer> {
+/// log passes `truncate_bytes` a TRUNCATE checkpoint waits (up to the busy time-out) for the readers
+/// of the old log to finish, copies the rest, and empties the file; writers pause for that moment.
+/// `journal_size_limit` cuts the file back whenever the writer starts the log over by itself.
+fn spawn_checkpointer(path: &Path, truncate_bytes: u64) -> Result<Checkpointer> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -306,7 +324,7 @@ fn spawn_checkpointer(path: &Path) -> Result<Checkpointer> {
                     tracing::warn!(error = %e, "write-ahead log checkpoint failed");
                 }
                 let size = std::fs::metadata(&wal).map_or(0, |m| m.len());
-                if size > WAL_TRUNCATE_BYTES {
+                if size > truncate_bytes {
                     match conn.query_row("pragma wal_checkpoint(truncate)", [], |r| r.get::<_, i64>(0)) {
                         Ok(0) => tracing::debug!(bytes = size, "write-ahead log truncated"),
                         // Readers or the writer held on past the busy time-out: the next tick tries again.

@@ -19,7 +19,7 @@ use secureflows_core::{
 use secureflows_core::login::password::PasswordPolicy;
 use secureflows_core::login::{Branding, LoginPolicy, MfaRequirement, SignupMode};
 
-use crate::conn::Database;
+use crate::conn::{Database, SqliteOptions};
 use crate::error::SqlResult;
 use crate::manage::{apply_change, insert_user_row};
 use crate::migrate::{self, MigrationMode};
@@ -33,10 +33,15 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens the data database and the access-log database.
-    pub fn open(path: &Path, access_path: &Path, mode: MigrationMode) -> Result<SqliteStore> {
+    pub fn open(
+        path: &Path,
+        access_path: &Path,
+        mode: MigrationMode,
+        options: SqliteOptions,
+    ) -> Result<SqliteStore> {
         Ok(SqliteStore {
-            db: Database::open(path, migrate::DATA, mode)?,
-            access: Database::open(access_path, migrate::ACCESS, mode)?,
+            db: Database::open(path, migrate::DATA, mode, options)?,
+            access: Database::open(access_path, migrate::ACCESS, mode, options)?,
         })
     }
 

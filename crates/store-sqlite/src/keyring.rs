@@ -10,7 +10,7 @@ use secureflows_core::store::{KeyringStore, StoredKey, StoredSigningKey};
 use secureflows_core::{Error, Result, Timestamp};
 use secureflows_crypto::KeyPurpose;
 
-use crate::conn::Database;
+use crate::conn::{Database, SqliteOptions};
 use crate::error::SqlResult;
 use crate::migrate::{self, MigrationMode};
 
@@ -24,7 +24,7 @@ impl SqliteKeyring {
     /// Opens the key ring file.
     pub fn open(path: &Path, mode: MigrationMode) -> Result<SqliteKeyring> {
         Ok(SqliteKeyring {
-            db: Database::open(path, migrate::KEYRING, mode)?,
+            db: Database::open(path, migrate::KEYRING, mode, SqliteOptions::default())?,
         })
     }
 }

@@ -19,7 +19,7 @@ mod migrate;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use conn::Database;
+pub use conn::{Database, SqliteOptions};
 pub use data::SqliteStore;
 pub use keyring::SqliteKeyring;
 pub use migrate::MigrationMode;
@@ -34,12 +34,17 @@ pub const ACCESS_FILE: &str = "access.db";
 /// File name of the key ring inside the data directory.
 pub const KEYRING_FILE: &str = "keyring.db";
 
-/// Opens (and, with `MigrationMode::Apply`, migrates) both databases in `data_dir`.
-pub fn open_stores(data_dir: &Path, mode: MigrationMode) -> Result<(Stores, Arc<SqliteStore>)> {
+/// Opens (and, with `MigrationMode::Apply`, migrates) the databases in `data_dir`.
+pub fn open_stores(
+    data_dir: &Path,
+    mode: MigrationMode,
+    options: SqliteOptions,
+) -> Result<(Stores, Arc<SqliteStore>)> {
     let data = Arc::new(SqliteStore::open(
         &data_dir.join(DATA_FILE),
         &data_dir.join(ACCESS_FILE),
         mode,
+        options,
     )?);
     let keyring = Arc::new(SqliteKeyring::open(&data_dir.join(KEYRING_FILE), mode)?);
     Ok((Stores::new(data.clone(), keyring), data))

@@ -28,6 +28,7 @@ mod password_hashing;
 mod refresh_tokens;
 mod row_level_security;
 mod session_api;
+mod sqlite_wal;
 mod tokens;
 mod upstream;
 mod upstream_login;

@@ -27,7 +27,11 @@ async fn open(backend: Backend) -> Fixture {
         Backend::Sqlite => {
             let path = dir.path().to_owned();
             tokio::task::spawn_blocking(move || {
-                secureflows_store_sqlite::open_stores(&path, secureflows_store_sqlite::MigrationMode::Apply)
+                secureflows_store_sqlite::open_stores(
+                    &path,
+                    secureflows_store_sqlite::MigrationMode::Apply,
+                    secureflows_store_sqlite::SqliteOptions::default(),
+                )
             })
             .await
             .unwrap()
