@@ -87,11 +87,30 @@ pub struct ValueMeta {
     pub expires_at: String,
 }
 
+/// One entry of `GET /api/v1/sessions`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct ListedValue {
+    /// Key name; `null` when the value is unreadable.
+    pub key: Option<String>,
+    /// Size in bytes.
+    pub size: u64,
+    /// First written (RFC 3339, UTC).
+    pub created_at: String,
+    /// Last written.
+    pub updated_at: String,
+    /// Expires unless written again.
+    pub expires_at: String,
+    /// Present and `true` when the stored value failed its integrity check (tampered, or sealed under a
+    /// key the server no longer holds): its name cannot be shown and reading it answers 500.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unreadable: bool,
+}
+
 /// `GET /api/v1/sessions`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct ValueList {
-    /// The caller's keys in this application, sorted by name.
-    pub keys: Vec<ValueMeta>,
+    /// The caller's keys in this application, sorted by name; unreadable values last.
+    pub keys: Vec<ListedValue>,
 }
 
 /// An RFC 9457 problem as the server sends it.

@@ -15,15 +15,33 @@ fn double_option<'de, D: Deserializer<'de>, T: serde::de::DeserializeOwned>(
 /// A nested object field: `null` or absent is `None`, an object is the value, anything else is
 /// refused. serde would otherwise accept a struct written as a JSON array (`[..]` in field order),
 /// which no client means.
-fn object<'de, D: Deserializer<'de>, T: serde::de::DeserializeOwned>(d: D) -> Result<Option<T>, D::Error> {
-    use serde::de::Error as _;
-    match Option::<serde_json::Value>::deserialize(d)? {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(v @ serde_json::Value::Object(_)) => {
-            serde_json::from_value(v).map(Some).map_err(D::Error::custom)
+fn object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    struct ObjectOnly<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for ObjectOnly<T> {
+        type Value = Option<T>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
         }
-        Some(_) => Err(D::Error::custom("must be a JSON object")),
+
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_any(self)
+        }
+
+        // The members are read in place, so that an error names its path (`branding.color`).
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Some)
+        }
     }
+    d.deserialize_option(ObjectOnly(std::marker::PhantomData))
 }
 
 /// A role that can be given to a member (ANON comes from guest sessions, SUPPORT from the server only).

@@ -94,6 +94,22 @@ pub struct ValueMeta {
     pub expires_at: Timestamp,
 }
 
+/// One of the caller's values in a listing. `key` is `None` when its sealed name does not open
+/// (tampering, or a key this server no longer holds): the value is listed as unreadable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedValue {
+    /// Key name, if it opens.
+    pub key: Option<String>,
+    /// Size in bytes.
+    pub size: u64,
+    /// First written.
+    pub created_at: Timestamp,
+    /// Last written.
+    pub updated_at: Timestamp,
+    /// Expires unless written again.
+    pub expires_at: Timestamp,
+}
+
 /// A value as stored by the caller.
 #[derive(Clone, PartialEq, Eq)]
 pub struct StoredValue {
@@ -487,7 +503,7 @@ impl Services {
     }
 
     /// The caller's keys in this application, sorted by name.
-    pub async fn list_values(&self, caller: &SessionCaller) -> Result<Vec<ValueMeta>> {
+    pub async fn list_values(&self, caller: &SessionCaller) -> Result<Vec<ListedValue>> {
         let place = Place::of(caller);
         let now = self.clock.now();
         let entries = self
@@ -497,10 +513,29 @@ impl Services {
             .await?;
         let mut out = Vec::with_capacity(entries.len());
         for entry in entries {
-            let keys = self.keys_for(caller, &entry.name_sealed).await?;
-            let name = keys.open(&place.name_aad(&entry.key_index), &entry.name_sealed)?;
-            let key = String::from_utf8(name).map_err(|_| Error::Integrity("vault key name is not UTF-8"))?;
-            out.push(ValueMeta {
+            let opened = async {
+                let keys = self.keys_for(caller, &entry.name_sealed).await?;
+                let name = keys.open(&place.name_aad(&entry.key_index), &entry.name_sealed)?;
+                String::from_utf8(name).map_err(|_| Error::Integrity("vault key name is not UTF-8"))
+            };
+            let key = match opened.await {
+                Ok(key) => Some(key),
+                // One tampered row (or one sealed under a key this server no longer has) must not hide
+                // the others: it is listed without its name, and reported.
+                Err(Error::Integrity(what)) => {
+                    tracing::error!(
+                        target: "security",
+                        workspace = %place.workspace,
+                        application = %place.application,
+                        user = %place.user,
+                        what,
+                        "a vault key name failed authentication; listed as unreadable"
+                    );
+                    None
+                }
+                Err(e) => return Err(e),
+            };
+            out.push(ListedValue {
                 key,
                 size: entry.size,
                 created_at: entry.created_at,
@@ -508,7 +543,8 @@ impl Services {
                 expires_at: entry.expires_at,
             });
         }
-        out.sort_by(|a, b| a.key.cmp(&b.key));
+        // By name; unreadable values last.
+        out.sort_by(|a, b| (a.key.is_none(), &a.key).cmp(&(b.key.is_none(), &b.key)));
         Ok(out)
     }
 

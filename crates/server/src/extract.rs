@@ -95,20 +95,23 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
 fn deserialize_exact<T: DeserializeOwned>(
     de: &mut serde_json::Deserializer<serde_json::de::SliceRead<'_>>,
 ) -> Result<T, Problem> {
-    let value = T::deserialize(&mut *de).map_err(json_problem)?;
-    de.end().map_err(json_problem)?;
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
+        let path = e.path().to_string();
+        json_problem(e.into_inner(), &path)
+    })?;
+    de.end().map_err(|e| json_problem(e, "."))?;
     Ok(value)
 }
 
-fn json_problem(e: serde_json::Error) -> Problem {
+fn json_problem(e: serde_json::Error, path: &str) -> Problem {
     use serde_json::error::Category;
     match e.classify() {
-        Category::Data => Problem::from(secureflows_core::Error::Invalid(vec![
-            secureflows_core::FieldError {
-                field: "body".into(),
-                message: data_error_message(&e),
-            },
-        ])),
+        Category::Data => {
+            let (field, message) = describe_data_error(&e, path);
+            Problem::from(secureflows_core::Error::Invalid(vec![
+                secureflows_core::FieldError { field, message },
+            ]))
+        }
         Category::Syntax | Category::Eof | Category::Io => Problem::malformed(format!(
             "the body is not valid JSON (line {}, column {})",
             e.line(),
@@ -117,11 +120,91 @@ fn json_problem(e: serde_json::Error) -> Problem {
     }
 }
 
-/// serde's data errors name the field and the expected type, never the offending value beyond that.
-fn data_error_message(e: &serde_json::Error) -> String {
+/// A data error in the API's words: the field (a dotted path; `body` for the whole body) and what it
+/// must be. serde's own wording (`invalid type: string "x", expected u64`) names Rust types and
+/// repeats the value; neither reaches the client.
+fn describe_data_error(e: &serde_json::Error, path: &str) -> (String, String) {
     let text = e.to_string();
-    let text = text.split(" at line ").next().unwrap_or("invalid value");
-    secureflows_core::access::neutralize(text, 200)
+    let text = text.split(" at line ").next().unwrap_or_default();
+    let field = |name: Option<&str>| {
+        let base = if path == "." || path.is_empty() { "" } else { path };
+        // The path of an unknown field already ends with its name.
+        let name = name
+            .filter(|n| base != *n && !base.ends_with(&format!(".{n}")))
+            .map(|n| secureflows_core::access::neutralize(n, 64));
+        match (base, name) {
+            ("", None) => "body".to_owned(),
+            ("", Some(n)) => n,
+            (b, None) => b.to_owned(),
+            (b, Some(n)) => format!("{b}.{n}"),
+        }
+    };
+    let quoted = |t: &str| t.split('`').nth(1).map(str::to_owned);
+    if let Some(rest) = text.strip_prefix("missing field ") {
+        return (field(quoted(rest).as_deref()), "is required".to_owned());
+    }
+    if let Some(rest) = text.strip_prefix("unknown field ") {
+        return (
+            field(quoted(rest).as_deref()),
+            "is not a field of this request".to_owned(),
+        );
+    }
+    if let Some(rest) = text.strip_prefix("duplicate field ") {
+        return (
+            field(quoted(rest).as_deref()),
+            "is given more than once".to_owned(),
+        );
+    }
+    if let Some(rest) = text.strip_prefix("unknown variant ") {
+        let choices: Vec<&str> = rest
+            .split_once("expected ")
+            .map(|(_, e)| e.split('`').skip(1).step_by(2).collect())
+            .unwrap_or_default();
+        let message = if choices.is_empty() {
+            "is not one of the accepted values".to_owned()
+        } else {
+            format!("must be one of: {}", choices.join(", "))
+        };
+        return (field(None), message);
+    }
+    let serde_wording = ["invalid type", "invalid value", "invalid length"]
+        .iter()
+        .any(|p| text.starts_with(p));
+    if !serde_wording {
+        // Our own deserializers' messages are already in the API's words.
+        return (field(None), secureflows_core::access::neutralize(text, 200));
+    }
+    let expected = text
+        .rsplit_once("expected ")
+        .map(|(_, e)| e.trim())
+        .unwrap_or_default();
+    let message = if text.starts_with("invalid length") {
+        "has the wrong number of items".to_owned()
+    } else {
+        format!("must be {}", expected_in_words(expected))
+    };
+    (field(None), message)
+}
+
+/// serde's "expected …" in the API's words.
+fn expected_in_words(expected: &str) -> String {
+    let words = match expected {
+        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a whole number, 0 or more",
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "a whole number",
+        "f32" | "f64" => "a number",
+        "a boolean" => "true or false",
+        "a string" | "a borrowed string" | "a character" => "a string",
+        "a sequence" => "a list",
+        "a map" | "a JSON object" => "an object",
+        "unit" => "null",
+        other if other.starts_with("struct ") || other.starts_with("a map") => "an object",
+        other if other.starts_with("a sequence") || other.starts_with("an array") => "a list",
+        other if other.starts_with("a string") || other.starts_with("a valid") => {
+            "a string in the documented format"
+        }
+        _ => "of the documented type",
+    };
+    words.to_owned()
 }
 
 /// The bearer token of the `Authorization` header.

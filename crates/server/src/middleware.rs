@@ -84,7 +84,8 @@ pub async fn envelope(State(state): State<AppState>, mut req: Request, next: Nex
     response
 }
 
-/// Host allow-list and the global body cap, before anything is read.
+/// Host allow-list, one `Authorization` header at most, and the global body cap, before anything is
+/// read.
 fn refuse_early(state: &AppState, req: &Request) -> Option<Problem> {
     let hosts = state.public_hosts();
     if !hosts.is_empty() {
@@ -105,6 +106,16 @@ fn refuse_early(state: &AppState, req: &Request) -> Option<Problem> {
         if more_hosts || !allowed {
             return Some(Problem::misdirected());
         }
+    }
+    // SECURITY: one credential per request; with two, layers could read different ones.
+    if req
+        .headers()
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        return Some(Problem::malformed("send one Authorization header"));
     }
     let limit = state.config().server.max_body_bytes;
     let declared = req

@@ -9,10 +9,12 @@ pub mod manage;
 pub mod session;
 pub mod wellknown;
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use axum::Router;
-use axum::http::{HeaderValue, header};
+use axum::extract::State;
+use axum::http::{HeaderValue, Method, header};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -157,18 +159,93 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc
 }
 
+/// The query parameters each operation declares in the OpenAPI description, by method and route
+/// template. An operation that declares none takes none.
+#[derive(Debug, Default)]
+struct DeclaredQueries(HashMap<(Method, String), HashSet<String>>);
+
+impl DeclaredQueries {
+    fn of(doc: &utoipa::openapi::OpenApi) -> DeclaredQueries {
+        use utoipa::openapi::path::{Operation, ParameterIn};
+        let mut map = HashMap::new();
+        for (path, item) in &doc.paths.paths {
+            let operations: [(Method, &Option<Operation>); 5] = [
+                (Method::GET, &item.get),
+                (Method::POST, &item.post),
+                (Method::PUT, &item.put),
+                (Method::PATCH, &item.patch),
+                (Method::DELETE, &item.delete),
+            ];
+            for (method, operation) in operations {
+                let Some(operation) = operation else { continue };
+                let names = operation
+                    .parameters
+                    .iter()
+                    .flatten()
+                    .filter_map(|p| match p {
+                        utoipa::openapi::RefOr::T(p) if p.parameter_in == ParameterIn::Query => {
+                            Some(p.name.clone())
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                map.insert((method, path.clone()), names);
+            }
+        }
+        DeclaredQueries(map)
+    }
+}
+
+/// Refuses (400) a query parameter the operation does not declare, on every API route, so that
+/// `?foo=bar` means the same everywhere: the list endpoints' own query types refuse unknown
+/// parameters, and this covers the operations that take none.
+async fn declared_query_only(
+    State(declared): State<Arc<DeclaredQueries>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(query) = request.uri().query().filter(|q| !q.is_empty()) {
+        let route = request
+            .extensions()
+            .get::<axum::extract::MatchedPath>()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_default();
+        let allowed = declared.0.get(&(request.method().clone(), route));
+        let unknown = url::form_urlencoded::parse(query.as_bytes())
+            .map(|(name, _)| name.into_owned())
+            .find(|name| !allowed.is_some_and(|a| a.contains(name)));
+        if let Some(name) = unknown {
+            let detail = if allowed.is_none_or(HashSet::is_empty) {
+                "this operation takes no query parameters".to_owned()
+            } else {
+                format!(
+                    "unknown query parameter `{}`",
+                    secureflows_core::access::neutralize(&name, 64)
+                )
+            };
+            return Problem::malformed(detail).into_response();
+        }
+    }
+    next.run(request).await
+}
+
 /// The whole application.
 pub fn router(state: AppState) -> Router {
     let (session_api, management, public) = routers();
     let (session_api, _) = session_api.split_for_parts();
     let (management, _) = management.split_for_parts();
     let (public, _) = public.split_for_parts();
-    let document: Arc<String> = Arc::new(openapi().to_json().unwrap_or_else(|_| "{}".to_owned()));
+    let description = openapi();
+    let declared = Arc::new(DeclaredQueries::of(&description));
+    let document: Arc<String> = Arc::new(description.to_json().unwrap_or_else(|_| "{}".to_owned()));
 
     let session_api = session_api
+        .route_layer(from_fn_with_state(declared.clone(), declared_query_only))
         .method_not_allowed_fallback(method_not_allowed)
         .layer(from_fn_with_state(state.clone(), middleware::session_api));
-    let management = management.method_not_allowed_fallback(method_not_allowed);
+    let management = management
+        .route_layer(from_fn_with_state(declared.clone(), declared_query_only))
+        .method_not_allowed_fallback(method_not_allowed);
     let public = public
         .route(
             "/api/v1/openapi.json",
@@ -177,6 +254,7 @@ pub fn router(state: AppState) -> Router {
                 async move { openapi_response(&document) }
             }),
         )
+        .route_layer(from_fn_with_state(declared, declared_query_only))
         .method_not_allowed_fallback(method_not_allowed);
 
     Router::new()

@@ -273,7 +273,17 @@ pub async fn list_values(
 ) -> ApiResult<axum::Json<dto::ValueList>> {
     let values = state.services().list_values(&caller).await?;
     Ok(axum::Json(dto::ValueList {
-        keys: values.into_iter().map(meta).collect(),
+        keys: values
+            .into_iter()
+            .map(|v| dto::ListedValue {
+                unreadable: v.key.is_none(),
+                key: v.key,
+                size: v.size,
+                created_at: v.created_at.rfc3339(),
+                updated_at: v.updated_at.rfc3339(),
+                expires_at: v.expires_at.rfc3339(),
+            })
+            .collect(),
     }))
 }
 

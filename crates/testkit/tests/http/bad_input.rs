@@ -12,6 +12,9 @@ backend_tests!(
     chunked_bodies_over_the_limit_are_413,
     unknown_routes_and_methods_are_problems,
     json_bodies_must_be_objects_of_the_right_shape,
+    validation_errors_say_what_is_wrong_in_the_apis_words,
+    two_authorization_headers_are_refused,
+    unknown_query_parameters_are_refused_everywhere,
 );
 
 async fn json_bodies_must_be_objects_of_the_right_shape(backend: Backend) {
@@ -219,4 +222,149 @@ async fn unknown_routes_and_methods_are_problems(backend: Backend) {
         "method-not-allowed",
     )
     .await;
+}
+
+async fn validation_errors_say_what_is_wrong_in_the_apis_words(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ws = app.workspace(Plan::Pro).await;
+    let owner = app
+        .console_token(ws, "owner@x.example", secureflows_core::Role::Owner)
+        .await;
+    for (method, path, body, field, message) in [
+        (
+            "POST",
+            "/api/v1/invites",
+            r#"{"email": "a@b.example", "role": "user", "expires_in": "soon"}"#,
+            "expires_in",
+            "must be a whole number, 0 or more",
+        ),
+        (
+            "POST",
+            "/api/v1/invites",
+            r#"{"email": "a@b.example", "role": "user", "expires_in": -5}"#,
+            "expires_in",
+            "must be a whole number, 0 or more",
+        ),
+        (
+            "POST",
+            "/api/v1/invites",
+            r#"{"email": 7, "role": "user"}"#,
+            "email",
+            "must be a string",
+        ),
+        (
+            "POST",
+            "/api/v1/invites",
+            r#"{"role": "user"}"#,
+            "email",
+            "is required",
+        ),
+        (
+            "POST",
+            "/api/v1/invites",
+            r#"{"email": "a@b.example", "role": "user", "evil": 1}"#,
+            "evil",
+            "is not a field of this request",
+        ),
+        (
+            "PATCH",
+            "/api/v1/workspaces",
+            r#"{"branding": {"color": 5}}"#,
+            "branding.color",
+            "must be a string",
+        ),
+        (
+            "PATCH",
+            "/api/v1/workspaces",
+            r#"{"branding": []}"#,
+            "branding",
+            "must be an object",
+        ),
+    ] {
+        let response = crate::support::call(
+            &app,
+            method,
+            path,
+            &owner,
+            Some(serde_json::from_str(body).unwrap()),
+        )
+        .await;
+        let problem = assert_problem(response, 422, "validation-failed").await;
+        let text = serde_json::to_string(&problem).unwrap();
+        assert_eq!(problem.errors.len(), 1, "{text}");
+        assert_eq!(
+            (
+                problem.errors[0].field.as_str(),
+                problem.errors[0].message.as_str()
+            ),
+            (field, message),
+            "{body}"
+        );
+        for parser_words in ["expected", "u64", "invalid type", "struct ", "soon"] {
+            assert!(!text.contains(parser_words), "{parser_words} in {text}");
+        }
+    }
+}
+
+async fn two_authorization_headers_are_refused(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ws = app.workspace(Plan::Pro).await;
+    let application = app.application(ws, "web").await;
+    let session = app.sign_in(&application, "alice").await;
+    let owner = app
+        .console_token(ws, "owner@x.example", secureflows_core::Role::Owner)
+        .await;
+    let host = app.url.trim_start_matches("http://").to_owned();
+    for (path, first) in [
+        ("/api/v1/sessions", session.token()),
+        ("/api/v1/users/me", owner.as_str()),
+    ] {
+        for second in [first, "garbage"] {
+            let response = raw_request(
+                &app.url,
+                &format!("GET {path} HTTP/1.1\nhost: {host}\nauthorization: Bearer {first}\nauthorization: Bearer {second}"),
+                b"",
+            )
+            .await;
+            assert_eq!(response.status, 400, "{path}");
+            assert_eq!(response.problem().slug(), "malformed-request");
+        }
+        // One header works.
+        let response = raw_request(
+            &app.url,
+            &format!("GET {path} HTTP/1.1\nhost: {host}\nauthorization: Bearer {first}"),
+            b"",
+        )
+        .await;
+        assert_eq!(response.status, 200, "{path}");
+    }
+}
+
+async fn unknown_query_parameters_are_refused_everywhere(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ws = app.workspace(Plan::Pro).await;
+    let application = app.application(ws, "web").await;
+    let session = app.sign_in(&application, "alice").await;
+    let owner = app
+        .console_token(ws, "owner@x.example", secureflows_core::Role::Owner)
+        .await;
+    for (path, token) in [
+        ("/api/v1/workspaces?foo=bar", owner.as_str()),
+        ("/api/v1/users/me?x=1", owner.as_str()),
+        ("/api/v1/users?foo=bar", owner.as_str()),
+        ("/api/v1/audit/events?foo=bar", owner.as_str()),
+        ("/api/v1/sessions?page=2", session.token()),
+        ("/healthz?verbose=1", ""),
+    ] {
+        let response = crate::support::get_with(&app, path, token).await;
+        assert_problem(response, 400, "malformed-request").await;
+    }
+    // Declared parameters are accepted.
+    for path in [
+        "/api/v1/users?limit=5",
+        "/api/v1/audit/events?action=user.&limit=2",
+    ] {
+        let response = crate::support::get_with(&app, path, &owner).await;
+        assert_eq!(response.status(), 200, "{path}");
+    }
 }

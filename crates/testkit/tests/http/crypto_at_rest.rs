@@ -14,6 +14,7 @@ use crate::support::{assert_problem, get_with, jwt_claims, marker, raw_count, ra
 backend_tests!(
     raw_storage_holds_no_plaintext,
     ciphertext_moved_to_another_row_fails_closed,
+    one_tampered_row_leaves_the_list_readable,
     data_key_rotation_keeps_everything_readable,
     master_key_rotation_keeps_everything_readable,
     deleted_workspace_stays_unreadable_even_from_a_backup,
@@ -124,6 +125,46 @@ async fn ciphertext_moved_to_another_row_fails_closed(backend: Backend) {
     ];
     assert!(statuses.contains(&500), "{statuses:?}");
     assert!(statuses.contains(&200), "{statuses:?}");
+}
+
+async fn one_tampered_row_leaves_the_list_readable(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ws = app.workspace(Plan::Pro).await;
+    let application = app.application(ws, "web").await;
+    let alice = app.sign_in(&application, "alice").await;
+    for (k, v) in [("a", "1"), ("b", "22"), ("c", "333")] {
+        alice.set(k, "text/plain", v).await.unwrap();
+    }
+    let alice_id = jwt_claims(alice.token())["sub"].as_str().unwrap().to_owned();
+    // The sealed name of "b" replaced by that of "a": it no longer opens under b's associated data.
+    let n = raw_execute(
+        &app,
+        "update vault_value set name_sealed = (select v.name_sealed from vault_value v
+           where v.user_id = ?1 and v.size = 1) where user_id = ?1 and size = 2",
+        "update vault_value set name_sealed = (select v.name_sealed from vault_value v
+           where v.user_id = $1::uuid and v.size = 1) where user_id = $1::uuid and size = 2",
+        &[alice_id],
+    )
+    .await;
+    assert_eq!(n, 1);
+    let r = get_with(&app, "/api/v1/sessions", alice.token()).await;
+    assert_eq!(r.status(), 200);
+    let list: serde_json::Value = r.json().await.unwrap();
+    let keys = list["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 3, "{list}");
+    assert_eq!(
+        (keys[0]["key"].as_str(), keys[0].get("unreadable")),
+        (Some("a"), None)
+    );
+    assert_eq!(
+        (keys[1]["key"].as_str(), keys[1].get("unreadable")),
+        (Some("c"), None)
+    );
+    assert_eq!(keys[2]["key"], serde_json::Value::Null);
+    assert_eq!(keys[2]["unreadable"], true);
+    assert_eq!(keys[2]["size"], 2);
+    // The readable values still read.
+    assert_eq!(alice.get("c").await.unwrap().bytes, &b"333"[..]);
 }
 
 async fn data_key_rotation_keeps_everything_readable(backend: Backend) {

@@ -43,7 +43,7 @@ async fn happy_path(backend: Backend) {
 
     session.set("cart:items", "text/plain", "3").await.unwrap();
     let list = session.list().await.unwrap();
-    let keys: Vec<_> = list.keys.iter().map(|k| k.key.as_str()).collect();
+    let keys: Vec<_> = list.keys.iter().map(|k| k.key.as_deref().unwrap()).collect();
     assert_eq!(keys, ["cart:items", "profile.theme"]);
 
     session.delete("cart:items").await.unwrap();
@@ -141,7 +141,7 @@ async fn data_expires_after_the_application_ttl(backend: Backend) {
         .unwrap()
         .keys
         .into_iter()
-        .map(|k| k.key)
+        .map(|k| k.key.unwrap())
         .collect();
     assert_eq!(keys, ["b"]);
 
