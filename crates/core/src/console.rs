@@ -554,6 +554,7 @@ pub fn invalidation_of(workspace: WorkspaceId, change: &Change) -> Option<Invali
         | Change::LinkIdentity(..)
         | Change::ExpectRole(..)
         | Change::EndSignInLockout(_)
+        | Change::EndLinks(_)
         | Change::InsertSupport(_) => {
             return None;
         }

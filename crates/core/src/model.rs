@@ -391,6 +391,12 @@ pub struct LoginLink {
     pub flow_id: Option<FlowId>,
     /// The first factor's methods (second-factor steps).
     pub amr: Vec<String>,
+    /// The user's token revision when the link was made: a link that signs in stops working when it
+    /// moves (password change or reset, sign-out everywhere, lock).
+    pub revision: Option<i64>,
+    /// SHA-256 of the browser id (`sf_device`) of the browser that asked for a magic link: only that
+    /// browser continues the link's authorization request.
+    pub browser: Option<Vec<u8>>,
     /// Sent.
     pub created_at: Timestamp,
     /// Stops working.
@@ -519,6 +525,8 @@ pub struct WebauthnCeremony {
 pub struct TotpEnrolment {
     /// The secret, sealed under the workspace data key.
     pub secret_sealed: Vec<u8>,
+    /// When this secret was made.
+    pub created_at: Timestamp,
     /// Confirmed (MFA on) since.
     pub confirmed_at: Option<Timestamp>,
     /// The last step accepted.

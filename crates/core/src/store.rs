@@ -391,6 +391,8 @@ pub enum Change {
     /// Ends a sign-in lockout and clears the count of failed sign-ins (an administrator's unlock of an
     /// active user).
     EndSignInLockout(UserId),
+    /// Ends the user's unused sign-in links (magic and reset links) and pending sign-in steps.
+    EndLinks(UserId),
     /// Raises a user's revision and ends all their login sessions.
     RaiseRevision(UserId),
     /// Deletes a user with everything they own.
@@ -735,6 +737,13 @@ pub trait LoginStore: Send + Sync {
         id: BrowserSessionId,
         now: Timestamp,
     ) -> Result<()>;
+    /// Replaces a browser session's sign-in methods (a second factor added from that browser).
+    async fn set_browser_session_amr(
+        &self,
+        workspace: WorkspaceId,
+        id: BrowserSessionId,
+        amr: &[String],
+    ) -> Result<()>;
     /// Ends a browser session, the login sessions opened from it and their refresh tokens. Returns the
     /// login sessions it ended.
     async fn end_browser_session(
@@ -783,6 +792,9 @@ pub trait LoginStore: Send + Sync {
     async fn revoke_family(&self, workspace: WorkspaceId, family: FamilyId, now: Timestamp) -> Result<()>;
     /// Stores a new e-mailed link.
     async fn insert_link(&self, link: &LoginLink) -> Result<()>;
+    /// Stores a link and, in the same transaction, ends the user's unused links of the same purpose
+    /// (a newer link replaces older ones).
+    async fn replace_links(&self, link: &LoginLink, now: Timestamp) -> Result<()>;
     /// Spends a link of this purpose (atomically: of two concurrent uses one succeeds); `None` if it is
     /// unknown, used, expired or for something else.
     async fn use_link(
@@ -802,12 +814,15 @@ pub trait LoginStore: Send + Sync {
     ) -> Result<Option<LoginLink>>;
     /// The user's TOTP enrolment.
     async fn find_totp(&self, workspace: WorkspaceId, user: UserId) -> Result<Option<TotpEnrolment>>;
-    /// Starts (or restarts) an unconfirmed enrolment; a confirmed one is left alone (`false`).
+    /// Starts an enrolment with this secret, unless the user has one already: a confirmed one, or an
+    /// unconfirmed one made at or after `pending_since` (the QR code someone is scanning). `false`: the
+    /// existing one was left alone.
     async fn begin_totp(
         &self,
         workspace: WorkspaceId,
         user: UserId,
         secret_sealed: &[u8],
+        pending_since: Timestamp,
         now: Timestamp,
     ) -> Result<bool>;
     /// Accepts a step once (atomically, only above the last one accepted) and confirms the enrolment.

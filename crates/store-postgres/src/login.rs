@@ -121,7 +121,31 @@ fn link_row(r: &PgRow, workspace: WorkspaceId, link_hash: &[u8], purpose: LinkPu
         created_at: from_ts(r.try_get("created_at").db()?),
         expires_at: from_ts(r.try_get("expires_at").db()?),
         amr: amr_from(r.try_get("amr").db()?)?,
+        revision: r.try_get("user_revision").db()?,
+        browser: r.try_get("browser_hash").db()?,
     })
+}
+
+async fn insert_link_row(c: &mut PgConnection, link: &LoginLink) -> Result<()> {
+    sqlx::query(
+        "insert into login_link (workspace_id, link_hash, purpose, user_id, flow_id, created_at, expires_at, amr,
+                                 user_revision, browser_hash)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(link.workspace_id.as_uuid())
+    .bind(&link.link_hash)
+    .bind(link.purpose.as_str())
+    .bind(link.user_id.as_uuid())
+    .bind(link.flow_id.map(|f| f.as_uuid()))
+    .bind(ts(link.created_at))
+    .bind(ts(link.expires_at))
+    .bind(amr_json(&link.amr))
+    .bind(link.revision)
+    .bind(&link.browser)
+    .execute(&mut *c)
+    .await
+    .db()?;
+    Ok(())
 }
 
 /// Ends a login session with its refresh tokens (every way a session ends goes through here) and
@@ -467,6 +491,25 @@ impl LoginStore for PgStore {
         .map(|_| ())
     }
 
+    async fn set_browser_session_amr(
+        &self,
+        workspace: WorkspaceId,
+        id: BrowserSessionId,
+        amr: &[String],
+    ) -> Result<()> {
+        self.tenant_execute(
+            workspace,
+            sqlx::query(
+                "update browser_session set amr = $3 where workspace_id = $1 and browser_session_id = $2",
+            )
+            .bind(workspace.as_uuid())
+            .bind(id.as_uuid())
+            .bind(amr_json(amr)),
+        )
+        .await
+        .map(|_| ())
+    }
+
     async fn end_browser_session(
         &self,
         workspace: WorkspaceId,
@@ -675,23 +718,26 @@ impl LoginStore for PgStore {
     }
 
     async fn insert_link(&self, link: &LoginLink) -> Result<()> {
-        self.tenant_execute(
-            link.workspace_id,
-            sqlx::query(
-                "insert into login_link (workspace_id, link_hash, purpose, user_id, flow_id, created_at, expires_at, amr)
-                 values ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(link.workspace_id.as_uuid())
-            .bind(&link.link_hash)
-            .bind(link.purpose.as_str())
-            .bind(link.user_id.as_uuid())
-            .bind(link.flow_id.map(|f| f.as_uuid()))
-            .bind(ts(link.created_at))
-            .bind(ts(link.expires_at))
-            .bind(amr_json(&link.amr)),
+        let mut tx = self.tenant(link.workspace_id).await?;
+        insert_link_row(&mut tx, link).await?;
+        tx.commit().await.db()
+    }
+
+    async fn replace_links(&self, link: &LoginLink, now: Timestamp) -> Result<()> {
+        let mut tx = self.tenant(link.workspace_id).await?;
+        sqlx::query(
+            "update login_link set used_at = $4
+             where workspace_id = $1 and user_id = $2 and purpose = $3 and used_at is null",
         )
+        .bind(link.workspace_id.as_uuid())
+        .bind(link.user_id.as_uuid())
+        .bind(link.purpose.as_str())
+        .bind(ts(now))
+        .execute(&mut *tx)
         .await
-        .map(|_| ())
+        .db()?;
+        insert_link_row(&mut tx, link).await?;
+        tx.commit().await.db()
     }
 
     async fn use_link(
@@ -707,7 +753,7 @@ impl LoginStore for PgStore {
                 sqlx::query(
                     "update login_link set used_at = $4
                      where workspace_id = $1 and link_hash = $2 and purpose = $3 and used_at is null and expires_at > $4
-                     returning user_id, flow_id, created_at, expires_at, amr",
+                     returning user_id, flow_id, created_at, expires_at, amr, user_revision, browser_hash",
                 )
                 .bind(workspace.as_uuid())
                 .bind(link_hash)
@@ -730,7 +776,7 @@ impl LoginStore for PgStore {
             .tenant_fetch_optional(
                 workspace,
                 sqlx::query(
-                    "select user_id, flow_id, created_at, expires_at, amr from login_link
+                    "select user_id, flow_id, created_at, expires_at, amr, user_revision, browser_hash from login_link
                      where workspace_id = $1 and link_hash = $2 and purpose = $3 and used_at is null and expires_at > $4",
                 )
                 .bind(workspace.as_uuid())
@@ -748,7 +794,8 @@ impl LoginStore for PgStore {
             .tenant_fetch_optional(
                 workspace,
                 sqlx::query(
-                    "select secret_sealed, confirmed_at, last_step from mfa_totp where workspace_id = $1 and user_id = $2",
+                    "select secret_sealed, confirmed_at, last_step, created_at from mfa_totp
+                     where workspace_id = $1 and user_id = $2",
                 )
                 .bind(workspace.as_uuid())
                 .bind(user.as_uuid()),
@@ -759,6 +806,7 @@ impl LoginStore for PgStore {
                 secret_sealed: r.try_get("secret_sealed").db()?,
                 confirmed_at: opt_ts(&r, "confirmed_at")?,
                 last_step: r.try_get("last_step").db()?,
+                created_at: from_ts(r.try_get("created_at").db()?),
             })
         })
         .transpose()
@@ -769,6 +817,7 @@ impl LoginStore for PgStore {
         workspace: WorkspaceId,
         user: UserId,
         secret_sealed: &[u8],
+        pending_since: Timestamp,
         now: Timestamp,
     ) -> Result<bool> {
         let n = self
@@ -778,12 +827,13 @@ impl LoginStore for PgStore {
                     "insert into mfa_totp (workspace_id, user_id, secret_sealed, created_at) values ($1, $2, $3, $4)
                      on conflict (workspace_id, user_id) do update
                        set secret_sealed = excluded.secret_sealed, created_at = excluded.created_at, last_step = 0
-                       where mfa_totp.confirmed_at is null",
+                       where mfa_totp.confirmed_at is null and mfa_totp.created_at < $5",
                 )
                 .bind(workspace.as_uuid())
                 .bind(user.as_uuid())
                 .bind(secret_sealed)
-                .bind(ts(now)),
+                .bind(ts(now))
+                .bind(ts(pending_since)),
             )
             .await?;
         Ok(n > 0)

@@ -388,6 +388,19 @@ pub(crate) async fn apply_change(
             }
             Invalidation::User(workspace, *user)
         }
+        Change::EndLinks(user) => {
+            sqlx::query(
+                "update login_link set used_at = $3
+                 where workspace_id = $1 and user_id = $2 and used_at is null and purpose in ('magic', 'reset', 'mfa')",
+            )
+            .bind(ws)
+            .bind(user.as_uuid())
+            .bind(ts(now))
+            .execute(&mut *c)
+            .await
+            .db()?;
+            return Ok(false);
+        }
         Change::EndSignInLockout(user) => {
             let n = sqlx::query(
                 "update user_account set failed_sign_ins = 0, sign_in_locked_until = null

@@ -112,7 +112,34 @@ fn link_row(
         created_at: Timestamp::from_millis(r.get(2)?),
         expires_at: Timestamp::from_millis(r.get(3)?),
         amr: json_list(&r.get::<_, String>(4)?, "amr")?,
+        revision: r.get(5)?,
+        browser: r.get(6)?,
     })
+}
+
+const LINK_COLUMNS: &str = "user_id, flow_id, created_at, expires_at, amr, user_revision, browser_hash";
+
+fn insert_link_row(c: &Connection, link: &LoginLink) -> Result<()> {
+    c.execute(
+        "insert into login_link
+           (workspace_id, link_hash, purpose, user_id, flow_id, created_at, expires_at, amr, user_revision,
+            browser_hash)
+         values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            link.workspace_id.as_uuid(),
+            link.link_hash,
+            link.purpose.as_str(),
+            link.user_id.as_uuid(),
+            link.flow_id.map(|f| f.as_uuid()),
+            link.created_at.millis(),
+            link.expires_at.millis(),
+            origins_json(&link.amr),
+            link.revision,
+            link.browser,
+        ],
+    )
+    .db()?;
+    Ok(())
 }
 
 fn find_refresh_in(c: &Connection, workspace: WorkspaceId, hash: &[u8]) -> Result<Option<RefreshToken>> {
@@ -461,6 +488,25 @@ impl LoginStore for SqliteStore {
             .await
     }
 
+    async fn set_browser_session_amr(
+        &self,
+        workspace: WorkspaceId,
+        id: BrowserSessionId,
+        amr: &[String],
+    ) -> Result<()> {
+        let amr = origins_json(amr);
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "update browser_session set amr = ?3 where workspace_id = ?1 and browser_session_id = ?2",
+                    params![workspace.as_uuid(), id.as_uuid(), amr],
+                )
+                .db()?;
+                Ok(())
+            })
+            .await
+    }
+
     async fn end_browser_session(
         &self,
         workspace: WorkspaceId,
@@ -669,25 +715,25 @@ impl LoginStore for SqliteStore {
 
     async fn insert_link(&self, link: &LoginLink) -> Result<()> {
         let link = link.clone();
+        self.db.write(move |c| insert_link_row(c, &link)).await
+    }
+
+    async fn replace_links(&self, link: &LoginLink, now: Timestamp) -> Result<()> {
+        let link = link.clone();
         self.db
             .write(move |c| {
                 c.execute(
-                    "insert into login_link
-                       (workspace_id, link_hash, purpose, user_id, flow_id, created_at, expires_at, amr)
-                     values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    "update login_link set used_at = ?4
+                     where workspace_id = ?1 and user_id = ?2 and purpose = ?3 and used_at is null",
                     params![
                         link.workspace_id.as_uuid(),
-                        link.link_hash,
-                        link.purpose.as_str(),
                         link.user_id.as_uuid(),
-                        link.flow_id.map(|f| f.as_uuid()),
-                        link.created_at.millis(),
-                        link.expires_at.millis(),
-                        origins_json(&link.amr),
+                        link.purpose.as_str(),
+                        now.millis()
                     ],
                 )
                 .db()?;
-                Ok(())
+                insert_link_row(c, &link)
             })
             .await
     }
@@ -705,7 +751,7 @@ impl LoginStore for SqliteStore {
                 c.query_row(
                     "update login_link set used_at = ?4
                      where workspace_id = ?1 and link_hash = ?2 and purpose = ?3 and used_at is null and expires_at > ?4
-                     returning user_id, flow_id, created_at, expires_at, amr",
+                     returning user_id, flow_id, created_at, expires_at, amr, user_revision, browser_hash",
                     params![workspace.as_uuid(), link_hash, purpose.as_str(), now.millis()],
                     |r| link_row(r, workspace, &link_hash, purpose),
                 )
@@ -723,10 +769,10 @@ impl LoginStore for SqliteStore {
         now: Timestamp,
     ) -> Result<Option<LoginLink>> {
         self.db.read(|c| {
-            c.prepare_cached(
-                "select user_id, flow_id, created_at, expires_at, amr from login_link
-                 where workspace_id = ?1 and link_hash = ?2 and purpose = ?3 and used_at is null and expires_at > ?4",
-            )
+            c.prepare_cached(&format!(
+                "select {LINK_COLUMNS} from login_link
+                 where workspace_id = ?1 and link_hash = ?2 and purpose = ?3 and used_at is null and expires_at > ?4"
+            ))
             .db()?
             .query_row(params![workspace.as_uuid(), link_hash, purpose.as_str(), now.millis()], |r| {
                 link_row(r, workspace, link_hash, purpose)
@@ -739,7 +785,8 @@ impl LoginStore for SqliteStore {
     async fn find_totp(&self, workspace: WorkspaceId, user: UserId) -> Result<Option<TotpEnrolment>> {
         self.db.read(|c| {
             c.prepare_cached(
-                "select secret_sealed, confirmed_at, last_step from mfa_totp where workspace_id = ?1 and user_id = ?2",
+                "select secret_sealed, confirmed_at, last_step, created_at from mfa_totp
+                 where workspace_id = ?1 and user_id = ?2",
             )
             .db()?
             .query_row(params![workspace.as_uuid(), user.as_uuid()], |r| {
@@ -747,6 +794,7 @@ impl LoginStore for SqliteStore {
                     secret_sealed: r.get(0)?,
                     confirmed_at: millis(r.get(1)?),
                     last_step: r.get(2)?,
+                    created_at: Timestamp::from_millis(r.get(3)?),
                 })
             })
             .optional()
@@ -759,6 +807,7 @@ impl LoginStore for SqliteStore {
         workspace: WorkspaceId,
         user: UserId,
         secret_sealed: &[u8],
+        pending_since: Timestamp,
         now: Timestamp,
     ) -> Result<bool> {
         let secret_sealed = secret_sealed.to_vec();
@@ -769,8 +818,14 @@ impl LoginStore for SqliteStore {
                         "insert into mfa_totp (workspace_id, user_id, secret_sealed, created_at) values (?1, ?2, ?3, ?4)
                          on conflict (workspace_id, user_id) do update
                            set secret_sealed = excluded.secret_sealed, created_at = excluded.created_at, last_step = 0
-                           where mfa_totp.confirmed_at is null",
-                        params![workspace.as_uuid(), user.as_uuid(), secret_sealed, now.millis()],
+                           where mfa_totp.confirmed_at is null and mfa_totp.created_at < ?5",
+                        params![
+                            workspace.as_uuid(),
+                            user.as_uuid(),
+                            secret_sealed,
+                            now.millis(),
+                            pending_since.millis()
+                        ],
                     )
                     .db()?;
                 Ok(n > 0)

@@ -336,6 +336,15 @@ pub(crate) fn apply_change(
             }
             Invalidation::User(workspace, *user)
         }
+        Change::EndLinks(user) => {
+            c.execute(
+                "update login_link set used_at = ?3
+                 where workspace_id = ?1 and user_id = ?2 and used_at is null and purpose in ('magic', 'reset', 'mfa')",
+                params![ws, user.as_uuid(), now.millis()],
+            )
+            .db()?;
+            return Ok(false);
+        }
         Change::EndSignInLockout(user) => {
             let n = c
                 .execute(

@@ -74,6 +74,11 @@ pub const DATA: &[Migration] = &[
         name: "refresh_successor",
         sql: include_str!("../migrations/data/0010_refresh_successor.sql"),
     },
+    Migration {
+        version: 11,
+        name: "link_binding",
+        sql: include_str!("../migrations/data/0011_link_binding.sql"),
+    },
 ];
 
 pub const ACCESS: &[Migration] = &[Migration {

@@ -83,6 +83,26 @@ impl SmtpSink {
         self.received.lock().unwrap().clone()
     }
 
+    /// Waits until at least `n` messages whose text contains `needle` arrived (at most 10 seconds);
+    /// returns those messages. (Link mail goes out after the page answered, so a test must wait for it.)
+    pub async fn wait_for_containing(&self, needle: &str, n: usize) -> Vec<ReceivedMail> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let notified = self.arrived.notified();
+            let matching: Vec<ReceivedMail> = self
+                .messages()
+                .into_iter()
+                .filter(|m| m.text().contains(needle))
+                .collect();
+            if matching.len() >= n {
+                return matching;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!("expected {n} message(s) with {needle}, got {}", matching.len());
+            }
+        }
+    }
+
     /// Waits until at least `n` messages arrived (at most 10 seconds).
     pub async fn wait_for(&self, n: usize) -> Vec<ReceivedMail> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

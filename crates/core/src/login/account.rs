@@ -185,7 +185,8 @@ impl Services {
             user.workspace_id,
             &keys,
             &end_user(client, user),
-            vec![Change::SetPassword(user.id, phc)],
+            // A changed password ends the outstanding e-mailed links too.
+            vec![Change::SetPassword(user.id, phc), Change::EndLinks(user.id)],
             vec![NewEvent::new("user.password_change", "user", user.id)],
         )
         .await?;

@@ -98,6 +98,8 @@ impl Services {
                 user_id: caller.token.user,
                 flow_id: None,
                 amr: Vec::new(),
+                revision: Some(caller.token.revision),
+                browser: None,
                 created_at: now,
                 expires_at: now.plus(UPGRADE_TTL),
             })

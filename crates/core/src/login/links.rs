@@ -2,8 +2,11 @@
 //!
 //! A link is a 256-bit single-use token naming its workspace, stored as its SHA-256, valid for
 //! 15 minutes (verification: 24 hours), spent atomically on use, bound to its purpose and, for magic
-//! links, to the authorization request that asked for it. Asking for a link never tells whether the
-//! address has an account: the answer is the same and only existing accounts get mail.
+//! links, to the authorization request that asked for it and the browser that asked (only that browser
+//! continues the request; another one is just signed in). A newer link of the same kind replaces the
+//! older ones, and a link that signs in stops working when the user's token revision moves (password
+//! change or reset, sign-out everywhere, lock). Asking for a link never tells whether the address has
+//! an account: the answer is the same and only existing accounts get mail.
 
 use std::time::Duration;
 
@@ -62,13 +65,16 @@ impl Services {
             .filter(|u| u.status == UserStatus::Active))
     }
 
-    /// Creates a link and mails it. The token is never returned or logged.
+    /// Creates a link (replacing the user's unused links of that purpose) and mails it. The token is
+    /// never returned or logged.
+    #[allow(clippy::too_many_arguments)]
     async fn mail_link(
         &self,
         keys: &WorkspaceKeys,
         user: &User,
         purpose: LinkPurpose,
         flow: Option<FlowId>,
+        browser: Option<Vec<u8>>,
         subject: &str,
         intro: &str,
     ) -> Result<()> {
@@ -83,19 +89,19 @@ impl Services {
         } else {
             SHORT_LINK_TTL
         };
-        self.stores
-            .login
-            .insert_link(&LoginLink {
-                link_hash: secureflows_crypto::sha256(token.as_bytes()).to_vec(),
-                workspace_id: workspace,
-                purpose,
-                user_id: user.id,
-                flow_id: flow,
-                amr: Vec::new(),
-                created_at: now,
-                expires_at: now.plus(ttl),
-            })
-            .await?;
+        let link = LoginLink {
+            link_hash: secureflows_crypto::sha256(token.as_bytes()).to_vec(),
+            workspace_id: workspace,
+            purpose,
+            user_id: user.id,
+            flow_id: flow,
+            amr: Vec::new(),
+            revision: Some(user.revision),
+            browser,
+            created_at: now,
+            expires_at: now.plus(ttl),
+        };
+        self.stores.login.replace_links(&link, now).await?;
         let url = format!("{}/{}?token={token}", self.issuer_of(workspace), purpose.as_str());
         let minutes = ttl.as_secs() / 60;
         self.mailer
@@ -109,12 +115,14 @@ impl Services {
             .await
     }
 
-    /// Mails a magic sign-in link to the address if it has an account; does nothing otherwise.
+    /// Mails a magic sign-in link to the address if it has an account; does nothing otherwise. `browser`
+    /// is the asking browser's id (`sf_device`): only that browser continues `flow`.
     pub async fn send_magic_link(
         &self,
         workspace: WorkspaceId,
         email: &str,
         flow: Option<FlowId>,
+        browser: &str,
     ) -> Result<()> {
         let keys = self.keys.workspace_keys(workspace, self.state.trusted()).await?;
         let Some(user) = self.user_by_email(workspace, &keys, email).await? else {
@@ -125,6 +133,7 @@ impl Services {
             &user,
             LinkPurpose::Magic,
             flow,
+            Some(secureflows_crypto::sha256(browser.as_bytes()).to_vec()),
             "Your sign-in link",
             "Open this link to sign in:",
         )
@@ -141,6 +150,7 @@ impl Services {
             &keys,
             &user,
             LinkPurpose::Reset,
+            None,
             None,
             "Reset your password",
             "Open this link to choose a new password:",
@@ -161,6 +171,7 @@ impl Services {
             &keys,
             user,
             LinkPurpose::Verify,
+            None,
             None,
             "Confirm your e-mail address",
             "Open this link to confirm your e-mail address:",
@@ -209,17 +220,34 @@ impl Services {
             .await?
             .filter(|u| u.status == UserStatus::Active)
             .ok_or_else(missing)?;
+        // SECURITY: a link that signs in (or a pending step) ends when the user's token revision moves:
+        // a password change or reset, sign-out everywhere, a lock.
+        if purpose != LinkPurpose::Verify && link.revision != Some(user.revision) {
+            return Err(missing());
+        }
         Ok((link, user))
     }
 
-    /// Signs a browser in with a magic link. The e-mail address is proven by it.
+    /// Signs a browser in with a magic link. The e-mail address is proven by it. The authorization
+    /// request the link was asked for continues only in the browser that asked (`browser`, its
+    /// `sf_device` id); any other browser is signed in without it.
     pub async fn redeem_magic_link(
         &self,
         workspace: WorkspaceId,
         token: &str,
+        browser: Option<&str>,
         client: &Actor,
     ) -> Result<LinkSignIn> {
-        let (link, user) = self.spend_link(workspace, token, LinkPurpose::Magic).await?;
+        let (mut link, user) = self.spend_link(workspace, token, LinkPurpose::Magic).await?;
+        let same_browser = match (&link.browser, browser) {
+            (Some(asked), Some(here)) => {
+                secureflows_crypto::constant_time_eq(asked, &secureflows_crypto::sha256(here.as_bytes()))
+            }
+            _ => false,
+        };
+        if !same_browser {
+            link.flow_id = None;
+        }
         self.stores.login.set_email_verified(workspace, user.id).await?;
         let actor = actor_for(client, &user);
         let keys = self.keys.workspace_keys(workspace, self.state.trusted()).await?;

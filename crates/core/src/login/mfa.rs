@@ -18,11 +18,14 @@ use crate::login::links::LinkSignIn;
 use crate::login::{MfaRequirement, new_credential};
 use crate::store::AttemptGate;
 use crate::{
-    AuthFailure, Error, FlowId, LinkPurpose, LoginLink, Result, Services, User, UserId, WorkspaceId,
+    AuthFailure, BrowserSession, Error, FlowId, LinkPurpose, LoginLink, Result, Services, User, UserId,
+    WorkspaceId,
 };
 
 pub(crate) const PENDING_PREFIX: &str = "sfp_";
 const PENDING_TTL: Duration = Duration::from_secs(5 * 60);
+/// How long a TOTP secret being set up is shown again (reloads, Back, a second tab) before a new one.
+const TOTP_PENDING_TTL: Duration = Duration::from_secs(15 * 60);
 const RECOVERY_CODES: usize = 10;
 /// Recovery-code alphabet: no 0/o, 1/l/i.
 const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
@@ -83,7 +86,8 @@ fn new_recovery_code() -> Result<String> {
 }
 
 impl Services {
-    /// Finishes a first factor: a browser session, or a pending second-factor step when TOTP is on.
+    /// Finishes a first factor: a browser session, or a pending second-factor step when the user has a
+    /// second factor (or the workspace requires one).
     pub(crate) async fn after_first_factor(
         &self,
         keys: &WorkspaceKeys,
@@ -92,22 +96,30 @@ impl Services {
         flow: Option<FlowId>,
         actor: &Actor,
     ) -> Result<FirstFactor> {
-        let totp_on = self
-            .stores
+        if let Some(step) = self.second_factor_step(user, amr.clone(), flow).await? {
+            return Ok(step);
+        }
+        self.stores
             .login
-            .find_totp(user.workspace_id, user.id)
-            .await?
-            .is_some_and(|t| t.confirmed_at.is_some());
-        let passkey = self.has_passkey(user.workspace_id, user.id).await?;
-        let required = self.mfa_required(user).await?;
-        if !totp_on && !passkey && !required {
-            self.stores
-                .login
-                .clear_failures(user.workspace_id, user.id)
-                .await?;
-            return Ok(FirstFactor::SignedIn(
-                self.open_browser_session(keys, user, amr, actor).await?,
-            ));
+            .clear_failures(user.workspace_id, user.id)
+            .await?;
+        Ok(FirstFactor::SignedIn(
+            self.open_browser_session(keys, user, amr, actor).await?,
+        ))
+    }
+
+    /// The pending step a sign-in with `amr` so far still needs, if any: the user's second factor, or
+    /// the enrolment the workspace requires.
+    async fn second_factor_step(
+        &self,
+        user: &User,
+        amr: Vec<String>,
+        flow: Option<FlowId>,
+    ) -> Result<Option<FirstFactor>> {
+        let status = self.mfa_status(user).await?;
+        let has_factor = status.totp || status.passkeys > 0;
+        if !has_factor && !self.mfa_required(user).await? {
+            return Ok(None);
         }
         let token = new_credential(PENDING_PREFIX, user.workspace_id)?;
         let now = self.clock.now();
@@ -120,16 +132,60 @@ impl Services {
                 user_id: user.id,
                 flow_id: flow,
                 amr,
+                revision: Some(user.revision),
+                browser: None,
                 created_at: now,
                 expires_at: now.plus(PENDING_TTL),
             })
             .await?;
         let token = SecretString::new(token);
-        Ok(if totp_on || passkey {
+        Ok(Some(if has_factor {
             FirstFactor::SecondFactor(token)
         } else {
             FirstFactor::EnrolSecondFactor(token)
-        })
+        }))
+    }
+
+    /// Whether a browser session's sign-in still meets the user's factors and the workspace's policy.
+    /// A session that gave a second factor (`mfa` in its `amr`) does; one that did not meets them only
+    /// while the user has no second factor and none is required. A session from before a factor was
+    /// added (or the policy changed) must step up.
+    pub async fn session_meets_factors(&self, session: &BrowserSession, user: &User) -> Result<bool> {
+        if session.amr.iter().any(|m| m == "mfa") {
+            return Ok(true);
+        }
+        let status = self.mfa_status(user).await?;
+        Ok(!(status.totp || status.passkeys > 0 || self.mfa_required(user).await?))
+    }
+
+    /// Records in a browser session that it just proved a second factor (`method`: `otp` for an
+    /// authenticator app confirmed with a code, `hwk` for a passkey created with user verification), so
+    /// that the browser that added the factor keeps meeting the user's factors.
+    pub async fn add_session_factor(&self, session: &BrowserSession, method: &str) -> Result<()> {
+        let mut amr = session.amr.clone();
+        for m in [method, "mfa"] {
+            if !amr.iter().any(|a| a == m) {
+                amr.push(m.to_owned());
+            }
+        }
+        self.stores
+            .login
+            .set_browser_session_amr(session.workspace_id, session.id, &amr)
+            .await
+    }
+
+    /// Steps up a signed-in browser whose session no longer meets the user's factors: the pending step
+    /// that asks for the second factor (or the enrolment the workspace requires), continuing `flow`. Its
+    /// completion opens a new browser session.
+    pub async fn step_up(
+        &self,
+        session: &BrowserSession,
+        user: &User,
+        flow: Option<FlowId>,
+    ) -> Result<FirstFactor> {
+        self.second_factor_step(user, session.amr.clone(), flow)
+            .await?
+            .ok_or(Error::Conflict("no second factor needed"))
     }
 
     /// Whether the workspace's policy or plan requires a second factor of this user.
@@ -350,23 +406,44 @@ impl Services {
         })
     }
 
-    /// Starts a TOTP enrolment (a new secret; TOTP is not on until a code confirms it). `Conflict` if
-    /// TOTP is already on.
+    /// Starts a TOTP enrolment, or shows again the one in progress: a secret made in the last
+    /// `TOTP_PENDING_TTL` survives reloads (a QR code already scanned keeps working) until it is
+    /// confirmed; an older one is replaced. TOTP is not on until a code confirms it. `Conflict` if TOTP
+    /// is already on.
     pub async fn start_totp(&self, user: &User) -> Result<TotpSetup> {
         let keys = self
             .keys
             .workspace_keys(user.workspace_id, self.state.trusted())
             .await?;
-        let secret = new_totp_secret()?;
-        let sealed = keys.seal(&totp_aad(user.workspace_id, user.id), &secret)?;
-        if !self
+        let now = self.clock.now();
+        let fresh = zeroize::Zeroizing::new(new_totp_secret()?);
+        let sealed = keys.seal(&totp_aad(user.workspace_id, user.id), &fresh[..])?;
+        let secret = if self
             .stores
             .login
-            .begin_totp(user.workspace_id, user.id, &sealed, self.clock.now())
+            .begin_totp(
+                user.workspace_id,
+                user.id,
+                &sealed,
+                now.minus(TOTP_PENDING_TTL),
+                now,
+            )
             .await?
         {
-            return Err(Error::Conflict("mfa-on"));
-        }
+            fresh.to_vec()
+        } else {
+            let pending = self
+                .stores
+                .login
+                .find_totp(user.workspace_id, user.id)
+                .await?
+                .ok_or(Error::Conflict("enrolment"))?;
+            if pending.confirmed_at.is_some() {
+                return Err(Error::Conflict("mfa-on"));
+            }
+            keys.open(&totp_aad(user.workspace_id, user.id), &pending.secret_sealed)?
+        };
+        let secret = zeroize::Zeroizing::new(secret);
         let base32 = totp_base32(&secret);
         let account = self
             .user_email(&keys, user)

@@ -172,7 +172,7 @@ pub(super) async fn required_setup(
     };
     let pending = cookie(&headers, MFA_COOKIE).unwrap_or_default();
     match state.services().start_required_totp(ctx.workspace, pending).await {
-        Ok(setup) => setup_page(&state, &ctx, &setup, "mfa/setup"),
+        Ok(setup) => setup_page(&state, &ctx, &setup, "mfa/setup", None),
         Err(Error::NotFound(_)) => sign_in_again(&ctx, &state),
         Err(e) => internal(e),
     }
@@ -198,14 +198,15 @@ pub(super) async fn required_confirm(
         .await
     {
         Ok((signed, codes)) => enrolled(&state, &ctx, signed, codes, None).await,
-        Err(Error::Invalid(_)) => ctx.finish(
-            &state,
-            error_page(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                ctx.brand.clone(),
-                "The code is not right. Check the app's clock and set it up again.",
-            ),
-        ),
+        Err(Error::Invalid(_)) => match state
+            .services()
+            .start_required_totp(ctx.workspace, &pending)
+            .await
+        {
+            Ok(setup) => setup_page(&state, &ctx, &setup, "mfa/setup", Some(WRONG_SETUP_CODE)),
+            Err(Error::NotFound(_)) => sign_in_again(&ctx, &state),
+            Err(e) => internal(e),
+        },
         Err(Error::NotFound(_)) => sign_in_again(&ctx, &state),
         Err(e) => internal(e),
     }
@@ -243,6 +244,7 @@ fn setup_page(
     ctx: &PageContext,
     setup: &secureflows_core::login::mfa::TotpSetup,
     action: &str,
+    error: Option<&str>,
 ) -> Response {
     let Some(qr) = qr_data_uri(setup.otpauth_uri.expose()) else {
         return internal(Error::internal("the QR code could not be drawn"));
@@ -253,7 +255,7 @@ fn setup_page(
         secret: setup.secret_base32.expose().to_owned(),
         action: format!("/w/{}/{action}", ctx.workspace),
         csrf: ctx.csrf.clone(),
-        error: None,
+        error: error.map(str::to_owned),
         passkey: (action == "mfa/setup" && state.services().passkeys_available()).then(|| {
             (
                 format!("/w/{}/passkey/options", ctx.workspace),
@@ -261,8 +263,18 @@ fn setup_page(
             )
         }),
     };
-    ctx.finish(state, render(StatusCode::OK, &page))
+    let status = if error.is_some() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    ctx.finish(state, render(status, &page))
 }
+
+/// A wrong code at a TOTP enrolment: the same key and QR code again (the app keeps working), with the
+/// message.
+const WRONG_SETUP_CODE: &str = "That code is not right. Check that your phone's clock is set automatically, \
+                                then enter the code the app shows now.";
 
 /// The signed-in browser and user, or the way to the sign-in page.
 fn signed_in_user(ctx: &PageContext) -> Result<(&BrowserSession, &User), Response> {
@@ -282,11 +294,23 @@ pub(super) async fn account_page(
         Ok(c) => c,
         Err(r) => return r,
     };
+    if ctx.weak_sso.is_some() {
+        return super::step_up(&state, &ctx, None).await;
+    }
     let (session, user) = match signed_in_user(&ctx) {
         Ok(found) => found,
         Err(r) => return ctx.finish(&state, r),
     };
     account_view(&state, &ctx, session, user, Notice::None).await
+}
+
+/// SECURITY: changing a second factor needs a sign-in at most 15 minutes old, so that a stolen session
+/// cookie alone cannot plant an attacker's authenticator (and lock the owner out) or remove one.
+fn sign_in_again_first() -> Notice {
+    Notice::Refused(
+        StatusCode::FORBIDDEN,
+        "For your security, sign out and sign in again before changing two-step sign-in.",
+    )
 }
 
 /// What the account page reports about the last action.
@@ -609,10 +633,13 @@ pub(super) async fn totp_setup(
         Ok(c) => c,
         Err(r) => return r,
     };
-    let (_, user) = match signed_in_user(&ctx) {
+    let (session, user) = match signed_in_user(&ctx) {
         Ok(found) => found,
         Err(r) => return ctx.finish(&state, r),
     };
+    if !super::recently_signed_in(&state, session) {
+        return account_view(&state, &ctx, session, user, sign_in_again_first()).await;
+    }
     let setup = match state.services().start_totp(user).await {
         Ok(s) => s,
         Err(Error::Conflict(_)) => {
@@ -620,7 +647,7 @@ pub(super) async fn totp_setup(
         }
         Err(e) => return internal(e),
     };
-    setup_page(&state, &ctx, &setup, "account/totp")
+    setup_page(&state, &ctx, &setup, "account/totp", None)
 }
 
 /// `POST /w/{ws}/account/totp`: confirms the key with a code; shows the recovery codes once.
@@ -629,12 +656,21 @@ pub(super) async fn totp_confirm(
     Path(workspace): Path<String>,
     request: axum::extract::Request,
 ) -> Response {
-    let (ctx, form, actor, _, user) = match account_post::<CodeForm>(&state, &workspace, request).await {
+    let (ctx, form, actor, session, user) = match account_post::<CodeForm>(&state, &workspace, request).await
+    {
         Ok(posted) => posted,
         Err(r) => return r,
     };
+    if !super::recently_signed_in(&state, &session) {
+        return account_view(&state, &ctx, &session, &user, sign_in_again_first()).await;
+    }
     match state.services().confirm_totp(&user, &form.code, &actor).await {
         Ok(codes) => {
+            // This browser just proved the new authenticator: its session keeps meeting the user's
+            // factors.
+            if let Err(e) = state.services().add_session_factor(&session, "otp").await {
+                return internal(e);
+            }
             let page = RecoveryCodesPage {
                 brand: ctx.brand.clone(),
                 notice: None,
@@ -643,14 +679,13 @@ pub(super) async fn totp_confirm(
             };
             ctx.finish(&state, render(StatusCode::OK, &page))
         }
-        Err(Error::Invalid(_)) => ctx.finish(
-            &state,
-            error_page(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                ctx.brand.clone(),
-                "The code is not right. Check the app's clock and set it up again.",
-            ),
-        ),
+        Err(Error::Invalid(_)) => match state.services().start_totp(&user).await {
+            Ok(setup) => setup_page(&state, &ctx, &setup, "account/totp", Some(WRONG_SETUP_CODE)),
+            Err(Error::Conflict(_)) => {
+                ctx.finish(&state, see_other(&format!("/w/{}/account", ctx.workspace)))
+            }
+            Err(e) => internal(e),
+        },
         Err(Error::Conflict(_) | Error::NotFound(_)) => {
             ctx.finish(&state, see_other(&format!("/w/{}/account", ctx.workspace)))
         }
@@ -669,6 +704,9 @@ pub(super) async fn totp_disable(
         Ok(posted) => posted,
         Err(r) => return r,
     };
+    if !super::recently_signed_in(&state, &session) {
+        return account_view(&state, &ctx, &session, &user, sign_in_again_first()).await;
+    }
     match state.services().disable_totp(&user, &form.code, &actor).await {
         Ok(()) => {
             account_view(

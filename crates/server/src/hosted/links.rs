@@ -163,17 +163,29 @@ pub(super) async fn magic_request(
         return r;
     }
     let flow = form.flow.as_deref().and_then(|f| f.parse().ok());
+    // The link continues the request only in this browser: it is named by its browser id.
+    let (device, new_device) = match super::browser_id(&ctx) {
+        Ok(found) => found,
+        Err(e) => return internal(e),
+    };
     let (services, workspace, email) = (state.services_arc(), ctx.workspace, form.email);
+    let browser = device.clone();
     // SECURITY: answered before the address is even looked up: the look-up, the link and the mail
     // happen after (once the answer is on its way), so neither the answer nor its timing tells whether
     // the address has an account.
     tokio::spawn(async move {
         tokio::time::sleep(AFTER_ANSWER).await;
-        if let Err(e) = services.send_magic_link(workspace, &email, flow).await {
+        if let Err(e) = services.send_magic_link(workspace, &email, flow, &browser).await {
             tracing::warn!(error = %e, "a magic link could not be sent");
         }
     });
-    check_your_mail(&ctx, &state)
+    let mut response = check_your_mail(&ctx, &state);
+    if new_device {
+        response
+            .headers_mut()
+            .append(header::SET_COOKIE, super::device_cookie(&state, &ctx, &device));
+    }
+    response
 }
 
 /// `GET /w/{ws}/magic?token=…`: the button that signs in.
@@ -213,7 +225,7 @@ pub(super) async fn magic_confirm(
     };
     match state
         .services()
-        .redeem_magic_link(ctx.workspace, &form.token, &actor)
+        .redeem_magic_link(ctx.workspace, &form.token, ctx.device.as_deref(), &actor)
         .await
     {
         Ok(signed) => {

@@ -179,7 +179,11 @@ struct PageContext {
     csrf_cookie: String,
     new_csrf_cookie: bool,
     csrf: String,
+    /// The signed-in browser, if its sign-in meets the user's factors and the workspace's policy.
     sso: Option<(BrowserSession, User)>,
+    /// A signed-in browser whose sign-in no longer does (a second factor added since, or required
+    /// now): it is not signed in until it steps up.
+    weak_sso: Option<(BrowserSession, User)>,
     device: Option<String>,
     magic_links: bool,
     passkeys: bool,
@@ -275,9 +279,25 @@ async fn page_context(
         .csrf_token(workspace, &csrf_cookie)
         .await
         .map_err(internal)?;
-    let sso = match cookie(headers, SSO_COOKIE) {
+    let signed_in = match cookie(headers, SSO_COOKIE) {
         Some(c) => services.browser_session(workspace, c).await.map_err(internal)?,
         None => None,
+    };
+    let (sso, weak_sso) = match signed_in {
+        Some((session, user)) => {
+            // SECURITY: a session from before the user's second factor (or the workspace's rule) is
+            // not a sign-in that meets them: it steps up before anything is done with it.
+            if services
+                .session_meets_factors(&session, &user)
+                .await
+                .map_err(internal)?
+            {
+                (Some((session, user)), None)
+            } else {
+                (None, Some((session, user)))
+            }
+        }
+        None => (None, None),
     };
     Ok(PageContext {
         workspace,
@@ -286,6 +306,7 @@ async fn page_context(
         new_csrf_cookie,
         csrf,
         sso,
+        weak_sso,
         device: cookie(headers, DEVICE_COOKIE)
             .filter(|c| c.len() == 43)
             .map(str::to_owned),
@@ -486,6 +507,23 @@ async fn authorize(
             Err(e) => internal(e),
         };
     }
+    if ctx.weak_sso.is_some() && !valid.request.force_login {
+        // Signed in, but not with the second factor the user has (or must have) now.
+        if valid.no_prompt {
+            return see_other(&error_redirect(
+                &state,
+                ctx.workspace,
+                &valid.request.redirect_uri,
+                valid.request.state.as_deref(),
+                "interaction_required",
+                "the user must give a second factor",
+            ));
+        }
+        return match services.start_flow(&valid).await {
+            Ok(flow) => step_up(&state, &ctx, Some(flow.id)).await,
+            Err(e) => internal(e),
+        };
+    }
     if valid.no_prompt {
         return see_other(&error_redirect(
             &state,
@@ -502,6 +540,18 @@ async fn authorize(
             ctx.finish(&state, see_other(&ctx.signup_link(Some(&flow.id.to_string()))))
         }
         Ok(flow) => ctx.finish(&state, see_other(&ctx.login_link(Some(&flow.id.to_string())))),
+        Err(e) => internal(e),
+    }
+}
+
+/// Asks a browser whose sign-in no longer meets the user's factors (`PageContext::weak_sso`) for the
+/// second factor it needs now; completing it signs the browser in again and continues `flow`.
+async fn step_up(state: &AppState, ctx: &PageContext, flow: Option<FlowId>) -> Response {
+    let Some((session, user)) = &ctx.weak_sso else {
+        return ctx.finish(state, see_other(&ctx.login_link(None)));
+    };
+    match state.services().step_up(session, user, flow).await {
+        Ok(step) => account::to_second_factor(state, ctx, &step),
         Err(e) => internal(e),
     }
 }
@@ -584,6 +634,11 @@ async fn login_page(
     {
         let response = continue_flow(&state, &ctx, q.flow.as_deref(), browser).await;
         return ctx.finish(&state, response);
+    }
+    if ctx.weak_sso.is_some()
+        && let Some(flow) = q.flow.as_deref().and_then(|f| f.parse().ok())
+    {
+        return step_up(&state, &ctx, Some(flow)).await;
     }
     let page = login_form(&ctx, q.flow, String::new(), None);
     ctx.finish(&state, render(StatusCode::OK, &page))
@@ -711,12 +766,9 @@ async fn finish_sign_in(
     mut response: Response,
 ) -> Response {
     let services = state.services();
-    let (device, new_cookie) = match &ctx.device {
-        Some(d) => (d.clone(), false),
-        None => match secureflows_crypto::random_token("") {
-            Ok(d) => (d, true),
-            Err(e) => return internal(e.into()),
-        },
+    let (device, new_cookie) = match browser_id(ctx) {
+        Ok(found) => found,
+        Err(e) => return internal(e),
     };
     if let Err(e) = services.note_device(user, &device, !new_account).await {
         tracing::warn!(error = %e, "recording the sign-in device failed");
@@ -735,19 +787,29 @@ async fn finish_sign_in(
         ),
     );
     if new_cookie {
-        h.append(
-            header::SET_COOKIE,
-            set_cookie(
-                state,
-                ctx.workspace,
-                DEVICE_COOKIE,
-                &device,
-                "Lax",
-                Some(DEVICE_COOKIE_AGE),
-            ),
-        );
+        h.append(header::SET_COOKIE, device_cookie(state, ctx, &device));
     }
     ctx.finish(state, response)
+}
+
+/// This browser's id (`sf_device`), and whether it is new (its cookie still to be set).
+fn browser_id(ctx: &PageContext) -> Result<(String, bool), Error> {
+    match &ctx.device {
+        Some(d) => Ok((d.clone(), false)),
+        None => Ok((secureflows_crypto::random_token("")?, true)),
+    }
+}
+
+/// The cookie that keeps a browser's id.
+fn device_cookie(state: &AppState, ctx: &PageContext, device: &str) -> HeaderValue {
+    set_cookie(
+        state,
+        ctx.workspace,
+        DEVICE_COOKIE,
+        device,
+        "Lax",
+        Some(DEVICE_COOKIE_AGE),
+    )
 }
 
 fn signup_form(
@@ -951,7 +1013,7 @@ async fn logout(
         .as_deref()
         .and_then(|h| state.services().tokens.verify_id_token_hint(h).ok())
         .and_then(|claims| claims.get("sub").and_then(|s| s.as_str()).map(str::to_owned));
-    let matches = match (&ctx.sso, &hinted_user) {
+    let matches = match (ctx.sso.as_ref().or(ctx.weak_sso.as_ref()), &hinted_user) {
         (Some((_, user)), Some(sub)) => user.id.to_string() == *sub,
         (None, _) => true,
         _ => false,
@@ -1103,7 +1165,7 @@ async fn finish_logout(
     actor: &Actor,
     target: Option<String>,
 ) -> Response {
-    if let Some((browser, _)) = &ctx.sso
+    if let Some((browser, _)) = ctx.sso.as_ref().or(ctx.weak_sso.as_ref())
         && let Err(e) = state.services().end_browser_session(browser, actor).await
     {
         return internal(e);

@@ -290,11 +290,17 @@ pub(super) async fn register(
         return clear_ceremony(&state, &ctx, response);
     }
     let answer: serde_json::Value = serde_json::from_str(&form.credential).unwrap_or_default();
-    let notice = match state
+    let added = state
         .services()
         .finish_passkey_registration(&user, &ceremony, &form.name, &answer, &actor)
-        .await
+        .await;
+    // This browser just proved the new passkey: its session keeps meeting the user's factors.
+    if added.is_ok()
+        && let Err(e) = state.services().add_session_factor(&session, "hwk").await
     {
+        return internal(e);
+    }
+    let notice = match added {
         Ok((_, Some(codes))) => {
             let page = RecoveryCodesPage {
                 brand: ctx.brand.clone(),

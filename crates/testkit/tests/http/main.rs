@@ -29,6 +29,7 @@ mod refresh_tokens;
 mod row_level_security;
 mod session_api;
 mod sqlite_wal;
+mod step_up;
 mod tokens;
 mod upstream;
 mod upstream_login;
