@@ -203,6 +203,29 @@ pub struct Trust {
     /// The `aud` the ID token must contain.
     #[schema(min_length = 1, max_length = 255)]
     pub audience: String,
+    /// `amr` values by which this issuer asserts a second factor (any one counts). A user with a second
+    /// factor, or whom the workspace requires to have one, is signed in by an ID token only when it
+    /// carries one of these (or an `acr` below); otherwise the exchange answers 403
+    /// `second-factor-required`.
+    #[serde(default)]
+    #[schema(max_items = 20)]
+    pub second_factor_amr: Vec<String>,
+    /// `acr` values by which this issuer asserts a second factor (any one counts).
+    #[serde(default)]
+    #[schema(max_items = 20)]
+    pub second_factor_acr: Vec<String>,
+}
+
+/// What kind of client an application is.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ApplicationKind {
+    /// A browser application: public, PKCE, no refresh token (it renews with `prompt=none`).
+    Browser,
+    /// A native app: public, PKCE, refresh tokens; loopback or private-use-scheme redirect URIs.
+    Native,
+    /// A server-side application: confidential (a client secret), refresh tokens.
+    Server,
 }
 
 /// A registered application.
@@ -212,7 +235,9 @@ pub struct Application {
     pub id: String,
     /// Display name.
     pub name: String,
-    /// A public client (browser or native) has no secret.
+    /// Browser, native or server.
+    pub kind: ApplicationKind,
+    /// A public client (kind browser or native) has no secret.
     pub public: bool,
     /// Browser origins allowed to call the Session API.
     pub allowed_origins: Vec<String>,
@@ -243,7 +268,11 @@ pub struct CreateApplication {
     /// Display name.
     #[schema(min_length = 1, max_length = 100)]
     pub name: String,
-    /// A public client (browser or native app) gets no secret.
+    /// Browser, native or server. Unset: chosen by `public` — a confidential client is `server`, a public
+    /// one `native` when all its redirect URIs are loopback or private-use-scheme ones, else `browser`.
+    #[serde(default)]
+    pub kind: Option<ApplicationKind>,
+    /// Without `kind`: a public client (browser or native app) gets no secret.
     #[serde(default)]
     pub public: bool,
     /// Browser origins, exactly `scheme://host[:port]` (lowercase, no path, no default port).

@@ -51,6 +51,9 @@ pub enum ForbiddenReason {
     QuotaExceeded,
     /// The account is locked by an administrator.
     AccountLocked,
+    /// The account signs in with a second factor (or the workspace requires one), and the credential
+    /// did not give it: the user signs in through the hosted login.
+    SecondFactorRequired,
 }
 
 /// What kind of 429.

@@ -35,10 +35,10 @@ pub use ids::{
     WorkspaceId,
 };
 pub use model::{
-    Application, AuthorizationCode, AuthorizationRequest, BrowserSession, CeremonyPurpose, IdentityProvider,
-    Invalidation, Invite, LinkPurpose, LoginFlow, LoginLink, LoginSession, NewIdentity, PasskeyRecord,
-    ProviderKind, RefreshToken, SupportOperator, TotpEnrolment, UpstreamTrust, User, UserStatus,
-    WebauthnCeremony, Workspace,
+    Application, ApplicationKind, AuthorizationCode, AuthorizationRequest, BrowserSession, CeremonyPurpose,
+    IdentityProvider, Invalidation, Invite, LinkPurpose, LoginFlow, LoginLink, LoginSession, NewIdentity,
+    PasskeyRecord, ProviderKind, RefreshToken, SupportOperator, TotpEnrolment, UpstreamTrust, User,
+    UserStatus, WebauthnCeremony, Workspace,
 };
 pub use plan::{Plan, PlanLimits, PlanTable};
 pub use role::Role;

@@ -29,12 +29,70 @@ pub struct Workspace {
 }
 
 /// The upstream OpenID Connect issuer an application trusts for `POST /auth/callback` with an ID token.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct UpstreamTrust {
     /// Exact `iss` value.
     pub issuer: String,
     /// The `aud` the ID token must contain (our client id at the upstream provider).
     pub audience: String,
+    /// `amr` values by which this issuer asserts a second factor (any one of them counts), e.g. `mfa`.
+    pub second_factor_amr: Vec<String>,
+    /// `acr` values by which this issuer asserts a second factor (any one of them counts).
+    pub second_factor_acr: Vec<String>,
+}
+
+impl UpstreamTrust {
+    /// Whether an ID token's `amr` or `acr` asserts a second factor, by the values this trust names.
+    pub fn asserts_second_factor(&self, amr: &[String], acr: Option<&str>) -> bool {
+        amr.iter().any(|m| self.second_factor_amr.contains(m))
+            || acr.is_some_and(|a| self.second_factor_acr.iter().any(|c| c == a))
+    }
+}
+
+/// What kind of client an application is (OAuth 2.0 client types, RFC 6749 §2.1; native apps, RFC
+/// 8252).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ApplicationKind {
+    /// A browser application (single-page app): public, PKCE, no refresh token; it renews by a
+    /// top-level redirect with `prompt=none`.
+    #[default]
+    Browser,
+    /// A native (desktop or mobile) app: public, PKCE, refresh tokens; redirects to a loopback address
+    /// or a private-use scheme.
+    Native,
+    /// A server-side application: confidential (a client secret), refresh tokens.
+    Server,
+}
+
+impl ApplicationKind {
+    /// Stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApplicationKind::Browser => "browser",
+            ApplicationKind::Native => "native",
+            ApplicationKind::Server => "server",
+        }
+    }
+
+    /// Parses the stable name.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "browser" => Some(ApplicationKind::Browser),
+            "native" => Some(ApplicationKind::Native),
+            "server" => Some(ApplicationKind::Server),
+            _ => None,
+        }
+    }
+
+    /// A public client: it holds no secret.
+    pub fn is_public(self) -> bool {
+        self != ApplicationKind::Server
+    }
+
+    /// Whether its code exchanges get refresh tokens.
+    pub fn gets_refresh_tokens(self) -> bool {
+        self != ApplicationKind::Browser
+    }
 }
 
 /// A registered application of a workspace.
@@ -54,8 +112,8 @@ pub struct Application {
     pub data_ttl: Duration,
     /// Lifetime of access tokens.
     pub token_ttl: Duration,
-    /// A public client (browser or native app): it holds no secret.
-    pub public: bool,
+    /// Browser, native or server.
+    pub kind: ApplicationKind,
     /// Where the hosted login may send authorization codes (exact match).
     pub redirect_uris: Vec<String>,
     /// Where RP-initiated logout may return to (exact match).
@@ -71,6 +129,13 @@ pub struct Application {
     pub created_at: Timestamp,
     /// Last changed.
     pub updated_at: Timestamp,
+}
+
+impl Application {
+    /// A public client (browser or native app): it holds no secret.
+    pub fn is_public(&self) -> bool {
+        self.kind.is_public()
+    }
 }
 
 /// Whether a user may sign in.

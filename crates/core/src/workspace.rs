@@ -9,8 +9,8 @@ use crate::console::ConsoleCaller;
 use crate::keyring::WorkspaceKeys;
 use crate::store::Change;
 use crate::{
-    Application, ApplicationId, Error, FieldError, Invalidation, Plan, Result, Services, UpstreamTrust,
-    Workspace, WorkspaceId,
+    Application, ApplicationId, ApplicationKind, Error, FieldError, Invalidation, Plan, Result, Services,
+    UpstreamTrust, Workspace, WorkspaceId,
 };
 
 /// What a new application is registered with.
@@ -26,7 +26,9 @@ pub struct NewApplication {
     pub data_ttl: Option<Duration>,
     /// Access-token lifetime (default 15 min).
     pub token_ttl: Option<Duration>,
-    /// A public client (browser or native app) holds no secret.
+    /// Browser, native or server. Unset: chosen by `public` (see [`infer_kind`]).
+    pub kind: Option<ApplicationKind>,
+    /// A public client (browser or native app) holds no secret: the alias of a `kind` left unset.
     pub public: bool,
     /// Where the hosted login may send authorization codes (exact URIs).
     pub redirect_uris: Vec<String>,
@@ -67,14 +69,40 @@ fn new_client_secret() -> Result<(SecretString, Vec<u8>)> {
     Ok((SecretString::new(secret), hash))
 }
 
+/// The kind of an application registered without one, as `public` chose before kinds were explicit: a
+/// confidential client is a server application; a public one is native when it has redirect URIs and
+/// every one of them is native (a loopback address or a private-use scheme, RFC 8252), and a browser
+/// application otherwise.
+pub fn infer_kind(public: bool, redirect_uris: &[String]) -> ApplicationKind {
+    if !public {
+        ApplicationKind::Server
+    } else if !redirect_uris.is_empty() && redirect_uris.iter().all(|u| is_native_redirect(u)) {
+        ApplicationKind::Native
+    } else {
+        ApplicationKind::Browser
+    }
+}
+
+/// Whether a redirect URI belongs to a native app (RFC 8252: `http` on a loopback address, or a
+/// private-use scheme).
+pub fn is_native_redirect(uri: &str) -> bool {
+    url::Url::parse(uri).is_ok_and(|u| match u.scheme() {
+        "https" => false,
+        "http" => is_loopback(&u),
+        _ => true,
+    })
+}
+
 /// An application's settings as the audit log records them (never the secret).
 pub fn application_audit(app: &Application) -> serde_json::Value {
     serde_json::json!({
         "name": app.name,
-        "public": app.public,
+        "kind": app.kind.as_str(),
         "allowed_origins": app.allowed_origins,
         "trust_issuer": app.trust.as_ref().map(|t| &t.issuer),
         "trust_audience": app.trust.as_ref().map(|t| &t.audience),
+        "trust_second_factor_amr": app.trust.as_ref().map(|t| &t.second_factor_amr),
+        "trust_second_factor_acr": app.trust.as_ref().map(|t| &t.second_factor_acr),
         "session_ttl": app.data_ttl.as_secs(),
         "token_ttl": app.token_ttl.as_secs(),
         "redirect_uris": app.redirect_uris,
@@ -302,6 +330,13 @@ impl Services {
         actor: &Actor,
     ) -> Result<(Application, Option<SecretString>)> {
         self.get_workspace(workspace).await?;
+        let kind = match new.kind {
+            Some(ApplicationKind::Server) if new.public => {
+                return Err(Error::invalid("public", "a server application is not public"));
+            }
+            Some(kind) => kind,
+            None => infer_kind(new.public, &new.redirect_uris),
+        };
         let now = self.clock.now();
         let mut app = Application {
             id: ApplicationId::new(),
@@ -311,7 +346,7 @@ impl Services {
             allowed_origins: new.allowed_origins,
             data_ttl: new.data_ttl.unwrap_or(self.settings.default_data_ttl),
             token_ttl: new.token_ttl.unwrap_or(self.settings.default_token_ttl),
-            public: new.public,
+            kind,
             redirect_uris: new.redirect_uris,
             post_logout_uris: new.post_logout_uris,
             allow_anonymous: new.allow_anonymous,
@@ -321,7 +356,7 @@ impl Services {
             updated_at: now,
         };
         self.validate_application(&mut app)?;
-        let secret = if app.public {
+        let secret = if app.is_public() {
             None
         } else {
             let (secret, hash) = new_client_secret()?;
@@ -379,6 +414,25 @@ impl Services {
                 break;
             }
         }
+        // RFC 8252 §7: a native app receives codes on a loopback address or a private-use scheme; a
+        // browser or server application on https (or http on a loopback address, for development).
+        let fits_kind = |u: &String| match app.kind {
+            ApplicationKind::Native => is_native_redirect(u),
+            ApplicationKind::Browser | ApplicationKind::Server => url::Url::parse(u)
+                .is_ok_and(|url| url.scheme() == "https" || (url.scheme() == "http" && is_loopback(&url))),
+        };
+        if !app.redirect_uris.iter().all(fits_kind) {
+            errors.push(FieldError::new(
+                "redirect_uris",
+                match app.kind {
+                    ApplicationKind::Native => {
+                        "a native application's redirect URIs are http on a loopback address or a private-use \
+                         scheme (com.example.app:/callback)"
+                    }
+                    _ => "redirect URIs are https (or http on a loopback address, for development)",
+                },
+            ));
+        }
         for (field, uris) in [
             ("redirect_uris", &app.redirect_uris),
             ("post_logout_uris", &app.post_logout_uris),
@@ -418,6 +472,19 @@ impl Services {
                 "allow_anonymous",
                 "a console client has no anonymous sessions",
             ));
+        }
+        if let Some(trust) = &app.trust {
+            let claims = trust.second_factor_amr.iter().chain(&trust.second_factor_acr);
+            if trust.second_factor_amr.len() + trust.second_factor_acr.len() > 20
+                || claims
+                    .clone()
+                    .any(|c| c.is_empty() || c.len() > 255 || c.chars().any(char::is_control))
+            {
+                errors.push(FieldError::new(
+                    "trust",
+                    "at most 20 second-factor amr and acr values, each 1 to 255 printable characters",
+                ));
+            }
         }
         if app.console && app.trust.is_some() {
             errors.push(FieldError::new(
@@ -527,7 +594,7 @@ impl Services {
         caller.require_admin()?;
         let app = self.find_workspace_application(caller.workspace_id(), id).await?;
         require_owner_for_console(caller, &app)?;
-        if app.public {
+        if app.is_public() {
             return Err(Error::Conflict("public-client"));
         }
         let (secret, hash) = new_client_secret()?;

@@ -171,6 +171,8 @@ pub enum WorkspaceCommand {
     },
 }
 
+// Parsed once per run: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum AppCommand {
     /// Register an application.
@@ -187,6 +189,13 @@ pub enum AppCommand {
         /// Audience those ID tokens must carry.
         #[arg(long, requires = "trust_issuer")]
         trust_audience: Option<String>,
+        /// An `amr` value by which the trusted issuer asserts a second factor (repeatable): users with a
+        /// second factor are signed in by its ID tokens only with one of these (or an --trust-mfa-acr).
+        #[arg(long = "trust-mfa-amr", requires = "trust_issuer")]
+        trust_mfa_amr: Vec<String>,
+        /// An `acr` value by which the trusted issuer asserts a second factor (repeatable).
+        #[arg(long = "trust-mfa-acr", requires = "trust_issuer")]
+        trust_mfa_acr: Vec<String>,
         /// Browser origin allowed to call the Session API (repeatable), e.g. https://app.example.com.
         #[arg(long = "allow-origin")]
         allow_origin: Vec<String>,
@@ -196,8 +205,14 @@ pub enum AppCommand {
         /// Access-token lifetime (default 15m).
         #[arg(long, value_parser = duration::parse)]
         token_ttl: Option<std::time::Duration>,
-        /// A public client (browser or native app): no client secret; PKCE is mandatory.
-        #[arg(long)]
+        /// What kind of client: browser (public, PKCE, no refresh token), native (public, PKCE, refresh
+        /// tokens, loopback or private-use-scheme redirects) or server (confidential, a client secret,
+        /// refresh tokens). Default: server, or with --public as --public chooses.
+        #[arg(long, value_parser = ["browser", "native", "server"])]
+        kind: Option<String>,
+        /// Alias of --kind for a public client: native when every --redirect-uri is a loopback or
+        /// private-use-scheme one, browser otherwise.
+        #[arg(long, conflicts_with = "kind")]
         public: bool,
         /// Where the hosted login may send authorization codes (repeatable; exact match).
         #[arg(long = "redirect-uri")]
@@ -218,6 +233,11 @@ pub enum AppCommand {
         /// Workspace id.
         #[arg(long)]
         workspace: String,
+    },
+    /// Show one application (its client id).
+    Show {
+        /// Client id.
+        id: String,
     },
 }
 
@@ -439,9 +459,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<Value> {
                     name,
                     trust_issuer,
                     trust_audience,
+                    trust_mfa_amr,
+                    trust_mfa_acr,
                     allow_origin,
                     session_ttl,
                     token_ttl,
+                    kind,
                     public,
                     redirect_uri,
                     post_logout_uri,
@@ -449,7 +472,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<Value> {
                     console,
                 } => {
                     let trust = match (trust_issuer, trust_audience) {
-                        (Some(issuer), Some(audience)) => Some(UpstreamTrust { issuer, audience }),
+                        (Some(issuer), Some(audience)) => Some(UpstreamTrust {
+                            issuer,
+                            audience,
+                            second_factor_amr: trust_mfa_amr,
+                            second_factor_acr: trust_mfa_acr,
+                        }),
                         (None, None) => None,
                         _ => bail!("--trust-issuer and --trust-audience go together"),
                     };
@@ -462,6 +490,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Value> {
                                 allowed_origins: allow_origin,
                                 data_ttl: session_ttl,
                                 token_ttl,
+                                kind: kind.as_deref().and_then(secureflows_core::ApplicationKind::parse),
                                 public,
                                 redirect_uris: redirect_uri,
                                 post_logout_uris: post_logout_uri,
@@ -486,6 +515,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<Value> {
                         .await
                         .map_err(domain)?;
                     Ok(json!({ "applications": list.iter().map(app_json).collect::<Vec<_>>() }))
+                }
+                AppCommand::Show { id } => {
+                    let id: secureflows_core::ApplicationId = id
+                        .parse()
+                        .map_err(|_| anyhow::anyhow!("`{id}` is not a client id"))?;
+                    let app = s
+                        .stores
+                        .applications
+                        .find_application(id)
+                        .await
+                        .map_err(domain)?
+                        .ok_or_else(|| anyhow::anyhow!("no application {id}"))?;
+                    Ok(app_json(&app))
                 }
             }
         }
@@ -677,7 +719,10 @@ fn app_json(app: &secureflows_core::Application) -> Value {
         "name": app.name,
         "trust_issuer": app.trust.as_ref().map(|t| &t.issuer),
         "trust_audience": app.trust.as_ref().map(|t| &t.audience),
-        "public": app.public,
+        "trust_mfa_amr": app.trust.as_ref().map(|t| &t.second_factor_amr),
+        "trust_mfa_acr": app.trust.as_ref().map(|t| &t.second_factor_acr),
+        "kind": app.kind.as_str(),
+        "public": app.is_public(),
         "allowed_origins": app.allowed_origins,
         "redirect_uris": app.redirect_uris,
         "post_logout_uris": app.post_logout_uris,

@@ -159,6 +159,86 @@ fn fresh_data_dir_generates_a_private_master_key_and_commands_print_json() {
     assert_eq!(app["session_ttl_secs"], 172_800);
     assert_eq!(app["token_ttl_secs"], 600);
     assert!(app["client_id"].as_str().unwrap().len() == 36);
+    assert_eq!(app["kind"], "server");
+    assert!(app["client_secret"].is_string());
+
+    // Kinds: explicit, or as --public chooses; `app show` reads one back.
+    let native = run_json(
+        &dir,
+        &[],
+        &[
+            "--json",
+            "app",
+            "create",
+            "--workspace",
+            &id,
+            "--name",
+            "Desktop",
+            "--kind",
+            "native",
+            "--redirect-uri",
+            "http://127.0.0.1:8765/cb",
+            "--trust-issuer",
+            "https://accounts.google.com",
+            "--trust-audience",
+            "desktop",
+            "--trust-mfa-amr",
+            "mfa",
+        ],
+    );
+    assert_eq!(
+        (native["kind"].as_str(), native["public"].as_bool()),
+        (Some("native"), Some(true))
+    );
+    assert!(native.get("client_secret").is_none());
+    let shown = run_json(
+        &dir,
+        &[],
+        &["--json", "app", "show", native["client_id"].as_str().unwrap()],
+    );
+    assert_eq!(shown["kind"], "native");
+    assert_eq!(shown["trust_mfa_amr"], serde_json::json!(["mfa"]));
+    let spa = run_json(
+        &dir,
+        &[],
+        &[
+            "--json",
+            "app",
+            "create",
+            "--workspace",
+            &id,
+            "--name",
+            "Spa",
+            "--public",
+            "--redirect-uri",
+            "https://app.tuffflips.com/cb",
+        ],
+    );
+    assert_eq!(spa["kind"], "browser");
+    let out = run(
+        &dir,
+        &[],
+        &[
+            "--json",
+            "app",
+            "create",
+            "--workspace",
+            &id,
+            "--name",
+            "Bad",
+            "--kind",
+            "native",
+            "--redirect-uri",
+            "https://app.tuffflips.com/cb",
+        ],
+    );
+    assert!(!out.status.success());
+    let out = run(
+        &dir,
+        &[],
+        &["--json", "app", "show", "00000000-0000-0000-0000-000000000000"],
+    );
+    assert!(!out.status.success());
 
     // Bad input: a clear error, exit code 1, one JSON object.
     let out = run(

@@ -32,6 +32,7 @@ pub const ALL_SLUGS: &[&str] = &[
     "origin-not-allowed",
     "quota-exceeded",
     "account-locked",
+    "second-factor-required",
     "too-many-sessions",
     "rate-limited",
     "not-found",
@@ -235,6 +236,12 @@ impl From<Error> for Problem {
                     ForbiddenReason::AccountLocked => {
                         ("account-locked", "Account locked", "the account is locked")
                     }
+                    ForbiddenReason::SecondFactorRequired => (
+                        "second-factor-required",
+                        "Second factor required",
+                        "this account signs in with a second factor that the credential did not give: send \
+                         the user through the workspace's hosted login ({issuer}/authorize)",
+                    ),
                 };
                 Problem::new(S::FORBIDDEN, slug, title).detail(detail)
             }

@@ -10,8 +10,8 @@ use secureflows_core::store::{
     UsedTokenStore, UserStore, VaultEntry, VaultLocator, VaultStore, VaultWrite, WorkspaceStore,
 };
 use secureflows_core::{
-    Application, ApplicationId, BrowserSessionId, Error, Invalidation, LoginSession, Plan, Result, Role,
-    SessionId, Timestamp, UpstreamTrust, User, UserId, UserStatus, Workspace, WorkspaceId,
+    Application, ApplicationId, ApplicationKind, BrowserSessionId, Error, Invalidation, LoginSession, Plan,
+    Result, Role, SessionId, Timestamp, UpstreamTrust, User, UserId, UserStatus, Workspace, WorkspaceId,
 };
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
@@ -184,7 +184,7 @@ pub(crate) fn workspace_row(r: &PgRow) -> Result<Workspace> {
 pub(crate) const APP_COLUMNS: &str = "application_id, workspace_id, name, trust_issuer, trust_audience, \
                                       allowed_origins, data_ttl_secs, token_ttl_secs, created_at, updated_at, \
                                       public, secret_hash, redirect_uris, post_logout_uris, allow_anonymous, \
-                                      console";
+                                      console, kind, trust_second_factor_amr, trust_second_factor_acr";
 
 pub(crate) fn application_row(r: &PgRow) -> Result<Application> {
     let issuer: Option<String> = r.try_get("trust_issuer").db()?;
@@ -193,15 +193,22 @@ pub(crate) fn application_row(r: &PgRow) -> Result<Application> {
         id: ApplicationId::from_uuid(r.try_get("application_id").db()?),
         workspace_id: WorkspaceId::from_uuid(r.try_get("workspace_id").db()?),
         name: r.try_get("name").db()?,
-        trust: issuer
-            .zip(audience)
-            .map(|(issuer, audience)| UpstreamTrust { issuer, audience }),
+        trust: match issuer.zip(audience) {
+            Some((issuer, audience)) => Some(UpstreamTrust {
+                issuer,
+                audience,
+                second_factor_amr: r.try_get("trust_second_factor_amr").db()?,
+                second_factor_acr: r.try_get("trust_second_factor_acr").db()?,
+            }),
+            None => None,
+        },
         allowed_origins: r.try_get("allowed_origins").db()?,
         data_ttl: Duration::from_secs(to_u64(r.try_get("data_ttl_secs").db()?)),
         token_ttl: Duration::from_secs(to_u64(r.try_get("token_ttl_secs").db()?)),
         created_at: from_ts(r.try_get("created_at").db()?),
         updated_at: from_ts(r.try_get("updated_at").db()?),
-        public: r.try_get("public").db()?,
+        kind: ApplicationKind::parse(&r.try_get::<String, _>("kind").db()?)
+            .ok_or_else(|| corrupt("application.kind"))?,
         secret_hash: r.try_get("secret_hash").db()?,
         redirect_uris: r.try_get("redirect_uris").db()?,
         post_logout_uris: r.try_get("post_logout_uris").db()?,

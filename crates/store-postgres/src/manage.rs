@@ -193,7 +193,7 @@ pub(crate) async fn apply_change(
             }
             sqlx::query(&format!(
                 "insert into application ({APP_COLUMNS})
-                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
             ))
             .bind(app.id.as_uuid())
             .bind(ws)
@@ -205,12 +205,15 @@ pub(crate) async fn apply_change(
             .bind(secs(app.token_ttl))
             .bind(ts(app.created_at))
             .bind(ts(app.updated_at))
-            .bind(app.public)
+            .bind(app.is_public())
             .bind(&app.secret_hash)
             .bind(&app.redirect_uris)
             .bind(&app.post_logout_uris)
             .bind(app.allow_anonymous)
             .bind(app.console)
+            .bind(app.kind.as_str())
+            .bind(app.trust.as_ref().map(|t| t.second_factor_amr.clone()).unwrap_or_default())
+            .bind(app.trust.as_ref().map(|t| t.second_factor_acr.clone()).unwrap_or_default())
             .execute(&mut *c)
             .await
             .db()?;
@@ -220,7 +223,8 @@ pub(crate) async fn apply_change(
             let n = sqlx::query(
                 "update application set name = $3, trust_issuer = $4, trust_audience = $5, allowed_origins = $6,
                    data_ttl_secs = $7, token_ttl_secs = $8, updated_at = $9, redirect_uris = $10,
-                   post_logout_uris = $11, allow_anonymous = $12
+                   post_logout_uris = $11, allow_anonymous = $12, trust_second_factor_amr = $13,
+                   trust_second_factor_acr = $14
                  where workspace_id = $1 and application_id = $2",
             )
             .bind(ws)
@@ -235,6 +239,8 @@ pub(crate) async fn apply_change(
             .bind(&app.redirect_uris)
             .bind(&app.post_logout_uris)
             .bind(app.allow_anonymous)
+            .bind(app.trust.as_ref().map(|t| t.second_factor_amr.clone()).unwrap_or_default())
+            .bind(app.trust.as_ref().map(|t| t.second_factor_acr.clone()).unwrap_or_default())
             .execute(&mut *c)
             .await
             .db()?

@@ -12,8 +12,8 @@ use secureflows_core::store::{
     UsedTokenStore, UserStore, VaultEntry, VaultLocator, VaultStore, VaultWrite, WorkspaceStore,
 };
 use secureflows_core::{
-    Application, ApplicationId, Error, Invalidation, LoginSession, Plan, Result, Role, SessionId, Timestamp,
-    UpstreamTrust, User, UserId, UserStatus, Workspace, WorkspaceId,
+    Application, ApplicationId, ApplicationKind, Error, Invalidation, LoginSession, Plan, Result, Role,
+    SessionId, Timestamp, UpstreamTrust, User, UserId, UserStatus, Workspace, WorkspaceId,
 };
 
 use secureflows_core::login::password::PasswordPolicy;
@@ -130,25 +130,30 @@ pub(crate) fn workspace_row(r: &Row<'_>) -> rusqlite::Result<Workspace> {
 pub(crate) const APP_COLUMNS: &str = "application_id, workspace_id, name, trust_issuer, trust_audience, \
                                       allowed_origins, data_ttl_secs, token_ttl_secs, created_at, updated_at, \
                                       public, secret_hash, redirect_uris, post_logout_uris, allow_anonymous, \
-                                      console";
+                                      console, kind, trust_second_factor_amr, trust_second_factor_acr";
 
 pub(crate) fn application_row(r: &Row<'_>) -> rusqlite::Result<Application> {
     let issuer: Option<String> = r.get(3)?;
     let audience: Option<String> = r.get(4)?;
     let origins: String = r.get(5)?;
+    let second_factor_amr = json_list(&r.get::<_, String>(17)?, "trust_second_factor_amr")?;
+    let second_factor_acr = json_list(&r.get::<_, String>(18)?, "trust_second_factor_acr")?;
     Ok(Application {
         id: r.get::<_, uuid::Uuid>(0)?.into(),
         workspace_id: r.get::<_, uuid::Uuid>(1)?.into(),
         name: r.get(2)?,
-        trust: issuer
-            .zip(audience)
-            .map(|(issuer, audience)| UpstreamTrust { issuer, audience }),
+        trust: issuer.zip(audience).map(|(issuer, audience)| UpstreamTrust {
+            issuer,
+            audience,
+            second_factor_amr,
+            second_factor_acr,
+        }),
         allowed_origins: serde_json_origins(&origins)?,
         data_ttl: Duration::from_secs(to_u64(r.get(6)?)),
         token_ttl: Duration::from_secs(to_u64(r.get(7)?)),
         created_at: Timestamp::from_millis(r.get(8)?),
         updated_at: Timestamp::from_millis(r.get(9)?),
-        public: r.get(10)?,
+        kind: ApplicationKind::parse(&r.get::<_, String>(16)?).ok_or_else(|| bad_column("kind"))?,
         secret_hash: r.get(11)?,
         redirect_uris: json_list(&r.get::<_, String>(12)?, "redirect_uris")?,
         post_logout_uris: json_list(&r.get::<_, String>(13)?, "post_logout_uris")?,

@@ -157,7 +157,7 @@ pub(crate) fn apply_change(
             }
             c.execute(
                 &format!(
-                    "insert into application ({}) values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                    "insert into application ({}) values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
                     crate::data::APP_COLUMNS
                 ),
                 params![
@@ -171,12 +171,15 @@ pub(crate) fn apply_change(
                     secs(app.token_ttl),
                     app.created_at.millis(),
                     app.updated_at.millis(),
-                    app.public,
+                    app.is_public(),
                     app.secret_hash,
                     origins_json(&app.redirect_uris),
                     origins_json(&app.post_logout_uris),
                     app.allow_anonymous,
                     app.console,
+                    app.kind.as_str(),
+                    origins_json(app.trust.as_ref().map_or(&[][..], |t| &t.second_factor_amr)),
+                    origins_json(app.trust.as_ref().map_or(&[][..], |t| &t.second_factor_acr)),
                 ],
             )
             .db()?;
@@ -187,7 +190,8 @@ pub(crate) fn apply_change(
                 .execute(
                     "update application set name = ?3, trust_issuer = ?4, trust_audience = ?5, allowed_origins = ?6,
                        data_ttl_secs = ?7, token_ttl_secs = ?8, updated_at = ?9, redirect_uris = ?10,
-                       post_logout_uris = ?11, allow_anonymous = ?12
+                       post_logout_uris = ?11, allow_anonymous = ?12, trust_second_factor_amr = ?13,
+                       trust_second_factor_acr = ?14
                      where workspace_id = ?1 and application_id = ?2",
                     params![
                         ws,
@@ -202,6 +206,8 @@ pub(crate) fn apply_change(
                         origins_json(&app.redirect_uris),
                         origins_json(&app.post_logout_uris),
                         app.allow_anonymous,
+                        origins_json(app.trust.as_ref().map_or(&[][..], |t| &t.second_factor_amr)),
+                        origins_json(app.trust.as_ref().map_or(&[][..], |t| &t.second_factor_acr)),
                     ],
                 )
                 .db()?;

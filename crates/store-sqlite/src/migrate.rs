@@ -79,6 +79,11 @@ pub const DATA: &[Migration] = &[
         name: "link_binding",
         sql: include_str!("../migrations/data/0011_link_binding.sql"),
     },
+    Migration {
+        version: 12,
+        name: "application_kind",
+        sql: include_str!("../migrations/data/0012_application_kind.sql"),
+    },
 ];
 
 pub const ACCESS: &[Migration] = &[Migration {

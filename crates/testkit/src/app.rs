@@ -236,6 +236,7 @@ impl TestApp {
             trust: Some(UpstreamTrust {
                 issuer: self.issuer.url.clone(),
                 audience: audience.to_owned(),
+                ..UpstreamTrust::default()
             }),
             ..NewApplication::default()
         };

@@ -18,7 +18,7 @@ use crate::model::NewIdentity;
 use crate::store::{NewUser, SessionAdmission, SessionLimits};
 use crate::{
     Application, ApplicationId, AuthFailure, Error, ForbiddenReason, LimitKind, LoginSession, Plan, Result,
-    Role, Services, SessionId, Timestamp, User, UserId, UserStatus, Workspace, WorkspaceId,
+    Role, Services, SessionId, Timestamp, UpstreamTrust, User, UserId, UserStatus, Workspace, WorkspaceId,
 };
 
 /// The outcome of a successful sign-in. Its `Debug` never shows the token.
@@ -83,7 +83,7 @@ impl Services {
         {
             return Err(Error::Unauthenticated(AuthFailure::Replayed));
         }
-        self.sign_in(&app, &identity, now, actor).await
+        self.sign_in(&app, trust, &identity, now, actor).await
     }
 
     async fn application_for_id_token(
@@ -131,6 +131,7 @@ impl Services {
     async fn sign_in(
         &self,
         app: &Application,
+        trust: &UpstreamTrust,
         identity: &UpstreamIdentity,
         now: Timestamp,
         mut actor: Actor,
@@ -152,6 +153,15 @@ impl Services {
             .await?;
         if user.status != UserStatus::Active {
             return Err(Error::Forbidden(ForbiddenReason::AccountLocked));
+        }
+        // SECURITY: an application's exchange is a sign-in like any other: a user with a second factor
+        // (or whom the workspace requires to have one) gets a session only when the issuer asserts a
+        // second factor in the ways this application trusts it to; otherwise the user goes through the
+        // hosted login, which asks for it.
+        let factors = self.mfa_status(&user).await?;
+        let needs_second = factors.totp || factors.passkeys > 0 || self.mfa_required(&user).await?;
+        if needs_second && !trust.asserts_second_factor(&identity.amr, identity.acr.as_deref()) {
+            return Err(Error::Forbidden(ForbiddenReason::SecondFactorRequired));
         }
 
         let (session, token) = self.start_app_session(app, &workspace, &user, now).await?;

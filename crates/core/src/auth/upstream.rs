@@ -51,6 +51,10 @@ pub struct UpstreamIdentity {
     pub nonce: Option<String>,
     /// Display name, if asserted.
     pub name: Option<String>,
+    /// How the issuer authenticated the user (`amr`, RFC 8176), as asserted.
+    pub amr: Vec<String>,
+    /// The authentication context class (`acr`), if asserted.
+    pub acr: Option<String>,
     /// When the ID token expires (it can be exchanged once, until then).
     pub expires_at: Timestamp,
 }
@@ -90,6 +94,10 @@ struct IdClaims {
     nonce: Option<String>,
     #[serde(default)]
     name: Option<String>,
+    #[serde(default)]
+    amr: Option<serde_json::Value>,
+    #[serde(default)]
+    acr: Option<serde_json::Value>,
 }
 
 /// The unverified `iss` and `aud` of a token, used only to find the application that will verify it.
@@ -178,6 +186,23 @@ pub async fn verify_id_token(
         Some(serde_json::Value::String(s)) => s == "true",
         _ => false,
     };
+    // `amr` is an array of strings and `acr` a string (OpenID Connect Core §2); anything else asserts
+    // nothing.
+    let amr = match &claims.amr {
+        Some(serde_json::Value::Array(values)) => values
+            .iter()
+            .filter_map(|v| v.as_str())
+            .take(16)
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    };
+    let acr = claims
+        .acr
+        .as_ref()
+        .and_then(|v| v.as_str())
+        .filter(|a| a.len() <= 255)
+        .map(str::to_owned);
     Ok(UpstreamIdentity {
         issuer: claims.iss,
         subject: claims.sub,
@@ -185,6 +210,8 @@ pub async fn verify_id_token(
         email,
         nonce: claims.nonce,
         name,
+        amr,
+        acr,
         expires_at: Timestamp::from_secs(claims.exp.saturating_add(leeway_s)),
     })
 }

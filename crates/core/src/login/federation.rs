@@ -477,6 +477,7 @@ impl Services {
         let trust = UpstreamTrust {
             issuer: provider.issuer.clone(),
             audience: provider.client_id.clone(),
+            ..UpstreamTrust::default()
         };
         let identity = verify_id_token(
             self.upstream.as_ref(),

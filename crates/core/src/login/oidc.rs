@@ -10,7 +10,6 @@ use crate::keyring::WorkspaceKeys;
 use crate::login::oauth::OAuthError;
 use crate::login::{credential_workspace, new_credential, workspace_issuer};
 use crate::store::{CodeRedemption, RefreshRotation};
-use crate::workspace::is_loopback;
 use crate::{
     Application, ApplicationId, AuthorizationCode, AuthorizationRequest, BrowserSession, Error, FamilyId,
     FlowId, LoginFlow, LoginSession, RefreshToken, Result, Services, SessionId, Timestamp, User, UserStatus,
@@ -142,16 +141,6 @@ fn bounded(value: Option<String>, max: usize) -> std::result::Result<Option<Stri
     }
 }
 
-/// Whether a redirect URI belongs to a native app (RFC 8252: loopback or a private-use scheme), which
-/// gets refresh tokens although it is a public client.
-fn is_native_redirect(uri: &str) -> bool {
-    url::Url::parse(uri).is_ok_and(|u| match u.scheme() {
-        "https" => false,
-        "http" => is_loopback(&u),
-        _ => true,
-    })
-}
-
 /// `BASE64URL(SHA-256(verifier))` (RFC 7636 §4.6).
 pub(crate) fn pkce_s256(verifier: &str) -> String {
     use base64::Engine as _;
@@ -263,7 +252,7 @@ impl Services {
             }
             _ => return Err(fail(state, OAuthError::invalid_request("invalid code_challenge"))),
         };
-        if application.public && code_challenge.is_none() {
+        if application.is_public() && code_challenge.is_none() {
             return Err(fail(
                 state,
                 OAuthError::invalid_request("public clients must use PKCE (code_challenge with S256)"),
@@ -403,8 +392,8 @@ impl Services {
             .filter(|a| workspace.is_none_or(|w| a.workspace_id == w))
             .ok_or_else(OAuthError::invalid_client)?;
         match (&app.secret_hash, &credentials.client_secret) {
-            (None, None) if app.public => Ok(app),
-            (Some(hash), Some(secret)) if !app.public => {
+            (None, None) if app.is_public() => Ok(app),
+            (Some(hash), Some(secret)) if !app.is_public() => {
                 let presented = secureflows_crypto::sha256(secret.expose().as_bytes());
                 if constant_time_eq(&presented, hash) {
                     Ok(app)
@@ -486,7 +475,8 @@ impl Services {
             }
         }
         let user = self.active_user(workspace, code_row.user_id).await?;
-        let refresh = !client.public || is_native_redirect(&code_row.request.redirect_uri);
+        // Browser applications get no refresh token: they renew with a top-level `prompt=none`.
+        let refresh = client.kind.gets_refresh_tokens();
         let grant = self
             .grant_tokens(
                 client,
@@ -995,7 +985,7 @@ impl Services {
         token: &str,
     ) -> std::result::Result<Introspection, OAuthError> {
         let inactive = serde_json::json!({"active": false});
-        if client.public {
+        if client.is_public() {
             return Err(OAuthError::unauthorized_client(
                 "introspection is for confidential clients",
             ));
@@ -1134,6 +1124,7 @@ mod tests {
 
     #[test]
     fn native_redirects() {
+        use crate::workspace::is_native_redirect;
         assert!(is_native_redirect("com.example.app:/cb"));
         assert!(is_native_redirect("http://127.0.0.1:8765/cb"));
         assert!(!is_native_redirect("https://app.example.com/cb"));

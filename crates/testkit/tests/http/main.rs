@@ -6,6 +6,7 @@
 mod support;
 
 mod access_log;
+mod application_kinds;
 mod audit_chain;
 mod audit_values;
 mod bad_input;

@@ -18,6 +18,7 @@ backend_tests!(
     callback_bodies_are_validated,
     ambiguous_applications_need_a_client_id,
     private_issuers_are_refused_unless_allowed,
+    an_id_token_exchange_honours_the_second_factor,
 );
 
 async fn callback(app: &TestApp, body: serde_json::Value) -> reqwest::Response {
@@ -413,4 +414,138 @@ async fn private_issuers_are_refused_unless_allowed(backend: Backend) {
         0,
         "nothing was fetched from a loopback address"
     );
+}
+
+/// An application's ID-token exchange is a sign-in like any other: a user with a second factor, or
+/// whom the workspace requires to have one, is signed in only when the issuer asserts a second factor
+/// by the `amr`/`acr` values the application trusts it for; the exchange never changes the member's
+/// address.
+async fn an_id_token_exchange_honours_the_second_factor(backend: Backend) {
+    use secureflows_core::Clock;
+    let app = TestApp::spawn(backend).await;
+    let ws = app.workspace(Plan::Pro).await;
+    let application = app.application(ws, "web").await;
+    let owner = app
+        .console_token(ws, "owner@example.com", secureflows_core::Role::Owner)
+        .await;
+    let exchange = |subject: &'static str, extra: serde_json::Value| {
+        let app = &app;
+        let id = application.id.to_string();
+        async move {
+            let mut claims = app.issuer.claims(subject, "web", app.clock.now().secs());
+            for (k, v) in extra.as_object().unwrap() {
+                claims[k] = v.clone();
+            }
+            callback(
+                app,
+                json!({ "id_token": app.issuer.sign(&claims), "client_id": id }),
+            )
+            .await
+        }
+    };
+    let first = exchange("alice", json!({})).await;
+    assert_eq!(first.status(), 200);
+    let body: serde_json::Value = first.json().await.unwrap();
+    let alice_id = crate::support::jwt_claims(body["sessionToken"].as_str().unwrap())["sub"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Alice turns TOTP on (through the hosted login's services; she has no password).
+    let alice = app
+        .services()
+        .stores
+        .users
+        .find_user(ws, alice_id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let setup = app.services().start_totp(&alice).await.unwrap();
+    let now = u64::try_from(app.clock.now().secs()).unwrap();
+    let code = secureflows_crypto::totp::totp_code_from_base32(setup.secret_base32.expose(), now).unwrap();
+    app.services()
+        .confirm_totp(&alice, &code, &secureflows_core::audit::Actor::operator())
+        .await
+        .unwrap();
+
+    // Now an ID token alone does not sign her in, whatever it claims unless the application trusts it.
+    for extra in [
+        json!({}),
+        json!({"amr": ["pwd", "mfa"]}),
+        json!({"acr": "urn:example:loa:2"}),
+    ] {
+        let r = exchange("alice", extra.clone()).await;
+        let problem = assert_problem(r, 403, "second-factor-required").await;
+        assert!(problem.detail.unwrap().contains("hosted login"), "{extra}");
+    }
+    // The application says how its issuer asserts a second factor.
+    crate::support::call_ok(
+        &app,
+        "PATCH",
+        &format!("/api/v1/applications/{}", application.id),
+        &owner,
+        Some(json!({"trust": {
+            "issuer": app.issuer.url,
+            "audience": "web",
+            "second_factor_amr": ["mfa", "hwk"],
+            "second_factor_acr": ["urn:example:loa:2"],
+        }})),
+        200,
+    )
+    .await;
+    assert_problem(
+        exchange("alice", json!({"amr": ["pwd"]})).await,
+        403,
+        "second-factor-required",
+    )
+    .await;
+    assert_problem(
+        exchange("alice", json!({"amr": "mfa"})).await,
+        403,
+        "second-factor-required",
+    )
+    .await;
+    assert_problem(
+        exchange("alice", json!({"acr": "urn:example:loa:1"})).await,
+        403,
+        "second-factor-required",
+    )
+    .await;
+    assert_eq!(
+        exchange("alice", json!({"amr": ["pwd", "mfa"]})).await.status(),
+        200
+    );
+    // The token's address is another one, verified: the member's address does not change.
+    let r = exchange(
+        "alice",
+        json!({"acr": "urn:example:loa:2", "email": "someone.else@example.com"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let token: serde_json::Value = r.json().await.unwrap();
+    let info: serde_json::Value = app
+        .http
+        .get(format!("{}/w/{ws}/userinfo", app.url))
+        .bearer_auth(token["sessionToken"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["email"], "alice@example.com");
+    assert_eq!(info["email_verified"], true);
+
+    // A workspace that requires a second factor of everyone: the same for a user without one.
+    assert_eq!(exchange("bob", json!({})).await.status(), 200);
+    crate::support::call_ok(
+        &app,
+        "PATCH",
+        "/api/v1/workspaces",
+        &owner,
+        Some(json!({"login_policy": {"password_policy": "nist", "mfa_required": "all"}})),
+        200,
+    )
+    .await;
+    assert_problem(exchange("bob", json!({})).await, 403, "second-factor-required").await;
+    assert_eq!(exchange("bob", json!({"amr": ["hwk"]})).await.status(), 200);
 }

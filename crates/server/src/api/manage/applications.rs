@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use secureflows_api_types as dto;
 use secureflows_api_types::manage as m;
 use secureflows_core::workspace::{ApplicationPatch, NewApplication};
-use secureflows_core::{Application, ApplicationId, Error, UpstreamTrust};
+use secureflows_core::{Application, ApplicationId, ApplicationKind, Error, UpstreamTrust};
 
 use super::{PageQuery, decode_cursor, next_cursor, page_limit};
 use crate::extract::{ConsoleAuth, Json, Query};
@@ -18,7 +18,8 @@ pub(crate) fn application_dto(a: &Application) -> m::Application {
     m::Application {
         id: a.id.to_string(),
         name: a.name.clone(),
-        public: a.public,
+        kind: kind_dto(a.kind),
+        public: a.is_public(),
         allowed_origins: a.allowed_origins.clone(),
         redirect_uris: a.redirect_uris.clone(),
         post_logout_uris: a.post_logout_uris.clone(),
@@ -27,6 +28,8 @@ pub(crate) fn application_dto(a: &Application) -> m::Application {
         trust: a.trust.as_ref().map(|t| m::Trust {
             issuer: t.issuer.clone(),
             audience: t.audience.clone(),
+            second_factor_amr: t.second_factor_amr.clone(),
+            second_factor_acr: t.second_factor_acr.clone(),
         }),
         session_ttl: a.data_ttl.as_secs(),
         token_ttl: a.token_ttl.as_secs(),
@@ -39,6 +42,24 @@ fn trust(t: m::Trust) -> UpstreamTrust {
     UpstreamTrust {
         issuer: t.issuer,
         audience: t.audience,
+        second_factor_amr: t.second_factor_amr,
+        second_factor_acr: t.second_factor_acr,
+    }
+}
+
+fn kind_dto(kind: ApplicationKind) -> m::ApplicationKind {
+    match kind {
+        ApplicationKind::Browser => m::ApplicationKind::Browser,
+        ApplicationKind::Native => m::ApplicationKind::Native,
+        ApplicationKind::Server => m::ApplicationKind::Server,
+    }
+}
+
+fn kind_of(kind: m::ApplicationKind) -> ApplicationKind {
+    match kind {
+        m::ApplicationKind::Browser => ApplicationKind::Browser,
+        m::ApplicationKind::Native => ApplicationKind::Native,
+        m::ApplicationKind::Server => ApplicationKind::Server,
     }
 }
 
@@ -71,6 +92,7 @@ pub async fn create_application(
         allowed_origins: body.allowed_origins,
         data_ttl: body.session_ttl.map(Duration::from_secs),
         token_ttl: body.token_ttl.map(Duration::from_secs),
+        kind: body.kind.map(kind_of),
         public: body.public,
         redirect_uris: body.redirect_uris,
         post_logout_uris: body.post_logout_uris,
