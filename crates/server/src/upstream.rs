@@ -271,6 +271,20 @@ async fn read_json<T: serde::de::DeserializeOwned>(mut response: reqwest::Respon
 }
 
 impl HttpJwksSource {
+    /// The cached endpoints of an issuer, or its cached failure during the back-off.
+    fn cached_endpoints(&self, issuer: &str) -> Option<Result<UpstreamEndpoints>> {
+        let ttl = Duration::from_secs(self.settings.jwks_cache_secs);
+        let cache = self.endpoints.lock().ok()?;
+        let (at, found) = cache.get(issuer)?;
+        match found {
+            Some(found) if at.elapsed() < ttl => Some(Ok(found.clone())),
+            None if at.elapsed() < FAILURE_BACKOFF => {
+                Some(Err(Error::Unavailable("upstream issuer unreachable")))
+            }
+            _ => None,
+        }
+    }
+
     /// The issuer's code-flow endpoints from its discovery document.
     async fn fetch_endpoints(&self, issuer: &str) -> Result<UpstreamEndpoints> {
         let discovery = self.discovery(issuer).await?;
@@ -301,17 +315,14 @@ impl HttpJwksSource {
 #[async_trait]
 impl JwksSource for HttpJwksSource {
     async fn endpoints(&self, issuer: &str) -> Result<UpstreamEndpoints> {
-        let ttl = Duration::from_secs(self.settings.jwks_cache_secs);
-        if let Ok(cache) = self.endpoints.lock()
-            && let Some((at, found)) = cache.get(issuer)
-        {
-            match found {
-                Some(found) if at.elapsed() < ttl => return Ok(found.clone()),
-                None if at.elapsed() < FAILURE_BACKOFF => {
-                    return Err(Error::Unavailable("upstream issuer unreachable"));
-                }
-                _ => {}
-            }
+        if let Some(cached) = self.cached_endpoints(issuer) {
+            return cached;
+        }
+        // Single flight: concurrent sign-ins with one provider wait for one discovery fetch.
+        let lock = self.issuer_lock(&format!("endpoints {issuer}"));
+        let _fetching = lock.lock().await;
+        if let Some(cached) = self.cached_endpoints(issuer) {
+            return cached;
         }
         let found = self.fetch_endpoints(issuer).await;
         if let Ok(mut cache) = self.endpoints.lock() {

@@ -20,6 +20,7 @@ pub struct TestIssuer {
     pub url: String,
     keys: Arc<Mutex<Keys>>,
     jwks_fetches: Arc<Mutex<u32>>,
+    discovery_fetches: Arc<Mutex<u32>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -40,10 +41,19 @@ struct IssuerState {
     url: String,
     keys: Arc<Mutex<Keys>>,
     fetches: Arc<Mutex<u32>>,
+    discoveries: Arc<Mutex<u32>>,
 }
 
 async fn discovery(State(s): State<IssuerState>) -> Json<Value> {
-    Json(json!({ "issuer": s.url, "jwks_uri": format!("{}/jwks", s.url) }))
+    *s.discoveries.lock().unwrap() += 1;
+    // A moment's work, so that concurrent fetches overlap.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    Json(json!({
+        "issuer": s.url,
+        "jwks_uri": format!("{}/jwks", s.url),
+        "authorization_endpoint": format!("{}/authorize", s.url),
+        "token_endpoint": format!("{}/token", s.url),
+    }))
 }
 
 async fn jwks(State(s): State<IssuerState>) -> Json<Value> {
@@ -63,10 +73,12 @@ impl TestIssuer {
             current: key,
         }));
         let fetches = Arc::new(Mutex::new(0));
+        let discoveries = Arc::new(Mutex::new(0));
         let state = IssuerState {
             url: url.clone(),
             keys: keys.clone(),
             fetches: fetches.clone(),
+            discoveries: discoveries.clone(),
         };
         let router = axum::Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
@@ -79,6 +91,7 @@ impl TestIssuer {
             url,
             keys,
             jwks_fetches: fetches,
+            discovery_fetches: discoveries,
             task,
         }
     }
@@ -123,5 +136,10 @@ impl TestIssuer {
     /// How many times the JWKS was fetched.
     pub fn jwks_fetches(&self) -> u32 {
         *self.jwks_fetches.lock().unwrap()
+    }
+
+    /// How many times the discovery document was fetched.
+    pub fn discovery_fetches(&self) -> u32 {
+        *self.discovery_fetches.lock().unwrap()
     }
 }

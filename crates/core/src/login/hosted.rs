@@ -423,14 +423,26 @@ impl Services {
         .await
     }
 
-    /// The CSRF token that goes with a browser's CSRF cookie: a keyed hash of the cookie under the
-    /// workspace's index key (a "signed double-submit cookie"): a form can only carry it if the page was
-    /// served to that browser.
-    pub async fn csrf_token(&self, workspace: WorkspaceId, cookie: &str) -> Result<String> {
+    /// The CSRF token that goes with a browser's CSRF cookie and, once it is signed in, its browser
+    /// session: a keyed hash of both under the workspace's index key (a "signed double-submit cookie").
+    /// A form can only carry it if the page was served to that browser; and a token learnt for a cookie
+    /// value before sign-in (a cookie planted in the browser) is worth nothing after it.
+    pub async fn csrf_token(
+        &self,
+        workspace: WorkspaceId,
+        cookie: &str,
+        session: Option<BrowserSessionId>,
+    ) -> Result<String> {
         use base64::Engine as _;
         // The caller has found the workspace (page branding); a deleted one has no keys: NotFound.
         let keys = self.keys.workspace_keys(workspace, self.state.trusted()).await?;
-        let mac = secureflows_crypto::blind_index(keys.index(), &Aad::new("sf.csrf.v1").field(cookie));
+        let session = session
+            .map(|s| s.as_uuid().as_bytes().to_vec())
+            .unwrap_or_default();
+        let mac = secureflows_crypto::blind_index(
+            keys.index(),
+            &Aad::new("sf.csrf.v2").field(cookie).field(&session),
+        );
         Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac))
     }
 

@@ -275,14 +275,14 @@ async fn page_context(
             }
         },
     };
-    let csrf = services
-        .csrf_token(workspace, &csrf_cookie)
-        .await
-        .map_err(internal)?;
     let signed_in = match cookie(headers, SSO_COOKIE) {
         Some(c) => services.browser_session(workspace, c).await.map_err(internal)?,
         None => None,
     };
+    let csrf = services
+        .csrf_token(workspace, &csrf_cookie, signed_in.as_ref().map(|(s, _)| s.id))
+        .await
+        .map_err(internal)?;
     let (sso, weak_sso) = match signed_in {
         Some((session, user)) => {
             // SECURITY: a session from before the user's second factor (or the workspace's rule) is
@@ -773,6 +773,12 @@ async fn finish_sign_in(
     if let Err(e) = services.note_device(user, &device, !new_account).await {
         tracing::warn!(error = %e, "recording the sign-in device failed");
     }
+    // SECURITY: a new CSRF cookie at every sign-in (and tokens bound to the browser session), so a
+    // cookie value someone planted before it is worth nothing after.
+    let csrf = match secureflows_crypto::random_token("") {
+        Ok(c) => c,
+        Err(e) => return internal(e.into()),
+    };
     let ttl = services.settings.login.browser_session_ttl.as_secs();
     let h = response.headers_mut();
     h.append(
@@ -786,10 +792,14 @@ async fn finish_sign_in(
             Some(ttl),
         ),
     );
+    h.append(
+        header::SET_COOKIE,
+        set_cookie(state, ctx.workspace, CSRF_COOKIE, &csrf, "Strict", None),
+    );
     if new_cookie {
         h.append(header::SET_COOKIE, device_cookie(state, ctx, &device));
     }
-    ctx.finish(state, response)
+    response
 }
 
 /// This browser's id (`sf_device`), and whether it is new (its cookie still to be set).

@@ -350,7 +350,20 @@ async fn password_reset_ends_other_sessions_and_alerts(backend: Backend) {
         "not the address, checked before spending"
     );
     assert_eq!(reset("a brand new passphrase").await.status(), 200);
-    assert_eq!(reset("another new passphrase").await.status(), 400, "single use");
+    // The sign-in rotated the CSRF cookie: the old form is refused; a fresh one finds the link spent.
+    assert_eq!(reset("another new passphrase").await.status(), 403);
+    let fresh = b.get(&link).send().await.unwrap().text().await.unwrap();
+    let r = b
+        .post(format!("{}/w/{ws}/reset", app.url))
+        .form(&[
+            ("csrf", csrf_of(&fresh).as_str()),
+            ("token", &token_param),
+            ("password", "another new passphrase"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "single use");
 
     // Every other session ended; the old password is gone, the new one works; the user was told.
     let r = app
@@ -519,7 +532,33 @@ async fn invitations_are_accepted_on_the_hosted_login(backend: Backend) {
         "a refused password leaves the invitation usable"
     );
     assert_eq!(accept("an admin passphrase 7").await, 200);
-    assert_eq!(accept("an admin passphrase 8").await, 400, "single use");
+    // The sign-in rotated this browser's CSRF cookie: the old form is refused as such.
+    assert_eq!(
+        accept("an admin passphrase 8").await,
+        403,
+        "a form from before the sign-in"
+    );
+    // From another browser with a valid form token: the link is spent.
+    let other = browser();
+    let login = other
+        .get(format!("{}/w/{ws}/login", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let replay = other
+        .post(format!("{}/w/{ws}/invite/accept", app.url))
+        .form(&[
+            ("csrf", csrf_of(&login).as_str()),
+            ("token", &token),
+            ("password", "an admin passphrase 8"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), 400, "single use");
     assert_eq!(b.get(&link).send().await.unwrap().status(), 400);
     // A member with the invited role, signed in, the address verified; the invitation is accepted.
     let users = call_ok(&app, "GET", "/api/v1/users", &owner, None, 200).await;
@@ -694,8 +733,11 @@ async fn verify_first_sign_up_never_tells_whether_an_address_has_an_account(back
             .await
             .unwrap()
     );
-    // The link works once.
-    assert_eq!(confirm(b, page).await.status(), 400);
+    // The link works once (a fresh form: the sign-in rotated the browser's CSRF cookie, so the old
+    // form is refused before the link is even looked at).
+    assert_eq!(confirm(b.clone(), page).await.status(), 403);
+    let fresh = b.get(&link).send().await.unwrap().text().await.unwrap();
+    assert_eq!(confirm(b, fresh).await.status(), 400);
 
     // A link opened in another browser than the one that filled in the form does nothing (and is
     // spent): someone who signs up with another person's address cannot have them finish it.

@@ -18,6 +18,7 @@ backend_tests!(
     sign_in_is_throttled_and_reveals_nothing,
     parallel_guesses_lock_the_account_after_ten,
     anonymous_visitors_keep_their_vault_when_they_sign_up,
+    csrf_cookies_are_rotated_at_sign_in_and_bound_to_the_session,
 );
 
 pub(crate) const PASSWORD: &str = "correct horse battery staple";
@@ -918,4 +919,86 @@ async fn anonymous_visitors_keep_their_vault_when_they_sign_up(backend: Backend)
         .unwrap();
     assert_eq!(r.status(), 303, "only for the signed-in user");
     app.stop().await;
+}
+
+/// A CSRF cookie value chosen by someone else (planted in the browser before sign-in) is worth nothing
+/// after it: the sign-in sets a new cookie, and tokens are bound to the browser session.
+async fn csrf_cookies_are_rotated_at_sign_in_and_bound_to_the_session(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ws = app.workspace(Plan::Pro).await;
+    app.services()
+        .sign_up(
+            ws,
+            secureflows_core::login::hosted::SignUp {
+                email: "cora@example.com".into(),
+                password: secureflows_crypto::SecretString::new(PASSWORD.into()),
+                name: None,
+            },
+            None,
+            &secureflows_core::audit::Actor::operator(),
+        )
+        .await
+        .unwrap();
+    let planted = "p".repeat(43);
+    let http = &app.http;
+    let base = app.url.clone();
+    let base = &base;
+    let get = |path: String, cookies: String| async move {
+        http.get(format!("{base}{path}"))
+            .header("cookie", cookies)
+            .send()
+            .await
+            .unwrap()
+    };
+    let cookie_of = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|c| c.to_str().unwrap().to_owned())
+            .find(|c| c.starts_with(&format!("{name}=")))
+            .map(|c| c[name.len() + 1..c.find(';').unwrap()].to_owned())
+    };
+    // The attacker learns the token that goes with the planted value before the victim signs in.
+    let page = get(format!("/w/{ws}/login"), format!("sf_csrf={planted}")).await;
+    let planted_token = csrf_of(&page.text().await.unwrap());
+    // The victim signs in with the planted cookie in the browser.
+    let r = http
+        .post(format!("{}/w/{ws}/login", app.url))
+        .header("cookie", format!("sf_csrf={planted}"))
+        .form(&[
+            ("csrf", planted_token.as_str()),
+            ("email", "cora@example.com"),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let sso = cookie_of(&r, "sf_sso").unwrap();
+    let rotated = cookie_of(&r, "sf_csrf").expect("a new CSRF cookie at sign-in");
+    assert_ne!(rotated, planted);
+    // The planted pair no longer works on the signed-in browser's forms, even with the planted cookie.
+    let end_others = |csrf_cookie: String, token: String| {
+        let sso = sso.clone();
+        async move {
+            http.post(format!("{base}/w/{ws}/account/sessions/end-others"))
+                .header("cookie", format!("sf_csrf={csrf_cookie}; sf_sso={sso}"))
+                .form(&[("csrf", token.as_str())])
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(end_others(planted.clone(), planted_token.clone()).await, 403);
+    // The signed-in browser's own pages carry a token bound to its session and its new cookie.
+    let account = get(
+        format!("/w/{ws}/account"),
+        format!("sf_csrf={rotated}; sf_sso={sso}"),
+    )
+    .await;
+    let token = csrf_of(&account.text().await.unwrap());
+    assert_ne!(token, planted_token);
+    assert_eq!(end_others(rotated, token).await, 200);
 }

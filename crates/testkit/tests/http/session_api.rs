@@ -215,13 +215,11 @@ async fn users_and_applications_are_isolated(backend: Backend) {
     assert_eq!(mallory.delete("secret").await.unwrap_err().status(), Some(404));
     // Another application of the same workspace never sees it either.
     assert_eq!(alice_tool.get("secret").await.unwrap_err().status(), Some(404));
-    // Identity comes from the token only: hints in the query or headers change nothing.
+    // Identity comes from the token only: hints in headers change nothing, and in the query they are
+    // refused (no operation takes parameters it does not declare).
     let response = app
         .http
-        .get(format!(
-            "{}/api/v1/sessions/get/secret?user_id=alice&workspace_id={ws}",
-            app.url
-        ))
+        .get(format!("{}/api/v1/sessions/get/secret", app.url))
         .header("x-user-id", "alice")
         .header("x-workspace-id", ws.to_string())
         .bearer_auth(mallory.token())
@@ -229,6 +227,17 @@ async fn users_and_applications_are_isolated(backend: Backend) {
         .await
         .unwrap();
     assert_problem(response, 404, "not-found").await;
+    let response = app
+        .http
+        .get(format!(
+            "{}/api/v1/sessions/get/secret?user_id=alice&workspace_id={ws}",
+            app.url
+        ))
+        .bearer_auth(mallory.token())
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, 400, "malformed-request").await;
     assert_eq!(&alice_web.get("secret").await.unwrap().bytes[..], b"alice's");
 
     // Another workspace with the same key names and subjects.

@@ -17,6 +17,8 @@ use crate::support::{assert_problem, call};
 backend_tests!(
     upstream_provider_signs_in_links_verified_addresses_only,
     identity_providers_are_managed_by_admins,
+    concurrent_starts_share_one_discovery_fetch,
+    verify_first_provider_sign_ins_never_tell_whether_an_address_has_an_account,
 );
 
 /// The provider workspace, with a confidential client for `ours`; returns (provider workspace,
@@ -607,4 +609,137 @@ async fn identity_providers_are_managed_by_admins(backend: Backend) {
         .unwrap();
     assert_problem(r, 404, "not-found").await;
     app.stop().await;
+}
+
+/// Twenty browsers starting a sign-in with one provider at once: one discovery fetch, not twenty.
+async fn concurrent_starts_share_one_discovery_fetch(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ours = app.workspace(Plan::Pro).await;
+    let owner = app.console_token(ours, "owner@example.com", Role::Owner).await;
+    let r = app
+        .http
+        .post(format!("{}/api/v1/identity-providers", app.url))
+        .bearer_auth(&owner)
+        .json(&serde_json::json!({
+            "kind": "oidc", "name": "Test issuer", "issuer": app.issuer.url, "client_id": "ours",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let provider: serde_json::Value = r.json().await.unwrap();
+    let start = format!(
+        "{}/w/{ours}/upstream/{}",
+        app.url,
+        provider["id"].as_str().unwrap()
+    );
+    let before = app.issuer.discovery_fetches();
+    let starts: Vec<_> = (0..20)
+        .map(|_| {
+            let start = start.clone();
+            tokio::spawn(async move { browser().get(&start).send().await.unwrap() })
+        })
+        .collect();
+    for s in starts {
+        let r = s.await.unwrap();
+        assert_eq!(r.status(), 303);
+        assert!(location(&r).starts_with(&format!("{}/authorize?", app.issuer.url)));
+    }
+    assert_eq!(app.issuer.discovery_fetches() - before, 1);
+}
+
+/// A workspace whose sign-up never tells whether an address has an account (`signup: verify_first`):
+/// a provider's (verified) claim of a member's address that may not be linked signs in as a member of
+/// its own, like a new address does, and the address's owner is told.
+async fn verify_first_provider_sign_ins_never_tell_whether_an_address_has_an_account(backend: Backend) {
+    let (app, smtp) = crate::hosted_email::app_with_mail(backend, None).await;
+    let ours = app.workspace(Plan::Pro).await;
+    let (upstream, client_id, secret) = provider(&app, ours).await;
+    let owner = app.console_token(ours, "owner@example.com", Role::Owner).await;
+    crate::support::call_ok(
+        &app,
+        "PATCH",
+        "/api/v1/workspaces",
+        &owner,
+        Some(serde_json::json!({"login_policy": {"password_policy": "nist", "mfa_required": "off", "signup": "verify_first"}})),
+        200,
+    )
+    .await;
+    let created = crate::support::call_ok(
+        &app,
+        "POST",
+        "/api/v1/identity-providers",
+        &owner,
+        Some(serde_json::json!({
+            "kind": "oidc", "name": "Upstream", "issuer": format!("{}/w/{upstream}", app.url),
+            "client_id": client_id, "client_secret": secret,
+        })),
+        201,
+    )
+    .await;
+    let start = format!("/w/{ours}/upstream/{}", created["id"].as_str().unwrap());
+    // Nora is an ADMIN here (never joined through a provider's e-mail claim); Oscar is new here. The
+    // provider verified both addresses.
+    let nora_here = sign_up(&app, ours, "nora@example.com").await;
+    app.services()
+        .stores
+        .login
+        .set_email_verified(ours, nora_here.id)
+        .await
+        .unwrap();
+    call(
+        &app,
+        "PUT",
+        &format!("/api/v1/users/{}/role", nora_here.id),
+        &owner,
+        Some(serde_json::json!({"role": "admin"})),
+    )
+    .await;
+    for email in ["nora@example.com", "oscar@example.com"] {
+        let there = sign_up(&app, upstream, email).await;
+        app.services()
+            .stores
+            .login
+            .set_email_verified(upstream, there.id)
+            .await
+            .unwrap();
+    }
+    let mails_before = smtp.messages().len();
+    let mut answers = Vec::new();
+    for email in ["nora@example.com", "oscar@example.com"] {
+        let (b, login) = start_at_provider(&app, &start).await;
+        let r = provider_password(&app, &b, login, email).await;
+        let status = r.status().as_u16();
+        let html = r.text().await.unwrap();
+        answers.push((status, html.contains("You are signed in")));
+    }
+    assert_eq!(
+        answers,
+        vec![(200, true), (200, true)],
+        "the same answer for a taken and a new address"
+    );
+    // Nora's account kept its address and role; the provider identity became a member of its own; Nora
+    // was told.
+    let keys = app.services().keys.workspace_keys(ours, false).await.unwrap();
+    let nora = app
+        .services()
+        .stores
+        .users
+        .find_user_by_email(
+            ours,
+            &secureflows_core::auth::callback::email_index(
+                &keys,
+                &secureflows_core::EmailAddress::parse("nora@example.com").unwrap(),
+            ),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((nora.id, nora.role), (nora_here.id, Role::Admin));
+    let notice = smtp.wait_for(mails_before + 1).await;
+    assert!(
+        notice
+            .iter()
+            .any(|m| m.to.iter().any(|t| t == "nora@example.com") && m.text().contains("separate account"))
+    );
 }
