@@ -306,6 +306,16 @@ pub struct AuthorizationRequest {
     /// `prompt=login`: sign in again even with a single sign-on session.
     #[serde(default)]
     pub force_login: bool,
+    /// `max_age`: a single sign-on session older than this many seconds signs in again (OpenID Connect
+    /// Core §3.1.2.1; 0: always).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<u64>,
+    /// `prompt=select_account`: a signed-in browser chooses between its account and another one.
+    #[serde(default)]
+    pub select_account: bool,
+    /// `prompt=create`: the user starts at the sign-up page.
+    #[serde(default)]
+    pub create_account: bool,
     /// An anonymous visitor whose sign-up in this flow becomes their account (same user, same vault).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upgrade_user: Option<UserId>,

@@ -42,6 +42,8 @@ pub struct AuthorizeParams {
     pub code_challenge_method: Option<String>,
     /// `prompt`.
     pub prompt: Option<String>,
+    /// `max_age`.
+    pub max_age: Option<String>,
     /// `response_mode`.
     pub response_mode: Option<String>,
     /// `request` / `request_uri` (not supported).
@@ -285,6 +287,32 @@ impl Services {
                 OAuthError::invalid_request("prompt=none cannot be combined"),
             ));
         }
+        // OpenID Connect Core §3.1.2.1 and OpenID Connect Prompt Create 1.0. `consent` needs no page:
+        // applications are registered by the workspace itself, so there is no third party to consent
+        // to.
+        if prompts
+            .iter()
+            .any(|p| !matches!(*p, "none" | "login" | "consent" | "select_account" | "create"))
+        {
+            return Err(fail(
+                state,
+                OAuthError::invalid_request(
+                    "unsupported prompt value (none, login, consent, select_account or create)",
+                ),
+            ));
+        }
+        let max_age = match p.max_age.as_deref() {
+            None => None,
+            Some(v) => match v.parse::<u64>() {
+                Ok(secs) if secs <= 10 * 365 * 24 * 3600 => Some(secs),
+                _ => {
+                    return Err(fail(
+                        state,
+                        OAuthError::invalid_request("max_age must be a number of seconds"),
+                    ));
+                }
+            },
+        };
         Ok(ValidRequest {
             application,
             request: AuthorizationRequest {
@@ -294,9 +322,24 @@ impl Services {
                 code_challenge,
                 scope: scope.join(" "),
                 force_login: prompts.contains(&"login") || upgrade_user.is_some(),
+                max_age,
+                select_account: prompts.contains(&"select_account"),
+                create_account: prompts.contains(&"create"),
                 upgrade_user,
             },
             no_prompt,
+        })
+    }
+
+    /// Whether a single sign-on session may complete `request` without the user signing in again:
+    /// neither `prompt=login` nor a `max_age` the session's sign-in is older than (OpenID Connect Core
+    /// §3.1.2.1).
+    pub fn session_satisfies(&self, request: &AuthorizationRequest, session: &BrowserSession) -> bool {
+        if request.force_login {
+            return false;
+        }
+        request.max_age.is_none_or(|max| {
+            max > 0 && self.clock.now().since(session.auth_time) <= std::time::Duration::from_secs(max)
         })
     }
 

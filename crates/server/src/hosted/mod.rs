@@ -115,6 +115,7 @@ pub fn router() -> Router<AppState> {
         .route("/w/{workspace}/authorize", get(authorize))
         .route("/w/{workspace}/brand.css", get(pages::brand_stylesheet))
         .route("/w/{workspace}/login", get(login_page).post(login_submit))
+        .route("/w/{workspace}/login/continue", post(login_continue))
         .route("/w/{workspace}/signup", get(signup_page).post(signup_submit))
         .route(
             "/w/{workspace}/signup/confirm",
@@ -468,6 +469,7 @@ async fn authorize(
         code_challenge: get("code_challenge"),
         code_challenge_method: get("code_challenge_method"),
         prompt: get("prompt"),
+        max_age: get("max_age"),
         response_mode: get("response_mode"),
         request_object: get("request").is_some() || get("request_uri").is_some(),
         upgrade: get("upgrade"),
@@ -496,8 +498,12 @@ async fn authorize(
             ));
         }
     };
+    // A signed-in browser comes straight back, unless the request asks for a fresh sign-in
+    // (`prompt=login`, a `max_age` its sign-in is older than) or for the account to be chosen.
+    let asks_the_user = valid.request.select_account || valid.request.create_account;
     if let Some((browser, _)) = &ctx.sso
-        && !valid.request.force_login
+        && services.session_satisfies(&valid.request, browser)
+        && !asks_the_user
     {
         return match services
             .complete_authorization(&valid.application, &valid.request, browser)
@@ -507,7 +513,10 @@ async fn authorize(
             Err(e) => internal(e),
         };
     }
-    if ctx.weak_sso.is_some() && !valid.request.force_login {
+    if let Some((weak, _)) = &ctx.weak_sso
+        && services.session_satisfies(&valid.request, weak)
+        && !asks_the_user
+    {
         // Signed in, but not with the second factor the user has (or must have) now.
         if valid.no_prompt {
             return see_other(&error_redirect(
@@ -535,8 +544,9 @@ async fn authorize(
         ));
     }
     match services.start_flow(&valid).await {
-        // An anonymous visitor upgrading signs up; everyone else starts at the sign-in page.
-        Ok(flow) if valid.request.upgrade_user.is_some() => {
+        // An anonymous visitor upgrading, or `prompt=create`, signs up; everyone else starts at the
+        // sign-in page.
+        Ok(flow) if valid.request.upgrade_user.is_some() || valid.request.create_account => {
             ctx.finish(&state, see_other(&ctx.signup_link(Some(&flow.id.to_string()))))
         }
         Ok(flow) => ctx.finish(&state, see_other(&ctx.login_link(Some(&flow.id.to_string())))),
@@ -629,19 +639,85 @@ async fn login_page(
         Ok(c) => c,
         Err(r) => return r,
     };
-    if let Some((browser, _)) = &ctx.sso
-        && q.flow.is_some()
-    {
-        let response = continue_flow(&state, &ctx, q.flow.as_deref(), browser).await;
-        return ctx.finish(&state, response);
+    let pending = match q.flow.as_deref().and_then(|f| f.parse::<FlowId>().ok()) {
+        Some(id) => match state.services().find_flow(ctx.workspace, id).await {
+            Ok(found) => found.map(|(flow, _)| flow),
+            Err(e) => return internal(e),
+        },
+        None => None,
+    };
+    if let Some(flow) = &pending {
+        let services = state.services();
+        // A signed-in browser continues the request, unless it asks for a fresh sign-in or a choice.
+        if let Some((browser, _)) = &ctx.sso
+            && services.session_satisfies(&flow.request, browser)
+            && !flow.request.select_account
+        {
+            let response = continue_flow(&state, &ctx, q.flow.as_deref(), browser).await;
+            return ctx.finish(&state, response);
+        }
+        if let Some((weak, _)) = &ctx.weak_sso
+            && services.session_satisfies(&flow.request, weak)
+            && !flow.request.select_account
+        {
+            return step_up(&state, &ctx, Some(flow.id)).await;
+        }
     }
-    if ctx.weak_sso.is_some()
-        && let Some(flow) = q.flow.as_deref().and_then(|f| f.parse().ok())
+    let mut page = login_form(&ctx, q.flow.clone(), String::new(), None);
+    if let (Some(flow), Some((browser, user))) = (&pending, &ctx.sso)
+        && flow.request.select_account
+        && state.services().session_satisfies(&flow.request, browser)
     {
-        return step_up(&state, &ctx, Some(flow)).await;
+        let account = match state.services().keys.workspace_keys(ctx.workspace, false).await {
+            Ok(keys) => state
+                .services()
+                .user_email(&keys, user)
+                .unwrap_or_else(|| "your account".into()),
+            Err(e) => return internal(e),
+        };
+        page.continue_as = Some((account, format!("/w/{}/login/continue", ctx.workspace)));
     }
-    let page = login_form(&ctx, q.flow, String::new(), None);
     ctx.finish(&state, render(StatusCode::OK, &page))
+}
+
+#[derive(Deserialize)]
+struct ContinueForm {
+    csrf: String,
+    flow: String,
+}
+
+impl CsrfForm for ContinueForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+/// `POST /w/{ws}/login/continue`: `prompt=select_account` answered with the signed-in account.
+async fn login_continue(
+    State(state): State<AppState>,
+    Path(workspace): Path<String>,
+    request: axum::extract::Request,
+) -> Response {
+    let (ctx, form, _) = match form_post::<ContinueForm>(&state, &workspace, request).await {
+        Ok(posted) => posted,
+        Err(r) => return r,
+    };
+    let found = match form.flow.parse::<FlowId>() {
+        Ok(id) => match state.services().find_flow(ctx.workspace, id).await {
+            Ok(found) => found,
+            Err(e) => return internal(e),
+        },
+        Err(_) => None,
+    };
+    match (&ctx.sso, found) {
+        (Some((browser, _)), Some((flow, _)))
+            if state.services().session_satisfies(&flow.request, browser) =>
+        {
+            let response = continue_flow(&state, &ctx, Some(&form.flow), browser).await;
+            ctx.finish(&state, response)
+        }
+        _ => ctx.finish(&state, see_other(&ctx.login_link(Some(&form.flow)))),
+    }
 }
 
 fn login_form(ctx: &PageContext, flow: Option<String>, email: String, error: Option<String>) -> LoginPage {
@@ -669,6 +745,7 @@ fn login_form(ctx: &PageContext, flow: Option<String>, email: String, error: Opt
             .collect(),
         passkey_action: format!("/w/{}/passkey/sign-in", ctx.workspace),
         options_action: format!("/w/{}/passkey/options", ctx.workspace),
+        continue_as: None,
         flow,
         email,
         error,

@@ -102,6 +102,8 @@ pub struct LoginPage {
     pub passkeys: bool,
     pub passkey_action: String,
     pub options_action: String,
+    /// `prompt=select_account` in a signed-in browser: its account, and the form that continues as it.
+    pub continue_as: Option<(String, String)>,
 }
 
 /// A page that confirms a link's action with a button (a link opened by a mail scanner does nothing).

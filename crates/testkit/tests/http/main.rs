@@ -24,6 +24,7 @@ mod lockout;
 mod manage_api;
 mod manage_roles;
 mod oidc_interop;
+mod oidc_prompts;
 mod passkeys;
 mod password_hashing;
 mod refresh_tokens;
