@@ -702,6 +702,22 @@ impl Services {
         self.get_workspace(old.id).await
     }
 
+    /// Whether an application of the workspace allows `origin` (its issuer's token, user-info,
+    /// revocation and introspection endpoints answer those origins).
+    pub async fn origin_allowed_in(&self, workspace: WorkspaceId, origin: &str) -> Result<bool> {
+        // The instance-wide set is cached: most origins are refused without touching the workspace.
+        if !self.origin_allowed_anywhere(origin).await? {
+            return Ok(false);
+        }
+        Ok(self
+            .stores
+            .applications
+            .list_applications(workspace)
+            .await?
+            .iter()
+            .any(|a| a.allowed_origins.iter().any(|o| o == origin)))
+    }
+
     /// Whether any application allows `origin` (CORS preflights carry no token).
     pub async fn origin_allowed_anywhere(&self, origin: &str) -> Result<bool> {
         let stores = &self.stores;

@@ -155,6 +155,68 @@ static EXPOSE_HEADERS: HeaderValue = HeaderValue::from_static("retry-after, www-
 static MAX_AGE: HeaderValue = HeaderValue::from_static("600");
 static VARY_ORIGIN: HeaderValue = HeaderValue::from_static("origin");
 
+static OIDC_ALLOW_METHODS: HeaderValue = HeaderValue::from_static("GET, POST");
+static ANY_ORIGIN: HeaderValue = HeaderValue::from_static("*");
+
+/// CORS of a workspace issuer's endpoints, so that browser applications can use the provider with a
+/// standard library: its discovery document answers any origin (it is public); its token, user-info,
+/// revocation and introspection endpoints answer the origins its applications allow — echoed, never
+/// reflected, never with credentials (browser applications send tokens, not cookies). Preflights
+/// (`OPTIONS`) are answered here.
+pub async fn oidc_cors(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let public = req.uri().path().ends_with("/.well-known/openid-configuration");
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let allowed = match (public, origin.as_ref().and_then(|o| o.to_str().ok())) {
+        (true, _) => Some(ANY_ORIGIN.clone()),
+        (false, None) => None,
+        (false, Some(o)) => {
+            let workspace = req
+                .uri()
+                .path()
+                .strip_prefix("/w/")
+                .and_then(|rest| rest.split('/').next())
+                .and_then(|w| w.parse::<secureflows_core::WorkspaceId>().ok());
+            match workspace {
+                Some(ws) => state
+                    .services()
+                    .origin_allowed_in(ws, o)
+                    .await
+                    .unwrap_or(false)
+                    .then(|| origin.clone())
+                    .flatten(),
+                None => None,
+            }
+        }
+    };
+    if req.method() == Method::OPTIONS {
+        let mut response = match &allowed {
+            Some(o) if req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD) => {
+                let mut r = axum::http::StatusCode::NO_CONTENT.into_response();
+                let h = r.headers_mut();
+                h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o.clone());
+                h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, OIDC_ALLOW_METHODS.clone());
+                h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, ALLOW_HEADERS.clone());
+                h.insert(header::ACCESS_CONTROL_MAX_AGE, MAX_AGE.clone());
+                r
+            }
+            _ => Problem::from(secureflows_core::Error::Forbidden(
+                secureflows_core::ForbiddenReason::OriginNotAllowed,
+            ))
+            .into_response(),
+        };
+        response.headers_mut().append(header::VARY, VARY_ORIGIN.clone());
+        return response;
+    }
+    let mut response = next.run(req).await;
+    let h = response.headers_mut();
+    if let Some(o) = allowed {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
+        h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSE_HEADERS.clone());
+    }
+    h.append(header::VARY, VARY_ORIGIN.clone());
+    response
+}
+
 /// The Session API's CORS and access log. CORS answers only origins some application allows (the
 /// extractor then requires the token's own application to allow it); the origin is echoed only when
 /// allowed, never reflected, and credentials are never allowed (tokens travel in `Authorization`).

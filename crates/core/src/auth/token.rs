@@ -256,7 +256,8 @@ impl TokenService {
         let key = self.active_key()?;
         let expires_at = now.plus(ttl);
         let claims = AccessClaims {
-            iss: self.settings.issuer.clone(),
+            // The workspace's own issuer: its discovery document names the keys that sign the token.
+            iss: crate::login::workspace_issuer(&self.settings.issuer, workspace),
             sub: user,
             aud: audience,
             ws: workspace,
@@ -328,7 +329,7 @@ impl TokenService {
         let (_, claims): (_, AccessClaims) = key.verify(token).map_err(|e| match e {
             JwsError::Invalid | JwsError::Claims => Error::invalid_token(),
         })?;
-        if claims.iss != self.settings.issuer {
+        if claims.iss != crate::login::workspace_issuer(&self.settings.issuer, claims.ws) {
             return Err(Error::invalid_token());
         }
         let role = Role::parse(&claims.role).ok_or_else(Error::invalid_token)?;

@@ -1075,7 +1075,7 @@ impl Services {
             "sub": verified.user.to_string(),
             "exp": verified.expires_at.secs(),
             "nbf": verified.not_before.secs(),
-            "iss": self.tokens.issuer(),
+            "iss": self.issuer_of(verified.workspace),
             "sid": verified.session.to_string(),
             "role": verified.role.as_str(),
         }))

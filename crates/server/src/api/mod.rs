@@ -123,8 +123,7 @@ fn routers() -> (
     let public = OpenApiRouter::new()
         .routes(routes!(wellknown::healthz))
         .routes(routes!(wellknown::readyz))
-        .routes(routes!(wellknown::jwks))
-        .routes(routes!(wellknown::openid_configuration));
+        .routes(routes!(wellknown::jwks));
     (session_api, management, public)
 }
 
@@ -261,7 +260,7 @@ pub fn router(state: AppState) -> Router {
         .merge(session_api)
         .merge(management)
         .merge(public)
-        .merge(crate::hosted::router())
+        .merge(crate::hosted::router(state.clone()))
         .fallback(not_found)
         .layer(from_fn_with_state(state.clone(), middleware::envelope))
         .with_state(state)

@@ -94,7 +94,7 @@ impl SignInLimits {
 }
 
 /// The hosted login's routes.
-pub fn router() -> Router<AppState> {
+pub fn router(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/assets/login.css", get(pages::stylesheet))
         .route("/assets/strength.js", get(pages::strength_script))
@@ -108,10 +108,6 @@ pub fn router() -> Router<AppState> {
         .route("/w/{workspace}/mfa/setup/passkey", post(passkeys::enrol))
         .route("/w/{workspace}/account/passkeys", post(passkeys::register))
         .route("/w/{workspace}/account/passkeys/remove", post(passkeys::remove))
-        .route(
-            "/w/{workspace}/.well-known/openid-configuration",
-            get(oauth::discovery),
-        )
         .route("/w/{workspace}/authorize", get(authorize))
         .route("/w/{workspace}/brand.css", get(pages::brand_stylesheet))
         .route("/w/{workspace}/login", get(login_page).post(login_submit))
@@ -164,6 +160,17 @@ pub fn router() -> Router<AppState> {
             "/w/{workspace}/verify",
             get(links::verify_page).post(links::verify_confirm),
         )
+        .merge(oidc_endpoints(state))
+}
+
+/// The issuer's endpoints that browser applications call with `fetch` (CORS, see
+/// `middleware::oidc_cors`).
+fn oidc_endpoints(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route(
+            "/w/{workspace}/.well-known/openid-configuration",
+            get(oauth::discovery),
+        )
         .route("/w/{workspace}/token", post(oauth::token))
         .route(
             "/w/{workspace}/userinfo",
@@ -171,6 +178,10 @@ pub fn router() -> Router<AppState> {
         )
         .route("/w/{workspace}/revoke", post(oauth::revoke))
         .route("/w/{workspace}/introspect", post(oauth::introspect))
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            crate::middleware::oidc_cors,
+        ))
 }
 
 /// Everything a page handler needs about its workspace and browser.

@@ -65,7 +65,10 @@ pub async fn discovery(State(state): State<AppState>, Path(workspace): Path<Stri
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": [alg],
         "scopes_supported": ["openid", "email", "profile", "offline_access"],
-        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "amr", "sid", "email", "email_verified", "name"],
+        "claims_supported": [
+            "sub", "iss", "aud", "azp", "exp", "iat", "nbf", "auth_time", "nonce", "amr", "sid", "at_hash",
+            "email", "email_verified", "name",
+        ],
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
@@ -74,7 +77,7 @@ pub async fn discovery(State(state): State<AppState>, Path(workspace): Path<Stri
         "request_parameter_supported": false,
         "request_uri_parameter_supported": false,
         "claims_parameter_supported": false,
-        "prompt_values_supported": ["none", "login"],
+        "prompt_values_supported": ["none", "login", "consent", "select_account", "create"],
     });
     let mut response = axum::Json(doc).into_response();
     response.headers_mut().insert(

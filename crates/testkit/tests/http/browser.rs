@@ -14,6 +14,7 @@ backend_tests!(
     totp_and_magic_links_in_the_browser,
     passkeys_in_the_browser,
     a_required_second_factor_can_be_a_passkey,
+    oidc_client_ts_signs_in_renews_and_signs_out,
 );
 
 /// A ChromeDriver process and a headless Chromium session; both end on drop/close.
@@ -435,6 +436,128 @@ async fn a_required_second_factor_can_be_a_passkey(backend: Backend) {
     // The way on continues the application's request.
     click(c, "#to-account").await;
     wait_for_text(c, "#result", "hello from the vault").await;
+
+    browser.client.clone().close().await.unwrap();
+    app.stop().await;
+}
+
+/// A browser application written with a standard library (oidc-client-ts from npm) against a
+/// workspace's issuer: discovery, code + PKCE at the token endpoint and user info (both cross-origin,
+/// CORS), no refresh token for a browser application, renewal by a top-level `prompt=none`, the vault,
+/// and RP-initiated sign-out.
+async fn oidc_client_ts_signs_in_renews_and_signs_out(backend: Backend) {
+    let Some(bundle) = external_tool("SECUREFLOWS_TEST_OIDC_CLIENT_TS") else {
+        return;
+    };
+    let Some(browser) = browser().await else {
+        return;
+    };
+    let c = &browser.client;
+    let app = TestApp::spawn(backend).await;
+    let ws = app.workspace(Plan::Pro).await;
+    app.services()
+        .sign_up(
+            ws,
+            secureflows_core::login::hosted::SignUp {
+                email: "olive@example.com".into(),
+                password: secureflows_crypto::SecretString::new("Kettle-Orbit-9-Lantern-Swim".into()),
+                name: None,
+            },
+            None,
+            &secureflows_core::audit::Actor::operator(),
+        )
+        .await
+        .unwrap();
+    let (origin, listener) = loopback().await;
+    let (client, _) = app
+        .services()
+        .create_application(
+            ws,
+            secureflows_core::workspace::NewApplication {
+                name: "Library app".into(),
+                kind: Some(secureflows_core::ApplicationKind::Browser),
+                redirect_uris: vec![format!("{origin}/cb")],
+                post_logout_uris: vec![format!("{origin}/bye")],
+                allowed_origins: vec![origin.clone()],
+                ..Default::default()
+            },
+            &secureflows_core::audit::Actor::operator(),
+        )
+        .await
+        .unwrap();
+    let script = include_str!("../interop/oidc_client_ts_app.js")
+        .replace("__ISSUER__", &format!("{}/w/{ws}", app.url))
+        .replace("__CLIENT_ID__", &client.id.to_string())
+        .replace("__BASE__", &app.url);
+    let page = include_str!("../interop/oidc_client_ts.html").to_owned();
+    let library = std::fs::read_to_string(bundle).unwrap();
+    let router = axum::Router::new()
+        .route(
+            "/oidc-client-ts.min.js",
+            axum::routing::get(move || {
+                let library = library.clone();
+                async move { ([("content-type", "text/javascript")], library) }
+            }),
+        )
+        .route(
+            "/app.js",
+            axum::routing::get(move || {
+                let script = script.clone();
+                async move { ([("content-type", "text/javascript")], script) }
+            }),
+        )
+        .fallback(move || {
+            let page = page.clone();
+            async move { axum::response::Html(page) }
+        });
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    c.goto(&format!("{origin}/")).await.unwrap();
+    wait_for_text(c, "#status", "not signed in").await;
+    click(c, "#sign-in").await;
+    fill(c, "#email", "olive@example.com").await;
+    fill(c, "#password", "Kettle-Orbit-9-Lantern-Swim").await;
+    click(c, "#sign-in").await;
+    wait_for_text(c, "#status", "signed in").await;
+    assert_eq!(
+        text(c, "#email").await,
+        "olive@example.com",
+        "user info, cross-origin"
+    );
+    assert_eq!(
+        text(c, "#refresh").await,
+        "no refresh token",
+        "a browser application"
+    );
+    let first = element(c, "#token")
+        .await
+        .prop("textContent")
+        .await
+        .unwrap()
+        .unwrap();
+    click(c, "#vault").await;
+    wait_for_text(c, "#vault-result", "vault 201").await;
+
+    // Renewal: a top-level redirect with prompt=none comes back with new tokens (single sign-on).
+    click(c, "#renew").await;
+    wait_for_text(c, "#status", "signed in").await;
+    let second = element(c, "#token")
+        .await
+        .prop("textContent")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(first, second, "a new access token");
+
+    // Sign-out: the ID token hint names the signed-in user, so it happens at once and returns.
+    click(c, "#sign-out").await;
+    wait_for_text(c, "#status", "signed out").await;
+    assert_eq!(c.current_url().await.unwrap().path(), "/bye");
+    // Renewal now answers login_required.
+    c.goto(&format!("{origin}/")).await.unwrap();
+    wait_for_text(c, "#status", "not signed in").await;
+    click(c, "#renew").await;
+    wait_for_text(c, "#status", "error: login_required").await;
 
     browser.client.clone().close().await.unwrap();
     app.stop().await;

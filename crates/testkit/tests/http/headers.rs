@@ -14,6 +14,7 @@ backend_tests!(
     foreign_hosts_are_refused_when_public_hosts_are_set,
     well_known_documents_describe_the_issuer,
     health_and_readiness,
+    the_issuer_answers_its_applications_origins,
 );
 
 fn check_headers(headers: &reqwest::header::HeaderMap, what: &str) {
@@ -255,19 +256,65 @@ async fn foreign_hosts_are_refused_when_public_hosts_are_set(backend: Backend) {
     }
 }
 
+/// One issuer for session tokens: the workspace's. Its discovery document is complete (OpenID Connect
+/// Discovery §3) and its `jwks_uri` serves the keys that sign them; the instance URL is no issuer.
 async fn well_known_documents_describe_the_issuer(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let doc = get_json(&app, "/.well-known/openid-configuration").await;
-    assert_eq!(doc["issuer"], serde_json::json!(app.url));
+    let ws = app.workspace(secureflows_core::Plan::Pro).await;
+    let application = app.application(ws, "web").await;
+    let session = app.sign_in(&application, "alice").await;
+    let claims = crate::support::jwt_claims(session.token());
+    let issuer = format!("{}/w/{ws}", app.url);
+    assert_eq!(claims["iss"], serde_json::json!(issuer));
+    let r = app
+        .http
+        .get(format!("{issuer}/.well-known/openid-configuration"))
+        .header("origin", "https://anywhere.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    let doc: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(doc["issuer"], serde_json::json!(issuer));
+    for required in [
+        "authorization_endpoint",
+        "token_endpoint",
+        "jwks_uri",
+        "response_types_supported",
+        "subject_types_supported",
+        "id_token_signing_alg_values_supported",
+    ] {
+        assert!(doc.get(required).is_some(), "{required}");
+    }
+    let supported = doc["claims_supported"].as_array().unwrap();
+    for claim in ["azp", "at_hash", "auth_time", "sid"] {
+        assert!(supported.contains(&serde_json::json!(claim)), "{claim}");
+    }
+    let instance = app
+        .http
+        .get(format!("{}/.well-known/openid-configuration", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(instance.status(), 404, "the instance URL is no issuer");
     let jwks = app
         .http
         .get(doc["jwks_uri"].as_str().unwrap())
+        .header("origin", "https://anywhere.example")
         .send()
         .await
         .unwrap();
     assert_eq!(jwks.headers()["content-type"], "application/jwk-set+json");
+    assert_eq!(jwks.headers()["access-control-allow-origin"], "*");
+    // The key set verifies the session token.
+    let kid = crate::support::jwt_header(session.token())["kid"].clone();
     let jwks: serde_json::Value = jwks.json().await.unwrap();
-    let key = &jwks["keys"][0];
+    let key = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == kid)
+        .expect("the token's key is published");
     assert_eq!(key["alg"], "RS256");
     assert_eq!(key["use"], "sig");
     use base64::Engine as _;
@@ -287,4 +334,102 @@ async fn health_and_readiness(backend: Backend) {
         ready.json::<serde_json::Value>().await.unwrap()["status"],
         "ready"
     );
+}
+
+/// The workspace issuer's token, user-info, revocation and introspection endpoints answer CORS
+/// requests and preflights from the origins its applications allow — echoed, never reflected, never
+/// with credentials — and nothing to other origins or other workspaces' applications' origins.
+async fn the_issuer_answers_its_applications_origins(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ws = app.workspace(secureflows_core::Plan::Pro).await;
+    let other = app.workspace(secureflows_core::Plan::Pro).await;
+    for (workspace, origin) in [(ws, "https://spa.example"), (other, "https://other.example")] {
+        app.services()
+            .create_application(
+                workspace,
+                secureflows_core::workspace::NewApplication {
+                    name: "Spa".into(),
+                    kind: Some(secureflows_core::ApplicationKind::Browser),
+                    redirect_uris: vec![format!("{origin}/cb")],
+                    allowed_origins: vec![origin.into()],
+                    ..Default::default()
+                },
+                &secureflows_core::audit::Actor::operator(),
+            )
+            .await
+            .unwrap();
+    }
+    let issuer = format!("{}/w/{ws}", app.url);
+    for endpoint in ["token", "userinfo", "revoke", "introspect"] {
+        let preflight = |origin: &'static str| {
+            let url = format!("{issuer}/{endpoint}");
+            let http = app.http.clone();
+            async move {
+                http.request(reqwest::Method::OPTIONS, url)
+                    .header("origin", origin)
+                    .header("access-control-request-method", "POST")
+                    .header("access-control-request-headers", "authorization, content-type")
+                    .send()
+                    .await
+                    .unwrap()
+            }
+        };
+        let r = preflight("https://spa.example").await;
+        assert_eq!(r.status(), 204, "{endpoint}");
+        let h = r.headers();
+        assert_eq!(h["access-control-allow-origin"], "https://spa.example");
+        assert!(
+            h["access-control-allow-methods"]
+                .to_str()
+                .unwrap()
+                .contains("POST")
+        );
+        assert!(
+            h["access-control-allow-headers"]
+                .to_str()
+                .unwrap()
+                .contains("authorization")
+        );
+        assert!(h.get("access-control-allow-credentials").is_none());
+        assert!(h["vary"].to_str().unwrap().contains("origin"));
+        for refused in [
+            "https://evil.example",
+            "null",
+            "https://spa.example.evil.example",
+            "https://other.example",
+        ] {
+            let r = preflight(refused).await;
+            assert_eq!(r.status(), 403, "{endpoint} {refused}");
+            assert!(
+                r.headers().get("access-control-allow-origin").is_none(),
+                "{endpoint} {refused}"
+            );
+        }
+        // The request itself carries the allowed origin back (an OAuth error here: no credentials).
+        let r = app
+            .http
+            .post(format!("{issuer}/{endpoint}"))
+            .header("origin", "https://spa.example")
+            .form(&[("grant_type", "authorization_code"), ("code", "x")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.headers()["access-control-allow-origin"],
+            "https://spa.example",
+            "{endpoint}"
+        );
+        let r = app
+            .http
+            .post(format!("{issuer}/{endpoint}"))
+            .header("origin", "https://evil.example")
+            .form(&[("grant_type", "authorization_code"), ("code", "x")])
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.headers().get("access-control-allow-origin").is_none(),
+            "{endpoint}"
+        );
+    }
 }

@@ -851,7 +851,6 @@ async fn the_openapi_description_lists_every_route(backend: Backend) {
         ("/api/v1/audit/events/export", &["get"]),
         ("/api/v1/audit/api-access", &["get"]),
         ("/.well-known/jwks.json", &["get"]),
-        ("/.well-known/openid-configuration", &["get"]),
         ("/healthz", &["get"]),
         ("/readyz", &["get"]),
         ("/api/v1/openapi.json", &["get"]),
