@@ -144,7 +144,7 @@ async fn open_backend(config: &Config) -> anyhow::Result<(Stores, RawStore)> {
         Backend::Sqlite(dir) => {
             let dir = dir.clone();
             let options = secureflows_store_sqlite::SqliteOptions {
-                wal_truncate_bytes: config.storage.sqlite_wal_limit_mib.max(1) * 1024 * 1024,
+                wal_limit_bytes: config.storage.sqlite_wal_limit_mib.max(1) * 1024 * 1024,
             };
             let (stores, raw) = tokio::task::spawn_blocking(move || {
                 secureflows_store_sqlite::open_stores(

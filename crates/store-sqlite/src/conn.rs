@@ -1,6 +1,7 @@
 //! Connections: one writer thread with group commit, and a pool of readers.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -72,14 +73,14 @@ impl<T: Send> Completion for TypedCompletion<T> {
 /// Tuning of the SQLite databases.
 #[derive(Debug, Clone, Copy)]
 pub struct SqliteOptions {
-    /// A write-ahead log larger than this is checkpointed and truncated (see `spawn_checkpointer`).
-    pub wal_truncate_bytes: u64,
+    /// The write-ahead log's bound: it starts over before it grows past this (see `LogBound`).
+    pub wal_limit_bytes: u64,
 }
 
 impl Default for SqliteOptions {
     fn default() -> Self {
         SqliteOptions {
-            wal_truncate_bytes: 64 * 1024 * 1024,
+            wal_limit_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -122,8 +123,34 @@ impl std::fmt::Debug for Database {
     }
 }
 
+/// How long a connection keeps retrying a lock another holds, in steps of `BUSY_STEP`.
+const BUSY_STEP: Duration = Duration::from_micros(200);
+const BUSY_ATTEMPTS: i32 = 25_000; // about 5 s
+const CHECKPOINT_BUSY_ATTEMPTS: i32 = 5_000; // about 1 s
+
+/// Retries every `BUSY_STEP` for about five seconds. Locks here are held for micro- to milliseconds
+/// (a read, a group commit, a checkpoint's last step); SQLite's own handler backs off to sleeps of
+/// 25–100 ms, so a writer or checkpointer that lost one race slept long after the lock was free, and
+/// every request waiting on the writer waited with it.
+fn retry_for_a_while(attempts: i32) -> bool {
+    retry(attempts, BUSY_ATTEMPTS)
+}
+
+/// The same for the checkpointer, which gives up sooner: its next tick tries again.
+fn retry_briefly(attempts: i32) -> bool {
+    retry(attempts, CHECKPOINT_BUSY_ATTEMPTS)
+}
+
+fn retry(attempts: i32, most: i32) -> bool {
+    if attempts >= most {
+        return false;
+    }
+    std::thread::sleep(BUSY_STEP);
+    true
+}
+
 fn configure(conn: &Connection, writer: bool) -> Result<()> {
-    conn.busy_timeout(Duration::from_secs(5)).db()?;
+    conn.busy_handler(Some(retry_for_a_while)).db()?;
     conn.pragma_update(None, "foreign_keys", "ON").db()?;
     if writer {
         let mode: String = conn
@@ -135,10 +162,9 @@ fn configure(conn: &Connection, writer: bool) -> Result<()> {
         // SECURITY: acknowledged writes survive power loss; deleted content is overwritten on disk.
         conn.pragma_update(None, "synchronous", "FULL").db()?;
         conn.pragma_update(None, "secure_delete", "ON").db()?;
-        // Checkpoints run on a thread of their own (see `spawn_checkpointer`), not in the writer's commits.
+        // Checkpoints run on a thread of their own (see `spawn_checkpointer`), not in the writer's
+        // commits; `LogBound` sets `journal_size_limit`.
         conn.pragma_update(None, "wal_autocheckpoint", 0).db()?;
-        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT_BYTES)
-            .db()?;
     } else {
         conn.pragma_update(None, "query_only", "ON").db()?;
         // 8 MiB of page cache per reader; readers are few (one per executor thread in practice).
@@ -176,11 +202,17 @@ impl Database {
             "sqlite-writer-{}",
             path.file_name().and_then(|n| n.to_str()).unwrap_or("db")
         );
+        let log = LogBound {
+            wal: wal_path(path),
+            limit: options.wal_limit_bytes,
+            wanted: Arc::new(AtomicBool::new(false)),
+        };
+        log.configure(&writer)?;
+        let checkpointer = spawn_checkpointer(path, log.clone())?;
         let writer = std::thread::Builder::new()
             .name(name)
-            .spawn(move || writer_loop(writer, rx))
+            .spawn(move || writer_loop(writer, rx, log))
             .map_err(Error::internal)?;
-        let checkpointer = spawn_checkpointer(path, options.wal_truncate_bytes)?;
         Ok(Database {
             path: path.to_owned(),
             jobs: Some(jobs),
@@ -240,7 +272,7 @@ impl Database {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(map)?;
-        c.busy_timeout(Duration::from_secs(5)).db()?;
+        c.busy_handler(Some(retry_for_a_while)).db()?;
         let busy: i64 = c
             .query_row("pragma wal_checkpoint(truncate)", [], |r| r.get(0))
             .db()?;
@@ -282,27 +314,31 @@ type Checkpointer = (Arc<(Mutex<bool>, Condvar)>, std::thread::JoinHandle<()>);
 
 /// How often the write-ahead log is copied back into the database file.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
-/// What a log is cut back to when the writer starts it over (`journal_size_limit`).
-const WAL_SIZE_LIMIT_BYTES: i64 = 16 * 1024 * 1024;
 
-/// Keeps the write-ahead log bounded under any load. Every `CHECKPOINT_INTERVAL` a PASSIVE checkpoint
-/// copies the log into the database file without blocking the writer or readers. Under a steady load
-/// that alone never lets the log start over (some reader always holds a snapshot in it), so once the
-/// log passes `truncate_bytes` a TRUNCATE checkpoint waits (up to the busy time-out) for the readers
-/// of the old log to finish, copies the rest, and empties the file; writers pause for that moment.
-/// `journal_size_limit` cuts the file back whenever the writer starts the log over by itself.
-fn spawn_checkpointer(path: &Path, truncate_bytes: u64) -> Result<Checkpointer> {
+/// The write-ahead log beside `path`.
+fn wal_path(path: &Path) -> PathBuf {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    PathBuf::from(wal)
+}
+
+/// Every `CHECKPOINT_INTERVAL`, copies the write-ahead log back into the database file with a PASSIVE
+/// checkpoint, which blocks neither the writer nor readers, and asks the writer to start the log over
+/// (`LogBound`) once it holds more than half its limit.
+fn spawn_checkpointer(path: &Path, log: LogBound) -> Result<Checkpointer> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(map)?;
-    conn.busy_timeout(Duration::from_secs(1)).db()?;
+    conn.busy_handler(Some(retry_briefly)).db()?;
+    // A frame is a page and its 24-byte header.
+    let frame_bytes = conn
+        .query_row("pragma page_size", [], |r| r.get::<_, u64>(0))
+        .db()?
+        + 24;
     let stop = Arc::new((Mutex::new(false), Condvar::new()));
     let signal = stop.clone();
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
-    let wal = PathBuf::from(wal);
     let name = format!(
         "sqlite-ckpt-{}",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("db")
@@ -320,17 +356,13 @@ fn spawn_checkpointer(path: &Path, truncate_bytes: u64) -> Result<Checkpointer> 
                 if *stopped {
                     break;
                 }
-                if let Err(e) = conn.query_row("pragma wal_checkpoint(passive)", [], |r| r.get::<_, i64>(0)) {
-                    tracing::warn!(error = %e, "write-ahead log checkpoint failed");
-                }
-                let size = std::fs::metadata(&wal).map_or(0, |m| m.len());
-                if size > truncate_bytes {
-                    match conn.query_row("pragma wal_checkpoint(truncate)", [], |r| r.get::<_, i64>(0)) {
-                        Ok(0) => tracing::debug!(bytes = size, "write-ahead log truncated"),
-                        // Readers or the writer held on past the busy time-out: the next tick tries again.
-                        Ok(_) => tracing::debug!(bytes = size, "write-ahead log truncation postponed"),
-                        Err(e) => tracing::warn!(error = %e, "write-ahead log truncation failed"),
+                // (busy, frames in the log, frames copied)
+                match conn.query_row("pragma wal_checkpoint(passive)", [], |r| r.get::<_, u64>(1)) {
+                    Ok(frames) if frames.saturating_mul(frame_bytes) > log.limit / 2 => {
+                        log.wanted.store(true, Ordering::Relaxed);
                     }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %map(e), "write-ahead log checkpoint failed"),
                 }
             }
         })
@@ -338,7 +370,51 @@ fn spawn_checkpointer(path: &Path, truncate_bytes: u64) -> Result<Checkpointer> 
     Ok((stop, handle))
 }
 
-fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>) {
+/// Keeps the write-ahead log under `limit` bytes under any load. Readers that always hold a snapshot
+/// keep the log from ever starting over by itself, so the writer makes it with a RESTART checkpoint
+/// between two batches: it waits for the readers still in the old log (reads take microseconds),
+/// copies what the PASSIVE checkpoints have not, and lets the next batch start at the beginning of the
+/// file; the writes queued meanwhile wait for it. The writer does it when the checkpointer has just
+/// found the log past half the limit (little is left to copy then), and on its own when the file has
+/// grown past the limit, so the bound holds however the threads are scheduled: the file exceeds it by
+/// one batch at most, and `journal_size_limit` cuts it back to the limit whenever the log starts over.
+/// (A RESTART from the checkpointer's connection would wait for the writer's lock, which the writer
+/// takes again microseconds after each commit.)
+#[derive(Clone)]
+struct LogBound {
+    wal: PathBuf,
+    limit: u64,
+    wanted: Arc<AtomicBool>,
+}
+
+impl LogBound {
+    fn configure(&self, writer: &Connection) -> Result<()> {
+        let limit = i64::try_from(self.limit).unwrap_or(i64::MAX);
+        writer.pragma_update(None, "journal_size_limit", limit).db()
+    }
+
+    /// After a commit: starts the log over if the checkpointer asked or the log has grown past the
+    /// limit. The file only grows when the log outgrows it, and is cut back to the limit when the log
+    /// starts over, so its size tells.
+    fn enforce(&self, conn: &Connection) {
+        if self.wanted.swap(false, Ordering::Relaxed)
+            || std::fs::metadata(&self.wal).is_ok_and(|m| m.len() > self.limit)
+        {
+            self.restart(conn);
+        }
+    }
+
+    fn restart(&self, conn: &Connection) {
+        match conn.query_row("pragma wal_checkpoint(restart)", [], |r| r.get::<_, i64>(0)) {
+            Ok(0) => tracing::debug!("write-ahead log restarted"),
+            // A reader held on past the busy time-out: a later commit tries again.
+            Ok(_) => tracing::debug!("write-ahead log restart postponed"),
+            Err(e) => tracing::warn!(error = %map(e), "write-ahead log restart failed"),
+        }
+    }
+}
+
+fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>, log: LogBound) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -404,6 +480,9 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>) {
         };
         for completion in completions {
             completion.complete(committed);
+        }
+        if committed {
+            log.enforce(&conn);
         }
     }
 }
