@@ -288,6 +288,7 @@ async fn bench_backend(args: &Args, backend: &Backend, bare: &LoadResult) -> any
     ));
     env.push(("SECUREFLOWS__UPSTREAM__ALLOW_HTTP".into(), "true".into()));
     env.push(("SECUREFLOWS__LOG__LEVEL".into(), "warn".into()));
+    cli(args, &data_dir, &env, &["migrate"])?;
     let ws = cli(
         args,
         &data_dir,

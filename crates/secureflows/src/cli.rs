@@ -10,7 +10,7 @@ use secureflows_core::audit::Actor;
 use secureflows_core::workspace::NewApplication;
 use secureflows_core::{Plan, Role, SystemClock, UpstreamTrust, WorkspaceId};
 use secureflows_crypto::SecretString;
-use secureflows_server::app::{self, Opened};
+use secureflows_server::app::{self, Access, Opened};
 use secureflows_server::config::Config;
 use serde_json::{Value, json};
 
@@ -41,6 +41,13 @@ pub struct Global {
     /// File holding the master key (mode 0600). The key itself may come from SECUREFLOWS_MASTER_KEY.
     #[arg(long, global = true, env = "SECUREFLOWS_MASTER_KEY_FILE")]
     pub master_key_file: Option<PathBuf>,
+    /// Address the server listens on (default 127.0.0.1:8080). Commands that mint tokens or print
+    /// URLs derive the issuer from it when no public URL is set, so give them the server's.
+    #[arg(long, global = true)]
+    pub listen: Option<SocketAddr>,
+    /// Public base URL: the issuer of tokens (default http://<listen>).
+    #[arg(long, global = true)]
+    pub public_url: Option<String>,
     /// Print exactly one JSON object.
     #[arg(long, global = true)]
     pub json: bool,
@@ -49,14 +56,7 @@ pub struct Global {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server.
-    Serve {
-        /// Address to listen on (default 127.0.0.1:8080).
-        #[arg(long)]
-        listen: Option<SocketAddr>,
-        /// Public base URL (the issuer of tokens).
-        #[arg(long)]
-        public_url: Option<String>,
-    },
+    Serve,
     /// Apply database migrations and exit.
     Migrate,
     /// Workspaces.
@@ -276,6 +276,12 @@ fn config(global: &Global) -> anyhow::Result<Config> {
     if let Some(file) = &global.master_key_file {
         config.keys.master_key_file = Some(file.clone());
     }
+    if let Some(listen) = global.listen {
+        config.server.listen = listen;
+    }
+    if let Some(url) = &global.public_url {
+        config.server.public_url = Some(url.clone());
+    }
     #[allow(clippy::disallowed_methods)] // the contract variable of the master key
     if let Ok(key) = std::env::var("SECUREFLOWS_MASTER_KEY")
         && !key.is_empty()
@@ -304,19 +310,16 @@ fn init_logging(config: &Config, serving: bool) {
     }
 }
 
+/// Opens existing data (refusing a directory or database without any).
 async fn open(config: &Config) -> anyhow::Result<Opened> {
-    open_with(config, false).await
+    open_with(config, Access::Existing, false).await
 }
 
-/// Opens the stores; with `signing`, also makes sure a signing key exists (to mint tokens). Tokens
-/// carry `server.public_url` as their issuer: set it the same for the server and for these commands.
-async fn open_with(config: &Config, signing: bool) -> anyhow::Result<Opened> {
-    let issuer = config
-        .server
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{}", config.server.listen));
-    app::open(config, Arc::new(SystemClock), signing, issuer).await
+/// Opens the stores; with `signing`, also makes sure a signing key exists (to mint tokens). The issuer
+/// is derived as the server derives it (`--public-url`, or `--listen`, from flags, file or environment).
+async fn open_with(config: &Config, access: Access, signing: bool) -> anyhow::Result<Opened> {
+    let issuer = config.server.issuer(config.server.listen);
+    app::open(config, Arc::new(SystemClock), access, signing, issuer).await
 }
 
 fn workspace_id(text: &str) -> anyhow::Result<WorkspaceId> {
@@ -365,23 +368,16 @@ async fn shutdown_signal() {
 
 /// Runs the command; returns the JSON object to print.
 pub async fn run(cli: Cli) -> anyhow::Result<Value> {
-    let mut config = config(&cli.global)?;
-    init_logging(&config, matches!(cli.command, Command::Serve { .. }));
+    let config = config(&cli.global)?;
+    init_logging(&config, matches!(cli.command, Command::Serve));
     match cli.command {
-        Command::Serve { listen, public_url } => {
-            if let Some(listen) = listen {
-                config.server.listen = listen;
-            }
-            if public_url.is_some() {
-                config.server.public_url = public_url;
-            }
-            config.validate()?;
+        Command::Serve => {
             let server = secureflows_server::Server::bind(config, Arc::new(SystemClock)).await?;
             server.run(shutdown_signal()).await?;
             Ok(json!({ "message": "stopped" }))
         }
         Command::Migrate => {
-            let opened = open(&config).await?;
+            let opened = open_with(&config, Access::Create, false).await?;
             // Accounts the address rule left unindexed (never merged): an operator sorts them out.
             let conflicts: Vec<Value> = opened
                 .services
@@ -597,7 +593,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Value> {
             role,
             ttl,
         }) => {
-            let opened = open_with(&config, true).await?;
+            let opened = open_with(&config, Access::Existing, true).await?;
             let s = &opened.services;
             let ws = workspace_id(&workspace)?;
             let actor = Actor::operator();

@@ -102,7 +102,12 @@ fn random_key() -> String {
 fn fresh_data_dir_generates_a_private_master_key_and_commands_print_json() {
     let temp = tempfile::tempdir().unwrap();
     let dir = temp.path().join("data");
-    let out = run(
+    // Only `serve` and `migrate` create data.
+    let out = run(&dir, &[], &["--json", "migrate"]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("GENERATED A NEW MASTER KEY"), "{stderr}");
+    let ws = run_json(
         &dir,
         &[],
         &[
@@ -115,10 +120,6 @@ fn fresh_data_dir_generates_a_private_master_key_and_commands_print_json() {
             "pro",
         ],
     );
-    assert!(out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("GENERATED A NEW MASTER KEY"), "{stderr}");
-    let ws: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(ws["plan"], "pro");
     let id = ws["workspace_id"].as_str().unwrap().to_owned();
     #[cfg(unix)]
@@ -285,6 +286,7 @@ fn fresh_data_dir_generates_a_private_master_key_and_commands_print_json() {
 fn master_key_rotation_replaces_the_generated_key() {
     let temp = tempfile::tempdir().unwrap();
     let dir = temp.path().join("data");
+    run_json(&dir, &[], &["--json", "migrate"]);
     let ws = run_json(&dir, &[], &["--json", "workspace", "create", "--name", "A"]);
     let id = ws["workspace_id"].as_str().unwrap();
     let old = std::fs::read_to_string(dir.join("master.key")).unwrap();
@@ -403,6 +405,7 @@ async fn sqlite_is_single_node_and_sees_operator_changes() {
         ("SECUREFLOWS__UPSTREAM__ALLOW_PRIVATE_NETWORKS", "true"),
         ("SECUREFLOWS__UPSTREAM__ALLOW_HTTP", "true"),
     ];
+    run_json(&dir, &env, &["--json", "migrate"]);
     let ws = run_json(
         &dir,
         &env,
@@ -486,6 +489,7 @@ async fn revocation_reaches_a_second_server_process_within_a_second() {
     ];
     let dir_a = temp.path().join("a");
     let dir_b = temp.path().join("b");
+    run_json(&dir_a, &env, &["--json", "migrate"]);
     let ws = run_json(
         &dir_a,
         &env,
@@ -565,6 +569,7 @@ async fn console_tokens_support_operators_and_audit_verification() {
     let port = free_port();
     let public_url = format!("http://127.0.0.1:{port}");
     let env: &[(&str, &str)] = &[("SECUREFLOWS__SERVER__PUBLIC_URL", &public_url)];
+    run_json(&dir, env, &["--json", "migrate"]);
     let ws = run_json(
         &dir,
         env,
@@ -740,4 +745,110 @@ async fn console_tokens_support_operators_and_audit_verification() {
     assert_eq!(report["ok"], false);
     assert_eq!(report["chains"][0]["faults"][0]["kind"], "edited");
     assert_eq!(report["chains"][0]["faults"][0]["seq"], 1);
+}
+
+/// Only `serve` and `migrate` create data: every other command pointed at a place without secureFlows
+/// data refuses with a message that says so, and leaves nothing behind (no directory, no master key,
+/// no tables).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_refuse_a_place_without_data_and_create_nothing() {
+    let temp = tempfile::tempdir().unwrap();
+    let missing = temp.path().join("missing");
+    let empty = temp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let commands: [&[&str]; 4] = [
+        &["--json", "workspace", "list"],
+        &["--json", "support", "list"],
+        &["--json", "keys", "rotate-signing"],
+        &["--json", "audit", "verify"],
+    ];
+    for dir in [&missing, &empty] {
+        for args in commands {
+            let out = run(dir, &[], args);
+            assert!(!out.status.success(), "{args:?} succeeded in {}", dir.display());
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(stderr.contains("holds no secureFlows data"), "{args:?}: {stderr}");
+            assert!(stderr.contains("secureflows migrate"), "{args:?}: {stderr}");
+        }
+    }
+    assert!(!missing.exists(), "a data directory was created");
+    assert_eq!(
+        std::fs::read_dir(&empty).unwrap().count(),
+        0,
+        "files were created"
+    );
+
+    let Some(Backend::Postgres(db)) = Backend::postgres() else {
+        return;
+    };
+    db.create().await;
+    let url = db.url();
+    let key = random_key();
+    let env = [
+        ("SECUREFLOWS_DATABASE_URL", url.as_str()),
+        ("SECUREFLOWS_MASTER_KEY", key.as_str()),
+    ];
+    for args in commands {
+        let out = run(&empty, &env, args);
+        assert!(!out.status.success(), "{args:?} succeeded on an empty database");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("holds no secureFlows data"), "{args:?}: {stderr}");
+    }
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let tables: i64 = sqlx::query_scalar(
+        "select count(*) from information_schema.tables where table_schema not in ('pg_catalog', 'information_schema')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    assert_eq!(tables, 0, "tables were created");
+}
+
+/// A command given the server's `--listen` derives the issuer the server uses, so the console token
+/// it mints is accepted by a server started with `serve --listen` and no public URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_take_the_servers_listen_address_for_the_issuer() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("data");
+    run_json(&dir, &[], &["--json", "migrate"]);
+    let ws = run_json(&dir, &[], &["--json", "workspace", "create", "--name", "A"]);
+    let id = ws["workspace_id"].as_str().unwrap().to_owned();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let server = serve_at(&dir, &[], port).await;
+    let issue = |extra: &[&str]| {
+        let mut args = vec!["--json"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[
+            "token",
+            "issue",
+            "--workspace",
+            &id,
+            "--email",
+            "owner@a.example",
+            "--role",
+            "owner",
+        ]);
+        run_json(&dir, &[], &args)["token"].as_str().unwrap().to_owned()
+    };
+    let client = reqwest::Client::new();
+    let status = |token: String| {
+        let request = client
+            .get(format!("{}/api/v1/workspaces", server.url))
+            .bearer_auth(token);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status(issue(&["--listen", &listen])).await, 200);
+    let shown = run_json(
+        &dir,
+        &[],
+        &["--json", "--listen", &listen, "workspace", "show", &id],
+    );
+    assert!(
+        shown["issuer"].as_str().unwrap().starts_with(&server.url),
+        "{shown}"
+    );
+    // Without it the command cannot know the address: its tokens name another issuer.
+    assert_eq!(status(issue(&[])).await, 401);
 }

@@ -62,6 +62,18 @@ pub enum RawStore {
     Postgres(Arc<secureflows_store_postgres::PgStore>),
 }
 
+/// What opening the data may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// `serve` and `migrate`: create the data directory and databases, apply migrations, and on a
+    /// fresh install generate the development master key.
+    Create,
+    /// Every other command: the data must already exist with a current schema. A directory or
+    /// database without secureFlows data is refused, so a command run in the wrong place creates
+    /// nothing and does not answer with empty lists.
+    Existing,
+}
+
 /// Where the master key came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MasterSource {
@@ -139,19 +151,36 @@ pub fn write_private_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn open_backend(config: &Config) -> anyhow::Result<(Stores, RawStore)> {
+async fn open_backend(config: &Config, access: Access) -> anyhow::Result<(Stores, RawStore)> {
+    let sqlite_mode = match access {
+        Access::Create => secureflows_store_sqlite::MigrationMode::Apply,
+        Access::Existing => secureflows_store_sqlite::MigrationMode::Check,
+    };
+    let postgres_mode = match access {
+        Access::Create => secureflows_store_postgres::MigrationMode::Apply,
+        Access::Existing => secureflows_store_postgres::MigrationMode::Check,
+    };
     match config.backend()? {
         Backend::Sqlite(dir) => {
+            if access == Access::Existing {
+                let files = [
+                    secureflows_store_sqlite::DATA_FILE,
+                    secureflows_store_sqlite::KEYRING_FILE,
+                ];
+                if !files.iter().all(|f| dir.join(f).is_file()) {
+                    bail!(
+                        "{} holds no secureFlows data. Point --data-dir (SECUREFLOWS_DATA_DIR) at the server's data \
+                         directory, or create one with `secureflows serve` or `secureflows migrate`",
+                        dir.display()
+                    );
+                }
+            }
             let dir = dir.clone();
             let options = secureflows_store_sqlite::SqliteOptions {
                 wal_limit_bytes: config.storage.sqlite_wal_limit_mib.max(1) * 1024 * 1024,
             };
             let (stores, raw) = tokio::task::spawn_blocking(move || {
-                secureflows_store_sqlite::open_stores(
-                    &dir,
-                    secureflows_store_sqlite::MigrationMode::Apply,
-                    options,
-                )
+                secureflows_store_sqlite::open_stores(&dir, sqlite_mode, options)
             })
             .await?
             .context("cannot open the SQLite databases")?;
@@ -168,17 +197,26 @@ async fn open_backend(config: &Config) -> anyhow::Result<(Stores, RawStore)> {
             let (stores, raw) = secureflows_store_postgres::open_stores(
                 &database_url,
                 &keyring_url,
-                secureflows_store_postgres::MigrationMode::Apply,
+                postgres_mode,
                 settings,
             )
             .await
-            .context("cannot open the PostgreSQL databases")?;
+            .context(match access {
+                Access::Create => "cannot open the PostgreSQL databases".to_owned(),
+                Access::Existing => "cannot open the PostgreSQL databases. If this database holds no secureFlows data, point \
+                     --database-url (SECUREFLOWS_DATABASE_URL) at the server's, or create it with `secureflows migrate`"
+                    .to_owned(),
+            })?;
             Ok((stores, RawStore::Postgres(raw)))
         }
     }
 }
 
-async fn resolve_master_key(config: &Config, stores: &Stores) -> anyhow::Result<(MasterKey, MasterSource)> {
+async fn resolve_master_key(
+    config: &Config,
+    stores: &Stores,
+    access: Access,
+) -> anyhow::Result<(MasterKey, MasterSource)> {
     if let Some(value) = &config.keys.master_key {
         let key = MasterKey::from_encoded(value.expose())
             .context("SECUREFLOWS_MASTER_KEY is not a valid master key")?;
@@ -199,6 +237,13 @@ async fn resolve_master_key(config: &Config, stores: &Stores) -> anyhow::Result<
             path.display()
         );
     }
+    if access == Access::Existing {
+        bail!(
+            "no master key: supply it (SECUREFLOWS_MASTER_KEY or keys.master_key_file), or let `secureflows serve` \
+             generate the development key in {}",
+            config.storage.data_dir.display()
+        );
+    }
     let (key, encoded) = MasterKey::generate()?;
     write_key_file(&path, &encoded)?;
     tracing::warn!(
@@ -211,17 +256,21 @@ async fn resolve_master_key(config: &Config, stores: &Stores) -> anyhow::Result<
     Ok((key, MasterSource::DataDirFile(path)))
 }
 
-/// Opens stores, unseals and builds the services. `signing` makes sure a signing key exists (serve).
+/// Opens stores, unseals and builds the services. `access` says whether data may be created;
+/// `signing` makes sure a signing key exists (serve, minting tokens).
 pub async fn open(
     config: &Config,
     clock: Arc<dyn Clock>,
+    access: Access,
     signing: bool,
     issuer: String,
 ) -> anyhow::Result<Opened> {
     config.validate()?;
-    create_private_dir(&config.storage.data_dir)?;
-    let (stores, raw) = open_backend(config).await?;
-    let (mut master, mut source) = resolve_master_key(config, &stores).await?;
+    if access == Access::Create {
+        create_private_dir(&config.storage.data_dir)?;
+    }
+    let (stores, raw) = open_backend(config, access).await?;
+    let (mut master, mut source) = resolve_master_key(config, &stores, access).await?;
     let mut keys = KeyService::new(master, stores.keyring.clone(), config.cache.tenant_entries);
     if keys.check_master_key().await.is_err() {
         // An interrupted `keys rotate-master` may have left the new key beside the old one.
@@ -364,18 +413,13 @@ impl Server {
             .await
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
         let addr = listener.local_addr()?;
-        let issuer = config
-            .server
-            .public_url
-            .clone()
-            .map(|u| u.trim_end_matches('/').to_owned())
-            .unwrap_or_else(|| format!("http://{addr}"));
+        let issuer = config.server.issuer(addr);
         create_private_dir(&config.storage.data_dir)?;
         let lock = match config.backend()? {
             Backend::Sqlite(dir) => Some(lock_data_dir(&dir)?),
             Backend::Postgres { .. } => None,
         };
-        let opened = open(&config, clock, true, issuer.clone()).await?;
+        let opened = open(&config, clock, Access::Create, true, issuer.clone()).await?;
         let services = opened.services;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (access_log, access_task) = AccessLog::spawn(

@@ -152,6 +152,18 @@ pub struct ServerConfig {
     pub shutdown_timeout_secs: u64,
 }
 
+impl ServerConfig {
+    /// The issuer base of this instance: `public_url` without a trailing slash, or
+    /// `http://<address>` (the address the server is bound to, or for operator commands the
+    /// configured `listen`). The server and every command derive it here, so they agree.
+    pub fn issuer(&self, bound: SocketAddr) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://{bound}"),
+        }
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {

@@ -20,5 +20,5 @@ pub mod state;
 pub mod sweeper;
 pub mod upstream;
 
-pub use app::{Opened, RawStore, Server};
+pub use app::{Access, Opened, RawStore, Server};
 pub use config::Config;

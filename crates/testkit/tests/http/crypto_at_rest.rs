@@ -228,6 +228,7 @@ async fn master_key_rotation_keeps_everything_readable(backend: Backend) {
     let opened = app::open(
         &config,
         Arc::new(secureflows_core::SystemClock),
+        app::Access::Existing,
         false,
         "http://secureflows.test".into(),
     )
