@@ -77,6 +77,33 @@ pub enum Command {
     /// The tamper-evident audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Workspace members.
+    #[command(subcommand)]
+    Member(MemberCommand),
+    /// The development outbox: mail written to the data directory when no SMTP server is configured
+    /// and the public URL is a loopback address.
+    #[command(subcommand)]
+    Mail(MailCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MemberCommand {
+    /// Print a one-time link (15 minutes, stored hashed) with which a member sets a password and signs
+    /// in on the hosted login: for the first OWNER, whom `token issue` creates without one. Audited.
+    Link {
+        /// Workspace id.
+        #[arg(long)]
+        workspace: String,
+        /// The member's e-mail.
+        #[arg(long)]
+        email: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MailCommand {
+    /// The messages in the outbox, oldest first, links included.
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -643,6 +670,34 @@ pub async fn run(cli: Cli) -> anyhow::Result<Value> {
                     Ok(json!({ "deleted": true }))
                 }
             }
+        }
+        Command::Member(MemberCommand::Link { workspace, email }) => {
+            let opened = open(&config).await?;
+            let ws = workspace_id(&workspace)?;
+            let (user, link, ttl) = opened
+                .services
+                .member_password_link(ws, &email, &Actor::operator())
+                .await
+                .map_err(domain)?;
+            let minutes = ttl.as_secs() / 60;
+            Ok(json!({
+                "link": link.expose(),
+                "expires_in": ttl.as_secs(),
+                "workspace_id": ws,
+                "user_id": user.id,
+                "message": format!(
+                    "Open this link within {minutes} minutes to set a password and sign in (it works once):\n{}",
+                    link.expose()
+                ),
+            }))
+        }
+        Command::Mail(MailCommand::List) => {
+            // Refuses a place without secureFlows data, like every command but `serve` and `migrate`.
+            open(&config).await?;
+            let messages = secureflows_server::mail::Outbox::new(&config.storage.data_dir)
+                .list()
+                .context("cannot read the outbox")?;
+            Ok(json!({ "messages": messages }))
         }
         Command::Audit(cmd) => {
             let opened = open(&config).await?;

@@ -70,11 +70,15 @@ async fn serve(data_dir: &Path, env: &[(&str, &str)]) -> ServerProcess {
 }
 
 async fn serve_at(data_dir: &Path, env: &[(&str, &str)], port: u16) -> ServerProcess {
+    serve_logging_to(data_dir, env, port, Stdio::null()).await
+}
+
+async fn serve_logging_to(data_dir: &Path, env: &[(&str, &str)], port: u16, log: Stdio) -> ServerProcess {
     let listen = format!("127.0.0.1:{port}");
     let child = command(data_dir, env)
         .args(["serve", "--listen", &listen])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap();
     let server = ServerProcess {
@@ -849,6 +853,127 @@ async fn commands_take_the_servers_listen_address_for_the_issuer() {
         shown["issuer"].as_str().unwrap().starts_with(&server.url),
         "{shown}"
     );
+    // The first OWNER (made by `token issue`) gets a link to set a password on this server's pages.
+    let linked = run_json(
+        &dir,
+        &[],
+        &[
+            "--json",
+            "--listen",
+            &listen,
+            "member",
+            "link",
+            "--workspace",
+            &id,
+            "--email",
+            "owner@a.example",
+        ],
+    );
+    let link = linked["link"].as_str().unwrap();
+    assert!(
+        link.starts_with(&format!("{}/w/{id}/reset?token=sfl_", server.url)),
+        "{linked}"
+    );
+    assert_eq!(linked["expires_in"], 900);
+    let page = client.get(link).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let out = run(
+        &dir,
+        &[],
+        &[
+            "member",
+            "link",
+            "--workspace",
+            &id,
+            "--email",
+            "nobody@a.example",
+        ],
+    );
+    assert!(!out.status.success());
     // Without it the command cannot know the address: its tokens name another issuer.
     assert_eq!(status(issue(&[])).await, 401);
+}
+
+/// Without SMTP on a loopback public URL, mail goes to the data directory's outbox (mode 0600),
+/// `secureflows mail list` shows it with its link, and the log says a message was written without
+/// naming the address or the link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_smtp_a_local_instance_writes_mail_to_the_outbox() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("data");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    run_json(&dir, &[], &["--json", "migrate"]);
+    assert_eq!(
+        run_json(&dir, &[], &["--json", "mail", "list"])["messages"],
+        serde_json::json!([])
+    );
+    let ws = run_json(&dir, &[], &["--json", "workspace", "create", "--name", "A"]);
+    let id = ws["workspace_id"].as_str().unwrap().to_owned();
+    let log_path = temp.path().join("server.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let server = serve_logging_to(&dir, &[("RUST_LOG", "info")], port, log.into()).await;
+    let token = run_json(
+        &dir,
+        &[],
+        &[
+            "--json",
+            "--listen",
+            &listen,
+            "token",
+            "issue",
+            "--workspace",
+            &id,
+            "--email",
+            "owner@a.example",
+            "--role",
+            "owner",
+        ],
+    )["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let created: Value = reqwest::Client::new()
+        .post(format!("{}/api/v1/invites", server.url))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"email": "new.member@a.example", "role": "user"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(created["delivery"], "sent", "{created}");
+    assert!(created.get("link").is_none(), "{created}");
+
+    let listed = run_json(&dir, &[], &["--json", "mail", "list"]);
+    let messages = listed["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 1, "{listed}");
+    assert_eq!(messages[0]["to"], "new.member@a.example");
+    let text = messages[0]["text"].as_str().unwrap();
+    let link = text
+        .split_whitespace()
+        .find(|w| w.contains("/invite/accept?token="))
+        .unwrap_or_else(|| panic!("no link in {text}"));
+    assert!(link.starts_with(&server.url), "{link}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let outbox = dir.join("outbox");
+        assert_eq!(
+            std::fs::metadata(&outbox).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        let file = outbox.join(messages[0]["file"].as_str().unwrap());
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    let token_in_link = link.split("token=").nth(1).unwrap();
+    drop(server);
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("development outbox"), "{log}");
+    assert!(!log.contains("new.member"), "the log names the address");
+    assert!(!log.contains(token_in_link), "the log carries the link");
 }

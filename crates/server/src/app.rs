@@ -312,6 +312,7 @@ pub async fn open(
             ..LoginSettings::default()
         },
     };
+    let mailer = crate::mail::from_config(&config.smtp, &config.storage.data_dir, &issuer)?;
     let tokens = TokenService::new(
         TokenSettings {
             issuer,
@@ -346,7 +347,7 @@ pub async fn open(
         tokens,
         plans: config.plans,
         upstream,
-        mailer: crate::mail::from_config(&config.smtp)?,
+        mailer,
         breached: crate::breached::from_config(&config.login)?,
         passwords: PasswordHasher::new(
             match config.login.hash_concurrency {

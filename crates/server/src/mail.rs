@@ -1,5 +1,8 @@
-//! Delivery of the domain's mail over SMTP (`lettre`), with STARTTLS required by default.
+//! Delivery of the domain's mail over SMTP (`lettre`), with STARTTLS required by default; or, on a
+//! development machine without SMTP, into the data directory's outbox.
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -24,10 +27,17 @@ impl std::fmt::Debug for SmtpMailer {
     }
 }
 
-/// The configured mailer: SMTP when a host is set, otherwise one that sends nothing.
-pub fn from_config(config: &SmtpConfig) -> anyhow::Result<std::sync::Arc<dyn Mailer>> {
+/// The configured mailer: SMTP when a host is set; without one, the development outbox when the
+/// instance's public URL (`issuer`) is a loopback address, and otherwise one that sends nothing (pages
+/// then do not offer what needs mail).
+pub fn from_config(config: &SmtpConfig, data_dir: &Path, issuer: &str) -> anyhow::Result<Arc<dyn Mailer>> {
     let Some(host) = config.host.as_deref() else {
-        return Ok(std::sync::Arc::new(NoMailer));
+        let local = url::Url::parse(issuer).is_ok_and(|u| secureflows_core::workspace::is_loopback(&u));
+        return Ok(if local {
+            Arc::new(Outbox::new(data_dir))
+        } else {
+            Arc::new(NoMailer)
+        });
     };
     let builder = match config.tls.as_str() {
         "tls" => AsyncSmtpTransport::<Tokio1Executor>::relay(host)?,
@@ -44,7 +54,7 @@ pub fn from_config(config: &SmtpConfig) -> anyhow::Result<std::sync::Arc<dyn Mai
         .from
         .parse()
         .map_err(|_| anyhow::anyhow!("smtp.from is not a valid address"))?;
-    Ok(std::sync::Arc::new(SmtpMailer {
+    Ok(Arc::new(SmtpMailer {
         transport: builder.build(),
         from,
     }))
@@ -80,5 +90,129 @@ impl Mailer for SmtpMailer {
             Error::Unavailable("the mail server did not accept the message")
         })?;
         Ok(())
+    }
+}
+
+/// The development outbox: `outbox/` in the data directory, one file per message (mode 0600, in a
+/// directory of mode 0700), read with `secureflows mail list`. Used only without SMTP on a loopback
+/// public URL, so a laptop can follow magic links, resets, invitations and verification mails.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    dir: PathBuf,
+}
+
+/// One message in the outbox.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OutboxMessage {
+    /// File name (sortable by the time written).
+    pub file: String,
+    /// Recipient.
+    pub to: String,
+    /// Subject.
+    pub subject: String,
+    /// Body.
+    pub text: String,
+}
+
+impl Outbox {
+    /// The outbox of a data directory.
+    pub fn new(data_dir: &Path) -> Outbox {
+        Outbox {
+            dir: data_dir.join("outbox"),
+        }
+    }
+
+    fn write(&self, mail: &Mail) -> std::io::Result<String> {
+        use std::io::Write;
+        let mut dir = std::fs::DirBuilder::new();
+        dir.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            dir.mode(0o700);
+        }
+        dir.create(&self.dir)?;
+        // UUIDv7: ordered by time, unique; the name says nothing of the recipient.
+        let name = format!("{}.eml", uuid::Uuid::now_v7().simple());
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options.open(self.dir.join(&name))?;
+        // Header values on one line each: the domain composes them, but a stray line break must not
+        // start another header.
+        let one_line = |v: &str| v.replace(['\r', '\n'], " ");
+        write!(
+            file,
+            "To: {}\r\nSubject: {}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{}",
+            one_line(&mail.to),
+            one_line(&mail.subject),
+            mail.text
+        )?;
+        file.sync_all()?;
+        Ok(name)
+    }
+
+    /// The messages, oldest first.
+    pub fn list(&self) -> std::io::Result<Vec<OutboxMessage>> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".eml"))
+            .collect();
+        names.sort();
+        let mut messages = Vec::with_capacity(names.len());
+        for file in names {
+            let raw = std::fs::read_to_string(self.dir.join(&file))?;
+            let (head, text) = raw.split_once("\r\n\r\n").unwrap_or((raw.as_str(), ""));
+            let header = |name: &str| {
+                head.split("\r\n")
+                    .find_map(|l| l.strip_prefix(name))
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            messages.push(OutboxMessage {
+                to: header("To: "),
+                subject: header("Subject: "),
+                text: text.to_owned(),
+                file,
+            });
+        }
+        Ok(messages)
+    }
+}
+
+#[async_trait]
+impl Mailer for Outbox {
+    fn enabled(&self) -> bool {
+        true
+    }
+
+    async fn send(&self, mail: Mail) -> Result<()> {
+        let outbox = self.clone();
+        let written = tokio::task::spawn_blocking(move || outbox.write(&mail))
+            .await
+            .map_err(Error::internal)?;
+        match written {
+            Ok(file) => {
+                // Never the address or the link: the file name only.
+                tracing::info!(file = %file, "development outbox: a message was written (no SMTP server is configured; `secureflows mail list` shows it)");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "development outbox: the message could not be written");
+                Err(Error::Unavailable(
+                    "the message could not be written to the outbox",
+                ))
+            }
+        }
     }
 }

@@ -356,9 +356,9 @@ fn spawn_checkpointer(path: &Path, log: LogBound) -> Result<Checkpointer> {
                 if *stopped {
                     break;
                 }
-                // (busy, frames in the log, frames copied)
-                match conn.query_row("pragma wal_checkpoint(passive)", [], |r| r.get::<_, u64>(1)) {
-                    Ok(frames) if frames.saturating_mul(frame_bytes) > log.limit / 2 => {
+                // (busy, frames in the log, frames copied); -1 frames when it could not run.
+                match conn.query_row("pragma wal_checkpoint(passive)", [], |r| r.get::<_, i64>(1)) {
+                    Ok(frames) if u64::try_from(frames).unwrap_or(0).saturating_mul(frame_bytes) > log.limit / 2 => {
                         log.wanted.store(true, Ordering::Relaxed);
                     }
                     Ok(_) => {}

@@ -22,6 +22,7 @@ backend_tests!(
     invitations_are_accepted_on_the_hosted_login,
     verify_first_sign_up_never_tells_whether_an_address_has_an_account,
     verify_first_sign_up_upgrades_an_anonymous_visitor,
+    the_first_owner_sets_a_password_through_a_member_link,
 );
 
 pub(crate) async fn app_with_mail(backend: Backend, breached_url: Option<String>) -> (TestApp, SmtpSink) {
@@ -910,4 +911,106 @@ async fn verify_first_sign_up_upgrades_an_anonymous_visitor(backend: Backend) {
         .unwrap();
     assert_eq!(r.status(), 401);
     app.stop().await;
+}
+
+/// `token issue` makes the first OWNER without a password; `secureflows member link` (here its domain
+/// call) gives a one-time link with which they set one on the hosted login and then sign in with it.
+async fn the_first_owner_sets_a_password_through_a_member_link(backend: Backend) {
+    use secureflows_core::Role;
+    use secureflows_core::audit::Actor;
+    let app = TestApp::spawn(backend).await;
+    let ws = app.workspace(Plan::Pro).await;
+    let services = app.services();
+    let email = "owner@tuff.example";
+    services
+        .issue_console_token(
+            ws,
+            email,
+            Role::Owner,
+            Duration::from_secs(600),
+            &Actor::operator(),
+        )
+        .await
+        .unwrap();
+    let sign_in = |password: &'static str| {
+        let app = &app;
+        async move {
+            let b = browser();
+            let page = b
+                .get(format!("{}/w/{ws}/login", app.url))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            b.post(format!("{}/w/{ws}/login", app.url))
+                .form(&[
+                    ("csrf", csrf_of(&page).as_str()),
+                    ("email", email),
+                    ("password", password),
+                ])
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(sign_in("a brand new passphrase").await, 401, "no password yet");
+
+    // An unknown address gets no link.
+    assert!(matches!(
+        services
+            .member_password_link(ws, "nobody@tuff.example", &Actor::operator())
+            .await,
+        Err(secureflows_core::Error::NotFound(_))
+    ));
+    let (user, link, ttl) = services
+        .member_password_link(ws, email, &Actor::operator())
+        .await
+        .unwrap();
+    assert_eq!(ttl, Duration::from_secs(15 * 60));
+    let link = link.expose().to_owned();
+    assert!(
+        link.starts_with(&format!("{}/w/{ws}/reset?token=sfl_", app.url)),
+        "{link}"
+    );
+
+    let b = browser();
+    let html = b.get(&link).send().await.unwrap().text().await.unwrap();
+    let token = query_param(&link, "token").unwrap();
+    let set = |password: &'static str| {
+        let (b, app, html, token) = (&b, &app, html.clone(), token.clone());
+        async move {
+            b.post(format!("{}/w/{ws}/reset", app.url))
+                .form(&[
+                    ("csrf", csrf_of(&html).as_str()),
+                    ("token", &token),
+                    ("password", password),
+                ])
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(set("a brand new passphrase").await, 200);
+    // Single use.
+    assert_ne!(set("yet another passphrase").await, 200);
+    assert_eq!(
+        sign_in("a brand new passphrase").await,
+        200,
+        "signed in (no flow)"
+    );
+
+    // The operator's act is in the workspace's audit log.
+    let events = services.export_all_events(ws).await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.action == "member.link" && e.resource_id == user.id.to_string()),
+        "no member.link event"
+    );
 }
