@@ -358,7 +358,9 @@ fn spawn_checkpointer(path: &Path, log: LogBound) -> Result<Checkpointer> {
                 }
                 // (busy, frames in the log, frames copied); -1 frames when it could not run.
                 match conn.query_row("pragma wal_checkpoint(passive)", [], |r| r.get::<_, i64>(1)) {
-                    Ok(frames) if u64::try_from(frames).unwrap_or(0).saturating_mul(frame_bytes) > log.limit / 2 => {
+                    Ok(frames)
+                        if u64::try_from(frames).unwrap_or(0).saturating_mul(frame_bytes) > log.limit / 2 =>
+                    {
                         log.wanted.store(true, Ordering::Relaxed);
                     }
                     Ok(_) => {}

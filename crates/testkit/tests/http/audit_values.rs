@@ -26,7 +26,12 @@ async fn event(app: &TestApp, token: &str, action: &str, resource: &str) -> Valu
 }
 
 async fn each_change_is_audited_with_old_and_new_values(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    // Not on loopback and no SMTP: nothing is mailed, and the invitation link is returned.
+    let options = secureflows_testkit::TestOptions {
+        configure: std::sync::Arc::new(|c| c.server.public_url = Some("https://id.x.example".into())),
+        ..Default::default()
+    };
+    let app = TestApp::spawn_with(backend, options).await;
     let ws = app.workspace(Plan::Pro).await;
     let owner = app.console_token(ws, "owner@x.example", Role::Owner).await;
     let owner_id = jwt_claims(&owner)["sub"].as_str().unwrap().to_owned();

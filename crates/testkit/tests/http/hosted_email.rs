@@ -23,6 +23,7 @@ backend_tests!(
     verify_first_sign_up_never_tells_whether_an_address_has_an_account,
     verify_first_sign_up_upgrades_an_anonymous_visitor,
     the_first_owner_sets_a_password_through_a_member_link,
+    what_needs_mail_follows_whether_it_can_be_sent,
 );
 
 pub(crate) async fn app_with_mail(backend: Backend, breached_url: Option<String>) -> (TestApp, SmtpSink) {
@@ -1013,4 +1014,74 @@ async fn the_first_owner_sets_a_password_through_a_member_link(backend: Backend)
             .any(|e| e.action == "member.link" && e.resource_id == user.id.to_string()),
         "no member.link event"
     );
+}
+
+/// Without SMTP, a server on a loopback public URL writes mail to the development outbox, so what
+/// needs mail is offered; on any other public URL nothing can be sent, so it is not: no magic link on
+/// the sign-in page, verification-first sign-up refused, the invitation link returned instead.
+async fn what_needs_mail_follows_whether_it_can_be_sent(backend: Backend) {
+    use secureflows_core::Role;
+    for (public_url, can_send) in [(None, true), (Some("https://id.tuff.example"), false)] {
+        let options = TestOptions {
+            configure: Arc::new(move |c| c.server.public_url = public_url.map(str::to_owned)),
+            ..TestOptions::default()
+        };
+        // A database of its own for each server.
+        let backend = match (&backend, can_send) {
+            (Backend::Postgres(_), false) => Backend::postgres().unwrap(),
+            _ => backend.clone(),
+        };
+        let app = TestApp::spawn_with(backend, options).await;
+        let ws = app.workspace(Plan::Pro).await;
+        let owner = app.console_token(ws, "owner@tuff.example", Role::Owner).await;
+        let page = browser()
+            .get(format!("{}/w/{ws}/login", app.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(
+            page.contains("E-mail me a sign-in link"),
+            can_send,
+            "{public_url:?}"
+        );
+        let policy = serde_json::json!({"login_policy": {"password_policy": "strict", "mfa_required": "all", "signup": "verify_first"}});
+        let r = app
+            .http
+            .patch(format!("{}/api/v1/workspaces", app.url))
+            .bearer_auth(&owner)
+            .json(&policy)
+            .send()
+            .await
+            .unwrap();
+        if can_send {
+            let status = r.status();
+            assert_eq!(status, 200, "{public_url:?}: {}", r.text().await.unwrap());
+        } else {
+            assert_problem(r, 422, "validation-failed").await;
+        }
+        let invite = call_ok(
+            &app,
+            "POST",
+            "/api/v1/invites",
+            &owner,
+            Some(serde_json::json!({"email": "new@tuff.example", "role": "user"})),
+            201,
+        )
+        .await;
+        let outbox = app.data_dir.join("outbox");
+        let written = std::fs::read_dir(&outbox).map(|d| d.count()).unwrap_or(0);
+        if can_send {
+            assert_eq!(invite["delivery"], "sent");
+            assert!(invite.get("invite_url").is_none(), "{invite}");
+            assert_eq!(written, 1, "the invitation is in the outbox");
+        } else {
+            assert_eq!(invite["delivery"], "disabled");
+            assert!(invite["invite_url"].as_str().is_some(), "{invite}");
+            assert_eq!(written, 0);
+        }
+        app.stop().await;
+    }
 }
