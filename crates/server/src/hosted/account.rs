@@ -366,15 +366,15 @@ pub(super) async fn account_view(
             .map(|s| SessionRow {
                 id: s.id.to_string(),
                 current: s.current,
-                device: s.device,
+                device: super::devices::device_name(&s.device),
                 client_ip: s.client_ip,
-                last_seen: s.last_seen_at.rfc3339(),
+                last_seen: super::devices::ShownTime::of(s.last_seen_at),
             })
             .collect(),
         history: history
             .into_iter()
             .map(|h| HistoryRow {
-                at: h.at.rfc3339(),
+                at: super::devices::ShownTime::of(h.at),
                 what: match h.action.as_str() {
                     "user.sign_in" => "signed in",
                     "user.sign_up" => "account created",
@@ -382,7 +382,7 @@ pub(super) async fn account_view(
                     _ => "failed attempt",
                 },
                 client_ip: h.client_ip,
-                user_agent: h.user_agent,
+                device: super::devices::device_name(&h.user_agent),
             })
             .collect(),
         end_action: format!("/w/{ws}/account/sessions/end"),

@@ -7,6 +7,7 @@
 //! derived from `sf_csrf`, and a POST whose `Origin` is another site is refused.
 
 mod account;
+pub mod devices;
 mod federation;
 mod links;
 pub mod oauth;

@@ -331,18 +331,20 @@ pub struct RecoveryCodesPage {
 pub struct SessionRow {
     pub id: String,
     pub current: bool,
+    /// "Browser on system" (`devices::device_name`).
     pub device: String,
     pub client_ip: String,
-    pub last_seen: String,
+    pub last_seen: super::devices::ShownTime,
 }
 
 /// A recent sign-in on the account page.
 #[derive(Debug)]
 pub struct HistoryRow {
-    pub at: String,
+    pub at: super::devices::ShownTime,
     pub what: &'static str,
     pub client_ip: String,
-    pub user_agent: String,
+    /// "Browser on system" (`devices::device_name`).
+    pub device: String,
 }
 
 /// Accepting an invitation.

@@ -24,6 +24,7 @@ backend_tests!(
     verify_first_sign_up_upgrades_an_anonymous_visitor,
     the_first_owner_sets_a_password_through_a_member_link,
     what_needs_mail_follows_whether_it_can_be_sent,
+    the_account_page_names_browsers_and_shows_times,
 );
 
 pub(crate) async fn app_with_mail(backend: Backend, breached_url: Option<String>) -> (TestApp, SmtpSink) {
@@ -1084,4 +1085,43 @@ async fn what_needs_mail_follows_whether_it_can_be_sent(backend: Backend) {
         }
         app.stop().await;
     }
+}
+
+/// The account page names a browser "Chrome on Linux", not by its raw `User-Agent`, and shows times as
+/// `<time datetime>` in UTC with readable wording.
+async fn the_account_page_names_browsers_and_shows_times(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ws = app.workspace(Plan::Pro).await;
+    let (client, _) = client_app(&app, ws, true).await;
+    let agent = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+    let b = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(agent)
+        .build()
+        .unwrap();
+    let (_, challenge) = pkce();
+    sign_up_through_flow(&app, &b, ws, &client, &challenge, "tess@example.com").await;
+    let html = b
+        .get(format!("{}/w/{ws}/account", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains(r#"<span class="device">Chrome on Linux</span>"#),
+        "{html}"
+    );
+    assert!(!html.contains("Mozilla/5.0"), "the raw user agent is shown");
+    let at = html.find("<time datetime=\"").expect("a <time> element");
+    let rest = &html[at..];
+    let element = &rest[..rest.find("</time>").unwrap()];
+    assert!(element.contains("UTC"), "{element}");
+    assert!(
+        element.contains("Z\">"),
+        "the datetime attribute is UTC: {element}"
+    );
+    app.stop().await;
 }
