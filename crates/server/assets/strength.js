@@ -1,9 +1,10 @@
-// Live password strength estimate for the sign-up form. Advisory only: the server enforces the
+// Live password strength estimate for the forms that choose a password (sign-up, reset, invitation,
+// the account page). Advisory only: the server enforces the
 // workspace's policy and the breached-password check. Runs locally; the password never leaves the page
 // except in the form submission itself.
 (function () {
   "use strict";
-  var input = document.getElementById("password");
+  var input = document.querySelector("input[data-strength]") || document.getElementById("password");
   var meter = document.getElementById("strength");
   var text = document.getElementById("strength-text");
   var email = document.getElementById("email");

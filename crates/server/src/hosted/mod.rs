@@ -99,6 +99,7 @@ pub fn router(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/assets/login.css", get(pages::stylesheet))
         .route("/assets/strength.js", get(pages::strength_script))
+        .route("/assets/confirm.js", get(pages::confirm_script))
         .route("/assets/passkey.js", get(pages::passkey_script))
         .route("/w/{workspace}/passkey/options", post(passkeys::options))
         .route("/w/{workspace}/upstream/callback", get(federation::callback))

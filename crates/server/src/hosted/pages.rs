@@ -229,6 +229,14 @@ pub async fn passkey_script() -> Response {
     )
 }
 
+/// Confirmation of destructive actions (`data-confirm`).
+pub async fn confirm_script() -> Response {
+    asset(
+        "text/javascript; charset=utf-8",
+        include_str!("../../assets/confirm.js"),
+    )
+}
+
 /// The strength meter.
 pub async fn strength_script() -> Response {
     asset(

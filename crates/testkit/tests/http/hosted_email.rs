@@ -1123,5 +1123,26 @@ async fn the_account_page_names_browsers_and_shows_times(backend: Backend) {
         element.contains("Z\">"),
         "the datetime attribute is UTC: {element}"
     );
+    // Destructive actions look like it and ask first; the new password has a visible strength meter.
+    assert!(
+        html.contains(r#"<button type="submit" id="end-others" class="danger">"#),
+        "{html}"
+    );
+    assert!(
+        html.contains(r#"data-confirm="Sign out every other browser?"#),
+        "{html}"
+    );
+    assert!(html.contains(r#"<meter id="strength""#), "{html}");
+    assert!(
+        html.contains(r#"<script src="/assets/confirm.js" defer>"#),
+        "{html}"
+    );
+    let script = b
+        .get(format!("{}/assets/confirm.js", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(script.status(), 200);
+    assert!(script.text().await.unwrap().contains("data-confirm"));
     app.stop().await;
 }

@@ -193,8 +193,26 @@ async fn totp_and_recovery_codes_guard_the_second_step(backend: Backend) {
         .unwrap();
     assert_eq!(account.status(), 200);
 
-    // Recovery codes: once each, any case or spacing.
+    // Recovery codes: once each, any case or spacing, in a field of their own that a phone does not
+    // limit to digits (the app's code field does).
     let third = password_step(&app, ws).await;
+    let page = third
+        .get(format!("{}/w/{ws}/mfa", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let field = |id: &str| {
+        let at = page
+            .find(&format!("id=\"{id}\""))
+            .unwrap_or_else(|| panic!("no #{id}: {page}"));
+        page[at..at + page[at..].find('>').unwrap()].to_owned()
+    };
+    assert!(field("code").contains("inputmode=\"numeric\""));
+    assert!(field("recovery-code").contains("inputmode=\"text\""));
+    assert!(page.contains("<summary id=\"use-recovery-code\">"));
     assert_eq!(
         second_step(&app, &third, ws, &format!(" {} ", codes[0].to_uppercase())).await,
         200
