@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use secureflows_core::audit::Actor;
 use secureflows_core::workspace::NewApplication;
-use secureflows_core::{Plan, Role, SystemClock, UpstreamTrust, WorkspaceId};
+use secureflows_core::{ApplicationKind, Plan, Role, SystemClock, UpstreamTrust, WorkspaceId};
 use secureflows_crypto::SecretString;
 use secureflows_server::app::{self, Access, Opened};
 use secureflows_server::config::Config;
@@ -80,6 +80,17 @@ pub enum Command {
     /// Workspace members.
     #[command(subcommand)]
     Member(MemberCommand),
+    /// Serve the example browser application (`docs/examples/hosted-login.html`) on
+    /// http://localhost:PORT for a workspace, registering it as a browser application the first time:
+    /// sign-up, a session token, the vault and sign-out on one machine. For development.
+    Example {
+        /// Workspace id.
+        #[arg(long)]
+        workspace: String,
+        /// Port on localhost.
+        #[arg(long, default_value_t = 3000)]
+        port: u16,
+    },
     /// The development outbox: mail written to the data directory when no SMTP server is configured
     /// and the public URL is a loopback address.
     #[command(subcommand)]
@@ -394,8 +405,81 @@ async fn shutdown_signal() {
 }
 
 /// Runs the command; returns the JSON object to print.
+/// The example application, with its three constants left to fill in.
+const EXAMPLE_PAGE: &str = include_str!("../../../docs/examples/hosted-login.html");
+
+/// Registers (once) and serves the example application on localhost until interrupted. Prints where
+/// it is when it starts; returns nothing more.
+async fn serve_example(
+    config: &Config,
+    opened: &Opened,
+    ws: WorkspaceId,
+    port: u16,
+    json_output: bool,
+) -> anyhow::Result<Value> {
+    let s = &opened.services;
+    let origin = format!("http://localhost:{port}");
+    let callback = format!("{origin}/callback");
+    let registered = s
+        .stores
+        .applications
+        .list_applications(ws)
+        .await
+        .map_err(domain)?
+        .into_iter()
+        .find(|a| a.redirect_uris.contains(&callback));
+    let client = match registered {
+        Some(app) => app,
+        None => {
+            let new = NewApplication {
+                name: "Example page".into(),
+                kind: Some(ApplicationKind::Browser),
+                public: true,
+                redirect_uris: vec![callback],
+                post_logout_uris: vec![format!("{origin}/")],
+                allowed_origins: vec![origin.clone()],
+                ..Default::default()
+            };
+            s.create_application(ws, new, &Actor::operator())
+                .await
+                .map_err(domain)?
+                .0
+        }
+    };
+    let page = EXAMPLE_PAGE
+        .replace("__SECUREFLOWS_URL__", &config.server.issuer(config.server.listen))
+        .replace("__ISSUER__", &s.issuer_of(ws))
+        .replace("__CLIENT_ID__", &client.id.to_string());
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .with_context(|| format!("cannot listen on 127.0.0.1:{port}"))?;
+    let started = json!({
+        "url": format!("{origin}/"),
+        "client_id": client.id,
+        "workspace_id": ws,
+    });
+    if json_output {
+        println!("{started}");
+    } else {
+        println!(
+            "The example application is at {origin}/ (its client_id is {}); Ctrl-C stops it.",
+            client.id
+        );
+    }
+    let router = axum::Router::new().fallback(move || {
+        let page = page.clone();
+        async move { axum::response::Html(page) }
+    });
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("the example application stopped")?;
+    Ok(Value::Null)
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<Value> {
     let config = config(&cli.global)?;
+    let json_output = cli.global.json;
     init_logging(&config, matches!(cli.command, Command::Serve));
     match cli.command {
         Command::Serve => {
@@ -690,6 +774,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<Value> {
                     link.expose()
                 ),
             }))
+        }
+        Command::Example { workspace, port } => {
+            let opened = open(&config).await?;
+            serve_example(&config, &opened, workspace_id(&workspace)?, port, json_output).await
         }
         Command::Mail(MailCommand::List) => {
             // Refuses a place without secureFlows data, like every command but `serve` and `migrate`.

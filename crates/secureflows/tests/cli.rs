@@ -977,3 +977,163 @@ async fn without_smtp_a_local_instance_writes_mail_to_the_outbox() {
     assert!(!log.contains("new.member"), "the log names the address");
     assert!(!log.contains(token_in_link), "the log carries the link");
 }
+
+/// `secureflows example` registers the example page as a browser application of the workspace (once)
+/// and serves it on localhost, filled in for this server: the first walk needs nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_application_is_registered_once_and_served_filled_in() {
+    use std::io::BufRead;
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("data");
+    run_json(&dir, &[], &["--json", "migrate"]);
+    let ws = run_json(&dir, &[], &["--json", "workspace", "create", "--name", "A"]);
+    let id = ws["workspace_id"].as_str().unwrap().to_owned();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let server = serve_at(&dir, &[], port).await;
+    let page_port = free_port().to_string();
+    let start = || {
+        let mut child = command(&dir, &[])
+            .args([
+                "--json",
+                "--listen",
+                &listen,
+                "example",
+                "--workspace",
+                &id,
+                "--port",
+                &page_port,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let started: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        (
+            ServerProcess {
+                child,
+                url: started["url"].as_str().unwrap().to_owned(),
+            },
+            started,
+        )
+    };
+    let (example, started) = start();
+    assert_eq!(example.url, format!("http://localhost:{page_port}/"));
+    let client_id = started["client_id"].as_str().unwrap().to_owned();
+    for path in ["", "callback?code=x&state=y"] {
+        let page = reqwest::get(format!("{}{path}", example.url)).await.unwrap();
+        assert_eq!(page.status(), 200);
+        let html = page.text().await.unwrap();
+        assert!(
+            html.contains(&format!("const SECUREFLOWS = \"{}\";", server.url)),
+            "{html}"
+        );
+        assert!(
+            html.contains(&format!("const ISSUER = \"{}/w/{id}\";", server.url)),
+            "{html}"
+        );
+        assert!(
+            html.contains(&format!("const CLIENT_ID = \"{client_id}\";")),
+            "{html}"
+        );
+    }
+    // The registered application is a browser application the hosted login accepts for that page.
+    let shown = run_json(&dir, &[], &["--json", "app", "show", &client_id]);
+    assert_eq!(shown["kind"], "browser", "{shown}");
+    let authorize = format!(
+        "{}/w/{id}/authorize?response_type=code&client_id={client_id}\
+         &redirect_uri=http%3A%2F%2Flocalhost%3A{page_port}%2Fcallback&scope=openid&state=s\
+         &code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256",
+        server.url
+    );
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(authorize)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "{}", r.text().await.unwrap());
+    drop(example);
+    // Started again, it serves the same application instead of registering another.
+    let (_again, started) = start();
+    assert_eq!(started["client_id"], client_id.as_str());
+    let list = run_json(&dir, &[], &["--json", "app", "list", "--workspace", &id]);
+    assert_eq!(list["applications"].as_array().unwrap().len(), 1, "{list}");
+}
+
+/// The README's first walk as written (with this test's own ports, passed as the README says): the
+/// server, `workspace create`, `secureflows example`, then in Chromium: Sign in, Create an account, the
+/// page's session token stores and reads a value, Sign out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readmes_first_walk_in_a_browser() {
+    use secureflows_testkit::browser::{browser, click, fill, wait_for_text};
+    let Some(browser) = browser().await else {
+        return;
+    };
+    let c = &browser.client;
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("data");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    // `cargo run --release -p secureflows -- serve`: creates the data directory on first start.
+    let _server = serve_at(&dir, &[], port).await;
+    let ws = run_json(
+        &dir,
+        &[],
+        &[
+            "--json",
+            "--listen",
+            &listen,
+            "workspace",
+            "create",
+            "--name",
+            "Tuff Flips",
+            "--plan",
+            "pro",
+        ],
+    );
+    let id = ws["workspace_id"].as_str().unwrap().to_owned();
+    let page_port = free_port().to_string();
+    let example = command(&dir, &[])
+        .args([
+            "--listen",
+            &listen,
+            "example",
+            "--workspace",
+            &id,
+            "--port",
+            &page_port,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let example = ServerProcess {
+        child: example,
+        url: format!("http://localhost:{page_port}/"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reqwest::get(&example.url).await.map(|r| r.status().as_u16()).ok() != Some(200) {
+        assert!(Instant::now() < deadline, "the example application did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    c.goto(&example.url).await.unwrap();
+    click(c, "#sign-in").await;
+    click(c, "#to-signup").await;
+    fill(c, "#email", "reader@tuff.example").await;
+    fill(c, "#password", "Kettle-Orbit-9-Lantern-Swim").await;
+    click(c, "#sign-up").await;
+    wait_for_text(c, "#result", "hello from the vault").await;
+    assert_eq!(c.current_url().await.unwrap().as_str(), example.url);
+    click(c, "#sign-out").await;
+    click(c, "#confirm-logout").await;
+    wait_for_text(c, "#status", "Not signed in.").await;
+    browser.client.clone().close().await.unwrap();
+}

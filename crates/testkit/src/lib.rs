@@ -15,6 +15,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod app;
+pub mod browser;
 mod db;
 mod issuer;
 mod smtp;
