@@ -3,6 +3,11 @@
 // server for options (the server keeps the ceremony's state), lets the browser create or use a
 // credential, puts the answer into the form's "credential" field and submits the form, so that the
 // result is an ordinary page or redirect. Nothing secret is kept here.
+//
+// On the sign-in page the passkeys also appear in the browser's autofill (conditional mediation): the
+// e-mail field says autocomplete="username webauthn", and a conditional request waits for the person
+// to pick a passkey from its suggestions. The button stays for browsers without it; pressing it ends the
+// waiting request first (a browser runs one request at a time).
 (function () {
   "use strict";
   if (!window.PublicKeyCredential || !navigator.credentials) return;
@@ -73,8 +78,59 @@
     };
   }
 
+  // The ceremony's options from the server.
+  function fetchOptions(form, purpose) {
+    var body = new URLSearchParams();
+    body.set("csrf", form.elements.csrf.value);
+    body.set("purpose", purpose);
+    return fetch(form.getAttribute("data-options"), {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/x-www-form-urlencoded" },
+      body: body.toString()
+    }).then(function (response) {
+      return response.json().then(function (json) {
+        if (!response.ok) throw new Error(json.error || "The passkey request failed.");
+        return json;
+      });
+    });
+  }
+
+  // The waiting autofill request, if any.
+  var waiting = null;
+
+  function offerInAutofill(form) {
+    var field = document.querySelector("input[autocomplete~=webauthn]");
+    if (!field || !PublicKeyCredential.isConditionalMediationAvailable) return;
+    PublicKeyCredential.isConditionalMediationAvailable().then(function (available) {
+      if (!available) return;
+      var controller = new AbortController();
+      waiting = controller;
+      return fetchOptions(form, "sign_in")
+        .then(function (options) {
+          var request = requestOptions(options);
+          request.mediation = "conditional";
+          request.signal = controller.signal;
+          form.setAttribute("data-autofill", "waiting");
+          return navigator.credentials.get(request);
+        })
+        .then(function (cred) {
+          if (!cred) return;
+          form.elements.credential.value = JSON.stringify(assertion(cred));
+          form.submit();
+        });
+    }).catch(function () {
+      // Ended by the button, or the browser declined: the button remains.
+      form.removeAttribute("data-autofill");
+    });
+  }
+
   function run(form, button) {
     var purpose = form.getAttribute("data-passkey");
+    if (waiting) {
+      waiting.abort();
+      waiting = null;
+    }
     var error = form.querySelector("[data-passkey-error]");
     var show = function (message) {
       button.disabled = false;
@@ -85,21 +141,7 @@
     };
     button.disabled = true;
     if (error) error.hidden = true;
-    var body = new URLSearchParams();
-    body.set("csrf", form.elements.csrf.value);
-    body.set("purpose", purpose);
-    fetch(form.getAttribute("data-options"), {
-      method: "POST",
-      credentials: "same-origin",
-      headers: { "Content-Type": "application/x-www-form-urlencoded" },
-      body: body.toString()
-    })
-      .then(function (response) {
-        return response.json().then(function (json) {
-          if (!response.ok) throw new Error(json.error || "The passkey request failed.");
-          return json;
-        });
-      })
+    fetchOptions(form, purpose)
       .then(function (options) {
         if (purpose === "register" || purpose === "enrol") {
           return navigator.credentials.create(creationOptions(options)).then(registration);
@@ -128,6 +170,7 @@
       button.addEventListener("click", function () {
         run(form, button);
       });
+      if (form.getAttribute("data-passkey") === "sign_in") offerInAutofill(form);
     })(forms[i]);
   }
 })();

@@ -141,7 +141,7 @@ pub async fn fill(c: &Client, css: &str, value: &str) {
 impl Browser {
     /// Gives the browser a virtual platform authenticator (WebDriver WebAuthn extension): it keeps
     /// discoverable credentials, verifies the user and answers without a person.
-    pub async fn add_virtual_authenticator(&self) {
+    pub async fn add_virtual_authenticator(&self) -> String {
         let session = self.client.session_id().await.unwrap().unwrap();
         let response = reqwest::Client::new()
             .post(format!(
@@ -159,11 +159,26 @@ impl Browser {
             .send()
             .await
             .unwrap();
-        assert!(
-            response.status().is_success(),
-            "{}",
-            response.text().await.unwrap()
-        );
+        assert!(response.status().is_success());
+        let body: serde_json::Value = response.json().await.unwrap();
+        body["value"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Whether the virtual authenticator answers by itself (a person present). Off, a request waits,
+    /// as one from the autofill waits for a person to pick a passkey.
+    pub async fn set_presence(&self, authenticator: &str, present: bool) {
+        let session = self.client.session_id().await.unwrap().unwrap();
+        let response = reqwest::Client::new()
+            .post(format!("{}/session/{session}/goog/cdp/execute", self.driver_url))
+            .json(&serde_json::json!({
+                "cmd": "WebAuthn.setAutomaticPresenceSimulation",
+                "params": {"authenticatorId": authenticator, "enabled": present},
+            }))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        assert!(status.is_success(), "{}", response.text().await.unwrap());
     }
 }
 
