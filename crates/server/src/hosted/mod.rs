@@ -462,14 +462,7 @@ async fn authorize(
     let pairs = query_pairs(query.as_deref());
     let mut seen = std::collections::HashSet::new();
     if pairs.iter().any(|(k, _)| !seen.insert(k.as_str())) {
-        return ctx.finish(
-            &state,
-            error_page(
-                StatusCode::BAD_REQUEST,
-                ctx.brand.clone(),
-                "A parameter of this sign-in request is repeated.",
-            ),
-        );
+        return ctx.finish(&state, unusable_sign_in_link(&ctx, "a parameter is repeated"));
     }
     let get = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let params = AuthorizeParams {
@@ -490,11 +483,8 @@ async fn authorize(
     let services = state.services();
     let valid = match services.validate_authorize(ctx.workspace, params).await {
         Ok(v) => v,
-        Err(AuthorizeError::NoRedirect(message)) => {
-            return ctx.finish(
-                &state,
-                error_page(StatusCode::BAD_REQUEST, ctx.brand.clone(), message),
-            );
+        Err(AuthorizeError::NoRedirect(reason)) => {
+            return ctx.finish(&state, unusable_sign_in_link(&ctx, reason));
         }
         Err(AuthorizeError::Redirect {
             redirect_uri,
@@ -842,6 +832,27 @@ async fn signed_in(
     };
     let response = continue_flow(state, ctx, flow, &login.session).await;
     finish_sign_in(state, ctx, user, &login, new_account, response).await
+}
+
+/// An authorization request that cannot be answered with a redirect (its application or redirect
+/// URI is unknown, or it is malformed): the reason is for the developer, in the log; the person gets
+/// what happened in their words and a way on (the link cannot be trusted to lead back to the
+/// application).
+fn unusable_sign_in_link(ctx: &PageContext, reason: &'static str) -> Response {
+    tracing::info!(workspace = %ctx.workspace, reason, "an authorization request was refused without a redirect");
+    let page = MessagePage {
+        brand: ctx.brand.clone(),
+        heading: "This sign-in link does not work".into(),
+        message: "The application that sent you here asked to sign you in in a way this sign-in page does not \
+                  recognise: its link is incomplete or out of date. Go back to the application and try again, \
+                  or sign in to your account here."
+            .into(),
+        link: Some((
+            format!("/w/{}/login", ctx.workspace),
+            "Sign in to your account".into(),
+        )),
+    };
+    render(StatusCode::BAD_REQUEST, &page)
 }
 
 /// Puts a new browser session on a response: the single sign-on cookie, and the device cookie of a

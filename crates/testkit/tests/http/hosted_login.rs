@@ -521,6 +521,19 @@ async fn authorization_requests_never_redirect_anywhere_unregistered(backend: Ba
         let r = b.get(&url).send().await.unwrap();
         assert_eq!(r.status(), 400, "{url}");
         assert!(r.headers().get("location").is_none(), "{url}");
+        // The page speaks to the person, not the developer, and offers a way on.
+        let html = r.text().await.unwrap();
+        assert!(html.contains("This sign-in link does not work"), "{html}");
+        for developer_words in ["client_id", "redirect_uri", "client"] {
+            assert!(
+                !html.contains(developer_words),
+                "{developer_words} on the page: {html}"
+            );
+        }
+        assert!(
+            html.contains(r#"id="continue">Sign in to your account</a>"#),
+            "{html}"
+        );
     }
     // With a registered redirect URI, errors go back to it: no PKCE for a public client.
     let url = authorize_url(&app, ws, &client, &challenge, "").replace(
