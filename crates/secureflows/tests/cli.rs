@@ -978,6 +978,13 @@ async fn without_smtp_a_local_instance_writes_mail_to_the_outbox() {
     assert!(!log.contains(token_in_link), "the log carries the link");
 }
 
+/// `secureflows --listen LISTEN example --workspace ID --port PORT`, as the README runs it.
+fn example_command(dir: &Path, listen: &str, id: &str, port: &str) -> Command {
+    let mut cmd = command(dir, &[]);
+    cmd.args(["--listen", listen, "example", "--workspace", id, "--port", port]);
+    cmd
+}
+
 /// `secureflows example` registers the example page as a browser application of the workspace (once)
 /// and serves it on localhost, filled in for this server: the first walk needs nothing else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -993,17 +1000,8 @@ async fn the_example_application_is_registered_once_and_served_filled_in() {
     let server = serve_at(&dir, &[], port).await;
     let page_port = free_port().to_string();
     let start = || {
-        let mut child = command(&dir, &[])
-            .args([
-                "--json",
-                "--listen",
-                &listen,
-                "example",
-                "--workspace",
-                &id,
-                "--port",
-                &page_port,
-            ])
+        let mut child = example_command(&dir, &listen, &id, &page_port)
+            .arg("--json")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -1100,16 +1098,7 @@ async fn the_readmes_first_walk_in_a_browser() {
     );
     let id = ws["workspace_id"].as_str().unwrap().to_owned();
     let page_port = free_port().to_string();
-    let example = command(&dir, &[])
-        .args([
-            "--listen",
-            &listen,
-            "example",
-            "--workspace",
-            &id,
-            "--port",
-            &page_port,
-        ])
+    let example = example_command(&dir, &listen, &id, &page_port)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

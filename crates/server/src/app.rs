@@ -85,7 +85,8 @@ pub enum MasterSource {
     DataDirFile(PathBuf),
 }
 
-fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+/// Creates a directory (and its parents) readable by its owner only (mode 0700), if missing.
+pub(crate) fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     if dir.exists() {
         return Ok(());
     }

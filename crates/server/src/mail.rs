@@ -122,37 +122,20 @@ impl Outbox {
         }
     }
 
-    fn write(&self, mail: &Mail) -> std::io::Result<String> {
-        use std::io::Write;
-        let mut dir = std::fs::DirBuilder::new();
-        dir.recursive(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            dir.mode(0o700);
-        }
-        dir.create(&self.dir)?;
+    fn write(&self, mail: &Mail) -> anyhow::Result<String> {
+        crate::app::create_private_dir(&self.dir)?;
         // UUIDv7: ordered by time, unique; the name says nothing of the recipient.
         let name = format!("{}.eml", uuid::Uuid::now_v7().simple());
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut file = options.open(self.dir.join(&name))?;
         // Header values on one line each: the domain composes them, but a stray line break must not
         // start another header.
         let one_line = |v: &str| v.replace(['\r', '\n'], " ");
-        write!(
-            file,
+        let message = format!(
             "To: {}\r\nSubject: {}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{}",
             one_line(&mail.to),
             one_line(&mail.subject),
             mail.text
-        )?;
-        file.sync_all()?;
+        );
+        crate::app::write_private_file(&self.dir.join(&name), message.as_bytes())?;
         Ok(name)
     }
 
@@ -208,7 +191,7 @@ impl Mailer for Outbox {
                 Ok(())
             }
             Err(e) => {
-                tracing::warn!(error = %e, "development outbox: the message could not be written");
+                tracing::warn!(error = %format!("{e:#}"), "development outbox: the message could not be written");
                 Err(Error::Unavailable(
                     "the message could not be written to the outbox",
                 ))

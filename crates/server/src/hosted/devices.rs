@@ -62,14 +62,12 @@ impl ShownTime {
     /// From a timestamp.
     pub fn of(at: secureflows_core::Timestamp) -> ShownTime {
         let datetime = at.rfc3339();
-        let text = time::OffsetDateTime::parse(&datetime, &time::format_description::well_known::Rfc3339)
+        let format = time::macros::format_description!(
+            "[day padding:none] [month repr:long] [year], [hour]:[minute] UTC"
+        );
+        let text = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(at.millis()) * 1_000_000)
             .ok()
-            .and_then(|t| {
-                let format = time::macros::format_description!(
-                    "[day padding:none] [month repr:long] [year], [hour]:[minute] UTC"
-                );
-                t.format(&format).ok()
-            })
+            .and_then(|t| t.format(&format).ok())
             .unwrap_or_else(|| datetime.clone());
         ShownTime { datetime, text }
     }

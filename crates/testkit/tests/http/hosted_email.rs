@@ -134,6 +134,26 @@ pub(crate) async fn sign_in(
         .as_u16()
 }
 
+/// Posts a new password on the reset page `html` (opened from a link carrying `token`).
+async fn choose_password(
+    app: &TestApp,
+    b: &reqwest::Client,
+    ws: WorkspaceId,
+    html: &str,
+    token: &str,
+    password: &str,
+) -> reqwest::Response {
+    b.post(format!("{}/w/{ws}/reset", app.url))
+        .form(&[
+            ("csrf", csrf_of(html).as_str()),
+            ("token", token),
+            ("password", password),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn sign_up_mails_a_verification_link(backend: Backend) {
     let (app, smtp) = app_with_mail(backend, None).await;
     let ws = app.workspace(Plan::Pro).await;
@@ -331,20 +351,7 @@ async fn password_reset_ends_other_sessions_and_alerts(backend: Backend) {
     let link = latest_link(&smtp, 2, "/reset?token=sfl_").await;
     let html = b.get(&link).send().await.unwrap().text().await.unwrap();
     let token_param = query_param(&link, "token").unwrap();
-    let reset = |password: &'static str| {
-        let (b, app, html, token_param) = (&b, &app, html.clone(), token_param.clone());
-        async move {
-            b.post(format!("{}/w/{ws}/reset", app.url))
-                .form(&[
-                    ("csrf", csrf_of(&html).as_str()),
-                    ("token", &token_param),
-                    ("password", password),
-                ])
-                .send()
-                .await
-                .unwrap()
-        }
-    };
+    let reset = |password: &'static str| choose_password(&app, &b, ws, &html, &token_param, password);
     // A refused password leaves the link usable.
     assert_eq!(reset("short").await.status(), 422);
     assert_eq!(
@@ -934,32 +941,11 @@ async fn the_first_owner_sets_a_password_through_a_member_link(backend: Backend)
         )
         .await
         .unwrap();
-    let sign_in = |password: &'static str| {
-        let app = &app;
-        async move {
-            let b = browser();
-            let page = b
-                .get(format!("{}/w/{ws}/login", app.url))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            b.post(format!("{}/w/{ws}/login", app.url))
-                .form(&[
-                    ("csrf", csrf_of(&page).as_str()),
-                    ("email", email),
-                    ("password", password),
-                ])
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
-    assert_eq!(sign_in("a brand new passphrase").await, 401, "no password yet");
+    assert_eq!(
+        sign_in(&app, &browser(), ws, email, "a brand new passphrase").await,
+        401,
+        "no password yet"
+    );
 
     // An unknown address gets no link.
     assert!(matches!(
@@ -983,26 +969,14 @@ async fn the_first_owner_sets_a_password_through_a_member_link(backend: Backend)
     let html = b.get(&link).send().await.unwrap().text().await.unwrap();
     let token = query_param(&link, "token").unwrap();
     let set = |password: &'static str| {
-        let (b, app, html, token) = (&b, &app, html.clone(), token.clone());
-        async move {
-            b.post(format!("{}/w/{ws}/reset", app.url))
-                .form(&[
-                    ("csrf", csrf_of(&html).as_str()),
-                    ("token", &token),
-                    ("password", password),
-                ])
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
+        let response = choose_password(&app, &b, ws, &html, &token, password);
+        async move { response.await.status().as_u16() }
     };
     assert_eq!(set("a brand new passphrase").await, 200);
     // Single use.
     assert_ne!(set("yet another passphrase").await, 200);
     assert_eq!(
-        sign_in("a brand new passphrase").await,
+        sign_in(&app, &browser(), ws, email, "a brand new passphrase").await,
         200,
         "signed in (no flow)"
     );
