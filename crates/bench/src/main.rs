@@ -5,6 +5,9 @@
 //!
 //! Run it with `scripts/bench` (which builds in release mode and installs wrk if needed).
 
+// A measuring tool: it stamps its seed data with the wall clock and builds its own HTTP clients.
+#![allow(clippy::disallowed_methods)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

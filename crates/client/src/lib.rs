@@ -3,6 +3,9 @@
 //! Errors carry the HTTP status and the server's RFC 9457 problem, so callers can act on the stable
 //! problem `type` (e.g. re-authenticate on `token-expired`).
 
+// A client library: it builds the HTTP client it is a wrapper of.
+#![allow(clippy::disallowed_methods)]
+
 use bytes::Bytes;
 use reqwest::{Method, StatusCode};
 use secureflows_api_types::{CallbackRequest, CallbackResponse, Problem, ValueList, ValueMeta};

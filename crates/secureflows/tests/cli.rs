@@ -1,7 +1,12 @@
 //! The `secureflows` binary: operator commands with `--json`, the generated master key, migrations,
 //! key rotation, the single-node lock, and several server processes sharing one PostgreSQL.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};

@@ -447,7 +447,7 @@ impl Server {
             tracing::warn!(error = %e, "announcing signing keys failed");
         }
         let state = AppState::new(services, Arc::new(config), access_log, issuer);
-        let router = crate::api::router(state.clone());
+        let router = crate::routes::router(state.clone());
         Ok(Server {
             listener,
             state,

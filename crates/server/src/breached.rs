@@ -23,11 +23,7 @@ pub struct RangeApi {
 impl RangeApi {
     /// A client for `base` (no trailing `/range`).
     pub fn new(base: &str) -> anyhow::Result<RangeApi> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(3))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent("secureflows")
-            .build()?;
+        let client = crate::http_client::builder(Duration::from_secs(3)).build()?;
         Ok(RangeApi {
             client,
             base: base.trim_end_matches('/').to_owned(),

@@ -11,13 +11,18 @@ pub mod breached;
 pub mod config;
 pub mod coord;
 pub mod extract;
+pub mod failure;
 pub mod hosted;
+pub mod http_client;
 pub mod mail;
 pub mod middleware;
+pub mod pages;
 pub mod problem;
 pub mod request;
+pub mod routes;
 pub mod state;
 pub mod sweeper;
+pub mod throttle;
 pub mod upstream;
 
 pub use app::{Access, Opened, RawStore, Server};

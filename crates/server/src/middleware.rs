@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
 
 use crate::access_log::{AccessSlot, Draft};
+use crate::failure::Failure;
 use crate::problem::Problem;
 use crate::request::{PeerAddr, RequestContext, client_ip, next_request_id};
 use crate::state::AppState;
@@ -31,10 +32,10 @@ static CORP: HeaderValue = HeaderValue::from_static("same-site");
 
 /// The envelope around every request.
 pub async fn envelope(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let ctx = Arc::new(RequestContext {
-        id: next_request_id(),
-        path: req.uri().path().to_owned(),
-    });
+    let ctx = Arc::new(RequestContext::new(
+        next_request_id(),
+        req.uri().path().to_owned(),
+    ));
     let started = Instant::now();
     let slot = AccessSlot::default();
     req.extensions_mut().insert(slot.clone());
@@ -42,23 +43,22 @@ pub async fn envelope(State(state): State<AppState>, mut req: Request, next: Nex
     let timeout = Duration::from_secs(state.config().server.request_timeout_secs.max(1));
     let request_id = HeaderValue::from_str(&ctx.id).ok();
     let http1 = req.version() <= axum::http::Version::HTTP_11;
-    let mut response =
-        ctx.clone()
-            .scope(async move {
-                if let Some(problem) = refuse_early(&state, &req) {
-                    return problem.into_response();
+    let mut response = ctx
+        .clone()
+        .scope(async move {
+            if let Some(problem) = refuse_early(&state, &req) {
+                return problem.into_response();
+            }
+            match tokio::time::timeout(timeout, AssertUnwindSafe(next.run(req)).catch_unwind()).await {
+                Ok(Ok(response)) => response,
+                Ok(Err(_)) => Problem::from(secureflows_core::Error::internal("a request handler panicked"))
+                    .into_response(),
+                Err(_) => {
+                    Problem::from(secureflows_core::Error::Unavailable("request timed out")).into_response()
                 }
-                match tokio::time::timeout(timeout, AssertUnwindSafe(next.run(req)).catch_unwind()).await {
-                    Ok(Ok(response)) => response,
-                    Ok(Err(_)) => {
-                        tracing::error!("a request handler panicked");
-                        Problem::from(secureflows_core::Error::internal("handler panicked")).into_response()
-                    }
-                    Err(_) => Problem::from(secureflows_core::Error::Unavailable("request timed out"))
-                        .into_response(),
-                }
-            })
-            .await;
+            }
+        })
+        .await;
     // A refused body may be left unread; the connection then cannot carry another request, and
     // saying so keeps clients from reusing it.
     if http1 && response.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
@@ -66,6 +66,7 @@ pub async fn envelope(State(state): State<AppState>, mut req: Request, next: Nex
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
+    Failure::log_from(&mut response, &ctx.id);
     let headers = response.headers_mut();
     secure_headers(headers);
     if let Some(id) = request_id {

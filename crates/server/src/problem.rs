@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use secureflows_core::{AuthFailure, Error, FieldError, ForbiddenReason, LimitKind};
 use serde::Serialize;
 
+use crate::failure::Failure;
 use crate::request::RequestContext;
 
 /// Prefix of every problem type URI.
@@ -63,6 +64,8 @@ pub struct Problem {
     pub www_authenticate: Option<&'static str>,
     /// Extra `Allow` header (405).
     pub allow: Option<&'static str>,
+    /// What the log must know (the envelope logs it once).
+    pub failure: Option<Failure>,
 }
 
 #[derive(Serialize)]
@@ -93,6 +96,7 @@ impl Problem {
             retry_after: None,
             www_authenticate: None,
             allow: None,
+            failure: None,
         }
     }
 
@@ -165,6 +169,16 @@ impl Problem {
 
 impl From<Error> for Problem {
     fn from(e: Error) -> Self {
+        let failure = Failure::of(&e);
+        Problem {
+            failure,
+            ..Problem::of(e)
+        }
+    }
+}
+
+impl Problem {
+    fn of(e: Error) -> Problem {
         use StatusCode as S;
         match e {
             Error::NotFound(what) => Problem::not_found().detail(format!("{what} not found")),
@@ -267,27 +281,18 @@ impl From<Error> for Problem {
                     ..Problem::new(S::TOO_MANY_REQUESTS, slug, title).detail(detail)
                 }
             }
-            Error::Unavailable(why) => {
-                tracing::warn!(reason = why, "service unavailable");
-                Problem {
-                    retry_after: Some(Duration::from_secs(5)),
-                    ..Problem::new(
-                        S::SERVICE_UNAVAILABLE,
-                        "service-unavailable",
-                        "Service unavailable",
-                    )
-                    .detail("the service is temporarily unavailable; try again shortly")
-                }
-            }
-            Error::Integrity(what) => {
-                // SECURITY: a ciphertext failed authentication (tampering or a moved row).
-                tracing::error!(target: "security", reason = what, "integrity failure");
-                internal()
-            }
-            Error::Internal(source) => {
-                tracing::error!(error = %source, source = ?source, "internal error");
-                internal()
-            }
+            Error::Unavailable(_) => Problem {
+                retry_after: Some(Duration::from_secs(5)),
+                ..Problem::new(
+                    S::SERVICE_UNAVAILABLE,
+                    "service-unavailable",
+                    "Service unavailable",
+                )
+                .detail("the service is temporarily unavailable; try again shortly")
+            },
+            // SECURITY: an integrity failure (tampering or a moved row) is logged as a security event
+            // (`Failure::of`); the caller learns nothing more than of any internal error.
+            Error::Integrity(_) | Error::Internal(_) => internal(),
         }
     }
 }
@@ -331,6 +336,9 @@ impl IntoResponse for Problem {
         }
         if let Some(allow) = self.allow {
             headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        if let Some(failure) = self.failure {
+            failure.attach(&mut response);
         }
         response
     }

@@ -18,9 +18,20 @@ pub struct RequestContext {
     pub id: String,
     /// The request path (RFC 9457 `instance`).
     pub path: String,
+    /// How this request's error pages are framed, once a page handler knows its workspace.
+    pub frame: std::sync::OnceLock<crate::pages::Frame>,
 }
 
 impl RequestContext {
+    /// The context of a new request.
+    pub fn new(id: String, path: String) -> RequestContext {
+        RequestContext {
+            id,
+            path,
+            frame: std::sync::OnceLock::new(),
+        }
+    }
+
     /// The context of the request being handled on this task, if any.
     pub fn current() -> Option<Arc<RequestContext>> {
         CONTEXT.try_with(Arc::clone).ok()

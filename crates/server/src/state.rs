@@ -21,7 +21,7 @@ struct Inner {
     access_log: AccessLog,
     public_hosts: HashSet<String>,
     issuer: String,
-    sign_in_limits: crate::hosted::SignInLimits,
+    sign_in_limits: crate::throttle::SignInLimits,
 }
 
 impl AppState {
@@ -33,7 +33,7 @@ impl AppState {
             .iter()
             .map(|h| h.to_ascii_lowercase())
             .collect();
-        let sign_in_limits = crate::hosted::SignInLimits::new(config.login.attempts_per_minute);
+        let sign_in_limits = crate::throttle::SignInLimits::new(config.login.attempts_per_minute);
         AppState {
             inner: Arc::new(Inner {
                 services,
@@ -72,7 +72,7 @@ impl AppState {
     }
 
     /// The hosted login's sign-in throttles.
-    pub fn sign_in_limits(&self) -> &crate::hosted::SignInLimits {
+    pub fn sign_in_limits(&self) -> &crate::throttle::SignInLimits {
         &self.inner.sign_in_limits
     }
 

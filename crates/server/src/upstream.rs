@@ -115,12 +115,9 @@ struct Discovery {
 impl HttpJwksSource {
     /// A source with these settings.
     pub fn new(settings: UpstreamConfig) -> anyhow::Result<Self> {
-        let mut builder = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(settings.fetch_timeout_secs.max(1)))
-            .connect_timeout(Duration::from_secs(settings.fetch_timeout_secs.max(1)))
-            .no_proxy()
-            .user_agent(concat!("secureflows/", env!("CARGO_PKG_VERSION")));
+        // No proxy: a proxy would resolve names itself, around the public-only resolver.
+        let mut builder =
+            crate::http_client::builder(Duration::from_secs(settings.fetch_timeout_secs)).no_proxy();
         if !settings.allow_private_networks {
             builder = builder.dns_resolver(PublicOnlyResolver);
         }

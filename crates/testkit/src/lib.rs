@@ -11,6 +11,9 @@
 //! them; unset, those tests are skipped loudly, unless `SECUREFLOWS_REQUIRE_EXTERNAL=1` (set by
 //! `.ci/run`), which makes them fail.
 
+// The test kit reads its environment (the PostgreSQL URL, what must not be skipped) and builds its own
+// HTTP clients.
+#![allow(clippy::disallowed_methods)]
 // A test harness fails the test loudly on any setup error: that is its job.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

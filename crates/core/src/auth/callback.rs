@@ -14,12 +14,49 @@ use crate::auth::token::{IssuedToken, TokenKind};
 use crate::auth::upstream::{self, UpstreamIdentity};
 use crate::email::EmailAddress;
 use crate::keyring::WorkspaceKeys;
+use crate::login::oauth::OAuthError;
+use crate::login::oidc::{CodeClient, TokenGrant};
 use crate::model::NewIdentity;
 use crate::store::{NewUser, SessionAdmission, SessionLimits};
 use crate::{
     Application, ApplicationId, AuthFailure, Error, ForbiddenReason, LimitKind, LoginSession, Plan, Result,
     Role, Services, SessionId, Timestamp, UpstreamTrust, User, UserId, UserStatus, Workspace, WorkspaceId,
 };
+
+/// What `POST /auth/callback` was sent: an upstream ID token, or a hosted-login code with its PKCE
+/// verifier.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallbackRequest<'a> {
+    /// An upstream ID token.
+    pub id_token: Option<&'a str>,
+    /// A hosted-login authorization code.
+    pub code: Option<&'a str>,
+    /// `client_id`, if sent.
+    pub client_id: Option<&'a str>,
+    /// The client secret (confidential clients exchanging a code).
+    pub client_secret: Option<&'a secureflows_crypto::SecretString>,
+    /// The PKCE verifier of a code.
+    pub code_verifier: Option<&'a str>,
+    /// The redirect URI a code was issued for.
+    pub redirect_uri: Option<&'a str>,
+    /// The browser's `Origin`, if any.
+    pub origin: Option<&'a str>,
+}
+
+/// Why the callback signed no one in: a domain error (ID tokens) or an OAuth error (codes).
+#[derive(Debug)]
+pub enum CallbackFailure {
+    /// The ID token, the client or a limit refused.
+    Refused(Error),
+    /// The code exchange refused.
+    Code(OAuthError),
+}
+
+impl From<Error> for CallbackFailure {
+    fn from(e: Error) -> CallbackFailure {
+        CallbackFailure::Refused(e)
+    }
+}
 
 /// The outcome of a successful sign-in. Its `Debug` never shows the token.
 #[derive(Clone)]
@@ -48,6 +85,52 @@ impl std::fmt::Debug for SignedIn {
 }
 
 impl Services {
+    /// The Session API's callback: an upstream ID token or a hosted-login code, exchanged for a
+    /// SESSION JWT (with a code, also the refresh and ID tokens the client may have).
+    pub async fn session_callback(
+        &self,
+        request: CallbackRequest<'_>,
+        actor: Actor,
+    ) -> std::result::Result<TokenGrant, CallbackFailure> {
+        let client_id = request
+            .client_id
+            .map(|c| {
+                c.parse::<ApplicationId>()
+                    .map_err(|_| Error::invalid("client_id", "not a client id"))
+            })
+            .transpose()?;
+        match (request.id_token, request.code) {
+            (Some(id_token), None) => {
+                let signed_in = self
+                    .exchange_id_token(id_token, client_id, request.origin, actor)
+                    .await?;
+                Ok(TokenGrant {
+                    access_token: signed_in.token,
+                    id_token: None,
+                    refresh_token: None,
+                    scope: String::new(),
+                    session: signed_in.session,
+                    user: signed_in.user,
+                    application: signed_in.application,
+                    workspace: signed_in.workspace,
+                })
+            }
+            (None, Some(code)) => {
+                let client = CodeClient::FromCode {
+                    client_id,
+                    secret: request.client_secret,
+                };
+                self.exchange_code(client, code, request.code_verifier, request.redirect_uri, &actor)
+                    .await
+                    .map_err(CallbackFailure::Code)
+            }
+            _ => Err(CallbackFailure::Refused(Error::invalid(
+                "id_token",
+                "send either id_token (upstream sign-in) or code with code_verifier (hosted login)",
+            ))),
+        }
+    }
+
     /// Exchanges an upstream ID token for a SESSION JWT. `client_id` is needed only when several
     /// applications trust the same issuer and audience. A browser `origin` must be on the application's
     /// allow-list.

@@ -10,6 +10,23 @@ use crate::login::hosted::browser_client_aad;
 use crate::store::Change;
 use crate::{AuthFailure, BrowserSession, BrowserSessionId, Error, Result, Services, Timestamp, User};
 
+/// What the account page shows a signed-in user.
+#[derive(Debug, Clone)]
+pub struct AccountOverview {
+    /// Their e-mail address.
+    pub email: String,
+    /// Whether it is verified.
+    pub verified: bool,
+    /// Their second factors.
+    pub factors: crate::login::mfa::MfaStatus,
+    /// Their passkeys.
+    pub passkeys: Vec<crate::login::passkey::PasskeyInfo>,
+    /// The browsers they are signed in on.
+    pub sessions: Vec<DeviceSession>,
+    /// Their recent sign-ins, newest first.
+    pub history: Vec<SignInRecord>,
+}
+
 /// One browser the user is signed in on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceSession {
@@ -48,6 +65,23 @@ fn end_user(client: &Actor, user: &User) -> Actor {
 }
 
 impl Services {
+    /// Everything the account page shows a signed-in user (the last ten sign-ins).
+    pub async fn account_overview(&self, session: &BrowserSession, user: &User) -> Result<AccountOverview> {
+        let keys = self.keys.workspace_keys(user.workspace_id, false).await?;
+        Ok(AccountOverview {
+            email: self.user_email(&keys, user).unwrap_or_default(),
+            verified: self
+                .stores
+                .login
+                .email_verified(user.workspace_id, user.id)
+                .await?,
+            factors: self.mfa_status(user).await?,
+            passkeys: self.list_passkeys(user).await?,
+            sessions: self.account_sessions(session).await?,
+            history: self.login_history(user, 10).await?,
+        })
+    }
+
     /// The browsers the user is signed in on, the current one first.
     pub async fn account_sessions(&self, current: &BrowserSession) -> Result<Vec<DeviceSession>> {
         let keys = self

@@ -22,6 +22,9 @@ use crate::{
     WorkspaceId,
 };
 
+/// How old a sign-in may be to change how its user signs in (`Services::signed_in_recently`).
+const RECENT_SIGN_IN: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
 pub(crate) const PENDING_PREFIX: &str = "sfp_";
 const PENDING_TTL: Duration = Duration::from_secs(5 * 60);
 /// How long a TOTP secret being set up is shown again (reloads, Back, a second tab) before a new one.
@@ -144,6 +147,13 @@ impl Services {
         } else {
             FirstFactor::EnrolSecondFactor(token)
         }))
+    }
+
+    /// Whether a browser session signed in recently enough to change how its user signs in (passkeys,
+    /// second factors, linked providers): a stolen session cookie alone must not plant an attacker's
+    /// way in or remove the owner's.
+    pub fn signed_in_recently(&self, session: &BrowserSession) -> bool {
+        self.clock.now().since(session.auth_time) <= RECENT_SIGN_IN
     }
 
     /// Whether a browser session's sign-in still meets the user's factors and the workspace's policy.

@@ -52,6 +52,61 @@ pub struct AuthorizeParams {
     pub upgrade: Option<String>,
 }
 
+impl AuthorizeParams {
+    /// The parameters of an authorization request's query string. A repeated parameter makes the
+    /// request unusable (RFC 6749 §3.1): `Err` with the reason, for the log.
+    pub fn from_query(raw: Option<&str>) -> std::result::Result<AuthorizeParams, &'static str> {
+        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        if pairs.iter().any(|(k, _)| !seen.insert(k.as_str())) {
+            return Err("a parameter is repeated");
+        }
+        let get = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        Ok(AuthorizeParams {
+            client_id: get("client_id"),
+            redirect_uri: get("redirect_uri"),
+            response_type: get("response_type"),
+            scope: get("scope"),
+            state: get("state"),
+            nonce: get("nonce"),
+            code_challenge: get("code_challenge"),
+            code_challenge_method: get("code_challenge_method"),
+            prompt: get("prompt"),
+            max_age: get("max_age"),
+            response_mode: get("response_mode"),
+            request_object: get("request").is_some() || get("request_uri").is_some(),
+            upgrade: get("upgrade"),
+        })
+    }
+}
+
+/// What the authorization endpoint does with a request: decided here, carried out by the page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthorizeOutcome {
+    /// Back to the client: a code, or an error through its verified redirect URI.
+    Redirect(String),
+    /// The request cannot be answered with a redirect (unknown client or redirect URI, malformed):
+    /// the person gets a page; the reason is for the log.
+    Unusable(&'static str),
+    /// The browser signs in for this flow.
+    SignIn(FlowId),
+    /// The browser signs up for this flow (`prompt=create`, an anonymous visitor's upgrade).
+    SignUp(FlowId),
+    /// The browser is signed in, but must give the second factor its user has (or must have) now.
+    StepUp(FlowId),
+}
+
+/// The browser an authorization request arrives in.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Browser<'a> {
+    /// Its single sign-on session, if its sign-in meets the user's factors and the workspace's policy.
+    pub signed_in: Option<&'a BrowserSession>,
+    /// Its session, if its sign-in no longer does (it steps up before it is used).
+    pub needs_step_up: Option<&'a BrowserSession>,
+}
+
 /// Why an authorization request was refused.
 #[derive(Debug, Clone)]
 pub enum AuthorizeError {
@@ -77,6 +132,21 @@ pub struct ValidRequest {
     pub request: AuthorizationRequest,
     /// `prompt=none`.
     pub no_prompt: bool,
+}
+
+/// A token request's parameters (RFC 6749 §4.1.3, §6), as received.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokenRequest<'a> {
+    /// `grant_type`.
+    pub grant_type: Option<&'a str>,
+    /// `code`.
+    pub code: Option<&'a str>,
+    /// `redirect_uri`.
+    pub redirect_uri: Option<&'a str>,
+    /// `code_verifier`.
+    pub code_verifier: Option<&'a str>,
+    /// `refresh_token`.
+    pub refresh_token: Option<&'a str>,
 }
 
 /// How a client authenticated at the token, revocation or introspection endpoint.
@@ -331,6 +401,79 @@ impl Services {
         })
     }
 
+    /// Decides what becomes of an authorization request (OpenID Connect Core §3.1.2) arriving in
+    /// `browser`: a signed-in browser goes straight back with a code unless the request asks for a
+    /// fresh sign-in (`prompt=login`, a `max_age` its sign-in is older than) or for the account to be
+    /// chosen or created; `prompt=none` never shows a page.
+    pub async fn authorize(
+        &self,
+        workspace: WorkspaceId,
+        query: Option<&str>,
+        browser: Browser<'_>,
+    ) -> Result<AuthorizeOutcome> {
+        let params = match AuthorizeParams::from_query(query) {
+            Ok(p) => p,
+            Err(reason) => return Ok(AuthorizeOutcome::Unusable(reason)),
+        };
+        let valid = match self.validate_authorize(workspace, params).await {
+            Ok(v) => v,
+            Err(AuthorizeError::NoRedirect(reason)) => return Ok(AuthorizeOutcome::Unusable(reason)),
+            Err(AuthorizeError::Redirect {
+                redirect_uri,
+                state,
+                error,
+            }) => {
+                let url = self.error_redirect(workspace, &redirect_uri, state.as_deref(), &error);
+                return Ok(AuthorizeOutcome::Redirect(url));
+            }
+        };
+        let request = &valid.request;
+        let asks_the_user = request.select_account || request.create_account;
+        let usable = |s: &BrowserSession| !asks_the_user && self.session_satisfies(request, s);
+        let refuse = |error: OAuthError| {
+            let url = self.error_redirect(workspace, &request.redirect_uri, request.state.as_deref(), &error);
+            Ok(AuthorizeOutcome::Redirect(url))
+        };
+        if let Some(browser) = browser.signed_in.filter(|s| usable(s)) {
+            let url = self
+                .complete_authorization(&valid.application, request, browser)
+                .await?;
+            return Ok(AuthorizeOutcome::Redirect(url));
+        }
+        let step_up = browser.needs_step_up.is_some_and(usable);
+        match (step_up, valid.no_prompt) {
+            (true, true) => return refuse(OAuthError::interaction_required()),
+            (false, true) => return refuse(OAuthError::login_required()),
+            _ => {}
+        }
+        let flow = self.start_flow(&valid).await?.id;
+        Ok(if step_up {
+            AuthorizeOutcome::StepUp(flow)
+        } else if request.upgrade_user.is_some() || request.create_account {
+            AuthorizeOutcome::SignUp(flow)
+        } else {
+            AuthorizeOutcome::SignIn(flow)
+        })
+    }
+
+    /// The URL that tells a client of an error through its (verified) redirect URI, with `state` and
+    /// `iss` (RFC 9207).
+    pub fn error_redirect(
+        &self,
+        workspace: WorkspaceId,
+        redirect_uri: &str,
+        state: Option<&str>,
+        error: &OAuthError,
+    ) -> String {
+        let issuer = self.issuer_of(workspace);
+        let mut params = vec![("error", error.code()), ("error_description", error.description)];
+        if let Some(s) = state {
+            params.push(("state", s));
+        }
+        params.push(("iss", &issuer));
+        redirect_to(redirect_uri, &params)
+    }
+
     /// Whether a single sign-on session may complete `request` without the user signing in again:
     /// neither `prompt=login` nor a `max_age` the session's sign-in is older than (OpenID Connect Core
     /// §3.1.2.1).
@@ -381,6 +524,13 @@ impl Services {
         Ok(app.map(|a| (flow, a)))
     }
 
+    /// Removes a completed flow. A failure is logged and otherwise harmless: the flow expires.
+    pub async fn forget_flow(&self, workspace: WorkspaceId, id: FlowId) {
+        if let Err(e) = self.stores.login.delete_flow(workspace, id).await {
+            tracing::warn!(error = %e, "removing a completed flow failed");
+        }
+    }
+
     /// Issues a code for a signed-in browser and returns the URL to send it to (with `code`, `state`
     /// and `iss`, RFC 9207).
     pub async fn complete_authorization(
@@ -413,6 +563,36 @@ impl Services {
         }
         params.push(("iss", &issuer));
         Ok(redirect_to(&request.redirect_uri, &params))
+    }
+
+    /// Answers a token request of an authenticated client: a code exchange or a refresh.
+    pub async fn token(
+        &self,
+        app: &Application,
+        request: TokenRequest<'_>,
+        actor: &Actor,
+    ) -> std::result::Result<TokenGrant, OAuthError> {
+        match request.grant_type {
+            Some("authorization_code") => {
+                let code = request
+                    .code
+                    .ok_or(OAuthError::invalid_request("code is required"))?;
+                // RFC 6749 §4.1.3: the redirect URI of the authorization request must be repeated.
+                if request.redirect_uri.is_none() {
+                    return Err(OAuthError::invalid_request("redirect_uri is required"));
+                }
+                let client = CodeClient::Authenticated(app);
+                self.exchange_code(client, code, request.code_verifier, request.redirect_uri, actor)
+                    .await
+            }
+            Some("refresh_token") => {
+                let token = request
+                    .refresh_token
+                    .ok_or(OAuthError::invalid_request("refresh_token is required"))?;
+                self.refresh(app, token, actor).await
+            }
+            _ => Err(OAuthError::unsupported_grant_type()),
+        }
     }
 
     /// Authenticates the client at the token endpoint. Confidential clients must present their secret;

@@ -24,8 +24,8 @@ use crate::login::hosted::BrowserLogin;
 use crate::login::links::LinkSignIn;
 use crate::login::mfa::FirstFactor;
 use crate::{
-    AuthFailure, CeremonyPurpose, Error, LinkPurpose, PasskeyId, PasskeyRecord, Result, Services, Timestamp,
-    User, UserId, UserStatus, WebauthnCeremony, WorkspaceId,
+    AuthFailure, BrowserSession, CeremonyPurpose, Error, LinkPurpose, PasskeyId, PasskeyRecord, Result,
+    Services, Timestamp, User, UserId, UserStatus, WebauthnCeremony, WorkspaceId,
 };
 
 /// How long a started ceremony may be answered.
@@ -42,6 +42,43 @@ pub struct PasskeyChallenge {
     pub token: SecretString,
     /// `{"publicKey": {...}}` for `navigator.credentials.create` or `.get`.
     pub options: serde_json::Value,
+}
+
+/// What a passkey ceremony is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasskeyPurpose {
+    /// A passkey alone signs in (discoverable credential, user verified).
+    SignIn,
+    /// A passkey as the second factor of a pending sign-in.
+    SecondFactor,
+    /// The second factor a workspace requires, set up as a passkey during a pending sign-in.
+    Enrol,
+    /// A signed-in user registers a passkey.
+    Register,
+}
+
+impl PasskeyPurpose {
+    /// The purpose a page asks for (`sign_in`, `second_factor`, `enrol`, `register`).
+    pub fn parse(name: &str) -> Option<PasskeyPurpose> {
+        match name {
+            "sign_in" => Some(PasskeyPurpose::SignIn),
+            "second_factor" => Some(PasskeyPurpose::SecondFactor),
+            "enrol" => Some(PasskeyPurpose::Enrol),
+            "register" => Some(PasskeyPurpose::Register),
+            _ => None,
+        }
+    }
+}
+
+/// The answer to a request for a ceremony's options.
+#[derive(Debug)]
+pub enum PasskeyOptions {
+    /// The ceremony started.
+    Started(PasskeyChallenge),
+    /// Registering a passkey needs a signed-in browser.
+    NotSignedIn,
+    /// Registering a passkey needs a recent sign-in (`Services::signed_in_recently`).
+    SignInAgain,
 }
 
 /// A passkey as the account page lists it.
@@ -179,6 +216,28 @@ impl Services {
                 Ok((r, stored))
             })
             .collect()
+    }
+
+    /// Starts a ceremony for `purpose`: `pending` is the sign-in step cookie (second factor,
+    /// enrolment), `browser` the signed-in browser (registration).
+    pub async fn passkey_options(
+        &self,
+        workspace: WorkspaceId,
+        purpose: PasskeyPurpose,
+        pending: &str,
+        browser: Option<(&BrowserSession, &User)>,
+    ) -> Result<PasskeyOptions> {
+        let challenge = match (purpose, browser) {
+            (PasskeyPurpose::SignIn, _) => self.start_passkey_sign_in(workspace).await?,
+            (PasskeyPurpose::SecondFactor, _) => self.start_passkey_second_factor(workspace, pending).await?,
+            (PasskeyPurpose::Enrol, _) => self.start_passkey_enrolment(workspace, pending).await?,
+            (PasskeyPurpose::Register, None) => return Ok(PasskeyOptions::NotSignedIn),
+            (PasskeyPurpose::Register, Some((session, _))) if !self.signed_in_recently(session) => {
+                return Ok(PasskeyOptions::SignInAgain);
+            }
+            (PasskeyPurpose::Register, Some((_, user))) => self.start_passkey_registration(user).await?,
+        };
+        Ok(PasskeyOptions::Started(challenge))
     }
 
     /// The user's passkeys for the account page.

@@ -228,8 +228,9 @@ async fn declared_query_only(
     next.run(request).await
 }
 
-/// The whole application.
-pub fn router(state: AppState) -> Router {
+/// The JSON APIs: the Session API, the management API and the public documents, each with its own
+/// middleware (`routes::router` composes them with the pages).
+pub fn router(state: AppState) -> Router<AppState> {
     let (session_api, management, public) = routers();
     let (session_api, _) = session_api.split_for_parts();
     let (management, _) = management.split_for_parts();
@@ -241,7 +242,7 @@ pub fn router(state: AppState) -> Router {
     let session_api = session_api
         .route_layer(from_fn_with_state(declared.clone(), declared_query_only))
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(from_fn_with_state(state.clone(), middleware::session_api));
+        .layer(from_fn_with_state(state, middleware::session_api));
     let management = management
         .route_layer(from_fn_with_state(declared.clone(), declared_query_only))
         .method_not_allowed_fallback(method_not_allowed);
@@ -256,14 +257,7 @@ pub fn router(state: AppState) -> Router {
         .route_layer(from_fn_with_state(declared, declared_query_only))
         .method_not_allowed_fallback(method_not_allowed);
 
-    Router::new()
-        .merge(session_api)
-        .merge(management)
-        .merge(public)
-        .merge(crate::hosted::router(state.clone()))
-        .fallback(not_found)
-        .layer(from_fn_with_state(state.clone(), middleware::envelope))
-        .with_state(state)
+    Router::new().merge(session_api).merge(management).merge(public)
 }
 
 fn openapi_response(document: &str) -> Response {
@@ -272,10 +266,6 @@ fn openapi_response(document: &str) -> Response {
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
-}
-
-async fn not_found() -> Response {
-    Problem::not_found().detail("no such route").into_response()
 }
 
 async fn method_not_allowed() -> Response {

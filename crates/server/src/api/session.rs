@@ -6,8 +6,9 @@ use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use secureflows_api_types as dto;
-use secureflows_core::login::oauth::OAuthError;
-use secureflows_core::login::oidc::CodeClient;
+use secureflows_core::auth::callback::{CallbackFailure, CallbackRequest};
+use secureflows_core::auth::token::IssuedToken;
+use secureflows_core::login::oauth::{OAuthError, OAuthErrorKind};
 use secureflows_core::vault::{self, SetResult, ValueMeta};
 use secureflows_core::{ApplicationId, Error};
 
@@ -43,69 +44,51 @@ pub async fn callback(
 ) -> ApiResult<Response> {
     let slot = req.extensions().get::<AccessSlot>().cloned();
     let Json(body) = <Json<dto::CallbackRequest> as FromRequest<AppState>>::from_request(req, &state).await?;
-    let client_id = body
-        .client_id
-        .as_deref()
-        .map(|c| {
-            c.parse::<ApplicationId>()
-                .map_err(|_| Error::invalid("client_id", "not a client id"))
-        })
-        .transpose()?;
-    let response = match (&body.id_token, &body.code) {
-        (Some(id_token), None) => {
-            let signed_in = state
-                .services()
-                .exchange_id_token(id_token, client_id, origin(&headers), actor)
-                .await?;
-            if let Some(slot) = slot {
-                slot.identify(signed_in.workspace, signed_in.application, Some(signed_in.user));
-            }
-            dto::CallbackResponse {
-                session_token: signed_in.token.token,
-                expires_in: signed_in.token.expires_in.as_secs(),
-                token_type: "Bearer".into(),
-                refresh_token: None,
-                id_token: None,
-            }
-        }
-        (None, Some(code)) => {
-            let secret = body
-                .client_secret
-                .clone()
-                .map(secureflows_crypto::SecretString::new);
-            let grant = state
-                .services()
-                .exchange_code(
-                    CodeClient::FromCode {
-                        client_id,
-                        secret: secret.as_ref(),
-                    },
-                    code,
-                    body.code_verifier.as_deref(),
-                    body.redirect_uri.as_deref(),
-                    &actor,
-                )
-                .await
-                .map_err(oauth_problem)?;
-            if let Some(slot) = slot {
-                slot.identify(grant.workspace, grant.application, Some(grant.user));
-            }
-            dto::CallbackResponse {
-                session_token: grant.access_token.token,
-                expires_in: grant.access_token.expires_in.as_secs(),
-                token_type: "Bearer".into(),
-                refresh_token: grant.refresh_token,
-                id_token: grant.id_token,
-            }
-        }
-        _ => {
-            return Err(Problem::from(Error::invalid(
-                "id_token",
-                "send either id_token (upstream sign-in) or code with code_verifier (hosted login)",
-            )));
-        }
+    let secret = body
+        .client_secret
+        .clone()
+        .map(secureflows_crypto::SecretString::new);
+    let request = CallbackRequest {
+        id_token: body.id_token.as_deref(),
+        code: body.code.as_deref(),
+        client_id: body.client_id.as_deref(),
+        client_secret: secret.as_ref(),
+        code_verifier: body.code_verifier.as_deref(),
+        redirect_uri: body.redirect_uri.as_deref(),
+        origin: origin(&headers),
     };
-    Ok(axum::Json(response).into_response())
+    let grant = state
+        .services()
+        .session_callback(request, actor)
+        .await
+        .map_err(|f| match f {
+            CallbackFailure::Refused(e) => Problem::from(e),
+            CallbackFailure::Code(e) => oauth_problem(e),
+        })?;
+    if let Some(slot) = slot {
+        slot.identify(grant.workspace, grant.application, Some(grant.user));
+    }
+    Ok(axum::Json(signed_in_body(
+        grant.access_token,
+        grant.refresh_token,
+        grant.id_token,
+    ))
+    .into_response())
+}
+
+/// The body of a sign-in's answer.
+fn signed_in_body(
+    token: IssuedToken,
+    refresh_token: Option<String>,
+    id_token: Option<String>,
+) -> dto::CallbackResponse {
+    dto::CallbackResponse {
+        session_token: token.token,
+        expires_in: token.expires_in.as_secs(),
+        token_type: "Bearer".into(),
+        refresh_token,
+        id_token,
+    }
 }
 
 /// `POST /api/v1/auth/anonymous`: an anonymous (ANON) session for an application that allows them.
@@ -140,14 +123,7 @@ pub async fn anonymous(
     if let Some(slot) = slot {
         slot.identify(signed_in.workspace, signed_in.application, Some(signed_in.user));
     }
-    Ok(axum::Json(dto::CallbackResponse {
-        session_token: signed_in.token.token,
-        expires_in: signed_in.token.expires_in.as_secs(),
-        token_type: "Bearer".into(),
-        refresh_token: None,
-        id_token: None,
-    })
-    .into_response())
+    Ok(axum::Json(signed_in_body(signed_in.token, None, None)).into_response())
 }
 
 /// `POST /api/v1/auth/upgrade`: an upgrade ticket for the caller's anonymous session, to pass to the
@@ -173,14 +149,14 @@ pub async fn upgrade(
 /// The callback answers in problem+json: an unusable code or verifier is 401 `invalid-token`, a failed
 /// client authentication 401, a full session table 429.
 fn oauth_problem(e: OAuthError) -> Problem {
-    match (e.error, e.status) {
-        (_, 429) => Problem::from(Error::Limited {
+    match e.kind {
+        OAuthErrorKind::Limited => Problem::from(Error::Limited {
             kind: secureflows_core::LimitKind::Sessions,
             retry_after: e.retry_after.unwrap_or(std::time::Duration::from_secs(1)),
         }),
-        (_, 503) => Problem::from(Error::Unavailable("sign-in")),
-        ("invalid_request", _) => Problem::from(Error::Malformed(e.description.to_owned())),
-        (_, 500) => Problem::from(Error::internal("code exchange failed")),
+        OAuthErrorKind::Unavailable => Problem::from(Error::Unavailable("sign-in")),
+        OAuthErrorKind::InvalidRequest => Problem::from(Error::Malformed(e.description.to_owned())),
+        OAuthErrorKind::ServerError => Problem::from(Error::internal(e.cause.unwrap_or_default())),
         _ => Problem::from(Error::invalid_token()),
     }
 }

@@ -2,41 +2,90 @@
 //! revocation (RFC 7009) and introspection (RFC 7662). Errors are in the OAuth format (RFC 6749 §5.2,
 //! RFC 6750 §3), not problem+json.
 
-use axum::extract::{Form, Path, State};
+use axum::extract::{Form, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use secureflows_core::login::oauth::OAuthError;
-use secureflows_core::login::oidc::{ClientCredentials, CodeClient, TokenGrant};
+use secureflows_core::login::oauth::{OAuthError, OAuthErrorKind};
+use secureflows_core::login::oidc::{ClientCredentials, TokenGrant, TokenRequest};
 use secureflows_core::{Application, WorkspaceId};
 use secureflows_crypto::SecretString;
 use serde::Deserialize;
 
 use crate::extract::request_actor;
+use crate::failure::{Failure, Level};
 use crate::state::AppState;
 
-fn oauth_error(e: &OAuthError, basic: bool) -> Response {
-    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
-    let mut response = (status, axum::Json(e.body())).into_response();
-    let h = response.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if e.status == 401 && basic {
-        h.insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"secureflows\""),
-        );
-    }
-    if let Some(retry) = e.retry_after
-        && let Ok(v) = HeaderValue::from_str(&retry.as_secs().max(1).to_string())
-    {
-        h.insert(header::RETRY_AFTER, v);
-    }
-    response
+/// An OAuth error as the token, revocation and introspection endpoints answer it (RFC 6749 §5.2):
+/// the status follows the error's kind here, at the HTTP edge.
+#[derive(Debug)]
+pub struct OAuthReply {
+    error: OAuthError,
+    /// The client authenticated with HTTP Basic: a 401 names the scheme (RFC 6749 §5.2).
+    basic: bool,
 }
 
-fn workspace_of(path: &str) -> Result<WorkspaceId, Response> {
+impl From<OAuthError> for OAuthReply {
+    fn from(error: OAuthError) -> OAuthReply {
+        OAuthReply { error, basic: false }
+    }
+}
+
+/// The status of an OAuth error at the token, revocation and introspection endpoints.
+pub fn oauth_status(kind: OAuthErrorKind) -> StatusCode {
+    match kind {
+        OAuthErrorKind::InvalidClient => StatusCode::UNAUTHORIZED,
+        OAuthErrorKind::Limited => StatusCode::TOO_MANY_REQUESTS,
+        OAuthErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        OAuthErrorKind::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+impl IntoResponse for OAuthReply {
+    fn into_response(self) -> Response {
+        let e = self.error;
+        let status = oauth_status(e.kind);
+        let mut response = (status, axum::Json(e.body())).into_response();
+        let h = response.headers_mut();
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if status == StatusCode::UNAUTHORIZED && self.basic {
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"secureflows\""),
+            );
+        }
+        if let Some(retry) = e.retry_after {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(retry.as_secs().max(1)));
+        }
+        if let Some(cause) = e.cause {
+            let level = if e.kind == OAuthErrorKind::Unavailable {
+                Level::Warn
+            } else {
+                Level::Error
+            };
+            Failure::new(level, cause).attach(&mut response);
+        }
+        response
+    }
+}
+
+/// The OAuth endpoints' results.
+pub type OAuthResult<T = Response> = Result<T, OAuthReply>;
+
+fn workspace_of(path: &str) -> OAuthResult<WorkspaceId> {
     path.parse()
-        .map_err(|_| oauth_error(&OAuthError::invalid_request("unknown issuer"), false))
+        .map_err(|_| OAuthError::invalid_request("unknown issuer").into())
+}
+
+/// A form body, or `invalid_request`.
+async fn form<T: serde::de::DeserializeOwned + Send>(state: &AppState, request: Request) -> OAuthResult<T> {
+    match <Form<T> as axum::extract::FromRequest<AppState>>::from_request(request, state).await {
+        Ok(Form(form)) => Ok(form),
+        Err(_) => {
+            Err(OAuthError::invalid_request("the body must be application/x-www-form-urlencoded").into())
+        }
+    }
 }
 
 /// `GET /w/{ws}/.well-known/openid-configuration`: OpenID Provider metadata.
@@ -48,9 +97,20 @@ pub async fn discovery(State(state): State<AppState>, Path(workspace): Path<Stri
         Ok(_) => {}
         Err(e) => return crate::problem::Problem::from(e).into_response(),
     }
+    let doc = provider_metadata(&state, ws);
+    let mut response = axum::Json(doc).into_response();
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    response
+}
+
+/// The OpenID Provider metadata of a workspace's issuer (OpenID Connect Discovery 1.0 §3).
+fn provider_metadata(state: &AppState, ws: WorkspaceId) -> serde_json::Value {
     let issuer = state.services().issuer_of(ws);
     let alg = state.config().signing_algorithm().as_str();
-    let doc = serde_json::json!({
+    serde_json::json!({
         "issuer": issuer,
         "authorization_endpoint": format!("{issuer}/authorize"),
         "token_endpoint": format!("{issuer}/token"),
@@ -78,13 +138,7 @@ pub async fn discovery(State(state): State<AppState>, Path(workspace): Path<Stri
         "request_uri_parameter_supported": false,
         "claims_parameter_supported": false,
         "prompt_values_supported": ["none", "login", "consent", "select_account", "create"],
-    });
-    let mut response = axum::Json(doc).into_response();
-    response.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=300"),
-    );
-    response
+    })
 }
 
 /// Client credentials from HTTP Basic (RFC 6749 §2.3.1, form-encoded parts) or the form body.
@@ -142,13 +196,13 @@ async fn client(
     headers: &HeaderMap,
     id: Option<String>,
     secret: Option<String>,
-) -> Result<Application, Response> {
-    let (creds, basic) = credentials(headers, id, secret).map_err(|e| oauth_error(&e, false))?;
-    state
+) -> OAuthResult<Application> {
+    let (creds, basic) = credentials(headers, id, secret)?;
+    let found = state
         .services()
         .authenticate_client(Some(workspace), &creds)
-        .await
-        .map_err(|e| oauth_error(&e, basic))
+        .await;
+    found.map_err(|error| OAuthReply { error, basic })
 }
 
 #[derive(Debug, Deserialize)]
@@ -184,73 +238,33 @@ pub async fn token(
     State(state): State<AppState>,
     Path(workspace): Path<String>,
     headers: HeaderMap,
-    request: axum::extract::Request,
-) -> Response {
-    let workspace = match workspace_of(&workspace) {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
+    request: Request,
+) -> OAuthResult {
+    let workspace = workspace_of(&workspace)?;
     let (parts, body) = request.into_parts();
     let actor = request_actor(&parts, &state);
-    let request = axum::extract::Request::from_parts(parts, body);
-    let Ok(Form(form)) =
-        <Form<TokenForm> as axum::extract::FromRequest<AppState>>::from_request(request, &state).await
-    else {
-        return oauth_error(
-            &OAuthError::invalid_request("the body must be application/x-www-form-urlencoded"),
-            false,
-        );
-    };
-    let app = match client(
+    let form: TokenForm = form(&state, Request::from_parts(parts, body)).await?;
+    let app = client(
         &state,
         workspace,
         &headers,
         form.client_id.clone(),
         form.client_secret.clone(),
     )
-    .await
-    {
-        Ok(app) => app,
-        Err(r) => return r,
+    .await?;
+    let request = TokenRequest {
+        grant_type: form.grant_type.as_deref(),
+        code: form.code.as_deref(),
+        redirect_uri: form.redirect_uri.as_deref(),
+        code_verifier: form.code_verifier.as_deref(),
+        refresh_token: form.refresh_token.as_deref(),
     };
-    let services = state.services();
-    let result = match form.grant_type.as_deref() {
-        Some("authorization_code") => {
-            let Some(code) = form.code.as_deref() else {
-                return oauth_error(&OAuthError::invalid_request("code is required"), false);
-            };
-            // RFC 6749 §4.1.3: the redirect URI of the authorization request must be repeated.
-            if form.redirect_uri.is_none() {
-                return oauth_error(&OAuthError::invalid_request("redirect_uri is required"), false);
-            }
-            services
-                .exchange_code(
-                    CodeClient::Authenticated(&app),
-                    code,
-                    form.code_verifier.as_deref(),
-                    form.redirect_uri.as_deref(),
-                    &actor,
-                )
-                .await
-        }
-        Some("refresh_token") => {
-            let Some(token) = form.refresh_token.as_deref() else {
-                return oauth_error(&OAuthError::invalid_request("refresh_token is required"), false);
-            };
-            services.refresh(&app, token, &actor).await
-        }
-        _ => Err(OAuthError::unsupported_grant_type()),
-    };
-    match result {
-        Ok(grant) => {
-            let mut response = axum::Json(token_body(&grant)).into_response();
-            let h = response.headers_mut();
-            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-            response
-        }
-        Err(e) => oauth_error(&e, false),
-    }
+    let grant = state.services().token(&app, request, &actor).await?;
+    let mut response = axum::Json(token_body(&grant)).into_response();
+    let h = response.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    Ok(response)
 }
 
 fn bearer_error(status: StatusCode, error: &str) -> Response {
@@ -300,21 +314,14 @@ async fn client_and_token(
     state: &AppState,
     workspace: &str,
     headers: &HeaderMap,
-    request: axum::extract::Request,
-) -> Result<(Application, String), Response> {
+    request: Request,
+) -> OAuthResult<(Application, String)> {
     let workspace = workspace_of(workspace)?;
-    let Ok(Form(form)) =
-        <Form<TokenParam> as axum::extract::FromRequest<AppState>>::from_request(request, state).await
-    else {
-        return Err(oauth_error(
-            &OAuthError::invalid_request("the body must be application/x-www-form-urlencoded"),
-            false,
-        ));
-    };
+    let form: TokenParam = form(state, request).await?;
     let app = client(state, workspace, headers, form.client_id, form.client_secret).await?;
     let token = form
         .token
-        .ok_or_else(|| oauth_error(&OAuthError::invalid_request("token is required"), false))?;
+        .ok_or(OAuthError::invalid_request("token is required"))?;
     Ok((app, token))
 }
 
@@ -323,16 +330,11 @@ pub async fn revoke(
     State(state): State<AppState>,
     Path(workspace): Path<String>,
     headers: HeaderMap,
-    request: axum::extract::Request,
-) -> Response {
-    let (app, token) = match client_and_token(&state, &workspace, &headers, request).await {
-        Ok(found) => found,
-        Err(r) => return r,
-    };
-    match state.services().revoke_token(&app, &token).await {
-        Ok(()) => StatusCode::OK.into_response(),
-        Err(e) => oauth_error(&e, false),
-    }
+    request: Request,
+) -> OAuthResult {
+    let (app, token) = client_and_token(&state, &workspace, &headers, request).await?;
+    state.services().revoke_token(&app, &token).await?;
+    Ok(StatusCode::OK.into_response())
 }
 
 /// `POST /w/{ws}/introspect` (RFC 7662), confidential clients only.
@@ -340,14 +342,9 @@ pub async fn introspect(
     State(state): State<AppState>,
     Path(workspace): Path<String>,
     headers: HeaderMap,
-    request: axum::extract::Request,
-) -> Response {
-    let (app, token) = match client_and_token(&state, &workspace, &headers, request).await {
-        Ok(found) => found,
-        Err(r) => return r,
-    };
-    match state.services().introspect(&app, &token).await {
-        Ok(body) => axum::Json(body).into_response(),
-        Err(e) => oauth_error(&e, false),
-    }
+    request: Request,
+) -> OAuthResult {
+    let (app, token) = client_and_token(&state, &workspace, &headers, request).await?;
+    let body = state.services().introspect(&app, &token).await?;
+    Ok(axum::Json(body).into_response())
 }

@@ -5,23 +5,25 @@
 //!
 //! * `POST /w/{ws}/passkey/sign-in`: a passkey alone (discoverable credential, user verified);
 //! * `POST /w/{ws}/mfa/passkey`: a passkey as the second factor of a pending sign-in;
+//! * `POST /w/{ws}/mfa/setup/passkey`: the second factor a workspace requires, set up as a passkey;
 //! * `POST /w/{ws}/account/passkeys` and `.../remove`: registering and removing one.
+//!
+//! Every answer to a ceremony ends its cookie, whatever the outcome (`ending_ceremony`).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use secureflows_core::login::passkey::{PasskeyOptions, PasskeyPurpose};
 use secureflows_core::{AuthFailure, Error, PasskeyId};
-use serde::Deserialize;
 
-use super::account::{
-    Notice, account_post, account_view, clear_mfa_cookie, enrolled, mfa_form, sign_in_again,
-};
-use super::pages::{LoginPage, RecoveryCodesPage, render};
-use super::{
-    CsrfForm, MFA_COOKIE, PageContext, continue_flow, cookie, finish_sign_in, form_post, internal,
-    login_form, recently_signed_in, set_cookie,
-};
+use super::account::{Notice, SignedIn, account_post};
+use super::authorize::continue_flow;
+use super::context::{MFA_COOKIE, cookie, csrf_form, form_post, set_cookie};
+use super::login::{finish_sign_in, login_form};
+use super::mfa::{enrolled, or_sign_in_again, second_factor_given};
+use super::views::{RecoveryCodesPage, render};
+use crate::pages::{PageError, PageResult};
 use crate::state::AppState;
 
 const SIGN_IN_AGAIN: &str = "For your security, sign out and sign in again before changing your passkeys.";
@@ -30,338 +32,254 @@ const SIGN_IN_AGAIN: &str = "For your security, sign out and sign in again befor
 const CEREMONY_COOKIE: &str = "sf_webauthn";
 const CEREMONY_AGE: u64 = 300;
 
-#[derive(Deserialize)]
-pub(super) struct OptionsForm {
-    csrf: String,
-    purpose: String,
-}
+csrf_form!(OptionsForm { purpose: String });
+csrf_form!(SignInForm {
+    flow: Option<String>,
+    credential: String,
+});
+csrf_form!(CredentialForm { credential: String });
+csrf_form!(RegisterForm {
+    #[serde(default)]
+    name: String,
+    credential: String,
+});
+csrf_form!(RemoveForm { passkey: String });
 
-impl CsrfForm for OptionsForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
-
+/// An error for `passkey.js`, which shows `error` beside the button.
 fn json_error(status: StatusCode, message: &str) -> Response {
     (status, Json(serde_json::json!({ "error": message }))).into_response()
 }
 
-/// `POST /w/{ws}/passkey/options`: starts a ceremony (`purpose`: `sign_in`, `second_factor` or
+/// The ceremony and sign-in step cookies of a request.
+fn ceremony_cookies(request: &Request) -> (String, String) {
+    let read = |name| cookie(request.headers(), name).unwrap_or_default().to_owned();
+    (read(CEREMONY_COOKIE), read(MFA_COOKIE))
+}
+
+/// The browser's answer to a ceremony (anything unreadable fails its verification).
+fn answer(credential: &str) -> serde_json::Value {
+    serde_json::from_str(credential).unwrap_or_default()
+}
+
+/// `POST /w/{ws}/passkey/options`: starts a ceremony (`purpose`: `sign_in`, `second_factor`, `enrol` or
 /// `register`) and answers the options for `navigator.credentials` as JSON.
 pub(super) async fn options(
     State(state): State<AppState>,
     Path(workspace): Path<String>,
-    request: axum::extract::Request,
+    request: Request,
 ) -> Response {
-    let pending = cookie(request.headers(), MFA_COOKIE)
-        .unwrap_or_default()
-        .to_owned();
-    let (ctx, form, actor) = match form_post::<OptionsForm>(&state, &workspace, request).await {
-        Ok(posted) => posted,
-        Err(_) => {
-            return json_error(
-                StatusCode::FORBIDDEN,
-                "This page expired. Reload it and try again.",
-            );
-        }
-    };
-    let services = state.services();
-    if !services.passkeys_available() {
+    let (_, pending) = ceremony_cookies(&request);
+    let Ok((ctx, form, actor)) = form_post::<OptionsForm>(&state, &workspace, request).await else {
         return json_error(
-            StatusCode::NOT_FOUND,
-            "Passkeys are not available on this server.",
+            StatusCode::FORBIDDEN,
+            "This page expired. Reload it and try again.",
         );
-    }
-    let started = match form.purpose.as_str() {
-        "sign_in" => {
-            let address = actor.client_ip.clone().unwrap_or_default();
-            if let Some(retry) = state.sign_in_limits().check_address(address) {
-                return json_error(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    &format!(
-                        "Too many sign-in attempts. Try again in {} seconds.",
-                        retry.as_secs().max(1)
-                    ),
-                );
-            }
-            services.start_passkey_sign_in(ctx.workspace).await
-        }
-        "second_factor" => {
-            services
-                .start_passkey_second_factor(ctx.workspace, &pending)
-                .await
-        }
-        "enrol" => services.start_passkey_enrolment(ctx.workspace, &pending).await,
-        "register" => match &ctx.sso {
-            Some((session, _)) if !recently_signed_in(&state, session) => {
-                return json_error(StatusCode::FORBIDDEN, SIGN_IN_AGAIN);
-            }
-            Some((_, user)) => services.start_passkey_registration(user).await,
-            None => return json_error(StatusCode::UNAUTHORIZED, "Sign in first."),
-        },
-        _ => return json_error(StatusCode::BAD_REQUEST, "Unknown passkey request."),
     };
-    let challenge = match started {
-        Ok(c) => c,
-        Err(Error::NotFound(_)) => {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                "This sign-in has expired or was completed already. Please sign in again.",
-            );
-        }
-        Err(Error::Invalid(errors)) => {
-            let message = errors.first().map(|e| e.message.clone()).unwrap_or_default();
-            return json_error(StatusCode::UNPROCESSABLE_ENTITY, &message);
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "starting a passkey ceremony failed");
-            return json_error(StatusCode::SERVICE_UNAVAILABLE, "Please try again.");
-        }
+    let purpose = match purpose(&state, &form.purpose, actor.client_ip.as_deref()) {
+        Ok(p) => p,
+        Err(refused) => return refused,
+    };
+    let browser = ctx.sso.as_ref().map(|(s, u)| (s, u));
+    let challenge = match state
+        .services()
+        .passkey_options(ctx.workspace, purpose, &pending, browser)
+        .await
+    {
+        Ok(PasskeyOptions::Started(c)) => c,
+        Ok(PasskeyOptions::NotSignedIn) => return json_error(StatusCode::UNAUTHORIZED, "Sign in first."),
+        Ok(PasskeyOptions::SignInAgain) => return json_error(StatusCode::FORBIDDEN, SIGN_IN_AGAIN),
+        Err(e) => return options_error(e),
     };
     let mut response = Json(challenge.options).into_response();
+    let cookie = set_cookie(
+        &state,
+        ctx.workspace,
+        CEREMONY_COOKIE,
+        challenge.token.expose(),
+        "Strict",
+        Some(CEREMONY_AGE),
+    );
     let h = response.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.append(
-        header::SET_COOKIE,
-        set_cookie(
-            &state,
-            ctx.workspace,
-            CEREMONY_COOKIE,
-            challenge.token.expose(),
-            "Strict",
-            Some(CEREMONY_AGE),
-        ),
-    );
-    ctx.finish(&state, response)
-}
-
-fn clear_ceremony(state: &AppState, ctx: &PageContext, mut response: Response) -> Response {
-    response.headers_mut().append(
-        header::SET_COOKIE,
-        set_cookie(state, ctx.workspace, CEREMONY_COOKIE, "", "Strict", Some(0)),
-    );
+    h.append(header::SET_COOKIE, cookie);
     response
 }
 
-#[derive(Deserialize)]
-pub(super) struct SignInForm {
-    csrf: String,
-    flow: Option<String>,
-    credential: String,
+/// The ceremony a page asks for, if passkeys are available, the purpose is known and (signing in) the
+/// client address is within the sign-in throttle.
+fn purpose(state: &AppState, name: &str, client: Option<&str>) -> Result<PasskeyPurpose, Response> {
+    if !state.services().passkeys_available() {
+        return Err(json_error(
+            StatusCode::NOT_FOUND,
+            "Passkeys are not available on this server.",
+        ));
+    }
+    let purpose = PasskeyPurpose::parse(name)
+        .ok_or_else(|| json_error(StatusCode::BAD_REQUEST, "Unknown passkey request."))?;
+    if purpose == PasskeyPurpose::SignIn
+        && let Some(retry) = state
+            .sign_in_limits()
+            .check_address(client.unwrap_or_default().to_owned())
+    {
+        let message = format!(
+            "Too many sign-in attempts. Try again in {} seconds.",
+            retry.as_secs().max(1)
+        );
+        return Err(json_error(StatusCode::TOO_MANY_REQUESTS, &message));
+    }
+    Ok(purpose)
 }
 
-impl CsrfForm for SignInForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
+/// A ceremony that could not start, for `passkey.js`; an internal failure is logged by the envelope.
+fn options_error(e: Error) -> Response {
+    match e {
+        Error::NotFound(_) => json_error(
+            StatusCode::BAD_REQUEST,
+            "This sign-in has expired or was completed already. Please sign in again.",
+        ),
+        Error::Invalid(errors) => {
+            let message = errors.first().map(|e| e.message.clone()).unwrap_or_default();
+            json_error(StatusCode::UNPROCESSABLE_ENTITY, &message)
+        }
+        e => {
+            let failure = crate::failure::Failure::of(&e);
+            let mut response = json_error(StatusCode::SERVICE_UNAVAILABLE, "Please try again.");
+            if let Some(failure) = failure {
+                failure.attach(&mut response);
+            }
+            response
+        }
     }
 }
 
-fn passkey_refused(ctx: &PageContext, flow: Option<String>) -> LoginPage {
-    login_form(
-        ctx,
-        flow,
-        String::new(),
-        Some("That passkey could not sign you in. Try again, or use your password.".into()),
-    )
+/// A ceremony's answer, whatever its outcome, ends the ceremony cookie.
+fn ending_ceremony(state: &AppState, workspace: &str, result: PageResult) -> Response {
+    let mut response = result.into_response();
+    if let Ok(workspace) = workspace.parse() {
+        let expired = set_cookie(state, workspace, CEREMONY_COOKIE, "", "Strict", Some(0));
+        response.headers_mut().append(header::SET_COOKIE, expired);
+    }
+    response
 }
 
 /// `POST /w/{ws}/passkey/sign-in`: signs in with a passkey alone.
 pub(super) async fn sign_in(
     State(state): State<AppState>,
     Path(workspace): Path<String>,
-    request: axum::extract::Request,
+    request: Request,
 ) -> Response {
-    let ceremony = cookie(request.headers(), CEREMONY_COOKIE)
-        .unwrap_or_default()
-        .to_owned();
-    let (ctx, form, actor) = match form_post::<SignInForm>(&state, &workspace, request).await {
-        Ok(posted) => posted,
-        Err(r) => return r,
-    };
-    let answer: serde_json::Value = serde_json::from_str(&form.credential).unwrap_or_default();
-    let services = state.services();
-    let response = match services
-        .finish_passkey_sign_in(ctx.workspace, &ceremony, &answer, &actor)
-        .await
-    {
-        Ok((user, login)) => {
-            let response = continue_flow(&state, &ctx, form.flow.as_deref(), &login.session).await;
-            finish_sign_in(&state, &ctx, &user, &login, false, response).await
+    let (ceremony, _) = ceremony_cookies(&request);
+    let result = async {
+        let (ctx, form, actor) = form_post::<SignInForm>(&state, &workspace, request).await?;
+        let services = state.services();
+        match services
+            .finish_passkey_sign_in(ctx.workspace, &ceremony, &answer(&form.credential), &actor)
+            .await
+        {
+            Ok((user, login)) => {
+                let response = continue_flow(&state, &ctx, form.flow.as_deref(), &login.session).await?;
+                finish_sign_in(&state, &ctx, &user, &login, false, response).await
+            }
+            Err(Error::Unauthenticated(AuthFailure::InvalidCredentials)) => {
+                let error = "That passkey could not sign you in. Try again, or use your password.";
+                let page = login_form(&ctx, form.flow, String::new(), Some(error.into()));
+                Ok(render(StatusCode::UNAUTHORIZED, &page))
+            }
+            Err(e) => Err(e.into()),
         }
-        Err(Error::Unauthenticated(AuthFailure::InvalidCredentials)) => ctx.finish(
-            &state,
-            render(StatusCode::UNAUTHORIZED, &passkey_refused(&ctx, form.flow)),
-        ),
-        Err(e) => internal(e),
     };
-    clear_ceremony(&state, &ctx, response)
-}
-
-#[derive(Deserialize)]
-pub(super) struct CredentialForm {
-    csrf: String,
-    credential: String,
-}
-
-impl CsrfForm for CredentialForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
+    ending_ceremony(&state, &workspace, result.await)
 }
 
 /// `POST /w/{ws}/mfa/passkey`: completes a pending sign-in with a passkey.
 pub(super) async fn second_factor(
     State(state): State<AppState>,
     Path(workspace): Path<String>,
-    request: axum::extract::Request,
+    request: Request,
 ) -> Response {
-    let pending = cookie(request.headers(), MFA_COOKIE)
-        .unwrap_or_default()
-        .to_owned();
-    let ceremony = cookie(request.headers(), CEREMONY_COOKIE)
-        .unwrap_or_default()
-        .to_owned();
-    let (ctx, form, actor) = match form_post::<CredentialForm>(&state, &workspace, request).await {
-        Ok(posted) => posted,
-        Err(r) => return r,
+    let (ceremony, pending) = ceremony_cookies(&request);
+    let result = async {
+        let (ctx, form, actor) = form_post::<CredentialForm>(&state, &workspace, request).await?;
+        let services = state.services();
+        let answer = answer(&form.credential);
+        let given = services
+            .finish_passkey_second_factor(ctx.workspace, &pending, &ceremony, &answer, &actor)
+            .await;
+        let refused = "That passkey could not confirm it is you. Try again.";
+        second_factor_given(&state, &ctx, &pending, given, refused).await
     };
-    let answer: serde_json::Value = serde_json::from_str(&form.credential).unwrap_or_default();
-    let services = state.services();
-    let response = match services
-        .finish_passkey_second_factor(ctx.workspace, &pending, &ceremony, &answer, &actor)
-        .await
-    {
-        Ok(signed) => {
-            let flow = signed.flow.map(|f| f.to_string());
-            let response =
-                super::signed_in(&state, &ctx, flow.as_deref(), &signed.user, signed.step, false).await;
-            clear_mfa_cookie(&state, &ctx, response)
-        }
-        Err(Error::Unauthenticated(AuthFailure::InvalidCredentials)) => {
-            let factors = services
-                .pending_second_factor(ctx.workspace, &pending)
-                .await
-                .ok()
-                .flatten();
-            let page = mfa_form(
-                &ctx,
-                factors,
-                Some("That passkey could not confirm it is you. Try again.".into()),
-            );
-            ctx.finish(&state, render(StatusCode::UNAUTHORIZED, &page))
-        }
-        Err(Error::NotFound(_)) => sign_in_again(&ctx, &state),
-        Err(e) => internal(e),
-    };
-    clear_ceremony(&state, &ctx, response)
-}
-
-#[derive(Deserialize)]
-pub(super) struct RegisterForm {
-    csrf: String,
-    #[serde(default)]
-    name: String,
-    credential: String,
-}
-
-impl CsrfForm for RegisterForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
+    ending_ceremony(&state, &workspace, result.await)
 }
 
 /// `POST /w/{ws}/account/passkeys`: registers the passkey the browser just created.
 pub(super) async fn register(
     State(state): State<AppState>,
     Path(workspace): Path<String>,
-    request: axum::extract::Request,
+    request: Request,
 ) -> Response {
-    let ceremony = cookie(request.headers(), CEREMONY_COOKIE)
-        .unwrap_or_default()
-        .to_owned();
-    let (ctx, form, actor, session, user) =
-        match account_post::<RegisterForm>(&state, &workspace, request).await {
-            Ok(posted) => posted,
-            Err(r) => return r,
+    let (ceremony, _) = ceremony_cookies(&request);
+    let result = async {
+        let (me, form, actor) = account_post::<RegisterForm>(&state, &workspace, request).await?;
+        if !me.recent(&state) {
+            return me
+                .view(&state, Notice::Refused(StatusCode::FORBIDDEN, SIGN_IN_AGAIN))
+                .await;
+        }
+        let answer = answer(&form.credential);
+        let added = state
+            .services()
+            .finish_passkey_registration(&me.user, &ceremony, &form.name, &answer, &actor)
+            .await;
+        let notice = match added {
+            Ok((_, codes)) => return added_passkey(&state, &me, codes).await,
+            Err(Error::Invalid(_)) => Notice::Refused(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "The passkey could not be added. Please try again.",
+            ),
+            Err(Error::Conflict(_)) => {
+                Notice::Refused(StatusCode::CONFLICT, "That passkey is registered already.")
+            }
+            Err(e) => return Err(e.into()),
         };
-    if !recently_signed_in(&state, &session) {
-        let refused = Notice::Refused(StatusCode::FORBIDDEN, SIGN_IN_AGAIN);
-        let response = account_view(&state, &ctx, &session, &user, refused).await;
-        return clear_ceremony(&state, &ctx, response);
-    }
-    let answer: serde_json::Value = serde_json::from_str(&form.credential).unwrap_or_default();
-    let added = state
-        .services()
-        .finish_passkey_registration(&user, &ceremony, &form.name, &answer, &actor)
-        .await;
-    // This browser just proved the new passkey: its session keeps meeting the user's factors.
-    if added.is_ok()
-        && let Err(e) = state.services().add_session_factor(&session, "hwk").await
-    {
-        return internal(e);
-    }
-    let notice = match added {
-        Ok((_, Some(codes))) => {
-            let page = RecoveryCodesPage {
-                brand: ctx.brand.clone(),
-                notice: Some("The passkey was added.".into()),
-                codes,
-                account_link: format!("/w/{}/account", ctx.workspace),
-            };
-            let response = ctx.finish(&state, render(StatusCode::OK, &page));
-            return clear_ceremony(&state, &ctx, response);
-        }
-        Ok((_, None)) => Notice::Done("The passkey was added."),
-        Err(Error::Invalid(_)) => Notice::Refused(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "The passkey could not be added. Please try again.",
-        ),
-        Err(Error::Conflict(_)) => {
-            Notice::Refused(StatusCode::CONFLICT, "That passkey is registered already.")
-        }
-        Err(e) => return internal(e),
+        me.view(&state, notice).await
     };
-    let response = account_view(&state, &ctx, &session, &user, notice).await;
-    clear_ceremony(&state, &ctx, response)
+    ending_ceremony(&state, &workspace, result.await)
 }
 
-#[derive(Deserialize)]
-pub(super) struct RemoveForm {
-    csrf: String,
-    passkey: String,
-}
-
-impl CsrfForm for RemoveForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
+/// A passkey was added: this browser just proved it, so its session keeps meeting the user's factors;
+/// a first second factor comes with recovery codes, shown once.
+async fn added_passkey(state: &AppState, me: &SignedIn, codes: Option<Vec<String>>) -> PageResult {
+    state.services().add_session_factor(&me.session, "hwk").await?;
+    let Some(codes) = codes else {
+        return me.view(state, Notice::Done("The passkey was added.")).await;
+    };
+    let page = RecoveryCodesPage {
+        brand: me.ctx.brand.clone(),
+        notice: Some("The passkey was added.".into()),
+        codes,
+        account_link: format!("/w/{}/account", me.ctx.workspace),
+    };
+    Ok(render(StatusCode::OK, &page))
 }
 
 /// `POST /w/{ws}/account/passkeys/remove`: removes one of the user's passkeys.
 pub(super) async fn remove(
     State(state): State<AppState>,
     Path(workspace): Path<String>,
-    request: axum::extract::Request,
-) -> Response {
-    let (ctx, form, actor, session, user) =
-        match account_post::<RemoveForm>(&state, &workspace, request).await {
-            Ok(posted) => posted,
-            Err(r) => return r,
-        };
-    if !recently_signed_in(&state, &session) {
-        let refused = Notice::Refused(StatusCode::FORBIDDEN, SIGN_IN_AGAIN);
-        return account_view(&state, &ctx, &session, &user, refused).await;
-    }
-    let Ok(id) = form.passkey.parse::<PasskeyId>() else {
-        let refused = Notice::Refused(StatusCode::BAD_REQUEST, "There is no such passkey.");
-        return account_view(&state, &ctx, &session, &user, refused).await;
+    request: Request,
+) -> PageResult {
+    let (me, form, actor) = account_post::<RemoveForm>(&state, &workspace, request).await?;
+    let no_such = Notice::Refused(StatusCode::NOT_FOUND, "There is no such passkey.");
+    let notice = match form.passkey.parse::<PasskeyId>() {
+        _ if !me.recent(&state) => Notice::Refused(StatusCode::FORBIDDEN, SIGN_IN_AGAIN),
+        Err(_) => no_such,
+        Ok(id) => match state.services().remove_passkey(&me.user, id, &actor).await {
+            Ok(()) => Notice::Done("The passkey was removed."),
+            Err(Error::NotFound(_)) => no_such,
+            Err(e) => return Err(e.into()),
+        },
     };
-    let notice = match state.services().remove_passkey(&user, id, &actor).await {
-        Ok(()) => Notice::Done("The passkey was removed."),
-        Err(Error::NotFound(_)) => Notice::Refused(StatusCode::NOT_FOUND, "There is no such passkey."),
-        Err(e) => return internal(e),
-    };
-    account_view(&state, &ctx, &session, &user, notice).await
+    me.view(&state, notice).await
 }
 
 /// `POST /w/{ws}/mfa/setup/passkey`: the second factor the workspace requires, set up as a passkey;
@@ -369,38 +287,31 @@ pub(super) async fn remove(
 pub(super) async fn enrol(
     State(state): State<AppState>,
     Path(workspace): Path<String>,
-    request: axum::extract::Request,
+    request: Request,
 ) -> Response {
-    let pending = cookie(request.headers(), MFA_COOKIE)
-        .unwrap_or_default()
-        .to_owned();
-    let ceremony = cookie(request.headers(), CEREMONY_COOKIE)
-        .unwrap_or_default()
-        .to_owned();
-    let (ctx, form, actor) = match form_post::<RegisterForm>(&state, &workspace, request).await {
-        Ok(posted) => posted,
-        Err(r) => return r,
-    };
-    let answer: serde_json::Value = serde_json::from_str(&form.credential).unwrap_or_default();
-    let response = match state
-        .services()
-        .complete_passkey_enrolment(ctx.workspace, &pending, &ceremony, &form.name, &answer, &actor)
-        .await
-    {
-        Ok((signed, codes)) => {
-            let notice = Some("The passkey was added.".to_owned());
-            enrolled(&state, &ctx, signed, codes, notice).await
-        }
-        Err(Error::Invalid(_) | Error::Conflict(_)) => ctx.finish(
-            &state,
-            super::pages::error_page(
+    let (ceremony, pending) = ceremony_cookies(&request);
+    let result = async {
+        let (ctx, form, actor) = form_post::<RegisterForm>(&state, &workspace, request).await?;
+        let services = state.services();
+        let answer = answer(&form.credential);
+        match services
+            .complete_passkey_enrolment(ctx.workspace, &pending, &ceremony, &form.name, &answer, &actor)
+            .await
+        {
+            Ok((signed, codes)) => {
+                enrolled(&state, &ctx, signed, codes, Some("The passkey was added.".into())).await
+            }
+            Err(Error::Invalid(_) | Error::Conflict(_)) => Err(PageError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                ctx.brand.clone(),
-                "The passkey could not be added. Go back and try again.",
-            ),
-        ),
-        Err(Error::NotFound(_)) => sign_in_again(&ctx, &state),
-        Err(e) => internal(e),
+                "The passkey could not be added",
+                "Go back and try again, or set up an authenticator app instead.",
+            )
+            .way_on(
+                format!("/w/{}/mfa/setup", ctx.workspace),
+                "Back to setting up two-step sign-in",
+            )),
+            Err(e) => Err(or_sign_in_again(e)),
+        }
     };
-    clear_ceremony(&state, &ctx, response)
+    ending_ceremony(&state, &workspace, result.await)
 }

@@ -1,7 +1,12 @@
 //! HTTP tests: the real server over real HTTP on loopback, each storage test on SQLite and PostgreSQL.
 
 // Test code: a failed unwrap is a failed test.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 mod support;
 

@@ -86,19 +86,7 @@ pub async fn create_application(
         // Only an OWNER registers a console client (see `require_owner_for_console`).
         return Err(Error::Forbidden(secureflows_core::ForbiddenReason::Role).into());
     }
-    let new = NewApplication {
-        name: body.name,
-        trust: body.trust.map(trust),
-        allowed_origins: body.allowed_origins,
-        data_ttl: body.session_ttl.map(Duration::from_secs),
-        token_ttl: body.token_ttl.map(Duration::from_secs),
-        kind: body.kind.map(kind_of),
-        public: body.public,
-        redirect_uris: body.redirect_uris,
-        post_logout_uris: body.post_logout_uris,
-        allow_anonymous: body.allow_anonymous,
-        console: body.console,
-    };
+    let new = new_application(body);
     let (app, secret) = state
         .services()
         .create_application(caller.workspace_id(), new, &caller.actor)
@@ -133,7 +121,7 @@ pub async fn list_applications(
         .map(|c| decode_cursor::<ApplicationId>("application", c))
         .transpose()?;
     let services = state.services();
-    let mut apps = services
+    let apps = services
         .stores
         .applications
         .list_applications(caller.workspace_id())
@@ -141,13 +129,7 @@ pub async fn list_applications(
     services
         .audit_support_read(&caller, "applications", caller.workspace_id().to_string())
         .await?;
-    // Ids are time-ordered; a workspace has few applications, so they are paged here.
-    apps.sort_by_key(|a| a.id);
-    let page: Vec<Application> = apps
-        .into_iter()
-        .filter(|a| after.is_none_or(|after| a.id > after))
-        .take(limit as usize)
-        .collect();
+    let page = page_of(apps, after, limit);
     let next = next_cursor(&page, limit, "application", |a| a.id.to_string());
     Ok(axum::Json(m::ApplicationList {
         items: page.iter().map(application_dto).collect(),
@@ -254,4 +236,31 @@ pub async fn rotate_secret(
     Ok(axum::Json(m::ClientSecret {
         client_secret: secret.expose().to_owned(),
     }))
+}
+
+/// The application a registration asks for.
+fn new_application(body: m::CreateApplication) -> NewApplication {
+    NewApplication {
+        name: body.name,
+        trust: body.trust.map(trust),
+        allowed_origins: body.allowed_origins,
+        data_ttl: body.session_ttl.map(Duration::from_secs),
+        token_ttl: body.token_ttl.map(Duration::from_secs),
+        kind: body.kind.map(kind_of),
+        public: body.public,
+        redirect_uris: body.redirect_uris,
+        post_logout_uris: body.post_logout_uris,
+        allow_anonymous: body.allow_anonymous,
+        console: body.console,
+    }
+}
+
+/// A page of applications after `after`: ids are time-ordered, and a workspace has few applications,
+/// so they are paged here.
+fn page_of(mut apps: Vec<Application>, after: Option<ApplicationId>, limit: u32) -> Vec<Application> {
+    apps.sort_by_key(|a| a.id);
+    apps.into_iter()
+        .filter(|a| after.is_none_or(|after| a.id > after))
+        .take(limit as usize)
+        .collect()
 }

@@ -162,13 +162,19 @@ pub async fn export_events(
         return Err(Error::invalid("after_seq", "must not be negative").into());
     }
     let events = state.services().export_events(&caller, after).await?;
+    export_response(&events, csv)
+}
+
+/// A batch of exported events as a download; a full batch names where the next one starts
+/// (`X-Next-After-Seq`).
+fn export_response(events: &[audit_trail::EventRecord], csv: bool) -> ApiResult<Response> {
     let next = (events.len() == EXPORT_BATCH as usize)
         .then(|| events.last().map(|e| e.seq))
         .flatten();
     let (body, content_type) = if csv {
-        (audit_trail::to_csv(&events, true)?, "text/csv; charset=utf-8")
+        (audit_trail::to_csv(events, true)?, "text/csv; charset=utf-8")
     } else {
-        (audit_trail::to_json_lines(&events)?, "application/jsonl")
+        (audit_trail::to_json_lines(events)?, "application/jsonl")
     };
     let mut response = (StatusCode::OK, body).into_response();
     let h = response.headers_mut();
@@ -177,10 +183,8 @@ pub async fn export_events(
         header::CONTENT_DISPOSITION,
         HeaderValue::from_static("attachment"),
     );
-    if let Some(seq) = next
-        && let Ok(v) = HeaderValue::from_str(&seq.to_string())
-    {
-        h.insert("x-next-after-seq", v);
+    if let Some(seq) = next {
+        h.insert("x-next-after-seq", HeaderValue::from(seq));
     }
     Ok(response)
 }
@@ -227,43 +231,52 @@ pub async fn list_api_access(
 ) -> ApiResult<axum::Json<m::ApiAccessList>> {
     caller.require_metadata_reader()?;
     let limit = page_limit(q.limit)?;
-    check_text("route", &q.route)?;
-    if q.status.is_some_and(|s| !(100..=599).contains(&s)) {
-        return Err(Error::invalid("status", "must be an HTTP status (100 to 599)").into());
-    }
-    let filter = AccessFilter {
-        since: parse_time("since", q.since.as_deref())?,
-        until: parse_time("until", q.until.as_deref())?,
-        user: parse_actor(q.actor.as_deref())?,
-        route: q.route,
-        status: q.status,
-        before: q
-            .cursor
-            .as_deref()
-            .map(|c| decode_cursor::<i64>("access", c))
-            .transpose()?,
-    };
+    let filter = q.filter()?;
     let rows = state.services().list_api_access(&caller, &filter, limit).await?;
     let next = next_cursor(&rows, limit, "access", |r| r.position.to_string());
     Ok(axum::Json(m::ApiAccessList {
-        items: rows
-            .into_iter()
-            .map(|r| m::ApiAccess {
-                at: r.entry.at.rfc3339(),
-                method: r.entry.method,
-                route: r.entry.route,
-                key: r.key,
-                status: r.entry.status,
-                application_id: r.entry.application_id.map(|a| a.to_string()),
-                user_id: r.entry.user_id.map(|u| u.to_string()),
-                bytes_in: r.entry.bytes_in,
-                bytes_out: r.entry.bytes_out,
-                client_ip: r.entry.client_ip,
-                user_agent: r.entry.user_agent,
-                request_id: r.entry.request_id,
-                duration_us: r.entry.duration_us,
-            })
-            .collect(),
+        items: rows.into_iter().map(access_dto).collect(),
         next_cursor: next,
     }))
+}
+
+impl AccessQuery {
+    /// The filter this query asks for, its values checked.
+    fn filter(self) -> ApiResult<AccessFilter> {
+        check_text("route", &self.route)?;
+        if self.status.is_some_and(|s| !(100..=599).contains(&s)) {
+            return Err(Error::invalid("status", "must be an HTTP status (100 to 599)").into());
+        }
+        Ok(AccessFilter {
+            since: parse_time("since", self.since.as_deref())?,
+            until: parse_time("until", self.until.as_deref())?,
+            user: parse_actor(self.actor.as_deref())?,
+            route: self.route,
+            status: self.status,
+            before: self
+                .cursor
+                .as_deref()
+                .map(|c| decode_cursor::<i64>("access", c))
+                .transpose()?,
+        })
+    }
+}
+
+/// A record of the API-access log, as the API shows it.
+fn access_dto(r: secureflows_core::audit_trail::AccessRecordView) -> m::ApiAccess {
+    m::ApiAccess {
+        at: r.entry.at.rfc3339(),
+        method: r.entry.method,
+        route: r.entry.route,
+        key: r.key,
+        status: r.entry.status,
+        application_id: r.entry.application_id.map(|a| a.to_string()),
+        user_id: r.entry.user_id.map(|u| u.to_string()),
+        bytes_in: r.entry.bytes_in,
+        bytes_out: r.entry.bytes_out,
+        client_ip: r.entry.client_ip,
+        user_agent: r.entry.user_agent,
+        request_id: r.entry.request_id,
+        duration_us: r.entry.duration_us,
+    }
 }

@@ -94,23 +94,7 @@ pub async fn update_workspace(
         None => services.get_workspace(caller.workspace_id()).await?,
     };
     if let Some(policy) = body.login_policy {
-        let policy = LoginPolicy {
-            password: match policy.password_policy {
-                m::PasswordPolicyName::Nist => PasswordPolicy::Nist,
-                m::PasswordPolicyName::Strict => PasswordPolicy::Strict,
-            },
-            mfa: match policy.mfa_required {
-                m::MfaRequired::Off => MfaRequirement::Off,
-                m::MfaRequired::Admins => MfaRequirement::Admins,
-                m::MfaRequired::All => MfaRequirement::All,
-            },
-            // Absent: unchanged.
-            signup: match policy.signup {
-                Some(m::SignupModeName::Immediate) => SignupMode::Immediate,
-                Some(m::SignupModeName::VerifyFirst) => SignupMode::VerifyFirst,
-                None => workspace.login_policy.signup,
-            },
-        };
+        let policy = login_policy(policy, workspace.login_policy.signup);
         workspace = services.set_login_policy(&caller, policy).await?;
     }
     if let Some(branding) = body.branding {
@@ -148,4 +132,24 @@ pub async fn create_workspace(
             owner_token: token_dto(token),
         }),
     ))
+}
+
+/// The login policy a request sets; an absent sign-up mode stays `signup`.
+fn login_policy(policy: m::LoginPolicy, signup: SignupMode) -> LoginPolicy {
+    LoginPolicy {
+        password: match policy.password_policy {
+            m::PasswordPolicyName::Nist => PasswordPolicy::Nist,
+            m::PasswordPolicyName::Strict => PasswordPolicy::Strict,
+        },
+        mfa: match policy.mfa_required {
+            m::MfaRequired::Off => MfaRequirement::Off,
+            m::MfaRequired::Admins => MfaRequirement::Admins,
+            m::MfaRequired::All => MfaRequirement::All,
+        },
+        signup: match policy.signup {
+            Some(m::SignupModeName::Immediate) => SignupMode::Immediate,
+            Some(m::SignupModeName::VerifyFirst) => SignupMode::VerifyFirst,
+            None => signup,
+        },
+    }
 }

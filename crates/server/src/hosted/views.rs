@@ -1,62 +1,16 @@
-//! The hosted login's HTML pages (askama templates in `templates/`, escaped by default).
+//! The hosted login's page templates (askama, `templates/`, escaped by default).
 
 use askama::Template;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
 
-/// Pages may load our own style sheet and script, nothing else; no framing.
-pub const PAGE_CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; connect-src 'self'; \
-                            img-src 'self' data: https:; \
-                            base-uri 'none'; frame-ancestors 'none'";
-
-/// The workspace's branding.
-#[derive(Debug, Clone)]
-pub struct Brand {
-    /// Display name.
-    pub name: String,
-    /// First letter, for the mark.
-    pub initial: String,
-    /// Logo URL (https).
-    pub logo_url: Option<String>,
-    /// The workspace's style sheet (its accent colour), if it has one.
-    pub stylesheet: Option<String>,
-}
-
-impl Brand {
-    /// Branding from a workspace name only.
-    pub fn new(name: &str) -> Brand {
-        Brand {
-            name: name.to_owned(),
-            initial: name
-                .chars()
-                .next()
-                .map(|c| c.to_uppercase().to_string())
-                .unwrap_or_default(),
-            logo_url: None,
-            stylesheet: None,
-        }
-    }
-
-    /// A workspace's branding.
-    pub fn of(workspace: &secureflows_core::Workspace) -> Brand {
-        Brand {
-            logo_url: workspace.branding.logo_url.clone(),
-            stylesheet: workspace
-                .branding
-                .color
-                .as_ref()
-                .map(|_| format!("/w/{}/brand.css", workspace.id)),
-            ..Brand::new(&workspace.name)
-        }
-    }
-}
+pub use crate::pages::{Brand, MessagePage, message, render};
+use crate::state::AppState;
 
 /// `GET /w/{ws}/brand.css`: the workspace's accent colour (validated `#rrggbb`) as a style sheet, so
 /// that pages need no inline style.
-pub async fn brand_stylesheet(
-    axum::extract::State(state): axum::extract::State<crate::state::AppState>,
-    axum::extract::Path(workspace): axum::extract::Path<String>,
-) -> Response {
+pub async fn brand_stylesheet(State(state): State<AppState>, Path(workspace): Path<String>) -> Response {
     let color = match workspace.parse() {
         Ok(id) => state
             .services()
@@ -160,100 +114,6 @@ pub struct SignupPage {
     pub min_length: usize,
     pub rules: String,
     pub login_link: String,
-}
-
-/// A message with an optional link.
-#[derive(Template, Debug)]
-#[template(path = "message.html")]
-pub struct MessagePage {
-    pub brand: Brand,
-    pub heading: String,
-    pub message: String,
-    pub link: Option<(String, String)>,
-}
-
-/// Renders a page with its status and the page CSP.
-pub fn render(status: StatusCode, page: &impl Template) -> Response {
-    match page.render() {
-        Ok(html) => {
-            let mut response = (status, Html(html)).into_response();
-            response.headers_mut().insert(
-                header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static(PAGE_CSP),
-            );
-            response
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "rendering a page failed");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
-    }
-}
-
-/// A message page.
-pub fn message(status: StatusCode, brand: Brand, heading: &str, text: &str) -> Response {
-    render(
-        status,
-        &MessagePage {
-            brand,
-            heading: heading.into(),
-            message: text.into(),
-            link: None,
-        },
-    )
-}
-
-/// An error page (never a redirect).
-pub fn error_page(status: StatusCode, brand: Brand, message: &str) -> Response {
-    render(
-        status,
-        &MessagePage {
-            brand,
-            heading: "Something is not right".into(),
-            message: message.into(),
-            link: None,
-        },
-    )
-}
-
-/// Static assets of the pages.
-pub async fn stylesheet() -> Response {
-    asset("text/css; charset=utf-8", include_str!("../../assets/login.css"))
-}
-
-/// Passkey ceremonies (WebAuthn) for the sign-in, second-factor and account pages.
-pub async fn passkey_script() -> Response {
-    asset(
-        "text/javascript; charset=utf-8",
-        include_str!("../../assets/passkey.js"),
-    )
-}
-
-/// Confirmation of destructive actions (`data-confirm`).
-pub async fn confirm_script() -> Response {
-    asset(
-        "text/javascript; charset=utf-8",
-        include_str!("../../assets/confirm.js"),
-    )
-}
-
-/// The strength meter.
-pub async fn strength_script() -> Response {
-    asset(
-        "text/javascript; charset=utf-8",
-        include_str!("../../assets/strength.js"),
-    )
-}
-
-fn asset(content_type: &'static str, body: &'static str) -> Response {
-    let mut response = body.into_response();
-    let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=3600"),
-    );
-    response
 }
 
 /// The second-factor form.
@@ -368,4 +228,49 @@ pub struct InvitePage {
     pub token: String,
     pub min_length: usize,
     pub rules: String,
+}
+
+impl SessionRow {
+    /// A browser the user is signed in on, as the account page shows it.
+    pub fn of(s: secureflows_core::login::account::DeviceSession) -> SessionRow {
+        SessionRow {
+            id: s.id.to_string(),
+            current: s.current,
+            device: super::devices::device_name(&s.device),
+            client_ip: s.client_ip,
+            last_seen: super::devices::ShownTime::of(s.last_seen_at),
+        }
+    }
+}
+
+impl HistoryRow {
+    /// A recent sign-in, as the account page shows it.
+    pub fn of(h: secureflows_core::login::account::SignInRecord) -> HistoryRow {
+        HistoryRow {
+            at: super::devices::ShownTime::of(h.at),
+            what: match h.action.as_str() {
+                "user.sign_in" => "signed in",
+                "user.sign_up" => "account created",
+                "user.sign_in_locked" => "locked after failed attempts",
+                _ => "failed attempt",
+            },
+            client_ip: h.client_ip,
+            device: super::devices::device_name(&h.user_agent),
+        }
+    }
+}
+
+impl PasskeyRow {
+    /// A passkey, as the account page shows it.
+    pub fn of(p: secureflows_core::login::passkey::PasskeyInfo) -> PasskeyRow {
+        PasskeyRow {
+            id: p.id.to_string(),
+            name: p.name,
+            created: p.created_at.rfc3339(),
+            last_used: p
+                .last_used_at
+                .map(|t| t.rfc3339())
+                .unwrap_or_else(|| "never".into()),
+        }
+    }
 }
