@@ -178,7 +178,7 @@ impl Services {
                 .await?;
             }
         } else {
-            let (failures, until) = self.stores.login.sign_in_failures(workspace, id).await?;
+            let (failures, until) = self.stores.passwords.sign_in_failures(workspace, id).await?;
             let lockout = until.filter(|u| *u > self.clock.now());
             // Setting the status active ends a sign-in lockout too.
             let change = if target.status == UserStatus::Active {

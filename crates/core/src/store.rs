@@ -628,7 +628,7 @@ pub trait KeyringStore: Send + Sync {
 /// Whether a sign-in attempt may go ahead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttemptGate {
-    /// Counted as a failure until [`LoginStore::clear_failures`] says otherwise.
+    /// Counted as a failure until [`PasswordStore::clear_failures`] says otherwise.
     Proceed,
     /// The account is locked until then.
     Locked(Timestamp),
@@ -658,10 +658,10 @@ pub enum RefreshRotation {
     NotCurrent,
 }
 
-/// Hosted login state: passwords, sign-in throttling, pending requests, browser sessions, codes and
-/// refresh tokens. Every method names its workspace, which PostgreSQL's row-level security enforces.
+/// Hosted login state: passwords, e-mail verification and the sign-in lockout. Every method names its workspace (except
+/// the purge of every workspace), which PostgreSQL's row-level security enforces.
 #[async_trait]
-pub trait LoginStore: Send + Sync {
+pub trait PasswordStore: Send + Sync {
     /// The user's password hash (PHC string), if they have a password.
     async fn find_password(&self, workspace: WorkspaceId, user: UserId) -> Result<Option<String>>;
     /// Sets or replaces the password hash.
@@ -701,7 +701,14 @@ pub trait LoginStore: Send + Sync {
     ) -> Result<(u32, Option<Timestamp>)>;
     /// Marks the user's e-mail address verified.
     async fn set_email_verified(&self, workspace: WorkspaceId, user: UserId) -> Result<()>;
+    /// Whether the user's e-mail address is verified.
+    async fn email_verified(&self, workspace: WorkspaceId, user: UserId) -> Result<bool>;
+}
 
+/// Hosted login state: pending authorization requests (flows), browser sessions and the browsers a user signed in from. Every method names its workspace (except
+/// the purge of every workspace), which PostgreSQL's row-level security enforces.
+#[async_trait]
+pub trait BrowserStore: Send + Sync {
     /// Stores a pending authorization request.
     async fn insert_flow(&self, flow: &LoginFlow) -> Result<()>;
     /// A pending request that has not expired.
@@ -713,7 +720,6 @@ pub trait LoginStore: Send + Sync {
     ) -> Result<Option<LoginFlow>>;
     /// Removes a completed request.
     async fn delete_flow(&self, workspace: WorkspaceId, id: FlowId) -> Result<()>;
-
     /// Stores a new browser session.
     async fn insert_browser_session(&self, session: &BrowserSession) -> Result<()>;
     /// The active browser session whose cookie hashes to `token_hash`.
@@ -752,7 +758,23 @@ pub trait LoginStore: Send + Sync {
         id: BrowserSessionId,
         now: Timestamp,
     ) -> Result<Vec<SessionId>>;
+    /// Records a browser the user signed in from; `true` if it was not known.
+    async fn remember_device(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+        device_hash: &[u8],
+        now: Timestamp,
+    ) -> Result<bool>;
+    /// Deletes flows, codes, refresh tokens, browser sessions and links of every workspace that expired
+    /// before `before`, and forgets the sealed successors of refresh tokens rotated before it.
+    async fn purge_login_state(&self, before: Timestamp) -> Result<u64>;
+}
 
+/// Hosted login state: authorization codes and refresh tokens (and the login sessions a refresh extends). Every method names its workspace (except
+/// the purge of every workspace), which PostgreSQL's row-level security enforces.
+#[async_trait]
+pub trait GrantStore: Send + Sync {
     /// Stores a new authorization code.
     async fn insert_code(&self, code: &AuthorizationCode) -> Result<()>;
     /// Spends a code (atomically: of two concurrent redemptions one is `Fresh`).
@@ -769,7 +791,6 @@ pub trait LoginStore: Send + Sync {
         code_hash: &[u8],
         session: SessionId,
     ) -> Result<()>;
-
     /// Stores a new refresh token.
     async fn insert_refresh(&self, token: &RefreshToken) -> Result<()>;
     /// Rotates a current refresh token, in one transaction: marks it rotated at `now`, keeps
@@ -790,28 +811,19 @@ pub trait LoginStore: Send + Sync {
     async fn find_refresh(&self, workspace: WorkspaceId, token_hash: &[u8]) -> Result<Option<RefreshToken>>;
     /// Revokes every token of a family.
     async fn revoke_family(&self, workspace: WorkspaceId, family: FamilyId, now: Timestamp) -> Result<()>;
-    /// Stores a new e-mailed link.
-    async fn insert_link(&self, link: &LoginLink) -> Result<()>;
-    /// Stores a link and, in the same transaction, ends the user's unused links of the same purpose
-    /// (a newer link replaces older ones).
-    async fn replace_links(&self, link: &LoginLink, now: Timestamp) -> Result<()>;
-    /// Spends a link of this purpose (atomically: of two concurrent uses one succeeds); `None` if it is
-    /// unknown, used, expired or for something else.
-    async fn use_link(
+    /// Moves a login session's expiry (a refresh keeps it signed in).
+    async fn extend_session(
         &self,
         workspace: WorkspaceId,
-        link_hash: &[u8],
-        purpose: LinkPurpose,
-        now: Timestamp,
-    ) -> Result<Option<LoginLink>>;
-    /// A link of this purpose that is still usable, without spending it.
-    async fn find_link(
-        &self,
-        workspace: WorkspaceId,
-        link_hash: &[u8],
-        purpose: LinkPurpose,
-        now: Timestamp,
-    ) -> Result<Option<LoginLink>>;
+        session: SessionId,
+        expires_at: Timestamp,
+    ) -> Result<()>;
+}
+
+/// Hosted login state: second factors: TOTP, recovery codes and passkeys. Every method names its workspace (except
+/// the purge of every workspace), which PostgreSQL's row-level security enforces.
+#[async_trait]
+pub trait FactorStore: Send + Sync {
     /// The user's TOTP enrolment.
     async fn find_totp(&self, workspace: WorkspaceId, user: UserId) -> Result<Option<TotpEnrolment>>;
     /// Starts an enrolment with this secret, unless the user has one already: a confirmed one, or an
@@ -858,8 +870,6 @@ pub trait LoginStore: Send + Sync {
     ) -> Result<bool>;
     /// Unused recovery codes left.
     async fn recovery_codes_left(&self, workspace: WorkspaceId, user: UserId) -> Result<u32>;
-    /// The workspace's upstream identity providers, oldest first.
-    async fn identity_providers(&self, workspace: WorkspaceId) -> Result<Vec<IdentityProvider>>;
     /// Registers a passkey; `false` if its credential is already registered in the workspace.
     async fn insert_passkey(&self, passkey: &PasskeyRecord) -> Result<bool>;
     /// The user's passkeys, oldest first.
@@ -874,6 +884,42 @@ pub trait LoginStore: Send + Sync {
     ) -> Result<()>;
     /// Removes one of the user's passkeys; `false` if there is no such passkey of this user.
     async fn delete_passkey(&self, workspace: WorkspaceId, user: UserId, passkey: PasskeyId) -> Result<bool>;
+}
+
+/// Hosted login state: the upstream identity providers a workspace offers on its sign-in page. Every method names its workspace (except
+/// the purge of every workspace), which PostgreSQL's row-level security enforces.
+#[async_trait]
+pub trait ProviderStore: Send + Sync {
+    /// The workspace's upstream identity providers, oldest first.
+    async fn identity_providers(&self, workspace: WorkspaceId) -> Result<Vec<IdentityProvider>>;
+}
+
+/// Hosted login state: one-time ceremonies: e-mailed links and WebAuthn ceremonies. Every method names its workspace (except
+/// the purge of every workspace), which PostgreSQL's row-level security enforces.
+#[async_trait]
+pub trait CeremonyStore: Send + Sync {
+    /// Stores a new e-mailed link.
+    async fn insert_link(&self, link: &LoginLink) -> Result<()>;
+    /// Stores a link and, in the same transaction, ends the user's unused links of the same purpose
+    /// (a newer link replaces older ones).
+    async fn replace_links(&self, link: &LoginLink, now: Timestamp) -> Result<()>;
+    /// Spends a link of this purpose (atomically: of two concurrent uses one succeeds); `None` if it is
+    /// unknown, used, expired or for something else.
+    async fn use_link(
+        &self,
+        workspace: WorkspaceId,
+        link_hash: &[u8],
+        purpose: LinkPurpose,
+        now: Timestamp,
+    ) -> Result<Option<LoginLink>>;
+    /// A link of this purpose that is still usable, without spending it.
+    async fn find_link(
+        &self,
+        workspace: WorkspaceId,
+        link_hash: &[u8],
+        purpose: LinkPurpose,
+        now: Timestamp,
+    ) -> Result<Option<LoginLink>>;
     /// Stores a ceremony in progress.
     async fn insert_ceremony(&self, ceremony: &WebauthnCeremony) -> Result<()>;
     /// Takes a ceremony of this purpose (atomically, once); `None` if unknown, taken, expired or for
@@ -885,26 +931,6 @@ pub trait LoginStore: Send + Sync {
         purpose: CeremonyPurpose,
         now: Timestamp,
     ) -> Result<Option<WebauthnCeremony>>;
-    /// Whether the user's e-mail address is verified.
-    async fn email_verified(&self, workspace: WorkspaceId, user: UserId) -> Result<bool>;
-    /// Records a browser the user signed in from; `true` if it was not known.
-    async fn remember_device(
-        &self,
-        workspace: WorkspaceId,
-        user: UserId,
-        device_hash: &[u8],
-        now: Timestamp,
-    ) -> Result<bool>;
-    /// Moves a login session's expiry (a refresh keeps it signed in).
-    async fn extend_session(
-        &self,
-        workspace: WorkspaceId,
-        session: SessionId,
-        expires_at: Timestamp,
-    ) -> Result<()>;
-    /// Deletes flows, codes, refresh tokens, browser sessions and links of every workspace that expired
-    /// before `before`, and forgets the sealed successors of refresh tokens rotated before it.
-    async fn purge_login_state(&self, before: Timestamp) -> Result<u64>;
 }
 
 /// The chosen backend, behind one trait object per aggregate.
@@ -932,8 +958,18 @@ pub struct Stores {
     pub invites: Arc<dyn InviteStore>,
     /// SUPPORT operators.
     pub support: Arc<dyn SupportStore>,
-    /// Hosted login state.
-    pub login: Arc<dyn LoginStore>,
+    /// Hosted login: passwords, e-mail verification and the sign-in lockout.
+    pub passwords: Arc<dyn PasswordStore>,
+    /// Hosted login: pending authorization requests (flows), browser sessions and the browsers a user signed in from.
+    pub browsers: Arc<dyn BrowserStore>,
+    /// Hosted login: authorization codes and refresh tokens (and the login sessions a refresh extends).
+    pub grants: Arc<dyn GrantStore>,
+    /// Hosted login: second factors: TOTP, recovery codes and passkeys.
+    pub factors: Arc<dyn FactorStore>,
+    /// Hosted login: the upstream identity providers a workspace offers on its sign-in page.
+    pub providers: Arc<dyn ProviderStore>,
+    /// Hosted login: one-time ceremonies: e-mailed links and WebAuthn ceremonies.
+    pub ceremonies: Arc<dyn CeremonyStore>,
     /// Readiness of the data store.
     pub health: Arc<dyn HealthStore>,
     /// Key ring.
@@ -959,7 +995,12 @@ pub trait DataStore:
     + AuditStore
     + InviteStore
     + SupportStore
-    + LoginStore
+    + PasswordStore
+    + BrowserStore
+    + GrantStore
+    + FactorStore
+    + ProviderStore
+    + CeremonyStore
     + HealthStore
     + 'static
 {
@@ -977,7 +1018,12 @@ impl<T> DataStore for T where
         + AuditStore
         + InviteStore
         + SupportStore
-        + LoginStore
+        + PasswordStore
+        + BrowserStore
+        + GrantStore
+        + FactorStore
+        + ProviderStore
+        + CeremonyStore
         + HealthStore
         + 'static
 {
@@ -998,7 +1044,12 @@ impl Stores {
             audit: data.clone(),
             invites: data.clone(),
             support: data.clone(),
-            login: data.clone(),
+            passwords: data.clone(),
+            browsers: data.clone(),
+            grants: data.clone(),
+            factors: data.clone(),
+            providers: data.clone(),
+            ceremonies: data.clone(),
             health: data,
             keyring,
         }

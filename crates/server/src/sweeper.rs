@@ -44,7 +44,7 @@ pub async fn sweep(services: &Services, ended_session_retention: Duration) {
     // rotated longer ago than the grace window.
     if let Err(e) = services
         .stores
-        .login
+        .browsers
         .purge_login_state(now.minus(services.settings.login.refresh_grace))
         .await
     {

@@ -99,15 +99,71 @@ pub(crate) async fn insert_user_row(c: &mut PgConnection, u: &User) -> Result<()
     Ok(())
 }
 
+/// What applying one change did: the invalidation to publish (none for a change no cache holds), and
+/// whether it took an OWNER's rights away.
+#[derive(Debug, Default)]
+struct Applied {
+    invalidation: Option<Invalidation>,
+    owner_lost: bool,
+}
+
 /// Applies one change; returns whether it took an OWNER's rights away (the last-owner rule applies).
+/// Each aggregate has its own function.
 pub(crate) async fn apply_change(
     c: &mut PgConnection,
     workspace: WorkspaceId,
     now: Timestamp,
     change: &Change,
 ) -> Result<bool> {
+    let applied = match change {
+        Change::InsertWorkspace(..)
+        | Change::RenameWorkspace(..)
+        | Change::SetPlan(..)
+        | Change::SetLoginPolicy(..)
+        | Change::SetBranding(..) => apply_workspace_change(c, workspace, now, change).await?,
+        Change::InsertApplication(..)
+        | Change::UpdateApplication(..)
+        | Change::DeleteApplication(..)
+        | Change::SetApplicationSecret(..) => apply_application_change(c, workspace, now, change).await?,
+        Change::InsertUser(..)
+        | Change::UpgradeUser { .. }
+        | Change::ExpectRole(..)
+        | Change::SetRole(..)
+        | Change::SetStatus(..)
+        | Change::EndLinks(..)
+        | Change::EndSignInLockout(..)
+        | Change::RaiseRevision(..)
+        | Change::DeleteUser(..)
+        | Change::SetPassword(..)
+        | Change::LinkIdentity(..) => apply_user_change(c, workspace, now, change).await?,
+        Change::EndSession(..) | Change::InsertSession(..) => {
+            apply_session_change(c, workspace, now, change).await?
+        }
+        Change::InsertSupport(..) | Change::DeleteSupport(..) => {
+            apply_support_change(c, workspace, now, change).await?
+        }
+        Change::InsertInvite(..) | Change::AcceptInvite(..) | Change::RevokeInvite(..) => {
+            apply_invite_change(c, workspace, now, change).await?
+        }
+        Change::InsertIdentityProvider(..) | Change::DeleteIdentityProvider(..) => {
+            apply_provider_change(c, workspace, now, change).await?
+        }
+    };
+    if let Some(invalidation) = applied.invalidation {
+        record_invalidation(c, invalidation).await?;
+    }
+    Ok(applied.owner_lost)
+}
+
+/// Applies a change of the workspace row.
+async fn apply_workspace_change(
+    c: &mut PgConnection,
+    workspace: WorkspaceId,
+    now: Timestamp,
+    change: &Change,
+) -> Result<Applied> {
     let ws = workspace.as_uuid();
-    let mut owner_lost = false;
+
     let invalidation = match change {
         Change::InsertWorkspace(w) => {
             if w.id != workspace {
@@ -187,6 +243,24 @@ pub(crate) async fn apply_change(
             must_change(n, "workspace")?;
             Invalidation::Workspace(workspace)
         }
+        _ => return Err(Error::internal("not a workspace change")),
+    };
+    Ok(Applied {
+        invalidation: Some(invalidation),
+        owner_lost: false,
+    })
+}
+
+/// Applies a change of applications.
+async fn apply_application_change(
+    c: &mut PgConnection,
+    workspace: WorkspaceId,
+    now: Timestamp,
+    change: &Change,
+) -> Result<Applied> {
+    let ws = workspace.as_uuid();
+
+    let invalidation = match change {
         Change::InsertApplication(app) => {
             if app.workspace_id != workspace {
                 return Err(Error::NotFound("workspace"));
@@ -281,6 +355,24 @@ pub(crate) async fn apply_change(
             must_change(n, "application")?;
             Invalidation::Application(*id)
         }
+        _ => return Err(Error::internal("not an application change")),
+    };
+    Ok(Applied {
+        invalidation: Some(invalidation),
+        owner_lost: false,
+    })
+}
+
+/// Applies a change of members and end users: accounts, roles, status, passwords, identities.
+async fn apply_user_change(
+    c: &mut PgConnection,
+    workspace: WorkspaceId,
+    now: Timestamp,
+    change: &Change,
+) -> Result<Applied> {
+    let ws = workspace.as_uuid();
+    let mut owner_lost = false;
+    let invalidation = match change {
         Change::InsertUser(u) => {
             if u.workspace_id != workspace {
                 return Err(Error::NotFound("workspace"));
@@ -339,36 +431,7 @@ pub(crate) async fn apply_change(
             if current != *role {
                 return Err(Error::Conflict("role-changed"));
             }
-            return Ok(false);
-        }
-        Change::EndSession(id) => {
-            // Records its own invalidation.
-            crate::login::end_login_session(c, workspace, *id, now).await?;
-            return Ok(false);
-        }
-        Change::InsertSupport(op) => {
-            sqlx::query(&format!(
-                "insert into support_operator ({SUPPORT_COLUMNS}) values ($1, $2, $3, $4, $5)"
-            ))
-            .bind(op.id.as_uuid())
-            .bind(&op.email_sealed)
-            .bind(&op.email_index)
-            .bind(op.revision)
-            .bind(ts(op.created_at))
-            .execute(&mut *c)
-            .await
-            .db()?;
-            return Ok(false);
-        }
-        Change::DeleteSupport(id) => {
-            let n = sqlx::query("delete from support_operator where support_id = $1")
-                .bind(id.as_uuid())
-                .execute(&mut *c)
-                .await
-                .db()?
-                .rows_affected();
-            must_change(n, "support operator")?;
-            Invalidation::Support(*id)
+            return Ok(Applied::default());
         }
         Change::SetRole(user, role) => {
             let (old, _) = find_user_role(c, ws, *user).await?;
@@ -405,7 +468,7 @@ pub(crate) async fn apply_change(
             .execute(&mut *c)
             .await
             .db()?;
-            return Ok(false);
+            return Ok(Applied::default());
         }
         Change::EndSignInLockout(user) => {
             let n = sqlx::query(
@@ -421,7 +484,7 @@ pub(crate) async fn apply_change(
             if n == 0 {
                 return Err(Error::NotFound("user"));
             }
-            return Ok(false);
+            return Ok(Applied::default());
         }
         Change::RaiseRevision(user) => {
             bump_user(c, ws, *user, "", "", now).await?;
@@ -446,6 +509,51 @@ pub(crate) async fn apply_change(
             must_change(n, "user")?;
             Invalidation::User(workspace, *user)
         }
+        Change::SetPassword(user, phc) => {
+            let n = crate::login::write_password(c, workspace, *user, phc, now).await?;
+            must_change(n, "user")?;
+            return Ok(Applied::default());
+        }
+        Change::LinkIdentity(user, identity) => {
+            let n = sqlx::query(
+                "insert into user_identity (workspace_id, identity_index, user_id, identity_sealed, created_at)
+                 select workspace_id, $3, user_id, $4, $5 from user_account where workspace_id = $1 and user_id = $2",
+            )
+            .bind(ws)
+            .bind(user.as_uuid())
+            .bind(&identity.index)
+            .bind(&identity.sealed)
+            .bind(ts(now))
+            .execute(&mut *c)
+            .await
+            .db()?
+            .rows_affected();
+            must_change(n, "user")?;
+            return Ok(Applied::default());
+        }
+        _ => return Err(Error::internal("not a user change")),
+    };
+    Ok(Applied {
+        invalidation: Some(invalidation),
+        owner_lost,
+    })
+}
+
+/// Applies a change of login sessions.
+async fn apply_session_change(
+    c: &mut PgConnection,
+    workspace: WorkspaceId,
+    now: Timestamp,
+    change: &Change,
+) -> Result<Applied> {
+    let ws = workspace.as_uuid();
+
+    let invalidation = match change {
+        Change::EndSession(id) => {
+            // Records its own invalidation.
+            crate::login::end_login_session(c, workspace, *id, now).await?;
+            return Ok(Applied::default());
+        }
         Change::InsertSession(s) => {
             if s.workspace_id != workspace {
                 return Err(Error::NotFound("workspace"));
@@ -465,6 +573,64 @@ pub(crate) async fn apply_change(
             .db()?;
             Invalidation::Session(workspace, s.id)
         }
+        _ => return Err(Error::internal("not a session change")),
+    };
+    Ok(Applied {
+        invalidation: Some(invalidation),
+        owner_lost: false,
+    })
+}
+
+/// Applies a change of SUPPORT operators.
+async fn apply_support_change(
+    c: &mut PgConnection,
+    _workspace: WorkspaceId,
+    _now: Timestamp,
+    change: &Change,
+) -> Result<Applied> {
+    let invalidation = match change {
+        Change::InsertSupport(op) => {
+            sqlx::query(&format!(
+                "insert into support_operator ({SUPPORT_COLUMNS}) values ($1, $2, $3, $4, $5)"
+            ))
+            .bind(op.id.as_uuid())
+            .bind(&op.email_sealed)
+            .bind(&op.email_index)
+            .bind(op.revision)
+            .bind(ts(op.created_at))
+            .execute(&mut *c)
+            .await
+            .db()?;
+            return Ok(Applied::default());
+        }
+        Change::DeleteSupport(id) => {
+            let n = sqlx::query("delete from support_operator where support_id = $1")
+                .bind(id.as_uuid())
+                .execute(&mut *c)
+                .await
+                .db()?
+                .rows_affected();
+            must_change(n, "support operator")?;
+            Invalidation::Support(*id)
+        }
+        _ => return Err(Error::internal("not a support change")),
+    };
+    Ok(Applied {
+        invalidation: Some(invalidation),
+        owner_lost: false,
+    })
+}
+
+/// Applies a change of invitations.
+async fn apply_invite_change(
+    c: &mut PgConnection,
+    workspace: WorkspaceId,
+    now: Timestamp,
+    change: &Change,
+) -> Result<Applied> {
+    let ws = workspace.as_uuid();
+
+    match change {
         Change::InsertInvite(i) => {
             if i.workspace_id != workspace {
                 return Err(Error::NotFound("workspace"));
@@ -486,12 +652,7 @@ pub(crate) async fn apply_change(
             .execute(&mut *c)
             .await
             .db()?;
-            return Ok(false);
-        }
-        Change::SetPassword(user, phc) => {
-            let n = crate::login::write_password(c, workspace, *user, phc, now).await?;
-            must_change(n, "user")?;
-            return Ok(false);
+            Ok(Applied::default())
         }
         Change::AcceptInvite(id) => {
             let n = sqlx::query(
@@ -507,8 +668,37 @@ pub(crate) async fn apply_change(
             .db()?
             .rows_affected();
             must_change(n, "invite")?;
-            return Ok(false);
+            Ok(Applied::default())
         }
+        Change::RevokeInvite(id) => {
+            let n = sqlx::query(
+                "update invite set revoked_at = $3
+                 where workspace_id = $1 and invite_id = $2 and revoked_at is null and accepted_at is null",
+            )
+            .bind(ws)
+            .bind(id.as_uuid())
+            .bind(ts(now))
+            .execute(&mut *c)
+            .await
+            .db()?
+            .rows_affected();
+            must_change(n, "invite")?;
+            Ok(Applied::default())
+        }
+        _ => Err(Error::internal("not an invite change")),
+    }
+}
+
+/// Applies a change of upstream identity providers.
+async fn apply_provider_change(
+    c: &mut PgConnection,
+    workspace: WorkspaceId,
+    _now: Timestamp,
+    change: &Change,
+) -> Result<Applied> {
+    let ws = workspace.as_uuid();
+
+    match change {
         Change::InsertIdentityProvider(p) => {
             if p.workspace_id != workspace {
                 return Err(Error::NotFound("workspace"));
@@ -529,7 +719,7 @@ pub(crate) async fn apply_change(
             .execute(&mut *c)
             .await
             .db()?;
-            return Ok(false);
+            Ok(Applied::default())
         }
         Change::DeleteIdentityProvider(id) => {
             let n = sqlx::query("delete from identity_provider where workspace_id = $1 and provider_id = $2")
@@ -540,43 +730,10 @@ pub(crate) async fn apply_change(
                 .db()?
                 .rows_affected();
             must_change(n, "identity provider")?;
-            return Ok(false);
+            Ok(Applied::default())
         }
-        Change::LinkIdentity(user, identity) => {
-            let n = sqlx::query(
-                "insert into user_identity (workspace_id, identity_index, user_id, identity_sealed, created_at)
-                 select workspace_id, $3, user_id, $4, $5 from user_account where workspace_id = $1 and user_id = $2",
-            )
-            .bind(ws)
-            .bind(user.as_uuid())
-            .bind(&identity.index)
-            .bind(&identity.sealed)
-            .bind(ts(now))
-            .execute(&mut *c)
-            .await
-            .db()?
-            .rows_affected();
-            must_change(n, "user")?;
-            return Ok(false);
-        }
-        Change::RevokeInvite(id) => {
-            let n = sqlx::query(
-                "update invite set revoked_at = $3
-                 where workspace_id = $1 and invite_id = $2 and revoked_at is null and accepted_at is null",
-            )
-            .bind(ws)
-            .bind(id.as_uuid())
-            .bind(ts(now))
-            .execute(&mut *c)
-            .await
-            .db()?
-            .rows_affected();
-            must_change(n, "invite")?;
-            return Ok(false);
-        }
-    };
-    record_invalidation(c, invalidation).await?;
-    Ok(owner_lost)
+        _ => Err(Error::internal("not a provider change")),
+    }
 }
 
 async fn append_events(c: &mut PgConnection, set: &ChangeSet) -> Result<()> {

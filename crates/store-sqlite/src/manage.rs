@@ -78,15 +78,71 @@ pub(crate) fn insert_user_row(c: &Connection, u: &User) -> Result<()> {
     Ok(())
 }
 
+/// What applying one change did: the invalidation to publish (none for a change no cache holds), and
+/// whether it took an OWNER's rights away.
+#[derive(Debug, Default)]
+struct Applied {
+    invalidation: Option<Invalidation>,
+    owner_lost: bool,
+}
+
 /// Applies one change; returns whether it took an OWNER's rights away (the last-owner rule applies).
+/// Each aggregate has its own function.
 pub(crate) fn apply_change(
     c: &Connection,
     workspace: WorkspaceId,
     now: Timestamp,
     change: &Change,
 ) -> Result<bool> {
+    let applied = match change {
+        Change::InsertWorkspace(..)
+        | Change::RenameWorkspace(..)
+        | Change::SetPlan(..)
+        | Change::SetLoginPolicy(..)
+        | Change::SetBranding(..) => apply_workspace_change(c, workspace, now, change)?,
+        Change::InsertApplication(..)
+        | Change::UpdateApplication(..)
+        | Change::DeleteApplication(..)
+        | Change::SetApplicationSecret(..) => apply_application_change(c, workspace, now, change)?,
+        Change::InsertUser(..)
+        | Change::UpgradeUser { .. }
+        | Change::ExpectRole(..)
+        | Change::SetRole(..)
+        | Change::SetStatus(..)
+        | Change::EndLinks(..)
+        | Change::EndSignInLockout(..)
+        | Change::RaiseRevision(..)
+        | Change::DeleteUser(..)
+        | Change::SetPassword(..)
+        | Change::LinkIdentity(..) => apply_user_change(c, workspace, now, change)?,
+        Change::EndSession(..) | Change::InsertSession(..) => {
+            apply_session_change(c, workspace, now, change)?
+        }
+        Change::InsertSupport(..) | Change::DeleteSupport(..) => {
+            apply_support_change(c, workspace, now, change)?
+        }
+        Change::InsertInvite(..) | Change::AcceptInvite(..) | Change::RevokeInvite(..) => {
+            apply_invite_change(c, workspace, now, change)?
+        }
+        Change::InsertIdentityProvider(..) | Change::DeleteIdentityProvider(..) => {
+            apply_provider_change(c, workspace, now, change)?
+        }
+    };
+    if let Some(invalidation) = applied.invalidation {
+        record_invalidation(c, invalidation)?;
+    }
+    Ok(applied.owner_lost)
+}
+
+/// Applies a change of the workspace row.
+fn apply_workspace_change(
+    c: &Connection,
+    workspace: WorkspaceId,
+    now: Timestamp,
+    change: &Change,
+) -> Result<Applied> {
     let ws = workspace.as_uuid();
-    let mut owner_lost = false;
+
     let invalidation = match change {
         Change::InsertWorkspace(w) => {
             if w.id != workspace {
@@ -151,6 +207,24 @@ pub(crate) fn apply_change(
             must_change(n, "workspace")?;
             Invalidation::Workspace(workspace)
         }
+        _ => return Err(Error::internal("not a workspace change")),
+    };
+    Ok(Applied {
+        invalidation: Some(invalidation),
+        owner_lost: false,
+    })
+}
+
+/// Applies a change of applications.
+fn apply_application_change(
+    c: &Connection,
+    workspace: WorkspaceId,
+    now: Timestamp,
+    change: &Change,
+) -> Result<Applied> {
+    let ws = workspace.as_uuid();
+
+    let invalidation = match change {
         Change::InsertApplication(app) => {
             if app.workspace_id != workspace {
                 return Err(Error::NotFound("workspace"));
@@ -240,6 +314,24 @@ pub(crate) fn apply_change(
             must_change(n, "application")?;
             Invalidation::Application(*id)
         }
+        _ => return Err(Error::internal("not an application change")),
+    };
+    Ok(Applied {
+        invalidation: Some(invalidation),
+        owner_lost: false,
+    })
+}
+
+/// Applies a change of members and end users: accounts, roles, status, passwords, identities.
+fn apply_user_change(
+    c: &Connection,
+    workspace: WorkspaceId,
+    now: Timestamp,
+    change: &Change,
+) -> Result<Applied> {
+    let ws = workspace.as_uuid();
+    let mut owner_lost = false;
+    let invalidation = match change {
         Change::InsertUser(u) => {
             if u.workspace_id != workspace {
                 return Err(Error::NotFound("workspace"));
@@ -290,36 +382,7 @@ pub(crate) fn apply_change(
             if current != *role {
                 return Err(Error::Conflict("role-changed"));
             }
-            return Ok(false);
-        }
-        Change::EndSession(id) => {
-            // Records its own invalidation.
-            crate::login::end_login_session(c, workspace, *id, now)?;
-            return Ok(false);
-        }
-        Change::InsertSupport(op) => {
-            c.execute(
-                &format!("insert into support_operator ({SUPPORT_COLUMNS}) values (?1, ?2, ?3, ?4, ?5)"),
-                params![
-                    op.id.as_uuid(),
-                    op.email_sealed,
-                    op.email_index,
-                    op.revision,
-                    op.created_at.millis()
-                ],
-            )
-            .db()?;
-            return Ok(false);
-        }
-        Change::DeleteSupport(id) => {
-            let n = c
-                .execute(
-                    "delete from support_operator where support_id = ?1",
-                    params![id.as_uuid()],
-                )
-                .db()?;
-            must_change(n, "support operator")?;
-            Invalidation::Support(*id)
+            return Ok(Applied::default());
         }
         Change::SetRole(user, role) => {
             let (old, _) = find_user_role(c, ws, *user)?;
@@ -349,7 +412,7 @@ pub(crate) fn apply_change(
                 params![ws, user.as_uuid(), now.millis()],
             )
             .db()?;
-            return Ok(false);
+            return Ok(Applied::default());
         }
         Change::EndSignInLockout(user) => {
             let n = c
@@ -362,7 +425,7 @@ pub(crate) fn apply_change(
             if n == 0 {
                 return Err(Error::NotFound("user"));
             }
-            return Ok(false);
+            return Ok(Applied::default());
         }
         Change::RaiseRevision(user) => {
             bump_user(c, ws, *user, "", "", now)?;
@@ -385,6 +448,44 @@ pub(crate) fn apply_change(
             must_change(n, "user")?;
             Invalidation::User(workspace, *user)
         }
+        Change::SetPassword(user, phc) => {
+            let n = crate::login::write_password(c, workspace, *user, phc, now)?;
+            must_change(n, "user")?;
+            return Ok(Applied::default());
+        }
+        Change::LinkIdentity(user, identity) => {
+            c.execute(
+                "insert into user_identity (workspace_id, identity_index, user_id, identity_sealed, created_at)
+                 select workspace_id, ?3, user_id, ?4, ?5 from user_account where workspace_id = ?1 and user_id = ?2",
+                params![ws, user.as_uuid(), identity.index, identity.sealed, now.millis()],
+            )
+            .db()
+            .and_then(|n| must_change(n, "user"))?;
+            return Ok(Applied::default());
+        }
+        _ => return Err(Error::internal("not a user change")),
+    };
+    Ok(Applied {
+        invalidation: Some(invalidation),
+        owner_lost,
+    })
+}
+
+/// Applies a change of login sessions.
+fn apply_session_change(
+    c: &Connection,
+    workspace: WorkspaceId,
+    now: Timestamp,
+    change: &Change,
+) -> Result<Applied> {
+    let ws = workspace.as_uuid();
+
+    let invalidation = match change {
+        Change::EndSession(id) => {
+            // Records its own invalidation.
+            crate::login::end_login_session(c, workspace, *id, now)?;
+            return Ok(Applied::default());
+        }
         Change::InsertSession(s) => {
             if s.workspace_id != workspace {
                 return Err(Error::NotFound("workspace"));
@@ -405,6 +506,64 @@ pub(crate) fn apply_change(
             .db()?;
             Invalidation::Session(workspace, s.id)
         }
+        _ => return Err(Error::internal("not a session change")),
+    };
+    Ok(Applied {
+        invalidation: Some(invalidation),
+        owner_lost: false,
+    })
+}
+
+/// Applies a change of SUPPORT operators.
+fn apply_support_change(
+    c: &Connection,
+    _workspace: WorkspaceId,
+    _now: Timestamp,
+    change: &Change,
+) -> Result<Applied> {
+    let invalidation = match change {
+        Change::InsertSupport(op) => {
+            c.execute(
+                &format!("insert into support_operator ({SUPPORT_COLUMNS}) values (?1, ?2, ?3, ?4, ?5)"),
+                params![
+                    op.id.as_uuid(),
+                    op.email_sealed,
+                    op.email_index,
+                    op.revision,
+                    op.created_at.millis()
+                ],
+            )
+            .db()?;
+            return Ok(Applied::default());
+        }
+        Change::DeleteSupport(id) => {
+            let n = c
+                .execute(
+                    "delete from support_operator where support_id = ?1",
+                    params![id.as_uuid()],
+                )
+                .db()?;
+            must_change(n, "support operator")?;
+            Invalidation::Support(*id)
+        }
+        _ => return Err(Error::internal("not a support change")),
+    };
+    Ok(Applied {
+        invalidation: Some(invalidation),
+        owner_lost: false,
+    })
+}
+
+/// Applies a change of invitations.
+fn apply_invite_change(
+    c: &Connection,
+    workspace: WorkspaceId,
+    now: Timestamp,
+    change: &Change,
+) -> Result<Applied> {
+    let ws = workspace.as_uuid();
+
+    match change {
         Change::InsertInvite(i) => {
             if i.workspace_id != workspace {
                 return Err(Error::NotFound("workspace"));
@@ -426,12 +585,7 @@ pub(crate) fn apply_change(
                 ],
             )
             .db()?;
-            return Ok(false);
-        }
-        Change::SetPassword(user, phc) => {
-            let n = crate::login::write_password(c, workspace, *user, phc, now)?;
-            must_change(n, "user")?;
-            return Ok(false);
+            Ok(Applied::default())
         }
         Change::AcceptInvite(id) => {
             let n = c
@@ -443,8 +597,33 @@ pub(crate) fn apply_change(
                 )
                 .db()?;
             must_change(n, "invite")?;
-            return Ok(false);
+            Ok(Applied::default())
         }
+        Change::RevokeInvite(id) => {
+            let n = c
+                .execute(
+                    "update invite set revoked_at = ?3
+                     where workspace_id = ?1 and invite_id = ?2 and revoked_at is null and accepted_at is null",
+                    params![ws, id.as_uuid(), now.millis()],
+                )
+                .db()?;
+            must_change(n, "invite")?;
+            Ok(Applied::default())
+        }
+        _ => Err(Error::internal("not an invite change")),
+    }
+}
+
+/// Applies a change of upstream identity providers.
+fn apply_provider_change(
+    c: &Connection,
+    workspace: WorkspaceId,
+    _now: Timestamp,
+    change: &Change,
+) -> Result<Applied> {
+    let ws = workspace.as_uuid();
+
+    match change {
         Change::InsertIdentityProvider(p) => {
             if p.workspace_id != workspace {
                 return Err(Error::NotFound("workspace"));
@@ -465,7 +644,7 @@ pub(crate) fn apply_change(
                 ],
             )
             .db()?;
-            return Ok(false);
+            Ok(Applied::default())
         }
         Change::DeleteIdentityProvider(id) => {
             let n = c
@@ -475,32 +654,10 @@ pub(crate) fn apply_change(
                 )
                 .db()?;
             must_change(n, "identity provider")?;
-            return Ok(false);
+            Ok(Applied::default())
         }
-        Change::LinkIdentity(user, identity) => {
-            c.execute(
-                "insert into user_identity (workspace_id, identity_index, user_id, identity_sealed, created_at)
-                 select workspace_id, ?3, user_id, ?4, ?5 from user_account where workspace_id = ?1 and user_id = ?2",
-                params![ws, user.as_uuid(), identity.index, identity.sealed, now.millis()],
-            )
-            .db()
-            .and_then(|n| must_change(n, "user"))?;
-            return Ok(false);
-        }
-        Change::RevokeInvite(id) => {
-            let n = c
-                .execute(
-                    "update invite set revoked_at = ?3
-                     where workspace_id = ?1 and invite_id = ?2 and revoked_at is null and accepted_at is null",
-                    params![ws, id.as_uuid(), now.millis()],
-                )
-                .db()?;
-            must_change(n, "invite")?;
-            return Ok(false);
-        }
-    };
-    record_invalidation(c, invalidation)?;
-    Ok(owner_lost)
+        _ => Err(Error::internal("not a provider change")),
+    }
 }
 
 fn append_events(c: &Connection, set: &ChangeSet) -> Result<()> {

@@ -418,7 +418,10 @@ impl Services {
             Err(e) => return Err(e),
         }
         if email.is_some() {
-            self.stores.login.set_email_verified(workspace, user_id).await?;
+            self.stores
+                .passwords
+                .set_email_verified(workspace, user_id)
+                .await?;
         }
         Ok(user)
     }

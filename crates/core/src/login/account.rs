@@ -72,7 +72,7 @@ impl Services {
             email: self.user_email(&keys, user).unwrap_or_default(),
             verified: self
                 .stores
-                .login
+                .passwords
                 .email_verified(user.workspace_id, user.id)
                 .await?,
             factors: self.mfa_status(user).await?,
@@ -90,7 +90,7 @@ impl Services {
             .await?;
         let sessions = self
             .stores
-            .login
+            .browsers
             .list_browser_sessions(current.workspace_id, current.user_id, self.clock.now())
             .await?;
         let mut out: Vec<DeviceSession> = sessions
@@ -121,7 +121,7 @@ impl Services {
     ) -> Result<()> {
         let sessions = self
             .stores
-            .login
+            .browsers
             .list_browser_sessions(current.workspace_id, current.user_id, self.clock.now())
             .await?;
         let session = sessions
@@ -135,7 +135,7 @@ impl Services {
     pub async fn end_other_sessions(&self, current: &BrowserSession, client: &Actor) -> Result<usize> {
         let others: Vec<BrowserSession> = self
             .stores
-            .login
+            .browsers
             .list_browser_sessions(current.workspace_id, current.user_id, self.clock.now())
             .await?
             .into_iter()
@@ -201,7 +201,7 @@ impl Services {
             .await?;
         let stored = self
             .stores
-            .login
+            .passwords
             .find_password(user.workspace_id, user.id)
             .await?;
         let right = match &stored {

@@ -90,7 +90,7 @@ impl Services {
         let token = new_credential(UPGRADE_PREFIX, caller.token.workspace)?;
         let now = self.clock.now();
         self.stores
-            .login
+            .ceremonies
             .insert_link(&LoginLink {
                 link_hash: secureflows_crypto::sha256(token.as_bytes()).to_vec(),
                 workspace_id: caller.token.workspace,
@@ -120,7 +120,7 @@ impl Services {
         let hash = secureflows_crypto::sha256(ticket.as_bytes());
         let link = self
             .stores
-            .login
+            .ceremonies
             .use_link(workspace, &hash, LinkPurpose::Upgrade, self.clock.now())
             .await?;
         Ok(link.map(|l| l.user_id))

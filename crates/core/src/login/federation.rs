@@ -187,13 +187,16 @@ impl Services {
 
     /// The workspace's providers (for the sign-in page).
     pub async fn sign_in_providers(&self, workspace: WorkspaceId) -> Result<Vec<IdentityProvider>> {
-        self.stores.login.identity_providers(workspace).await
+        self.stores.providers.identity_providers(workspace).await
     }
 
     /// The workspace's providers (OWNER, ADMIN).
     pub async fn list_identity_providers(&self, caller: &ConsoleCaller) -> Result<Vec<IdentityProvider>> {
         caller.require_admin()?;
-        self.stores.login.identity_providers(caller.workspace_id()).await
+        self.stores
+            .providers
+            .identity_providers(caller.workspace_id())
+            .await
     }
 
     /// Adds a provider (OWNER, ADMIN); audited without its secret.
@@ -261,7 +264,7 @@ impl Services {
             return Err(Error::Invalid(errors));
         };
         let workspace = caller.workspace_id();
-        if self.stores.login.identity_providers(workspace).await?.len() >= MAX_PROVIDERS {
+        if self.stores.providers.identity_providers(workspace).await?.len() >= MAX_PROVIDERS {
             return Err(Error::invalid(
                 "kind",
                 "a workspace has at most 10 identity providers",
@@ -315,7 +318,7 @@ impl Services {
         let workspace = caller.workspace_id();
         let old = self
             .stores
-            .login
+            .providers
             .identity_providers(workspace)
             .await?
             .into_iter()
@@ -371,7 +374,7 @@ impl Services {
         let (_, keys) = self.login_workspace(workspace).await?;
         let provider = self
             .stores
-            .login
+            .providers
             .identity_providers(workspace)
             .await?
             .into_iter()
@@ -437,7 +440,7 @@ impl Services {
         let code = callback.code.ok_or(UpstreamFailure::Provider)?;
         let provider = self
             .stores
-            .login
+            .providers
             .identity_providers(workspace)
             .await?
             .into_iter()
@@ -610,7 +613,11 @@ impl Services {
                 .await?;
             if let Some(existing) = by_email {
                 // SECURITY: see the module documentation.
-                let verified_here = self.stores.login.email_verified(workspace, existing.id).await?;
+                let verified_here = self
+                    .stores
+                    .passwords
+                    .email_verified(workspace, existing.id)
+                    .await?;
                 let factors = self.mfa_status(&existing).await?;
                 let linkable =
                     verified_here && existing.role == Role::User && !factors.totp && factors.passkeys == 0;

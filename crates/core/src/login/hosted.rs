@@ -242,14 +242,14 @@ impl Services {
         };
         if let AttemptGate::Locked(_) = self
             .stores
-            .login
+            .passwords
             .begin_attempt(workspace, user.id, settings.max_failures, now)
             .await?
         {
             self.passwords.verify_dummy(password).await?;
             return Err(bad());
         }
-        let stored = self.stores.login.find_password(workspace, user.id).await?;
+        let stored = self.stores.passwords.find_password(workspace, user.id).await?;
         let check = match &stored {
             Some(phc) => self.passwords.verify(phc, password).await?,
             None => {
@@ -263,7 +263,7 @@ impl Services {
         if check == PasswordCheck::Mismatch || user.status != UserStatus::Active {
             let locked = self
                 .stores
-                .login
+                .passwords
                 .lock_if_exhausted(
                     workspace,
                     user.id,
@@ -351,7 +351,7 @@ impl Services {
             expires_at: now.plus(self.settings.login.browser_session_ttl),
             ended_at: None,
         };
-        self.stores.login.insert_browser_session(&session).await?;
+        self.stores.browsers.insert_browser_session(&session).await?;
         Ok(BrowserLogin {
             session,
             cookie: SecretString::new(cookie),
@@ -371,7 +371,7 @@ impl Services {
         let now = self.clock.now();
         let Some(session) = self
             .stores
-            .login
+            .browsers
             .find_browser_session(workspace, &hash, now)
             .await?
         else {
@@ -387,7 +387,7 @@ impl Services {
         // Last seen, to the nearest five minutes (one write per browser per five minutes at most).
         if now.since(session.last_seen_at) > std::time::Duration::from_secs(300) {
             self.stores
-                .login
+                .browsers
                 .touch_browser_session(workspace, session.id, now)
                 .await?;
         }
@@ -400,7 +400,7 @@ impl Services {
         let now = self.clock.now();
         let ended = self
             .stores
-            .login
+            .browsers
             .end_browser_session(session.workspace_id, session.id, now)
             .await?;
         for s in &ended {

@@ -93,7 +93,7 @@ impl Services {
             Error::Conflict(_) => Error::Conflict("account-exists"),
             other => other,
         })?;
-        self.stores.login.set_email_verified(workspace, id).await?;
+        self.stores.passwords.set_email_verified(workspace, id).await?;
         let step = self
             .after_first_factor(&keys, &user, vec!["pwd".into()], None, &actor)
             .await?;

@@ -149,7 +149,7 @@ impl Services {
             created_at: now,
             expires_at: now.plus(ttl),
         };
-        self.stores.login.replace_links(&link, now).await?;
+        self.stores.ceremonies.replace_links(&link, now).await?;
         let url = format!("{}/{}?token={token}", self.issuer_of(workspace), purpose.as_str());
         Ok((SecretString::new(url), ttl))
     }
@@ -245,11 +245,11 @@ impl Services {
         }
         let hash = secureflows_crypto::sha256(token.as_bytes());
         let now = self.clock.now();
-        let login = &self.stores.login;
+        let ceremonies = &self.stores.ceremonies;
         let link = if spend {
-            login.use_link(workspace, &hash, purpose, now).await?
+            ceremonies.use_link(workspace, &hash, purpose, now).await?
         } else {
-            login.find_link(workspace, &hash, purpose, now).await?
+            ceremonies.find_link(workspace, &hash, purpose, now).await?
         }
         .ok_or_else(missing)?;
         let user = self
@@ -287,7 +287,10 @@ impl Services {
         if !same_browser {
             link.flow_id = None;
         }
-        self.stores.login.set_email_verified(workspace, user.id).await?;
+        self.stores
+            .passwords
+            .set_email_verified(workspace, user.id)
+            .await?;
         let actor = actor_for(client, &user);
         let keys = self.keys.workspace_keys(workspace, self.state.trusted()).await?;
         self.record(
@@ -313,7 +316,10 @@ impl Services {
     /// Confirms an e-mail address.
     pub async fn verify_email(&self, workspace: WorkspaceId, token: &str, client: &Actor) -> Result<()> {
         let (_, user) = self.spend_link(workspace, token, LinkPurpose::Verify).await?;
-        self.stores.login.set_email_verified(workspace, user.id).await?;
+        self.stores
+            .passwords
+            .set_email_verified(workspace, user.id)
+            .await?;
         let keys = self.keys.workspace_keys(workspace, self.state.trusted()).await?;
         self.record(
             workspace,
@@ -353,7 +359,10 @@ impl Services {
             vec![NewEvent::new("user.password_reset", "user", user.id)],
         )
         .await?;
-        self.stores.login.set_email_verified(workspace, user.id).await?;
+        self.stores
+            .passwords
+            .set_email_verified(workspace, user.id)
+            .await?;
         self.alert(
             &keys,
             &user,
@@ -391,7 +400,7 @@ impl Services {
         );
         let new = self
             .stores
-            .login
+            .browsers
             .remember_device(user.workspace_id, user.id, &hash, self.clock.now())
             .await?;
         if new && alert {

@@ -103,7 +103,7 @@ impl Services {
             return Ok(step);
         }
         self.stores
-            .login
+            .passwords
             .clear_failures(user.workspace_id, user.id)
             .await?;
         Ok(FirstFactor::SignedIn(
@@ -127,7 +127,7 @@ impl Services {
         let token = new_credential(PENDING_PREFIX, user.workspace_id)?;
         let now = self.clock.now();
         self.stores
-            .login
+            .ceremonies
             .insert_link(&LoginLink {
                 link_hash: secureflows_crypto::sha256(token.as_bytes()).to_vec(),
                 workspace_id: user.workspace_id,
@@ -179,7 +179,7 @@ impl Services {
             }
         }
         self.stores
-            .login
+            .browsers
             .set_browser_session_amr(session.workspace_id, session.id, &amr)
             .await
     }
@@ -249,11 +249,11 @@ impl Services {
         let codes = self.confirm_totp(&user, code, client).await?;
         let hash = secureflows_crypto::sha256(pending.as_bytes());
         self.stores
-            .login
+            .ceremonies
             .use_link(workspace, &hash, LinkPurpose::Mfa, self.clock.now())
             .await?
             .ok_or(Error::NotFound("pending sign-in"))?;
-        self.stores.login.clear_failures(workspace, user.id).await?;
+        self.stores.passwords.clear_failures(workspace, user.id).await?;
         let keys = self.keys.workspace_keys(workspace, self.state.trusted()).await?;
         let mut actor = client.clone();
         actor.kind = ActorKind::EndUser;
@@ -304,7 +304,7 @@ impl Services {
         let max = self.settings.login.max_failures;
         if let AttemptGate::Locked(_) = self
             .stores
-            .login
+            .passwords
             .begin_attempt(workspace, user.id, max, now)
             .await?
         {
@@ -314,7 +314,7 @@ impl Services {
         let Some(method) = method else {
             let locked = self
                 .stores
-                .login
+                .passwords
                 .lock_if_exhausted(workspace, user.id, max, now.plus(self.settings.login.lockout))
                 .await?;
             let mut events = vec![
@@ -329,11 +329,11 @@ impl Services {
         };
         // Spend the step (a concurrent completion gets NotFound).
         self.stores
-            .login
+            .ceremonies
             .use_link(workspace, &hash, LinkPurpose::Mfa, now)
             .await?
             .ok_or(Error::NotFound("pending sign-in"))?;
-        self.stores.login.clear_failures(workspace, user.id).await?;
+        self.stores.passwords.clear_failures(workspace, user.id).await?;
         let mut amr = link.amr.clone();
         amr.push(method.into());
         amr.push("mfa".into());
@@ -364,7 +364,7 @@ impl Services {
     ) -> Result<Option<&'static str>> {
         let compact: String = code.chars().filter(|c| !c.is_whitespace()).collect();
         if compact.len() == 6 && compact.bytes().all(|b| b.is_ascii_digit()) {
-            let Some(enrolment) = self.stores.login.find_totp(user.workspace_id, user.id).await? else {
+            let Some(enrolment) = self.stores.factors.find_totp(user.workspace_id, user.id).await? else {
                 return Ok(None);
             };
             let secret = keys.open(&totp_aad(user.workspace_id, user.id), &enrolment.secret_sealed)?;
@@ -376,7 +376,7 @@ impl Services {
             let step = i64::try_from(step).unwrap_or(i64::MAX);
             let fresh = self
                 .stores
-                .login
+                .factors
                 .use_totp_step(user.workspace_id, user.id, step, self.clock.now())
                 .await?;
             return Ok(fresh.then_some("otp"));
@@ -384,7 +384,7 @@ impl Services {
         let hash = secureflows_crypto::sha256(normalise_recovery_code(code).as_bytes());
         let used = self
             .stores
-            .login
+            .factors
             .use_recovery_code(user.workspace_id, user.id, &hash, self.clock.now())
             .await?;
         Ok(used.then_some("recovery"))
@@ -394,18 +394,18 @@ impl Services {
     pub async fn mfa_status(&self, user: &User) -> Result<MfaStatus> {
         let totp = self
             .stores
-            .login
+            .factors
             .find_totp(user.workspace_id, user.id)
             .await?
             .is_some_and(|t| t.confirmed_at.is_some());
         let recovery_codes_left = self
             .stores
-            .login
+            .factors
             .recovery_codes_left(user.workspace_id, user.id)
             .await?;
         let passkeys = self
             .stores
-            .login
+            .factors
             .passkeys(user.workspace_id, user.id)
             .await?
             .len();
@@ -430,7 +430,7 @@ impl Services {
         let sealed = keys.seal(&totp_aad(user.workspace_id, user.id), &fresh[..])?;
         let secret = if self
             .stores
-            .login
+            .factors
             .begin_totp(
                 user.workspace_id,
                 user.id,
@@ -444,7 +444,7 @@ impl Services {
         } else {
             let pending = self
                 .stores
-                .login
+                .factors
                 .find_totp(user.workspace_id, user.id)
                 .await?
                 .ok_or(Error::Conflict("enrolment"))?;
@@ -482,7 +482,7 @@ impl Services {
             .await?;
         let enrolment = self
             .stores
-            .login
+            .factors
             .find_totp(user.workspace_id, user.id)
             .await?
             .ok_or(Error::NotFound("enrolment"))?;
@@ -532,7 +532,7 @@ impl Services {
         // A passkey is still a second factor: its recovery codes stay.
         let passkeys = self.has_passkey(user.workspace_id, user.id).await?;
         self.stores
-            .login
+            .factors
             .delete_totp(user.workspace_id, user.id, passkeys)
             .await?;
         let mut actor = client.clone();
@@ -567,7 +567,7 @@ impl Services {
             .map(|c| secureflows_crypto::sha256(normalise_recovery_code(c).as_bytes()).to_vec())
             .collect();
         self.stores
-            .login
+            .factors
             .replace_recovery_codes(user.workspace_id, user.id, &hashes, self.clock.now())
             .await?;
         Ok(codes)

@@ -497,7 +497,7 @@ impl Services {
             created_at: now,
             expires_at: now.plus(self.settings.login.flow_ttl),
         };
-        self.stores.login.insert_flow(&flow).await?;
+        self.stores.browsers.insert_flow(&flow).await?;
         Ok(flow)
     }
 
@@ -509,7 +509,7 @@ impl Services {
     ) -> Result<Option<(LoginFlow, Application)>> {
         let Some(flow) = self
             .stores
-            .login
+            .browsers
             .find_flow(workspace, id, self.clock.now())
             .await?
         else {
@@ -526,7 +526,7 @@ impl Services {
 
     /// Removes a completed flow. A failure is logged and otherwise harmless: the flow expires.
     pub async fn forget_flow(&self, workspace: WorkspaceId, id: FlowId) {
-        if let Err(e) = self.stores.login.delete_flow(workspace, id).await {
+        if let Err(e) = self.stores.browsers.delete_flow(workspace, id).await {
             tracing::warn!(error = %e, "removing a completed flow failed");
         }
     }
@@ -542,7 +542,7 @@ impl Services {
         let now = self.clock.now();
         let code = new_credential(CODE_PREFIX, browser.workspace_id)?;
         self.stores
-            .login
+            .grants
             .insert_code(&AuthorizationCode {
                 code_hash: secureflows_crypto::sha256(code.as_bytes()).to_vec(),
                 workspace_id: browser.workspace_id,
@@ -647,7 +647,7 @@ impl Services {
         }
         let hash = secureflows_crypto::sha256(code.as_bytes());
         let now = self.clock.now();
-        let code_row = match self.stores.login.redeem_code(workspace, &hash, now).await? {
+        let code_row = match self.stores.grants.redeem_code(workspace, &hash, now).await? {
             CodeRedemption::Fresh(c) => c,
             CodeRedemption::Replayed(session) => {
                 if let Some(session) = session {
@@ -717,7 +717,7 @@ impl Services {
             )
             .await?;
         self.stores
-            .login
+            .grants
             .attach_code_session(workspace, &hash, grant.session)
             .await?;
         Ok(grant)
@@ -743,7 +743,7 @@ impl Services {
         let now = self.clock.now();
         let current = self
             .stores
-            .login
+            .grants
             .find_refresh(workspace, &hash)
             .await?
             .filter(|t| t.revoked_at.is_none() && t.expires_at > now)
@@ -810,7 +810,7 @@ impl Services {
         let sealed = seal_successor(&keys, &current, &grant)?;
         match self
             .stores
-            .login
+            .grants
             .rotate_refresh(workspace, &hash, &successor, &sealed, now)
             .await?
         {
@@ -820,7 +820,7 @@ impl Services {
             RefreshRotation::NotCurrent => {
                 let again = self
                     .stores
-                    .login
+                    .grants
                     .find_refresh(workspace, &hash)
                     .await?
                     .filter(|t| t.revoked_at.is_none())
@@ -829,7 +829,7 @@ impl Services {
             }
         }
         self.stores
-            .login
+            .grants
             .extend_session(
                 workspace,
                 session.id,
@@ -859,7 +859,7 @@ impl Services {
             let keys = self.keys.workspace_keys(workspace, self.state.trusted()).await?;
             let sealed = self
                 .stores
-                .login
+                .grants
                 .refresh_successor(workspace, &used.token_hash)
                 .await?;
             if let Some(grant) = sealed.and_then(|s| open_successor(&keys, used, &s)) {
@@ -869,7 +869,7 @@ impl Services {
         // SECURITY: RFC 9700 §4.14.2: a refresh token used out of step was stolen, or its owner's copy
         // was: end the whole family and its login session.
         self.stores
-            .login
+            .grants
             .revoke_family(workspace, used.family_id, now)
             .await?;
         self.state
@@ -970,7 +970,7 @@ impl Services {
             (Some(family), Some(expires_at)) => {
                 let token = new_credential(REFRESH_PREFIX, workspace)?;
                 self.stores
-                    .login
+                    .grants
                     .insert_refresh(&RefreshToken {
                         token_hash: secureflows_crypto::sha256(token.as_bytes()).to_vec(),
                         workspace_id: workspace,
@@ -1124,7 +1124,7 @@ impl Services {
             claims["email"] = email.into();
             claims["email_verified"] = self
                 .stores
-                .login
+                .passwords
                 .email_verified(user.workspace_id, user.id)
                 .await?
                 .into();
@@ -1166,11 +1166,11 @@ impl Services {
                 return Ok(());
             }
             let hash = secureflows_crypto::sha256(token.as_bytes());
-            if let Some(t) = self.stores.login.find_refresh(workspace, &hash).await?
+            if let Some(t) = self.stores.grants.find_refresh(workspace, &hash).await?
                 && t.application_id == client.id
             {
                 self.stores
-                    .login
+                    .grants
                     .revoke_family(workspace, t.family_id, now)
                     .await?;
                 self.state
@@ -1219,7 +1219,7 @@ impl Services {
                 return Ok(inactive);
             }
             let hash = secureflows_crypto::sha256(token.as_bytes());
-            let Some(t) = self.stores.login.find_refresh(workspace, &hash).await? else {
+            let Some(t) = self.stores.grants.find_refresh(workspace, &hash).await? else {
                 return Ok(inactive);
             };
             if t.application_id != client.id

@@ -161,7 +161,7 @@ impl Services {
         let state_sealed = keys.seal(&ceremony_aad(workspace, &hash, purpose), &json)?;
         let now = self.clock.now();
         self.stores
-            .login
+            .ceremonies
             .insert_ceremony(&WebauthnCeremony {
                 ceremony_hash: hash,
                 workspace_id: workspace,
@@ -189,7 +189,7 @@ impl Services {
         let hash = secureflows_crypto::sha256(token.as_bytes());
         let Some(ceremony) = self
             .stores
-            .login
+            .ceremonies
             .take_ceremony(workspace, &hash, purpose, self.clock.now())
             .await?
         else {
@@ -206,7 +206,7 @@ impl Services {
         keys: &WorkspaceKeys,
         user: &User,
     ) -> Result<Vec<(PasskeyRecord, StoredPasskey)>> {
-        let records = self.stores.login.passkeys(user.workspace_id, user.id).await?;
+        let records = self.stores.factors.passkeys(user.workspace_id, user.id).await?;
         records
             .into_iter()
             .map(|r| {
@@ -261,7 +261,7 @@ impl Services {
 
     /// Whether the user has a passkey (then it may serve as their second factor).
     pub async fn has_passkey(&self, workspace: WorkspaceId, user: UserId) -> Result<bool> {
-        Ok(!self.stores.login.passkeys(workspace, user).await?.is_empty())
+        Ok(!self.stores.factors.passkeys(workspace, user).await?.is_empty())
     }
 
     /// Starts registering a passkey for a signed-in user. The credential must be discoverable (so that
@@ -360,7 +360,7 @@ impl Services {
         let sealed = keys.seal(&passkey_aad(user.workspace_id, user.id, id), &json)?;
         let inserted = self
             .stores
-            .login
+            .factors
             .insert_passkey(&PasskeyRecord {
                 id,
                 workspace_id: user.workspace_id,
@@ -394,7 +394,7 @@ impl Services {
         .await;
         let codes = if self
             .stores
-            .login
+            .factors
             .recovery_codes_left(user.workspace_id, user.id)
             .await?
             == 0
@@ -447,11 +447,11 @@ impl Services {
         };
         let hash = secureflows_crypto::sha256(pending.as_bytes());
         self.stores
-            .login
+            .ceremonies
             .use_link(workspace, &hash, LinkPurpose::Mfa, self.clock.now())
             .await?
             .ok_or(Error::NotFound("pending sign-in"))?;
-        self.stores.login.clear_failures(workspace, user.id).await?;
+        self.stores.passwords.clear_failures(workspace, user.id).await?;
         let keys = self.keys.workspace_keys(workspace, self.state.trusted()).await?;
         let actor = end_user(client, &user);
         let mut amr = link.amr.clone();
@@ -475,7 +475,7 @@ impl Services {
             .await?;
         if !self
             .stores
-            .login
+            .factors
             .delete_passkey(user.workspace_id, user.id, passkey)
             .await?
         {
@@ -485,7 +485,7 @@ impl Services {
         let status = self.mfa_status(user).await?;
         if !status.totp && status.passkeys == 0 {
             self.stores
-                .login
+                .factors
                 .delete_totp(user.workspace_id, user.id, false)
                 .await?;
         }
@@ -586,7 +586,7 @@ impl Services {
             ],
         )
         .await?;
-        self.stores.login.clear_failures(workspace, user.id).await?;
+        self.stores.passwords.clear_failures(workspace, user.id).await?;
         let amr = vec!["hwk".to_owned(), "user".to_owned(), "mfa".to_owned()];
         let login = self.open_browser_session(&keys, &user, amr, &actor).await?;
         Ok((user, login))
@@ -682,11 +682,11 @@ impl Services {
         self.passkey_used(&keys, &user, record, stored, &result).await?;
         let hash = secureflows_crypto::sha256(pending.as_bytes());
         self.stores
-            .login
+            .ceremonies
             .use_link(workspace, &hash, LinkPurpose::Mfa, self.clock.now())
             .await?
             .ok_or(Error::NotFound("pending sign-in"))?;
-        self.stores.login.clear_failures(workspace, user.id).await?;
+        self.stores.passwords.clear_failures(workspace, user.id).await?;
         let actor = end_user(client, &user);
         self.record(
             workspace,
@@ -721,7 +721,7 @@ impl Services {
         let json = serde_json::to_vec(&stored).map_err(|_| Error::internal("encoding a passkey"))?;
         let sealed = keys.seal(&passkey_aad(user.workspace_id, user.id, record.id), &json)?;
         self.stores
-            .login
+            .factors
             .update_passkey(user.workspace_id, record.id, &sealed, self.clock.now())
             .await
     }

@@ -181,7 +181,10 @@ impl Services {
                 .await?
             }
         };
-        self.stores.login.set_email_verified(workspace, user.id).await?;
+        self.stores
+            .passwords
+            .set_email_verified(workspace, user.id)
+            .await?;
         let step = self
             .after_first_factor(&keys, &user, vec!["pwd".into()], pending.flow, &actor)
             .await?;

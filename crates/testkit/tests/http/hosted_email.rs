@@ -738,7 +738,7 @@ async fn verify_first_sign_up_never_tells_whether_an_address_has_an_account(back
     assert!(
         app.services()
             .stores
-            .login
+            .passwords
             .email_verified(ws, users[0].id)
             .await
             .unwrap()

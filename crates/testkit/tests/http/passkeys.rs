@@ -189,7 +189,7 @@ async fn a_passkey_cannot_be_skipped_or_changed_by_a_stale_session(backend: Back
     assert!(
         app.services()
             .stores
-            .login
+            .factors
             .insert_passkey(&passkey)
             .await
             .unwrap()
@@ -238,7 +238,7 @@ async fn a_passkey_cannot_be_skipped_or_changed_by_a_stale_session(backend: Back
     // A signed-in browser whose sign-in is older than 15 minutes may not add or remove passkeys.
     app.services()
         .stores
-        .login
+        .factors
         .delete_passkey(ws, user.id, passkey.id)
         .await
         .unwrap();

@@ -56,11 +56,13 @@ async fn a_burst_of_sign_ins_hashes_a_few_at_a_time(backend: Backend) {
     let (_, warm) = memory_kib();
     let (refused, busy) = burst(&app, ws, 200).await;
     let (_, peak) = memory_kib();
-    // Unbounded, 200 Argon2id hashes at once would hold 200 × 19 MiB (3.7 GiB measured).
+    // Unbounded, 200 Argon2id hashes at once would hold 200 × 19 MiB (3.7 GiB measured); bounded, the
+    // growth is the allocator's and the queued requests' (under 150 MiB on an idle machine, up to about
+    // 170 MiB while other tests load both cores), far from it.
     let warm_mib = warm.saturating_sub(before) / 1024;
     let grown_mib = peak.saturating_sub(warm) / 1024;
     assert!(
-        grown_mib < 150,
+        grown_mib < 400,
         "the larger burst grew the peak by {grown_mib} MiB (warm-up {warm_mib} MiB)"
     );
     assert!(warm_mib < 600, "the warm-up took {warm_mib} MiB");

@@ -157,7 +157,7 @@ async fn upstream_provider_signs_in_links_verified_addresses_only(backend: Backe
     let bob_there = sign_up(&app, upstream, "bob@example.com").await;
     app.services()
         .stores
-        .login
+        .passwords
         .set_email_verified(upstream, bob_there.id)
         .await
         .unwrap();
@@ -319,7 +319,7 @@ async fn upstream_provider_signs_in_links_verified_addresses_only(backend: Backe
     // in someone else's name): still no link.
     app.services()
         .stores
-        .login
+        .passwords
         .set_email_verified(upstream, alice_there.id)
         .await
         .unwrap();
@@ -335,7 +335,7 @@ async fn upstream_provider_signs_in_links_verified_addresses_only(backend: Backe
     let admin_here = sign_up(&app, ours, "root@example.com").await;
     app.services()
         .stores
-        .login
+        .passwords
         .set_email_verified(ours, admin_here.id)
         .await
         .unwrap();
@@ -351,7 +351,7 @@ async fn upstream_provider_signs_in_links_verified_addresses_only(backend: Backe
     let root_there = sign_up(&app, upstream, "root@example.com").await;
     app.services()
         .stores
-        .login
+        .passwords
         .set_email_verified(upstream, root_there.id)
         .await
         .unwrap();
@@ -450,7 +450,7 @@ async fn upstream_provider_signs_in_links_verified_addresses_only(backend: Backe
     // Once both sides verified the address, the identity is linked to the existing account.
     app.services()
         .stores
-        .login
+        .passwords
         .set_email_verified(ours, alice_here.id)
         .await
         .unwrap();
@@ -683,7 +683,7 @@ async fn verify_first_provider_sign_ins_never_tell_whether_an_address_has_an_acc
     let nora_here = sign_up(&app, ours, "nora@example.com").await;
     app.services()
         .stores
-        .login
+        .passwords
         .set_email_verified(ours, nora_here.id)
         .await
         .unwrap();
@@ -699,7 +699,7 @@ async fn verify_first_provider_sign_ins_never_tell_whether_an_address_has_an_acc
         let there = sign_up(&app, upstream, email).await;
         app.services()
             .stores
-            .login
+            .passwords
             .set_email_verified(upstream, there.id)
             .await
             .unwrap();

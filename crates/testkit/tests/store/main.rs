@@ -889,7 +889,7 @@ async fn sign_in_lockout(s: &Stores) {
     let (other, _, _) = tenant(s).await;
     let mut tasks = Vec::new();
     for _ in 0..30 {
-        let login = s.login.clone();
+        let login = s.passwords.clone();
         tasks.push(tokio::spawn(async move {
             login.begin_attempt(ws, user.id, 10, at(0)).await.unwrap()
         }));
@@ -901,37 +901,47 @@ async fn sign_in_lockout(s: &Stores) {
         }
     }
     assert_eq!(proceeded, 10);
-    assert!(s.login.lock_if_exhausted(ws, user.id, 10, at(900)).await.unwrap());
-    assert!(!s.login.lock_if_exhausted(ws, user.id, 10, at(900)).await.unwrap());
+    assert!(
+        s.passwords
+            .lock_if_exhausted(ws, user.id, 10, at(900))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.passwords
+            .lock_if_exhausted(ws, user.id, 10, at(900))
+            .await
+            .unwrap()
+    );
     assert_eq!(
-        s.login.begin_attempt(ws, user.id, 10, at(100)).await.unwrap(),
+        s.passwords.begin_attempt(ws, user.id, 10, at(100)).await.unwrap(),
         AttemptGate::Locked(at(900))
     );
     // Another workspace's id reaches nothing.
-    s.login.clear_failures(other, user.id).await.unwrap();
+    s.passwords.clear_failures(other, user.id).await.unwrap();
     assert!(matches!(
-        s.login.begin_attempt(ws, user.id, 10, at(100)).await.unwrap(),
+        s.passwords.begin_attempt(ws, user.id, 10, at(100)).await.unwrap(),
         AttemptGate::Locked(_)
     ));
     // An expired lock starts a fresh count.
     assert_eq!(
-        s.login.begin_attempt(ws, user.id, 10, at(901)).await.unwrap(),
+        s.passwords.begin_attempt(ws, user.id, 10, at(901)).await.unwrap(),
         AttemptGate::Proceed
     );
-    s.login.clear_failures(ws, user.id).await.unwrap();
+    s.passwords.clear_failures(ws, user.id).await.unwrap();
     for _ in 0..10 {
         assert_eq!(
-            s.login.begin_attempt(ws, user.id, 10, at(902)).await.unwrap(),
+            s.passwords.begin_attempt(ws, user.id, 10, at(902)).await.unwrap(),
             AttemptGate::Proceed
         );
     }
     // Passwords are per workspace.
-    s.login
+    s.passwords
         .set_password(ws, user.id, "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA", at(0))
         .await
         .unwrap();
-    assert!(s.login.find_password(ws, user.id).await.unwrap().is_some());
-    assert!(s.login.find_password(other, user.id).await.unwrap().is_none());
+    assert!(s.passwords.find_password(ws, user.id).await.unwrap().is_some());
+    assert!(s.passwords.find_password(other, user.id).await.unwrap().is_none());
 }
 
 /// Codes are spent once even when redeemed concurrently; refresh tokens rotate once; revoking a family
@@ -953,20 +963,23 @@ async fn codes_and_refresh_tokens(s: &Stores) {
         expires_at: at(3600),
         ended_at: None,
     };
-    s.login.insert_browser_session(&browser).await.unwrap();
+    s.browsers.insert_browser_session(&browser).await.unwrap();
     assert_eq!(
-        s.login.find_browser_session(ws, &[3; 32], at(1)).await.unwrap(),
+        s.browsers
+            .find_browser_session(ws, &[3; 32], at(1))
+            .await
+            .unwrap(),
         Some(browser.clone())
     );
     assert!(
-        s.login
+        s.browsers
             .find_browser_session(other, &[3; 32], at(1))
             .await
             .unwrap()
             .is_none()
     );
     assert!(
-        s.login
+        s.browsers
             .find_browser_session(ws, &[3; 32], at(3600))
             .await
             .unwrap()
@@ -996,14 +1009,14 @@ async fn codes_and_refresh_tokens(s: &Stores) {
         created_at: at(0),
         expires_at: at(60),
     };
-    s.login.insert_code(&code).await.unwrap();
+    s.grants.insert_code(&code).await.unwrap();
     assert_eq!(
-        s.login.redeem_code(other, &[5; 32], at(1)).await.unwrap(),
+        s.grants.redeem_code(other, &[5; 32], at(1)).await.unwrap(),
         CodeRedemption::Invalid
     );
     let mut tasks = Vec::new();
     for _ in 0..8 {
-        let login = s.login.clone();
+        let login = s.grants.clone();
         tasks.push(tokio::spawn(async move {
             login.redeem_code(ws, &[5; 32], at(1)).await.unwrap()
         }));
@@ -1035,9 +1048,12 @@ async fn codes_and_refresh_tokens(s: &Stores) {
             .unwrap(),
         SessionAdmission::Admitted
     );
-    s.login.attach_code_session(ws, &[5; 32], first.id).await.unwrap();
+    s.grants
+        .attach_code_session(ws, &[5; 32], first.id)
+        .await
+        .unwrap();
     assert_eq!(
-        s.login.redeem_code(ws, &[5; 32], at(2)).await.unwrap(),
+        s.grants.redeem_code(ws, &[5; 32], at(2)).await.unwrap(),
         CodeRedemption::Replayed(Some(first.id))
     );
 
@@ -1057,19 +1073,19 @@ async fn codes_and_refresh_tokens(s: &Stores) {
         rotated_at: None,
         revoked_at: None,
     };
-    s.login.insert_refresh(&refresh).await.unwrap();
+    s.grants.insert_refresh(&refresh).await.unwrap();
     let sibling = RefreshToken {
         token_hash: vec![9; 32],
         ..refresh.clone()
     };
-    s.login.insert_refresh(&sibling).await.unwrap();
+    s.grants.insert_refresh(&sibling).await.unwrap();
     let successor = |n: u8| RefreshToken {
         token_hash: vec![n; 32],
         created_at: at(1),
         ..refresh.clone()
     };
     assert_eq!(
-        s.login
+        s.grants
             .rotate_refresh(other, &[8; 32], &successor(20), b"sealed", at(1))
             .await
             .unwrap(),
@@ -1079,7 +1095,7 @@ async fn codes_and_refresh_tokens(s: &Stores) {
     // Concurrent rotations of one token: exactly one wins and stores its successor.
     let mut tasks = Vec::new();
     for n in 0..8u8 {
-        let login = s.login.clone();
+        let login = s.grants.clone();
         let next = successor(30 + n);
         tasks.push(tokio::spawn(async move {
             (
@@ -1100,15 +1116,15 @@ async fn codes_and_refresh_tokens(s: &Stores) {
     }
     assert_eq!(winners.len(), 1);
     let winner = winners[0];
-    let rotated = s.login.find_refresh(ws, &[8; 32]).await.unwrap().unwrap();
+    let rotated = s.grants.find_refresh(ws, &[8; 32]).await.unwrap().unwrap();
     assert_eq!(rotated.rotated_at, Some(at(1)));
     assert_eq!(
-        s.login.refresh_successor(ws, &[8; 32]).await.unwrap(),
+        s.grants.refresh_successor(ws, &[8; 32]).await.unwrap(),
         Some(vec![winner])
     );
-    assert_eq!(s.login.refresh_successor(other, &[8; 32]).await.unwrap(), None);
+    assert_eq!(s.grants.refresh_successor(other, &[8; 32]).await.unwrap(), None);
     assert!(
-        s.login
+        s.grants
             .find_refresh(ws, &[30 + winner; 32])
             .await
             .unwrap()
@@ -1116,14 +1132,14 @@ async fn codes_and_refresh_tokens(s: &Stores) {
     );
     for n in (0..8u8).filter(|n| *n != winner) {
         assert!(
-            s.login.find_refresh(ws, &[30 + n; 32]).await.unwrap().is_none(),
+            s.grants.find_refresh(ws, &[30 + n; 32]).await.unwrap().is_none(),
             "a loser's successor"
         );
     }
     // The sweeper forgets successors once the grace window is over.
-    s.login.purge_login_state(at(2)).await.unwrap();
-    assert_eq!(s.login.refresh_successor(ws, &[8; 32]).await.unwrap(), None);
-    s.login.extend_session(ws, first.id, at(7200)).await.unwrap();
+    s.browsers.purge_login_state(at(2)).await.unwrap();
+    assert_eq!(s.grants.refresh_successor(ws, &[8; 32]).await.unwrap(), None);
+    s.grants.extend_session(ws, first.id, at(7200)).await.unwrap();
     assert_eq!(
         s.sessions
             .find_session(ws, first.id)
@@ -1133,9 +1149,9 @@ async fn codes_and_refresh_tokens(s: &Stores) {
             .expires_at,
         at(7200)
     );
-    s.login.revoke_family(ws, family, at(5)).await.unwrap();
+    s.grants.revoke_family(ws, family, at(5)).await.unwrap();
     assert_eq!(
-        s.login
+        s.grants
             .rotate_refresh(ws, &[9; 32], &successor(40), b"sealed", at(6))
             .await
             .unwrap(),
@@ -1162,18 +1178,21 @@ async fn codes_and_refresh_tokens(s: &Stores) {
         .await
         .unwrap();
     assert!(
-        s.login
+        s.browsers
             .end_browser_session(other, browser.id, at(10))
             .await
             .unwrap()
             .is_empty()
     );
     assert_eq!(
-        s.login.end_browser_session(ws, browser.id, at(10)).await.unwrap(),
+        s.browsers
+            .end_browser_session(ws, browser.id, at(10))
+            .await
+            .unwrap(),
         vec![second.id]
     );
     assert!(
-        s.login
+        s.browsers
             .find_browser_session(ws, &[3; 32], at(11))
             .await
             .unwrap()
@@ -1189,7 +1208,7 @@ async fn codes_and_refresh_tokens(s: &Stores) {
             .is_some()
     );
     // Expired state is purged.
-    assert!(s.login.purge_login_state(at(100_000)).await.unwrap() >= 3);
+    assert!(s.browsers.purge_login_state(at(100_000)).await.unwrap() >= 3);
 }
 
 async fn passkeys_and_ceremonies(s: &Stores) {
@@ -1205,39 +1224,44 @@ async fn passkeys_and_ceremonies(s: &Stores) {
         last_used_at: None,
     };
     let first = passkey(ws, user.id, 1);
-    assert!(s.login.insert_passkey(&first).await.unwrap());
+    assert!(s.factors.insert_passkey(&first).await.unwrap());
     // One credential, one account: the same credential id again in this workspace is refused.
-    assert!(!s.login.insert_passkey(&passkey(ws, user.id, 1)).await.unwrap());
+    assert!(!s.factors.insert_passkey(&passkey(ws, user.id, 1)).await.unwrap());
     // Another workspace is another relying-party account space.
     assert!(
-        s.login
+        s.factors
             .insert_passkey(&passkey(other, other_user.id, 1))
             .await
             .unwrap()
     );
     let second = passkey(ws, user.id, 2);
-    assert!(s.login.insert_passkey(&second).await.unwrap());
-    let listed = s.login.passkeys(ws, user.id).await.unwrap();
+    assert!(s.factors.insert_passkey(&second).await.unwrap());
+    let listed = s.factors.passkeys(ws, user.id).await.unwrap();
     assert_eq!(listed.len(), 2);
     assert_eq!(listed[0], first);
     // Another workspace's id sees, changes and removes nothing.
-    assert!(s.login.passkeys(other, user.id).await.unwrap().is_empty());
-    s.login
+    assert!(s.factors.passkeys(other, user.id).await.unwrap().is_empty());
+    s.factors
         .update_passkey(other, first.id, &[0; 8], at(5))
         .await
         .unwrap();
-    assert!(!s.login.delete_passkey(other, user.id, first.id).await.unwrap());
-    assert!(!s.login.delete_passkey(ws, other_user.id, first.id).await.unwrap());
-    assert_eq!(s.login.passkeys(ws, user.id).await.unwrap()[0], first);
-    s.login
+    assert!(!s.factors.delete_passkey(other, user.id, first.id).await.unwrap());
+    assert!(
+        !s.factors
+            .delete_passkey(ws, other_user.id, first.id)
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.factors.passkeys(ws, user.id).await.unwrap()[0], first);
+    s.factors
         .update_passkey(ws, first.id, &[7; 8], at(5))
         .await
         .unwrap();
-    let updated = &s.login.passkeys(ws, user.id).await.unwrap()[0];
+    let updated = &s.factors.passkeys(ws, user.id).await.unwrap()[0];
     assert_eq!(updated.sealed, vec![7; 8]);
     assert_eq!(updated.last_used_at, Some(at(5)));
-    assert!(s.login.delete_passkey(ws, user.id, second.id).await.unwrap());
-    assert_eq!(s.login.passkeys(ws, user.id).await.unwrap().len(), 1);
+    assert!(s.factors.delete_passkey(ws, user.id, second.id).await.unwrap());
+    assert_eq!(s.factors.passkeys(ws, user.id).await.unwrap().len(), 1);
 
     // Ceremonies are taken once, also when eight answers race.
     let ceremony = |hash: u8, purpose: CeremonyPurpose, expires: i64| WebauthnCeremony {
@@ -1249,12 +1273,12 @@ async fn passkeys_and_ceremonies(s: &Stores) {
         created_at: at(0),
         expires_at: at(expires),
     };
-    s.login
+    s.ceremonies
         .insert_ceremony(&ceremony(1, CeremonyPurpose::SignIn, 300))
         .await
         .unwrap();
     let takes = (0..8).map(|_| {
-        let login = s.login.clone();
+        let login = s.ceremonies.clone();
         async move {
             login
                 .take_ceremony(ws, &[1; 32], CeremonyPurpose::SignIn, at(10))
@@ -1270,50 +1294,50 @@ async fn passkeys_and_ceremonies(s: &Stores) {
     assert_eq!(taken.len(), 1);
     assert_eq!(taken[0], ceremony(1, CeremonyPurpose::SignIn, 300));
     // A ceremony asked for another purpose, or after it expired, is refused and spent.
-    s.login
+    s.ceremonies
         .insert_ceremony(&ceremony(2, CeremonyPurpose::Register, 300))
         .await
         .unwrap();
     assert!(
-        s.login
+        s.ceremonies
             .take_ceremony(ws, &[2; 32], CeremonyPurpose::SecondFactor, at(10))
             .await
             .unwrap()
             .is_none()
     );
     assert!(
-        s.login
+        s.ceremonies
             .take_ceremony(ws, &[2; 32], CeremonyPurpose::Register, at(10))
             .await
             .unwrap()
             .is_none()
     );
-    s.login
+    s.ceremonies
         .insert_ceremony(&ceremony(3, CeremonyPurpose::Register, 300))
         .await
         .unwrap();
     assert!(
-        s.login
+        s.ceremonies
             .take_ceremony(ws, &[3; 32], CeremonyPurpose::Register, at(300))
             .await
             .unwrap()
             .is_none()
     );
     // Another workspace cannot take it; the sweeper removes expired ones.
-    s.login
+    s.ceremonies
         .insert_ceremony(&ceremony(4, CeremonyPurpose::SignIn, 300))
         .await
         .unwrap();
     assert!(
-        s.login
+        s.ceremonies
             .take_ceremony(other, &[4; 32], CeremonyPurpose::SignIn, at(10))
             .await
             .unwrap()
             .is_none()
     );
-    assert!(s.login.purge_login_state(at(301)).await.unwrap() >= 1);
+    assert!(s.browsers.purge_login_state(at(301)).await.unwrap() >= 1);
     assert!(
-        s.login
+        s.ceremonies
             .take_ceremony(ws, &[4; 32], CeremonyPurpose::SignIn, at(10))
             .await
             .unwrap()
