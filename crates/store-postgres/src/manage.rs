@@ -171,8 +171,8 @@ async fn apply_workspace_change(
             }
             sqlx::query(
                 "insert into workspace (workspace_id, name, plan, created_at, updated_at, password_policy, mfa_required,
-                   signup_mode)
-                 values ($1, $2, $3, $4, $5, $6, $7, $8)",
+                   signup_mode, brand_color, logo_url)
+                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             )
             .bind(ws)
             .bind(&w.name)
@@ -182,6 +182,8 @@ async fn apply_workspace_change(
             .bind(w.login_policy.password.as_str())
             .bind(w.login_policy.mfa.as_str())
             .bind(w.login_policy.signup.as_str())
+            .bind(&w.branding.color)
+            .bind(&w.branding.logo_url)
             .execute(&mut *c)
             .await
             .db()?;

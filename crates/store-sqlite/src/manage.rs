@@ -150,8 +150,8 @@ fn apply_workspace_change(
             }
             c.execute(
                 "insert into workspace (workspace_id, name, plan, created_at, updated_at, password_policy, mfa_required,
-                   signup_mode)
-                 values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                   signup_mode, brand_color, logo_url)
+                 values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     ws,
                     w.name,
@@ -161,6 +161,8 @@ fn apply_workspace_change(
                     w.login_policy.password.as_str(),
                     w.login_policy.mfa.as_str(),
                     w.login_policy.signup.as_str(),
+                    w.branding.color,
+                    w.branding.logo_url,
                 ],
             )
             .db()?;

@@ -48,23 +48,12 @@ pub async fn callback(
         .client_secret
         .clone()
         .map(secureflows_crypto::SecretString::new);
-    let request = CallbackRequest {
-        id_token: body.id_token.as_deref(),
-        code: body.code.as_deref(),
-        client_id: body.client_id.as_deref(),
-        client_secret: secret.as_ref(),
-        code_verifier: body.code_verifier.as_deref(),
-        redirect_uri: body.redirect_uri.as_deref(),
-        origin: origin(&headers),
-    };
+    let request = callback_request(&body, secret.as_ref(), &headers);
     let grant = state
         .services()
         .session_callback(request, actor)
         .await
-        .map_err(|f| match f {
-            CallbackFailure::Refused(e) => Problem::from(e),
-            CallbackFailure::Code(e) => oauth_problem(e),
-        })?;
+        .map_err(callback_problem)?;
     if let Some(slot) = slot {
         slot.identify(grant.workspace, grant.application, Some(grant.user));
     }
@@ -74,6 +63,31 @@ pub async fn callback(
         grant.id_token,
     ))
     .into_response())
+}
+
+/// What the callback's body asks for.
+fn callback_request<'a>(
+    body: &'a dto::CallbackRequest,
+    secret: Option<&'a secureflows_crypto::SecretString>,
+    headers: &'a HeaderMap,
+) -> CallbackRequest<'a> {
+    CallbackRequest {
+        id_token: body.id_token.as_deref(),
+        code: body.code.as_deref(),
+        client_id: body.client_id.as_deref(),
+        client_secret: secret,
+        code_verifier: body.code_verifier.as_deref(),
+        redirect_uri: body.redirect_uri.as_deref(),
+        origin: origin(headers),
+    }
+}
+
+/// A refused callback as a problem.
+fn callback_problem(failure: CallbackFailure) -> Problem {
+    match failure {
+        CallbackFailure::Refused(e) => Problem::from(e),
+        CallbackFailure::Code(e) => oauth_problem(e),
+    }
 }
 
 /// The body of a sign-in's answer.

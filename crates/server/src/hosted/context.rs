@@ -127,6 +127,32 @@ pub(super) struct FlowQuery {
     pub flow: Option<String>,
 }
 
+/// The browser's CSRF cookie, or a new one and its `Set-Cookie` value.
+fn csrf_cookie(
+    state: &AppState,
+    workspace: WorkspaceId,
+    headers: &HeaderMap,
+) -> PageResult<(String, Option<(&'static str, HeaderValue)>)> {
+    if let Some(c) = cookie(headers, CSRF_COOKIE).filter(|c| c.len() == 43) {
+        return Ok((c.to_owned(), None));
+    }
+    let fresh = secureflows_crypto::random_token("")?;
+    let value = set_cookie(state, workspace, CSRF_COOKIE, &fresh, "Strict", None);
+    Ok((fresh, Some((CSRF_COOKIE, value))))
+}
+
+/// Frames this request's error pages with the workspace's brand and sign-in page, and carries a new
+/// CSRF cookie onto whatever the page answers (`pages::frame_cookie`).
+fn frame_errors(workspace: WorkspaceId, brand: &Brand, new_cookie: Option<(&'static str, HeaderValue)>) {
+    if let Some(request) = RequestContext::current() {
+        let _ = request.frame.set(Frame {
+            brand: brand.clone(),
+            way_on: (format!("/w/{workspace}/login"), "Go to the sign-in page".into()),
+            new_cookie,
+        });
+    }
+}
+
 /// The context of a page of `workspace`. Frames the request's error pages with the workspace's brand
 /// and sign-in link.
 pub(super) async fn page_context(
@@ -141,22 +167,9 @@ pub(super) async fn page_context(
         found => found?,
     };
     let brand = Brand::of(&found);
-    let (csrf_cookie, new_cookie) = match cookie(headers, CSRF_COOKIE).filter(|c| c.len() == 43) {
-        Some(c) => (c.to_owned(), None),
-        None => {
-            let fresh = secureflows_crypto::random_token("")?;
-            let value = set_cookie(state, workspace, CSRF_COOKIE, &fresh, "Strict", None);
-            (fresh, Some((CSRF_COOKIE, value)))
-        }
-    };
+    let (csrf_cookie, new_cookie) = csrf_cookie(state, workspace, headers)?;
     let new_csrf_cookie = new_cookie.is_some();
-    if let Some(request) = RequestContext::current() {
-        let _ = request.frame.set(Frame {
-            brand: brand.clone(),
-            way_on: (format!("/w/{workspace}/login"), "Go to the sign-in page".into()),
-            new_cookie,
-        });
-    }
+    frame_errors(workspace, &brand, new_cookie);
     let signed_in = match cookie(headers, SSO_COOKIE) {
         Some(c) => services.browser_session(workspace, c).await?,
         None => None,

@@ -2,7 +2,7 @@
 //! way of signing in ends with (`signed_in`, `finish_sign_in`).
 
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use secureflows_core::login::hosted::BrowserLogin;
 use secureflows_core::login::mfa::FirstFactor;
@@ -17,7 +17,7 @@ use super::context::{
 use super::mfa::to_second_factor;
 use super::views::{LoginPage, render};
 use crate::extract::Query;
-use crate::pages::PageResult;
+use crate::pages::{PageResult, with_retry_after};
 use crate::state::AppState;
 use crate::throttle::Attempt;
 
@@ -139,6 +139,11 @@ pub(super) fn login_form(
     }
 }
 
+/// A refused password, in words that do not tell an unknown address, a wrong password and a locked
+/// account apart.
+const NOT_RIGHT: &str = "The e-mail address or password is not right, or the account is locked for a while after \
+                         too many attempts.";
+
 /// `POST /w/{ws}/login`.
 pub(super) async fn login_submit(
     State(state): State<AppState>,
@@ -156,26 +161,26 @@ pub(super) async fn login_submit(
     let limits = state.sign_in_limits();
     if let Err(retry) = limits.check_email(ctx.workspace, Attempt::SignIn, &email, actor.client_ip.as_deref())
     {
-        let secs = retry.as_secs().max(1);
-        let mut response = again(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!("Too many sign-in attempts. Try again in {secs} seconds."),
+        let error = format!(
+            "Too many sign-in attempts. Try again in {} seconds.",
+            retry.as_secs().max(1)
         );
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        return Ok(response);
+        return Ok(with_retry_after(
+            again(StatusCode::TOO_MANY_REQUESTS, error),
+            retry,
+        ));
     }
     let password = SecretString::new(form.password.clone());
     let flow = form.flow.as_deref().and_then(|f| f.parse().ok());
-    match state.services().password_sign_in(ctx.workspace, &email, &password, flow, &actor).await {
+    match state
+        .services()
+        .password_sign_in(ctx.workspace, &email, &password, flow, &actor)
+        .await
+    {
         Ok((user, step)) => signed_in(&state, &ctx, form.flow.as_deref(), &user, step, false).await,
-        Err(Error::Unauthenticated(AuthFailure::InvalidCredentials)) => Ok(again(
-            StatusCode::UNAUTHORIZED,
-            "The e-mail address or password is not right, or the account is locked for a while after too many \
-             attempts."
-                .into(),
-        )),
+        Err(Error::Unauthenticated(AuthFailure::InvalidCredentials)) => {
+            Ok(again(StatusCode::UNAUTHORIZED, NOT_RIGHT.into()))
+        }
         Err(e) => Err(e.into()),
     }
 }

@@ -19,7 +19,7 @@ use super::links::{Confirm, TokenForm, TokenQuery, confirm_page, or_unusable_lin
 use super::login::signed_in;
 use super::views::{MessagePage, SignupPage, render};
 use crate::extract::Query;
-use crate::pages::{PageError, PageResult};
+use crate::pages::{PageError, PageResult, with_retry_after};
 use crate::state::AppState;
 use crate::throttle::Attempt;
 
@@ -76,7 +76,7 @@ pub(super) async fn signup_submit(
             "Too many attempts. Try again in {} seconds.",
             retry.as_secs().max(1)
         );
-        return again(StatusCode::TOO_MANY_REQUESTS, vec![error]);
+        return again(StatusCode::TOO_MANY_REQUESTS, vec![error]).map(|r| with_retry_after(r, retry));
     }
     let flow = form.flow.as_deref().and_then(|f| f.parse().ok());
     match state

@@ -117,6 +117,15 @@ pub fn message(status: StatusCode, brand: Brand, heading: &str, text: &str) -> R
     )
 }
 
+/// Adds `Retry-After` (whole seconds, at least one) to a page that refuses for now.
+pub fn with_retry_after(mut response: Response, retry: std::time::Duration) -> Response {
+    let secs = retry.as_secs().max(1);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    response
+}
+
 /// Static assets of the pages.
 pub async fn stylesheet() -> Response {
     asset("text/css; charset=utf-8", include_str!("../../assets/login.css"))

@@ -19,6 +19,7 @@ backend_tests!(
     parallel_guesses_lock_the_account_after_ten,
     anonymous_visitors_keep_their_vault_when_they_sign_up,
     csrf_cookies_are_rotated_at_sign_in_and_bound_to_the_session,
+    error_pages_say_what_happened_offer_a_way_on_and_a_reference,
 );
 
 pub(crate) const PASSWORD: &str = "correct horse battery staple";
@@ -1014,4 +1015,99 @@ async fn csrf_cookies_are_rotated_at_sign_in_and_bound_to_the_session(backend: B
     let token = csrf_of(&account.text().await.unwrap());
     assert_ne!(token, planted_token);
     assert_eq!(end_others(rotated, token).await, 200);
+}
+
+/// Every error page is a page in the person's words, in the workspace's frame, with a way on and the
+/// request id as a reference; the details stay in the log.
+async fn error_pages_say_what_happened_offer_a_way_on_and_a_reference(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ws = app.workspace(Plan::Pro).await;
+    let b = browser();
+    let cases = [
+        // A form posted without this browser's CSRF cookie.
+        (
+            b.post(format!("{}/w/{ws}/login", app.url)).form(&[
+                ("csrf", "forged"),
+                ("email", "x@example.com"),
+                ("password", "x"),
+            ]),
+            403,
+            "This form has expired",
+        ),
+        // A form with fields missing.
+        (
+            b.post(format!("{}/w/{ws}/login", app.url)).form(&[("csrf", "x")]),
+            400,
+            "The form was incomplete",
+        ),
+        // Links that are unknown or lack their token.
+        (
+            b.get(format!("{}/w/{ws}/reset", app.url)),
+            400,
+            "This link does not work",
+        ),
+        (
+            b.get(format!("{}/w/{ws}/invite/accept?token=sfi_nothing", app.url)),
+            400,
+            "This link does not work",
+        ),
+        // A second-factor step that is gone.
+        (
+            b.get(format!("{}/w/{ws}/mfa", app.url)),
+            400,
+            "This sign-in has expired",
+        ),
+        // A sign-out address that is not registered.
+        (
+            b.get(format!(
+                "{}/w/{ws}/logout?post_logout_redirect_uri=https%3A%2F%2Fevil.example%2F&client_id={}",
+                app.url,
+                uuid::Uuid::new_v4()
+            )),
+            400,
+            "This sign-out link does not work",
+        ),
+    ];
+    for (request, status, heading) in cases {
+        let r = request.send().await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{heading}");
+        assert!(r.headers().get("location").is_none());
+        let request_id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
+        let html = r.text().await.unwrap();
+        assert!(
+            html.contains(&format!(r#"<h1 id="heading">{heading}</h1>"#)),
+            "{html}"
+        );
+        assert!(
+            html.contains(&format!(r#"<code id="reference">{request_id}</code>"#)),
+            "{html}"
+        );
+        assert!(html.contains(r#"id="continue""#), "a way on: {html}");
+        assert!(html.contains("<title>"), "{html}");
+        for developer_words in ["csrf", "NotFound", "Malformed", "client_id", "internal"] {
+            assert!(!html.contains(developer_words), "{developer_words}: {html}");
+        }
+    }
+    // The workspace's sign-in page is the default way on; an unknown workspace has none to offer.
+    let r = b.get(format!("{}/w/{ws}/mfa", app.url)).send().await.unwrap();
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains(&format!(r#"href="/w/{ws}/login" id="continue""#)),
+        "{html}"
+    );
+    let r = b
+        .get(format!("{}/w/{}/login", app.url, uuid::Uuid::new_v4()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let html = r.text().await.unwrap();
+    assert!(html.contains("There is no such page"), "{html}");
+    app.stop().await;
 }
