@@ -17,7 +17,7 @@ use super::context::{
 use super::mfa::to_second_factor;
 use super::views::{LoginPage, render};
 use crate::extract::Query;
-use crate::pages::{PageResult, with_retry_after};
+use crate::pages::{PageResult, try_again_in, with_retry_after};
 use crate::state::AppState;
 use crate::throttle::Attempt;
 
@@ -152,34 +152,28 @@ pub(super) async fn login_submit(
 ) -> PageResult {
     let (ctx, form, actor) = form_post::<LoginForm>(&state, &workspace, request).await?;
     let email = form.email.trim().to_owned();
-    let again = |status, error: String| {
-        render(
-            status,
-            &login_form(&ctx, form.flow.clone(), email.clone(), Some(error)),
-        )
-    };
-    let limits = state.sign_in_limits();
-    if let Err(retry) = limits.check_email(ctx.workspace, Attempt::SignIn, &email, actor.client_ip.as_deref())
+    let client = actor.client_ip.as_deref();
+    if let Err(retry) = state
+        .sign_in_limits()
+        .check_email(ctx.workspace, Attempt::SignIn, &email, client)
     {
-        let error = format!(
-            "Too many sign-in attempts. Try again in {} seconds.",
-            retry.as_secs().max(1)
-        );
+        let page = login_form(&ctx, form.flow, email, Some(try_again_in(retry)));
         return Ok(with_retry_after(
-            again(StatusCode::TOO_MANY_REQUESTS, error),
+            render(StatusCode::TOO_MANY_REQUESTS, &page),
             retry,
         ));
     }
     let password = SecretString::new(form.password.clone());
     let flow = form.flow.as_deref().and_then(|f| f.parse().ok());
-    match state
+    let signed = state
         .services()
         .password_sign_in(ctx.workspace, &email, &password, flow, &actor)
-        .await
-    {
+        .await;
+    match signed {
         Ok((user, step)) => signed_in(&state, &ctx, form.flow.as_deref(), &user, step, false).await,
         Err(Error::Unauthenticated(AuthFailure::InvalidCredentials)) => {
-            Ok(again(StatusCode::UNAUTHORIZED, NOT_RIGHT.into()))
+            let page = login_form(&ctx, form.flow, email, Some(NOT_RIGHT.into()));
+            Ok(render(StatusCode::UNAUTHORIZED, &page))
         }
         Err(e) => Err(e.into()),
     }

@@ -14,12 +14,12 @@ use axum::Json;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use secureflows_core::login::passkey::{PasskeyOptions, PasskeyPurpose};
+use secureflows_core::login::passkey::{PasskeyChallenge, PasskeyOptions, PasskeyPurpose};
 use secureflows_core::{AuthFailure, Error, PasskeyId};
 
 use super::account::{Notice, SignedIn, account_post};
 use super::authorize::continue_flow;
-use super::context::{MFA_COOKIE, cookie, csrf_form, form_post, set_cookie};
+use super::context::{MFA_COOKIE, PageContext, cookie, csrf_form, form_post, set_cookie};
 use super::login::{finish_sign_in, login_form};
 use super::mfa::{enrolled, or_sign_in_again, second_factor_given};
 use super::views::{RecoveryCodesPage, render};
@@ -80,22 +80,27 @@ pub(super) async fn options(
         Err(refused) => return refused,
     };
     let browser = ctx.sso.as_ref().map(|(s, u)| (s, u));
-    let challenge = match state
+    let started = state
         .services()
         .passkey_options(ctx.workspace, purpose, &pending, browser)
-        .await
-    {
-        Ok(PasskeyOptions::Started(c)) => c,
-        Ok(PasskeyOptions::NotSignedIn) => return json_error(StatusCode::UNAUTHORIZED, "Sign in first."),
-        Ok(PasskeyOptions::SignInAgain) => return json_error(StatusCode::FORBIDDEN, SIGN_IN_AGAIN),
-        Err(e) => return options_error(e),
-    };
+        .await;
+    match started {
+        Ok(PasskeyOptions::Started(challenge)) => ceremony_started(&state, &ctx, challenge),
+        Ok(PasskeyOptions::NotSignedIn) => json_error(StatusCode::UNAUTHORIZED, "Sign in first."),
+        Ok(PasskeyOptions::SignInAgain) => json_error(StatusCode::FORBIDDEN, SIGN_IN_AGAIN),
+        Err(e) => options_error(e),
+    }
+}
+
+/// A started ceremony: its options as JSON, and its cookie.
+fn ceremony_started(state: &AppState, ctx: &PageContext, challenge: PasskeyChallenge) -> Response {
     let mut response = Json(challenge.options).into_response();
+    let token = challenge.token.expose();
     let cookie = set_cookie(
-        &state,
+        state,
         ctx.workspace,
         CEREMONY_COOKIE,
-        challenge.token.expose(),
+        token,
         "Strict",
         Some(CEREMONY_AGE),
     );

@@ -19,7 +19,7 @@ use super::links::{Confirm, TokenForm, TokenQuery, confirm_page, or_unusable_lin
 use super::login::signed_in;
 use super::views::{MessagePage, SignupPage, render};
 use crate::extract::Query;
-use crate::pages::{PageError, PageResult, with_retry_after};
+use crate::pages::{PageError, PageResult, try_again_in, with_retry_after};
 use crate::state::AppState;
 use crate::throttle::Attempt;
 
@@ -65,25 +65,20 @@ pub(super) async fn signup_submit(
         let (flow, email, name) = (form.flow.clone(), form.email.clone(), form.name.clone());
         Ok(render(status, &signup_form(&ctx, flow, email, name, errors)))
     };
-    let limits = state.sign_in_limits();
-    if let Err(retry) = limits.check_email(
-        ctx.workspace,
-        Attempt::SignUp,
-        &form.email,
-        actor.client_ip.as_deref(),
-    ) {
-        let error = format!(
-            "Too many attempts. Try again in {} seconds.",
-            retry.as_secs().max(1)
-        );
-        return again(StatusCode::TOO_MANY_REQUESTS, vec![error]).map(|r| with_retry_after(r, retry));
+    let client = actor.client_ip.as_deref();
+    if let Err(retry) =
+        state
+            .sign_in_limits()
+            .check_email(ctx.workspace, Attempt::SignUp, &form.email, client)
+    {
+        return again(StatusCode::TOO_MANY_REQUESTS, vec![try_again_in(retry)])
+            .map(|r| with_retry_after(r, retry));
     }
     let flow = form.flow.as_deref().and_then(|f| f.parse().ok());
-    match state
+    let started = state
         .services()
-        .start_sign_up(ctx.workspace, form.sign_up(), flow, &actor)
-        .await
-    {
+        .start_sign_up(ctx.workspace, form.sign_up(), flow, &actor);
+    match started.await {
         Ok(SignUpStart::SignedUp(done)) => {
             let (user, step) = *done;
             signed_in(&state, &ctx, form.flow.as_deref(), &user, step, true).await

@@ -117,6 +117,14 @@ pub fn message(status: StatusCode, brand: Brand, heading: &str, text: &str) -> R
     )
 }
 
+/// What a throttled form says.
+pub fn try_again_in(retry: std::time::Duration) -> String {
+    format!(
+        "Too many attempts. Try again in {} seconds.",
+        retry.as_secs().max(1)
+    )
+}
+
 /// Adds `Retry-After` (whole seconds, at least one) to a page that refuses for now.
 pub fn with_retry_after(mut response: Response, retry: std::time::Duration) -> Response {
     let secs = retry.as_secs().max(1);
