@@ -107,6 +107,16 @@ struct Applied {
     owner_lost: bool,
 }
 
+impl Applied {
+    /// A change that publishes `invalidation` and takes no OWNER's rights away.
+    fn publishing(invalidation: Invalidation) -> Applied {
+        Applied {
+            invalidation: Some(invalidation),
+            owner_lost: false,
+        }
+    }
+}
+
 /// Applies one change; returns whether it took an OWNER's rights away (the last-owner rule applies).
 /// Each aggregate has its own function.
 pub(crate) async fn apply_change(
@@ -247,10 +257,7 @@ async fn apply_workspace_change(
         }
         _ => return Err(Error::internal("not a workspace change")),
     };
-    Ok(Applied {
-        invalidation: Some(invalidation),
-        owner_lost: false,
-    })
+    Ok(Applied::publishing(invalidation))
 }
 
 /// Applies a change of applications.
@@ -359,10 +366,7 @@ async fn apply_application_change(
         }
         _ => return Err(Error::internal("not an application change")),
     };
-    Ok(Applied {
-        invalidation: Some(invalidation),
-        owner_lost: false,
-    })
+    Ok(Applied::publishing(invalidation))
 }
 
 /// Applies a change of members and end users: accounts, roles, status, passwords, identities.
@@ -577,10 +581,7 @@ async fn apply_session_change(
         }
         _ => return Err(Error::internal("not a session change")),
     };
-    Ok(Applied {
-        invalidation: Some(invalidation),
-        owner_lost: false,
-    })
+    Ok(Applied::publishing(invalidation))
 }
 
 /// Applies a change of SUPPORT operators.
@@ -617,10 +618,7 @@ async fn apply_support_change(
         }
         _ => return Err(Error::internal("not a support change")),
     };
-    Ok(Applied {
-        invalidation: Some(invalidation),
-        owner_lost: false,
-    })
+    Ok(Applied::publishing(invalidation))
 }
 
 /// Applies a change of invitations.

@@ -86,6 +86,16 @@ struct Applied {
     owner_lost: bool,
 }
 
+impl Applied {
+    /// A change that publishes `invalidation` and takes no OWNER's rights away.
+    fn publishing(invalidation: Invalidation) -> Applied {
+        Applied {
+            invalidation: Some(invalidation),
+            owner_lost: false,
+        }
+    }
+}
+
 /// Applies one change; returns whether it took an OWNER's rights away (the last-owner rule applies).
 /// Each aggregate has its own function.
 pub(crate) fn apply_change(
@@ -211,10 +221,7 @@ fn apply_workspace_change(
         }
         _ => return Err(Error::internal("not a workspace change")),
     };
-    Ok(Applied {
-        invalidation: Some(invalidation),
-        owner_lost: false,
-    })
+    Ok(Applied::publishing(invalidation))
 }
 
 /// Applies a change of applications.
@@ -318,10 +325,7 @@ fn apply_application_change(
         }
         _ => return Err(Error::internal("not an application change")),
     };
-    Ok(Applied {
-        invalidation: Some(invalidation),
-        owner_lost: false,
-    })
+    Ok(Applied::publishing(invalidation))
 }
 
 /// Applies a change of members and end users: accounts, roles, status, passwords, identities.
@@ -510,10 +514,7 @@ fn apply_session_change(
         }
         _ => return Err(Error::internal("not a session change")),
     };
-    Ok(Applied {
-        invalidation: Some(invalidation),
-        owner_lost: false,
-    })
+    Ok(Applied::publishing(invalidation))
 }
 
 /// Applies a change of SUPPORT operators.
@@ -550,10 +551,7 @@ fn apply_support_change(
         }
         _ => return Err(Error::internal("not a support change")),
     };
-    Ok(Applied {
-        invalidation: Some(invalidation),
-        owner_lost: false,
-    })
+    Ok(Applied::publishing(invalidation))
 }
 
 /// Applies a change of invitations.

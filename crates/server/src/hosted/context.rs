@@ -3,14 +3,14 @@
 
 use axum::Form;
 use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, HeaderValue, header};
 use secureflows_core::audit::Actor;
 use secureflows_core::{BrowserSession, Error, User, WorkspaceId};
 use serde::Deserialize;
 
 use super::views::Brand;
 use crate::extract::request_actor;
+pub(super) use crate::pages::see_other;
 use crate::pages::{Frame, PageError, PageResult};
 use crate::request::RequestContext;
 use crate::state::AppState;
@@ -95,15 +95,6 @@ pub(super) fn browser_id(ctx: &PageContext) -> Result<(String, bool), Error> {
         Some(d) => Ok((d.clone(), false)),
         None => Ok((secureflows_crypto::random_token("")?, true)),
     }
-}
-
-/// A `303 See Other` to `location`.
-pub(super) fn see_other(location: &str) -> Response {
-    let mut response = StatusCode::SEE_OTHER.into_response();
-    if let Ok(v) = HeaderValue::from_str(location) {
-        response.headers_mut().insert(header::LOCATION, v);
-    }
-    response
 }
 
 /// `path` continuing a flow.

@@ -230,11 +230,7 @@ impl From<secureflows_crypto::CryptoError> for PageError {
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         if let Some(location) = self.location {
-            let mut response = StatusCode::SEE_OTHER.into_response();
-            if let Ok(v) = HeaderValue::from_str(&location) {
-                response.headers_mut().insert(header::LOCATION, v);
-            }
-            return response;
+            return super::see_other(&location);
         }
         let ctx = RequestContext::current();
         let frame = ctx.as_ref().and_then(|c| c.frame.get().cloned());
@@ -250,10 +246,8 @@ impl IntoResponse for PageError {
             reference: ctx.map(|c| c.id.clone()),
         };
         let mut response = render(self.status, &page);
-        if let Some(after) = self.retry_after
-            && let Ok(v) = HeaderValue::from_str(&after.as_secs().max(1).to_string())
-        {
-            response.headers_mut().insert(header::RETRY_AFTER, v);
+        if let Some(after) = self.retry_after {
+            response = super::with_retry_after(response, after);
         }
         response
             .headers_mut()

@@ -117,6 +117,15 @@ pub fn message(status: StatusCode, brand: Brand, heading: &str, text: &str) -> R
     )
 }
 
+/// A `303 See Other` to `location`.
+pub fn see_other(location: &str) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    response
+}
+
 /// What a throttled form says.
 pub fn try_again_in(retry: std::time::Duration) -> String {
     format!(
