@@ -552,6 +552,7 @@ pub fn invalidation_of(workspace: WorkspaceId, change: &Change) -> Option<Invali
         | Change::InsertIdentityProvider(_)
         | Change::DeleteIdentityProvider(_)
         | Change::LinkIdentity(..)
+        | Change::ClaimSetup(_)
         | Change::ExpectRole(..)
         | Change::EndSignInLockout(_)
         | Change::EndLinks(_)

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod cache;
 mod clock;
 pub mod console;
+pub mod console_session;
 pub mod email;
 pub mod email_rule;
 mod error;
@@ -23,6 +24,7 @@ mod model;
 mod plan;
 mod role;
 mod services;
+pub mod setup;
 pub mod store;
 pub mod vault;
 pub mod workspace;
@@ -36,9 +38,9 @@ pub use ids::{
 };
 pub use model::{
     Application, ApplicationKind, AuthorizationCode, AuthorizationRequest, BrowserSession, CeremonyPurpose,
-    IdentityProvider, Invalidation, Invite, LinkPurpose, LoginFlow, LoginLink, LoginSession, NewIdentity,
-    PasskeyRecord, ProviderKind, RefreshToken, SupportOperator, TotpEnrolment, UpstreamTrust, User,
-    UserStatus, WebauthnCeremony, Workspace,
+    ConsoleSession, IdentityProvider, Invalidation, Invite, LinkPurpose, LoginFlow, LoginLink, LoginSession,
+    NewIdentity, PasskeyRecord, ProviderKind, RefreshToken, SupportOperator, TotpEnrolment, UpstreamTrust,
+    User, UserStatus, WebauthnCeremony, Workspace,
 };
 pub use plan::{Plan, PlanLimits, PlanTable};
 pub use role::Role;

@@ -367,6 +367,25 @@ pub struct BrowserSession {
     pub ended_at: Option<Timestamp>,
 }
 
+/// A browser's session in the console of one workspace. The browser's cookie holds a random secret;
+/// the store holds its SHA-256 and the member's USER JWT and refresh token sealed under the workspace
+/// data key, so the tokens never reach the browser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleSession {
+    /// Workspace.
+    pub workspace_id: WorkspaceId,
+    /// SHA-256 of the cookie's secret.
+    pub session_hash: Vec<u8>,
+    /// The signed-in member.
+    pub user_id: UserId,
+    /// The tokens, sealed.
+    pub tokens_sealed: Vec<u8>,
+    /// Signed in.
+    pub created_at: Timestamp,
+    /// Ends on its own.
+    pub expires_at: Timestamp,
+}
+
 /// An authorization code, stored as its SHA-256, single-use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthorizationCode {

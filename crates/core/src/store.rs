@@ -18,10 +18,10 @@ use crate::keyring::WorkspaceKeys;
 use crate::model::NewIdentity;
 use crate::{
     Application, ApplicationId, AuthorizationCode, BrowserSession, BrowserSessionId, CeremonyPurpose,
-    FamilyId, FlowId, IdentityProvider, Invalidation, Invite, InviteId, LinkPurpose, LoginFlow, LoginLink,
-    LoginSession, PasskeyId, PasskeyRecord, Plan, ProviderId, RefreshToken, Result, Role, SessionId,
-    SupportOperator, Timestamp, TotpEnrolment, User, UserId, UserStatus, WebauthnCeremony, Workspace,
-    WorkspaceId,
+    ConsoleSession, FamilyId, FlowId, IdentityProvider, Invalidation, Invite, InviteId, LinkPurpose,
+    LoginFlow, LoginLink, LoginSession, PasskeyId, PasskeyRecord, Plan, ProviderId, RefreshToken, Result,
+    Role, SessionId, SupportOperator, Timestamp, TotpEnrolment, User, UserId, UserStatus, WebauthnCeremony,
+    Workspace, WorkspaceId,
 };
 
 /// Workspaces.
@@ -39,6 +39,17 @@ pub trait WorkspaceStore: Send + Sync {
     async fn delete_workspace(&self, id: WorkspaceId) -> Result<()>;
     /// Whether any workspace exists (guards against starting over existing data with a new master key).
     async fn any_workspace(&self) -> Result<bool>;
+    /// The workspace, when the instance has exactly one (the console opens it without asking).
+    async fn sole_workspace(&self) -> Result<Option<WorkspaceId>>;
+    /// Stores a one-time setup token (its SHA-256) for the console's first run.
+    async fn insert_setup_token(
+        &self,
+        token_hash: &[u8],
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<()>;
+    /// Whether a setup token is known, unspent and unexpired (it is spent by `Change::ClaimSetup`).
+    async fn setup_token_usable(&self, token_hash: &[u8], now: Timestamp) -> Result<bool>;
 }
 
 /// Applications.
@@ -429,6 +440,11 @@ pub enum Change {
     /// Links another upstream identity to an existing user. `Conflict` if the identity is linked
     /// already.
     LinkIdentity(UserId, NewIdentity),
+    /// Spends the setup token with this SHA-256, with every other one, in the transaction that creates
+    /// the first workspace (the change set's). `Conflict("setup-token")` if it is unknown, spent or
+    /// expired; `Conflict("setup-done")` if another workspace exists. Concurrent first runs are
+    /// serialised: exactly one succeeds.
+    ClaimSetup(Vec<u8>),
 }
 
 /// A management transaction: changes and the audit events that record them, written together or not
@@ -766,8 +782,21 @@ pub trait BrowserStore: Send + Sync {
         device_hash: &[u8],
         now: Timestamp,
     ) -> Result<bool>;
-    /// Deletes flows, codes, refresh tokens, browser sessions and links of every workspace that expired
-    /// before `before`, and forgets the sealed successors of refresh tokens rotated before it.
+    /// Stores a console session, or replaces the one with the same workspace and hash (its tokens
+    /// refreshed).
+    async fn put_console_session(&self, session: &ConsoleSession) -> Result<()>;
+    /// The unexpired console session whose cookie secret hashes to `session_hash`.
+    async fn find_console_session(
+        &self,
+        workspace: WorkspaceId,
+        session_hash: &[u8],
+        now: Timestamp,
+    ) -> Result<Option<ConsoleSession>>;
+    /// Forgets a console session; `true` if there was one.
+    async fn delete_console_session(&self, workspace: WorkspaceId, session_hash: &[u8]) -> Result<bool>;
+    /// Deletes flows, codes, refresh tokens, browser sessions, links, console sessions and setup tokens
+    /// that expired before `before`, and forgets the sealed successors of refresh tokens rotated before
+    /// it.
     async fn purge_login_state(&self, before: Timestamp) -> Result<u64>;
 }
 

@@ -330,6 +330,71 @@ impl Services {
         actor: &Actor,
     ) -> Result<(Application, Option<SecretString>)> {
         self.get_workspace(workspace).await?;
+        let (app, secret) = self.new_application_row(workspace, new, self.clock.now())?;
+        let keys = self.keys.workspace_keys(workspace, false).await?;
+        self.commit(
+            workspace,
+            &keys,
+            actor,
+            vec![Change::InsertApplication(app.clone())],
+            vec![
+                NewEvent::new("application.create", "application", app.id)
+                    .values(None, Some(application_audit(&app))),
+            ],
+        )
+        .await?;
+        Ok((app, secret))
+    }
+
+    /// Registers an application for a management caller (the API and the console): OWNER or ADMIN,
+    /// and only an OWNER registers a console client (see [`require_owner_for_console`]).
+    pub async fn register_application(
+        &self,
+        caller: &ConsoleCaller,
+        new: NewApplication,
+    ) -> Result<(Application, Option<SecretString>)> {
+        caller.require_admin()?;
+        if new.console && caller.role() != crate::Role::Owner {
+            return Err(Error::Forbidden(crate::ForbiddenReason::Role));
+        }
+        self.create_application(caller.workspace_id(), new, &caller.actor)
+            .await
+    }
+
+    /// The workspace's applications, oldest first, for a management caller (OWNER, ADMIN, SUPPORT;
+    /// a SUPPORT read is audited).
+    pub async fn workspace_applications(&self, caller: &ConsoleCaller) -> Result<Vec<Application>> {
+        caller.require_metadata_reader()?;
+        let apps = self
+            .stores
+            .applications
+            .list_applications(caller.workspace_id())
+            .await?;
+        self.audit_support_read(caller, "applications", caller.workspace_id().to_string())
+            .await?;
+        Ok(apps)
+    }
+
+    /// One application of the caller's workspace (OWNER, ADMIN, SUPPORT; a SUPPORT read is audited).
+    pub async fn workspace_application(
+        &self,
+        caller: &ConsoleCaller,
+        id: ApplicationId,
+    ) -> Result<Application> {
+        caller.require_metadata_reader()?;
+        let app = self.find_workspace_application(caller.workspace_id(), id).await?;
+        self.audit_support_read(caller, "application", app.id.to_string())
+            .await?;
+        Ok(app)
+    }
+
+    /// A new application's row, checked, and the secret of a confidential one (shown once).
+    pub(crate) fn new_application_row(
+        &self,
+        workspace: WorkspaceId,
+        new: NewApplication,
+        now: crate::Timestamp,
+    ) -> Result<(Application, Option<SecretString>)> {
         let kind = match new.kind {
             Some(ApplicationKind::Server) if new.public => {
                 return Err(Error::invalid("public", "a server application is not public"));
@@ -337,7 +402,6 @@ impl Services {
             Some(kind) => kind,
             None => infer_kind(new.public, &new.redirect_uris),
         };
-        let now = self.clock.now();
         let mut app = Application {
             id: ApplicationId::new(),
             workspace_id: workspace,
@@ -363,18 +427,6 @@ impl Services {
             app.secret_hash = Some(hash);
             Some(secret)
         };
-        let keys = self.keys.workspace_keys(workspace, false).await?;
-        self.commit(
-            workspace,
-            &keys,
-            actor,
-            vec![Change::InsertApplication(app.clone())],
-            vec![
-                NewEvent::new("application.create", "application", app.id)
-                    .values(None, Some(application_audit(&app))),
-            ],
-        )
-        .await?;
         Ok((app, secret))
     }
 

@@ -95,6 +95,16 @@ pub enum Command {
     /// and the public URL is a loopback address.
     #[command(subcommand)]
     Mail(MailCommand),
+    /// The first run in the browser.
+    #[command(subcommand)]
+    Setup(SetupCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SetupCommand {
+    /// Print a new one-time setup link (`{public_url}/console/setup?token=…`, 24 hours, stored hashed)
+    /// while no workspace exists, and write it to `setup-link` in the data directory (mode 0600).
+    Link,
 }
 
 #[derive(Debug, Subcommand)]
@@ -771,6 +781,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<Value> {
                 "user_id": user.id,
                 "message": format!(
                     "Open this link within {minutes} minutes to set a password and sign in (it works once):\n{}",
+                    link.expose()
+                ),
+            }))
+        }
+        Command::Setup(SetupCommand::Link) => {
+            let opened = open(&config).await?;
+            let link = secureflows_server::app::setup_link(&opened.services, &config.storage.data_dir, false)
+                .await?
+                .ok_or_else(|| {
+                    anyhow::anyhow!("a workspace exists: setup is over (sign in to the console at /console)")
+                })?;
+            Ok(json!({
+                "link": link.expose(),
+                "expires_in": secureflows_core::setup::SETUP_TOKEN_TTL.as_secs(),
+                "message": format!(
+                    "Open this link within 24 hours to create the first workspace and its owner (it works once):\n{}",
                     link.expose()
                 ),
             }))

@@ -152,6 +152,55 @@ pub fn write_private_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// File name of the first run's setup link in the data directory (mode 0600).
+pub const SETUP_LINK_FILE: &str = "setup-link";
+
+/// The first run's one-time setup link while no workspace exists: the one in `setup-link` if it still
+/// works and names this public URL (`reuse`, a restart), otherwise a new one, written there. Once a
+/// workspace exists, the file is removed and there is none.
+pub async fn setup_link(
+    services: &Services,
+    data_dir: &Path,
+    reuse: bool,
+) -> anyhow::Result<Option<secureflows_crypto::SecretString>> {
+    use secureflows_core::setup::SetupState;
+    let path = data_dir.join(SETUP_LINK_FILE);
+    if services.stores.workspaces.any_workspace().await? {
+        let _ = std::fs::remove_file(&path);
+        return Ok(None);
+    }
+    let prefix = format!(
+        "{}/console/setup?token=",
+        services.tokens.issuer().trim_end_matches('/')
+    );
+    if reuse
+        && let Ok(text) = std::fs::read_to_string(&path)
+        && let Some(token) = text.trim().strip_prefix(&prefix)
+        && services.setup_state(token).await? == SetupState::Open
+    {
+        return Ok(Some(secureflows_crypto::SecretString::new(
+            text.trim().to_owned(),
+        )));
+    }
+    let link = services.new_setup_link().await?;
+    let pending = path.with_extension("new");
+    let _ = std::fs::remove_file(&pending);
+    write_private_file(&pending, format!("{}\n", link.expose()).as_bytes())?;
+    std::fs::rename(&pending, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(Some(link))
+}
+
+/// Prints the setup link to standard error, outside the log pipeline: log shipping never carries it.
+#[allow(clippy::print_stderr)]
+fn announce_setup_link(link: &secureflows_crypto::SecretString, data_dir: &Path) {
+    eprintln!(
+        "\n  secureFlows has no workspace yet. Open this one-time link within 24 hours to set it up:\n\n    {}\n\n  \
+         (It is also in {}. `secureflows setup link` prints a new one.)\n",
+        link.expose(),
+        data_dir.join(SETUP_LINK_FILE).display()
+    );
+}
+
 async fn open_backend(config: &Config, access: Access) -> anyhow::Result<(Stores, RawStore)> {
     let sqlite_mode = match access {
         Access::Create => secureflows_store_sqlite::MigrationMode::Apply,
@@ -445,6 +494,11 @@ impl Server {
         // A node that just created the first signing key tells the others.
         if let Err(e) = services.stores.coord.publish(Invalidation::SigningKeys).await {
             tracing::warn!(error = %e, "announcing signing keys failed");
+        }
+        match setup_link(&services, &config.storage.data_dir, true).await {
+            Ok(Some(link)) => announce_setup_link(&link, &config.storage.data_dir),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "the first run's setup link could not be made"),
         }
         let state = AppState::new(services, Arc::new(config), access_log, issuer);
         let router = crate::routes::router(state.clone());

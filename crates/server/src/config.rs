@@ -43,6 +43,17 @@ pub struct Config {
     pub login: LoginConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The web console.
+    pub console: ConsoleConfig,
+}
+
+/// `[console]`: the web console.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// Anyone may create a new workspace at `/console/signup` and becomes its OWNER (default `false`:
+    /// new workspaces come from an OWNER of an existing one, or the command line).
+    pub open_signup: bool,
 }
 
 /// `[login]`: the hosted login's throttling, lifetimes and breached-password check.

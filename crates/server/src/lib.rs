@@ -9,6 +9,7 @@ pub mod api;
 pub mod app;
 pub mod breached;
 pub mod config;
+pub mod console;
 pub mod coord;
 pub mod extract;
 pub mod failure;

@@ -1,5 +1,5 @@
-//! The one place the routers meet: the JSON APIs (`api`) and the pages (`hosted`, and the console
-//! next) are siblings that never import each other; they are composed here at start-up, inside the
+//! The one place the routers meet: the JSON APIs (`api`) and the pages (`hosted`, `console`) are
+//! siblings that never import each other; they are composed here at start-up, inside the
 //! envelope every request passes through.
 
 use axum::Router;
@@ -14,6 +14,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(crate::api::router(state.clone()))
         .merge(crate::hosted::router(state.clone()))
+        .merge(crate::console::router())
         .fallback(not_found)
         .layer(from_fn_with_state(state.clone(), crate::middleware::envelope))
         .with_state(state)

@@ -337,6 +337,41 @@ sqlx::query(
             .await
             .db()
     }
+
+    async fn sole_workspace(&self) -> Result<Option<WorkspaceId>> {
+        let id: Option<uuid::Uuid> = sqlx::query_scalar("select secureflows_sole_workspace()")
+            .fetch_one(&self.pool)
+            .await
+            .db()?;
+        Ok(id.map(WorkspaceId::from_uuid))
+    }
+
+    async fn insert_setup_token(
+        &self,
+        token_hash: &[u8],
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<()> {
+        sqlx::query("insert into setup_token (token_hash, created_at, expires_at) values ($1, $2, $3)")
+            .bind(token_hash)
+            .bind(ts(now))
+            .bind(ts(expires_at))
+            .execute(&self.pool)
+            .await
+            .db()
+            .map(|_| ())
+    }
+
+    async fn setup_token_usable(&self, token_hash: &[u8], now: Timestamp) -> Result<bool> {
+        sqlx::query_scalar(
+            "select exists (select 1 from setup_token where token_hash = $1 and expires_at > $2)",
+        )
+        .bind(token_hash)
+        .bind(ts(now))
+        .fetch_one(&self.pool)
+        .await
+        .db()
+    }
 }
 
 #[async_trait]

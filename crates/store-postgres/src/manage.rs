@@ -158,11 +158,31 @@ pub(crate) async fn apply_change(
         Change::InsertIdentityProvider(..) | Change::DeleteIdentityProvider(..) => {
             apply_provider_change(c, workspace, now, change).await?
         }
+        Change::ClaimSetup(hash) => claim_setup(c, now, hash).await?,
     };
     if let Some(invalidation) = applied.invalidation {
         record_invalidation(c, invalidation).await?;
     }
     Ok(applied.owner_lost)
+}
+
+/// Spends a setup token, and every other one, in the transaction that creates the first workspace
+/// (`secureflows_claim_setup` serialises concurrent first runs with an advisory lock).
+async fn claim_setup(c: &mut PgConnection, now: Timestamp, hash: &[u8]) -> Result<Applied> {
+    let outcome: String = sqlx::query_scalar("select secureflows_claim_setup($1, $2)")
+        .bind(hash)
+        .bind(ts(now))
+        .fetch_one(&mut *c)
+        .await
+        .db()?;
+    match outcome.as_str() {
+        "ok" => Ok(Applied {
+            invalidation: None,
+            owner_lost: false,
+        }),
+        "done" => Err(Error::Conflict("setup-done")),
+        _ => Err(Error::Conflict("setup-token")),
+    }
 }
 
 /// Applies a change of the workspace row.

@@ -285,6 +285,53 @@ impl WorkspaceStore for SqliteStore {
                 .db()
         })
     }
+
+    async fn sole_workspace(&self) -> Result<Option<WorkspaceId>> {
+        self.db.read(|c| {
+            let ids = c
+                .prepare_cached("select workspace_id from workspace limit 2")
+                .db()?
+                .query_map([], |r| r.get::<_, uuid::Uuid>(0))
+                .db()?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .db()?;
+            Ok(match ids.as_slice() {
+                [only] => Some(WorkspaceId::from_uuid(*only)),
+                _ => None,
+            })
+        })
+    }
+
+    async fn insert_setup_token(
+        &self,
+        token_hash: &[u8],
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<()> {
+        let hash = token_hash.to_vec();
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "insert into setup_token (token_hash, created_at, expires_at) values (?1, ?2, ?3)",
+                    params![hash, now.millis(), expires_at.millis()],
+                )
+                .db()
+                .map(|_| ())
+            })
+            .await
+    }
+
+    async fn setup_token_usable(&self, token_hash: &[u8], now: Timestamp) -> Result<bool> {
+        let hash = token_hash.to_vec();
+        self.db.read(move |c| {
+            c.query_row(
+                "select exists (select 1 from setup_token where token_hash = ?1 and expires_at > ?2)",
+                params![hash, now.millis()],
+                |r| r.get(0),
+            )
+            .db()
+        })
+    }
 }
 
 #[async_trait]

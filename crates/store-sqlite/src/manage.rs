@@ -137,11 +137,37 @@ pub(crate) fn apply_change(
         Change::InsertIdentityProvider(..) | Change::DeleteIdentityProvider(..) => {
             apply_provider_change(c, workspace, now, change)?
         }
+        Change::ClaimSetup(hash) => claim_setup(c, now, hash)?,
     };
     if let Some(invalidation) = applied.invalidation {
         record_invalidation(c, invalidation)?;
     }
     Ok(applied.owner_lost)
+}
+
+/// Spends a setup token, and every other one, in the transaction that creates the first workspace
+/// (SQLite serialises writers, so no other first run interleaves).
+fn claim_setup(c: &Connection, now: Timestamp, hash: &[u8]) -> Result<Applied> {
+    let spent = c
+        .execute(
+            "delete from setup_token where token_hash = ?1 and expires_at > ?2",
+            params![hash, now.millis()],
+        )
+        .db()?;
+    if spent == 0 {
+        return Err(Error::Conflict("setup-token"));
+    }
+    let workspaces: i64 = c
+        .query_row("select count(*) from workspace", [], |r| r.get(0))
+        .db()?;
+    if workspaces > 1 {
+        return Err(Error::Conflict("setup-done"));
+    }
+    c.execute("delete from setup_token", []).db()?;
+    Ok(Applied {
+        invalidation: None,
+        owner_lost: false,
+    })
 }
 
 /// Applies a change of the workspace row.

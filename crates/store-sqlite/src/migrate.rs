@@ -84,6 +84,11 @@ pub const DATA: &[Migration] = &[
         name: "application_kind",
         sql: include_str!("../migrations/data/0012_application_kind.sql"),
     },
+    Migration {
+        version: 13,
+        name: "console",
+        sql: include_str!("../migrations/data/0013_console.sql"),
+    },
 ];
 
 pub const ACCESS: &[Migration] = &[Migration {

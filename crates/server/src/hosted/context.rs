@@ -15,8 +15,7 @@ use crate::pages::{Frame, PageError, PageResult};
 use crate::request::RequestContext;
 use crate::state::AppState;
 
-pub(super) const SSO_COOKIE: &str = "sf_sso";
-pub(super) const CSRF_COOKIE: &str = "sf_csrf";
+pub(super) use crate::pages::{CSRF_COOKIE, SSO_COOKIE, cookie};
 /// A long-lived random id of the browser, so that a sign-in from a new one can be reported.
 pub(super) const DEVICE_COOKIE: &str = "sf_device";
 const DEVICE_COOKIE_AGE: u64 = 400 * 24 * 3600;
@@ -46,18 +45,6 @@ pub(super) struct PageContext {
     pub policy: secureflows_core::login::LoginPolicy,
 }
 
-/// Reads a cookie of the request.
-pub(super) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-}
-
 /// A cookie of the workspace's pages (`HttpOnly`, `Secure` under https).
 pub(super) fn set_cookie(
     state: &AppState,
@@ -67,14 +54,14 @@ pub(super) fn set_cookie(
     same_site: &str,
     max_age: Option<u64>,
 ) -> HeaderValue {
-    let age = max_age.map(|a| format!("; Max-Age={a}")).unwrap_or_default();
-    let secure = if state.issuer().starts_with("https://") {
-        "; Secure"
-    } else {
-        ""
-    };
-    let text = format!("{name}={value}; Path=/w/{workspace}/; HttpOnly; SameSite={same_site}{secure}{age}");
-    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+    crate::pages::set_cookie(
+        state,
+        &format!("/w/{workspace}/"),
+        name,
+        value,
+        same_site,
+        max_age,
+    )
 }
 
 /// The cookie that keeps a browser's id.

@@ -10,9 +10,10 @@ use secureflows_crypto::SecretString;
 use super::context::{PageContext, csrf_form, form_post, page_context};
 use super::links::{TokenQuery, or_unusable_link};
 use super::login::signed_in;
-use super::signup::{already_an_account, password_rules};
+use super::signup::already_an_account;
 use super::views::{InvitePage, render};
 use crate::extract::Query;
+use crate::pages::password_rules;
 use crate::pages::{PageError, PageResult};
 use crate::state::AppState;
 

@@ -11,8 +11,8 @@ use secureflows_crypto::SecretString;
 
 use super::authorize::{continue_flow, step_up};
 use super::context::{
-    CSRF_COOKIE, FlowQuery, PageContext, SSO_COOKIE, browser_id, csrf_form, device_cookie, form_post,
-    page_context, see_other, set_cookie, with_flow,
+    FlowQuery, PageContext, browser_id, csrf_form, device_cookie, form_post, page_context, see_other,
+    with_flow,
 };
 use super::mfa::to_second_factor;
 use super::views::{LoginPage, render};
@@ -215,15 +215,10 @@ pub(super) async fn finish_sign_in(
     }
     // SECURITY: a new CSRF cookie at every sign-in (and tokens bound to the browser session), so a
     // cookie value someone planted before it is worth nothing after.
-    let csrf = secureflows_crypto::random_token("")?;
-    let ttl = services.settings.login.browser_session_ttl.as_secs();
-    let cookie = |name, value, same_site, age| set_cookie(state, ctx.workspace, name, value, same_site, age);
     let h = response.headers_mut();
-    h.append(
-        header::SET_COOKIE,
-        cookie(SSO_COOKIE, login.cookie.expose(), "Lax", Some(ttl)),
-    );
-    h.append(header::SET_COOKIE, cookie(CSRF_COOKIE, &csrf, "Strict", None));
+    for value in crate::pages::sign_in_cookies(state, ctx.workspace, login)? {
+        h.append(header::SET_COOKIE, value);
+    }
     if new_cookie {
         h.append(header::SET_COOKIE, device_cookie(state, ctx, &device));
     }

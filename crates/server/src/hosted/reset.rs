@@ -11,9 +11,9 @@ use super::links::{
     EmailForm, TokenQuery, after_answer, check_your_mail, mail_available, or_unusable_link, throttle,
 };
 use super::login::signed_in;
-use super::signup::password_rules;
 use super::views::{EmailFormPage, ResetPage, render};
 use crate::extract::Query;
+use crate::pages::password_rules;
 use crate::pages::{PageError, PageResult};
 use crate::state::AppState;
 

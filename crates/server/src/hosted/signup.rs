@@ -5,7 +5,6 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use secureflows_core::Error;
 use secureflows_core::login::hosted::SignUp;
-use secureflows_core::login::password::PasswordPolicy;
 use secureflows_core::login::signup::SignUpStart;
 use secureflows_crypto::SecretString;
 
@@ -145,21 +144,7 @@ fn signup_form(
         name,
         errors,
         min_length: policy.min_length(),
-        rules: password_rules(policy),
-    }
-}
-
-/// The password policy in words, under the password field.
-pub(super) fn password_rules(policy: PasswordPolicy) -> String {
-    match policy {
-        PasswordPolicy::Nist => format!(
-            "At least {} characters. Long passphrases are best; passwords known from data breaches are refused.",
-            policy.min_length()
-        ),
-        PasswordPolicy::Strict => format!(
-            "At least {} characters, with an upper-case letter, a lower-case letter, a digit and a symbol.",
-            policy.min_length()
-        ),
+        rules: crate::pages::password_rules(policy),
     }
 }
 

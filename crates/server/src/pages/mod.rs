@@ -1,12 +1,14 @@
 //! What every page of the server shares (the hosted login now, the console next): the page CSP,
 //! the workspace's brand, rendering, static assets, message pages and the page error type.
 
+mod cookies;
 mod error;
 
 use askama::Template;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
+pub use self::cookies::{CSRF_COOKIE, SSO_COOKIE, cookie, set_cookie, sign_in_cookies};
 pub use self::error::{Frame, PageError, PageResult};
 use crate::request::RequestContext;
 
@@ -143,9 +145,31 @@ pub fn with_retry_after(mut response: Response, retry: std::time::Duration) -> R
     response
 }
 
+/// The password policy in words, under the password field.
+pub fn password_rules(policy: secureflows_core::login::password::PasswordPolicy) -> String {
+    match policy {
+        secureflows_core::login::password::PasswordPolicy::Nist => format!(
+            "At least {} characters. Long passphrases are best; passwords known from data breaches are refused.",
+            policy.min_length()
+        ),
+        secureflows_core::login::password::PasswordPolicy::Strict => format!(
+            "At least {} characters, with an upper-case letter, a lower-case letter, a digit and a symbol.",
+            policy.min_length()
+        ),
+    }
+}
+
 /// Static assets of the pages.
 pub async fn stylesheet() -> Response {
     asset("text/css; charset=utf-8", include_str!("../../assets/login.css"))
+}
+
+/// The console's style sheet.
+pub async fn console_stylesheet() -> Response {
+    asset(
+        "text/css; charset=utf-8",
+        include_str!("../../assets/console.css"),
+    )
 }
 
 /// Passkey ceremonies (WebAuthn) for the sign-in, second-factor and account pages.

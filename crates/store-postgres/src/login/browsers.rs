@@ -3,7 +3,8 @@
 use async_trait::async_trait;
 use secureflows_core::store::BrowserStore;
 use secureflows_core::{
-    BrowserSession, BrowserSessionId, FlowId, LoginFlow, Result, SessionId, Timestamp, UserId, WorkspaceId,
+    BrowserSession, BrowserSessionId, ConsoleSession, FlowId, LoginFlow, Result, SessionId, Timestamp,
+    UserId, WorkspaceId,
 };
 use sqlx::Row;
 use uuid::Uuid;
@@ -241,6 +242,69 @@ impl BrowserStore for PgStore {
             .transpose()
             .db()?
             .unwrap_or(false))
+    }
+
+    async fn put_console_session(&self, s: &ConsoleSession) -> Result<()> {
+        self.tenant_execute(
+            s.workspace_id,
+            sqlx::query(
+                "insert into console_session (workspace_id, session_hash, user_id, tokens_sealed, created_at, expires_at)
+                 values ($1, $2, $3, $4, $5, $6)
+                 on conflict (workspace_id, session_hash) do update
+                 set user_id = excluded.user_id, tokens_sealed = excluded.tokens_sealed,
+                     expires_at = excluded.expires_at",
+            )
+            .bind(s.workspace_id.as_uuid())
+            .bind(&s.session_hash)
+            .bind(s.user_id.as_uuid())
+            .bind(&s.tokens_sealed)
+            .bind(ts(s.created_at))
+            .bind(ts(s.expires_at)),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn find_console_session(
+        &self,
+        workspace: WorkspaceId,
+        session_hash: &[u8],
+        now: Timestamp,
+    ) -> Result<Option<ConsoleSession>> {
+        let row = self
+            .tenant_fetch_optional(
+                workspace,
+                sqlx::query(
+                    "select workspace_id, session_hash, user_id, tokens_sealed, created_at, expires_at
+                     from console_session where workspace_id = $1 and session_hash = $2 and expires_at > $3",
+                )
+                .bind(workspace.as_uuid())
+                .bind(session_hash)
+                .bind(ts(now)),
+            )
+            .await?;
+        row.map(|r| {
+            Ok(ConsoleSession {
+                workspace_id: WorkspaceId::from_uuid(r.try_get("workspace_id").db()?),
+                session_hash: r.try_get("session_hash").db()?,
+                user_id: r.try_get::<Uuid, _>("user_id").db()?.into(),
+                tokens_sealed: r.try_get("tokens_sealed").db()?,
+                created_at: from_ts(r.try_get("created_at").db()?),
+                expires_at: from_ts(r.try_get("expires_at").db()?),
+            })
+        })
+        .transpose()
+    }
+
+    async fn delete_console_session(&self, workspace: WorkspaceId, session_hash: &[u8]) -> Result<bool> {
+        self.tenant_execute(
+            workspace,
+            sqlx::query("delete from console_session where workspace_id = $1 and session_hash = $2")
+                .bind(workspace.as_uuid())
+                .bind(session_hash),
+        )
+        .await
+        .map(|n| n == 1)
     }
 
     async fn purge_login_state(&self, before: Timestamp) -> Result<u64> {

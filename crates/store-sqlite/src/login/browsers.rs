@@ -4,7 +4,8 @@ use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 use secureflows_core::store::BrowserStore;
 use secureflows_core::{
-    BrowserSession, BrowserSessionId, FlowId, LoginFlow, Result, SessionId, Timestamp, UserId, WorkspaceId,
+    BrowserSession, BrowserSessionId, ConsoleSession, FlowId, LoginFlow, Result, SessionId, Timestamp,
+    UserId, WorkspaceId,
 };
 
 use crate::data::{SqliteStore, origins_json};
@@ -250,6 +251,72 @@ impl BrowserStore for SqliteStore {
             .await
     }
 
+    async fn put_console_session(&self, session: &ConsoleSession) -> Result<()> {
+        let s = session.clone();
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "insert into console_session (workspace_id, session_hash, user_id, tokens_sealed, created_at, expires_at)
+                     values (?1, ?2, ?3, ?4, ?5, ?6)
+                     on conflict (workspace_id, session_hash) do update
+                     set user_id = excluded.user_id, tokens_sealed = excluded.tokens_sealed,
+                         expires_at = excluded.expires_at",
+                    params![
+                        s.workspace_id.as_uuid(),
+                        s.session_hash,
+                        s.user_id.as_uuid(),
+                        s.tokens_sealed,
+                        s.created_at.millis(),
+                        s.expires_at.millis(),
+                    ],
+                )
+                .db()
+                .map(|_| ())
+            })
+            .await
+    }
+
+    async fn find_console_session(
+        &self,
+        workspace: WorkspaceId,
+        session_hash: &[u8],
+        now: Timestamp,
+    ) -> Result<Option<ConsoleSession>> {
+        self.db.read(|c| {
+            c.prepare_cached(
+                "select workspace_id, session_hash, user_id, tokens_sealed, created_at, expires_at from console_session
+                 where workspace_id = ?1 and session_hash = ?2 and expires_at > ?3",
+            )
+            .db()?
+            .query_row(params![workspace.as_uuid(), session_hash, now.millis()], |r| {
+                Ok(ConsoleSession {
+                    workspace_id: r.get::<_, uuid::Uuid>(0)?.into(),
+                    session_hash: r.get(1)?,
+                    user_id: r.get::<_, uuid::Uuid>(2)?.into(),
+                    tokens_sealed: r.get(3)?,
+                    created_at: Timestamp::from_millis(r.get(4)?),
+                    expires_at: Timestamp::from_millis(r.get(5)?),
+                })
+            })
+            .optional()
+            .db()
+        })
+    }
+
+    async fn delete_console_session(&self, workspace: WorkspaceId, session_hash: &[u8]) -> Result<bool> {
+        let hash = session_hash.to_vec();
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "delete from console_session where workspace_id = ?1 and session_hash = ?2",
+                    params![workspace.as_uuid(), hash],
+                )
+                .db()
+                .map(|n| n == 1)
+            })
+            .await
+    }
+
     async fn purge_login_state(&self, before: Timestamp) -> Result<u64> {
         self.db
             .write(move |c| {
@@ -261,6 +328,8 @@ impl BrowserStore for SqliteStore {
                     "browser_session",
                     "login_link",
                     "webauthn_ceremony",
+                    "console_session",
+                    "setup_token",
                 ] {
                     n += c
                         .execute(

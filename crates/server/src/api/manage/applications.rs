@@ -81,15 +81,9 @@ pub async fn create_application(
     ConsoleAuth(caller): ConsoleAuth,
     Json(body): Json<m::CreateApplication>,
 ) -> ApiResult<(StatusCode, axum::Json<m::CreatedApplication>)> {
-    caller.require_admin()?;
-    if body.console && caller.role() != secureflows_core::Role::Owner {
-        // Only an OWNER registers a console client (see `require_owner_for_console`).
-        return Err(Error::Forbidden(secureflows_core::ForbiddenReason::Role).into());
-    }
-    let new = new_application(body);
     let (app, secret) = state
         .services()
-        .create_application(caller.workspace_id(), new, &caller.actor)
+        .register_application(&caller, new_application(body))
         .await?;
     Ok((
         StatusCode::CREATED,
@@ -113,22 +107,13 @@ pub async fn list_applications(
     ConsoleAuth(caller): ConsoleAuth,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<axum::Json<m::ApplicationList>> {
-    caller.require_metadata_reader()?;
     let limit = page_limit(q.limit)?;
     let after = q
         .cursor
         .as_deref()
         .map(|c| decode_cursor::<ApplicationId>("application", c))
         .transpose()?;
-    let services = state.services();
-    let apps = services
-        .stores
-        .applications
-        .list_applications(caller.workspace_id())
-        .await?;
-    services
-        .audit_support_read(&caller, "applications", caller.workspace_id().to_string())
-        .await?;
+    let apps = state.services().workspace_applications(&caller).await?;
     let page = page_of(apps, after, limit);
     let next = next_cursor(&page, limit, "application", |a| a.id.to_string());
     Ok(axum::Json(m::ApplicationList {
@@ -150,13 +135,9 @@ pub async fn get_application(
     ConsoleAuth(caller): ConsoleAuth,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<m::Application>> {
-    caller.require_metadata_reader()?;
-    let services = state.services();
-    let app = services
-        .find_workspace_application(caller.workspace_id(), parse_id(&id)?)
-        .await?;
-    services
-        .audit_support_read(&caller, "application", app.id.to_string())
+    let app = state
+        .services()
+        .workspace_application(&caller, parse_id(&id)?)
         .await?;
     Ok(axum::Json(application_dto(&app)))
 }

@@ -1,0 +1,134 @@
+//! The console's templates and what they show: the shell every signed-in page shares (workspace,
+//! member, navigation, CSRF token) and each page's own view.
+
+use askama::Template;
+use secureflows_core::console::ConsoleCaller;
+use secureflows_core::{FieldError, Role};
+
+use super::context::PATH;
+
+/// One entry of the side navigation.
+pub(super) struct NavItem {
+    pub href: String,
+    pub label: &'static str,
+    pub current: bool,
+}
+
+/// What every signed-in console page shows around its content.
+pub(super) struct Shell {
+    pub workspace: String,
+    pub home: String,
+    pub email: String,
+    pub role: &'static str,
+    pub csrf: String,
+    pub nav: Vec<NavItem>,
+    /// A one-line notice after a change ("Saved.").
+    pub notice: Option<String>,
+}
+
+/// The console's sections: (path under the workspace, label).
+const SECTIONS: [(&str, &str); 9] = [
+    ("", "Overview"),
+    ("/applications", "Applications"),
+    ("/members", "Members"),
+    ("/users", "End users"),
+    ("/audit", "Audit log"),
+    ("/access", "API access"),
+    ("/settings", "Settings"),
+    ("/plan", "Plan and usage"),
+    ("/keys", "Keys"),
+];
+
+impl Shell {
+    /// The shell of a page at `here` for this caller.
+    pub fn of(caller: &ConsoleCaller, email: String, csrf: String, here: &str) -> Shell {
+        let home = format!("{PATH}/w/{}", caller.workspace_id());
+        let path = here.split('?').next().unwrap_or(here);
+        // The longest section the page is under is the current one.
+        let current = SECTIONS
+            .iter()
+            .filter(|(rest, _)| {
+                let href = format!("{home}{rest}");
+                path == href || (!rest.is_empty() && path.starts_with(&format!("{href}/")))
+            })
+            .map(|(rest, _)| rest.len())
+            .max();
+        let nav = SECTIONS
+            .iter()
+            .map(|(rest, label)| NavItem {
+                href: format!("{home}{rest}"),
+                label,
+                current: current == Some(rest.len()),
+            })
+            .collect();
+        Shell {
+            workspace: caller.workspace.name.clone(),
+            home,
+            email,
+            role: role_label(caller.role()),
+            csrf,
+            nav,
+            notice: None,
+        }
+    }
+}
+
+/// A role in words.
+pub(super) fn role_label(role: Role) -> &'static str {
+    match role {
+        Role::Owner => "owner",
+        Role::Admin => "admin",
+        Role::User => "user",
+        Role::Anon => "guest",
+        Role::Support => "support",
+    }
+}
+
+/// Field errors in words, for a form's error summary.
+pub(super) fn error_lines(errors: &[FieldError], label: impl Fn(&str) -> &'static str) -> Vec<String> {
+    errors
+        .iter()
+        .map(|e| format!("{}: {}", label(&e.field), e.message))
+        .collect()
+}
+
+#[derive(Template)]
+#[template(path = "console/start.html")]
+pub(super) struct StartPage {
+    pub setup_pending: bool,
+    pub workspaces: Vec<(String, String)>,
+    pub open_signup: bool,
+}
+
+#[derive(Template)]
+#[template(path = "console/setup.html")]
+pub(super) struct SetupPage {
+    pub csrf: String,
+    pub token: String,
+    pub workspace_name: String,
+    pub email: String,
+    pub name: String,
+    pub min_length: usize,
+    pub rules: String,
+    pub errors: Vec<String>,
+}
+
+#[derive(Template)]
+#[template(path = "console/confirm.html")]
+pub(super) struct ConfirmPage {
+    pub shell: Shell,
+    pub heading: String,
+    pub message: String,
+    pub action: String,
+    pub button: &'static str,
+    pub back: String,
+}
+
+/// A time as the pages show it: `2026-12-07 16:43 UTC`.
+pub(super) fn when(at: secureflows_core::Timestamp) -> String {
+    let text = at.rfc3339();
+    match text.get(..16) {
+        Some(minutes) => format!("{} UTC", minutes.replacen('T', " ", 1)),
+        None => text,
+    }
+}
