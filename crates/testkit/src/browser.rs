@@ -189,3 +189,73 @@ impl std::fmt::Debug for Browser {
             .finish_non_exhaustive()
     }
 }
+
+/// Where screenshots go: `$SECUREFLOWS_TEST_OUTPUT/screenshots/{suite}` (scripts/test sets it to the
+/// cargo target directory's `test-output`), or `target/test-output` beside the workspace.
+fn screenshot_dir(suite: &str) -> std::path::PathBuf {
+    let base = std::env::var("SECUREFLOWS_TEST_OUTPUT").map_or_else(
+        |_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-output"),
+        std::path::PathBuf::from,
+    );
+    base.join("screenshots").join(suite)
+}
+
+/// Desktop and phone widths of the screenshots.
+pub const WIDTHS: [(u32, u32, &str); 2] = [(1280, 900, "desktop"), (390, 844, "phone")];
+
+/// Checks the page the browser shows and records it for a reviewer: an axe-core pass (when
+/// `SECUREFLOWS_TEST_AXE` names `axe.min.js`; required with the other outside tools) that fails on any
+/// serious or critical violation, at both widths; nothing scrolls sideways at phone width; and a
+/// full-width screenshot at 1280 and 390 px saved as `{name}-desktop.png` and `{name}-phone.png`.
+pub async fn review_page(c: &Client, suite: &str, name: &str) {
+    let axe = external_tool("SECUREFLOWS_TEST_AXE").map(|p| std::fs::read_to_string(p).unwrap());
+    let dir = screenshot_dir(suite);
+    std::fs::create_dir_all(&dir).unwrap();
+    for (width, height, label) in WIDTHS {
+        c.set_window_size(width, height).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if label == "phone" {
+            let overflow = c
+                .execute(
+                    "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            assert!(
+                overflow.as_i64().unwrap_or(0) <= 1,
+                "{name} scrolls sideways at {width} px ({overflow} px too wide)"
+            );
+        }
+        if let Some(axe) = &axe {
+            let violations = axe_violations(c, axe).await;
+            assert!(
+                violations.is_empty(),
+                "{name} at {width} px has serious accessibility violations: {violations:#?}"
+            );
+        }
+        let png = c.screenshot().await.unwrap();
+        std::fs::write(dir.join(format!("{name}-{label}.png")), png).unwrap();
+    }
+    c.set_window_size(1280, 900).await.unwrap();
+}
+
+/// The serious and critical axe-core violations of the current page: (rule, impact, targets).
+async fn axe_violations(c: &Client, axe: &str) -> Vec<serde_json::Value> {
+    // Injected as a script of the test (WebDriver), not of the page: the page's CSP does not apply.
+    c.execute(&format!("{axe}\nreturn true;"), vec![]).await.unwrap();
+    let result = c
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             axe.run(document, { resultTypes: ['violations'] })
+               .then(r => done(r.violations
+                 .filter(v => v.impact === 'serious' || v.impact === 'critical')
+                 .map(v => ({ id: v.id, impact: v.impact, help: v.help,
+                              targets: v.nodes.map(n => n.target.join(' ')) }))))
+               .catch(e => done([{ id: 'axe-error', help: String(e) }]));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    result.as_array().cloned().unwrap_or_default()
+}

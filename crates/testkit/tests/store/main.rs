@@ -19,10 +19,10 @@ use secureflows_core::login::{Branding, LoginPolicy, MfaRequirement, SignupMode}
 use secureflows_core::store::*;
 use secureflows_core::{
     Application, ApplicationId, ApplicationKind, AuthorizationCode, AuthorizationRequest, BrowserSession,
-    BrowserSessionId, CeremonyPurpose, Error, FamilyId, FlowId, IdentityProvider, Invalidation, Invite,
-    InviteId, LinkPurpose, LoginFlow, LoginLink, LoginSession, NewIdentity, PasskeyId, PasskeyRecord, Plan,
-    ProviderId, ProviderKind, RefreshToken, Role, SessionId, SupportOperator, Timestamp, TotpEnrolment,
-    UpstreamTrust, User, UserId, UserStatus, WebauthnCeremony, Workspace, WorkspaceId,
+    BrowserSessionId, CeremonyPurpose, ConsoleSession, Error, FamilyId, FlowId, IdentityProvider,
+    Invalidation, Invite, InviteId, LinkPurpose, LoginFlow, LoginLink, LoginSession, NewIdentity, PasskeyId,
+    PasskeyRecord, Plan, ProviderId, ProviderKind, RefreshToken, Role, SessionId, SupportOperator, Timestamp,
+    TotpEnrolment, UpstreamTrust, User, UserId, UserStatus, WebauthnCeremony, Workspace, WorkspaceId,
 };
 use secureflows_testkit::Backend;
 
@@ -188,6 +188,8 @@ store_tests!(
     flows_and_browser_sessions,
     totp_and_recovery_codes,
     login_links,
+    first_run_setup,
+    console_sessions,
 );
 
 raw_store_tests!(email_rules, support_email_rules, invalidation_wakeups);
@@ -3598,6 +3600,238 @@ fn data_migrations_match_across_backends_from_0009() {
             "{name}"
         );
     }
+}
+
+/// The first run: setup tokens are usable until they expire; the first workspace spends them all in
+/// its own transaction; a second claim, a claim once a workspace exists, an unknown or expired token
+/// fail and roll their whole change set back; concurrent claims of several tokens make one workspace.
+async fn first_run_setup(s: &Stores) {
+    let m = Manage::new(s);
+    assert_eq!(s.workspaces.sole_workspace().await.unwrap(), None);
+    let (t1, t2, old) = ([1u8; 32], [2u8; 32], [3u8; 32]);
+    s.workspaces
+        .insert_setup_token(&t1, at(0), at(100))
+        .await
+        .unwrap();
+    s.workspaces
+        .insert_setup_token(&t2, at(0), at(100))
+        .await
+        .unwrap();
+    s.workspaces
+        .insert_setup_token(&old, at(0), at(10))
+        .await
+        .unwrap();
+    assert!(
+        s.workspaces
+            .insert_setup_token(&t1, at(0), at(100))
+            .await
+            .is_err(),
+        "a token is stored once"
+    );
+    assert!(s.workspaces.setup_token_usable(&t1, at(5)).await.unwrap());
+    assert!(
+        !s.workspaces.setup_token_usable(&old, at(10)).await.unwrap(),
+        "expired"
+    );
+    assert!(
+        !s.workspaces.setup_token_usable(&[9u8; 32], at(5)).await.unwrap(),
+        "unknown"
+    );
+
+    // An expired or unknown token creates nothing.
+    for token in [old, [9u8; 32]] {
+        let w = workspace(Plan::Pro);
+        let claim = m
+            .apply(
+                w.id,
+                vec![
+                    Change::InsertWorkspace(w.clone()),
+                    Change::ClaimSetup(token.to_vec()),
+                ],
+                20,
+            )
+            .await;
+        assert!(matches!(claim, Err(Error::Conflict("setup-token"))), "{claim:?}");
+        assert_eq!(
+            s.workspaces.find_workspace(w.id).await.unwrap(),
+            None,
+            "rolled back"
+        );
+    }
+    assert!(s.workspaces.setup_token_usable(&t1, at(20)).await.unwrap());
+
+    // Several first runs at once, with both tokens: exactly one workspace.
+    let mut runs = Vec::new();
+    for i in 0..8 {
+        let token = if i % 2 == 0 { t1 } else { t2 };
+        let w = workspace(Plan::Pro);
+        let s = s.clone();
+        runs.push(tokio::spawn(async move {
+            let m = Manage::new(&s);
+            m.apply(
+                w.id,
+                vec![
+                    Change::InsertWorkspace(w.clone()),
+                    Change::ClaimSetup(token.to_vec()),
+                ],
+                30,
+            )
+            .await
+            .map(|()| w.id)
+        }));
+    }
+    let mut made = Vec::new();
+    for run in runs {
+        match run.await.unwrap() {
+            Ok(id) => made.push(id),
+            Err(Error::Conflict("setup-token" | "setup-done")) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(made.len(), 1, "one first run wins");
+    assert_eq!(s.workspaces.list_workspaces().await.unwrap().len(), 1);
+    assert_eq!(s.workspaces.sole_workspace().await.unwrap(), Some(made[0]));
+    for token in [t1, t2] {
+        assert!(
+            !s.workspaces.setup_token_usable(&token, at(31)).await.unwrap(),
+            "all spent"
+        );
+    }
+
+    // With a workspace, a fresh token still creates no second one (and its set is rolled back).
+    let t3 = [4u8; 32];
+    s.workspaces
+        .insert_setup_token(&t3, at(40), at(100))
+        .await
+        .unwrap();
+    let w = workspace(Plan::Pro);
+    let claim = m
+        .apply(
+            w.id,
+            vec![
+                Change::InsertWorkspace(w.clone()),
+                Change::ClaimSetup(t3.to_vec()),
+            ],
+            41,
+        )
+        .await;
+    assert!(matches!(claim, Err(Error::Conflict("setup-done"))), "{claim:?}");
+    assert_eq!(s.workspaces.find_workspace(w.id).await.unwrap(), None);
+    assert!(
+        s.workspaces.setup_token_usable(&t3, at(41)).await.unwrap(),
+        "the refused claim spent nothing"
+    );
+
+    // Two workspaces: none is the sole one. The sweeper forgets expired tokens.
+    s.workspaces
+        .insert_workspace(&workspace(Plan::Free))
+        .await
+        .unwrap();
+    assert_eq!(s.workspaces.sole_workspace().await.unwrap(), None);
+    s.browsers.purge_login_state(at(101)).await.unwrap();
+    assert!(
+        !s.workspaces.setup_token_usable(&t3, at(41)).await.unwrap(),
+        "purged"
+    );
+}
+
+/// Console sessions: stored and replaced by workspace and hash, found only unexpired and only in
+/// their own workspace, deleted once, purged when expired, gone with their workspace.
+async fn console_sessions(s: &Stores) {
+    let (a, _, user) = tenant(s).await;
+    let (b, _, _) = tenant(s).await;
+    let session = ConsoleSession {
+        workspace_id: a,
+        session_hash: vec![5; 32],
+        user_id: user.id,
+        tokens_sealed: vec![1, 2, 3],
+        created_at: at(0),
+        expires_at: at(100),
+    };
+    s.browsers.put_console_session(&session).await.unwrap();
+    assert_eq!(
+        s.browsers.find_console_session(a, &[5; 32], at(1)).await.unwrap(),
+        Some(session.clone())
+    );
+    assert_eq!(
+        s.browsers
+            .find_console_session(a, &[5; 32], at(100))
+            .await
+            .unwrap(),
+        None,
+        "expired"
+    );
+    assert_eq!(
+        s.browsers.find_console_session(b, &[5; 32], at(1)).await.unwrap(),
+        None,
+        "other workspace"
+    );
+    assert_eq!(
+        s.browsers.find_console_session(a, &[6; 32], at(1)).await.unwrap(),
+        None,
+        "other hash"
+    );
+
+    // Refreshed tokens replace the stored ones; the start stays.
+    let refreshed = ConsoleSession {
+        tokens_sealed: vec![4, 5, 6],
+        created_at: at(50),
+        ..session.clone()
+    };
+    s.browsers.put_console_session(&refreshed).await.unwrap();
+    let found = s
+        .browsers
+        .find_console_session(a, &[5; 32], at(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((found.tokens_sealed, found.created_at), (vec![4, 5, 6], at(0)));
+
+    // The same hash in another workspace is another session.
+    let in_b = ConsoleSession {
+        workspace_id: b,
+        ..session.clone()
+    };
+    s.browsers.put_console_session(&in_b).await.unwrap();
+    assert!(!s.browsers.delete_console_session(b, &[6; 32]).await.unwrap());
+    assert!(s.browsers.delete_console_session(b, &[5; 32]).await.unwrap());
+    assert!(
+        !s.browsers.delete_console_session(b, &[5; 32]).await.unwrap(),
+        "once"
+    );
+    assert!(
+        s.browsers
+            .find_console_session(a, &[5; 32], at(1))
+            .await
+            .unwrap()
+            .is_some(),
+        "a's stays"
+    );
+
+    // Expired sessions are purged; a deleted workspace takes its sessions along.
+    let short = ConsoleSession {
+        session_hash: vec![7; 32],
+        expires_at: at(10),
+        ..session.clone()
+    };
+    s.browsers.put_console_session(&short).await.unwrap();
+    s.browsers.purge_login_state(at(11)).await.unwrap();
+    assert!(
+        !s.browsers.delete_console_session(a, &[7; 32]).await.unwrap(),
+        "purged"
+    );
+    assert!(
+        s.browsers
+            .find_console_session(a, &[5; 32], at(1))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    s.workspaces.delete_workspace(a).await.unwrap();
+    assert!(
+        !s.browsers.delete_console_session(a, &[5; 32]).await.unwrap(),
+        "gone with the workspace"
+    );
 }
 
 /// The suite keeps its promise: every method of every store trait and every variant of `Change` is
