@@ -16,6 +16,7 @@ mod audit_chain;
 mod audit_values;
 mod bad_input;
 mod browser;
+mod console_browser;
 mod console_pages;
 mod console_sign_in;
 mod crypto_at_rest;
