@@ -149,6 +149,15 @@ impl Services {
         self.open_for(caller, &events).await
     }
 
+    /// Verifies the hash chain of the caller's workspace (OWNER, ADMIN, SUPPORT; a SUPPORT read is
+    /// audited), as `secureflows audit verify` does.
+    pub async fn verify_workspace_audit(&self, caller: &ConsoleCaller) -> Result<ChainReport> {
+        caller.require_metadata_reader()?;
+        self.audit_support_read(caller, "audit_log", caller.workspace_id().to_string())
+            .await?;
+        self.verify_chain(caller.workspace_id()).await
+    }
+
     /// Every event of a workspace (operator export on the command line), oldest first.
     pub async fn export_all_events(&self, workspace: WorkspaceId) -> Result<Vec<EventRecord>> {
         let keys = self.chain_keys(workspace).await?;

@@ -21,6 +21,7 @@ pub mod login;
 pub mod mail;
 pub mod members;
 mod model;
+pub mod overview;
 mod plan;
 mod role;
 mod services;

@@ -108,6 +108,32 @@ impl Services {
             .collect()
     }
 
+    /// Those who run the workspace: its OWNERs and ADMINs, oldest first (at most 500).
+    pub async fn workspace_admins(&self, caller: &ConsoleCaller) -> Result<Vec<Member>> {
+        caller.require_admin()?;
+        let users = self.stores.users.list_admins(caller.workspace_id(), 500).await?;
+        users
+            .into_iter()
+            .map(|u| self.open_member(&caller.keys, u))
+            .collect()
+    }
+
+    /// The user with exactly this e-mail address (found through its keyed hash, the blind index), if
+    /// any. OWNER and ADMIN.
+    pub async fn member_by_email(&self, caller: &ConsoleCaller, email: &str) -> Result<Option<Member>> {
+        caller.require_admin()?;
+        let Ok(email) = crate::email::EmailAddress::parse(email) else {
+            return Ok(None);
+        };
+        let index = email_index(&caller.keys, &email);
+        let found = self
+            .stores
+            .users
+            .find_user_by_email(caller.workspace_id(), &index)
+            .await?;
+        found.map(|u| self.open_member(&caller.keys, u)).transpose()
+    }
+
     /// One user: OWNER and ADMIN read anyone of the workspace, anyone reads themselves.
     pub async fn get_member(&self, caller: &ConsoleCaller, id: UserId) -> Result<Member> {
         if id != caller.token.user || caller.is_support() {
@@ -355,6 +381,14 @@ impl Services {
             .into_iter()
             .map(|i| self.open_invite(&caller.keys, i))
             .collect()
+    }
+
+    /// Sends an invitation again: a new link to the same address with the same role; the old link
+    /// stops working (its token was never kept, so it cannot be sent twice).
+    pub async fn resend_invite(&self, caller: &ConsoleCaller, id: InviteId) -> Result<CreatedInvite> {
+        let old = self.revoke_invite(caller, id).await?;
+        self.create_invite(caller, &old.email, old.invite.role, None)
+            .await
     }
 
     /// Revokes a pending invitation; its link stops working.

@@ -93,6 +93,9 @@ pub trait UserStore: Send + Sync {
     /// Raises the token revision and ends every login session of the user, in one transaction.
     /// Returns the new revision. `NotFound` if the user is not in this workspace.
     async fn raise_revision(&self, workspace: WorkspaceId, user: UserId, now: Timestamp) -> Result<i64>;
+    /// The workspace's OWNERs and ADMINs (those who run it), oldest first. There are few of them;
+    /// at most `limit`.
+    async fn list_admins(&self, workspace: WorkspaceId, limit: u32) -> Result<Vec<User>>;
     /// A page of the workspace's users in id (creation) order, after `after`.
     async fn list_users(
         &self,
@@ -199,6 +202,8 @@ pub trait SessionStore: Send + Sync {
         limits: SessionLimits,
         now: Timestamp,
     ) -> Result<SessionAdmission>;
+    /// How many of the workspace's login sessions are active (neither ended nor expired) at `now`.
+    async fn count_sessions(&self, workspace: WorkspaceId, now: Timestamp) -> Result<u64>;
     /// The session, if in this workspace.
     async fn find_session(&self, workspace: WorkspaceId, id: SessionId) -> Result<Option<LoginSession>>;
     /// Ends one session (logout). Returns whether it was active.
@@ -348,6 +353,8 @@ pub struct AccessFilter {
     pub route: Option<String>,
     /// Exact status.
     pub status: Option<u16>,
+    /// The application called for.
+    pub application: Option<ApplicationId>,
     /// Records with a position below this one (the page cursor).
     pub before: Option<i64>,
 }

@@ -530,6 +530,22 @@ impl UserStore for PgStore {
         .collect()
     }
 
+    async fn list_admins(&self, workspace: WorkspaceId, limit: u32) -> Result<Vec<User>> {
+        self.tenant_fetch_all(
+            workspace,
+            sqlx::query(&format!(
+                "select {USER_COLUMNS} from user_account u
+                 where u.workspace_id = $1 and u.role in ('owner', 'admin') order by u.user_id limit $2"
+            ))
+            .bind(workspace.as_uuid())
+            .bind(i64::from(limit)),
+        )
+        .await?
+        .iter()
+        .map(user_row)
+        .collect()
+    }
+
     async fn find_user_by_email(&self, workspace: WorkspaceId, email_index: &[u8]) -> Result<Option<User>> {
         self.tenant_fetch_optional(
             workspace,
@@ -712,6 +728,25 @@ impl SessionStore for PgStore {
         .db()?;
         tx.commit().await.db()?;
         Ok(SessionAdmission::Admitted)
+    }
+
+    async fn count_sessions(&self, workspace: WorkspaceId, now: Timestamp) -> Result<u64> {
+        let row = self
+            .tenant_fetch_optional(
+                workspace,
+                sqlx::query(
+                    "select count(*) as n from login_session
+                     where workspace_id = $1 and ended_at is null and expires_at > $2",
+                )
+                .bind(workspace.as_uuid())
+                .bind(ts(now)),
+            )
+            .await?;
+        let n: i64 = match row {
+            Some(r) => r.try_get("n").db()?,
+            None => 0,
+        };
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     async fn find_session(&self, workspace: WorkspaceId, id: SessionId) -> Result<Option<LoginSession>> {
@@ -1017,6 +1052,7 @@ impl AccessLogStore for PgStore {
                and ($2::timestamptz is null or created_at >= $2) and ($3::timestamptz is null or created_at < $3)
                and ($4::uuid is null or user_id = $4) and ($5::text is null or route = $5)
                and ($6::int is null or status = $6) and ($7::bigint is null or api_access_id < $7)
+               and ($9::uuid is null or application_id = $9)
              order by api_access_id desc limit $8",
         )
         .bind(workspace.as_uuid())
@@ -1027,6 +1063,7 @@ impl AccessLogStore for PgStore {
         .bind(f.status.map(i32::from))
         .bind(f.before)
         .bind(i64::from(limit))
+        .bind(f.application.map(|a| a.as_uuid()))
         ).await?;
         rows.iter()
             .map(|r| {

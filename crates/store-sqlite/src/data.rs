@@ -492,6 +492,21 @@ impl UserStore for SqliteStore {
         })
     }
 
+    async fn list_admins(&self, workspace: WorkspaceId, limit: u32) -> Result<Vec<User>> {
+        self.db.read(|c| {
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "select {USER_COLUMNS} from user_account
+                     where workspace_id = ?1 and role in ('owner', 'admin') order by user_id limit ?2"
+                ))
+                .db()?;
+            let rows = stmt
+                .query_map(params![workspace.as_uuid(), i64::from(limit)], user_row)
+                .db()?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().db()
+        })
+    }
+
     async fn find_user_by_email(&self, workspace: WorkspaceId, email_index: &[u8]) -> Result<Option<User>> {
         self.db.read(|c| {
             c.prepare_cached(&format!(
@@ -674,6 +689,20 @@ impl SessionStore for SqliteStore {
                 Ok(SessionAdmission::Admitted)
             })
             .await
+    }
+
+    async fn count_sessions(&self, workspace: WorkspaceId, now: Timestamp) -> Result<u64> {
+        self.db.read(|c| {
+            let n: i64 = c
+                .prepare_cached(
+                    "select count(*) from login_session
+                     where workspace_id = ?1 and ended_at is null and expires_at > ?2",
+                )
+                .db()?
+                .query_row(params![workspace.as_uuid(), now.millis()], |r| r.get(0))
+                .db()?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
     }
 
     async fn find_session(&self, workspace: WorkspaceId, id: SessionId) -> Result<Option<LoginSession>> {
@@ -996,6 +1025,7 @@ impl AccessLogStore for SqliteStore {
                        and (?2 is null or created_at >= ?2) and (?3 is null or created_at < ?3)
                        and (?4 is null or user_id = ?4) and (?5 is null or route = ?5)
                        and (?6 is null or status = ?6) and (?7 is null or api_access_id < ?7)
+                       and (?9 is null or application_id = ?9)
                      order by api_access_id desc limit ?8",
                 )
                 .db()?;
@@ -1009,7 +1039,8 @@ impl AccessLogStore for SqliteStore {
                         f.route,
                         f.status.map(i64::from),
                         f.before,
-                        i64::from(limit)
+                        i64::from(limit),
+                        f.application.map(|a| a.as_uuid()),
                     ],
                     |r| {
                         Ok((

@@ -111,6 +111,39 @@ impl Services {
         Ok(out)
     }
 
+    /// What the console shows of one user (OWNER, ADMIN): the user, the browsers they are signed in
+    /// on (most recent first) and their last twenty sign-in attempts.
+    pub async fn user_overview(
+        &self,
+        caller: &crate::console::ConsoleCaller,
+        id: crate::UserId,
+    ) -> Result<(crate::members::Member, Vec<DeviceSession>, Vec<SignInRecord>)> {
+        let member = self.get_member(caller, id).await?;
+        caller.require_admin()?;
+        let sessions = self
+            .stores
+            .browsers
+            .list_browser_sessions(caller.workspace_id(), id, self.clock.now())
+            .await?;
+        let mut devices: Vec<DeviceSession> = sessions
+            .iter()
+            .map(|s| {
+                let (device, client_ip) = open_client(&caller.keys, s);
+                DeviceSession {
+                    id: s.id,
+                    current: false,
+                    device,
+                    client_ip,
+                    created_at: s.created_at,
+                    last_seen_at: s.last_seen_at,
+                }
+            })
+            .collect();
+        devices.sort_by_key(|s| std::cmp::Reverse(s.last_seen_at));
+        let history = self.login_history(&member.user, 20).await?;
+        Ok((member, devices, history))
+    }
+
     /// Signs one of the user's browsers out (`NotFound` for anything else), with its application
     /// sessions and refresh tokens.
     pub async fn end_account_session(

@@ -12,8 +12,8 @@ use secureflows_core::workspace::{ApplicationPatch, NewApplication};
 use secureflows_core::{Application, ApplicationId, ApplicationKind, Error, UpstreamTrust};
 use serde::Deserialize;
 
-use super::context::{Browser, Console, console, console_form, csrf_only_form};
-use super::views::{ConfirmPage, Shell, error_lines, when};
+use super::context::{Browser, ConfirmForm, Console, console, console_form};
+use super::views::{Shell, confirm, error_lines, when};
 use crate::pages::{PageError, PageResult, render, see_other};
 use crate::state::AppState;
 
@@ -401,19 +401,6 @@ pub(super) async fn update(
     }
 }
 
-csrf_only_form!(ConfirmForm { confirm: String });
-
-impl ConfirmForm {
-    /// The person pressed the confirmation page's button (not some other form's).
-    fn confirmed(&self) -> PageResult<()> {
-        if self.confirm == "yes" {
-            Ok(())
-        } else {
-            Err(PageError::incomplete_form())
-        }
-    }
-}
-
 /// `GET …/applications/{id}/secret`: asks before the secret is replaced.
 pub(super) async fn confirm_rotate(
     State(state): State<AppState>,
@@ -510,17 +497,7 @@ fn confirm_page(
 ) -> Response {
     let action = c.path(&format!("/applications/{}/{what}", app.id));
     let back = c.path(&format!("/applications/{}", app.id));
-    render(
-        StatusCode::OK,
-        &ConfirmPage {
-            shell: c.shell,
-            heading,
-            message: message.into(),
-            action,
-            button,
-            back,
-        },
-    )
+    confirm(c, heading, message, action, button, back)
 }
 
 fn app_page(

@@ -288,4 +288,19 @@ macro_rules! csrf_only_form {
         }
     };
 }
-pub(crate) use csrf_only_form;
+
+csrf_only_form!(ConfirmForm { confirm: String });
+
+impl ConfirmForm {
+    /// The person pressed a confirmation page's button (not some other form's).
+    pub fn confirmed(&self) -> PageResult<()> {
+        if self.confirm == "yes" {
+            Ok(())
+        } else {
+            Err(PageError::incomplete_form())
+        }
+    }
+}
+
+// A form that carries only its CSRF token.
+csrf_only_form!(PlainForm);

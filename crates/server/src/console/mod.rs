@@ -5,11 +5,17 @@
 //! API, with the console member as the actor. This module is the router only.
 
 mod applications;
+mod audit;
 mod context;
+mod keys;
+mod members;
 mod overview;
+mod plan;
+mod settings;
 mod setup;
 mod signin;
 mod start;
+mod users;
 mod views;
 
 use axum::Router;
@@ -49,6 +55,53 @@ pub fn router() -> Router<AppState> {
         .route(
             "/console/w/{workspace}/applications/{id}/delete",
             get(applications::confirm_delete).post(applications::delete),
+        )
+        .route("/console/w/{workspace}/members", get(members::members))
+        .route("/console/w/{workspace}/members/invites", post(members::invite))
+        .route(
+            "/console/w/{workspace}/members/invites/{id}/resend",
+            post(members::resend),
+        )
+        .route(
+            "/console/w/{workspace}/members/invites/{id}/revoke",
+            get(members::confirm_revoke).post(members::revoke),
+        )
+        .route("/console/w/{workspace}/users", get(users::list))
+        .route("/console/w/{workspace}/users/{id}", get(users::show))
+        .route("/console/w/{workspace}/users/{id}/unlock", post(users::unlock))
+        .route("/console/w/{workspace}/users/{id}/role", post(users::change_role))
+        .route(
+            "/console/w/{workspace}/users/{id}/values/{application}/{key}",
+            post(users::read_value),
+        )
+        .route(
+            "/console/w/{workspace}/users/{id}/{action}",
+            get(users::confirm_drastic).post(users::drastic),
+        )
+        .route("/console/w/{workspace}/audit", get(audit::audit))
+        .route("/console/w/{workspace}/audit/verify", post(audit::verify))
+        .route("/console/w/{workspace}/audit/export", get(audit::export))
+        .route("/console/w/{workspace}/access", get(audit::access))
+        .route("/console/w/{workspace}/settings", get(settings::settings))
+        .route("/console/w/{workspace}/settings/name", post(settings::rename))
+        .route(
+            "/console/w/{workspace}/settings/branding",
+            post(settings::branding),
+        )
+        .route("/console/w/{workspace}/settings/policy", post(settings::policy))
+        .route(
+            "/console/w/{workspace}/settings/providers",
+            post(settings::add_provider),
+        )
+        .route(
+            "/console/w/{workspace}/settings/providers/{id}/remove",
+            get(settings::confirm_remove).post(settings::remove_provider),
+        )
+        .route("/console/w/{workspace}/plan", get(plan::plan))
+        .route("/console/w/{workspace}/keys", get(keys::keys))
+        .route(
+            "/console/w/{workspace}/keys/rotate",
+            get(keys::confirm_rotate).post(keys::rotate),
         )
         .route_layer(axum::middleware::from_fn(pages::frame_cookie))
 }

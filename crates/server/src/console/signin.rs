@@ -7,8 +7,8 @@ use secureflows_core::{Error, ForbiddenReason, WorkspaceId};
 use serde::Deserialize;
 
 use super::context::{
-    Browser, PATH, PENDING_COOKIE, clear_session_cookie, console_form, not_an_administrator, open_page,
-    session_cookie, with_cookies,
+    Browser, PATH, PENDING_COOKIE, PlainForm, clear_session_cookie, console_form, not_an_administrator,
+    open_page, session_cookie, with_cookies,
 };
 use crate::pages::{PageError, PageResult, cookie, see_other, set_cookie};
 use crate::state::AppState;
@@ -100,8 +100,6 @@ pub(super) async fn callback(
     Ok(with_cookies(see_other(&signed.return_to), cookies))
 }
 
-crate::console::context::csrf_only_form!(SignOutForm);
-
 /// `POST /console/w/{workspace}/signout`: ends this browser's console session in the workspace.
 pub(super) async fn sign_out(
     State(state): State<AppState>,
@@ -109,7 +107,7 @@ pub(super) async fn sign_out(
     request: Request,
 ) -> PageResult {
     let here = format!("{PATH}/w/{workspace}");
-    let (console, _form, browser): (_, SignOutForm, _) =
+    let (console, _form, browser): (_, PlainForm, _) =
         console_form(&state, &workspace, &here, request).await?;
     let ws = console.workspace();
     let mut next = None;

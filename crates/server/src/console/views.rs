@@ -132,3 +132,26 @@ pub(super) fn when(at: secureflows_core::Timestamp) -> String {
         None => text,
     }
 }
+
+/// The page that asks before a destructive action: what will happen, the button that does it (a
+/// form post) and the way back.
+pub(super) fn confirm(
+    c: super::context::Console,
+    heading: String,
+    message: &str,
+    action: String,
+    button: &'static str,
+    back: String,
+) -> axum::response::Response {
+    crate::pages::render(
+        axum::http::StatusCode::OK,
+        &ConfirmPage {
+            shell: c.shell,
+            heading,
+            message: message.into(),
+            action,
+            button,
+            back,
+        },
+    )
+}

@@ -8,6 +8,9 @@ create table setup_token (
 );
 grant select, insert, update, delete on setup_token to secureflows_app;
 
+-- The console's members page lists a workspace's OWNERs and ADMINs among all its users.
+create index user_account_role on user_account (workspace_id, role, user_id);
+
 -- A browser's console session in one workspace: the member's USER JWT and refresh token, sealed under
 -- the workspace data key and found by the SHA-256 of the session cookie's secret. The browser holds
 -- only that secret (an HttpOnly cookie); the tokens never leave the server.

@@ -6,6 +6,9 @@ create table setup_token (
     expires_at integer not null
 ) strict;
 
+-- The console's members page lists a workspace's OWNERs and ADMINs among all its users.
+create index user_account_role on user_account (workspace_id, role, user_id);
+
 -- A browser's console session in one workspace: the member's USER JWT and refresh token, sealed under
 -- the workspace data key and found by the SHA-256 of the session cookie's secret. The browser holds
 -- only that secret (an HttpOnly cookie); the tokens never leave the server.

@@ -565,7 +565,14 @@ async fn login_sessions_and_limits(s: &Stores) {
             .unwrap(),
         SessionAdmission::Admitted
     );
-    // The workspace is full (3 active).
+    // The workspace is full (3 active), and counts them; another counts none.
+    assert_eq!(s.sessions.count_sessions(ws, at(1)).await.unwrap(), 3);
+    assert_eq!(
+        s.sessions.count_sessions(ws, at(50)).await.unwrap(),
+        2,
+        "b expired"
+    );
+    assert_eq!(s.sessions.count_sessions(ws2, at(1)).await.unwrap(), 0);
     let e = session(ws, app.id, second.user.id, 200);
     assert!(matches!(
         s.sessions
@@ -596,6 +603,11 @@ async fn login_sessions_and_limits(s: &Stores) {
         "wrong workspace ends nothing"
     );
     assert!(s.sessions.end_session(ws, a.id, at(61)).await.unwrap());
+    assert_eq!(
+        s.sessions.count_sessions(ws, at(61)).await.unwrap(),
+        2,
+        "ended ones stop counting"
+    );
     assert!(
         !s.sessions.end_session(ws, a.id, at(62)).await.unwrap(),
         "ending twice"
@@ -801,6 +813,19 @@ async fn access_log(s: &Stores) {
             .len(),
         1
     );
+    // Filters: the application called for, the status, and both at once.
+    let count = |f: AccessFilter| async move { s.access.list_access(ws, &f, 10).await.unwrap().len() };
+    let of_app = |application| AccessFilter {
+        application: Some(application),
+        ..AccessFilter::default()
+    };
+    assert_eq!(count(of_app(app.id)).await, 2);
+    assert_eq!(count(of_app(ApplicationId::new())).await, 0);
+    let status = AccessFilter {
+        status: Some(404),
+        ..of_app(app.id)
+    };
+    assert_eq!(count(status).await, 1);
 }
 
 async fn invalidations(s: &Stores) {
@@ -2900,6 +2925,22 @@ async fn user_and_value_listings(s: &Stores) {
         s.users.list_users(b, None, 100).await.unwrap(),
         std::slice::from_ref(&b_user)
     );
+    // OWNERs and ADMINs among the users, oldest first, only this workspace's, at most `limit`.
+    assert!(s.users.list_admins(a, 10).await.unwrap().is_empty());
+    let mut admins = Vec::new();
+    for (n, role) in [(30, Role::Owner), (31, Role::Admin), (32, Role::Owner)] {
+        let mut new = new_user(a, n);
+        new.user.role = role;
+        s.users.insert_user(&new).await.unwrap();
+        admins.push(new.user);
+    }
+    let mut in_b = new_user(b, 33);
+    in_b.user.role = Role::Owner;
+    s.users.insert_user(&in_b).await.unwrap();
+    admins.sort_by_key(|u| u.id);
+    assert_eq!(s.users.list_admins(a, 10).await.unwrap(), admins);
+    assert_eq!(s.users.list_admins(a, 2).await.unwrap(), admins[..2]);
+    assert_eq!(s.users.list_admins(b, 10).await.unwrap(), [in_b.user.clone()]);
     assert!(
         s.users
             .list_users(WorkspaceId::new(), None, 100)

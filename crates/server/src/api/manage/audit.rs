@@ -214,6 +214,9 @@ pub struct AccessQuery {
     /// Exact response status.
     #[param(minimum = 100, maximum = 599)]
     pub status: Option<u16>,
+    /// Records of calls for this application (its client id).
+    #[param(format = Uuid)]
+    pub application: Option<String>,
 }
 
 /// The workspace's API-access log, newest first.
@@ -253,6 +256,14 @@ impl AccessQuery {
             user: parse_actor(self.actor.as_deref())?,
             route: self.route,
             status: self.status,
+            application: self
+                .application
+                .as_deref()
+                .map(|a| {
+                    a.parse()
+                        .map_err(|_| Error::invalid("application", "must be a client id"))
+                })
+                .transpose()?,
             before: self
                 .cursor
                 .as_deref()
