@@ -222,10 +222,20 @@ pub async fn review_page(c: &Client, suite: &str, name: &str) {
                 )
                 .await
                 .unwrap();
-            assert!(
-                overflow.as_i64().unwrap_or(0) <= 1,
-                "{name} scrolls sideways at {width} px ({overflow} px too wide)"
-            );
+            if overflow.as_i64().unwrap_or(0) > 1 {
+                let wide = c
+                    .execute(
+                        "const w = document.documentElement.clientWidth;
+                         return [...document.querySelectorAll('body *')]
+                           .filter(e => e.getBoundingClientRect().right > w + 1 && !e.closest('nav, .scroll, pre'))
+                           .slice(0, 8)
+                           .map(e => e.tagName + (e.id ? '#' + e.id : '') + '.' + e.className);",
+                        vec![],
+                    )
+                    .await
+                    .unwrap();
+                panic!("{name} scrolls sideways at {width} px ({overflow} px too wide): {wide}");
+            }
         }
         if let Some(axe) = &axe {
             let violations = axe_violations(c, axe).await;

@@ -43,22 +43,13 @@ impl Shell {
     /// The shell of a page at `here` for this caller.
     pub fn of(caller: &ConsoleCaller, email: String, csrf: String, here: &str) -> Shell {
         let home = format!("{PATH}/w/{}", caller.workspace_id());
-        let path = here.split('?').next().unwrap_or(here);
-        // The longest section the page is under is the current one.
-        let current = SECTIONS
-            .iter()
-            .filter(|(rest, _)| {
-                let href = format!("{home}{rest}");
-                path == href || (!rest.is_empty() && path.starts_with(&format!("{href}/")))
-            })
-            .map(|(rest, _)| rest.len())
-            .max();
+        let current = current_section(&home, here).map(|(rest, _)| rest);
         let nav = SECTIONS
             .iter()
             .map(|(rest, label)| NavItem {
                 href: format!("{home}{rest}"),
                 label,
-                current: current == Some(rest.len()),
+                current: current == Some(*rest),
             })
             .collect();
         Shell {
@@ -71,6 +62,22 @@ impl Shell {
             notice: None,
         }
     }
+}
+
+/// Whether the page at `here` is in the section `rest` of the workspace console at `home`.
+fn section_matches(home: &str, rest: &str, here: &str) -> bool {
+    let path = here.split('?').next().unwrap_or(here);
+    let href = format!("{home}{rest}");
+    path == href || (!rest.is_empty() && path.starts_with(&format!("{href}/")))
+}
+
+/// The section the page at `here` is in: the longest that matches.
+fn current_section(home: &str, here: &str) -> Option<(&'static str, &'static str)> {
+    SECTIONS
+        .iter()
+        .filter(|(rest, _)| section_matches(home, rest, here))
+        .max_by_key(|(rest, _)| rest.len())
+        .copied()
 }
 
 /// A role in words.
@@ -90,6 +97,28 @@ pub(super) fn error_lines(errors: &[FieldError], label: impl Fn(&str) -> &'stati
         .iter()
         .map(|e| format!("{}: {}", label(&e.field), e.message))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn one_section_is_current() {
+        let home = "/console/w/x";
+        for (page, expected) in [
+            ("/console/w/x", "Overview"),
+            ("/console/w/x/users/1", "End users"),
+            ("/console/w/x/audit?action=a", "Audit log"),
+            ("/console/w/x/applications/new", "Applications"),
+        ] {
+            let current: Vec<&str> = super::SECTIONS
+                .iter()
+                .filter(|(rest, _)| super::section_matches(home, rest, page))
+                .map(|(_, label)| *label)
+                .collect();
+            let chosen = super::current_section(home, page);
+            assert_eq!(chosen.map(|(_, l)| l), Some(expected), "{page}: {current:?}");
+        }
+    }
 }
 
 #[derive(Template)]

@@ -4,11 +4,14 @@
 //! at 1280 and 390 px wide (`$SECUREFLOWS_TEST_OUTPUT/screenshots/console`).
 
 use secureflows_testkit::browser::{browser, click, element, fill, review_page, text, wait_for_text};
-use secureflows_testkit::{Backend, TestApp, backend_tests};
+use secureflows_testkit::{Backend, SmtpSink, TestApp, TestOptions, backend_tests};
 
 use crate::hosted_login::PASSWORD;
 
-backend_tests!(console_first_run_and_an_application_in_the_browser);
+backend_tests!(
+    console_first_run_and_an_application_in_the_browser,
+    console_members_users_and_audit_in_the_browser,
+);
 
 async fn console_first_run_and_an_application_in_the_browser(backend: Backend) {
     let Some(browser) = browser().await else {
@@ -164,5 +167,218 @@ async fn console_first_run_and_an_application_in_the_browser(backend: Backend) {
     );
 
     browser.client.clone().close().await.unwrap();
+    app.stop().await;
+}
+
+/// The first run in the browser: the workspace "Tuff Flips" with its OWNER olga@tuff.example, signed
+/// in to its console. Returns the workspace id.
+async fn first_run_in(c: &fantoccini::Client, app: &TestApp) -> String {
+    let link = std::fs::read_to_string(app.data_dir.join("setup-link"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    c.goto(&link).await.unwrap();
+    fill(c, "#workspace_name", "Tuff Flips").await;
+    fill(c, "#email", "olga@tuff.example").await;
+    fill(c, "#password", PASSWORD).await;
+    click(c, "#create-workspace").await;
+    wait_for_text(c, "#heading", "Tuff Flips").await;
+    text(c, "#workspace-id").await
+}
+
+async fn console_members_users_and_audit_in_the_browser(backend: Backend) {
+    let Some(browser_a) = browser().await else {
+        return;
+    };
+    let c = &browser_a.client;
+    let smtp = SmtpSink::start().await;
+    let port = smtp.port;
+    let options = TestOptions {
+        configure: std::sync::Arc::new(move |cfg| {
+            cfg.smtp.host = Some("127.0.0.1".into());
+            cfg.smtp.port = port;
+            cfg.smtp.tls = "none".into();
+        }),
+        ..TestOptions::default()
+    };
+    let app = TestApp::spawn_with(backend.clone(), options).await;
+    let shoot = matches!(backend, Backend::Sqlite);
+    let review = |name: &'static str| async move {
+        if shoot {
+            review_page(c, "console", name).await;
+        }
+    };
+    let ws = first_run_in(c, &app).await;
+    let home = format!("{}/console/w/{ws}", app.url);
+
+    // Invite an admin; the e-mail arrives at the SMTP listener.
+    c.goto(&format!("{home}/members")).await.unwrap();
+    wait_for_text(c, "#heading", "Members").await;
+    review("members-empty").await;
+    fill(c, "#invite-email", "ada@tuff.example").await;
+    click(c, "#send-invite").await;
+    wait_for_text(c, "#notice", "An invitation was e-mailed to ada@tuff.example.").await;
+    assert!(text(c, "#invites").await.contains("pending"));
+    review("members").await;
+    let mail = smtp
+        .wait_for_containing("/invite/accept?token=", 1)
+        .await
+        .last()
+        .map(|m| m.text())
+        .unwrap();
+    let link = mail
+        .split_whitespace()
+        .find(|w| w.contains("/invite/accept?token="))
+        .unwrap()
+        .to_owned();
+
+    // Ada accepts in her own browser and runs the console as an admin.
+    let browser_b = browser().await.unwrap();
+    let b = &browser_b.client;
+    b.goto(&link).await.unwrap();
+    fill(b, "#password", "Ada-Kettle-Orbit-9-Lantern").await;
+    click(b, "#accept-invite").await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    b.goto(&format!("{}/console", app.url)).await.unwrap();
+    wait_for_text(b, "#heading", "Tuff Flips").await;
+    assert_eq!(
+        text(b, "#signed-in-as").await,
+        "Signed in as ada@tuff.example (admin)"
+    );
+    browser_b.client.clone().close().await.unwrap();
+    c.goto(&format!("{home}/members")).await.unwrap();
+    assert!(text(c, "#members").await.contains("ada@tuff.example"));
+    assert!(text(c, "#invites").await.contains("accepted"));
+
+    // An end user signs up through an application of the workspace.
+    let ws_id: secureflows_core::WorkspaceId = ws.parse().unwrap();
+    let (client, _) = crate::hosted_login::client_app(&app, ws_id, true).await;
+    let (_, challenge) = crate::hosted_login::pkce();
+    let end_user = crate::hosted_login::browser();
+    crate::hosted_login::sign_up_through_flow(&app, &end_user, ws_id, &client, &challenge, "uma@example.com")
+        .await;
+
+    // Find her by exact address, and lock her account.
+    c.goto(&format!("{home}/users")).await.unwrap();
+    review("users").await;
+    fill(c, "#search-email", "uma@example").await;
+    click(c, "#search").await;
+    wait_for_text(c, "#no-match", "No account has this address.").await;
+    fill(c, "#search-email", "UMA@example.com").await;
+    click(c, "#search").await;
+    click(c, "#users a").await;
+    wait_for_text(c, "#heading", "uma@example.com").await;
+    assert!(text(c, "#history").await.contains("Signed up"));
+    review("user").await;
+    click(c, "#lock").await;
+    wait_for_text(c, "#heading", "Lock uma@example.com?").await;
+    review("user-lock-confirm").await;
+    click(c, "#confirm").await;
+    wait_for_text(c, "#user-status", "locked").await;
+
+    // She cannot sign in any more (the answer is the uniform "not right").
+    let fresh = crate::hosted_login::browser();
+    let r = fresh
+        .get(crate::hosted_login::authorize_url(
+            &app, ws_id, &client, &challenge, "",
+        ))
+        .send()
+        .await
+        .unwrap();
+    let login = format!("{}{}", app.url, crate::hosted_login::location(&r));
+    let page = fresh.get(&login).send().await.unwrap().text().await.unwrap();
+    let flow = login.split("flow=").nth(1).unwrap().to_owned();
+    let r = fresh
+        .post(format!("{}/w/{ws}/login", app.url))
+        .form(&[
+            ("csrf", crate::hosted_login::csrf_of(&page).as_str()),
+            ("flow", &flow),
+            ("email", "uma@example.com"),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "a locked account does not sign in");
+
+    // The audit log shows it; filtered by action, and exported.
+    c.goto(&format!("{home}/audit")).await.unwrap();
+    review("audit").await;
+    fill(c, "#action", "user.lock").await;
+    click(c, "#filter").await;
+    let events = text(c, "#events").await;
+    assert!(
+        events.contains("user.lock") && events.contains("olga@tuff.example"),
+        "{events}"
+    );
+    assert!(!events.contains("invite.create"), "{events}");
+    click(c, "#verify-chain").await;
+    assert!(text(c, "#chain-report").await.contains("The chain is intact"));
+    review("audit-verified").await;
+    // The export link downloads every event (read here with the browser's own cookies).
+    let cookies = c.get_all_cookies().await.unwrap();
+    let cookie_header = cookies
+        .iter()
+        .map(|k| format!("{}={}", k.name(), k.value()))
+        .collect::<Vec<_>>()
+        .join("; ");
+    for (format, first) in [("csv", "workspace_id,seq,"), ("jsonl", "{")] {
+        let r = app
+            .http
+            .get(format!("{home}/audit/export?format={format}"))
+            .header("cookie", &cookie_header)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(
+            r.headers()["content-disposition"]
+                .to_str()
+                .unwrap()
+                .starts_with("attachment")
+        );
+        let body = r.text().await.unwrap();
+        assert!(body.starts_with(first), "{body}");
+        assert!(body.contains("user.lock"));
+    }
+
+    // The other pages.
+    for (path, heading, name) in [
+        ("/access", "API access", "access"),
+        ("/settings", "Settings", "settings"),
+        ("/plan", "Plan and usage", "plan"),
+        ("/keys", "Keys", "keys"),
+    ] {
+        c.goto(&format!("{home}{path}")).await.unwrap();
+        wait_for_text(c, "#heading", heading).await;
+        review(name).await;
+    }
+    // Branding from the settings shows on the hosted pages.
+    c.goto(&format!("{home}/settings")).await.unwrap();
+    fill(c, "#color", "#aa3300").await;
+    click(c, "#save-branding").await;
+    wait_for_text(
+        c,
+        "#notice",
+        "The branding is saved; the sign-in pages show it now.",
+    )
+    .await;
+    let css = app
+        .http
+        .get(format!("{}/w/{ws}/brand.css", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(css.contains("#aa3300"), "{css}");
+    // Rotating the data key, confirmed.
+    c.goto(&format!("{home}/keys")).await.unwrap();
+    click(c, "#rotate-key").await;
+    click(c, "#confirm").await;
+    wait_for_text(c, "#notice", "Data key version 2 is now active.").await;
+
+    browser_a.client.clone().close().await.unwrap();
     app.stop().await;
 }
