@@ -39,11 +39,9 @@ pub enum SetupState {
     Done,
 }
 
-/// What the first-run form holds.
+/// What the first-run and sign-up forms hold: a new workspace and its OWNER.
 #[derive(Debug)]
-pub struct FirstRun {
-    /// The setup token from the link.
-    pub token: SecretString,
+pub struct NewOwnedWorkspace {
     /// The workspace's name.
     pub workspace_name: String,
     /// The OWNER's e-mail address.
@@ -54,9 +52,9 @@ pub struct FirstRun {
     pub password: SecretString,
 }
 
-/// What the first run made: the workspace, its OWNER, and the OWNER's signed-in browser.
+/// What a first run or a sign-up made: the workspace, its OWNER, and the OWNER's signed-in browser.
 #[derive(Debug)]
-pub struct FirstRunDone {
+pub struct OwnedWorkspace {
     /// The new workspace.
     pub workspace: Workspace,
     /// Its OWNER.
@@ -108,12 +106,36 @@ impl Services {
     /// transaction, and signs the OWNER's browser in to the workspace's hosted login.
     /// `Conflict("setup-token")` for an unusable token, `Conflict("setup-done")` once a workspace
     /// exists; `Invalid` for a form that breaks a rule (the token is not spent then).
-    pub async fn first_run(&self, form: FirstRun, client: &Actor) -> Result<FirstRunDone> {
-        match self.setup_state(form.token.expose()).await? {
+    pub async fn first_run(
+        &self,
+        token: &SecretString,
+        form: NewOwnedWorkspace,
+        client: &Actor,
+    ) -> Result<OwnedWorkspace> {
+        match self.setup_state(token.expose()).await? {
             SetupState::Open => {}
             SetupState::Unusable => return Err(Error::Conflict("setup-token")),
             SetupState::Done => return Err(Error::Conflict("setup-done")),
         }
+        let claim = setup_hash(token.expose());
+        self.create_owned_workspace_with_password(form, Some(claim), Plan::Pro, client)
+            .await
+    }
+
+    /// An open sign-up (`console.open_signup`, checked by the caller): a new workspace on the free
+    /// plan, its console client and its OWNER, whose browser is signed in.
+    pub async fn sign_up_workspace(&self, form: NewOwnedWorkspace, client: &Actor) -> Result<OwnedWorkspace> {
+        self.create_owned_workspace_with_password(form, None, Plan::Free, client)
+            .await
+    }
+
+    async fn create_owned_workspace_with_password(
+        &self,
+        form: NewOwnedWorkspace,
+        claim: Option<[u8; 32]>,
+        plan: Plan,
+        client: &Actor,
+    ) -> Result<OwnedWorkspace> {
         let mut errors = Vec::new();
         crate::workspace::validate_name("workspace_name", form.workspace_name.trim(), &mut errors);
         let email = match EmailAddress::parse(&form.email) {
@@ -138,10 +160,9 @@ impl Services {
         let mut actor = client.clone();
         actor.kind = ActorKind::User;
         actor.id = Some(owner_id);
-        let token_hash = setup_hash(form.token.expose());
         let console = self.console_client_settings();
         let (workspace, owner) = self
-            .create_workspace_with(form.workspace_name.trim(), Plan::Pro, &actor, |w, keys| {
+            .create_workspace_with(form.workspace_name.trim(), plan, &actor, |w, keys| {
                 let owner = User {
                     id: owner_id,
                     workspace_id: w.id,
@@ -158,16 +179,20 @@ impl Services {
                 };
                 // The console exchanges its codes in process: the secret is not needed, and not kept.
                 let (app, _secret) = self.new_application_row(w.id, console, now)?;
-                let changes = vec![
-                    Change::ClaimSetup(token_hash.to_vec()),
+                let mut changes = Vec::new();
+                if let Some(hash) = claim {
+                    changes.push(Change::ClaimSetup(hash.to_vec()));
+                }
+                changes.extend([
                     Change::InsertUser(owner.clone()),
                     Change::SetPassword(owner_id, phc),
                     Change::InsertApplication(app.clone()),
-                ];
+                ]);
+                let how = if claim.is_some() { "first_run" } else { "sign_up" };
                 let events = vec![
                     NewEvent::new("user.create", "user", owner_id).values(
                         None,
-                        Some(serde_json::json!({"role": "owner", "method": "password", "first_run": true})),
+                        Some(serde_json::json!({"role": "owner", "method": "password", "via": how})),
                     ),
                     NewEvent::new("application.create", "application", app.id)
                         .values(None, Some(crate::workspace::application_audit(&app))),
@@ -182,9 +207,13 @@ impl Services {
         {
             FirstFactor::SignedIn(login) => login,
             // A new workspace requires no second factor and its OWNER has none yet.
-            _ => return Err(Error::internal("a first run asked for a second factor")),
+            _ => {
+                return Err(Error::internal(
+                    "a new workspace's owner was asked for a second factor",
+                ));
+            }
         };
-        Ok(FirstRunDone {
+        Ok(OwnedWorkspace {
             workspace,
             owner,
             login,

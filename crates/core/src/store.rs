@@ -86,6 +86,12 @@ pub trait UserStore: Send + Sync {
         workspace: WorkspaceId,
         identity_index: &[u8],
     ) -> Result<Option<User>>;
+    /// The user's upstream identities (keyed hash and sealed issuer and subject), oldest first.
+    async fn list_identities(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+    ) -> Result<Vec<(NewIdentity, Timestamp)>>;
     /// Inserts a user with their first identity. `Conflict` if the identity already exists.
     async fn insert_user(&self, new: &NewUser) -> Result<()>;
     /// The user, if in this workspace.

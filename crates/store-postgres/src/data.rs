@@ -10,8 +10,9 @@ use secureflows_core::store::{
     UsedTokenStore, UserStore, VaultEntry, VaultLocator, VaultStore, VaultWrite, WorkspaceStore,
 };
 use secureflows_core::{
-    Application, ApplicationId, ApplicationKind, BrowserSessionId, Error, Invalidation, LoginSession, Plan,
-    Result, Role, SessionId, Timestamp, UpstreamTrust, User, UserId, UserStatus, Workspace, WorkspaceId,
+    Application, ApplicationId, ApplicationKind, BrowserSessionId, Error, Invalidation, LoginSession,
+    NewIdentity, Plan, Result, Role, SessionId, Timestamp, UpstreamTrust, User, UserId, UserStatus,
+    Workspace, WorkspaceId,
 };
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
@@ -458,6 +459,34 @@ impl UserStore for PgStore {
         .as_ref()
         .map(user_row)
         .transpose()
+    }
+
+    async fn list_identities(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+    ) -> Result<Vec<(NewIdentity, Timestamp)>> {
+        self.tenant_fetch_all(
+            workspace,
+            sqlx::query(
+                "select identity_index, identity_sealed, created_at from user_identity
+                 where workspace_id = $1 and user_id = $2 order by created_at, identity_index",
+            )
+            .bind(workspace.as_uuid())
+            .bind(user.as_uuid()),
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            Ok((
+                NewIdentity {
+                    index: r.try_get("identity_index").db()?,
+                    sealed: r.try_get("identity_sealed").db()?,
+                },
+                from_ts(r.try_get("created_at").db()?),
+            ))
+        })
+        .collect()
     }
 
     async fn insert_user(&self, new: &NewUser) -> Result<()> {

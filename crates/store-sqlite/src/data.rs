@@ -12,8 +12,8 @@ use secureflows_core::store::{
     UsedTokenStore, UserStore, VaultEntry, VaultLocator, VaultStore, VaultWrite, WorkspaceStore,
 };
 use secureflows_core::{
-    Application, ApplicationId, ApplicationKind, Error, Invalidation, LoginSession, Plan, Result, Role,
-    SessionId, Timestamp, UpstreamTrust, User, UserId, UserStatus, Workspace, WorkspaceId,
+    Application, ApplicationId, ApplicationKind, Error, Invalidation, LoginSession, NewIdentity, Plan,
+    Result, Role, SessionId, Timestamp, UpstreamTrust, User, UserId, UserStatus, Workspace, WorkspaceId,
 };
 
 use secureflows_core::login::password::PasswordPolicy;
@@ -421,6 +421,33 @@ impl UserStore for SqliteStore {
             .query_row(params![workspace.as_uuid(), identity_index], user_row)
             .optional()
             .db()
+        })
+    }
+
+    async fn list_identities(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+    ) -> Result<Vec<(NewIdentity, Timestamp)>> {
+        self.db.read(|c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "select identity_index, identity_sealed, created_at from user_identity
+                     where workspace_id = ?1 and user_id = ?2 order by created_at, identity_index",
+                )
+                .db()?;
+            let rows = stmt
+                .query_map(params![workspace.as_uuid(), user.as_uuid()], |r| {
+                    Ok((
+                        NewIdentity {
+                            index: r.get(0)?,
+                            sealed: r.get(1)?,
+                        },
+                        Timestamp::from_millis(r.get(2)?),
+                    ))
+                })
+                .db()?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().db()
         })
     }
 

@@ -459,6 +459,28 @@ pub(crate) fn new_identity(
     })
 }
 
+/// Opens a user's identity row: (issuer, subject).
+pub(crate) fn open_identity(
+    keys: &WorkspaceKeys,
+    workspace: WorkspaceId,
+    user: UserId,
+    identity: &NewIdentity,
+) -> Result<(String, String)> {
+    let plain = keys.open(
+        &Aad::new("sf.identity.v1")
+            .field(workspace.as_uuid().as_bytes())
+            .field(user.as_uuid().as_bytes())
+            .field(&identity.index),
+        &identity.sealed,
+    )?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&plain).map_err(|_| Error::Integrity("identity"))?;
+    match (value["iss"].as_str(), value["sub"].as_str()) {
+        (Some(iss), Some(sub)) => Ok((iss.to_owned(), sub.to_owned())),
+        _ => Err(Error::Integrity("identity")),
+    }
+}
+
 /// The keyed hash under which an e-mail address is looked up. Only canonical addresses (see
 /// [`crate::email`]) are indexed, so every spelling of one address finds the same user.
 pub fn email_index(keys: &WorkspaceKeys, email: &EmailAddress) -> [u8; 32] {

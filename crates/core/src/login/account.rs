@@ -44,6 +44,30 @@ pub struct DeviceSession {
     pub last_seen_at: Timestamp,
 }
 
+/// What the console shows of one user.
+#[derive(Debug, Clone)]
+pub struct UserOverview {
+    /// The user.
+    pub member: crate::members::Member,
+    /// The browsers they are signed in on, most recent first.
+    pub devices: Vec<DeviceSession>,
+    /// Their last sign-in attempts, newest first.
+    pub history: Vec<SignInRecord>,
+    /// Their upstream identities (sign-in providers, trusted issuers), oldest first.
+    pub identities: Vec<LinkedIdentity>,
+}
+
+/// An upstream identity linked to a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkedIdentity {
+    /// The provider's issuer.
+    pub issuer: String,
+    /// The user's subject there.
+    pub subject: String,
+    /// Linked.
+    pub linked_at: Timestamp,
+}
+
 /// One recent sign-in attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignInRecord {
@@ -112,12 +136,12 @@ impl Services {
     }
 
     /// What the console shows of one user (OWNER, ADMIN): the user, the browsers they are signed in
-    /// on (most recent first) and their last twenty sign-in attempts.
+    /// on (most recent first), their last twenty sign-in attempts and their linked identities.
     pub async fn user_overview(
         &self,
         caller: &crate::console::ConsoleCaller,
         id: crate::UserId,
-    ) -> Result<(crate::members::Member, Vec<DeviceSession>, Vec<SignInRecord>)> {
+    ) -> Result<UserOverview> {
         let member = self.get_member(caller, id).await?;
         caller.require_admin()?;
         let sessions = self
@@ -141,7 +165,34 @@ impl Services {
             .collect();
         devices.sort_by_key(|s| std::cmp::Reverse(s.last_seen_at));
         let history = self.login_history(&member.user, 20).await?;
-        Ok((member, devices, history))
+        let identities = self
+            .stores
+            .users
+            .list_identities(caller.workspace_id(), id)
+            .await?
+            .into_iter()
+            .filter_map(|(identity, at)| {
+                let opened =
+                    crate::auth::callback::open_identity(&caller.keys, caller.workspace_id(), id, &identity);
+                match opened {
+                    Ok((issuer, subject)) => Some(LinkedIdentity {
+                        issuer,
+                        subject,
+                        linked_at: at,
+                    }),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "a linked identity could not be opened");
+                        None
+                    }
+                }
+            })
+            .collect();
+        Ok(UserOverview {
+            member,
+            devices,
+            history,
+            identities,
+        })
     }
 
     /// Signs one of the user's browsers out (`NotFound` for anything else), with its application

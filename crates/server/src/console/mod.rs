@@ -32,6 +32,10 @@ pub fn router() -> Router<AppState> {
         .route("/console", get(start::start))
         .route("/console/open", get(start::open))
         .route("/console/setup", get(setup::setup_page).post(setup::setup_submit))
+        .route(
+            "/console/signup",
+            get(setup::signup_page).post(setup::signup_submit),
+        )
         .route("/console/callback", get(signin::callback))
         .route("/console/w/{workspace}/signin", get(signin::sign_in))
         .route("/console/w/{workspace}/signout", post(signin::sign_out))

@@ -1,20 +1,55 @@
-//! The first run: `/console/setup?token=…` (the one-time link `serve` prints while no workspace
-//! exists) creates the first workspace, its console client and its OWNER, signs the OWNER's browser in
-//! to the workspace's hosted login, and continues into the console through it. The link never works
-//! again.
+//! A new workspace and its OWNER from the browser. The first run: `/console/setup?token=…` (the
+//! one-time link `serve` prints while no workspace exists) creates the first workspace, its console
+//! client and its OWNER, signs the OWNER's browser in to the workspace's hosted login, and continues
+//! into the console through it; the link never works again. With `console.open_signup`,
+//! `/console/signup` does the same for anyone (a free-plan workspace), throttled per address.
 
+use askama::Template;
 use axum::extract::{Query, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
 use secureflows_core::Error;
 use secureflows_core::login::password::PasswordPolicy;
-use secureflows_core::setup::{FirstRun, SetupState};
+use secureflows_core::setup::{NewOwnedWorkspace, OwnedWorkspace, SetupState};
 use secureflows_crypto::SecretString;
 use serde::Deserialize;
 
 use super::context::{Browser, CsrfForm, PATH, check_form, open_page, with_cookies};
-use super::views::{SetupPage, error_lines};
+use super::views::error_lines;
 use crate::pages::{PageError, PageResult, password_rules, render, see_other, sign_in_cookies};
 use crate::state::AppState;
+
+#[derive(Template)]
+#[template(path = "console/setup.html")]
+struct OwnerPage {
+    heading: &'static str,
+    intro: &'static str,
+    action: &'static str,
+    csrf: String,
+    token: Option<String>,
+    workspace_name: String,
+    email: String,
+    name: String,
+    min_length: usize,
+    rules: String,
+    errors: Vec<String>,
+}
+
+/// Which form: the first run (with its token) or an open sign-up.
+enum Kind {
+    FirstRun(String),
+    SignUp,
+}
+
+impl Kind {
+    /// What the form's CSRF token is bound to.
+    fn binding(&self) -> &str {
+        match self {
+            Kind::FirstRun(token) => token,
+            Kind::SignUp => "signup",
+        }
+    }
+}
 
 #[derive(Deserialize)]
 pub(super) struct SetupQuery {
@@ -22,19 +57,25 @@ pub(super) struct SetupQuery {
 }
 
 #[derive(Deserialize)]
-pub(super) struct SetupForm {
+pub(super) struct OwnerForm {
     csrf: String,
-    token: String,
+    token: Option<String>,
+    #[serde(default)]
     workspace_name: String,
+    #[serde(default)]
     email: String,
     name: Option<String>,
     password: SecretString,
 }
 
-impl CsrfForm for SetupForm {
+impl CsrfForm for OwnerForm {
     fn csrf(&self) -> &str {
         &self.csrf
     }
+}
+
+fn way_on() -> (String, String) {
+    (PATH.into(), "Go to the console".into())
 }
 
 /// `GET /console/setup?token=…`: the first-run form, while the link works.
@@ -44,59 +85,99 @@ pub(super) async fn setup_page(
     Query(q): Query<SetupQuery>,
 ) -> PageResult {
     let token = q.token.unwrap_or_default();
-    let csrf = open_page(
-        &state,
-        &browser,
-        &token,
-        (PATH.into(), "Go to the console".into()),
-    )
-    .await?;
-    usable(&state, &token).await?;
-    Ok(setup_form(csrf, token, "", "", "", Vec::new(), StatusCode::OK))
+    let csrf = open_page(&state, &browser, &token, way_on()).await?;
+    match state.services().setup_state(&token).await? {
+        SetupState::Open => {}
+        SetupState::Unusable => return Err(link_unusable()),
+        SetupState::Done => return Err(already_set_up()),
+    }
+    Ok(owner_form(
+        &Kind::FirstRun(token),
+        csrf,
+        &Shown::default(),
+        Vec::new(),
+        StatusCode::OK,
+    ))
 }
 
-/// `POST /console/setup`: creates the workspace and its OWNER, and signs the OWNER in.
+/// `GET /console/signup` (with `console.open_signup`): a new workspace for anyone.
+pub(super) async fn signup_page(State(state): State<AppState>, browser: Browser) -> PageResult {
+    let csrf = open_page(&state, &browser, Kind::SignUp.binding(), way_on()).await?;
+    signup_open(&state).await?;
+    Ok(owner_form(
+        &Kind::SignUp,
+        csrf,
+        &Shown::default(),
+        Vec::new(),
+        StatusCode::OK,
+    ))
+}
+
+/// `POST /console/setup`: the first run.
 pub(super) async fn setup_submit(State(state): State<AppState>, request: Request) -> PageResult {
+    let (browser, form) = read_form(&state, request).await?;
+    let kind = Kind::FirstRun(form.token.clone().unwrap_or_default());
+    submit(&state, browser, form, kind).await
+}
+
+/// `POST /console/signup` (with `console.open_signup`).
+pub(super) async fn signup_submit(State(state): State<AppState>, request: Request) -> PageResult {
+    let (browser, form) = read_form(&state, request).await?;
+    signup_open(&state).await?;
+    if let Some(retry) = state
+        .sign_in_limits()
+        .check_address(browser.actor.client_ip.clone().unwrap_or_default())
+    {
+        return Err(PageError::throttled(retry));
+    }
+    submit(&state, browser, form, Kind::SignUp).await
+}
+
+async fn read_form(state: &AppState, request: Request) -> PageResult<(Browser, OwnerForm)> {
     let (mut parts, body) = request.into_parts();
     let Ok(browser) =
-        <Browser as axum::extract::FromRequestParts<AppState>>::from_request_parts(&mut parts, &state).await;
+        <Browser as axum::extract::FromRequestParts<AppState>>::from_request_parts(&mut parts, state).await;
     let request = Request::from_parts(parts, body);
-    let Ok(axum::Form(form)) =
-        <axum::Form<SetupForm> as axum::extract::FromRequest<AppState>>::from_request(request, &state).await
-    else {
-        return Err(PageError::incomplete_form());
+    match <axum::Form<OwnerForm> as axum::extract::FromRequest<AppState>>::from_request(request, state).await
+    {
+        Ok(axum::Form(form)) => Ok((browser, form)),
+        Err(_) => Err(PageError::incomplete_form()),
+    }
+}
+
+/// Creates the workspace and its OWNER, signs the OWNER's browser in to the hosted login and
+/// continues into the console through it; a form that breaks a rule is shown again.
+async fn submit(state: &AppState, browser: Browser, form: OwnerForm, kind: Kind) -> PageResult {
+    let csrf = open_page(state, &browser, kind.binding(), way_on()).await?;
+    check_form(state, &browser, kind.binding(), form.csrf()).await?;
+    // What a form that breaks a rule shows again (never the password).
+    let shown = Shown {
+        workspace_name: form.workspace_name.clone(),
+        email: form.email.clone(),
+        name: form.name.clone().unwrap_or_default(),
     };
-    let csrf = open_page(
-        &state,
-        &browser,
-        &form.token,
-        (PATH.into(), "Go to the console".into()),
-    )
-    .await?;
-    check_form(&state, &browser, &form.token, form.csrf()).await?;
-    let (token, workspace_name, email, name) = (
-        form.token.clone(),
-        form.workspace_name.clone(),
-        form.email.clone(),
-        form.name.clone().unwrap_or_default(),
-    );
-    let run = FirstRun {
-        token: SecretString::new(form.token),
+    let new = NewOwnedWorkspace {
         workspace_name: form.workspace_name,
         email: form.email,
         name: form.name,
         password: form.password,
     };
-    let done = match state.services().first_run(run, &browser.actor).await {
+    let services = state.services();
+    let made = match &kind {
+        Kind::FirstRun(token) => {
+            let token = SecretString::new(token.clone());
+            services.first_run(&token, new, &browser.actor).await
+        }
+        Kind::SignUp => services.sign_up_workspace(new, &browser.actor).await,
+    };
+    let done: OwnedWorkspace = match made {
         Ok(done) => done,
         Err(Error::Invalid(errors)) => {
             let lines = error_lines(&errors, field_label);
-            return Ok(setup_form(
+            return Ok(owner_form(
+                &kind,
                 csrf,
-                token,
-                &workspace_name,
-                &email,
-                &name,
+                &shown,
                 lines,
                 StatusCode::UNPROCESSABLE_ENTITY,
             ));
@@ -105,52 +186,70 @@ pub(super) async fn setup_submit(State(state): State<AppState>, request: Request
         Err(Error::Conflict("setup-done")) => return Err(already_set_up()),
         Err(e) => return Err(e.into()),
     };
-    // The link is spent: its copy in the data directory goes too.
-    let _ = std::fs::remove_file(state.config().storage.data_dir.join(crate::app::SETUP_LINK_FILE));
+    if let Kind::FirstRun(_) = kind {
+        // The link is spent: its copy in the data directory goes too.
+        let _ = std::fs::remove_file(state.config().storage.data_dir.join(crate::app::SETUP_LINK_FILE));
+    }
     let workspace = done.workspace.id;
     let response = see_other(&format!("{PATH}/w/{workspace}/signin"));
     Ok(with_cookies(
         response,
-        sign_in_cookies(&state, workspace, &done.login)?,
+        sign_in_cookies(state, workspace, &done.login)?,
     ))
 }
 
-async fn usable(state: &AppState, token: &str) -> PageResult<()> {
-    match state.services().setup_state(token).await? {
-        SetupState::Open => Ok(()),
-        SetupState::Unusable => Err(link_unusable()),
-        SetupState::Done => Err(already_set_up()),
-    }
+/// What the form shows back.
+#[derive(Default)]
+struct Shown {
+    workspace_name: String,
+    email: String,
+    name: String,
 }
 
-fn setup_form(
+fn owner_form(
+    kind: &Kind,
     csrf: String,
-    token: String,
-    workspace_name: &str,
-    email: &str,
-    name: &str,
+    entered: &Shown,
     errors: Vec<String>,
     status: StatusCode,
-) -> axum::response::Response {
+) -> Response {
     let policy = PasswordPolicy::default();
+    let (heading, intro, action, token) = match kind {
+        Kind::FirstRun(token) => (
+            "Set up secureFlows",
+            "Create your first workspace and its owner account. You will be signed in to its console.",
+            "/console/setup",
+            Some(token.clone()),
+        ),
+        Kind::SignUp => (
+            "Create a workspace",
+            "A workspace holds your applications and their users. You will be its owner, signed in to its \
+             console.",
+            "/console/signup",
+            None,
+        ),
+    };
     let mut response = render(
         status,
-        &SetupPage {
+        &OwnerPage {
+            heading,
+            intro,
+            action,
             csrf,
             token,
-            workspace_name: workspace_name.into(),
-            email: email.into(),
-            name: name.into(),
+            workspace_name: entered.workspace_name.clone(),
+            email: entered.email.clone(),
+            name: entered.name.clone(),
             min_length: policy.min_length(),
             rules: password_rules(policy),
             errors,
         },
     );
-    // The page's address holds the token: it is never sent on as a referrer.
-    response.headers_mut().insert(
-        header::REFERRER_POLICY,
-        axum::http::HeaderValue::from_static("no-referrer"),
-    );
+    // The first run's address holds its token: it is never sent to another site as a referrer (this
+    // site still sees the form's Origin, which `no-referrer` would make `null`).
+    response
+        .headers_mut()
+        .insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     response
 }
 
@@ -179,6 +278,32 @@ fn already_set_up() -> PageError {
         StatusCode::GONE,
         "secureFlows is set up already",
         "A workspace exists, so setup links no longer work. Sign in to the console with your account.",
+    )
+    .way_on(PATH, "Go to the console")
+}
+
+/// Open sign-up is configured, and the first run is done (a sign-up never takes the operator's first
+/// workspace, or kills the setup link).
+async fn signup_open(state: &AppState) -> PageResult<()> {
+    if !state.config().console.open_signup {
+        return Err(signup_closed());
+    }
+    if !state.services().stores.workspaces.any_workspace().await? {
+        return Err(PageError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "secureFlows is not set up yet",
+            "New workspaces can be created once its operator has finished the setup. Try again later.",
+        )
+        .way_on(PATH, "Go to the console"));
+    }
+    Ok(())
+}
+
+fn signup_closed() -> PageError {
+    PageError::new(
+        StatusCode::NOT_FOUND,
+        "New workspaces are not open to everyone here",
+        "Ask an owner of an existing workspace on this server to create one for you.",
     )
     .way_on(PATH, "Go to the console")
 }

@@ -47,7 +47,10 @@ pub(super) async fn start(State(state): State<AppState>, browser: Browser) -> Pa
             workspaces.push((format!("{PATH}/w/{id}"), w.name));
         }
     }
+    // With open sign-up the start page offers a new workspace; otherwise a server with one workspace
+    // opens it.
     if workspaces.is_empty()
+        && !state.config().console.open_signup
         && let Some(only) = services.stores.workspaces.sole_workspace().await?
     {
         return Ok(see_other(&format!("{PATH}/w/{only}")));

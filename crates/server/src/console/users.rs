@@ -118,6 +118,7 @@ struct UserPage {
     devices: Vec<DeviceRow>,
     history: Vec<HistoryRow>,
     values: Vec<ValueRow>,
+    identities: Vec<(String, String, String)>,
     revealed: Option<(String, String)>,
 }
 
@@ -143,7 +144,8 @@ async fn user_page(
     revealed: Option<(String, String)>,
 ) -> PageResult {
     let services = state.services();
-    let (member, devices, history) = services.user_overview(&c.caller, id).await?;
+    let overview = services.user_overview(&c.caller, id).await?;
+    let (member, devices, history) = (overview.member, overview.devices, overview.history);
     let values = services.admin_list_values(&c.caller, id).await?;
     let apps = services.workspace_applications(&c.caller).await?;
     let app_name = |a: ApplicationId| {
@@ -209,6 +211,11 @@ async fn user_page(
                     updated: when(v.updated_at),
                     expires: when(v.expires_at),
                 })
+                .collect(),
+            identities: overview
+                .identities
+                .into_iter()
+                .map(|i| (i.issuer, i.subject, when(i.linked_at)))
                 .collect(),
             revealed,
             shell: c.shell,

@@ -130,19 +130,6 @@ pub(super) struct StartPage {
 }
 
 #[derive(Template)]
-#[template(path = "console/setup.html")]
-pub(super) struct SetupPage {
-    pub csrf: String,
-    pub token: String,
-    pub workspace_name: String,
-    pub email: String,
-    pub name: String,
-    pub min_length: usize,
-    pub rules: String,
-    pub errors: Vec<String>,
-}
-
-#[derive(Template)]
 #[template(path = "console/confirm.html")]
 pub(super) struct ConfirmPage {
     pub shell: Shell,

@@ -13,6 +13,7 @@ backend_tests!(
     first_run_makes_one_workspace_and_never_works_again,
     console_sessions_refresh_and_end,
     console_walls,
+    open_signup_makes_workspaces_only_when_configured,
 );
 
 /// The setup link the server wrote to its data directory.
@@ -48,8 +49,8 @@ async fn first_run(app: &TestApp) -> (reqwest::Client, String, String) {
     assert_eq!(page.status(), 200);
     assert_eq!(
         page.headers()["referrer-policy"],
-        "no-referrer",
-        "the token stays in this page"
+        "same-origin",
+        "the token never leaves this site"
     );
     let html = page.text().await.unwrap();
     let token = link.split("token=").nth(1).unwrap();
@@ -445,6 +446,132 @@ async fn console_walls(backend: Backend) {
         r.status(),
         303,
         "the demoted member's session ended (its token revision moved)"
+    );
+    app.stop().await;
+}
+
+async fn open_signup_makes_workspaces_only_when_configured(backend: Backend) {
+    // Closed (the default): no page, no form, nothing made.
+    let app = TestApp::spawn(backend.clone()).await;
+    let (_, ws, _) = first_run(&app).await;
+    let r = app
+        .http
+        .get(format!("{}/console/signup", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let b = browser();
+    let start = b.get(format!("{}/console", app.url)).send().await.unwrap();
+    assert_eq!(
+        location(&start),
+        format!("/console/w/{ws}"),
+        "a server with one workspace opens it"
+    );
+    let r = b
+        .post(format!("{}/console/signup", app.url))
+        .form(&[
+            ("csrf", "x"),
+            ("workspace_name", "Mine"),
+            ("email", "eve@example.com"),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        app.services()
+            .stores
+            .workspaces
+            .list_workspaces()
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    app.stop().await;
+
+    // Open: anyone makes a free-plan workspace and runs it; sign-ups are throttled per address.
+    let options = secureflows_testkit::TestOptions {
+        configure: std::sync::Arc::new(|cfg| cfg.console.open_signup = true),
+        ..secureflows_testkit::TestOptions::default()
+    };
+    let backend = match backend {
+        Backend::Sqlite => Backend::Sqlite,
+        Backend::Postgres(_) => Backend::postgres().unwrap(),
+    };
+    let app = TestApp::spawn_with(backend, options).await;
+    // Before the first run, no sign-up: it would take the operator's first workspace.
+    let r = app
+        .http
+        .get(format!("{}/console/signup", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    first_run(&app).await;
+    let b = browser();
+    let start = b
+        .get(format!("{}/console", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(start.contains("href=\"/console/signup\""), "{start}");
+    let page = b.get(format!("{}/console/signup", app.url)).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("Create a workspace") && !html.contains("name=\"token\""));
+    let r = b
+        .post(format!("{}/console/signup", app.url))
+        .form(&[
+            ("csrf", csrf_of(&html).as_str()),
+            ("workspace_name", "Eve's shop"),
+            ("email", "eve@example.com"),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "{:?}", r.text().await);
+    let overview = follow(&app, &b, r).await;
+    assert_eq!(overview.status(), 200);
+    assert!(
+        overview
+            .text()
+            .await
+            .unwrap()
+            .contains("Signed in as eve@example.com (owner)")
+    );
+    let made = app.services().stores.workspaces.list_workspaces().await.unwrap();
+    assert!(
+        made.iter()
+            .any(|w| w.name == "Eve's shop" && w.plan == Plan::Free),
+        "{made:?}"
+    );
+    // The setup link is another matter: it still creates nothing once a workspace exists.
+    assert!(app.services().new_setup_link().await.is_err());
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        let r = b
+            .post(format!("{}/console/signup", app.url))
+            .form(&[
+                ("csrf", csrf_of(&html).as_str()),
+                ("workspace_name", "More"),
+                ("email", &format!("more{i}@example.com")),
+                ("password", PASSWORD),
+            ])
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    assert!(
+        statuses.contains(&429),
+        "sign-ups are throttled per address: {statuses:?}"
     );
     app.stop().await;
 }

@@ -422,6 +422,21 @@ async fn users_and_identities(s: &Stores) {
         user.id
     );
     assert_eq!(s.users.find_user_by_identity(ws, &[8; 32]).await.unwrap(), None);
+    // A user's identities, with what they were inserted with; none for another user or workspace.
+    let listed = s.users.list_identities(ws, user.id).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].0.index.as_slice(), listed[0].0.sealed.as_slice()),
+        (&[7u8; 32][..], &[9u8; 40][..])
+    );
+    assert!(s.users.list_identities(ws2, user.id).await.unwrap().is_empty());
+    assert!(
+        s.users
+            .list_identities(ws, UserId::new())
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // An identity belongs to one user.
     let mut dup = new_user(ws, 7);
     dup.user.email_index = None;
@@ -2240,6 +2255,15 @@ async fn account_changes(s: &Stores) {
     m.apply(a, vec![Change::LinkIdentity(user.id, identity(50))], 3)
         .await
         .unwrap();
+    let linked: Vec<Vec<u8>> = s
+        .users
+        .list_identities(a, user.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(i, _)| i.index)
+        .collect();
+    assert_eq!(linked, [vec![7; 32], vec![50; 32]], "oldest first");
     for index in [[50; 32], [7; 32]] {
         assert_eq!(
             s.users
