@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
+
+mod console;
 use futures_util::StreamExt;
 use serde_json::Value;
 
@@ -53,6 +55,19 @@ struct Args {
     /// write-ahead log every second; 0: none. Use 600 or more to show the log stays bounded.
     #[arg(long, default_value_t = 0)]
     mixed: u64,
+    /// Run the console benchmark instead: seed users and audit events through the stores, then time
+    /// each console page (p50/p99).
+    #[arg(long)]
+    console: bool,
+    /// Console benchmark: users to seed.
+    #[arg(long, default_value_t = 100_000)]
+    console_users: u32,
+    /// Console benchmark: audit events to seed.
+    #[arg(long, default_value_t = 1_000_000)]
+    console_events: u32,
+    /// Console benchmark: requests per page.
+    #[arg(long, default_value_t = 100)]
+    console_requests: u32,
     /// PostgreSQL admin URL (a fresh database is created and dropped).
     #[arg(
         long,
@@ -550,6 +565,15 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some(Bare::Bare { listen }) = args.bare {
         return bare_server(listen).await;
+    }
+    if args.console {
+        let bench = console::ConsoleBench {
+            users: args.console_users,
+            events: args.console_events,
+            requests: args.console_requests,
+            pg_url: args.pg_url.clone(),
+        };
+        return console::run(&bench, &args.backends).await;
     }
     if !args.secureflows.exists() {
         bail!(

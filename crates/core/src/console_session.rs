@@ -15,6 +15,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{Actor, ActorKind};
+use crate::auth::token::TokenKind;
 use crate::console::ConsoleCaller;
 use crate::login::oidc::{TokenGrant, TokenRequest, pkce_s256};
 use crate::setup::{CONSOLE_CLIENT_NAME, CONSOLE_PATH};
@@ -54,9 +55,6 @@ pub struct ConsoleSignedIn {
 struct SealedTokens {
     access: String,
     refresh: Option<String>,
-    /// The sign-in's ID token: the hint that signs the browser out of the hosted login at once.
-    #[serde(default)]
-    id_token: Option<String>,
 }
 
 impl Services {
@@ -96,7 +94,9 @@ impl Services {
     ) -> Result<ConsoleSignIn> {
         self.get_workspace(workspace).await?;
         let app = self.console_client(workspace).await?;
-        let state = secureflows_crypto::random_token("")?;
+        // The state names its workspace (36 characters), so that the callback finds the browser's
+        // pending sign-in of that workspace among several.
+        let state = format!("{workspace}{}", secureflows_crypto::random_token("")?);
         let verifier = secureflows_crypto::random_token("")?;
         let return_to = console_path(workspace, return_to);
         let redirect = app.redirect_uris.first().cloned().unwrap_or_default();
@@ -232,10 +232,16 @@ impl Services {
         Ok(caller)
     }
 
-    /// Signs a browser out of a workspace's console: the session is forgotten and its login session
-    /// (with its refresh tokens) ended. Returns where the browser signs out of the workspace's hosted
-    /// login too (RP-initiated logout with the sign-in's ID token as the hint, back to the console).
-    pub async fn end_console_session(&self, workspace: WorkspaceId, secret: &str) -> Result<Option<String>> {
+    /// Signs a browser out of a workspace's console: the session is forgotten, its login session
+    /// (with its refresh tokens) ended, and the hosted-login browser session it was signed in from
+    /// ended too, so that the next sign-in asks for the password again. Nothing when there is no such
+    /// session.
+    pub async fn end_console_session(
+        &self,
+        workspace: WorkspaceId,
+        secret: &str,
+        actor: &Actor,
+    ) -> Result<()> {
         let hash = secureflows_crypto::sha256(secret.as_bytes());
         let now = self.clock.now();
         let Some(session) = self
@@ -244,33 +250,47 @@ impl Services {
             .find_console_session(workspace, &hash, now)
             .await?
         else {
-            return Ok(None);
+            return Ok(());
         };
         self.stores
             .browsers
             .delete_console_session(workspace, &hash)
             .await?;
         let keys = self.keys.workspace_keys(workspace, self.state.trusted()).await?;
-        if let Some(tokens) = keys
+        let Some(tokens) = keys
             .open(&tokens_aad(&session), &session.tokens_sealed)
             .ok()
             .and_then(|plain| serde_json::from_slice::<SealedTokens>(&plain).ok())
-        {
-            let app = self.console_client(workspace).await?;
-            if let Some(refresh) = &tokens.refresh {
-                let _ = self.revoke_token(&app, refresh).await;
-            }
-            let _ = self.revoke_token(&app, &tokens.access).await;
-            if let (Some(hint), Some(back)) = (tokens.id_token, app.post_logout_uris.first()) {
-                let query = url::form_urlencoded::Serializer::new(String::new())
-                    .append_pair("id_token_hint", &hint)
-                    .append_pair("client_id", &app.id.to_string())
-                    .append_pair("post_logout_redirect_uri", back)
-                    .finish();
-                return Ok(Some(format!("{}/logout?{query}", self.issuer_of(workspace))));
-            }
+        else {
+            return Ok(());
+        };
+        // The browser session the sign-in came from (its login session names it).
+        let browser = match self.tokens.verify(&tokens.access, TokenKind::User).await {
+            Ok(token) => self
+                .stores
+                .sessions
+                .find_session(workspace, token.session)
+                .await?
+                .and_then(|s| s.browser_session_id),
+            Err(_) => None,
+        };
+        let app = self.console_client(workspace).await?;
+        if let Some(refresh) = &tokens.refresh {
+            let _ = self.revoke_token(&app, refresh).await;
         }
-        Ok(None)
+        let _ = self.revoke_token(&app, &tokens.access).await;
+        if let Some(id) = browser
+            && let Some(found) = self
+                .stores
+                .browsers
+                .list_browser_sessions(workspace, session.user_id, now)
+                .await?
+                .into_iter()
+                .find(|b| b.id == id)
+        {
+            self.end_browser_session(&found, actor).await?;
+        }
+        Ok(())
     }
 
     /// The CSRF token of the console's forms for a browser's CSRF cookie, bound to what the form acts
@@ -313,12 +333,16 @@ impl Services {
         let tokens = SealedTokens {
             access: grant.access_token.token.clone(),
             refresh: grant.refresh_token.clone(),
-            id_token: grant.id_token.clone(),
         };
         let plain = serde_json::to_vec(&tokens).map_err(Error::internal)?;
         session.tokens_sealed = caller.keys.seal(&tokens_aad(&session), &plain)?;
         self.stores.browsers.put_console_session(&session).await
     }
+}
+
+/// The workspace a console sign-in's `state` names (its first 36 characters).
+pub fn state_workspace(state: &str) -> Option<WorkspaceId> {
+    state.get(..36)?.parse().ok()
 }
 
 /// A console path to continue on: `return_to` if it is one of this workspace's console pages,

@@ -14,7 +14,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(crate::api::router(state.clone()))
         .merge(crate::hosted::router(state.clone()))
-        .merge(crate::console::router())
+        .merge(crate::console::router(state.clone()))
         .fallback(not_found)
         .layer(from_fn_with_state(state.clone(), crate::middleware::envelope))
         .with_state(state)

@@ -543,20 +543,20 @@ impl UserStore for PgStore {
         after: Option<UserId>,
         limit: u32,
     ) -> Result<Vec<User>> {
-        self.tenant_fetch_all(
-            workspace,
-            sqlx::query(&format!(
-                "select {USER_COLUMNS} from user_account u
-             where u.workspace_id = $1 and ($2::uuid is null or u.user_id > $2) order by u.user_id limit $3"
-            ))
-            .bind(workspace.as_uuid())
-            .bind(after.map(|u| u.as_uuid()))
-            .bind(i64::from(limit)),
-        )
-        .await?
-        .iter()
-        .map(user_row)
-        .collect()
+        // Only the conditions asked for: `$2 is null or …` would hide the key from a generic plan.
+        let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new(format!(
+            "select {USER_COLUMNS} from user_account u where u.workspace_id = "
+        ));
+        q.push_bind(workspace.as_uuid());
+        if let Some(after) = after {
+            q.push(" and u.user_id > ").push_bind(after.as_uuid());
+        }
+        q.push(" order by u.user_id limit ").push_bind(i64::from(limit));
+        self.tenant_fetch_all(workspace, q.build())
+            .await?
+            .iter()
+            .map(user_row)
+            .collect()
     }
 
     async fn list_admins(&self, workspace: WorkspaceId, limit: u32) -> Result<Vec<User>> {
@@ -1073,27 +1073,37 @@ impl AccessLogStore for PgStore {
         f: &AccessFilter,
         limit: u32,
     ) -> Result<Vec<(i64, AccessEntry)>> {
-        let rows = self.tenant_fetch_all(workspace, sqlx::query(
+        // Only the conditions asked for (see `list_events`).
+        let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new(
             "select api_access_id, workspace_id, application_id, user_id, method, route, key_sealed, status,
                     bytes_in, bytes_out, client_ip, user_agent, request_id, duration_us, created_at
-             from api_access
-             where workspace_id = $1
-               and ($2::timestamptz is null or created_at >= $2) and ($3::timestamptz is null or created_at < $3)
-               and ($4::uuid is null or user_id = $4) and ($5::text is null or route = $5)
-               and ($6::int is null or status = $6) and ($7::bigint is null or api_access_id < $7)
-               and ($9::uuid is null or application_id = $9)
-             order by api_access_id desc limit $8",
-        )
-        .bind(workspace.as_uuid())
-        .bind(f.since.map(ts))
-        .bind(f.until.map(ts))
-        .bind(f.user.map(|u| u.as_uuid()))
-        .bind(&f.route)
-        .bind(f.status.map(i32::from))
-        .bind(f.before)
-        .bind(i64::from(limit))
-        .bind(f.application.map(|a| a.as_uuid()))
-        ).await?;
+             from api_access where workspace_id = ",
+        );
+        q.push_bind(workspace.as_uuid());
+        if let Some(since) = f.since {
+            q.push(" and created_at >= ").push_bind(ts(since));
+        }
+        if let Some(until) = f.until {
+            q.push(" and created_at < ").push_bind(ts(until));
+        }
+        if let Some(user) = f.user {
+            q.push(" and user_id = ").push_bind(user.as_uuid());
+        }
+        if let Some(route) = &f.route {
+            q.push(" and route = ").push_bind(route.clone());
+        }
+        if let Some(status) = f.status {
+            q.push(" and status = ").push_bind(i32::from(status));
+        }
+        if let Some(application) = f.application {
+            q.push(" and application_id = ").push_bind(application.as_uuid());
+        }
+        if let Some(before) = f.before {
+            q.push(" and api_access_id < ").push_bind(before);
+        }
+        q.push(" order by api_access_id desc limit ")
+            .push_bind(i64::from(limit));
+        let rows = self.tenant_fetch_all(workspace, q.build()).await?;
         rows.iter()
             .map(|r| {
                 Ok((

@@ -870,33 +870,43 @@ impl AuditStore for PgStore {
         f: &EventFilter,
         limit: u32,
     ) -> Result<Vec<StoredEvent>> {
-        let (exact, prefix) = match f.action.as_deref() {
-            Some(a) if a.ends_with('.') => (None, Some(a.to_owned())),
-            Some(a) => (Some(a.to_owned()), None),
-            None => (None, None),
-        };
-        self.tenant_fetch_all(workspace, sqlx::query(&format!(
-            "select {EVENT_COLUMNS} from audit_event
-             where workspace_id = $1
-               and ($2::timestamptz is null or created_at >= $2) and ($3::timestamptz is null or created_at < $3)
-               and ($4::uuid is null or actor_id = $4) and ($5::text is null or action = $5)
-               and ($6::text is null or starts_with(action, $6))
-               and ($7::text is null or resource_id = $7) and ($8::bigint is null or seq < $8)
-             order by seq desc limit $9"
-        ))
-        .bind(workspace.as_uuid())
-        .bind(f.since.map(ts))
-        .bind(f.until.map(ts))
-        .bind(f.actor.map(|a| a.as_uuid()))
-        .bind(exact)
-        .bind(prefix)
-        .bind(&f.resource)
-        .bind(f.before_seq)
-        .bind(i64::from(limit))
-        ).await?
-        .iter()
-        .map(event_row)
-        .collect()
+        // Only the conditions asked for: `$n is null or …` would hide the column from a generic plan.
+        let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new(format!(
+            "select {EVENT_COLUMNS} from audit_event where workspace_id = "
+        ));
+        q.push_bind(workspace.as_uuid());
+        if let Some(since) = f.since {
+            q.push(" and created_at >= ").push_bind(ts(since));
+        }
+        if let Some(until) = f.until {
+            q.push(" and created_at < ").push_bind(ts(until));
+        }
+        if let Some(actor) = f.actor {
+            q.push(" and actor_id = ").push_bind(actor.as_uuid());
+        }
+        match f.action.as_deref() {
+            Some(prefix) if prefix.ends_with('.') => {
+                q.push(" and starts_with(action, ")
+                    .push_bind(prefix.to_owned())
+                    .push(")");
+            }
+            Some(exact) => {
+                q.push(" and action = ").push_bind(exact.to_owned());
+            }
+            None => {}
+        }
+        if let Some(resource) = &f.resource {
+            q.push(" and resource_id = ").push_bind(resource.clone());
+        }
+        if let Some(before) = f.before_seq {
+            q.push(" and seq < ").push_bind(before);
+        }
+        q.push(" order by seq desc limit ").push_bind(i64::from(limit));
+        self.tenant_fetch_all(workspace, q.build())
+            .await?
+            .iter()
+            .map(event_row)
+            .collect()
     }
 
     async fn chain_after(

@@ -503,28 +503,44 @@ impl UserStore for SqliteStore {
         limit: u32,
     ) -> Result<Vec<User>> {
         self.db.read(|c| {
-            let mut stmt = c
-                .prepare_cached(&format!(
-                    "select {USER_COLUMNS} from user_account
-                     where workspace_id = ?1 and (?2 is null or user_id > ?2) order by user_id limit ?3"
-                ))
-                .db()?;
-            let rows = stmt
-                .query_map(
-                    params![workspace.as_uuid(), after.map(|u| u.as_uuid()), i64::from(limit)],
-                    user_row,
-                )
-                .db()?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().db()
+            // Two statements rather than `? is null or user_id > ?`, which would hide the key from
+            // the planner: a page far in costs what the first one does.
+            let rows = match after {
+                None => c
+                    .prepare_cached(&format!(
+                        "select {USER_COLUMNS} from user_account where workspace_id = ?1 order by user_id limit ?2"
+                    ))
+                    .db()?
+                    .query_map(params![workspace.as_uuid(), i64::from(limit)], user_row)
+                    .db()?
+                    .collect::<rusqlite::Result<Vec<_>>>(),
+                Some(after) => c
+                    .prepare_cached(&format!(
+                        "select {USER_COLUMNS} from user_account
+                         where workspace_id = ?1 and user_id > ?2 order by user_id limit ?3"
+                    ))
+                    .db()?
+                    .query_map(
+                        params![workspace.as_uuid(), after.as_uuid(), i64::from(limit)],
+                        user_row,
+                    )
+                    .db()?
+                    .collect::<rusqlite::Result<Vec<_>>>(),
+            };
+            rows.db()
         })
     }
 
     async fn list_admins(&self, workspace: WorkspaceId, limit: u32) -> Result<Vec<User>> {
         self.db.read(|c| {
+            // Two ranges of the (workspace, role, user) index, then the few rows in id order.
             let mut stmt = c
                 .prepare_cached(&format!(
-                    "select {USER_COLUMNS} from user_account
-                     where workspace_id = ?1 and role in ('owner', 'admin') order by user_id limit ?2"
+                    "select * from (
+                       select {USER_COLUMNS} from user_account where workspace_id = ?1 and role = 'owner'
+                       union all
+                       select {USER_COLUMNS} from user_account where workspace_id = ?1 and role = 'admin'
+                     ) order by user_id limit ?2"
                 ))
                 .db()?;
             let rows = stmt
@@ -1042,33 +1058,47 @@ impl AccessLogStore for SqliteStore {
         f: &AccessFilter,
         limit: u32,
     ) -> Result<Vec<(i64, AccessEntry)>> {
+        // Only the conditions asked for (see `list_events`): newest first along the workspace's
+        // position index, or another index when a filter fits one.
+        let mut sql = String::from(
+            "select api_access_id, workspace_id, application_id, user_id, method, route, key_sealed, status,
+                    bytes_in, bytes_out, client_ip, user_agent, request_id, duration_us, created_at
+             from api_access where workspace_id = ?",
+        );
+        let mut args: Vec<Box<dyn rusqlite::ToSql + Send>> = vec![Box::new(workspace.as_uuid())];
+        let mut and = |condition: &str, value: Box<dyn rusqlite::ToSql + Send>| {
+            sql.push_str(" and ");
+            sql.push_str(condition);
+            args.push(value);
+        };
+        if let Some(since) = f.since {
+            and("created_at >= ?", Box::new(since.millis()));
+        }
+        if let Some(until) = f.until {
+            and("created_at < ?", Box::new(until.millis()));
+        }
+        if let Some(user) = f.user {
+            and("user_id = ?", Box::new(user.as_uuid()));
+        }
+        if let Some(route) = &f.route {
+            and("route = ?", Box::new(route.clone()));
+        }
+        if let Some(status) = f.status {
+            and("status = ?", Box::new(i64::from(status)));
+        }
+        if let Some(application) = f.application {
+            and("application_id = ?", Box::new(application.as_uuid()));
+        }
+        if let Some(before) = f.before {
+            and("api_access_id < ?", Box::new(before));
+        }
+        sql.push_str(" order by api_access_id desc limit ?");
+        args.push(Box::new(i64::from(limit)));
         self.access.read(|c| {
-            let mut stmt = c
-                .prepare_cached(
-                    "select api_access_id, workspace_id, application_id, user_id, method, route, key_sealed, status,
-                            bytes_in, bytes_out, client_ip, user_agent, request_id, duration_us, created_at
-                     from api_access
-                     where workspace_id = ?1
-                       and (?2 is null or created_at >= ?2) and (?3 is null or created_at < ?3)
-                       and (?4 is null or user_id = ?4) and (?5 is null or route = ?5)
-                       and (?6 is null or status = ?6) and (?7 is null or api_access_id < ?7)
-                       and (?9 is null or application_id = ?9)
-                     order by api_access_id desc limit ?8",
-                )
-                .db()?;
+            let mut stmt = c.prepare_cached(&sql).db()?;
             let rows = stmt
                 .query_map(
-                    params![
-                        workspace.as_uuid(),
-                        f.since.map(Timestamp::millis),
-                        f.until.map(Timestamp::millis),
-                        f.user.map(|u| u.as_uuid()),
-                        f.route,
-                        f.status.map(i64::from),
-                        f.before,
-                        i64::from(limit),
-                        f.application.map(|a| a.as_uuid()),
-                    ],
+                    rusqlite::params_from_iter(args.iter().map(|a| a.as_ref() as &dyn rusqlite::ToSql)),
                     |r| {
                         Ok((
                             r.get(0)?,

@@ -793,36 +793,46 @@ impl AuditStore for SqliteStore {
         f: &EventFilter,
         limit: u32,
     ) -> Result<Vec<StoredEvent>> {
-        let (exact, prefix) = match f.action.as_deref() {
-            Some(a) if a.ends_with('.') => (None, Some(a.to_owned())),
-            Some(a) => (Some(a.to_owned()), None),
-            None => (None, None),
+        // Only the conditions asked for, so that SQLite walks the index that fits (an `? is null
+        // or …` condition hides its column from the planner): the primary key newest first, or the
+        // resource, actor or action index.
+        let mut sql = format!("select {EVENT_COLUMNS} from audit_event where workspace_id = ?");
+        let mut args: Vec<Box<dyn rusqlite::ToSql + Send>> = vec![Box::new(workspace.as_uuid())];
+        let mut and = |condition: &str, value: Box<dyn rusqlite::ToSql + Send>| {
+            sql.push_str(" and ");
+            sql.push_str(condition);
+            args.push(value);
         };
+        if let Some(since) = f.since {
+            and("created_at >= ?", Box::new(since.millis()));
+        }
+        if let Some(until) = f.until {
+            and("created_at < ?", Box::new(until.millis()));
+        }
+        if let Some(actor) = f.actor {
+            and("actor_id = ?", Box::new(actor.as_uuid()));
+        }
+        match f.action.as_deref() {
+            Some(prefix) if prefix.ends_with('.') => and(
+                &format!("substr(action, 1, {}) = ?", prefix.chars().count()),
+                Box::new(prefix.to_owned()),
+            ),
+            Some(exact) => and("action = ?", Box::new(exact.to_owned())),
+            None => {}
+        }
+        if let Some(resource) = &f.resource {
+            and("resource_id = ?", Box::new(resource.clone()));
+        }
+        if let Some(before) = f.before_seq {
+            and("seq < ?", Box::new(before));
+        }
+        sql.push_str(" order by seq desc limit ?");
+        args.push(Box::new(i64::from(limit)));
         self.db.read(|c| {
-            let mut stmt = c
-                .prepare_cached(&format!(
-                    "select {EVENT_COLUMNS} from audit_event
-                     where workspace_id = ?1
-                       and (?2 is null or created_at >= ?2) and (?3 is null or created_at < ?3)
-                       and (?4 is null or actor_id = ?4) and (?5 is null or action = ?5)
-                       and (?6 is null or substr(action, 1, length(?6)) = ?6)
-                       and (?7 is null or resource_id = ?7) and (?8 is null or seq < ?8)
-                     order by seq desc limit ?9"
-                ))
-                .db()?;
+            let mut stmt = c.prepare_cached(&sql).db()?;
             let rows = stmt
                 .query_map(
-                    params![
-                        workspace.as_uuid(),
-                        f.since.map(Timestamp::millis),
-                        f.until.map(Timestamp::millis),
-                        f.actor.map(|a| a.as_uuid()),
-                        exact,
-                        prefix,
-                        f.resource,
-                        f.before_seq,
-                        i64::from(limit)
-                    ],
+                    rusqlite::params_from_iter(args.iter().map(|a| a.as_ref() as &dyn rusqlite::ToSql)),
                     event_row,
                 )
                 .db()?;

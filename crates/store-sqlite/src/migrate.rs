@@ -91,11 +91,18 @@ pub const DATA: &[Migration] = &[
     },
 ];
 
-pub const ACCESS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("../migrations/access/0001_initial.sql"),
-}];
+pub const ACCESS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("../migrations/access/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "workspace_order",
+        sql: include_str!("../migrations/access/0002_workspace_order.sql"),
+    },
+];
 
 pub const KEYRING: &[Migration] = &[Migration {
     version: 1,

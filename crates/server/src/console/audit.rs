@@ -41,11 +41,30 @@ pub(super) struct Filters {
     #[serde(default)]
     until: String,
     cursor: Option<i64>,
+    /// Present on the filter form's post.
+    #[serde(default)]
+    csrf: String,
+}
+
+impl super::context::CsrfForm for Filters {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
 }
 
 impl Filters {
     /// This filter's query string with another cursor.
     fn query(&self, cursor: i64) -> String {
+        let mut q = self.query_without_cursor();
+        if !q.is_empty() {
+            q.push('&');
+        }
+        q.push_str(&format!("cursor={cursor}"));
+        q
+    }
+
+    /// This filter's query string, from the first page.
+    fn query_without_cursor(&self) -> String {
         let mut q = url::form_urlencoded::Serializer::new(String::new());
         for (k, v) in [
             ("actor", &self.actor),
@@ -61,7 +80,6 @@ impl Filters {
                 q.append_pair(k, v);
             }
         }
-        q.append_pair("cursor", &cursor.to_string());
         q.finish()
     }
 }
@@ -97,27 +115,51 @@ fn text(field: &str, value: &str, errors: &mut Vec<FieldError>) -> Option<String
     Some(v.to_owned())
 }
 
-/// An actor given by id or by exact e-mail address. An address without an account matches nothing
-/// (a fresh id).
-async fn actor(
-    services: &Services,
-    caller: &ConsoleCaller,
-    value: &str,
-    errors: &mut Vec<FieldError>,
-) -> Result<Option<UserId>, Error> {
+/// An actor in a page's address: a user id (the filter form turns an e-mail address into one).
+fn actor(value: &str, errors: &mut Vec<FieldError>) -> Option<UserId> {
     let v = value.trim();
     if v.is_empty() {
-        return Ok(None);
+        return None;
     }
-    if let Ok(id) = v.parse() {
-        return Ok(Some(id));
-    }
-    if !v.contains('@') {
+    let parsed = v.parse().ok();
+    if parsed.is_none() {
         errors.push(FieldError::new("actor", "must be an e-mail address or a user id"));
-        return Ok(None);
+    }
+    parsed
+}
+
+/// The filter form's actor as an id: an e-mail address is looked up through its blind index (an
+/// address without an account becomes an id that matches nothing), so that no address sits in a
+/// URL (proxies log those).
+async fn actor_id(services: &Services, caller: &ConsoleCaller, value: &str) -> Result<String, Error> {
+    let v = value.trim();
+    if !v.contains('@') {
+        return Ok(v.to_owned());
     }
     let found = services.member_by_email(caller, v).await?;
-    Ok(Some(found.map_or_else(UserId::new, |m| m.user.id)))
+    Ok(found
+        .map_or_else(|| UserId::from_uuid(uuid::Uuid::nil()), |m| m.user.id)
+        .to_string())
+}
+
+/// `POST …/audit` and `POST …/access` (OWNER, ADMIN): the filter form, answered with the filtered
+/// page's address (303).
+pub(super) async fn filter(
+    State(state): State<AppState>,
+    Path(workspace): Path<String>,
+    request: Request,
+) -> PageResult {
+    let path = request.uri().path().to_owned();
+    let page = if path.ends_with("/access") {
+        "access"
+    } else {
+        "audit"
+    };
+    let here = format!("/console/w/{workspace}/{page}");
+    let (c, mut f, _): (_, Filters, _) = console_form(&state, &workspace, &here, request).await?;
+    f.actor = actor_id(state.services(), &c.caller, &f.actor).await?;
+    let query = f.query_without_cursor();
+    Ok(crate::pages::see_other(&c.path(&format!("/{page}?{query}"))))
 }
 
 fn label(field: &str) -> &'static str {
@@ -183,7 +225,7 @@ async fn audit_page(state: &AppState, c: Console, f: Filters, verified: Option<V
     let filter = EventFilter {
         since: local_time("since", &f.since, &mut errors),
         until: local_time("until", &f.until, &mut errors),
-        actor: actor(services, &c.caller, &f.actor, &mut errors).await?,
+        actor: actor(&f.actor, &mut errors),
         action: text("action", &f.action, &mut errors),
         resource: text("resource", &f.resource, &mut errors),
         before_seq: f.cursor,
@@ -426,7 +468,7 @@ pub(super) async fn access(
     let filter = AccessFilter {
         since: local_time("since", &f.since, &mut errors),
         until: local_time("until", &f.until, &mut errors),
-        user: actor(services, &c.caller, &f.actor, &mut errors).await?,
+        user: actor(&f.actor, &mut errors),
         route: text("route", &f.route, &mut errors),
         status,
         application,

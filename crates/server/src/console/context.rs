@@ -24,6 +24,51 @@ const CSRF_COOKIE: &str = "sf_console_csrf";
 /// A sign-in on its way through the hosted login (state, PKCE verifier, where to return).
 pub(super) const PENDING_COOKIE: &str = "sf_console_pending";
 
+/// Middleware of the console's routes: a browser that reached the console under another host name
+/// than the server's public URL (`localhost` for `127.0.0.1`) is sent to the same page under the
+/// public one, before any cookie is set: cookies, the forms' Origin check and the sign-in's redirect
+/// URI all belong to the public host.
+pub(super) async fn public_host(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let public = url::Url::parse(state.issuer()).ok();
+    let wanted = public.as_ref().and_then(|u| {
+        let host = u.host_str()?;
+        Some(match u.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        })
+    });
+    let asked = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_ascii_lowercase);
+    match (wanted, asked) {
+        (Some(wanted), Some(asked)) if wanted.to_ascii_lowercase() != asked => {
+            if request.method() == axum::http::Method::GET || request.method() == axum::http::Method::HEAD {
+                let path = request.uri().path_and_query().map_or("/console", |p| p.as_str());
+                crate::pages::see_other(&format!("{}{path}", state.issuer().trim_end_matches('/')))
+            } else {
+                use axum::response::IntoResponse;
+                PageError::new(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    "Open the console at its own address",
+                    "This server's console lives at its public address; the form was sent to another one.",
+                )
+                .way_on(
+                    format!("{}{PATH}", state.issuer().trim_end_matches('/')),
+                    "Go to the console",
+                )
+                .into_response()
+            }
+        }
+        _ => next.run(request).await,
+    }
+}
+
 /// The request as a browser sent it: headers and who acts.
 pub(super) struct Browser {
     pub headers: HeaderMap,
@@ -206,10 +251,14 @@ pub(super) async fn console(
         return Err(sign_in());
     };
     let services = state.services();
-    let caller = match services
-        .console_caller(workspace, secret, browser.actor.clone())
-        .await
-    {
+    // In a task of its own: a refresh that rotated the token is stored even if the browser gives up
+    // on the request meanwhile (a rotated token presented again later would end the session).
+    let task = {
+        let services = state.services_arc();
+        let (secret, actor) = (secret.to_owned(), browser.actor.clone());
+        tokio::spawn(async move { services.console_caller(workspace, &secret, actor).await })
+    };
+    let caller = match task.await.map_err(Error::internal)? {
         Ok(caller) => caller,
         Err(Error::Unauthenticated(_)) | Err(Error::NotFound(_)) => return Err(sign_in()),
         Err(Error::Forbidden(ForbiddenReason::Role)) => return Err(not_an_administrator()),

@@ -25,10 +25,8 @@ use crate::pages;
 use crate::state::AppState;
 
 /// The console's routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/", get(start::root))
-        .route("/assets/console.css", get(pages::console_stylesheet))
+pub fn router(state: AppState) -> Router<AppState> {
+    let pages = Router::new()
         .route("/console", get(start::start))
         .route("/console/open", get(start::open))
         .route("/console/setup", get(setup::setup_page).post(setup::setup_submit))
@@ -70,7 +68,10 @@ pub fn router() -> Router<AppState> {
             "/console/w/{workspace}/members/invites/{id}/revoke",
             get(members::confirm_revoke).post(members::revoke),
         )
-        .route("/console/w/{workspace}/users", get(users::list))
+        .route(
+            "/console/w/{workspace}/users",
+            get(users::list).post(users::search),
+        )
         .route("/console/w/{workspace}/users/{id}", get(users::show))
         .route("/console/w/{workspace}/users/{id}/unlock", post(users::unlock))
         .route("/console/w/{workspace}/users/{id}/role", post(users::change_role))
@@ -82,10 +83,16 @@ pub fn router() -> Router<AppState> {
             "/console/w/{workspace}/users/{id}/{action}",
             get(users::confirm_drastic).post(users::drastic),
         )
-        .route("/console/w/{workspace}/audit", get(audit::audit))
+        .route(
+            "/console/w/{workspace}/audit",
+            get(audit::audit).post(audit::filter),
+        )
         .route("/console/w/{workspace}/audit/verify", post(audit::verify))
         .route("/console/w/{workspace}/audit/export", get(audit::export))
-        .route("/console/w/{workspace}/access", get(audit::access))
+        .route(
+            "/console/w/{workspace}/access",
+            get(audit::access).post(audit::filter),
+        )
         .route("/console/w/{workspace}/settings", get(settings::settings))
         .route("/console/w/{workspace}/settings/name", post(settings::rename))
         .route(
@@ -107,5 +114,11 @@ pub fn router() -> Router<AppState> {
             "/console/w/{workspace}/keys/rotate",
             get(keys::confirm_rotate).post(keys::rotate),
         )
+        .route("/console/{*rest}", get(start::no_such_page))
         .route_layer(axum::middleware::from_fn(pages::frame_cookie))
+        .route_layer(axum::middleware::from_fn_with_state(state, context::public_host));
+    Router::new()
+        .route("/", get(start::root))
+        .route("/assets/console.css", get(pages::console_stylesheet))
+        .merge(pages)
 }

@@ -10,7 +10,10 @@ use super::context::{
     Browser, PATH, PENDING_COOKIE, PlainForm, clear_session_cookie, console_form, not_an_administrator,
     open_page, session_cookie, with_cookies,
 };
-use crate::pages::{PageError, PageResult, cookie, see_other, set_cookie};
+use askama::Template;
+use secureflows_core::console_session::state_workspace;
+
+use crate::pages::{PageError, PageResult, cookie, render, see_other, set_cookie};
 use crate::state::AppState;
 
 #[derive(Deserialize)]
@@ -42,11 +45,12 @@ pub(super) async fn sign_in(
         started => started?,
     };
     let age = secureflows_core::console_session::CONSOLE_SIGN_IN_TTL.as_secs();
-    // Lax: the hosted login's answer is a top-level navigation back to the callback.
+    // Lax: the hosted login's answer is a top-level navigation back to the callback. One per
+    // workspace, so that sign-ins to two workspaces in two tabs do not overwrite each other.
     let pending = set_cookie(
         &state,
         PATH,
-        PENDING_COOKIE,
+        &pending_cookie(workspace),
         started.pending.expose(),
         "Lax",
         Some(age),
@@ -74,9 +78,12 @@ pub(super) async fn callback(
         (PATH.into(), "Go to the console".into()),
     )
     .await?;
-    let clear_pending = set_cookie(&state, PATH, PENDING_COOKIE, "", "Lax", Some(0));
-    let (Some(pending), Some(code), Some(st)) = (cookie(&browser.headers, PENDING_COOKIE), q.code, q.state)
-    else {
+    let Some(workspace) = q.state.as_deref().and_then(state_workspace) else {
+        return Err(sign_in_lost());
+    };
+    let name = pending_cookie(workspace);
+    let clear_pending = set_cookie(&state, PATH, &name, "", "Lax", Some(0));
+    let (Some(pending), Some(code), Some(st)) = (cookie(&browser.headers, &name), q.code, q.state) else {
         return Err(if q.error.is_some() {
             sign_in_cancelled()
         } else {
@@ -93,11 +100,38 @@ pub(super) async fn callback(
         Err(Error::Forbidden(ForbiddenReason::Role)) => return Err(not_an_administrator()),
         Err(e) => return Err(e.into()),
     };
+    // A sign-in replaces this browser's earlier console session in the workspace.
+    if let Some(old) = browser.session_secret(signed.workspace) {
+        state
+            .services()
+            .end_console_session(signed.workspace, old, &browser.actor)
+            .await?;
+    }
     let cookies = [
         clear_pending,
         session_cookie(&state, signed.workspace, signed.secret.expose()),
     ];
-    Ok(with_cookies(see_other(&signed.return_to), cookies))
+    // A page, not a redirect: a sign-in that began on another site (a link in an e-mail) is a
+    // cross-site navigation, in which the browser withholds the SameSite=Strict session cookie; this
+    // page's own navigation is same-site, so the console sees the session at once.
+    let page = render(
+        StatusCode::OK,
+        &ContinuePage {
+            next: signed.return_to,
+        },
+    );
+    Ok(with_cookies(page, cookies))
+}
+
+#[derive(Template)]
+#[template(path = "console/continue.html")]
+struct ContinuePage {
+    next: String,
+}
+
+/// The pending sign-in's cookie of `workspace`.
+fn pending_cookie(workspace: WorkspaceId) -> String {
+    format!("{PENDING_COOKIE}_{workspace}")
 }
 
 /// `POST /console/w/{workspace}/signout`: ends this browser's console session in the workspace.
@@ -110,13 +144,13 @@ pub(super) async fn sign_out(
     let (console, _form, browser): (_, PlainForm, _) =
         console_form(&state, &workspace, &here, request).await?;
     let ws = console.workspace();
-    let mut next = None;
     if let Some(secret) = browser.session_secret(ws) {
-        next = state.services().end_console_session(ws, secret).await?;
+        state
+            .services()
+            .end_console_session(ws, secret, &browser.actor)
+            .await?;
     }
-    // On to the hosted login's sign-out, which comes back to the console's start page.
-    let next = next.unwrap_or_else(|| PATH.to_owned());
-    Ok(with_cookies(see_other(&next), [clear_session_cookie(&state, ws)]))
+    Ok(with_cookies(see_other(PATH), [clear_session_cookie(&state, ws)]))
 }
 
 fn sign_in_lost() -> PageError {

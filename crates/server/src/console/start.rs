@@ -92,3 +92,15 @@ pub(super) async fn open(Query(q): Query<OpenQuery>) -> PageResult {
         })?;
     Ok(see_other(&format!("{PATH}/w/{id}")))
 }
+
+/// Any other address under `/console`: a page, not a JSON answer.
+pub(super) async fn no_such_page(State(state): State<AppState>, browser: Browser) -> PageResult {
+    open_page(
+        &state,
+        &browser,
+        "start",
+        (PATH.into(), "Go to the console".into()),
+    )
+    .await?;
+    Err(PageError::no_such_page().way_on(PATH, "Go to the console"))
+}

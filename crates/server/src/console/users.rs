@@ -30,50 +30,75 @@ struct UsersPage {
 
 #[derive(Deserialize)]
 pub(super) struct UsersQuery {
-    email: Option<String>,
     after: Option<String>,
 }
 
-/// `GET …/users` (OWNER, ADMIN): one exact match by e-mail, or a page of users in creation order.
+/// `GET …/users` (OWNER, ADMIN): a page of users in creation order (keyset: `after` the last id).
 pub(super) async fn list(
     State(state): State<AppState>,
     Path(workspace): Path<String>,
     Query(q): Query<UsersQuery>,
     browser: Browser,
 ) -> PageResult {
-    let c = console(
-        &state,
-        &workspace,
-        &browser,
-        &format!("/console/w/{workspace}/users"),
-    )
-    .await?;
-    let services = state.services();
-    let email = q.email.unwrap_or_default().trim().to_owned();
-    let (users, next) = if email.is_empty() {
-        let after: Option<UserId> = q.after.as_deref().and_then(|a| a.parse().ok());
-        let page = services.list_members(&c.caller, after, PER_PAGE).await?;
-        let next = (page.len() == PER_PAGE as usize)
-            .then(|| {
-                page.last()
-                    .map(|m| c.path(&format!("/users?after={}", m.user.id)))
-            })
-            .flatten();
-        (page, next)
-    } else {
-        let found = services.member_by_email(&c.caller, &email).await?;
-        (found.into_iter().collect(), None)
-    };
-    Ok(render(
+    let here = format!("/console/w/{workspace}/users");
+    let c = console(&state, &workspace, &browser, &here).await?;
+    let after: Option<UserId> = q.after.as_deref().and_then(|a| a.parse().ok());
+    let page = state.services().list_members(&c.caller, after, PER_PAGE).await?;
+    let next = (page.len() == PER_PAGE as usize)
+        .then(|| {
+            page.last()
+                .map(|m| c.path(&format!("/users?after={}", m.user.id)))
+        })
+        .flatten();
+    Ok(users_page(c, &page, String::new(), false, next))
+}
+
+fn users_page(
+    c: Console,
+    users: &[secureflows_core::members::Member],
+    email: String,
+    searched: bool,
+    next: Option<String>,
+) -> axum::response::Response {
+    render(
         StatusCode::OK,
         &UsersPage {
             users: users.iter().map(MemberRow::of).collect(),
-            searched: !email.is_empty(),
+            searched,
             email,
             next,
             shell: c.shell,
         },
-    ))
+    )
+}
+
+#[derive(Deserialize)]
+pub(super) struct SearchForm {
+    csrf: String,
+    #[serde(default)]
+    email: String,
+}
+
+impl super::context::CsrfForm for SearchForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+/// `POST …/users` (OWNER, ADMIN): the user with exactly this address, found through its blind index.
+/// A form post, so that the address never sits in a URL (proxies log those).
+pub(super) async fn search(
+    State(state): State<AppState>,
+    Path(workspace): Path<String>,
+    request: Request,
+) -> PageResult {
+    let here = format!("/console/w/{workspace}/users");
+    let (c, form, _): (_, SearchForm, _) = console_form(&state, &workspace, &here, request).await?;
+    let email = form.email.trim().to_owned();
+    match state.services().member_by_email(&c.caller, &email).await? {
+        Some(found) => Ok(see_other(&c.path(&format!("/users/{}", found.user.id)))),
+        None => Ok(users_page(c, &[], email, true, None)),
+    }
 }
 
 struct UserView {
@@ -118,6 +143,7 @@ struct UserPage {
     devices: Vec<DeviceRow>,
     history: Vec<HistoryRow>,
     values: Vec<ValueRow>,
+    show_vault: bool,
     identities: Vec<(String, String, String)>,
     revealed: Option<(String, String)>,
 }
@@ -130,23 +156,35 @@ fn parse_user(id: &str) -> Result<UserId, PageError> {
 pub(super) async fn show(
     State(state): State<AppState>,
     Path((workspace, id)): Path<(String, String)>,
+    Query(q): Query<UserQuery>,
     browser: Browser,
 ) -> PageResult {
     let here = format!("/console/w/{workspace}/users/{id}");
     let c = console(&state, &workspace, &browser, &here).await?;
-    user_page(&state, c, parse_user(&id)?, None).await
+    user_page(&state, c, parse_user(&id)?, q.vault.is_some(), None).await
+}
+
+#[derive(Deserialize)]
+pub(super) struct UserQuery {
+    vault: Option<String>,
 }
 
 async fn user_page(
     state: &AppState,
     c: Console,
     id: UserId,
+    show_vault: bool,
     revealed: Option<(String, String)>,
 ) -> PageResult {
     let services = state.services();
     let overview = services.user_overview(&c.caller, id).await?;
     let (member, devices, history) = (overview.member, overview.devices, overview.history);
-    let values = services.admin_list_values(&c.caller, id).await?;
+    // Listing a user's vault keys is an audited read: only when asked for.
+    let values = if show_vault {
+        services.admin_list_values(&c.caller, id).await?
+    } else {
+        Vec::new()
+    };
     let apps = services.workspace_applications(&c.caller).await?;
     let app_name = |a: ApplicationId| {
         apps.iter()
@@ -217,6 +255,7 @@ async fn user_page(
                 .into_iter()
                 .map(|i| (i.issuer, i.subject, when(i.linked_at)))
                 .collect(),
+            show_vault,
             revealed,
             shell: c.shell,
         },
@@ -244,7 +283,7 @@ pub(super) async fn unlock(
     let id = parse_user(&id)?;
     state.services().set_member_locked(&c.caller, id, false).await?;
     c.shell.notice = Some("Unlocked: they can sign in again.".into());
-    user_page(&state, c, id, None).await
+    user_page(&state, c, id, false, None).await
 }
 
 #[derive(Deserialize)]
@@ -276,7 +315,7 @@ pub(super) async fn change_role(
     }
     state.services().set_member_role(&c.caller, id, role).await?;
     c.shell.notice = Some(format!("The role is now {}.", role_label(role)));
-    user_page(&state, c, id, None).await
+    user_page(&state, c, id, false, None).await
 }
 
 /// The three confirmed actions on a user.
@@ -366,7 +405,7 @@ pub(super) async fn drastic(
     if id == c.caller.token.user {
         return Ok(see_other(&c.path("")));
     }
-    user_page(&state, c, id, None).await
+    user_page(&state, c, id, false, None).await
 }
 
 /// `POST …/users/{id}/values/{application}/{key}` (OWNER, ADMIN): reads one value, audited with the
@@ -393,5 +432,5 @@ pub(super) async fn read_value(
             value.content_type
         ),
     };
-    user_page(&state, c, id, Some((key.as_str().to_owned(), shown))).await
+    user_page(&state, c, id, true, Some((key.as_str().to_owned(), shown))).await
 }

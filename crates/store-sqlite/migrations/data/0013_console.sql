@@ -6,6 +6,12 @@ create table setup_token (
     expires_at integer not null
 ) strict;
 
+-- The console's audit-log filters (by resource, actor or exact action) read newest first along an
+-- index, so that a filter over a million events costs what its page holds.
+create index audit_event_resource on audit_event (workspace_id, resource_id, seq);
+create index audit_event_actor on audit_event (workspace_id, actor_id, seq);
+create index audit_event_action on audit_event (workspace_id, action, seq);
+
 -- The console's members page lists a workspace's OWNERs and ADMINs among all its users.
 create index user_account_role on user_account (workspace_id, role, user_id);
 

@@ -19,13 +19,13 @@ backend_tests!(
 );
 
 /// A loopback listener for the example application, and its origin.
-async fn loopback() -> (String, tokio::net::TcpListener) {
+pub(crate) async fn loopback() -> (String, tokio::net::TcpListener) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     (format!("http://{}", listener.local_addr().unwrap()), listener)
 }
 
 /// Serves `page` at every path of the listener.
-fn serve_page(listener: tokio::net::TcpListener, page: String) {
+pub(crate) fn serve_page(listener: tokio::net::TcpListener, page: String) {
     let router = axum::Router::new().fallback(move || {
         let page = page.clone();
         async move { axum::response::Html(page) }
