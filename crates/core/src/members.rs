@@ -276,6 +276,18 @@ impl Services {
         role: Role,
         ttl: Option<Duration>,
     ) -> Result<CreatedInvite> {
+        self.issue_invite(caller, email, role, ttl, None).await
+    }
+
+    /// An invitation, replacing (revoking, in the same transaction) `replaces` if given.
+    async fn issue_invite(
+        &self,
+        caller: &ConsoleCaller,
+        email: &str,
+        role: Role,
+        ttl: Option<Duration>,
+        replaces: Option<&Invite>,
+    ) -> Result<CreatedInvite> {
         caller.require_may_grant(role)?;
         let email = parse_email("email", email)?;
         let ttl = ttl.unwrap_or(DEFAULT_INVITE_TTL);
@@ -304,18 +316,23 @@ impl Services {
             revoked_at: None,
             accepted_at: None,
         };
-        self.commit(
-            workspace,
-            &caller.keys,
-            &caller.actor,
-            vec![Change::InsertInvite(invite.clone())],
-            vec![NewEvent::new("invite.create", "invite", id).values(
-                None,
-                // The e-mail is PII: the event names the invitation, whose record holds it sealed.
-                Some(serde_json::json!({"role": role.as_str(), "expires_at": invite.expires_at.rfc3339()})),
-            )],
-        )
-        .await?;
+        let mut changes = Vec::new();
+        let mut events = Vec::new();
+        if let Some(old) = replaces {
+            changes.push(Change::RevokeInvite(old.id));
+            events.push(NewEvent::new("invite.revoke", "invite", old.id).values(
+                Some(serde_json::json!({"state": old.state(now)})),
+                Some(serde_json::json!({"state": "revoked", "replaced_by": id.to_string()})),
+            ));
+        }
+        changes.push(Change::InsertInvite(invite.clone()));
+        events.push(NewEvent::new("invite.create", "invite", id).values(
+            None,
+            // The e-mail is PII: the event names the invitation, whose record holds it sealed.
+            Some(serde_json::json!({"role": role.as_str(), "expires_at": invite.expires_at.rfc3339()})),
+        ));
+        self.commit(workspace, &caller.keys, &caller.actor, changes, events)
+            .await?;
         // The workspace's hosted login accepts it.
         let link = SecretString::new(format!(
             "{}/invite/accept?token={token}",

@@ -14,6 +14,7 @@ backend_tests!(
     console_sessions_refresh_and_end,
     console_walls,
     open_signup_makes_workspaces_only_when_configured,
+    resend_replaces_an_invitation_in_one_change,
 );
 
 /// The setup link the server wrote to its data directory.
@@ -610,5 +611,88 @@ async fn open_signup_makes_workspaces_only_when_configured(backend: Backend) {
         statuses.contains(&429),
         "sign-ups are throttled per address: {statuses:?}"
     );
+    app.stop().await;
+}
+
+async fn resend_replaces_an_invitation_in_one_change(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (b, ws, _) = first_run(&app).await;
+    let members = format!("{}/console/w/{ws}/members", app.url);
+    // Without SMTP on a loopback address, mail goes to the data directory's outbox.
+    let links = || -> Vec<String> {
+        let Ok(dir) = std::fs::read_dir(app.data_dir.join("outbox")) else {
+            return Vec::new();
+        };
+        let mut found: Vec<String> = dir
+            .filter_map(|e| std::fs::read_to_string(e.unwrap().path()).ok())
+            .flat_map(|text| {
+                text.split_whitespace()
+                    .filter(|w| w.contains("/invite/accept?token="))
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        found.sort();
+        found
+    };
+    let html = b.get(&members).send().await.unwrap().text().await.unwrap();
+    let page = b
+        .post(format!("{members}/invites"))
+        .form(&[
+            ("csrf", csrf_of(&html).as_str()),
+            ("email", "ada@tuff.example"),
+            ("role", "admin"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("An invitation was e-mailed to ada@tuff.example."),
+        "{page}"
+    );
+    let first = links();
+    assert_eq!(first.len(), 1);
+    let id_at = page.find("/members/invites/").unwrap() + 17;
+    let id = &page[id_at..id_at + 36];
+    let page = b
+        .post(format!("{members}/invites/{id}/resend"))
+        .form(&[("csrf", csrf_of(&page))])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("revoked") && page.contains("pending"), "{page}");
+    let both = links();
+    assert_eq!(both.len(), 2);
+    let second = both.iter().find(|l| !first.contains(l)).unwrap();
+    assert_ne!(
+        app.http.get(&first[0]).send().await.unwrap().status(),
+        200,
+        "the first link is dead"
+    );
+    assert_eq!(
+        app.http.get(second).send().await.unwrap().status(),
+        200,
+        "the new one works"
+    );
+    // Revoked and replaced in one audited change.
+    let filter = secureflows_core::audit::EventFilter {
+        resource: Some(id.to_owned()),
+        ..Default::default()
+    };
+    let events = app
+        .services()
+        .stores
+        .audit
+        .list_events(ws.parse().unwrap(), &filter, 10)
+        .await
+        .unwrap();
+    let actions: Vec<String> = events.into_iter().map(|e| e.event.action.to_string()).collect();
+    assert!(actions.contains(&"invite.revoke".to_owned()), "{actions:?}");
     app.stop().await;
 }
