@@ -540,6 +540,7 @@ mod tests {
         assert_eq!(c.tokens.default_ttl_secs, d.tokens.default_ttl_secs);
         assert_eq!(c.plans, d.plans);
         assert_eq!(c.cache.max_staleness_ms, d.cache.max_staleness_ms);
+        assert_eq!(c.console.open_signup, d.console.open_signup);
     }
 
     #[test]
