@@ -61,6 +61,34 @@ pub struct OwnedWorkspace {
     pub owner: User,
     /// The OWNER's hosted-login browser session (the console signs in through it).
     pub login: BrowserLogin,
+    /// Recovery codes to show once (an OWNER made with a passkey only: a lost device must not lock
+    /// them out).
+    pub recovery_codes: Option<Vec<String>>,
+}
+
+/// A first run with a passkey, started: the browser's registration options and the pending state,
+/// sealed for a short-lived cookie of the browser (never logged).
+#[derive(Debug)]
+pub struct PasskeySetup {
+    /// `navigator.credentials.create` options.
+    pub options: serde_json::Value,
+    /// The sealed pending state.
+    pub pending: SecretString,
+}
+
+/// How the new OWNER will sign in.
+enum OwnerCredential {
+    Password(SecretString),
+    Passkey(Box<webauthn_rs::prelude::Passkey>),
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PendingPasskeySetup {
+    owner: UserId,
+    workspace_name: String,
+    email: String,
+    name: Option<String>,
+    state: webauthn_rs::prelude::PasskeyRegistration,
 }
 
 impl Services {
@@ -118,45 +146,129 @@ impl Services {
             SetupState::Done => return Err(Error::Conflict("setup-done")),
         }
         let claim = setup_hash(token.expose());
-        self.create_owned_workspace_with_password(form, Some(claim), Plan::Pro, client)
-            .await
+        let password = SecretString::new(form.password.expose().to_owned());
+        self.create_workspace_and_owner(
+            form,
+            UserId::new(),
+            OwnerCredential::Password(password),
+            Some(claim),
+            Plan::Pro,
+            client,
+        )
+        .await
+    }
+
+    /// Starts a first run with a passkey instead of a password (where the host allows WebAuthn): checks
+    /// the link and the form, and begins the registration of the future OWNER's passkey.
+    pub async fn start_first_run_passkey(
+        &self,
+        token: &SecretString,
+        form: NewOwnedWorkspace,
+    ) -> Result<PasskeySetup> {
+        match self.setup_state(token.expose()).await? {
+            SetupState::Open => {}
+            SetupState::Unusable => return Err(Error::Conflict("setup-token")),
+            SetupState::Done => return Err(Error::Conflict("setup-done")),
+        }
+        let (email, name) = check_owner_form(&form)?;
+        let owner = UserId::new();
+        let started = self.start_owner_passkey(form.workspace_name.trim(), owner, email.as_str())?;
+        let pending = PendingPasskeySetup {
+            owner,
+            workspace_name: form.workspace_name.trim().to_owned(),
+            email: email.as_str().to_owned(),
+            name: name.map(str::to_owned),
+            state: started.state,
+        };
+        let json = serde_json::to_vec(&pending).map_err(|_| Error::internal("encoding a passkey setup"))?;
+        let keys = self.instance_keys().await?;
+        let sealed = keys.seal(&passkey_setup_aad(token.expose()), &json)?;
+        use base64::Engine as _;
+        Ok(PasskeySetup {
+            options: started.options,
+            pending: SecretString::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed)),
+        })
+    }
+
+    /// Finishes a first run with a passkey: the browser's pending state (bound to the same link) and
+    /// its answer verified, the workspace, its console client and its OWNER made as with a password,
+    /// the passkey stored, recovery codes made to show once, and the browser signed in.
+    pub async fn first_run_with_passkey(
+        &self,
+        token: &SecretString,
+        pending: &str,
+        answer: &serde_json::Value,
+        client: &Actor,
+    ) -> Result<OwnedWorkspace> {
+        use base64::Engine as _;
+        let unusable = || Error::invalid("passkey", "the passkey request expired; please try again");
+        let sealed = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(pending)
+            .map_err(|_| unusable())?;
+        let keys = self.instance_keys().await?;
+        let plain = keys
+            .open(&passkey_setup_aad(token.expose()), &sealed)
+            .map_err(|_| unusable())?;
+        let pending: PendingPasskeySetup = serde_json::from_slice(&plain).map_err(|_| unusable())?;
+        match self.setup_state(token.expose()).await? {
+            SetupState::Open => {}
+            SetupState::Unusable => return Err(Error::Conflict("setup-token")),
+            SetupState::Done => return Err(Error::Conflict("setup-done")),
+        }
+        let passkey = self.finish_owner_passkey(&pending.workspace_name, answer, &pending.state)?;
+        let form = NewOwnedWorkspace {
+            workspace_name: pending.workspace_name,
+            email: pending.email,
+            name: pending.name,
+            password: SecretString::new(String::new()),
+        };
+        let claim = setup_hash(token.expose());
+        self.create_workspace_and_owner(
+            form,
+            pending.owner,
+            OwnerCredential::Passkey(Box::new(passkey)),
+            Some(claim),
+            Plan::Pro,
+            client,
+        )
+        .await
     }
 
     /// An open sign-up (`console.open_signup`, checked by the caller): a new workspace on the free
     /// plan, its console client and its OWNER, whose browser is signed in.
     pub async fn sign_up_workspace(&self, form: NewOwnedWorkspace, client: &Actor) -> Result<OwnedWorkspace> {
-        self.create_owned_workspace_with_password(form, None, Plan::Free, client)
-            .await
+        let password = SecretString::new(form.password.expose().to_owned());
+        self.create_workspace_and_owner(
+            form,
+            UserId::new(),
+            OwnerCredential::Password(password),
+            None,
+            Plan::Free,
+            client,
+        )
+        .await
     }
 
-    async fn create_owned_workspace_with_password(
+    async fn create_workspace_and_owner(
         &self,
         form: NewOwnedWorkspace,
+        owner_id: UserId,
+        credential: OwnerCredential,
         claim: Option<[u8; 32]>,
         plan: Plan,
         client: &Actor,
     ) -> Result<OwnedWorkspace> {
-        let mut errors = Vec::new();
-        crate::workspace::validate_name("workspace_name", form.workspace_name.trim(), &mut errors);
-        let email = match EmailAddress::parse(&form.email) {
-            Ok(email) => Some(email),
-            Err(_) => {
-                errors.push(crate::FieldError::new("email", "must be an e-mail address"));
-                None
+        let (email, name) = check_owner_form(&form)?;
+        let (phc, passkey) = match credential {
+            OwnerCredential::Password(password) => {
+                self.check_new_password(PasswordPolicy::default(), &password, email.as_str())
+                    .await?;
+                (Some(self.passwords.hash(&password).await?), None)
             }
+            OwnerCredential::Passkey(passkey) => (None, Some(*passkey)),
         };
-        let name = form.name.as_deref().map(str::trim).filter(|n| !n.is_empty());
-        if name.is_some_and(|n| n.chars().count() > 200 || n.chars().any(char::is_control)) {
-            errors.push(crate::FieldError::new("name", "must be at most 200 characters"));
-        }
-        let (Some(email), true) = (email, errors.is_empty()) else {
-            return Err(Error::Invalid(errors));
-        };
-        self.check_new_password(PasswordPolicy::default(), &form.password, email.as_str())
-            .await?;
-        let phc = self.passwords.hash(&form.password).await?;
+        let passkey_owner = passkey.is_some();
         let now = self.clock.now();
-        let owner_id = UserId::new();
         let mut actor = client.clone();
         actor.kind = ActorKind::User;
         actor.id = Some(owner_id);
@@ -183,16 +295,17 @@ impl Services {
                 if let Some(hash) = claim {
                     changes.push(Change::ClaimSetup(hash.to_vec()));
                 }
-                changes.extend([
-                    Change::InsertUser(owner.clone()),
-                    Change::SetPassword(owner_id, phc),
-                    Change::InsertApplication(app.clone()),
-                ]);
+                changes.push(Change::InsertUser(owner.clone()));
+                if let Some(phc) = phc {
+                    changes.push(Change::SetPassword(owner_id, phc));
+                }
+                changes.push(Change::InsertApplication(app.clone()));
                 let how = if claim.is_some() { "first_run" } else { "sign_up" };
+                let method = if passkey_owner { "passkey" } else { "password" };
                 let events = vec![
                     NewEvent::new("user.create", "user", owner_id).values(
                         None,
-                        Some(serde_json::json!({"role": "owner", "method": "password", "via": how})),
+                        Some(serde_json::json!({"role": "owner", "method": method, "via": how})),
                     ),
                     NewEvent::new("application.create", "application", app.id)
                         .values(None, Some(crate::workspace::application_audit(&app))),
@@ -201,22 +314,36 @@ impl Services {
             })
             .await?;
         let keys = self.keys.workspace_keys(workspace.id, false).await?;
-        let login = match self
-            .after_first_factor(&keys, &owner, vec!["pwd".into()], None, &actor)
-            .await?
-        {
-            FirstFactor::SignedIn(login) => login,
-            // A new workspace requires no second factor and its OWNER has none yet.
-            _ => {
-                return Err(Error::internal(
-                    "a new workspace's owner was asked for a second factor",
-                ));
+        let (login, recovery_codes) = match passkey {
+            Some(passkey) => {
+                // The passkey is both factors (the user was verified); recovery codes keep a lost
+                // device from locking the OWNER out.
+                self.store_owner_passkey(&keys, &owner, passkey, &actor).await?;
+                let codes = self.replace_recovery_codes(&owner).await?;
+                let amr = vec!["hwk".to_owned(), "user".to_owned(), "mfa".to_owned()];
+                (
+                    self.open_browser_session(&keys, &owner, amr, &actor).await?,
+                    Some(codes),
+                )
             }
+            None => match self
+                .after_first_factor(&keys, &owner, vec!["pwd".into()], None, &actor)
+                .await?
+            {
+                FirstFactor::SignedIn(login) => (login, None),
+                // A new workspace requires no second factor and its OWNER has none yet.
+                _ => {
+                    return Err(Error::internal(
+                        "a new workspace's owner was asked for a second factor",
+                    ));
+                }
+            },
         };
         Ok(OwnedWorkspace {
             workspace,
             owner,
             login,
+            recovery_codes,
         })
     }
 
@@ -239,6 +366,32 @@ impl Services {
 
 /// The name of the console's own client in each workspace.
 pub const CONSOLE_CLIENT_NAME: &str = "secureFlows console";
+
+/// The new workspace's name, the OWNER's address and name, checked.
+fn check_owner_form(form: &NewOwnedWorkspace) -> Result<(EmailAddress, Option<&str>)> {
+    let mut errors = Vec::new();
+    crate::workspace::validate_name("workspace_name", form.workspace_name.trim(), &mut errors);
+    let email = match EmailAddress::parse(&form.email) {
+        Ok(email) => Some(email),
+        Err(_) => {
+            errors.push(crate::FieldError::new("email", "must be an e-mail address"));
+            None
+        }
+    };
+    let name = form.name.as_deref().map(str::trim).filter(|n| !n.is_empty());
+    if name.is_some_and(|n| n.chars().count() > 200 || n.chars().any(char::is_control)) {
+        errors.push(crate::FieldError::new("name", "must be at most 200 characters"));
+    }
+    match (email, errors.is_empty()) {
+        (Some(email), true) => Ok((email, name)),
+        _ => Err(Error::Invalid(errors)),
+    }
+}
+
+/// The pending passkey setup is bound to the link it was started with.
+fn passkey_setup_aad(token: &str) -> secureflows_crypto::Aad {
+    secureflows_crypto::Aad::new("sf.setup.passkey.v1").field(setup_hash(token))
+}
 
 /// A setup token's stored form.
 fn setup_hash(token: &str) -> [u8; 32] {

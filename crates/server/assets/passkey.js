@@ -79,8 +79,11 @@
   }
 
   // The ceremony's options from the server.
+  // A form marked data-options-send="form" (the console's first run) sends all its fields.
   function fetchOptions(form, purpose) {
-    var body = new URLSearchParams();
+    var body = form.getAttribute("data-options-send") === "form"
+      ? new URLSearchParams(new FormData(form))
+      : new URLSearchParams();
     body.set("csrf", form.elements.csrf.value);
     body.set("purpose", purpose);
     return fetch(form.getAttribute("data-options"), {

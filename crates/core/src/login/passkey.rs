@@ -734,6 +734,100 @@ fn end_user(client: &Actor, user: &User) -> Actor {
     actor
 }
 
+/// A passkey registration for an OWNER who does not exist yet (the first run): its options for the
+/// browser and its state, kept sealed by the caller until the answer comes.
+pub(crate) struct OwnerPasskeyStart {
+    pub options: serde_json::Value,
+    pub state: PasskeyRegistration,
+}
+
+impl Services {
+    /// Starts registering the passkey of a future OWNER (`owner`, `account`): discoverable, verifying
+    /// the user. The state is not stored here: the first run seals it for its cookie.
+    pub(crate) fn start_owner_passkey(
+        &self,
+        workspace_name: &str,
+        owner: UserId,
+        account: &str,
+    ) -> Result<OwnerPasskeyStart> {
+        let display = format!("{account} ({workspace_name})");
+        let (ccr, state): (CreationChallengeResponse, PasskeyRegistration) = self
+            .webauthn(workspace_name)?
+            .start_passkey_registration(owner.as_uuid(), account, &display, None)
+            .map_err(|_| Error::internal("starting a passkey registration"))?;
+        let mut options =
+            serde_json::to_value(&ccr).map_err(|_| Error::internal("encoding passkey options"))?;
+        if let Some(selection) = options
+            .pointer_mut("/publicKey/authenticatorSelection")
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            selection.insert("residentKey".into(), "required".into());
+            selection.insert("requireResidentKey".into(), true.into());
+        }
+        Ok(OwnerPasskeyStart { options, state })
+    }
+
+    /// Verifies the browser's answer to [`Services::start_owner_passkey`]. `Invalid` if it does not.
+    pub(crate) fn finish_owner_passkey(
+        &self,
+        workspace_name: &str,
+        answer: &serde_json::Value,
+        state: &PasskeyRegistration,
+    ) -> Result<Passkey> {
+        let failed = || Error::invalid("passkey", "the passkey could not be registered; please try again");
+        let answer: RegisterPublicKeyCredential =
+            serde_json::from_value(answer.clone()).map_err(|_| failed())?;
+        self.webauthn(workspace_name)?
+            .finish_passkey_registration(&answer, state)
+            .map_err(|_| failed())
+    }
+
+    /// Stores a verified passkey of `user` (sealed under the workspace data key) with its audit event.
+    pub(crate) async fn store_owner_passkey(
+        &self,
+        keys: &std::sync::Arc<WorkspaceKeys>,
+        user: &User,
+        passkey: Passkey,
+        actor: &Actor,
+    ) -> Result<()> {
+        let now = self.clock.now();
+        let id = PasskeyId::new();
+        let credential_hash = secureflows_crypto::sha256(AsRef::<[u8]>::as_ref(passkey.cred_id())).to_vec();
+        let stored = StoredPasskey {
+            name: "Passkey".into(),
+            passkey,
+        };
+        let json = serde_json::to_vec(&stored).map_err(|_| Error::internal("encoding a passkey"))?;
+        let sealed = keys.seal(&passkey_aad(user.workspace_id, user.id, id), &json)?;
+        let inserted = self
+            .stores
+            .factors
+            .insert_passkey(&PasskeyRecord {
+                id,
+                workspace_id: user.workspace_id,
+                user_id: user.id,
+                credential_hash,
+                sealed,
+                created_at: now,
+                last_used_at: None,
+            })
+            .await?;
+        if !inserted {
+            return Err(Error::Conflict("passkey"));
+        }
+        self.record(
+            user.workspace_id,
+            keys,
+            actor,
+            vec![NewEvent::new("user.mfa_enable", "user", user.id).values(
+                None,
+                Some(serde_json::json!({"factor": "passkey", "passkey": id})),
+            )],
+        )
+        .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,6 +30,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/console", get(start::start))
         .route("/console/open", get(start::open))
         .route("/console/setup", get(setup::setup_page).post(setup::setup_submit))
+        .route("/console/setup/passkey/options", post(setup::passkey_options))
         .route(
             "/console/signup",
             get(setup::signup_page).post(setup::signup_submit),

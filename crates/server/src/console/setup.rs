@@ -33,6 +33,8 @@ struct OwnerPage {
     min_length: usize,
     rules: String,
     errors: Vec<String>,
+    /// A passkey may be created instead of a password (the first run, on a host WebAuthn allows).
+    passkeys: bool,
 }
 
 /// Which form: the first run (with its token) or an open sign-up.
@@ -65,7 +67,9 @@ pub(super) struct OwnerForm {
     #[serde(default)]
     email: String,
     name: Option<String>,
-    password: SecretString,
+    password: Option<SecretString>,
+    /// A passkey's answer (the first run with a passkey).
+    credential: Option<String>,
 }
 
 impl CsrfForm for OwnerForm {
@@ -92,6 +96,7 @@ pub(super) async fn setup_page(
         SetupState::Done => return Err(already_set_up()),
     }
     Ok(owner_form(
+        &state,
         &Kind::FirstRun(token),
         csrf,
         &Shown::default(),
@@ -105,6 +110,7 @@ pub(super) async fn signup_page(State(state): State<AppState>, browser: Browser)
     let csrf = open_page(&state, &browser, Kind::SignUp.binding(), way_on()).await?;
     signup_open(&state).await?;
     Ok(owner_form(
+        &state,
         &Kind::SignUp,
         csrf,
         &Shown::default(),
@@ -113,11 +119,138 @@ pub(super) async fn signup_page(State(state): State<AppState>, browser: Browser)
     ))
 }
 
-/// `POST /console/setup`: the first run.
+/// `POST /console/setup`: the first run (with a password, or with the answer of a passkey).
 pub(super) async fn setup_submit(State(state): State<AppState>, request: Request) -> PageResult {
     let (browser, form) = read_form(&state, request).await?;
     let kind = Kind::FirstRun(form.token.clone().unwrap_or_default());
+    if form.credential.as_deref().is_some_and(|c| !c.is_empty()) {
+        return passkey_submit(&state, browser, form, kind).await;
+    }
     submit(&state, browser, form, kind).await
+}
+
+/// The sealed pending passkey setup's cookie.
+const PASSKEY_COOKIE: &str = "sf_console_setup_passkey";
+
+/// `POST /console/setup/passkey/options`: checks the link and the form, and starts the OWNER's
+/// passkey registration; answers the options as JSON (passkey.js), or `{"error"}`.
+pub(super) async fn passkey_options(State(state): State<AppState>, request: Request) -> Response {
+    use axum::response::IntoResponse;
+    let json_error = |status: StatusCode, message: String| {
+        (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+    };
+    let Ok((browser, form)) = read_form(&state, request).await else {
+        return json_error(StatusCode::BAD_REQUEST, "The form was incomplete.".into());
+    };
+    let token = form.token.clone().unwrap_or_default();
+    if check_form(&state, &browser, &token, form.csrf()).await.is_err() {
+        return json_error(
+            StatusCode::FORBIDDEN,
+            "This form has expired: reload the page.".into(),
+        );
+    }
+    let new = NewOwnedWorkspace {
+        workspace_name: form.workspace_name,
+        email: form.email,
+        name: form.name,
+        password: SecretString::new(String::new()),
+    };
+    match state
+        .services()
+        .start_first_run_passkey(&SecretString::new(token), new)
+        .await
+    {
+        Ok(started) => {
+            let cookie = crate::pages::set_cookie(
+                &state,
+                "/console/setup",
+                PASSKEY_COOKIE,
+                started.pending.expose(),
+                "Strict",
+                Some(300),
+            );
+            with_cookies(axum::Json(started.options).into_response(), [cookie])
+        }
+        Err(Error::Invalid(errors)) => json_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            error_lines(&errors, field_label).join(" "),
+        ),
+        Err(Error::Conflict(_)) => {
+            json_error(StatusCode::GONE, "This setup link does not work any more.".into())
+        }
+        Err(e) => {
+            let page = PageError::from(e).into_response();
+            json_error(
+                page.status(),
+                "The passkey could not be started; please try again.".into(),
+            )
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console/recovery.html")]
+struct RecoveryPage {
+    codes: Vec<String>,
+    next: String,
+}
+
+/// The first run with a passkey: the browser's answer verified against its pending setup; the
+/// recovery codes shown once, then on into the console.
+async fn passkey_submit(state: &AppState, browser: Browser, form: OwnerForm, kind: Kind) -> PageResult {
+    let csrf = open_page(state, &browser, kind.binding(), way_on()).await?;
+    check_form(state, &browser, kind.binding(), form.csrf()).await?;
+    let Kind::FirstRun(token) = &kind else {
+        return Err(PageError::incomplete_form());
+    };
+    let answer: serde_json::Value = form
+        .credential
+        .as_deref()
+        .and_then(|c| serde_json::from_str(c).ok())
+        .ok_or_else(PageError::incomplete_form)?;
+    let pending = crate::pages::cookie(&browser.headers, PASSKEY_COOKIE)
+        .unwrap_or_default()
+        .to_owned();
+    let shown = Shown {
+        workspace_name: form.workspace_name.clone(),
+        email: form.email.clone(),
+        name: form.name.clone().unwrap_or_default(),
+    };
+    let token = SecretString::new(token.clone());
+    let done = match state
+        .services()
+        .first_run_with_passkey(&token, &pending, &answer, &browser.actor)
+        .await
+    {
+        Ok(done) => done,
+        Err(Error::Invalid(errors)) => {
+            let lines = error_lines(&errors, field_label);
+            return Ok(owner_form(
+                state,
+                &kind,
+                csrf,
+                &shown,
+                lines,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ));
+        }
+        Err(Error::Conflict("setup-done")) => return Err(already_set_up()),
+        Err(Error::Conflict(_)) => return Err(link_unusable()),
+        Err(e) => return Err(e.into()),
+    };
+    let _ = std::fs::remove_file(state.config().storage.data_dir.join(crate::app::SETUP_LINK_FILE));
+    let workspace = done.workspace.id;
+    let page = render(
+        StatusCode::OK,
+        &RecoveryPage {
+            codes: done.recovery_codes.unwrap_or_default(),
+            next: format!("{PATH}/w/{workspace}/signin"),
+        },
+    );
+    let clear = crate::pages::set_cookie(state, "/console/setup", PASSKEY_COOKIE, "", "Strict", Some(0));
+    let mut cookies = sign_in_cookies(state, workspace, &done.login)?.to_vec();
+    cookies.push(clear);
+    Ok(with_cookies(page, cookies))
 }
 
 /// `POST /console/signup` (with `console.open_signup`).
@@ -160,7 +293,7 @@ async fn submit(state: &AppState, browser: Browser, form: OwnerForm, kind: Kind)
         workspace_name: form.workspace_name,
         email: form.email,
         name: form.name,
-        password: form.password,
+        password: form.password.unwrap_or_else(|| SecretString::new(String::new())),
     };
     let services = state.services();
     let made = match &kind {
@@ -175,6 +308,7 @@ async fn submit(state: &AppState, browser: Browser, form: OwnerForm, kind: Kind)
         Err(Error::Invalid(errors)) => {
             let lines = error_lines(&errors, field_label);
             return Ok(owner_form(
+                state,
                 &kind,
                 csrf,
                 &shown,
@@ -207,6 +341,7 @@ struct Shown {
 }
 
 fn owner_form(
+    state: &AppState,
     kind: &Kind,
     csrf: String,
     entered: &Shown,
@@ -243,6 +378,7 @@ fn owner_form(
             min_length: policy.min_length(),
             rules: password_rules(policy),
             errors,
+            passkeys: matches!(kind, Kind::FirstRun(_)) && state.services().passkeys_available(),
         },
     );
     // The first run's address holds its token: it is never sent to another site as a referrer (this

@@ -11,6 +11,7 @@ use crate::hosted_login::PASSWORD;
 backend_tests!(
     console_first_run_and_an_application_in_the_browser,
     console_members_users_and_audit_in_the_browser,
+    console_first_run_with_a_passkey,
 );
 
 async fn console_first_run_and_an_application_in_the_browser(backend: Backend) {
@@ -398,5 +399,76 @@ async fn console_members_users_and_audit_in_the_browser(backend: Backend) {
     wait_for_text(c, "#notice", "Data key version 2 is now active.").await;
 
     browser_a.client.clone().close().await.unwrap();
+    app.stop().await;
+}
+
+/// The first run with a passkey instead of a password, where the host allows WebAuthn (a name, not an
+/// IP address): recovery codes shown once, then the console; signing in again uses the passkey.
+async fn console_first_run_with_a_passkey(backend: Backend) {
+    let Some(browser) = browser().await else {
+        return;
+    };
+    let c = &browser.client;
+    let app = TestApp::spawn_with(backend.clone(), TestOptions::default().localhost()).await;
+    assert!(app.url.starts_with("http://localhost:"));
+    browser.add_virtual_authenticator().await;
+    let link = std::fs::read_to_string(app.data_dir.join("setup-link"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    c.goto(&link).await.unwrap();
+    fill(c, "#workspace_name", "Keyed").await;
+    fill(c, "#email", "kim@keyed.example").await;
+    if matches!(backend, Backend::Sqlite) {
+        review_page(c, "console", "setup-with-passkey").await;
+    }
+    click(c, "#create-with-passkey").await;
+    wait_for_text(c, "#heading", "Save your recovery codes").await;
+    assert_eq!(text(c, "#recovery-codes").await.lines().count(), 10);
+    if matches!(backend, Backend::Sqlite) {
+        review_page(c, "console", "setup-recovery-codes").await;
+    }
+    click(c, "#continue").await;
+    wait_for_text(c, "#heading", "Keyed").await;
+    assert_eq!(
+        text(c, "#signed-in-as").await,
+        "Signed in as kim@keyed.example (owner)"
+    );
+    // No password was set; after signing out, the passkey signs in again (the sign-in page offers it
+    // in the browser's autofill, which the virtual authenticator answers at once).
+    let ws = app
+        .services()
+        .stores
+        .workspaces
+        .sole_workspace()
+        .await
+        .unwrap()
+        .unwrap();
+    let filter = secureflows_core::audit::EventFilter {
+        action: Some("user.sign_in".into()),
+        ..Default::default()
+    };
+    let count = || async {
+        app.services()
+            .stores
+            .audit
+            .list_events(ws, &filter, 100)
+            .await
+            .unwrap()
+            .len()
+    };
+    let before = count().await;
+    click(c, "#sign-out").await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    wait_for_text(c, "#heading", "Keyed").await;
+    assert_eq!(
+        count().await,
+        before + 1,
+        "signed in again with the passkey, after the sign-out"
+    );
+    // The link never works again.
+    c.goto(&link).await.unwrap();
+    wait_for_text(c, "#heading", "secureFlows is set up already").await;
+    browser.client.clone().close().await.unwrap();
     app.stop().await;
 }

@@ -156,7 +156,50 @@ async fn first_run_makes_one_workspace_and_never_works_again(backend: Backend) {
 
     let b = browser();
     let html = b.get(&link).send().await.unwrap().text().await.unwrap();
+    assert!(
+        !html.contains("create-with-passkey"),
+        "no passkey under an IP address (WebAuthn needs a host name)"
+    );
     let csrf = csrf_of(&html);
+    // The passkey options refuse a forged form, and a host WebAuthn does not allow, with a JSON error.
+    let r = b
+        .post(format!("{}/console/setup/passkey/options", app.url))
+        .form(&[
+            ("csrf", "forged"),
+            ("token", link.split("token=").nth(1).unwrap()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.json::<serde_json::Value>().await.unwrap()["error"].is_string());
+    let r = b
+        .post(format!("{}/console/setup/passkey/options", app.url))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("token", link.split("token=").nth(1).unwrap()),
+            ("workspace_name", "W"),
+            ("email", "a@b.example"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_client_error(), "{}", r.status());
+    // A passkey answer without its pending setup (another browser, a forged cookie) creates nothing.
+    let r = b
+        .post(format!("{}/console/setup", app.url))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("token", link.split("token=").nth(1).unwrap()),
+            ("workspace_name", "W"),
+            ("email", "a@b.example"),
+            ("credential", "{\"id\":\"x\"}"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    assert!(!app.services().stores.workspaces.any_workspace().await.unwrap());
     let token = link.split("token=").nth(1).unwrap().to_owned();
     let post = |b: &reqwest::Client, csrf: &str, password: &str| {
         b.post(format!("{}/console/setup", app.url))
