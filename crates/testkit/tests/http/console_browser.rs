@@ -170,6 +170,14 @@ async fn console_first_run_and_an_application_in_the_browser(backend: Backend) {
     click(c, "#to-console").await;
     wait_for_text(c, "#heading", "Applications").await;
 
+    // The start page lists the workspaces this browser is signed in to.
+    c.goto(&format!("{}/console", app.url)).await.unwrap();
+    wait_for_text(c, "#heading", "Your workspaces").await;
+    assert!(text(c, "#workspaces").await.contains("Tuff Flips"));
+    review("start").await;
+    click(c, "#workspaces a").await;
+    wait_for_text(c, "#heading", "Tuff Flips").await;
+
     // Sign out: of the console and the hosted login; the console (the server's only workspace) asks
     // for a sign-in again.
     click(c, "#sign-out").await;
@@ -325,6 +333,18 @@ async fn console_members_users_and_audit_in_the_browser(backend: Backend) {
     review("audit").await;
     fill(c, "#action", "user.lock").await;
     click(c, "#filter").await;
+    // The filter form posts, and the page it answers with names the filter in its address.
+    for _ in 0..100 {
+        if c.current_url()
+            .await
+            .unwrap()
+            .as_str()
+            .contains("action=user.lock")
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let events = text(c, "#events").await;
     assert!(
         events.contains("user.lock") && events.contains("olga@tuff.example"),
