@@ -26,6 +26,11 @@ impl std::fmt::Debug for Mail {
 pub trait Mailer: Send + Sync {
     /// Whether a mail server is configured at all.
     fn enabled(&self) -> bool;
+    /// Whether mail goes to the development outbox (no SMTP server, a loopback public URL) rather
+    /// than to anyone's mailbox: pages then say where to read it.
+    fn development_outbox(&self) -> bool {
+        false
+    }
     /// Sends one message; returns once the server accepted it.
     async fn send(&self, mail: Mail) -> Result<()>;
 }

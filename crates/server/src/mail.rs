@@ -179,6 +179,10 @@ impl Mailer for Outbox {
         true
     }
 
+    fn development_outbox(&self) -> bool {
+        true
+    }
+
     async fn send(&self, mail: Mail) -> Result<()> {
         let outbox = self.clone();
         let written = tokio::task::spawn_blocking(move || outbox.write(&mail))

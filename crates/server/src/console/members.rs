@@ -55,6 +55,7 @@ struct MembersPage {
     invited: String,
     mail_failed: bool,
     mail: bool,
+    outbox: bool,
     may_invite_owner: bool,
     email: String,
     role: String,
@@ -137,7 +138,8 @@ async fn members_page(
         status,
         &MembersPage {
             may_invite_owner: c.caller.role() == Role::Owner,
-            mail: services.mailer.enabled(),
+            mail: services.mailer.enabled() && !services.mailer.development_outbox(),
+            outbox: services.mailer.development_outbox(),
             members: members.iter().map(MemberRow::of).collect(),
             invites,
             next_invites,
@@ -185,7 +187,10 @@ pub(super) async fn invite(
         .create_invite(&c.caller, &form.email, role, None)
         .await
     {
-        Ok(created) => members_page(&state, c, None, sent(created), StatusCode::OK).await,
+        Ok(created) => {
+            let outbox = state.services().mailer.development_outbox();
+            members_page(&state, c, None, sent(created, outbox), StatusCode::OK).await
+        }
         Err(Error::Invalid(errors)) => {
             let outcome = Outcome {
                 email: form.email,
@@ -200,9 +205,16 @@ pub(super) async fn invite(
 }
 
 /// What the page says after an invitation went out (or the link to share, shown once).
-fn sent(created: CreatedInvite) -> Outcome {
+fn sent(created: CreatedInvite, outbox: bool) -> Outcome {
     let to = created.view.email.clone();
     match created.delivery {
+        Delivery::Sent if outbox => Outcome {
+            notice: Some(format!(
+                "The invitation to {to} is in the development outbox (no SMTP server is configured): \
+                 `secureflows mail list` on the server shows it with its link."
+            )),
+            ..Outcome::default()
+        },
         Delivery::Sent => Outcome {
             notice: Some(format!("An invitation was e-mailed to {to}.")),
             ..Outcome::default()
@@ -235,7 +247,8 @@ pub(super) async fn resend(
         .services()
         .resend_invite(&c.caller, parse_invite(&id)?)
         .await?;
-    members_page(&state, c, None, sent(created), StatusCode::OK).await
+    let outbox = state.services().mailer.development_outbox();
+    members_page(&state, c, None, sent(created, outbox), StatusCode::OK).await
 }
 
 /// `GET …/members/invites/{id}/revoke`: asks first.
