@@ -137,7 +137,7 @@ impl Services {
     pub async fn first_run(
         &self,
         token: &SecretString,
-        form: NewOwnedWorkspace,
+        mut form: NewOwnedWorkspace,
         client: &Actor,
     ) -> Result<OwnedWorkspace> {
         match self.setup_state(token.expose()).await? {
@@ -146,7 +146,7 @@ impl Services {
             SetupState::Done => return Err(Error::Conflict("setup-done")),
         }
         let claim = setup_hash(token.expose());
-        let password = SecretString::new(form.password.expose().to_owned());
+        let password = std::mem::take(&mut form.password);
         self.create_workspace_and_owner(
             form,
             UserId::new(),
@@ -220,7 +220,7 @@ impl Services {
             workspace_name: pending.workspace_name,
             email: pending.email,
             name: pending.name,
-            password: SecretString::new(String::new()),
+            password: SecretString::default(),
         };
         let claim = setup_hash(token.expose());
         self.create_workspace_and_owner(
@@ -236,8 +236,12 @@ impl Services {
 
     /// An open sign-up (`console.open_signup`, checked by the caller): a new workspace on the free
     /// plan, its console client and its OWNER, whose browser is signed in.
-    pub async fn sign_up_workspace(&self, form: NewOwnedWorkspace, client: &Actor) -> Result<OwnedWorkspace> {
-        let password = SecretString::new(form.password.expose().to_owned());
+    pub async fn sign_up_workspace(
+        &self,
+        mut form: NewOwnedWorkspace,
+        client: &Actor,
+    ) -> Result<OwnedWorkspace> {
+        let password = std::mem::take(&mut form.password);
         self.create_workspace_and_owner(
             form,
             UserId::new(),

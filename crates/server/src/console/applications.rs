@@ -9,12 +9,11 @@ use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use secureflows_core::workspace::{ApplicationPatch, NewApplication};
-use secureflows_core::{Application, ApplicationId, ApplicationKind, Error, UpstreamTrust};
-use serde::Deserialize;
+use secureflows_core::{Application, ApplicationKind, Error, UpstreamTrust};
 
-use super::context::{Browser, ConfirmForm, Console, console, console_form};
+use super::context::{Browser, ConfirmForm, Console, console, console_form, path_id};
 use super::views::{Shell, confirm, error_lines, when};
-use crate::pages::{PageError, PageResult, render, see_other};
+use crate::pages::{PageResult, render, see_other};
 use crate::state::AppState;
 
 /// An application as the pages show it.
@@ -72,10 +71,8 @@ impl AppFields {
     }
 }
 
-/// The application form as posted.
-#[derive(Deserialize)]
-pub(super) struct AppForm {
-    csrf: String,
+// The application form as posted.
+crate::pages::csrf_form!(AppForm {
     #[serde(default)]
     name: String,
     kind: Option<String>,
@@ -94,13 +91,7 @@ pub(super) struct AppForm {
     trust_issuer: String,
     #[serde(default)]
     trust_audience: String,
-}
-
-impl super::context::CsrfForm for AppForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
+});
 
 impl AppForm {
     fn fields(&self) -> AppFields {
@@ -338,10 +329,6 @@ pub(super) async fn create(
     }
 }
 
-fn parse_id(id: &str) -> Result<ApplicationId, PageError> {
-    id.parse().map_err(|_| PageError::no_such_page())
-}
-
 /// `GET …/applications/{id}` (OWNER, ADMIN).
 pub(super) async fn show(
     State(state): State<AppState>,
@@ -352,7 +339,7 @@ pub(super) async fn show(
     let c = console(&state, &workspace, &browser, &here).await?;
     let app = state
         .services()
-        .workspace_application(&c.caller, parse_id(&id)?)
+        .workspace_application(&c.caller, path_id(&id)?)
         .await?;
     Ok(app_page(&state, c, &app, None, None, StatusCode::OK))
 }
@@ -365,7 +352,7 @@ pub(super) async fn update(
 ) -> PageResult {
     let here = format!("/console/w/{workspace}/applications/{id}");
     let (mut c, form, _): (_, AppForm, _) = console_form(&state, &workspace, &here, request).await?;
-    let id = parse_id(&id)?;
+    let id = path_id(&id)?;
     let services = state.services();
     let stored = services.workspace_application(&c.caller, id).await?;
     let saved = match form.settings(stored.trust.as_ref()) {
@@ -390,18 +377,15 @@ pub(super) async fn update(
             Ok(app_page(&state, c, &app, None, None, StatusCode::OK))
         }
         Err(Error::Invalid(errors)) => {
-            let app = services.workspace_application(&c.caller, id).await?;
             let lines = error_lines(&errors, field_label);
-            let mut page = app_page(
+            Ok(app_page(
                 &state,
                 c,
-                &app,
+                &stored,
                 None,
                 Some((form.fields(), lines)),
                 StatusCode::UNPROCESSABLE_ENTITY,
-            );
-            *page.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
-            Ok(page)
+            ))
         }
         Err(e) => Err(e.into()),
     }
@@ -417,7 +401,7 @@ pub(super) async fn confirm_rotate(
     let c = console(&state, &workspace, &browser, &here).await?;
     let app = state
         .services()
-        .workspace_application(&c.caller, parse_id(&id)?)
+        .workspace_application(&c.caller, path_id(&id)?)
         .await?;
     Ok(confirm_page(
         c,
@@ -439,7 +423,7 @@ pub(super) async fn rotate(
     let here = format!("/console/w/{workspace}/applications/{id}/secret");
     let (mut c, form, _): (_, ConfirmForm, _) = console_form(&state, &workspace, &here, request).await?;
     form.confirmed()?;
-    let id = parse_id(&id)?;
+    let id = path_id(&id)?;
     let services = state.services();
     let secret = services.rotate_application_secret(&c.caller, id).await?;
     let app = services.workspace_application(&c.caller, id).await?;
@@ -464,7 +448,7 @@ pub(super) async fn confirm_delete(
     let c = console(&state, &workspace, &browser, &here).await?;
     let app = state
         .services()
-        .workspace_application(&c.caller, parse_id(&id)?)
+        .workspace_application(&c.caller, path_id(&id)?)
         .await?;
     Ok(confirm_page(
         c,
@@ -488,7 +472,7 @@ pub(super) async fn delete(
     form.confirmed()?;
     state
         .services()
-        .delete_application(&c.caller, parse_id(&id)?)
+        .delete_application(&c.caller, path_id(&id)?)
         .await?;
     Ok(see_other(&c.path("/applications")))
 }

@@ -275,7 +275,7 @@ pub(super) async fn console(
 }
 
 /// A console form post: the console (signed in), the form (CSRF, Origin and Fetch Metadata checked).
-pub(super) async fn console_form<T: serde::de::DeserializeOwned + CsrfForm>(
+pub(super) async fn console_form<T: CsrfForm>(
     state: &AppState,
     workspace: &str,
     here: &str,
@@ -294,9 +294,11 @@ pub(super) async fn console_form<T: serde::de::DeserializeOwned + CsrfForm>(
     Ok((console, form, browser))
 }
 
-/// A form that carries the CSRF token.
-pub(super) trait CsrfForm {
-    fn csrf(&self) -> &str;
+pub(super) use crate::pages::CsrfForm;
+
+/// An id from a page's path: one that cannot exist is "no such page", like another workspace's.
+pub(super) fn path_id<T: std::str::FromStr>(id: &str) -> PageResult<T> {
+    id.parse().map_err(|_| PageError::no_such_page())
 }
 
 /// The page for a member who is not an OWNER or ADMIN of the workspace.
@@ -321,24 +323,7 @@ pub(super) fn with_cookies(
     response
 }
 
-/// A form that carries only its CSRF token (and, optionally, more fields).
-macro_rules! csrf_only_form {
-    ($name:ident $({ $($field:ident : $ty:ty),* $(,)? })?) => {
-        #[derive(serde::Deserialize)]
-        pub(super) struct $name {
-            pub csrf: String,
-            $($(pub $field: $ty,)*)?
-        }
-
-        impl $crate::console::context::CsrfForm for $name {
-            fn csrf(&self) -> &str {
-                &self.csrf
-            }
-        }
-    };
-}
-
-csrf_only_form!(ConfirmForm { confirm: String });
+crate::pages::csrf_form!(ConfirmForm { confirm: String });
 
 impl ConfirmForm {
     /// The person pressed a confirmation page's button (not some other form's).
@@ -352,4 +337,4 @@ impl ConfirmForm {
 }
 
 // A form that carries only its CSRF token.
-csrf_only_form!(PlainForm);
+crate::pages::csrf_form!(PlainForm);

@@ -9,9 +9,9 @@ use secureflows_core::members::{CreatedInvite, Delivery};
 use secureflows_core::{Error, InviteId, Role};
 use serde::Deserialize;
 
-use super::context::{Browser, ConfirmForm, Console, PlainForm, console, console_form};
+use super::context::{Browser, ConfirmForm, Console, PlainForm, console, console_form, path_id};
 use super::views::{Shell, confirm, error_lines, role_label, when};
-use crate::pages::{PageError, PageResult, render, see_other};
+use crate::pages::{PageResult, render, see_other};
 use crate::state::AppState;
 
 /// A member as the list shows them.
@@ -158,20 +158,12 @@ async fn members_page(
     ))
 }
 
-#[derive(Deserialize)]
-pub(super) struct InviteForm {
-    csrf: String,
+crate::pages::csrf_form!(InviteForm {
     #[serde(default)]
     email: String,
     #[serde(default)]
     role: String,
-}
-
-impl super::context::CsrfForm for InviteForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
+});
 
 /// `POST …/members/invites` (OWNER, ADMIN; an OWNER invites OWNERs).
 pub(super) async fn invite(
@@ -231,10 +223,6 @@ fn sent(created: CreatedInvite, outbox: bool) -> Outcome {
     }
 }
 
-fn parse_invite(id: &str) -> Result<InviteId, PageError> {
-    id.parse().map_err(|_| PageError::no_such_page())
-}
-
 /// `POST …/members/invites/{id}/resend`: a new link to the same address; the old one stops working.
 pub(super) async fn resend(
     State(state): State<AppState>,
@@ -243,10 +231,7 @@ pub(super) async fn resend(
 ) -> PageResult {
     let here = format!("/console/w/{workspace}/members");
     let (c, _form, _): (_, PlainForm, _) = console_form(&state, &workspace, &here, request).await?;
-    let created = state
-        .services()
-        .resend_invite(&c.caller, parse_invite(&id)?)
-        .await?;
+    let created = state.services().resend_invite(&c.caller, path_id(&id)?).await?;
     let outbox = state.services().mailer.development_outbox();
     members_page(&state, c, None, sent(created, outbox), StatusCode::OK).await
 }
@@ -259,7 +244,7 @@ pub(super) async fn confirm_revoke(
 ) -> PageResult {
     let here = format!("/console/w/{workspace}/members/invites/{id}/revoke");
     let c = console(&state, &workspace, &browser, &here).await?;
-    parse_invite(&id)?;
+    path_id::<secureflows_core::InviteId>(&id)?;
     let action = c.path(&format!("/members/invites/{id}/revoke"));
     let back = c.path("/members");
     Ok(confirm(
@@ -281,9 +266,6 @@ pub(super) async fn revoke(
     let here = format!("/console/w/{workspace}/members/invites/{id}/revoke");
     let (c, form, _): (_, ConfirmForm, _) = console_form(&state, &workspace, &here, request).await?;
     form.confirmed()?;
-    state
-        .services()
-        .revoke_invite(&c.caller, parse_invite(&id)?)
-        .await?;
+    state.services().revoke_invite(&c.caller, path_id(&id)?).await?;
     Ok(see_other(&c.path("/members")))
 }

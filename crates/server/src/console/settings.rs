@@ -7,11 +7,10 @@ use axum::http::StatusCode;
 use secureflows_core::login::federation::NewProvider;
 use secureflows_core::login::password::PasswordPolicy;
 use secureflows_core::login::{Branding, LoginPolicy, MfaRequirement, SignupMode};
-use secureflows_core::{Error, FieldError, ProviderId, ProviderKind, Role};
+use secureflows_core::{Error, FieldError, ProviderKind, Role};
 use secureflows_crypto::SecretString;
-use serde::Deserialize;
 
-use super::context::{Browser, ConfirmForm, Console, CsrfForm, console, console_form};
+use super::context::{Browser, ConfirmForm, Console, console, console_form, path_id};
 use super::views::{Shell, confirm, error_lines};
 use crate::pages::{PageError, PageResult, render, see_other};
 use crate::state::AppState;
@@ -157,18 +156,10 @@ async fn answer(state: &AppState, mut c: Console, done: Result<(), Error>, notic
     }
 }
 
-#[derive(Deserialize)]
-pub(super) struct NameForm {
-    csrf: String,
+crate::pages::csrf_form!(NameForm {
     #[serde(default)]
     name: String,
-}
-
-impl CsrfForm for NameForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
+});
 
 /// `POST …/settings/name` (OWNER, ADMIN).
 pub(super) async fn rename(
@@ -186,20 +177,12 @@ pub(super) async fn rename(
     answer(&state, c, done, "The workspace is renamed.").await
 }
 
-#[derive(Deserialize)]
-pub(super) struct BrandingForm {
-    csrf: String,
+crate::pages::csrf_form!(BrandingForm {
     #[serde(default)]
     color: String,
     #[serde(default)]
     logo_url: String,
-}
-
-impl CsrfForm for BrandingForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
+});
 
 /// `POST …/settings/branding` (OWNER, ADMIN).
 pub(super) async fn branding(
@@ -228,22 +211,14 @@ pub(super) async fn branding(
     .await
 }
 
-#[derive(Deserialize)]
-pub(super) struct PolicyForm {
-    csrf: String,
+crate::pages::csrf_form!(PolicyForm {
     #[serde(default)]
     password: String,
     #[serde(default)]
     mfa: String,
     #[serde(default)]
     signup: String,
-}
-
-impl CsrfForm for PolicyForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
+});
 
 /// `POST …/settings/policy` (OWNER).
 pub(super) async fn policy(
@@ -276,9 +251,7 @@ pub(super) async fn policy(
     answer(&state, c, done, "The sign-in policy is saved.").await
 }
 
-#[derive(Deserialize)]
-pub(super) struct ProviderForm {
-    csrf: String,
+crate::pages::csrf_form!(ProviderForm {
     #[serde(default)]
     kind: String,
     #[serde(default)]
@@ -288,13 +261,7 @@ pub(super) struct ProviderForm {
     #[serde(default)]
     client_id: String,
     client_secret: Option<SecretString>,
-}
-
-impl CsrfForm for ProviderForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
+});
 
 /// `POST …/settings/providers` (OWNER, ADMIN).
 pub(super) async fn add_provider(
@@ -325,10 +292,6 @@ pub(super) async fn add_provider(
     answer(&state, c, done, "The provider is added to the sign-in page.").await
 }
 
-fn parse_provider(id: &str) -> Result<ProviderId, PageError> {
-    id.parse().map_err(|_| PageError::no_such_page())
-}
-
 /// `GET …/settings/providers/{id}/remove`: asks first.
 pub(super) async fn confirm_remove(
     State(state): State<AppState>,
@@ -337,7 +300,7 @@ pub(super) async fn confirm_remove(
 ) -> PageResult {
     let here = format!("/console/w/{workspace}/settings/providers/{id}/remove");
     let c = console(&state, &workspace, &browser, &here).await?;
-    let id = parse_provider(&id)?;
+    let id = path_id(&id)?;
     let providers = state.services().list_identity_providers(&c.caller).await?;
     let provider = providers
         .into_iter()
@@ -366,7 +329,7 @@ pub(super) async fn remove_provider(
     form.confirmed()?;
     state
         .services()
-        .remove_identity_provider(&c.caller, parse_provider(&id)?)
+        .remove_identity_provider(&c.caller, path_id(&id)?)
         .await?;
     Ok(see_other(&c.path("/settings")))
 }

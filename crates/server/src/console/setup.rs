@@ -58,9 +58,7 @@ pub(super) struct SetupQuery {
     token: Option<String>,
 }
 
-#[derive(Deserialize)]
-pub(super) struct OwnerForm {
-    csrf: String,
+crate::pages::csrf_form!(OwnerForm {
     token: Option<String>,
     #[serde(default)]
     workspace_name: String,
@@ -70,13 +68,7 @@ pub(super) struct OwnerForm {
     password: Option<SecretString>,
     /// A passkey's answer (the first run with a passkey).
     credential: Option<String>,
-}
-
-impl CsrfForm for OwnerForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
+});
 
 fn way_on() -> (String, String) {
     (PATH.into(), "Go to the console".into())
@@ -153,7 +145,7 @@ pub(super) async fn passkey_options(State(state): State<AppState>, request: Requ
         workspace_name: form.workspace_name,
         email: form.email,
         name: form.name,
-        password: SecretString::new(String::new()),
+        password: SecretString::default(),
     };
     match state
         .services()
@@ -293,7 +285,7 @@ async fn submit(state: &AppState, browser: Browser, form: OwnerForm, kind: Kind)
         workspace_name: form.workspace_name,
         email: form.email,
         name: form.name,
-        password: form.password.unwrap_or_else(|| SecretString::new(String::new())),
+        password: form.password.unwrap_or_default(),
     };
     let services = state.services();
     let made = match &kind {

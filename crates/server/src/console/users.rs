@@ -10,7 +10,7 @@ use secureflows_core::vault::VaultKey;
 use secureflows_core::{ApplicationId, Role, UserId, UserStatus};
 use serde::Deserialize;
 
-use super::context::{Browser, ConfirmForm, Console, PlainForm, console, console_form};
+use super::context::{Browser, ConfirmForm, Console, PlainForm, console, console_form, path_id};
 use super::members::MemberRow;
 use super::views::{Shell, confirm, role_label, when};
 use crate::pages::{PageError, PageResult, render, see_other};
@@ -72,18 +72,10 @@ fn users_page(
     )
 }
 
-#[derive(Deserialize)]
-pub(super) struct SearchForm {
-    csrf: String,
+crate::pages::csrf_form!(SearchForm {
     #[serde(default)]
     email: String,
-}
-
-impl super::context::CsrfForm for SearchForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
+});
 
 /// `POST …/users` (OWNER, ADMIN): the user with exactly this address, found through its blind index.
 /// A form post, so that the address never sits in a URL (proxies log those).
@@ -148,10 +140,6 @@ struct UserPage {
     revealed: Option<(String, String)>,
 }
 
-fn parse_user(id: &str) -> Result<UserId, PageError> {
-    id.parse().map_err(|_| PageError::no_such_page())
-}
-
 /// `GET …/users/{id}` (OWNER, ADMIN).
 pub(super) async fn show(
     State(state): State<AppState>,
@@ -161,7 +149,7 @@ pub(super) async fn show(
 ) -> PageResult {
     let here = format!("/console/w/{workspace}/users/{id}");
     let c = console(&state, &workspace, &browser, &here).await?;
-    user_page(&state, c, parse_user(&id)?, q.vault.is_some(), None).await
+    user_page(&state, c, path_id(&id)?, q.vault.is_some(), None).await
 }
 
 #[derive(Deserialize)]
@@ -280,23 +268,13 @@ pub(super) async fn unlock(
 ) -> PageResult {
     let here = format!("/console/w/{workspace}/users/{id}");
     let (mut c, _form, _): (_, PlainForm, _) = console_form(&state, &workspace, &here, request).await?;
-    let id = parse_user(&id)?;
+    let id = path_id(&id)?;
     state.services().set_member_locked(&c.caller, id, false).await?;
     c.shell.notice = Some("Unlocked: they can sign in again.".into());
     user_page(&state, c, id, false, None).await
 }
 
-#[derive(Deserialize)]
-pub(super) struct RoleForm {
-    csrf: String,
-    role: String,
-}
-
-impl super::context::CsrfForm for RoleForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
+crate::pages::csrf_form!(RoleForm { role: String });
 
 /// `POST …/users/{id}/role` (OWNER, ADMIN; OWNER for OWNER): the member's sessions end with it.
 pub(super) async fn change_role(
@@ -306,14 +284,13 @@ pub(super) async fn change_role(
 ) -> PageResult {
     let here = format!("/console/w/{workspace}/users/{id}");
     let (mut c, form, _): (_, RoleForm, _) = console_form(&state, &workspace, &here, request).await?;
-    let id = parse_user(&id)?;
+    let id = path_id(&id)?;
     let role = Role::parse(&form.role).ok_or_else(PageError::incomplete_form)?;
+    state.services().set_member_role(&c.caller, id, role).await?;
     if id == c.caller.token.user {
-        // Changing one's own role ends one's own console session: it is done here, then signed in again.
-        state.services().set_member_role(&c.caller, id, role).await?;
+        // Changing one's own role ends one's own console session: on to sign in again.
         return Ok(see_other(&c.path("")));
     }
-    state.services().set_member_role(&c.caller, id, role).await?;
     c.shell.notice = Some(format!("The role is now {}.", role_label(role)));
     user_page(&state, c, id, false, None).await
 }
@@ -369,7 +346,7 @@ pub(super) async fn confirm_drastic(
     let here = format!("/console/w/{workspace}/users/{id}/{what}");
     let c = console(&state, &workspace, &browser, &here).await?;
     let action = Drastic::of(&what).ok_or_else(PageError::no_such_page)?;
-    let member = state.services().get_member(&c.caller, parse_user(&id)?).await?;
+    let member = state.services().get_member(&c.caller, path_id(&id)?).await?;
     let (heading, message, button) = action.words(member.email.as_deref().unwrap_or("this user"));
     let post = c.path(&format!("/users/{id}/{what}"));
     let back = c.path(&format!("/users/{id}"));
@@ -386,7 +363,7 @@ pub(super) async fn drastic(
     let (mut c, form, _): (_, ConfirmForm, _) = console_form(&state, &workspace, &here, request).await?;
     form.confirmed()?;
     let action = Drastic::of(&what).ok_or_else(PageError::no_such_page)?;
-    let id = parse_user(&id)?;
+    let id = path_id(&id)?;
     let services = state.services();
     match action {
         Drastic::Lock => {
@@ -417,7 +394,7 @@ pub(super) async fn read_value(
 ) -> PageResult {
     let here = format!("/console/w/{workspace}/users/{id}");
     let (c, _form, _): (_, PlainForm, _) = console_form(&state, &workspace, &here, request).await?;
-    let id = parse_user(&id)?;
+    let id = path_id(&id)?;
     let application: ApplicationId = application.parse().map_err(|_| PageError::no_such_page())?;
     let key = VaultKey::parse(&key)?;
     let value = state

@@ -209,10 +209,7 @@ impl PageContext {
     }
 }
 
-/// A form that carries the CSRF token.
-pub(super) trait CsrfForm: serde::de::DeserializeOwned + Send {
-    fn csrf(&self) -> &str;
-}
+pub(super) use crate::pages::CsrfForm;
 
 /// Reads a page's form post: the page context, the form (CSRF and Origin checked) and the request's
 /// actor.
@@ -235,20 +232,4 @@ pub(super) async fn form_post<T: CsrfForm>(
     Ok((ctx, form, actor))
 }
 
-/// Forms that carry only their CSRF token and, optionally, a flow.
-macro_rules! csrf_form {
-    ($name:ident { $($(#[$meta:meta])* $field:ident : $ty:ty),* $(,)? }) => {
-        #[derive(serde::Deserialize)]
-        pub(super) struct $name {
-            pub csrf: String,
-            $($(#[$meta])* pub $field: $ty,)*
-        }
-
-        impl $crate::hosted::context::CsrfForm for $name {
-            fn csrf(&self) -> &str {
-                &self.csrf
-            }
-        }
-    };
-}
-pub(super) use csrf_form;
+pub(super) use crate::pages::csrf_form;

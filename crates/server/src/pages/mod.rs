@@ -31,6 +31,30 @@ pub async fn frame_cookie(request: axum::extract::Request, next: axum::middlewar
     response
 }
 
+/// A form that carries the CSRF token (hosted login and console alike).
+pub trait CsrfForm: serde::de::DeserializeOwned + Send {
+    /// The token the page put in the form.
+    fn csrf(&self) -> &str;
+}
+
+/// A form of CSRF token and the given fields, deserialized from a post.
+macro_rules! csrf_form {
+    ($name:ident $({ $($(#[$meta:meta])* $field:ident : $ty:ty),* $(,)? })?) => {
+        #[derive(serde::Deserialize)]
+        pub(super) struct $name {
+            pub csrf: String,
+            $($($(#[$meta])* pub $field: $ty,)*)?
+        }
+
+        impl $crate::pages::CsrfForm for $name {
+            fn csrf(&self) -> &str {
+                &self.csrf
+            }
+        }
+    };
+}
+pub(crate) use csrf_form;
+
 /// Pages may load our own style sheet and script, nothing else; no framing.
 pub const PAGE_CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; connect-src 'self'; \
                             img-src 'self' data: https:; \
