@@ -25,6 +25,8 @@ pub struct DomainSettings {
     pub default_token_ttl: Duration,
     /// Default vault data lifetime of new applications.
     pub default_data_ttl: Duration,
+    /// Shortest access-token lifetime an application may have.
+    pub min_token_ttl: Duration,
     /// Longest access-token lifetime an application may have.
     pub max_token_ttl: Duration,
     /// Hosted login.
@@ -37,6 +39,7 @@ impl Default for DomainSettings {
             leeway: Duration::from_secs(30),
             default_token_ttl: Duration::from_secs(15 * 60),
             default_data_ttl: Duration::from_secs(24 * 3600),
+            min_token_ttl: Duration::from_secs(60),
             max_token_ttl: Duration::from_secs(24 * 3600),
             login: LoginSettings::default(),
         }

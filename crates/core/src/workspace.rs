@@ -503,11 +503,12 @@ impl Services {
                 });
             }
         }
-        if app.token_ttl < MIN_TTL || app.token_ttl > self.settings.max_token_ttl {
+        if app.token_ttl < self.settings.min_token_ttl || app.token_ttl > self.settings.max_token_ttl {
             errors.push(FieldError {
                 field: "token_ttl".into(),
                 message: format!(
-                    "must be between 1 minute and {} seconds",
+                    "must be between {} and {} seconds",
+                    self.settings.min_token_ttl.as_secs(),
                     self.settings.max_token_ttl.as_secs()
                 ),
             });

@@ -351,6 +351,7 @@ pub async fn open(
         leeway: Duration::from_secs(config.tokens.leeway_secs),
         default_token_ttl: Duration::from_secs(config.tokens.default_ttl_secs),
         default_data_ttl: Duration::from_secs(24 * 3600),
+        min_token_ttl: Duration::from_secs(config.tokens.min_ttl_secs),
         max_token_ttl: Duration::from_secs(config.tokens.max_ttl_secs),
         login: LoginSettings {
             max_failures: config.login.max_failures,

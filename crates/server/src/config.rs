@@ -253,6 +253,8 @@ pub struct TokensConfig {
     pub leeway_secs: u64,
     /// Default access-token lifetime of new applications.
     pub default_ttl_secs: u64,
+    /// Shortest access-token lifetime an application may set (tests of expiry lower it).
+    pub min_ttl_secs: u64,
     /// Longest access-token lifetime an application may set.
     pub max_ttl_secs: u64,
     /// Verified tokens remembered (each saves a signature verification).
@@ -264,6 +266,7 @@ impl Default for TokensConfig {
         TokensConfig {
             leeway_secs: 30,
             default_ttl_secs: 900,
+            min_ttl_secs: 60,
             max_ttl_secs: 86_400,
             cache_entries: 100_000,
         }
@@ -463,10 +466,15 @@ impl Config {
         {
             return err("server.public_url", "must be an absolute http(s) URL");
         }
-        if self.tokens.default_ttl_secs < 60 || self.tokens.default_ttl_secs > self.tokens.max_ttl_secs {
+        if self.tokens.min_ttl_secs == 0 || self.tokens.min_ttl_secs > self.tokens.max_ttl_secs {
+            return err("tokens.min_ttl_secs", "must be at least 1 and at most tokens.max_ttl_secs");
+        }
+        if self.tokens.default_ttl_secs < self.tokens.min_ttl_secs.max(60)
+            || self.tokens.default_ttl_secs > self.tokens.max_ttl_secs
+        {
             return err(
                 "tokens.default_ttl_secs",
-                "must be at least 60 and at most tokens.max_ttl_secs",
+                "must be at least 60 (and tokens.min_ttl_secs) and at most tokens.max_ttl_secs",
             );
         }
         if !matches!(self.smtp.tls.as_str(), "starttls" | "tls" | "none") {

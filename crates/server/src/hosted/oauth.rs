@@ -119,6 +119,8 @@ fn provider_metadata(state: &AppState, ws: WorkspaceId) -> serde_json::Value {
         "introspection_endpoint": format!("{issuer}/introspect"),
         "end_session_endpoint": format!("{issuer}/logout"),
         "jwks_uri": format!("{}/.well-known/jwks.json", state.issuer()),
+        // Where this issuer's applications call the Session API (secureflows-js reads it).
+        "secureflows_session_api": format!("{}/api/v1", state.issuer()),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code", "refresh_token"],
