@@ -467,7 +467,10 @@ impl Config {
             return err("server.public_url", "must be an absolute http(s) URL");
         }
         if self.tokens.min_ttl_secs == 0 || self.tokens.min_ttl_secs > self.tokens.max_ttl_secs {
-            return err("tokens.min_ttl_secs", "must be at least 1 and at most tokens.max_ttl_secs");
+            return err(
+                "tokens.min_ttl_secs",
+                "must be at least 1 and at most tokens.max_ttl_secs",
+            );
         }
         if self.tokens.default_ttl_secs < self.tokens.min_ttl_secs.max(60)
             || self.tokens.default_ttl_secs > self.tokens.max_ttl_secs

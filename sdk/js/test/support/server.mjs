@@ -33,14 +33,14 @@ export function freePort() {
 }
 
 /** TOML every test server shares: expiry is exact (no leeway), tokens may live one second, and the
- * tests' many anonymous sign-ins from one address are not throttled. */
-const BASE_CONFIG = `
+ * tests' many anonymous sign-ins from one address are not throttled (unless a test asks). */
+const baseConfig = (attemptsPerMinute) => `
 [tokens]
 leeway_secs = 0
 min_ttl_secs = 1
 
 [login]
-attempts_per_minute = 100000
+attempts_per_minute = ${attemptsPerMinute}
 
 [plans.free]
 max_value_bytes = 1024
@@ -53,7 +53,7 @@ max_keys_per_user = 3
  * Starts a server. `config` is TOML appended to the shared configuration; `setup(cli)` runs before the
  * server starts and may create workspaces and applications; what it returns is `server.fixture`.
  */
-export async function startServer({ config = "", setup = async () => ({}) } = {}) {
+export async function startServer({ config = "", setup = async () => ({}), attemptsPerMinute = 100000 } = {}) {
   const bin = binary();
   if (!existsSync(bin)) {
     throw new Error(`no secureflows binary at ${bin}: build it with \`cargo build -p secureflows\` or set SECUREFLOWS_BIN`);
@@ -62,7 +62,7 @@ export async function startServer({ config = "", setup = async () => ({}) } = {}
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   const configFile = join(dir, "config.toml");
-  await writeFile(configFile, BASE_CONFIG + config);
+  await writeFile(configFile, baseConfig(attemptsPerMinute) + config);
   const env = {
     ...process.env,
     SECUREFLOWS_CONFIG: configFile,
