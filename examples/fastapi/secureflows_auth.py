@@ -5,7 +5,8 @@ them and refetches once on an unknown ``kid``). A token is accepted when its sig
 key its ``kid`` names, for that key's algorithm, its ``typ`` is ``sf-session+jwt``, ``iss`` is the
 workspace issuer, ``aud`` is this application's client id and it has not expired. An expired token is
 answered 410 (the user's data is intact; the front end signs in again), anything else 401 — both as
-``application/problem+json``, like the Session API.
+``application/problem+json``, like the Session API. When the issuer's keys cannot be fetched the answer
+is 503: nobody's token is judged.
 
 Revocation is visible only to secureFlows: to refuse a signed-out session at once, ask the Session API.
 """
@@ -13,6 +14,8 @@ Revocation is visible only to secureFlows: to refuse a signed-out session at onc
 from __future__ import annotations
 
 import json
+import threading
+import time
 import urllib.request
 from typing import Any
 
@@ -21,6 +24,7 @@ from fastapi import HTTPException, Request
 
 SESSION_TOKEN_TYPE = "sf-session+jwt"
 ALGORITHMS = ["RS256", "EdDSA"]
+REFETCH_INTERVAL = 10.0
 
 
 class Problem(HTTPException):
@@ -52,7 +56,29 @@ class SessionTokenVerifier:
         # OpenID Connect Discovery 1.0 §4.3: the document must name the issuer asked for.
         if metadata.get("issuer") != self.issuer:
             raise ValueError("the discovery document names another issuer")
-        self.jwks = jwt.PyJWKClient(metadata["jwks_uri"], cache_keys=True, lifespan=600, timeout=10)
+        # The key set is cached for ten minutes; no per-kid cache, so a key the issuer removed stops
+        # verifying when the set is next fetched.
+        self.jwks = jwt.PyJWKClient(metadata["jwks_uri"], cache_keys=False, lifespan=600, timeout=10)
+        self._refetched_at = 0.0
+        self._lock = threading.Lock()
+
+    def _key(self, kid: str) -> jwt.PyJWK:
+        """The key named ``kid``; an unknown one refetches the set at most every 10 seconds."""
+        try:
+            for key in self.jwks.get_jwk_set().keys:
+                if key.key_id == kid:
+                    return key
+            with self._lock:
+                if time.monotonic() - self._refetched_at < REFETCH_INTERVAL:
+                    raise _invalid("no key of the issuer has this token's kid")
+                self._refetched_at = time.monotonic()
+            for key in self.jwks.get_jwk_set(refresh=True).keys:
+                if key.key_id == kid:
+                    return key
+        except (jwt.PyJWKClientError, jwt.exceptions.PyJWKSetError) as e:
+            # The issuer's keys cannot be had: nobody's token is judged (503), not this one refused.
+            raise Problem(503, "service-unavailable", "Issuer unavailable", "the issuer's keys cannot be fetched") from e
+        raise _invalid("no key of the issuer has this token's kid")
 
     def verify(self, token: str) -> dict[str, Any]:
         try:
@@ -61,10 +87,10 @@ class SessionTokenVerifier:
             raise _invalid("the token is not a JWT") from e
         if str(header.get("typ", "")).lower() != SESSION_TOKEN_TYPE:
             raise _invalid("the token is not a session token")
-        try:
-            key = self.jwks.get_signing_key_from_jwt(token)
-        except (jwt.PyJWKClientError, jwt.InvalidTokenError) as e:
-            raise _invalid("no key of the issuer has this token's kid") from e
+        kid = header.get("kid")
+        if not isinstance(kid, str):
+            raise _invalid("the token names no key")
+        key = self._key(kid)
         # The key fixes the algorithm (never the token's header alone).
         algorithm = key.algorithm_name
         if algorithm not in ALGORITHMS or header.get("alg") != algorithm:

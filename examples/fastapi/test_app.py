@@ -186,3 +186,13 @@ def test_wrong_audience_issuer_or_type_is_401(secureflows, backend):
     # same instance keys): the issuer does not match.
     with run_backend(secureflows["other_issuer"], secureflows["web"]) as other:
         assert_problem(me(other, anonymous(secureflows, secureflows["web"])), 401, "invalid-token")
+
+
+def test_an_issuer_whose_keys_cannot_be_fetched_is_503_not_401(secureflows):
+    from secureflows_auth import Problem, SessionTokenVerifier
+
+    verifier = SessionTokenVerifier(secureflows["issuer"], secureflows["web"])
+    verifier.jwks.uri = "http://127.0.0.1:9/.well-known/jwks.json"  # nothing listens there
+    with pytest.raises(Problem) as refused:
+        verifier.verify(anonymous(secureflows, secureflows["web"]))
+    assert refused.value.status_code == 503

@@ -13,8 +13,18 @@
 // public address, https://site.example.com).
 import { Auth } from "@auth/core";
 
-/** The secureFlows provider: Auth.js finds every endpoint through the issuer's discovery document. */
+/**
+ * The secureFlows provider: Auth.js finds every endpoint through the issuer's discovery document and
+ * checks the ID token's claims (iss, aud, exp, nonce). It does not check the ID token's signature: it
+ * relies on the token coming straight from the token endpoint over TLS (OpenID Connect Core §3.1.3.7),
+ * so the issuer must be https — plain http only on a loopback address (development, tests).
+ */
 export function secureFlows({ issuer, clientId, clientSecret }) {
+  const url = new URL(issuer);
+  const loopback = ["127.0.0.1", "[::1]", "localhost"].includes(url.hostname);
+  if (url.protocol !== "https:" && !(url.protocol === "http:" && loopback)) {
+    throw new Error("SECUREFLOWS_ISSUER must be an https URL (http only on a loopback address)");
+  }
   return {
     id: "secureflows",
     name: "secureFlows",
@@ -32,9 +42,12 @@ export function secureFlows({ issuer, clientId, clientSecret }) {
 
 /** The Auth.js configuration of the site. */
 export function authConfig(env = process.env) {
+  // The site's own address comes from AUTH_URL, never from the request's Host or X-Forwarded-Host.
+  if (!env.AUTH_URL) throw new Error("AUTH_URL (the site's public address) is required");
   return {
     basePath: "/api/auth",
     secret: env.AUTH_SECRET,
+    // Safe with AUTH_URL: handleAuth puts every request at the site's configured address first.
     trustHost: true,
     providers: [
       secureFlows({
@@ -59,15 +72,15 @@ export function authConfig(env = process.env) {
 
 /**
  * Handles /api/auth/* (a Fetch API Request in, a Response out): what the Next.js route exports. The
- * site's public address comes from AUTH_URL when set (behind a proxy, Next.js may see another host),
- * so the redirect URI Auth.js sends is exactly the registered one.
+ * site's public address comes from AUTH_URL (behind a proxy, Next.js may see another host), so the
+ * redirect URI Auth.js sends is exactly the registered one.
  */
 export function handleAuth(request, env = process.env) {
-  return Auth(atSiteUrl(request, env.AUTH_URL), authConfig(env));
+  const config = authConfig(env);
+  return Auth(atSiteUrl(request, env.AUTH_URL), config);
 }
 
 function atSiteUrl(request, siteUrl) {
-  if (!siteUrl) return request;
   const url = new URL(request.url);
   return new Request(new URL(url.pathname + url.search, siteUrl), request);
 }

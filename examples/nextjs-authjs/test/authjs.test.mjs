@@ -122,3 +122,10 @@ test("a callback that did not start at this site is refused", async () => {
   const session = await (await browser.fetch(`${site.origin}/api/auth/session`)).json();
   assert.equal(session, null);
 });
+
+test("the configuration refuses a plain-HTTP issuer off loopback, and a site without AUTH_URL", async () => {
+  const { authConfig, secureFlows } = await import("../auth.js");
+  assert.throws(() => secureFlows({ issuer: "http://id.example.com/w/x", clientId: "c", clientSecret: "s" }), /https/);
+  assert.doesNotThrow(() => secureFlows({ issuer: "https://id.example.com/w/x", clientId: "c", clientSecret: "s" }));
+  assert.throws(() => authConfig({ ...env, AUTH_URL: undefined }), /AUTH_URL/);
+});

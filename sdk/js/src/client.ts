@@ -6,7 +6,7 @@
 
 import { discover, normalizeIssuer } from "./discovery.js";
 import type { IssuerMetadata } from "./discovery.js";
-import { LoginError, NotAuthenticatedError, TokenExpiredError, UnauthorizedError } from "./errors.js";
+import { LoginError, NotAuthenticatedError, SecureFlowsError, TokenExpiredError, UnauthorizedError } from "./errors.js";
 import { configurationError, globalFetch, request } from "./http.js";
 import type { Fetch, RetryOptions } from "./http.js";
 import { challengeOf, randomToken } from "./pkce.js";
@@ -111,6 +111,8 @@ export interface SecureFlowsClient {
 interface PendingSignIn {
   readonly verifier: string;
   readonly returnTo: string;
+  /** Started by the client itself because the token expired (not by the user). */
+  readonly renewal?: boolean;
 }
 
 interface Browser {
@@ -158,6 +160,8 @@ class Client implements SecureFlowsClient {
   #token: string | null = null;
   #expiresAt: number | null = null;
   #renewal: { readonly expired: string; readonly done: Promise<void> } | null = null;
+  /** When this page's token came from a renewal the client started, and when that token runs out. */
+  #renewed: { readonly at: number; readonly expiresAt: number | null } | null = null;
   readonly #waiters = new Set<() => void>();
 
   constructor(options: ClientOptions) {
@@ -173,6 +177,10 @@ class Client implements SecureFlowsClient {
       ? new Tabs(options.clientId, {
           onToken: (token, expiresAt) => this.#useToken(token, expiresAt),
           onSignedOut: () => this.#forget(),
+          onRenewalFailed: () => {
+            for (const wake of this.#waiters) wake();
+            this.#waiters.clear();
+          },
           currentToken: () => (this.#live() && this.#token ? { token: this.#token, expiresAt: this.#expiresAt } : null),
         })
       : null;
@@ -215,13 +223,17 @@ class Client implements SecureFlowsClient {
   }
 
   async login(options: LoginOptions = {}): Promise<void> {
+    return this.#signIn(options, false);
+  }
+
+  async #signIn(options: LoginOptions, renewal: boolean): Promise<void> {
     const { location, storage } = requireBrowser("login()");
     const returnTo = new URL(options.returnTo ?? location.href, location.href);
     if (returnTo.origin !== location.origin) throw configurationError("returnTo must be on this origin");
     const metadata = await this.#metadata();
     const state = randomToken();
     const verifier = randomToken();
-    const pending: PendingSignIn = { verifier, returnTo: returnTo.href };
+    const pending: PendingSignIn = renewal ? { verifier, returnTo: returnTo.href, renewal } : { verifier, returnTo: returnTo.href };
     storage.setItem(this.#storagePrefix + state, JSON.stringify(pending));
     const url = new URL(metadata.authorizationEndpoint);
     const params: Record<string, string> = {
@@ -268,13 +280,15 @@ class Client implements SecureFlowsClient {
     const error = params.get("error");
     if (!state || !pending) throw loginError("this answer does not belong to a sign-in started in this tab", error ?? undefined);
     // RFC 9207 §2.4: the answer must come from our issuer (no mix-up with another one).
+    const metadata = await this.#metadata();
     const iss = params.get("iss");
-    if (iss !== null && iss !== this.#issuer) throw loginError("the answer comes from another issuer");
+    if (iss !== null ? iss !== this.#issuer : metadata.issParameter) {
+      throw loginError("the answer does not come from this issuer");
+    }
     if (error) throw loginError(params.get("error_description") ?? error, error);
     const code = params.get("code");
     if (!code) throw loginError("the answer carries no code");
 
-    const metadata = await this.#metadata();
     const response = await request(this.#fetch, `${metadata.sessionApi}/auth/callback`, {
       method: "POST",
       headers: { "content-type": "application/json", accept: "application/json" },
@@ -288,6 +302,7 @@ class Client implements SecureFlowsClient {
     const body = (await response.json()) as { sessionToken?: unknown; expiresIn?: unknown };
     if (typeof body.sessionToken !== "string") throw loginError("the server answered no session token");
     const expiresAt = typeof body.expiresIn === "number" ? Date.now() + body.expiresIn * 1000 : null;
+    if (pending.renewal === true) this.#renewed = { at: Date.now(), expiresAt };
     this.#useToken(body.sessionToken, expiresAt);
     this.#tabs?.shareToken(body.sessionToken, expiresAt);
     return { returnTo };
@@ -347,13 +362,19 @@ class Client implements SecureFlowsClient {
     const tabs = this.#tabs;
     const b = browser();
     if (!tabs || !b) throw error;
+    // A token from a renewal that is refused as expired before half its lifetime has passed means the
+    // server will refuse the next one too (clocks apart): signing in again would loop. Give up instead.
+    const renewed = this.#renewed;
+    if (renewed) {
+      const lifetime = renewed.expiresAt === null ? 60_000 : renewed.expiresAt - renewed.at;
+      if (Date.now() - renewed.at < lifetime / 2) throw error;
+    }
     await tabs.electLeader(
       () => this.#token !== null,
-      () => this.login({ returnTo: b.location.href }),
+      () => this.#signIn({ returnTo: b.location.href }, true),
     );
     // The leading tab is navigating away; the others wait for its token.
-    const renewed = await this.#tokenOtherThan(expired, RENEWAL_WAIT_MS);
-    if (!renewed) throw error;
+    if (!(await this.#tokenOtherThan(expired, RENEWAL_WAIT_MS))) throw error;
   }
 
   /** A Session API call with the token; a 410 renews the token and the call is made again once. */
@@ -387,7 +408,7 @@ class Client implements SecureFlowsClient {
       const response = await this.#call("GET", path);
       return (await decodeValue(response)) as T;
     } catch (e) {
-      if (e instanceof Error && (e as { status?: unknown }).status === 404) return undefined;
+      if (e instanceof SecureFlowsError && e.status === 404 && e.slug === "not-found") return undefined;
       throw e;
     }
   }
@@ -406,7 +427,7 @@ class Client implements SecureFlowsClient {
       await this.#call("DELETE", path);
       return true;
     } catch (e) {
-      if (e instanceof Error && (e as { status?: unknown }).status === 404) return false;
+      if (e instanceof SecureFlowsError && e.status === 404 && e.slug === "not-found") return false;
       throw e;
     }
   }

@@ -1,6 +1,7 @@
 /** The workspace issuer's OpenID Provider metadata (OpenID Connect Discovery 1.0), cached. */
 
-import { configurationError, request } from "./http.js";
+import { PROBLEM_TYPE_PREFIX, SecureFlowsError } from "./errors.js";
+import { configurationError, send } from "./http.js";
 import type { Fetch } from "./http.js";
 
 /** @internal What the SDK reads of the metadata. */
@@ -10,10 +11,33 @@ export interface IssuerMetadata {
   readonly jwksUri: string;
   /** The Session API's base URL (`…/api/v1`). */
   readonly sessionApi: string;
+  /** Whether authorization answers carry `iss` (RFC 9207). */
+  readonly issParameter: boolean;
 }
 
 const TTL_MS = 5 * 60 * 1000;
-const cache = new Map<string, { at: number; metadata: Promise<IssuerMetadata> }>();
+/** A failed fetch is remembered this long, so that a failing issuer is not asked on every call. */
+export const FAILURE_BACKOFF_MS = 2 * 1000;
+const cache = new Map<string, { at: number; failed: boolean; metadata: Promise<IssuerMetadata> }>();
+
+/**
+ * @internal A JSON document the issuer publishes (discovery, JWKS). Any answer but a 2xx JSON object is
+ * a `SecureFlowsError` of its own (the issuer is unavailable or misconfigured) — never one of the
+ * classes a token's verdict uses, whatever status the issuer answered.
+ */
+export async function issuerDocument(fetcher: Fetch, url: string, what: string): Promise<Record<string, unknown>> {
+  const response = await send(fetcher, url, { headers: { accept: "application/json" } });
+  const body: unknown = response.ok ? await response.json().catch(() => null) : null;
+  if (body === null || typeof body !== "object" || Array.isArray(body)) {
+    throw new SecureFlowsError({
+      status: 503,
+      type: `${PROBLEM_TYPE_PREFIX}service-unavailable`,
+      title: "Issuer unavailable",
+      detail: response.ok ? `the issuer's ${what} is not a JSON object` : `the issuer's ${what} answered ${response.status}`,
+    });
+  }
+  return body as Record<string, unknown>;
+}
 
 /** @internal The issuer without a trailing slash: the form the server's `iss` has. */
 export function normalizeIssuer(issuer: string): string {
@@ -30,24 +54,22 @@ export function normalizeIssuer(issuer: string): string {
 
 /** @internal The metadata of `issuer` (fetched at most every five minutes per issuer). */
 export function discover(fetcher: Fetch, issuer: string): Promise<IssuerMetadata> {
+  // Decided synchronously, so that callers arriving together share one fetch.
   const hit = cache.get(issuer);
-  if (hit && Date.now() - hit.at < TTL_MS) return hit.metadata;
-  const metadata = fetchMetadata(fetcher, issuer);
-  cache.set(issuer, { at: Date.now(), metadata });
-  metadata.catch(() => {
-    if (cache.get(issuer)?.metadata === metadata) cache.delete(issuer);
+  const age = hit ? Date.now() - hit.at : Infinity;
+  if (hit && age < (hit.failed ? FAILURE_BACKOFF_MS : TTL_MS)) return hit.metadata;
+  const entry = { at: Date.now(), failed: false, metadata: fetchMetadata(fetcher, issuer) };
+  cache.set(issuer, entry);
+  entry.metadata.catch(() => {
+    entry.failed = true;
   });
-  return metadata;
+  return entry.metadata;
 }
 
 async function fetchMetadata(fetcher: Fetch, issuer: string): Promise<IssuerMetadata> {
-  const response = await request(fetcher, `${issuer}/.well-known/openid-configuration`, {
-    headers: { accept: "application/json" },
-  });
-  const doc: unknown = await response.json().catch(() => null);
-  if (doc === null || typeof doc !== "object") throw configurationError("the issuer's discovery document is not JSON");
+  const doc = await issuerDocument(fetcher, `${issuer}/.well-known/openid-configuration`, "discovery document");
   const field = (name: string): string => {
-    const v = (doc as Record<string, unknown>)[name];
+    const v = doc[name];
     if (typeof v !== "string" || v === "") throw configurationError(`the issuer's discovery document has no ${name}`);
     return v;
   };
@@ -58,5 +80,7 @@ async function fetchMetadata(fetcher: Fetch, issuer: string): Promise<IssuerMeta
     authorizationEndpoint: field("authorization_endpoint"),
     jwksUri: field("jwks_uri"),
     sessionApi: field("secureflows_session_api").replace(/\/+$/, ""),
+    // RFC 9207 §2.4: an issuer that says it sends `iss` with its answers must be held to it.
+    issParameter: doc["authorization_response_iss_parameter_supported"] === true,
   };
 }

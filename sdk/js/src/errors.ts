@@ -127,7 +127,8 @@ export function errorFor(problem: ProblemDetails): SecureFlowsError {
   const slug = problem.type.startsWith(PROBLEM_TYPE_PREFIX) ? problem.type.slice(PROBLEM_TYPE_PREFIX.length) : "";
   switch (problem.status) {
     case 410:
-      return new TokenExpiredError(problem);
+      // Only the server's own expiry: a 410 from anything else (a proxy) must not start a sign-in.
+      return slug === "token-expired" ? new TokenExpiredError(problem) : new SecureFlowsError(problem);
     case 401:
       return new UnauthorizedError(problem);
     case 403:

@@ -5,11 +5,15 @@
  * storage. One tab leads a sign-in again under a Web Lock; the others wait for its token.
  */
 
+import { randomToken } from "./pkce.js";
+
 /** Messages between tabs. */
 type Message =
-  | { readonly kind: "token"; readonly token: string; readonly expiresAt: number | null }
-  | { readonly kind: "token-request" }
+  /** A new token from a completed sign-in (for every tab), or a reply to one tab's request (`to`). */
+  | { readonly kind: "token"; readonly token: string; readonly expiresAt: number | null; readonly to?: string }
+  | { readonly kind: "token-request"; readonly id: string }
   | { readonly kind: "renewing"; readonly until: number }
+  | { readonly kind: "renewal-failed" }
   | { readonly kind: "signed-out" };
 
 /** How long the other tabs wait for the leading tab's sign-in (it may ask for a password). */
@@ -23,6 +27,8 @@ export interface TabsListener {
   onToken(token: string, expiresAt: number | null): void;
   /** Another tab signed out (or was signed out everywhere). */
   onSignedOut(): void;
+  /** The tab that was signing in again gave up (its calls failed): stop waiting for it. */
+  onRenewalFailed(): void;
   /** The token this tab can share, if any. */
   currentToken(): { token: string; expiresAt: number | null } | null;
 }
@@ -36,6 +42,8 @@ export class Tabs {
   private readonly channel: BroadcastChannel | null;
   private readonly lockName: string;
   private renewingUntil = 0;
+  /** The id of this tab's open request for a token. */
+  private asking: string | null = null;
 
   constructor(clientId: string, private readonly listener: TabsListener) {
     const name = `secureflows-js:${clientId}`;
@@ -52,19 +60,30 @@ export class Tabs {
     if (data === null || typeof data !== "object") return;
     const message = data as Message;
     switch (message.kind) {
-      case "token":
-        if (typeof message.token === "string" && message.token !== "") {
-          this.renewingUntil = 0;
-          this.listener.onToken(message.token, typeof message.expiresAt === "number" ? message.expiresAt : null);
+      case "token": {
+        if (typeof message.token !== "string" || message.token === "") break;
+        // A reply is for the tab that asked, and only the first one counts.
+        if (message.to !== undefined) {
+          if (message.to !== this.asking) break;
+          this.asking = null;
         }
+        this.renewingUntil = 0;
+        this.listener.onToken(message.token, typeof message.expiresAt === "number" ? message.expiresAt : null);
         break;
+      }
       case "token-request": {
         const current = this.listener.currentToken();
-        if (current) this.post({ kind: "token", token: current.token, expiresAt: current.expiresAt });
+        if (current && typeof message.id === "string") {
+          this.post({ kind: "token", token: current.token, expiresAt: current.expiresAt, to: message.id });
+        }
         break;
       }
       case "renewing":
         if (typeof message.until === "number") this.renewingUntil = Math.min(message.until, Date.now() + RENEWAL_WAIT_MS);
+        break;
+      case "renewal-failed":
+        this.renewingUntil = 0;
+        this.listener.onRenewalFailed();
         break;
       case "signed-out":
         this.listener.onSignedOut();
@@ -89,7 +108,9 @@ export class Tabs {
   /** Asks the other tabs for a token; true when one arrived (through `onToken`) in time. */
   async askForToken(has: () => boolean): Promise<boolean> {
     if (!this.channel) return false;
-    this.post({ kind: "token-request" });
+    const id = randomToken();
+    this.asking = id;
+    this.post({ kind: "token-request", id });
     const deadline = Date.now() + ASK_MS;
     while (Date.now() < deadline) {
       if (has()) return true;
@@ -118,22 +139,28 @@ export class Tabs {
     const locks = (globalThis.navigator as { locks?: LockManagerLike } | undefined)?.locks;
     if (!locks) {
       const leads = decide();
-      if (leads) await lead();
+      if (leads) {
+        await lead().catch((e: unknown) => {
+          this.post({ kind: "renewal-failed" });
+          throw e;
+        });
+      }
       return leads;
     }
     let leads = false;
     let led: Promise<void> | undefined;
     const granted = new Promise<void>((resolveGranted) => {
-      void locks.request(this.lockName, {}, async () => {
+      locks.request(this.lockName, {}, async () => {
         leads = decide();
         resolveGranted();
         if (!leads) return;
         led = lead();
+        led.catch(() => this.post({ kind: "renewal-failed" }));
         await led;
         // Hold the lock while the page navigates away; it is released when the page unloads (or, if
         // the navigation never happens, after the wait the other tabs give a renewal).
         await new Promise((resolve) => setTimeout(resolve, RENEWAL_WAIT_MS));
-      });
+      }).catch(() => undefined); // a failed `lead` is reported through `led` below
     });
     await granted;
     if (led) await led;

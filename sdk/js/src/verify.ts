@@ -8,9 +8,9 @@
  */
 
 import { decode } from "./base64url.js";
-import { discover, normalizeIssuer } from "./discovery.js";
-import { TokenExpiredError, UnauthorizedError } from "./errors.js";
-import { globalFetch, request } from "./http.js";
+import { discover, issuerDocument, normalizeIssuer } from "./discovery.js";
+import { PROBLEM_TYPE_PREFIX, SecureFlowsError, TokenExpiredError, UnauthorizedError } from "./errors.js";
+import { configurationError, globalFetch } from "./http.js";
 import type { Fetch } from "./http.js";
 
 /** The claims of a session token (docs/session-api.md). */
@@ -70,12 +70,12 @@ const JWKS_TTL_MS = 10 * 60 * 1000;
 const REFETCH_INTERVAL_MS = 10 * 1000;
 
 interface KeySet {
-  fetchedAt: number;
-  keys: readonly JsonWebKey[];
-  imported: Map<string, Promise<CryptoKey>>;
+  readonly keys: readonly JsonWebKey[];
+  readonly imported: Map<string, Promise<CryptoKey>>;
 }
 
-const keySets = new Map<string, Promise<KeySet>>();
+/** A key set being fetched or fetched, by JWKS URI; decided synchronously so callers share fetches. */
+const keySets = new Map<string, { at: number; failed: boolean; set: Promise<KeySet> }>();
 
 /** The error every verification failure but expiry throws: the same for each cause. */
 function invalid(detail: string): UnauthorizedError {
@@ -99,28 +99,34 @@ function parseJson(part: string, what: string): Record<string, unknown> {
 }
 
 async function loadKeySet(fetcher: Fetch, jwksUri: string): Promise<KeySet> {
-  const response = await request(fetcher, jwksUri, { headers: { accept: "application/json" } });
-  const body: unknown = await response.json().catch(() => null);
-  const keys = body !== null && typeof body === "object" ? (body as { keys?: unknown }).keys : undefined;
-  if (!Array.isArray(keys)) throw invalid("the issuer's JWKS has no keys");
-  return { fetchedAt: Date.now(), keys: keys as JsonWebKey[], imported: new Map() };
+  const body = await issuerDocument(fetcher, jwksUri, "JWKS");
+  if (!Array.isArray(body["keys"])) {
+    throw new SecureFlowsError({
+      status: 503,
+      type: `${PROBLEM_TYPE_PREFIX}service-unavailable`,
+      title: "Issuer unavailable",
+      detail: "the issuer's JWKS has no keys",
+    });
+  }
+  return { keys: body["keys"] as JsonWebKey[], imported: new Map() };
 }
 
-/** The key set of `jwksUri`; `refresh` refetches it unless it was fetched in the last 10 seconds. */
-async function keySet(fetcher: Fetch, jwksUri: string, refresh: boolean): Promise<KeySet> {
-  const cached = keySets.get(jwksUri);
-  if (cached) {
-    const set = await cached.catch(() => undefined);
-    const age = set ? Date.now() - set.fetchedAt : Infinity;
-    if (set && age < JWKS_TTL_MS && !(refresh && age >= REFETCH_INTERVAL_MS)) return set;
-    if (!set && keySets.get(jwksUri) !== cached) return keySet(fetcher, jwksUri, refresh);
-  }
-  const loading = loadKeySet(fetcher, jwksUri);
-  keySets.set(jwksUri, loading);
-  loading.catch(() => {
-    if (keySets.get(jwksUri) === loading) keySets.delete(jwksUri);
+/**
+ * The key set of `jwksUri`: cached for ten minutes; `refresh` (an unknown `kid`) refetches it unless it
+ * was fetched in the last 10 seconds; a failed fetch is retried no sooner than that either. However
+ * many verifications arrive at once, at most one fetch is in flight per 10 seconds.
+ */
+function keySet(fetcher: Fetch, jwksUri: string, refresh: boolean): Promise<KeySet> {
+  const entry = keySets.get(jwksUri);
+  const age = entry ? Date.now() - entry.at : Infinity;
+  if (entry && age < REFETCH_INTERVAL_MS) return entry.set;
+  if (entry && !entry.failed && !refresh && age < JWKS_TTL_MS) return entry.set;
+  const fresh = { at: Date.now(), failed: false, set: loadKeySet(fetcher, jwksUri) };
+  keySets.set(jwksUri, fresh);
+  fresh.set.catch(() => {
+    fresh.failed = true;
   });
-  return loading;
+  return fresh.set;
 }
 
 /** The verification key for `kid` and `alg`: chosen by `kid`, and the key fixes the algorithm. */
@@ -164,12 +170,18 @@ function audienceMatches(aud: unknown, expected: string | readonly string[]): bo
  * Verifies a session token and answers its claims: the signature with the issuer's published key
  * chosen by `kid` (the key fixes the algorithm), `typ` (`sf-session+jwt`), `iss`, `aud`, `exp` and
  * `nbf` with a small tolerance. An expired token throws `TokenExpiredError` (answer 410: the data is
- * intact, sign in again); any other failure throws `UnauthorizedError` (answer 401).
+ * intact, sign in again); a token that does not verify throws `UnauthorizedError` (answer 401); when
+ * the issuer's keys cannot be had, another `SecureFlowsError` (answer 503: nobody's token is judged).
  */
 export async function verifySessionToken(token: string, options: VerifyOptions): Promise<SessionTokenClaims> {
   const issuer = normalizeIssuer(options.issuer);
   const fetcher = options.fetch ?? globalFetch();
   const tolerance = options.clockTolerance ?? 5;
+  // A tolerance of NaN or Infinity would accept every expired token.
+  if (!Number.isFinite(tolerance) || tolerance < 0) throw configurationError("clockTolerance must be a finite number of seconds, at least 0");
+  if (options.currentTime !== undefined && !Number.isFinite(options.currentTime)) {
+    throw configurationError("currentTime must be a finite number of seconds since the epoch");
+  }
   if (typeof token !== "string") throw invalid("the token is not a string");
   const parts = token.split(".");
   if (parts.length !== 3) throw invalid("the token is not a compact JWS");
@@ -177,7 +189,7 @@ export async function verifySessionToken(token: string, options: VerifyOptions):
   const header = parseJson(headerPart, "header");
   const { alg, kid, typ, crit } = header;
   // RFC 8725 §3.1: the algorithm must be one we expect; `none` and HMAC are never accepted.
-  if (typeof alg !== "string" || !(alg in ALGORITHMS)) throw invalid("the token's algorithm is not accepted");
+  if (typeof alg !== "string" || !Object.hasOwn(ALGORITHMS, alg)) throw invalid("the token's algorithm is not accepted");
   // RFC 8725 §3.11: explicit typing keeps other JWTs of the issuer (ID tokens, console tokens) out.
   if (typeof typ !== "string" || typ.toLowerCase() !== SESSION_TOKEN_TYPE) throw invalid("the token is not a session token");
   if (typeof kid !== "string") throw invalid("the token names no key");

@@ -85,6 +85,43 @@ test("forged tokens are refused: altered claims, altered signature, another key,
   await refused(`${hsHeader}.${b64(payload)}.${mac}`);
   // Not a JWS at all.
   for (const junk of ["", "a.b", "a.b.c.d", "!!!.???.***", `${h}.${b64("not json")}.${signature}`]) await refused(junk);
+  // An algorithm name that is a property of every object.
+  await refused(`${b64({ ...header, alg: "toString" })}.${b64(payload)}.${signature}`);
+  // The same signature spelled differently (non-zero unused bits in its last character) is refused:
+  // one token has one spelling.
+  const last = signature.at(-1);
+  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  const twin = alphabet[alphabet.indexOf(last) + 1];
+  if (Buffer.from(signature.slice(0, -1) + twin, "base64url").equals(Buffer.from(signature, "base64url"))) {
+    await refused(`${token.split(".").slice(0, 2).join(".")}.${signature.slice(0, -1)}${twin}`);
+  }
+});
+
+test("a tolerance that is not a finite number of seconds is refused, not taken as 'anything goes'", async () => {
+  const token = await anonymousToken(server, server.fixture.short);
+  for (const clockTolerance of [Number.NaN, Infinity, -1]) {
+    await assert.rejects(verifySessionToken(token, { ...options(), audience: server.fixture.short, clockTolerance }), (e) => e.status === 0);
+  }
+  await assert.rejects(verifySessionToken(token, { ...options(), currentTime: Number.NaN }), (e) => e.status === 0);
+});
+
+test("an issuer that cannot give its keys is 503 for every token, asked at most once per back-off", async () => {
+  let asked = 0;
+  const gone = (input, init) => {
+    asked++;
+    return Promise.resolve(new Response("gone", { status: 410 }));
+  };
+  const token = await anonymousToken(server, server.fixture.web);
+  const issuer = `${server.url}/w/00000000-0000-0000-0000-00000000dead`;
+  const outcomes = await Promise.allSettled(
+    Array.from({ length: 20 }, () => verifySessionToken(token, { issuer, audience: server.fixture.web, fetch: gone })),
+  );
+  for (const o of outcomes) {
+    assert.equal(o.status, "rejected");
+    assert.ok(!(o.reason instanceof TokenExpiredError) && !(o.reason instanceof UnauthorizedError), o.reason);
+    assert.equal(o.reason.status, 503);
+  }
+  assert.equal(asked, 1, "one fetch for 20 verifications");
 });
 
 test("a token for another audience or from another issuer is refused", async () => {
@@ -119,10 +156,11 @@ test("an unknown kid refetches the JWKS at most every 10 seconds; a rotated key 
   await verifySessionToken(token, options());
   const [header, payload, signature] = parts(token);
   const before = jwksFetches;
-  for (let i = 0; i < 5; i++) {
-    await refused(`${b64({ ...header, kid: `unknown-${i}` })}.${b64(payload)}.${signature}`);
-  }
-  assert.ok(jwksFetches - before <= 1, `${jwksFetches - before} JWKS fetches for 5 unknown kids`);
+  await Promise.all(
+    Array.from({ length: 50 }, (_, i) => refused(`${b64({ ...header, kid: `unknown-${i}` })}.${b64(payload)}.${signature}`)),
+  );
+  for (let i = 0; i < 5; i++) await refused(`${b64({ ...header, kid: `later-${i}` })}.${b64(payload)}.${signature}`);
+  assert.ok(jwksFetches - before <= 1, `${jwksFetches - before} JWKS fetches for 55 unknown kids`);
 
   await server.cli("keys", "rotate-signing");
   let rotated;
