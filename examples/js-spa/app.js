@@ -19,6 +19,7 @@ function show(error) {
 async function load() {
   const note = await sf.get("note");
   $("saved").textContent = note === undefined ? "(nothing yet)" : note.text;
+  if (note !== undefined && $("note").value === "") $("note").value = note.text;
 }
 
 async function render() {

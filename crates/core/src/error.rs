@@ -45,6 +45,8 @@ pub enum ForbiddenReason {
     WrongTokenKind,
     /// The role does not allow the operation.
     Role,
+    /// The application does not allow anonymous (guest) sessions.
+    GuestsNotAllowed,
     /// The browser origin is not on the application's allow-list.
     OriginNotAllowed,
     /// A plan quota other than size or sessions (e.g. keys per user) is used up.

@@ -237,6 +237,11 @@ impl Problem {
                     ForbiddenReason::Role => {
                         ("forbidden", "Forbidden", "the role does not allow this operation")
                     }
+                    ForbiddenReason::GuestsNotAllowed => (
+                        "forbidden",
+                        "Forbidden",
+                        "this application does not allow anonymous (guest) sessions",
+                    ),
                     ForbiddenReason::OriginNotAllowed => (
                         "origin-not-allowed",
                         "Origin not allowed",

@@ -38,7 +38,7 @@ impl Services {
             .await?
             .ok_or_else(Error::invalid_token)?;
         if !app.allow_anonymous {
-            return Err(Error::Forbidden(ForbiddenReason::Role));
+            return Err(Error::Forbidden(ForbiddenReason::GuestsNotAllowed));
         }
         let workspace = self.get_workspace(app.workspace_id).await?;
         let keys = self

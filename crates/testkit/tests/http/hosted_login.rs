@@ -799,7 +799,12 @@ async fn anonymous_visitors_keep_their_vault_when_they_sign_up(backend: Backend)
                 .unwrap()
         }
     };
-    assert_problem(anonymous(closed.id.to_string()).await, 403, "forbidden").await;
+    let refused = assert_problem(anonymous(closed.id.to_string()).await, 403, "forbidden").await;
+    assert_eq!(
+        refused.detail.as_deref(),
+        Some("this application does not allow anonymous (guest) sessions"),
+        "the answer says why"
+    );
     let r = anonymous(client.id.to_string()).await;
     assert_eq!(r.status(), 200);
     let anon_token = r.json::<serde_json::Value>().await.unwrap()["sessionToken"]
