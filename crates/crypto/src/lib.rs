@@ -16,6 +16,7 @@ mod random;
 mod seal;
 mod secret;
 pub mod totp;
+pub mod webhook;
 
 pub use aad::Aad;
 pub use error::CryptoError;
