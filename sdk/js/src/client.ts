@@ -177,10 +177,7 @@ class Client implements SecureFlowsClient {
       ? new Tabs(options.clientId, {
           onToken: (token, expiresAt) => this.#useToken(token, expiresAt),
           onSignedOut: () => this.#forget(),
-          onRenewalFailed: () => {
-            for (const wake of this.#waiters) wake();
-            this.#waiters.clear();
-          },
+          onRenewalFailed: () => this.#wakeWaiters(),
           currentToken: () => (this.#live() && this.#token ? { token: this.#token, expiresAt: this.#expiresAt } : null),
         })
       : null;
@@ -193,6 +190,11 @@ class Client implements SecureFlowsClient {
   #useToken(token: string, expiresAt: number | null): void {
     this.#token = token;
     this.#expiresAt = expiresAt;
+    this.#wakeWaiters();
+  }
+
+  /** Wakes the calls waiting for a token (they look for themselves whether one came). */
+  #wakeWaiters(): void {
     for (const wake of this.#waiters) wake();
     this.#waiters.clear();
   }

@@ -1,5 +1,7 @@
 /** The workspace issuer's OpenID Provider metadata (OpenID Connect Discovery 1.0), cached. */
 
+import { cached } from "./cache.js";
+import type { CacheEntries } from "./cache.js";
 import { PROBLEM_TYPE_PREFIX, SecureFlowsError } from "./errors.js";
 import { configurationError, send } from "./http.js";
 import type { Fetch } from "./http.js";
@@ -17,8 +19,8 @@ export interface IssuerMetadata {
 
 const TTL_MS = 5 * 60 * 1000;
 /** A failed fetch is remembered this long, so that a failing issuer is not asked on every call. */
-export const FAILURE_BACKOFF_MS = 2 * 1000;
-const cache = new Map<string, { at: number; failed: boolean; metadata: Promise<IssuerMetadata> }>();
+const FAILURE_BACKOFF_MS = 2 * 1000;
+const cache: CacheEntries<IssuerMetadata> = new Map();
 
 /**
  * @internal A JSON document the issuer publishes (discovery, JWKS). Any answer but a 2xx JSON object is
@@ -54,16 +56,9 @@ export function normalizeIssuer(issuer: string): string {
 
 /** @internal The metadata of `issuer` (fetched at most every five minutes per issuer). */
 export function discover(fetcher: Fetch, issuer: string): Promise<IssuerMetadata> {
-  // Decided synchronously, so that callers arriving together share one fetch.
-  const hit = cache.get(issuer);
-  const age = hit ? Date.now() - hit.at : Infinity;
-  if (hit && age < (hit.failed ? FAILURE_BACKOFF_MS : TTL_MS)) return hit.metadata;
-  const entry = { at: Date.now(), failed: false, metadata: fetchMetadata(fetcher, issuer) };
-  cache.set(issuer, entry);
-  entry.metadata.catch(() => {
-    entry.failed = true;
-  });
-  return entry.metadata;
+  return cached(cache, issuer, { maxAgeMs: TTL_MS, failureBackoffMs: FAILURE_BACKOFF_MS }, () =>
+    fetchMetadata(fetcher, issuer),
+  );
 }
 
 async function fetchMetadata(fetcher: Fetch, issuer: string): Promise<IssuerMetadata> {

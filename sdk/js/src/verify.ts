@@ -8,6 +8,8 @@
  */
 
 import { decode } from "./base64url.js";
+import { cached } from "./cache.js";
+import type { CacheEntries } from "./cache.js";
 import { discover, issuerDocument, normalizeIssuer } from "./discovery.js";
 import { PROBLEM_TYPE_PREFIX, SecureFlowsError, TokenExpiredError, UnauthorizedError } from "./errors.js";
 import { configurationError, globalFetch } from "./http.js";
@@ -74,8 +76,8 @@ interface KeySet {
   readonly imported: Map<string, Promise<CryptoKey>>;
 }
 
-/** A key set being fetched or fetched, by JWKS URI; decided synchronously so callers share fetches. */
-const keySets = new Map<string, { at: number; failed: boolean; set: Promise<KeySet> }>();
+/** The key sets fetched or being fetched, by JWKS URI. */
+const keySets: CacheEntries<KeySet> = new Map();
 
 /** The error every verification failure but expiry throws: the same for each cause. */
 function invalid(detail: string): UnauthorizedError {
@@ -117,16 +119,8 @@ async function loadKeySet(fetcher: Fetch, jwksUri: string): Promise<KeySet> {
  * many verifications arrive at once, at most one fetch is in flight per 10 seconds.
  */
 function keySet(fetcher: Fetch, jwksUri: string, refresh: boolean): Promise<KeySet> {
-  const entry = keySets.get(jwksUri);
-  const age = entry ? Date.now() - entry.at : Infinity;
-  if (entry && age < REFETCH_INTERVAL_MS) return entry.set;
-  if (entry && !entry.failed && !refresh && age < JWKS_TTL_MS) return entry.set;
-  const fresh = { at: Date.now(), failed: false, set: loadKeySet(fetcher, jwksUri) };
-  keySets.set(jwksUri, fresh);
-  fresh.set.catch(() => {
-    fresh.failed = true;
-  });
-  return fresh.set;
+  const ages = { maxAgeMs: refresh ? REFETCH_INTERVAL_MS : JWKS_TTL_MS, failureBackoffMs: REFETCH_INTERVAL_MS };
+  return cached(keySets, jwksUri, ages, () => loadKeySet(fetcher, jwksUri));
 }
 
 /** The verification key for `kid` and `alg`: chosen by `kid`, and the key fixes the algorithm. */

@@ -57,6 +57,11 @@ async function signedIn(clientId, options = {}) {
   return client;
 }
 
+/** A client of the pro workspace's web application, with no token yet. */
+function webClient() {
+  return createClient({ issuer: server.issuerOf(server.fixture.pro), clientId: server.fixture.web, redirectUri: `${APP_ORIGIN}/callback` });
+}
+
 function freeClient(token) {
   const client = createClient({
     issuer: server.issuerOf(server.fixture.free),
@@ -191,9 +196,9 @@ describe("errors", () => {
 
   test("after revokeAll every token of the user is UnauthorizedError session-revoked", async () => {
     const token = await anonymousToken(server, server.fixture.web);
-    const mine = createClient({ issuer: server.issuerOf(server.fixture.pro), clientId: server.fixture.web, redirectUri: `${APP_ORIGIN}/callback` });
+    const mine = webClient();
     mine.setSessionToken(token);
-    const other = createClient({ issuer: server.issuerOf(server.fixture.pro), clientId: server.fixture.web, redirectUri: `${APP_ORIGIN}/callback` });
+    const other = webClient();
     other.setSessionToken(token);
     await mine.set("kept", "the data stays");
     await mine.revokeAll();
@@ -221,7 +226,7 @@ describe("errors", () => {
   });
 
   test("a call without a token is NotAuthenticatedError; an unreachable server is NetworkError", async () => {
-    const sf = createClient({ issuer: server.issuerOf(server.fixture.pro), clientId: server.fixture.web, redirectUri: `${APP_ORIGIN}/callback` });
+    const sf = webClient();
     assert.equal(await sf.isAuthenticated(), false);
     const error = await sf.get("x").then(() => null, (e) => e);
     assert.ok(error instanceof NotAuthenticatedError && error instanceof SecureFlowsError, error);
@@ -282,12 +287,12 @@ describe("expiry", () => {
 describe("logout", () => {
   test("without a browser, logout ends this login session (POST /auth/logout)", async () => {
     const token = await anonymousToken(server, server.fixture.web);
-    const sf = createClient({ issuer: server.issuerOf(server.fixture.pro), clientId: server.fixture.web, redirectUri: `${APP_ORIGIN}/callback` });
+    const sf = webClient();
     sf.setSessionToken(token);
     await sf.set("stays", 1);
     await sf.logout();
     assert.equal(await sf.isAuthenticated(), false);
-    const again = createClient({ issuer: server.issuerOf(server.fixture.pro), clientId: server.fixture.web, redirectUri: `${APP_ORIGIN}/callback` });
+    const again = webClient();
     again.setSessionToken(token);
     const error = await again.list().then(() => null, (e) => e);
     assert.ok(error instanceof UnauthorizedError && error.revoked, error);
