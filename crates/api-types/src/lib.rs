@@ -113,6 +113,41 @@ pub struct ValueList {
     pub keys: Vec<ListedValue>,
 }
 
+/// `POST /api/v1/limits/consume`: charges a back end's own call to the caller's hourly budget.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumeRequest {
+    /// Requests to charge (1 to 1000; default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000)]
+    pub cost: Option<u32>,
+}
+
+/// What is left of one hourly budget (the same figures as the `RateLimit` header field).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct BudgetState {
+    /// `user-hourly` (the end user's tier in this application) or `workspace-hourly` (the plan's).
+    pub policy: String,
+    /// Requests per hour.
+    pub limit: u32,
+    /// Requests that may still be made at once.
+    pub remaining: u32,
+    /// Seconds until the budget is whole again.
+    pub reset: u64,
+}
+
+/// The answer to `POST /api/v1/limits/consume`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct ConsumeResult {
+    /// Requests charged.
+    pub charged: u32,
+    /// The tier the caller is on in this application (absent when it has no tiers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+    /// Every budget the call was charged to.
+    pub budgets: Vec<BudgetState>,
+}
+
 /// An RFC 9457 problem as the server sends it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct Problem {

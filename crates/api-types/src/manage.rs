@@ -12,6 +12,11 @@ fn double_option<'de, D: Deserializer<'de>, T: serde::de::DeserializeOwned>(
     object(d).map(Some)
 }
 
+/// `null` in a PATCH body clears a plain (non-object) setting; an absent field leaves it as it is.
+fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
 /// A nested object field: `null` or absent is `None`, an object is the value, anything else is
 /// refused. serde would otherwise accept a struct written as a JSON array (`[..]` in field order),
 /// which no client means.
@@ -85,7 +90,7 @@ pub struct Workspace {
     pub id: String,
     /// Display name.
     pub name: String,
-    /// `free`, `base` or `pro`.
+    /// The plan: a name of the instance's plan catalogue (`free`, `base`, `pro` by default).
     pub plan: String,
     /// The hosted login's sign-in policy.
     pub login_policy: LoginPolicy,
@@ -255,10 +260,58 @@ pub struct Application {
     pub session_ttl: u64,
     /// Lifetime of session tokens, seconds.
     pub token_ttl: u64,
+    /// End-user tiers the application sells (empty: no per-user hourly budget).
+    pub tiers: Vec<Tier>,
+    /// The tier a new end user starts on.
+    pub default_tier: Option<String>,
     /// Created.
     pub created_at: String,
     /// Last changed.
     pub updated_at: String,
+}
+
+/// One end-user tier of an application.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Tier {
+    /// Name: 1 to 32 of `a-z 0-9 _ -`, starting with a letter.
+    #[schema(pattern = "^[a-z][a-z0-9_-]{0,31}$")]
+    pub name: String,
+    /// Session API requests (with decisions and `limits/consume`) one user may make per hour in this
+    /// application; absent: no per-user limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    pub requests_per_hour: Option<u32>,
+    /// Feature flags the tier includes.
+    #[serde(default)]
+    #[schema(max_items = 32)]
+    pub features: Vec<String>,
+}
+
+/// The tier an end user is on in one application.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct UserTier {
+    /// The application.
+    pub application: String,
+    /// The user.
+    pub user: String,
+    /// The tier the user is on (absent when the application has no tiers).
+    pub tier: Option<Tier>,
+    /// Whether that is the application's default tier (nothing assigned, or the assigned tier was
+    /// removed from the application).
+    pub is_default: bool,
+    /// Who set the stored assignment: `api`, `console` or `stripe`.
+    pub source: Option<String>,
+    /// When it was set (RFC 3339).
+    pub updated_at: Option<String>,
+}
+
+/// `PUT /api/v1/applications/{id}/users/{user_id}/tier`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetUserTier {
+    /// One of the application's tiers; `null` puts the user back on the default tier.
+    pub tier: Option<String>,
 }
 
 /// `POST /api/v1/applications`.
@@ -306,6 +359,13 @@ pub struct CreateApplication {
     #[serde(default)]
     #[schema(minimum = 60, maximum = 86400)]
     pub token_ttl: Option<u64>,
+    /// End-user tiers (at most 16).
+    #[serde(default)]
+    #[schema(max_items = 16)]
+    pub tiers: Vec<Tier>,
+    /// The tier a new end user starts on; required when there are tiers.
+    #[serde(default)]
+    pub default_tier: Option<String>,
 }
 
 /// A new application; `client_secret` is shown here once and never again.
@@ -357,6 +417,18 @@ pub struct UpdateApplication {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 60, maximum = 86400)]
     pub token_ttl: Option<u64>,
+    /// End-user tiers (replaces them all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 16)]
+    pub tiers: Option<Vec<Tier>>,
+    /// The default tier; `null` only when there are no tiers.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub default_tier: Option<Option<String>>,
 }
 
 /// A new client secret, shown once.

@@ -164,6 +164,8 @@ pub struct StateCache {
     pub sessions: GuardedCache<SessionId, Arc<LoginSession>>,
     /// Current token revision per user (and per SUPPORT operator); `None` when locked or gone.
     pub revisions: GuardedCache<UserId, i64>,
+    /// The tiers each end user was put on, per application.
+    pub tiers: GuardedCache<UserId, Arc<Vec<crate::tier::TierAssignment>>>,
     /// Every allowed browser origin (for preflights).
     pub origins: GuardedCache<(), Arc<std::collections::HashSet<String>>>,
 }
@@ -177,6 +179,7 @@ impl StateCache {
             workspaces: GuardedCache::new(sizes.tenants, sizes.ttl),
             sessions: GuardedCache::new(sizes.sessions, sizes.ttl),
             revisions: GuardedCache::new(sizes.sessions, sizes.ttl),
+            tiers: GuardedCache::new(sizes.sessions, sizes.ttl),
             origins: GuardedCache::new(1, sizes.ttl),
         }
     }
@@ -194,7 +197,10 @@ impl StateCache {
                 self.applications.invalidate(&a);
                 self.origins.invalidate(&());
             }
-            Invalidation::User(_, u) | Invalidation::Support(u) => self.revisions.invalidate(&u),
+            Invalidation::User(_, u) | Invalidation::Support(u) => {
+                self.revisions.invalidate(&u);
+                self.tiers.invalidate(&u);
+            }
             Invalidation::Session(_, s) => self.sessions.invalidate(&s),
             Invalidation::SigningKeys => {}
         }
@@ -206,6 +212,7 @@ impl StateCache {
         self.workspaces.invalidate_all();
         self.sessions.invalidate_all();
         self.revisions.invalidate_all();
+        self.tiers.invalidate_all();
         self.origins.invalidate_all();
     }
 }

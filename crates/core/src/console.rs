@@ -300,7 +300,7 @@ impl Services {
             .since(now)
             .clamp(Duration::from_secs(60), MAX_CONSOLE_TTL);
         let (workspace, (user, session)) = self
-            .create_workspace_with(name, crate::Plan::Free, &caller.actor, |w, keys| {
+            .create_workspace_with(name, crate::Plan::free(), &caller.actor, |w, keys| {
                 let plan = plan_console_member(w.id, keys, &email, Role::Owner, ttl, None, now)?;
                 Ok((plan.changes, plan.events, (plan.user, plan.session)))
             })
@@ -542,6 +542,7 @@ pub fn invalidation_of(workspace: WorkspaceId, change: &Change) -> Option<Invali
         | Change::SetStatus(u, _)
         | Change::RaiseRevision(u)
         | Change::DeleteUser(u) => Invalidation::User(workspace, *u),
+        Change::SetUserTier(t) => Invalidation::User(workspace, t.user),
         Change::InsertSession(s) => Invalidation::Session(workspace, s.id),
         Change::EndSession(s) => Invalidation::Session(workspace, *s),
         Change::DeleteSupport(u) => Invalidation::Support(*u),

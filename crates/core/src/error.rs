@@ -49,13 +49,24 @@ pub enum ForbiddenReason {
     GuestsNotAllowed,
     /// The browser origin is not on the application's allow-list.
     OriginNotAllowed,
-    /// A plan quota other than size or sessions (e.g. keys per user) is used up.
-    QuotaExceeded,
+    /// A plan quota other than size or sessions is used up.
+    QuotaExceeded(Quota),
     /// The account is locked by an administrator.
     AccountLocked,
     /// The account signs in with a second factor (or the workspace requires one), and the credential
     /// did not give it: the user signs in through the hosted login.
     SecondFactorRequired,
+}
+
+/// Which plan quota a 403 `quota-exceeded` is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quota {
+    /// Vault keys per user and application.
+    Keys,
+    /// Applications of the workspace.
+    Applications,
+    /// OWNERs and ADMINs of the workspace.
+    Members,
 }
 
 /// What kind of 429.

@@ -17,22 +17,25 @@ pub mod email_rule;
 mod error;
 mod ids;
 pub mod keyring;
+pub mod limits;
 pub mod login;
 pub mod mail;
 pub mod members;
 mod model;
 pub mod overview;
 mod plan;
+pub mod rate;
 mod role;
 mod services;
 pub mod setup;
 pub mod store;
+pub mod tier;
 pub mod vault;
 pub mod workspace;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use email::EmailAddress;
-pub use error::{AuthFailure, Error, FieldError, ForbiddenReason, LimitKind, Result};
+pub use error::{AuthFailure, Error, FieldError, ForbiddenReason, LimitKind, Quota, Result};
 pub use ids::{
     ApplicationId, BrowserSessionId, FamilyId, FlowId, InviteId, PasskeyId, ProviderId, SessionId, UserId,
     WorkspaceId,
@@ -43,6 +46,7 @@ pub use model::{
     NewIdentity, PasskeyRecord, ProviderKind, RefreshToken, SupportOperator, TotpEnrolment, UpstreamTrust,
     User, UserStatus, WebauthnCeremony, Workspace,
 };
-pub use plan::{Plan, PlanLimits, PlanTable};
+pub use plan::{Plan, PlanCatalogue, PlanLimits};
 pub use role::Role;
 pub use services::{DomainSettings, Services};
+pub use tier::Tier;

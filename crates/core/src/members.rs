@@ -152,6 +152,24 @@ impl Services {
         Ok(())
     }
 
+    /// 403 `quota-exceeded` when the workspace's OWNERs and ADMINs fill its plan's member limit.
+    async fn require_member_room(&self, workspace: WorkspaceId) -> Result<()> {
+        let plan = self.get_workspace(workspace).await?.plan;
+        if let Some(max) = self.plans.limits(&plan).max_members {
+            let admins = self
+                .stores
+                .users
+                .list_admins(workspace, max.saturating_add(1))
+                .await?;
+            if admins.len() >= usize::try_from(max).unwrap_or(usize::MAX) {
+                return Err(Error::Forbidden(crate::ForbiddenReason::QuotaExceeded(
+                    crate::Quota::Members,
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Changes a member's role. `Conflict("last-owner")` if it would leave no OWNER.
     pub async fn set_member_role(&self, caller: &ConsoleCaller, id: UserId, role: Role) -> Result<Member> {
         caller.require_may_grant(role)?;
@@ -159,6 +177,9 @@ impl Services {
         Self::require_may_manage(caller, &target)?;
         if target.role == role {
             return self.open_member(&caller.keys, target);
+        }
+        if !target.role.is_admin() && role.is_admin() {
+            self.require_member_room(caller.workspace_id()).await?;
         }
         self.commit(
             caller.workspace_id(),
@@ -289,6 +310,9 @@ impl Services {
         replaces: Option<&Invite>,
     ) -> Result<CreatedInvite> {
         caller.require_may_grant(role)?;
+        if role.is_admin() && replaces.is_none() {
+            self.require_member_room(caller.workspace_id()).await?;
+        }
         let email = parse_email("email", email)?;
         let ttl = ttl.unwrap_or(DEFAULT_INVITE_TTL);
         if ttl < Duration::from_secs(300) || ttl > MAX_INVITE_TTL {

@@ -125,6 +125,10 @@ pub struct Application {
     pub console: bool,
     /// SHA-256 of the client secret of a confidential client (the secret is shown once, never stored).
     pub secret_hash: Option<Vec<u8>>,
+    /// End-user tiers the application sells (none: no per-user hourly budget).
+    pub tiers: Vec<crate::Tier>,
+    /// The tier a new end user starts on (one of `tiers`; required when there are tiers).
+    pub default_tier: Option<String>,
     /// Created.
     pub created_at: Timestamp,
     /// Last changed.

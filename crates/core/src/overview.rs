@@ -12,7 +12,7 @@ pub struct PlanUsage {
     /// The plan.
     pub plan: Plan,
     /// Its limits.
-    pub limits: PlanLimits,
+    pub limits: std::sync::Arc<PlanLimits>,
     /// Active login sessions now.
     pub sessions: u64,
     /// Applications (the console's own client not counted).
@@ -53,8 +53,8 @@ impl Services {
         let plan = self.get_workspace(workspace).await?.plan;
         let apps = self.stores.applications.list_applications(workspace).await?;
         Ok(PlanUsage {
+            limits: self.plans.limits(&plan),
             plan,
-            limits: self.plans.limits(plan),
             sessions: self
                 .stores
                 .sessions

@@ -28,6 +28,11 @@ impl Role {
         }
     }
 
+    /// A member who administers the workspace (OWNER or ADMIN): what a plan's member limit counts.
+    pub fn is_admin(self) -> bool {
+        matches!(self, Role::Owner | Role::Admin)
+    }
+
     /// Parses the stable lowercase name exactly (no trimming, no case folding).
     pub fn parse(text: &str) -> Option<Role> {
         match text {

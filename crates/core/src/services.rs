@@ -13,8 +13,9 @@ use crate::login::LoginSettings;
 use crate::login::breached::BreachedPasswords;
 use crate::login::password::PasswordHasher;
 use crate::mail::Mailer;
+use crate::rate::HourlyBudgets;
 use crate::store::Stores;
-use crate::{Clock, Invalidation, PlanTable};
+use crate::{Clock, Invalidation, PlanCatalogue};
 
 /// Domain settings that come from configuration.
 #[derive(Debug, Clone)]
@@ -58,8 +59,10 @@ pub struct Services {
     pub keys: Arc<KeyService>,
     /// Access tokens.
     pub tokens: TokenService,
-    /// Plan limits.
-    pub plans: PlanTable,
+    /// The plan catalogue.
+    pub plans: PlanCatalogue,
+    /// Hourly request budgets of end users and workspaces (this node's).
+    pub budgets: HourlyBudgets,
     /// Upstream issuers' keys.
     pub upstream: Arc<dyn JwksSource>,
     /// Outgoing e-mail.

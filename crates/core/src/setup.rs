@@ -152,7 +152,7 @@ impl Services {
             UserId::new(),
             OwnerCredential::Password(password),
             Some(claim),
-            Plan::Pro,
+            Plan::pro(),
             client,
         )
         .await
@@ -228,7 +228,7 @@ impl Services {
             pending.owner,
             OwnerCredential::Passkey(Box::new(passkey)),
             Some(claim),
-            Plan::Pro,
+            Plan::pro(),
             client,
         )
         .await
@@ -247,7 +247,7 @@ impl Services {
             UserId::new(),
             OwnerCredential::Password(password),
             None,
-            Plan::Free,
+            Plan::free(),
             client,
         )
         .await

@@ -96,6 +96,12 @@ pub trait UserStore: Send + Sync {
     async fn insert_user(&self, new: &NewUser) -> Result<()>;
     /// The user, if in this workspace.
     async fn find_user(&self, workspace: WorkspaceId, user: UserId) -> Result<Option<User>>;
+    /// The tiers an end user was put on, one per application (applications not listed: the default).
+    async fn user_tiers(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+    ) -> Result<Vec<crate::tier::TierAssignment>>;
     /// Raises the token revision and ends every login session of the user, in one transaction.
     /// Returns the new revision. `NotFound` if the user is not in this workspace.
     async fn raise_revision(&self, workspace: WorkspaceId, user: UserId, now: Timestamp) -> Result<i64>;
@@ -453,6 +459,10 @@ pub enum Change {
     /// Links another upstream identity to an existing user. `Conflict` if the identity is linked
     /// already.
     LinkIdentity(UserId, NewIdentity),
+    /// Puts an end user on a tier of an application (`updated_at` is the change set's time).
+    /// `NotFound` unless the application and the user are the workspace's. With `event_at` (a billing
+    /// provider's event time), `Conflict("stale-event")` when the stored tier came from a later event.
+    SetUserTier(crate::tier::TierAssignment),
     /// Spends the setup token with this SHA-256, with every other one, in the transaction that creates
     /// the first workspace (the change set's). `Conflict("setup-token")` if it is unknown, spent or
     /// expired; `Conflict("setup-done")` if another workspace exists. Concurrent first runs are

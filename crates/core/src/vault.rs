@@ -462,7 +462,11 @@ impl Services {
         let (created_at, result) = match self.stores.vault.put_value(&write).await? {
             PutOutcome::Created => (now, SetResult::Created),
             PutOutcome::Replaced { created_at } => (created_at, SetResult::Replaced),
-            PutOutcome::QuotaExceeded => return Err(Error::Forbidden(ForbiddenReason::QuotaExceeded)),
+            PutOutcome::QuotaExceeded => {
+                return Err(Error::Forbidden(ForbiddenReason::QuotaExceeded(
+                    crate::Quota::Keys,
+                )));
+            }
         };
         let meta = ValueMeta {
             key: key.as_str().to_owned(),

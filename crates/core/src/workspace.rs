@@ -38,6 +38,10 @@ pub struct NewApplication {
     pub allow_anonymous: bool,
     /// A console client (USER JWTs for the management API).
     pub console: bool,
+    /// End-user tiers.
+    pub tiers: Vec<crate::Tier>,
+    /// The tier a new end user starts on (required when there are tiers).
+    pub default_tier: Option<String>,
 }
 
 /// Changes to an application; `None` leaves a setting as it is.
@@ -59,6 +63,10 @@ pub struct ApplicationPatch {
     pub data_ttl: Option<Duration>,
     /// Access-token lifetime.
     pub token_ttl: Option<Duration>,
+    /// End-user tiers (replaces them all).
+    pub tiers: Option<Vec<crate::Tier>>,
+    /// The default tier (`Some(None)`: none, only when there are no tiers).
+    pub default_tier: Option<Option<String>>,
 }
 
 /// A new client secret and its stored hash. Secrets carry 256 random bits, so a plain SHA-256 is the
@@ -109,6 +117,8 @@ pub fn application_audit(app: &Application) -> serde_json::Value {
         "post_logout_uris": app.post_logout_uris,
         "allow_anonymous": app.allow_anonymous,
         "console": app.console,
+        "tiers": app.tiers,
+        "default_tier": app.default_tier,
     })
 }
 
@@ -211,6 +221,9 @@ impl Services {
     ) -> Result<(Workspace, T)> {
         let mut errors = Vec::new();
         validate_name("name", name, &mut errors);
+        if !self.plans.contains(&plan) {
+            errors.push(FieldError::new("plan", "not a plan of this instance's catalogue"));
+        }
         if !errors.is_empty() {
             return Err(Error::Invalid(errors));
         }
@@ -218,7 +231,7 @@ impl Services {
         let workspace = Workspace {
             id: WorkspaceId::new(),
             name: name.to_owned(),
-            plan,
+            plan: plan.clone(),
             login_policy: crate::login::LoginPolicy::default(),
             branding: crate::login::Branding::default(),
             created_at: now,
@@ -251,13 +264,16 @@ impl Services {
 
     /// Changes a workspace's plan; every node picks up the new limits at once.
     pub async fn set_plan(&self, id: WorkspaceId, plan: Plan, actor: &Actor) -> Result<()> {
+        if !self.plans.contains(&plan) {
+            return Err(Error::invalid("plan", "not a plan of this instance's catalogue"));
+        }
         let old = self.get_workspace(id).await?;
         let keys = self.keys.workspace_keys(id, false).await?;
         self.commit(
             id,
             &keys,
             actor,
-            vec![Change::SetPlan(plan)],
+            vec![Change::SetPlan(plan.clone())],
             vec![NewEvent::new("workspace.plan.change", "workspace", id).values(
                 Some(serde_json::json!({"plan": old.plan.as_str()})),
                 Some(serde_json::json!({"plan": plan.as_str()})),
@@ -329,7 +345,16 @@ impl Services {
         new: NewApplication,
         actor: &Actor,
     ) -> Result<(Application, Option<SecretString>)> {
-        self.get_workspace(workspace).await?;
+        let ws = self.get_workspace(workspace).await?;
+        if let Some(max) = self.plans.limits(&ws.plan).max_applications {
+            let apps = self.stores.applications.list_applications(workspace).await?;
+            let counted = apps.iter().filter(|a| !self.is_own_console_client(a)).count();
+            if counted >= usize::try_from(max).unwrap_or(usize::MAX) && !new.console {
+                return Err(Error::Forbidden(crate::ForbiddenReason::QuotaExceeded(
+                    crate::Quota::Applications,
+                )));
+            }
+        }
         let (app, secret) = self.new_application_row(workspace, new, self.clock.now())?;
         let keys = self.keys.workspace_keys(workspace, false).await?;
         self.commit(
@@ -415,6 +440,8 @@ impl Services {
             post_logout_uris: new.post_logout_uris,
             allow_anonymous: new.allow_anonymous,
             console: new.console,
+            tiers: new.tiers,
+            default_tier: new.default_tier,
             secret_hash: None,
             created_at: now,
             updated_at: now,
@@ -434,6 +461,9 @@ impl Services {
     fn validate_application(&self, app: &mut Application) -> Result<()> {
         let mut errors = Vec::new();
         validate_name("name", &app.name, &mut errors);
+        if let Err(tier_errors) = crate::tier::check_tiers(&app.tiers, app.default_tier.as_deref()) {
+            errors.extend(tier_errors);
+        }
         if let Some(trust) = &app.trust {
             if !validate_issuer(&trust.issuer) {
                 errors.push(FieldError {
@@ -603,6 +633,12 @@ impl Services {
         }
         if let Some(ttl) = patch.token_ttl {
             app.token_ttl = ttl;
+        }
+        if let Some(tiers) = patch.tiers {
+            app.tiers = tiers;
+        }
+        if let Some(default) = patch.default_tier {
+            app.default_tier = default;
         }
         self.validate_application(&mut app)?;
         app.updated_at = self.clock.now();

@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use secureflows_core::audit::Actor;
 use secureflows_core::workspace::NewApplication;
-use secureflows_core::{ApplicationKind, Plan, Role, SystemClock, UpstreamTrust, WorkspaceId};
+use secureflows_core::{ApplicationKind, Plan, PlanCatalogue, Role, SystemClock, UpstreamTrust, WorkspaceId};
 use secureflows_crypto::SecretString;
 use secureflows_server::app::{self, Access, Opened};
 use secureflows_server::config::Config;
@@ -64,7 +64,7 @@ pub enum Command {
     Workspace(WorkspaceCommand),
     /// Applications.
     #[command(subcommand)]
-    App(AppCommand),
+    App(Box<AppCommand>),
     /// Keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -193,8 +193,8 @@ pub enum WorkspaceCommand {
         /// Name.
         #[arg(long)]
         name: String,
-        /// Plan.
-        #[arg(long, default_value = "free", value_parser = ["free", "base", "pro"])]
+        /// Plan: a name of the configuration's plan catalogue (`free`, `base`, `pro` by default).
+        #[arg(long, default_value = "free")]
         plan: String,
     },
     /// List workspaces.
@@ -208,8 +208,8 @@ pub enum WorkspaceCommand {
     SetPlan {
         /// Workspace id.
         id: String,
-        /// Plan.
-        #[arg(long, value_parser = ["free", "base", "pro"])]
+        /// Plan: a name of the configuration's plan catalogue (`free`, `base`, `pro` by default).
+        #[arg(long)]
         plan: String,
     },
     /// Delete a workspace: destroys its keys (its data can never be read again), then its data.
@@ -271,6 +271,10 @@ pub enum AppCommand {
         /// Visitors may get anonymous (ANON) sessions, upgraded in place when they sign up.
         #[arg(long)]
         allow_anonymous: bool,
+        /// End-user tiers from a profile: `tuff-flips` (free 100, solo 1,000, pro and team 10,000
+        /// requests per hour; new users on free). Change them later in the console or the API.
+        #[arg(long, value_parser = ["tuff-flips"])]
+        tiers: Option<String>,
         /// A console client: members who sign in through the hosted login get USER JWTs for the
         /// management API (with their own role) instead of SESSION JWTs.
         #[arg(long)]
@@ -375,8 +379,15 @@ fn workspace_id(text: &str) -> anyhow::Result<WorkspaceId> {
         .map_err(|_| anyhow::anyhow!("`{text}` is not a workspace id"))
 }
 
-fn plan(text: &str) -> anyhow::Result<Plan> {
-    Plan::parse(text).ok_or_else(|| anyhow::anyhow!("unknown plan `{text}`"))
+/// A plan of the configuration's catalogue.
+fn plan(catalogue: &PlanCatalogue, text: &str) -> anyhow::Result<Plan> {
+    catalogue.find(text).ok_or_else(|| {
+        let known: Vec<&str> = catalogue.iter().map(|(p, _)| p.as_str()).collect();
+        anyhow::anyhow!(
+            "unknown plan `{text}`: the plan catalogue has {} (add a [plans.<name>] section to define another)",
+            known.join(", ")
+        )
+    })
 }
 
 fn domain(e: secureflows_core::Error) -> anyhow::Error {
@@ -528,7 +539,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Value> {
             match cmd {
                 WorkspaceCommand::Create { name, plan: p } => {
                     let w = s
-                        .create_workspace(&name, plan(&p)?, &Actor::operator())
+                        .create_workspace(&name, plan(&s.plans, &p)?, &Actor::operator())
                         .await
                         .map_err(domain)?;
                     Ok(json!({ "workspace_id": w.id, "name": w.name, "plan": w.plan.as_str() }))
@@ -555,7 +566,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Value> {
                 }
                 WorkspaceCommand::SetPlan { id, plan: p } => {
                     let id = workspace_id(&id)?;
-                    s.set_plan(id, plan(&p)?, &Actor::operator())
+                    s.set_plan(id, plan(&s.plans, &p)?, &Actor::operator())
                         .await
                         .map_err(domain)?;
                     Ok(json!({ "workspace_id": id, "plan": p }))
@@ -568,6 +579,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Value> {
             }
         }
         Command::App(cmd) => {
+            let cmd = *cmd;
             let opened = open(&config).await?;
             let s = &opened.services;
             match cmd {
@@ -587,7 +599,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<Value> {
                     post_logout_uri,
                     allow_anonymous,
                     console,
+                    tiers,
                 } => {
+                    let (tiers, default_tier) = match tiers {
+                        Some(_) => {
+                            let (tiers, default) = secureflows_core::tier::tuff_flips();
+                            (tiers, Some(default))
+                        }
+                        None => (Vec::new(), None),
+                    };
                     let trust = match (trust_issuer, trust_audience) {
                         (Some(issuer), Some(audience)) => Some(UpstreamTrust {
                             issuer,
@@ -613,6 +633,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<Value> {
                                 post_logout_uris: post_logout_uri,
                                 allow_anonymous,
                                 console,
+                                tiers,
+                                default_tier,
                             },
                             &Actor::operator(),
                         )
@@ -893,6 +915,8 @@ fn app_json(app: &secureflows_core::Application) -> Value {
         "post_logout_uris": app.post_logout_uris,
         "allow_anonymous": app.allow_anonymous,
         "console": app.console,
+        "tiers": app.tiers,
+        "default_tier": app.default_tier,
         "session_ttl_secs": app.data_ttl.as_secs(),
         "token_ttl_secs": app.token_ttl.as_secs(),
     })

@@ -390,13 +390,15 @@ pub async fn open(
         Duration::from_millis(config.cache.max_staleness_ms),
     );
     let upstream = Arc::new(HttpJwksSource::new(config.upstream.clone())?);
+    let budgets = secureflows_core::rate::HourlyBudgets::new(clock.clone());
     let services = Arc::new(Services {
+        budgets,
         stores,
         clock,
         state,
         keys,
         tokens,
-        plans: config.plans,
+        plans: config.plans.clone(),
         upstream,
         mailer,
         breached: crate::breached::from_config(&config.login)?,

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
-use secureflows_core::PlanTable;
+use secureflows_core::PlanCatalogue;
 use secureflows_crypto::SecretString;
 use secureflows_crypto::jws::SigningAlgorithm;
 use serde::Deserialize;
@@ -30,7 +30,7 @@ pub struct Config {
     /// Upstream OpenID Connect issuers.
     pub upstream: UpstreamConfig,
     /// Plan limits.
-    pub plans: PlanTable,
+    pub plans: PlanCatalogue,
     /// The API-access log writer.
     pub access_log: AccessLogConfig,
     /// Caches and cross-node coherence.

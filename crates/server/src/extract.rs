@@ -17,7 +17,10 @@ use secureflows_core::console::ConsoleCaller;
 use secureflows_core::vault::VaultKey;
 use serde::de::DeserializeOwned;
 
+use std::num::NonZeroU32;
+
 use crate::access_log::AccessSlot;
+use crate::budget::ChargeSlot;
 use crate::problem::Problem;
 use crate::request::{PeerAddr, RequestContext, client_ip};
 use crate::state::AppState;
@@ -234,6 +237,23 @@ pub struct SessionAuth(pub Arc<SessionCaller>);
 impl FromRequestParts<AppState> for SessionAuth {
     type Rejection = Problem;
 
+    /// Authenticates and charges the call to the user's and the workspace's hourly budgets.
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let UnmeteredSessionAuth(caller) = UnmeteredSessionAuth::from_request_parts(parts, state).await?;
+        let charge = state.services().charge_session(&caller, NonZeroU32::MIN).await?;
+        ChargeSlot::record(parts.extensions.get::<ChargeSlot>(), charge)?;
+        Ok(SessionAuth(caller))
+    }
+}
+
+/// A Session API caller authenticated like [`SessionAuth`] but not charged to the hourly budgets:
+/// signing out and revoking must always work, and `limits/consume` charges its own cost.
+#[derive(Debug, Clone)]
+pub struct UnmeteredSessionAuth(pub Arc<SessionCaller>);
+
+impl FromRequestParts<AppState> for UnmeteredSessionAuth {
+    type Rejection = Problem;
+
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let token = bearer(parts)?;
         let caller = state.services().authenticate_session(token).await?;
@@ -245,7 +265,7 @@ impl FromRequestParts<AppState> for SessionAuth {
             );
         }
         state.services().check_origin(&caller, origin(&parts.headers))?;
-        Ok(SessionAuth(Arc::new(caller)))
+        Ok(UnmeteredSessionAuth(Arc::new(caller)))
     }
 }
 
@@ -313,6 +333,8 @@ impl FromRequestParts<AppState> for ConsoleAuth {
         let token = bearer(parts)?;
         let actor = request_actor(parts, state);
         let caller = state.services().authenticate_console(token, actor).await?;
+        let charge = state.services().charge_workspace(&caller.workspace);
+        ChargeSlot::record(parts.extensions.get::<ChargeSlot>(), charge)?;
         Ok(ConsoleAuth(Arc::new(caller)))
     }
 }

@@ -8,6 +8,7 @@ pub mod access_log;
 pub mod api;
 pub mod app;
 pub mod breached;
+pub mod budget;
 pub mod config;
 pub mod console;
 pub mod coord;

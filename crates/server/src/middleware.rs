@@ -152,7 +152,8 @@ pub fn secure_headers(headers: &mut HeaderMap) {
 
 static ALLOW_METHODS: HeaderValue = HeaderValue::from_static("GET, POST, DELETE");
 static ALLOW_HEADERS: HeaderValue = HeaderValue::from_static("authorization, content-type");
-static EXPOSE_HEADERS: HeaderValue = HeaderValue::from_static("retry-after, www-authenticate, x-request-id");
+static EXPOSE_HEADERS: HeaderValue =
+    HeaderValue::from_static("ratelimit, ratelimit-policy, retry-after, www-authenticate, x-request-id");
 static MAX_AGE: HeaderValue = HeaderValue::from_static("600");
 static VARY_ORIGIN: HeaderValue = HeaderValue::from_static("origin");
 

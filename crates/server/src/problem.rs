@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use secureflows_core::{AuthFailure, Error, FieldError, ForbiddenReason, LimitKind};
+use secureflows_core::{AuthFailure, Error, FieldError, ForbiddenReason, LimitKind, Quota};
 use serde::Serialize;
 
 use crate::failure::Failure;
@@ -247,10 +247,14 @@ impl Problem {
                         "Origin not allowed",
                         "this origin is not allowed for the application",
                     ),
-                    ForbiddenReason::QuotaExceeded => (
+                    ForbiddenReason::QuotaExceeded(quota) => (
                         "quota-exceeded",
                         "Quota exceeded",
-                        "the plan's number of keys per user is used up",
+                        match quota {
+                            Quota::Keys => "the plan's number of keys per user is used up",
+                            Quota::Applications => "the plan's number of applications is used up",
+                            Quota::Members => "the plan's number of owners and admins is used up",
+                        },
                     ),
                     ForbiddenReason::AccountLocked => {
                         ("account-locked", "Account locked", "the account is locked")

@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use secureflows_core::login::password::PasswordPolicy;
 use secureflows_core::login::{Branding, LoginPolicy, MfaRequirement, SignupMode};
+use secureflows_core::tier::{Tier, TierAssignment, TierSource};
 
 use crate::error::SqlResult;
 use crate::manage::{apply_change, insert_user_row};
@@ -185,7 +186,8 @@ pub(crate) fn workspace_row(r: &PgRow) -> Result<Workspace> {
 pub(crate) const APP_COLUMNS: &str = "application_id, workspace_id, name, trust_issuer, trust_audience, \
                                       allowed_origins, data_ttl_secs, token_ttl_secs, created_at, updated_at, \
                                       public, secret_hash, redirect_uris, post_logout_uris, allow_anonymous, \
-                                      console, kind, trust_second_factor_amr, trust_second_factor_acr";
+                                      console, kind, trust_second_factor_amr, trust_second_factor_acr, \
+                                      tiers, default_tier";
 
 pub(crate) fn application_row(r: &PgRow) -> Result<Application> {
     let issuer: Option<String> = r.try_get("trust_issuer").db()?;
@@ -215,7 +217,14 @@ pub(crate) fn application_row(r: &PgRow) -> Result<Application> {
         post_logout_uris: r.try_get("post_logout_uris").db()?,
         allow_anonymous: r.try_get("allow_anonymous").db()?,
         console: r.try_get("console").db()?,
+        tiers: serde_json::from_str(r.try_get::<&str, _>("tiers").db()?)
+            .map_err(|_| corrupt("application.tiers"))?,
+        default_tier: r.try_get("default_tier").db()?,
     })
+}
+
+pub(crate) fn tiers_json(tiers: &[Tier]) -> String {
+    serde_json::to_string(tiers).unwrap_or_else(|_| "[]".to_owned())
 }
 
 pub(crate) const USER_COLUMNS: &str = "u.user_id, u.workspace_id, u.role, u.revision, u.status, u.email_sealed, \
@@ -506,6 +515,36 @@ impl UserStore for PgStore {
         .await
         .db()?;
         tx.commit().await.db()
+    }
+
+    async fn user_tiers(&self, workspace: WorkspaceId, user: UserId) -> Result<Vec<TierAssignment>> {
+        let rows = self
+            .tenant_fetch_all(
+                workspace,
+                sqlx::query(
+                    "select application_id, tier, source, event_at, updated_at from end_user_tier
+                     where workspace_id = $1 and user_id = $2 order by application_id",
+                )
+                .bind(workspace.as_uuid())
+                .bind(user.as_uuid()),
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TierAssignment {
+                    application: ApplicationId::from_uuid(r.try_get("application_id").db()?),
+                    user,
+                    tier: r.try_get("tier").db()?,
+                    source: TierSource::parse(r.try_get::<&str, _>("source").db()?)
+                        .ok_or(corrupt("end_user_tier.source"))?,
+                    event_at: r
+                        .try_get::<Option<time::OffsetDateTime>, _>("event_at")
+                        .db()?
+                        .map(from_ts),
+                    updated_at: from_ts(r.try_get("updated_at").db()?),
+                })
+            })
+            .collect()
     }
 
     async fn find_user(&self, workspace: WorkspaceId, user: UserId) -> Result<Option<User>> {

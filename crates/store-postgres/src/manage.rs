@@ -13,8 +13,10 @@ use sqlx::{PgConnection, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use secureflows_core::tier::TierAssignment;
+
 use crate::data::{
-    APP_COLUMNS, PgStore, USER_COLUMNS, corrupt, from_ts, record_invalidation, secs, ts, user_row,
+    APP_COLUMNS, PgStore, USER_COLUMNS, corrupt, from_ts, record_invalidation, secs, tiers_json, ts, user_row,
 };
 use crate::error::SqlResult;
 
@@ -158,6 +160,7 @@ pub(crate) async fn apply_change(
         Change::InsertIdentityProvider(..) | Change::DeleteIdentityProvider(..) => {
             apply_provider_change(c, workspace, now, change).await?
         }
+        Change::SetUserTier(assignment) => set_user_tier(c, workspace, now, assignment).await?,
         Change::ClaimSetup(hash) => claim_setup(c, now, hash).await?,
     };
     if let Some(invalidation) = applied.invalidation {
@@ -296,7 +299,7 @@ async fn apply_application_change(
             }
             sqlx::query(&format!(
                 "insert into application ({APP_COLUMNS})
-                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
+                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
             ))
             .bind(app.id.as_uuid())
             .bind(ws)
@@ -317,6 +320,8 @@ async fn apply_application_change(
             .bind(app.kind.as_str())
             .bind(app.trust.as_ref().map(|t| t.second_factor_amr.clone()).unwrap_or_default())
             .bind(app.trust.as_ref().map(|t| t.second_factor_acr.clone()).unwrap_or_default())
+            .bind(tiers_json(&app.tiers))
+            .bind(&app.default_tier)
             .execute(&mut *c)
             .await
             .db()?;
@@ -327,7 +332,7 @@ async fn apply_application_change(
                 "update application set name = $3, trust_issuer = $4, trust_audience = $5, allowed_origins = $6,
                    data_ttl_secs = $7, token_ttl_secs = $8, updated_at = $9, redirect_uris = $10,
                    post_logout_uris = $11, allow_anonymous = $12, trust_second_factor_amr = $13,
-                   trust_second_factor_acr = $14
+                   trust_second_factor_acr = $14, tiers = $15, default_tier = $16
                  where workspace_id = $1 and application_id = $2",
             )
             .bind(ws)
@@ -344,6 +349,8 @@ async fn apply_application_change(
             .bind(app.allow_anonymous)
             .bind(app.trust.as_ref().map(|t| t.second_factor_amr.clone()).unwrap_or_default())
             .bind(app.trust.as_ref().map(|t| t.second_factor_acr.clone()).unwrap_or_default())
+            .bind(tiers_json(&app.tiers))
+            .bind(&app.default_tier)
             .execute(&mut *c)
             .await
             .db()?
@@ -1115,4 +1122,51 @@ impl SupportStore for PgStore {
         .db()?;
         Ok(())
     }
+}
+
+/// Puts an end user on a tier; an event older than the stored one changes nothing (`stale-event`).
+async fn set_user_tier(
+    c: &mut PgConnection,
+    workspace: WorkspaceId,
+    now: Timestamp,
+    t: &TierAssignment,
+) -> Result<Applied> {
+    let ws = workspace.as_uuid();
+    let known: bool = sqlx::query_scalar(
+        "select exists (select 1 from application where workspace_id = $1 and application_id = $2)
+            and exists (select 1 from user_account where workspace_id = $1 and user_id = $3)",
+    )
+    .bind(ws)
+    .bind(t.application.as_uuid())
+    .bind(t.user.as_uuid())
+    .fetch_one(&mut *c)
+    .await
+    .db()?;
+    if !known {
+        return Err(Error::NotFound("user"));
+    }
+    let n = sqlx::query(
+        "insert into end_user_tier (workspace_id, application_id, user_id, tier, source, event_at, updated_at)
+         values ($1, $2, $3, $4, $5, $6, $7)
+         on conflict (application_id, user_id) do update set
+             tier = excluded.tier, source = excluded.source, updated_at = excluded.updated_at,
+             event_at = coalesce(excluded.event_at, end_user_tier.event_at)
+         where excluded.event_at is null or end_user_tier.event_at is null
+             or end_user_tier.event_at <= excluded.event_at",
+    )
+    .bind(ws)
+    .bind(t.application.as_uuid())
+    .bind(t.user.as_uuid())
+    .bind(&t.tier)
+    .bind(t.source.as_str())
+    .bind(t.event_at.map(ts))
+    .bind(ts(now))
+    .execute(&mut *c)
+    .await
+    .db()?
+    .rows_affected();
+    if n == 0 {
+        return Err(Error::Conflict("stale-event"));
+    }
+    Ok(Applied::publishing(Invalidation::User(workspace, t.user)))
 }

@@ -18,6 +18,7 @@ use secureflows_core::{
 
 use secureflows_core::login::password::PasswordPolicy;
 use secureflows_core::login::{Branding, LoginPolicy, MfaRequirement, SignupMode};
+use secureflows_core::tier::{Tier, TierAssignment, TierSource};
 
 use crate::conn::{Database, SqliteOptions};
 use crate::error::SqlResult;
@@ -130,7 +131,8 @@ pub(crate) fn workspace_row(r: &Row<'_>) -> rusqlite::Result<Workspace> {
 pub(crate) const APP_COLUMNS: &str = "application_id, workspace_id, name, trust_issuer, trust_audience, \
                                       allowed_origins, data_ttl_secs, token_ttl_secs, created_at, updated_at, \
                                       public, secret_hash, redirect_uris, post_logout_uris, allow_anonymous, \
-                                      console, kind, trust_second_factor_amr, trust_second_factor_acr";
+                                      console, kind, trust_second_factor_amr, trust_second_factor_acr, \
+                                      tiers, default_tier";
 
 pub(crate) fn application_row(r: &Row<'_>) -> rusqlite::Result<Application> {
     let issuer: Option<String> = r.get(3)?;
@@ -159,6 +161,8 @@ pub(crate) fn application_row(r: &Row<'_>) -> rusqlite::Result<Application> {
         post_logout_uris: json_list(&r.get::<_, String>(13)?, "post_logout_uris")?,
         allow_anonymous: r.get(14)?,
         console: r.get(15)?,
+        tiers: serde_json::from_str(&r.get::<_, String>(19)?).map_err(|_| bad_column("tiers"))?,
+        default_tier: r.get(20)?,
     })
 }
 
@@ -168,6 +172,10 @@ fn serde_json_origins(text: &str) -> rusqlite::Result<Vec<String>> {
 
 pub(crate) fn json_list(text: &str, column: &'static str) -> rusqlite::Result<Vec<String>> {
     serde_json::from_str(text).map_err(|_| bad_column(column))
+}
+
+pub(crate) fn tiers_json(tiers: &[Tier]) -> String {
+    serde_json::to_string(tiers).unwrap_or_else(|_| "[]".to_owned())
 }
 
 pub(crate) fn origins_json(origins: &[String]) -> String {
@@ -478,6 +486,29 @@ impl UserStore for SqliteStore {
             .db()?
             .query_row(params![workspace.as_uuid(), user.as_uuid()], user_row)
             .optional()
+            .db()
+        })
+    }
+
+    async fn user_tiers(&self, workspace: WorkspaceId, user: UserId) -> Result<Vec<TierAssignment>> {
+        self.db.read(|c| {
+            c.prepare_cached(
+                "select application_id, tier, source, event_at, updated_at from end_user_tier
+                 where workspace_id = ?1 and user_id = ?2 order by application_id",
+            )
+            .db()?
+            .query_map(params![workspace.as_uuid(), user.as_uuid()], |r| {
+                Ok(TierAssignment {
+                    application: r.get::<_, uuid::Uuid>(0)?.into(),
+                    user,
+                    tier: r.get(1)?,
+                    source: TierSource::parse(&r.get::<_, String>(2)?).ok_or_else(|| bad_column("source"))?,
+                    event_at: r.get::<_, Option<i64>>(3)?.map(Timestamp::from_millis),
+                    updated_at: Timestamp::from_millis(r.get(4)?),
+                })
+            })
+            .db()?
+            .collect::<rusqlite::Result<Vec<_>>>()
             .db()
         })
     }

@@ -11,7 +11,11 @@ use secureflows_core::{
 };
 use uuid::Uuid;
 
-use crate::data::{SqliteStore, USER_COLUMNS, bad_column, origins_json, record_invalidation, secs, user_row};
+use secureflows_core::tier::TierAssignment;
+
+use crate::data::{
+    SqliteStore, USER_COLUMNS, bad_column, origins_json, record_invalidation, secs, tiers_json, user_row,
+};
 use crate::error::SqlResult;
 
 fn must_change(n: usize, what: &'static str) -> Result<()> {
@@ -137,6 +141,7 @@ pub(crate) fn apply_change(
         Change::InsertIdentityProvider(..) | Change::DeleteIdentityProvider(..) => {
             apply_provider_change(c, workspace, now, change)?
         }
+        Change::SetUserTier(assignment) => set_user_tier(c, workspace, now, assignment)?,
         Change::ClaimSetup(hash) => claim_setup(c, now, hash)?,
     };
     if let Some(invalidation) = applied.invalidation {
@@ -266,7 +271,7 @@ fn apply_application_change(
             }
             c.execute(
                 &format!(
-                    "insert into application ({}) values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+                    "insert into application ({}) values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
                     crate::data::APP_COLUMNS
                 ),
                 params![
@@ -289,6 +294,8 @@ fn apply_application_change(
                     app.kind.as_str(),
                     origins_json(app.trust.as_ref().map_or(&[][..], |t| &t.second_factor_amr)),
                     origins_json(app.trust.as_ref().map_or(&[][..], |t| &t.second_factor_acr)),
+                    tiers_json(&app.tiers),
+                    app.default_tier,
                 ],
             )
             .db()?;
@@ -300,7 +307,7 @@ fn apply_application_change(
                     "update application set name = ?3, trust_issuer = ?4, trust_audience = ?5, allowed_origins = ?6,
                        data_ttl_secs = ?7, token_ttl_secs = ?8, updated_at = ?9, redirect_uris = ?10,
                        post_logout_uris = ?11, allow_anonymous = ?12, trust_second_factor_amr = ?13,
-                       trust_second_factor_acr = ?14
+                       trust_second_factor_acr = ?14, tiers = ?15, default_tier = ?16
                      where workspace_id = ?1 and application_id = ?2",
                     params![
                         ws,
@@ -317,6 +324,8 @@ fn apply_application_change(
                         app.allow_anonymous,
                         origins_json(app.trust.as_ref().map_or(&[][..], |t| &t.second_factor_amr)),
                         origins_json(app.trust.as_ref().map_or(&[][..], |t| &t.second_factor_acr)),
+                        tiers_json(&app.tiers),
+                        app.default_tier,
                     ],
                 )
                 .db()?;
@@ -578,6 +587,51 @@ fn apply_support_change(
         _ => return Err(Error::internal("not a support change")),
     };
     Ok(Applied::publishing(invalidation))
+}
+
+/// Puts an end user on a tier; an event older than the stored one changes nothing (`stale-event`).
+fn set_user_tier(
+    c: &Connection,
+    workspace: WorkspaceId,
+    now: Timestamp,
+    t: &TierAssignment,
+) -> Result<Applied> {
+    let ws = workspace.as_uuid();
+    let known: bool = c
+        .query_row(
+            "select exists (select 1 from application where workspace_id = ?1 and application_id = ?2)
+                and exists (select 1 from user_account where workspace_id = ?1 and user_id = ?3)",
+            params![ws, t.application.as_uuid(), t.user.as_uuid()],
+            |r| r.get(0),
+        )
+        .db()?;
+    if !known {
+        return Err(Error::NotFound("user"));
+    }
+    let n = c
+        .execute(
+            "insert into end_user_tier (workspace_id, application_id, user_id, tier, source, event_at, updated_at)
+             values (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             on conflict (application_id, user_id) do update set
+                 tier = excluded.tier, source = excluded.source, updated_at = excluded.updated_at,
+                 event_at = coalesce(excluded.event_at, end_user_tier.event_at)
+             where excluded.event_at is null or end_user_tier.event_at is null
+                 or end_user_tier.event_at <= excluded.event_at",
+            params![
+                ws,
+                t.application.as_uuid(),
+                t.user.as_uuid(),
+                t.tier,
+                t.source.as_str(),
+                t.event_at.map(Timestamp::millis),
+                now.millis()
+            ],
+        )
+        .db()?;
+    if n == 0 {
+        return Err(Error::Conflict("stale-event"));
+    }
+    Ok(Applied::publishing(Invalidation::User(workspace, t.user)))
 }
 
 /// Applies a change of invitations.

@@ -89,6 +89,11 @@ pub const DATA: &[Migration] = &[
         name: "console",
         sql: include_str!("../migrations/data/0013_console.sql"),
     },
+    Migration {
+        version: 14,
+        name: "plans_and_tiers",
+        sql: include_str!("../migrations/data/0014_plans_and_tiers.sql"),
+    },
 ];
 
 pub const ACCESS: &[Migration] = &[
@@ -161,20 +166,40 @@ pub fn run(conn: &mut Connection, set: &[Migration], mode: MigrationMode) -> Res
                 ));
             }
             None => {
-                let tx = conn.transaction().db()?;
-                tx.execute_batch(m.sql).db()?;
-                tx.execute(
-                    "insert into schema_migration (version, name, checksum, applied_at)
-                     values (?1, ?2, ?3, cast(unixepoch('subsec') * 1000 as integer))",
-                    params![m.version, m.name, checksum(m.sql)],
-                )
-                .db()?;
-                tx.commit().db()?;
+                // SQLite's procedure for changing a table's definition: foreign keys off around the
+                // transaction (the pragma is a no-op inside one), checked before it commits.
+                conn.pragma_update(None, "foreign_keys", "OFF").db()?;
+                let applied = apply_one(conn, m);
+                conn.pragma_update(None, "foreign_keys", "ON").db()?;
+                applied?;
                 tracing::info!(version = m.version, name = m.name, "applied migration");
             }
         }
     }
     Ok(())
+}
+
+/// Applies one migration in one transaction; refuses to commit one that broke a foreign key.
+fn apply_one(conn: &mut Connection, m: &Migration) -> Result<()> {
+    let tx = conn.transaction().db()?;
+    tx.execute_batch(m.sql).db()?;
+    let broken: Option<String> = tx
+        .query_row("pragma foreign_key_check", [], |r| r.get(0))
+        .optional()
+        .db()?;
+    if let Some(table) = broken {
+        tracing::error!(version = m.version, table, "a migration broke a foreign key");
+        return Err(Error::Unavailable(
+            "a migration broke a foreign key; nothing was changed",
+        ));
+    }
+    tx.execute(
+        "insert into schema_migration (version, name, checksum, applied_at)
+         values (?1, ?2, ?3, cast(unixepoch('subsec') * 1000 as integer))",
+        params![m.version, m.name, checksum(m.sql)],
+    )
+    .db()?;
+    tx.commit().db()
 }
 
 /// Whether every migration of `set` is applied, unchanged.

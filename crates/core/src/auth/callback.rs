@@ -293,7 +293,7 @@ impl Services {
             expires_at: now.plus(app.token_ttl),
             ended_at: None,
         };
-        self.open_app_session(workspace.plan, &session, now).await?;
+        self.open_app_session(&workspace.plan, &session, now).await?;
         let token = self.tokens.issue(
             TokenKind::Session,
             app.id.to_string(),
@@ -312,7 +312,7 @@ impl Services {
     /// (`Limited`, with the time until the earliest session ends) when they are reached.
     pub(crate) async fn open_app_session(
         &self,
-        plan: Plan,
+        plan: &Plan,
         session: &LoginSession,
         now: Timestamp,
     ) -> Result<()> {

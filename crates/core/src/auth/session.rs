@@ -26,7 +26,7 @@ pub struct SessionCaller {
     /// The workspace.
     pub workspace: Arc<Workspace>,
     /// The workspace plan's limits.
-    pub limits: PlanLimits,
+    pub limits: Arc<PlanLimits>,
     /// The workspace's keys (unwrapped, from this node's key cache).
     pub keys: Arc<WorkspaceKeys>,
 }
@@ -57,7 +57,7 @@ impl Services {
         self.check_login_session(&token, Some(app_id), trust).await?;
         self.check_member_revision(&token, trust).await?;
         let keys = self.token_keys(&token, trust).await?;
-        let limits = self.plans.limits(workspace.plan);
+        let limits = self.plans.limits(&workspace.plan);
         Ok(SessionCaller {
             token,
             application,

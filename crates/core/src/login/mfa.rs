@@ -206,7 +206,7 @@ impl Services {
             MfaRequirement::Admins => matches!(user.role, Role::Owner | Role::Admin),
             MfaRequirement::All => true,
         };
-        Ok(by_policy || self.plans.limits(workspace.plan).require_mfa)
+        Ok(by_policy || self.plans.limits(&workspace.plan).require_mfa)
     }
 
     /// The user of a pending step, and the step.

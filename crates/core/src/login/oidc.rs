@@ -963,7 +963,7 @@ impl Services {
             expires_at,
             ended_at: None,
         };
-        self.open_app_session(ws.plan, &session, now).await?;
+        self.open_app_session(&ws.plan, &session, now).await?;
         let session_id = session.id;
         let access_token = self.access_token(app, user, session_id, now)?;
         let refresh_token = match (basis.family, refresh_expiry) {

@@ -23,7 +23,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use self::manage::{applications, audit, identity_providers, invites, users, workspaces};
+use self::manage::{applications, audit, identity_providers, invites, tiers, users, workspaces};
 use crate::middleware;
 use crate::problem::Problem;
 use crate::state::AppState;
@@ -84,7 +84,8 @@ fn routers() -> (
         .routes(routes!(session::set_value))
         .routes(routes!(session::get_value))
         .routes(routes!(session::delete_value))
-        .routes(routes!(session::revoke_sessions));
+        .routes(routes!(session::revoke_sessions))
+        .routes(routes!(session::consume));
     let management = OpenApiRouter::new()
         .routes(routes!(
             workspaces::get_workspace,
@@ -101,6 +102,7 @@ fn routers() -> (
             applications::delete_application
         ))
         .routes(routes!(applications::rotate_secret))
+        .routes(routes!(tiers::get_user_tier, tiers::set_user_tier))
         .routes(routes!(users::list_users))
         .routes(routes!(users::me))
         .routes(routes!(users::get_user, users::delete_user))
@@ -242,10 +244,12 @@ pub fn router(state: AppState) -> Router<AppState> {
     let session_api = session_api
         .route_layer(from_fn_with_state(declared.clone(), declared_query_only))
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(crate::budget::rate_headers))
         .layer(from_fn_with_state(state, middleware::session_api));
     let management = management
         .route_layer(from_fn_with_state(declared.clone(), declared_query_only))
-        .method_not_allowed_fallback(method_not_allowed);
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(crate::budget::rate_headers));
     let public = public
         .route(
             "/api/v1/openapi.json",

@@ -10,10 +10,12 @@ use secureflows_core::auth::callback::{CallbackFailure, CallbackRequest};
 use secureflows_core::auth::token::IssuedToken;
 use secureflows_core::login::oauth::{OAuthError, OAuthErrorKind};
 use secureflows_core::vault::{self, SetResult, ValueMeta};
-use secureflows_core::{ApplicationId, Error};
+use secureflows_core::{ApplicationId, Error, limits};
+use std::num::NonZeroU32;
 
 use crate::access_log::AccessSlot;
-use crate::extract::{Json, KeyPath, RequestActor, SessionAuth, origin, read_body};
+use crate::budget::ChargeSlot;
+use crate::extract::{Json, KeyPath, RequestActor, SessionAuth, UnmeteredSessionAuth, origin, read_body};
 use crate::middleware::CSP_SANDBOX;
 use crate::problem::{ApiResult, Problem};
 use crate::state::AppState;
@@ -151,7 +153,7 @@ pub async fn anonymous(
     ))]
 pub async fn upgrade(
     State(state): State<AppState>,
-    SessionAuth(caller): SessionAuth,
+    UnmeteredSessionAuth(caller): UnmeteredSessionAuth,
 ) -> ApiResult<axum::Json<dto::UpgradeTicket>> {
     let (ticket, ttl) = state.services().upgrade_ticket(&caller).await?;
     Ok(axum::Json(dto::UpgradeTicket {
@@ -227,7 +229,7 @@ pub async fn browser_logout(
     ))]
 pub async fn logout(
     State(state): State<AppState>,
-    SessionAuth(caller): SessionAuth,
+    UnmeteredSessionAuth(caller): UnmeteredSessionAuth,
     RequestActor(actor): RequestActor,
 ) -> ApiResult<StatusCode> {
     state.services().logout(&caller, actor).await?;
@@ -243,7 +245,7 @@ pub async fn logout(
     ))]
 pub async fn revoke_sessions(
     State(state): State<AppState>,
-    SessionAuth(caller): SessionAuth,
+    UnmeteredSessionAuth(caller): UnmeteredSessionAuth,
     RequestActor(actor): RequestActor,
 ) -> ApiResult<StatusCode> {
     state.services().revoke_sessions(&caller, actor).await?;
@@ -379,4 +381,66 @@ pub async fn delete_value(
 ) -> ApiResult<StatusCode> {
     state.services().delete_value(&caller, &key).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/v1/limits/consume` `{cost?}`: charges a back end's own call (or `cost` of them) to the
+/// caller's hourly budgets, the same ones the Session API counts against. The subject comes from the
+/// SESSION JWT only. Over a budget: 429 `rate-limited` with `Retry-After`.
+#[utoipa::path(post, path = "/api/v1/limits/consume", tag = "session",
+    security(("session" = [])),
+    request_body(content = Option<dto::ConsumeRequest>, description = "Optional; an empty body charges 1"),
+    responses(
+        (status = 200, description = "Charged", body = dto::ConsumeResult,
+            headers(("RateLimit-Policy" = String), ("RateLimit" = String))),
+        (status = 429, description = "A budget is used up", body = dto::Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64), ("RateLimit-Policy" = String), ("RateLimit" = String))),
+        (status = "4XX", description = "Problem", body = dto::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn consume(
+    State(state): State<AppState>,
+    UnmeteredSessionAuth(caller): UnmeteredSessionAuth,
+    req: Request<Body>,
+) -> ApiResult<axum::Json<dto::ConsumeResult>> {
+    let slot = req.extensions().get::<ChargeSlot>().cloned();
+    // No body at all charges one; a body must be JSON.
+    let request = if req.headers().contains_key(header::CONTENT_TYPE) {
+        let Json(request) = Json::<dto::ConsumeRequest>::from_request(req, &state).await?;
+        request
+    } else {
+        let (parts, body) = req.into_parts();
+        read_body(&parts.headers, body, 0, || {
+            Problem::unsupported_media_type("application/json")
+        })
+        .await?;
+        dto::ConsumeRequest::default()
+    };
+    let cost = match request.cost {
+        None => NonZeroU32::MIN,
+        Some(n) => NonZeroU32::new(n)
+            .filter(|n| n.get() <= limits::MAX_COST)
+            .ok_or_else(|| Error::invalid("cost", "must be between 1 and 1000"))?,
+    };
+    let tier = state
+        .services()
+        .tier_of(&caller.application, caller.token.user)
+        .await?;
+    let charge = state.services().charge_session(&caller, cost).await?;
+    let charge = ChargeSlot::record(slot.as_ref(), charge)?;
+    Ok(axum::Json(dto::ConsumeResult {
+        charged: cost.get(),
+        tier: tier.map(|t| t.name),
+        budgets: charge
+            .budgets
+            .iter()
+            .map(|b| dto::BudgetState {
+                policy: b.policy.to_owned(),
+                limit: b.limit,
+                remaining: b.remaining,
+                reset: b
+                    .reset
+                    .as_secs()
+                    .saturating_add(u64::from(b.reset.subsec_nanos() > 0)),
+            })
+            .collect(),
+    }))
 }

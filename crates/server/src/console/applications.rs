@@ -303,6 +303,8 @@ pub(super) async fn create(
             post_logout_uris: s.post_logout_uris,
             allow_anonymous: s.allow_anonymous,
             console: false,
+            tiers: Vec::new(),
+            default_tier: None,
         })
     });
     let created = match parsed {
@@ -366,6 +368,9 @@ pub(super) async fn update(
                 trust: Some(s.trust),
                 data_ttl: s.data_ttl,
                 token_ttl: s.token_ttl,
+                // Tiers have a form of their own.
+                tiers: None,
+                default_tier: None,
             };
             services.update_application(&c.caller, id, patch).await
         }

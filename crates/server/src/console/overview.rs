@@ -13,7 +13,7 @@ use crate::state::AppState;
 #[template(path = "console/overview.html")]
 struct OverviewPage {
     shell: Shell,
-    plan: &'static str,
+    plan: String,
     applications: usize,
     workspace_id: String,
     issuer: String,
@@ -35,7 +35,7 @@ pub(super) async fn overview(
     Ok(render(
         StatusCode::OK,
         &OverviewPage {
-            plan: c.caller.workspace.plan.as_str(),
+            plan: c.caller.workspace.plan.as_str().to_owned(),
             // The console's own client is not the workspace's application.
             applications: apps.iter().filter(|a| !services.is_own_console_client(a)).count(),
             workspace_id: c.workspace().to_string(),

@@ -13,7 +13,9 @@ use crate::state::AppState;
 #[template(path = "console/plan.html")]
 struct PlanPage {
     shell: Shell,
-    plan: &'static str,
+    plan: String,
+    display_name: String,
+    features: String,
     rows: Vec<(&'static str, String, String)>,
 }
 
@@ -24,6 +26,11 @@ fn size(bytes: u64) -> String {
         b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
         b => format!("{b} bytes"),
     }
+}
+
+/// An optional limit in words.
+fn limit(value: Option<u32>) -> String {
+    value.map_or_else(|| "no limit".to_owned(), |n| n.to_string())
 }
 
 /// `GET …/plan` (OWNER, ADMIN).
@@ -73,13 +80,28 @@ pub(super) async fn plan(
             .into(),
             "—".into(),
         ),
-        ("Applications", "no limit".into(), u.applications.to_string()),
-        ("Owners and admins", "no limit".into(), u.members.to_string()),
+        (
+            "API requests per hour, whole workspace",
+            limit(l.api_requests_per_hour),
+            "counted per node, refilled smoothly".into(),
+        ),
+        (
+            "Applications",
+            limit(l.max_applications),
+            u.applications.to_string(),
+        ),
+        ("Owners and admins", limit(l.max_members), u.members.to_string()),
     ];
     Ok(render(
         StatusCode::OK,
         &PlanPage {
-            plan: u.plan.as_str(),
+            plan: u.plan.as_str().to_owned(),
+            display_name: l.display_name.clone(),
+            features: if l.features.is_empty() {
+                "none".to_owned()
+            } else {
+                l.features.join(", ")
+            },
             rows,
             shell: c.shell,
         },

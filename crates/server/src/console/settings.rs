@@ -95,11 +95,7 @@ async fn settings_page(
             format!("{} minutes", services.settings.default_token_ttl.as_secs() / 60),
             "tokens.ttl_secs",
         ),
-        (
-            "Plan limits",
-            format!("plan {}", w.plan.as_str()),
-            "plans.free | plans.base | plans.pro",
-        ),
+        ("Plan limits", format!("plan {}", w.plan.as_str()), "plans.<name>"),
     ];
     Ok(render(
         status,

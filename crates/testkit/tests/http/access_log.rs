@@ -12,7 +12,7 @@ backend_tests!(every_call_is_recorded, records_are_not_dropped_under_load);
 
 async fn every_call_is_recorded(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let application = app.application(ws, "web").await;
     let session = app.sign_in(&application, "alice").await;
     let user: UserId = jwt_claims(session.token())["sub"]
@@ -112,7 +112,7 @@ async fn every_call_is_recorded(backend: Backend) {
 
 async fn records_are_not_dropped_under_load(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let application = app.application(ws, "web").await;
     let session = app.sign_in(&application, "alice").await;
     session.set("k", "text/plain", "v").await.unwrap();

@@ -16,7 +16,7 @@ backend_tests!(
 
 async fn kinds_are_chosen_validated_and_reported(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let owner = app.console_token(ws, "owner@example.com", Role::Owner).await;
     let create = |body: serde_json::Value| {
         let (app, owner) = (&app, owner.clone());
@@ -148,7 +148,7 @@ async fn refresh_tokens_follow_the_kind_not_the_redirect(backend: Backend) {
         },
     )
     .await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let owner = app.console_token(ws, "owner@example.com", Role::Owner).await;
     app.services()
         .sign_up(

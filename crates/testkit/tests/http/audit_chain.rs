@@ -16,7 +16,7 @@ backend_tests!(
 
 /// A workspace with a few audited changes (events 1..=n).
 async fn busy_workspace(app: &TestApp) -> WorkspaceId {
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let owner = app.console_token(ws, "owner@x.example", Role::Owner).await;
     for name in ["One", "Two", "Three"] {
         call_ok(
@@ -199,7 +199,7 @@ async fn exports_are_complete_in_both_formats(backend: Backend) {
 
 async fn concurrent_changes_keep_one_owner_and_an_intact_chain(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     for round in 0..5 {
         // Two OWNERs demote each other at the same moment: the workspace keeps at least one.
         let one = app.console_token(ws, "one@x.example", Role::Owner).await;

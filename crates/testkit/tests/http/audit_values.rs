@@ -32,7 +32,7 @@ async fn each_change_is_audited_with_old_and_new_values(backend: Backend) {
         ..Default::default()
     };
     let app = TestApp::spawn_with(backend, options).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let owner = app.console_token(ws, "owner@x.example", Role::Owner).await;
     let owner_id = jwt_claims(&owner)["sub"].as_str().unwrap().to_owned();
     let member = app.console_token(ws, "member@x.example", Role::User).await;

@@ -19,7 +19,7 @@ backend_tests!(
 
 async fn json_bodies_must_be_objects_of_the_right_shape(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let owner = app
         .console_token(ws, "owner@x.example", secureflows_core::Role::Owner)
         .await;
@@ -71,7 +71,7 @@ async fn json_bodies_must_be_objects_of_the_right_shape(backend: Backend) {
 
 async fn key_names_outside_the_grammar_are_400_and_store_nothing(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let application = app.application(ws, "web").await;
     let session = app.sign_in(&application, "alice").await;
     let victim = app.sign_in(&application, "victim").await;
@@ -130,7 +130,7 @@ async fn key_names_outside_the_grammar_are_400_and_store_nothing(backend: Backen
 
 async fn a_50_mb_body_is_refused_before_it_is_read(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let application = app.application(ws, "web").await;
     let session = app.sign_in(&application, "alice").await;
     let auth = format!("authorization: Bearer {}", session.token());
@@ -162,7 +162,7 @@ async fn a_50_mb_body_is_refused_before_it_is_read(backend: Backend) {
 
 async fn chunked_bodies_over_the_limit_are_413(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Free).await; // 64 KiB values
+    let ws = app.workspace(Plan::free()).await; // 64 KiB values
     let application = app.application(ws, "web").await;
     let session = app.sign_in(&application, "alice").await;
     let auth = format!("authorization: Bearer {}", session.token());
@@ -226,7 +226,7 @@ async fn unknown_routes_and_methods_are_problems(backend: Backend) {
 
 async fn validation_errors_say_what_is_wrong_in_the_apis_words(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let owner = app
         .console_token(ws, "owner@x.example", secureflows_core::Role::Owner)
         .await;
@@ -308,7 +308,7 @@ async fn validation_errors_say_what_is_wrong_in_the_apis_words(backend: Backend)
 
 async fn two_authorization_headers_are_refused(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let application = app.application(ws, "web").await;
     let session = app.sign_in(&application, "alice").await;
     let owner = app
@@ -342,7 +342,7 @@ async fn two_authorization_headers_are_refused(backend: Backend) {
 
 async fn unknown_query_parameters_are_refused_everywhere(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let application = app.application(ws, "web").await;
     let session = app.sign_in(&application, "alice").await;
     let owner = app

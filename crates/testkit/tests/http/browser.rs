@@ -35,7 +35,7 @@ pub(crate) fn serve_page(listener: tokio::net::TcpListener, page: String) {
 
 /// The example application, registered and served for a new workspace. Returns its origin.
 async fn serve_example(app: &TestApp) -> (WorkspaceId, String) {
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let (origin, listener) = loopback().await;
     let (client, _) = app
         .services()
@@ -329,7 +329,7 @@ async fn oidc_client_ts_signs_in_renews_and_signs_out(backend: Backend) {
     };
     let c = &browser.client;
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     app.services()
         .sign_up(
             ws,

@@ -260,7 +260,7 @@ async fn first_run_makes_one_workspace_and_never_works_again(backend: Backend) {
         1
     );
     let ws = app.services().stores.workspaces.list_workspaces().await.unwrap()[0].clone();
-    assert_eq!(ws.plan, Plan::Pro);
+    assert_eq!(ws.plan, Plan::pro());
     let apps = app
         .services()
         .stores
@@ -405,7 +405,7 @@ async fn console_walls(backend: Backend) {
 
     // Another workspace: its objects are not found through this one, and this session's secret under
     // its cookie name is no session there.
-    let other = app.workspace(Plan::Pro).await;
+    let other = app.workspace(Plan::pro()).await;
     let other_app = app.application(other, "aud-other").await;
     let r = b
         .get(format!("{overview}/applications/{}", other_app.id))
@@ -630,7 +630,7 @@ async fn open_signup_makes_workspaces_only_when_configured(backend: Backend) {
     let made = app.services().stores.workspaces.list_workspaces().await.unwrap();
     assert!(
         made.iter()
-            .any(|w| w.name == "Eve's shop" && w.plan == Plan::Free),
+            .any(|w| w.name == "Eve's shop" && w.plan == Plan::free()),
         "{made:?}"
     );
     // The setup link is another matter: it still creates nothing once a workspace exists.

@@ -32,7 +32,7 @@ async fn exchange(app: &TestApp, ws: &str, client: &str, code: &str, verifier: &
 
 async fn console_signs_in_through_the_hosted_login(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let owner = app.console_token(ws, "owner@example.com", Role::Owner).await;
     let r = call(
         &app,

@@ -31,7 +31,7 @@ fn options_with(dir: Option<std::path::PathBuf>, key: Option<String>) -> TestOpt
 
 async fn raw_storage_holds_no_plaintext(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let application = app.application(ws, "web").await;
     let subject = marker("subject");
     let session = app.sign_in(&application, &subject).await;
@@ -66,7 +66,7 @@ async fn raw_storage_holds_no_plaintext(backend: Backend) {
     // The check itself can see a marker where one is stored in the clear (the workspace name).
     let named = app
         .services()
-        .create_workspace(&marker("visible"), Plan::Free, &Actor::operator())
+        .create_workspace(&marker("visible"), Plan::free(), &Actor::operator())
         .await
         .unwrap();
     assert!(app.raw_contains(named.name.as_bytes()).await);
@@ -74,7 +74,7 @@ async fn raw_storage_holds_no_plaintext(backend: Backend) {
 
 async fn ciphertext_moved_to_another_row_fails_closed(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let application = app.application(ws, "web").await;
     let alice = app.sign_in(&application, "alice").await;
     let bob = app.sign_in(&application, "bob").await;
@@ -129,7 +129,7 @@ async fn ciphertext_moved_to_another_row_fails_closed(backend: Backend) {
 
 async fn one_tampered_row_leaves_the_list_readable(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let application = app.application(ws, "web").await;
     let alice = app.sign_in(&application, "alice").await;
     for (k, v) in [("a", "1"), ("b", "22"), ("c", "333")] {
@@ -169,7 +169,7 @@ async fn one_tampered_row_leaves_the_list_readable(backend: Backend) {
 
 async fn data_key_rotation_keeps_everything_readable(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let application = app.application(ws, "web").await;
     let session = app.sign_in(&application, "alice").await;
     session.set("before", "text/plain", "v1").await.unwrap();
@@ -214,7 +214,7 @@ async fn master_key_rotation_keeps_everything_readable(backend: Backend) {
     let temp = tempfile::tempdir().unwrap();
     let dir = temp.path().join("data");
     let app = TestApp::spawn_with(backend.clone(), options_with(Some(dir.clone()), None)).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let application = app.application(ws, "web").await;
     let session = app.sign_in(&application, "alice").await;
     session.set("k", "text/plain", "survives").await.unwrap();
@@ -276,8 +276,8 @@ async fn deleted_workspace_stays_unreadable_even_from_a_backup(backend: Backend)
     let dir = temp.path().join("data");
     let app = TestApp::spawn_with(backend.clone(), options_with(Some(dir.clone()), None)).await;
     let key = app.master_key.clone();
-    let ws = app.workspace(Plan::Pro).await;
-    let keep = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
+    let keep = app.workspace(Plan::pro()).await;
     let application = app.application(ws, "web").await;
     let kept_app = app.application(keep, "kept").await;
     let session = app.sign_in(&application, "alice").await;
@@ -404,7 +404,7 @@ async fn wrong_or_missing_master_key_keeps_the_server_sealed(backend: Backend) {
     let temp = tempfile::tempdir().unwrap();
     let dir = temp.path().join("data");
     let app = TestApp::spawn_with(backend.clone(), options_with(Some(dir.clone()), None)).await;
-    app.workspace(Plan::Free).await;
+    app.workspace(Plan::free()).await;
     app.stop().await;
 
     let (_, other) = secureflows_crypto::MasterKey::generate().unwrap();

@@ -73,7 +73,7 @@ async fn id_token_exchange(
 
 async fn unverified_upstream_addresses_never_reach_an_account(backend: Backend) {
     let (app, smtp) = app_with_mail(backend, None).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let (client, _) = client_app(&app, ws, true).await;
     let trusting = app.application(ws, "web").await;
 
@@ -202,7 +202,7 @@ async fn addresses_that_render_alike_are_one_account(backend: Backend) {
         ..TestOptions::default()
     };
     let app = TestApp::spawn_with(backend, options).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     assert_eq!(sign_up_status(&app, ws, "ada@example.com").await, 200);
     assert_eq!(sign_up_status(&app, ws, "jos\u{00E9}@example.com").await, 200);
     assert_eq!(sign_up_status(&app, ws, "kim@example.com").await, 200);
@@ -306,7 +306,7 @@ async fn addresses_stored_before_the_rule_are_indexed_again_and_collisions_repor
         configure: Arc::new(|_| {}),
     };
     let app = TestApp::spawn_with(backend.clone(), options.clone()).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let mut users = Vec::new();
     for email in [
         "one@example.com",

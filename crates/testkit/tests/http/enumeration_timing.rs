@@ -147,7 +147,7 @@ async fn unknown_and_known_addresses_take_the_same_time(backend: Backend) {
         ..TestOptions::default()
     };
     let app = TestApp::spawn_with(backend, options).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     for i in 0..PAIRS {
         app.services()
             .sign_up(

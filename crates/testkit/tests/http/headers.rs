@@ -42,7 +42,7 @@ fn check_headers(headers: &reqwest::header::HeaderMap, what: &str) {
 
 async fn every_response_carries_the_security_headers(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Free).await;
+    let ws = app.workspace(Plan::free()).await;
     let application = app.application(ws, "web").await;
     let session = app.sign_in(&application, "alice").await;
     session.set("k", "text/plain", "v").await.unwrap();
@@ -121,7 +121,7 @@ async fn every_response_carries_the_security_headers(backend: Backend) {
 
 async fn cors_answers_only_allowed_origins(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let web = app
         .application_with(ws, "web", |a| {
             a.allowed_origins = vec!["https://app.tuffflips.com".into()]
@@ -260,7 +260,7 @@ async fn foreign_hosts_are_refused_when_public_hosts_are_set(backend: Backend) {
 /// Discovery §3) and its `jwks_uri` serves the keys that sign them; the instance URL is no issuer.
 async fn well_known_documents_describe_the_issuer(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(secureflows_core::Plan::Pro).await;
+    let ws = app.workspace(secureflows_core::Plan::pro()).await;
     let application = app.application(ws, "web").await;
     let session = app.sign_in(&application, "alice").await;
     let claims = crate::support::jwt_claims(session.token());
@@ -341,8 +341,8 @@ async fn health_and_readiness(backend: Backend) {
 /// with credentials — and nothing to other origins or other workspaces' applications' origins.
 async fn the_issuer_answers_its_applications_origins(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(secureflows_core::Plan::Pro).await;
-    let other = app.workspace(secureflows_core::Plan::Pro).await;
+    let ws = app.workspace(secureflows_core::Plan::pro()).await;
+    let other = app.workspace(secureflows_core::Plan::pro()).await;
     for (workspace, origin) in [(ws, "https://spa.example"), (other, "https://other.example")] {
         app.services()
             .create_application(

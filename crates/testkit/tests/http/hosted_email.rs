@@ -156,7 +156,7 @@ async fn choose_password(
 
 async fn sign_up_mails_a_verification_link(backend: Backend) {
     let (app, smtp) = app_with_mail(backend, None).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let (client, secret) = client_app(&app, ws, false).await;
     let b = browser();
     let (verifier, challenge) = pkce();
@@ -229,7 +229,7 @@ async fn sign_up_mails_a_verification_link(backend: Backend) {
 
 async fn magic_links_are_single_use_short_lived_and_continue_their_flow(backend: Backend) {
     let (app, smtp) = app_with_mail(backend, None).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let (client, _) = client_app(&app, ws, true).await;
     sign_up(&app, &browser(), ws, "finn@example.com").await;
     smtp.wait_for(1).await; // the verification mail
@@ -314,7 +314,7 @@ async fn magic_links_are_single_use_short_lived_and_continue_their_flow(backend:
 
 async fn password_reset_ends_other_sessions_and_alerts(backend: Backend) {
     let (app, smtp) = app_with_mail(backend, None).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let (client, _) = client_app(&app, ws, true).await;
     let first = browser();
     let (verifier, challenge) = pkce();
@@ -443,7 +443,7 @@ async fn new_devices_and_breached_passwords_are_reported(backend: Backend) {
     tokio::spawn(async move { axum::serve(listener, router).await });
 
     let (app, smtp) = app_with_mail(backend, Some(range_url)).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let b = browser();
     sign_up(&app, &b, ws, "hana@example.com").await;
     smtp.wait_for(1).await;
@@ -489,7 +489,7 @@ async fn new_devices_and_breached_passwords_are_reported(backend: Backend) {
 
 async fn invitations_are_accepted_on_the_hosted_login(backend: Backend) {
     let (app, smtp) = app_with_mail(backend, None).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let owner = app
         .console_token(ws, "owner@invite.example", secureflows_core::Role::Owner)
         .await;
@@ -598,7 +598,7 @@ async fn invitations_are_accepted_on_the_hosted_login(backend: Backend) {
     // An expired invitation's link does nothing; another workspace's issuer does not know it.
     invite("nils@example.com").await;
     let link = latest_link(&smtp, 2, "/invite/accept?token=sfinv_").await;
-    let other = app.workspace(Plan::Pro).await;
+    let other = app.workspace(Plan::pro()).await;
     let elsewhere = link.replace(&ws.to_string(), &other.to_string());
     assert_eq!(b.get(&elsewhere).send().await.unwrap().status(), 400);
     app.advance(Duration::from_secs(3601));
@@ -608,7 +608,7 @@ async fn invitations_are_accepted_on_the_hosted_login(backend: Backend) {
 
 async fn verify_first_sign_up_never_tells_whether_an_address_has_an_account(backend: Backend) {
     let (app, smtp) = app_with_mail(backend, None).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let owner = app
         .console_token(ws, "owner@example.com", secureflows_core::Role::Owner)
         .await;
@@ -795,7 +795,7 @@ async fn verify_first_sign_up_never_tells_whether_an_address_has_an_account(back
 
 async fn verify_first_sign_up_upgrades_an_anonymous_visitor(backend: Backend) {
     let (app, smtp) = app_with_mail(backend, None).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let owner = app
         .console_token(ws, "owner@example.com", secureflows_core::Role::Owner)
         .await;
@@ -928,7 +928,7 @@ async fn the_first_owner_sets_a_password_through_a_member_link(backend: Backend)
     use secureflows_core::Role;
     use secureflows_core::audit::Actor;
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let services = app.services();
     let email = "owner@tuff.example";
     services
@@ -1007,7 +1007,7 @@ async fn what_needs_mail_follows_whether_it_can_be_sent(backend: Backend) {
             _ => backend.clone(),
         };
         let app = TestApp::spawn_with(backend, options).await;
-        let ws = app.workspace(Plan::Pro).await;
+        let ws = app.workspace(Plan::pro()).await;
         let owner = app.console_token(ws, "owner@tuff.example", Role::Owner).await;
         let page = browser()
             .get(format!("{}/w/{ws}/login", app.url))
@@ -1065,7 +1065,7 @@ async fn what_needs_mail_follows_whether_it_can_be_sent(backend: Backend) {
 /// `<time datetime>` in UTC with readable wording.
 async fn the_account_page_names_browsers_and_shows_times(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let (client, _) = client_app(&app, ws, true).await;
     let agent = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
     let b = reqwest::Client::builder()

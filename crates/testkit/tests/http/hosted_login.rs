@@ -154,7 +154,7 @@ pub(crate) async fn sign_up_through_flow(
 
 async fn public_client_signs_up_and_exchanges_its_code(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let (client, secret) = client_app(&app, ws, true).await;
     assert!(secret.is_none());
     let discovery: serde_json::Value = app
@@ -304,7 +304,7 @@ async fn token_request(
 
 async fn confidential_client_refreshes_and_detects_reuse(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let (client, secret) = client_app(&app, ws, false).await;
     let secret = secret.unwrap();
     let b = browser();
@@ -499,9 +499,9 @@ async fn confidential_client_refreshes_and_detects_reuse(backend: Backend) {
 
 async fn authorization_requests_never_redirect_anywhere_unregistered(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let (client, _) = client_app(&app, ws, true).await;
-    let other_ws = app.workspace(Plan::Pro).await;
+    let other_ws = app.workspace(Plan::pro()).await;
     let (_, challenge) = pkce();
     let b = browser();
     for url in [
@@ -607,7 +607,7 @@ async fn authorization_requests_never_redirect_anywhere_unregistered(backend: Ba
 
 async fn sign_in_is_throttled_and_reveals_nothing(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let b = browser();
     let page = b
         .get(format!("{}/w/{ws}/signup", app.url))
@@ -688,7 +688,7 @@ async fn parallel_guesses_lock_the_account_after_ten(backend: Backend) {
         ..Default::default()
     };
     let app = TestApp::spawn_with(backend, options).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let b = browser();
     let page = b
         .get(format!("{}/w/{ws}/signup", app.url))
@@ -770,7 +770,7 @@ async fn parallel_guesses_lock_the_account_after_ten(backend: Backend) {
 
 async fn anonymous_visitors_keep_their_vault_when_they_sign_up(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let (closed, _) = client_app(&app, ws, true).await;
     let client = app
         .services()
@@ -944,7 +944,7 @@ async fn anonymous_visitors_keep_their_vault_when_they_sign_up(backend: Backend)
 /// after it: the sign-in sets a new cookie, and tokens are bound to the browser session.
 async fn csrf_cookies_are_rotated_at_sign_in_and_bound_to_the_session(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     app.services()
         .sign_up(
             ws,
@@ -1026,7 +1026,7 @@ async fn csrf_cookies_are_rotated_at_sign_in_and_bound_to_the_session(backend: B
 /// request id as a reference; the details stay in the log.
 async fn error_pages_say_what_happened_offer_a_way_on_and_a_reference(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let b = browser();
     let cases = [
         // A form posted without this browser's CSRF cookie.

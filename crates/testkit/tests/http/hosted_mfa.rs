@@ -81,7 +81,7 @@ async fn totp_and_recovery_codes_guard_the_second_step(backend: Backend) {
         ..TestOptions::default()
     };
     let app = TestApp::spawn_with(backend, options).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let b = browser();
     let page = b
         .get(format!("{}/w/{ws}/signup", app.url))
@@ -292,7 +292,7 @@ async fn totp_and_recovery_codes_guard_the_second_step(backend: Backend) {
 
 async fn workspace_policy_requires_strict_passwords_and_a_second_factor(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let owner = app.console_token(ws, "owner@policy.example", Role::Owner).await;
     let admin = app.console_token(ws, "admin@policy.example", Role::Admin).await;
     let policy = serde_json::json!({"login_policy": {"password_policy": "strict", "mfa_required": "all"}});
@@ -457,7 +457,7 @@ async fn account_page_ends_sessions_and_changes_the_password(backend: Backend) {
         ..TestOptions::default()
     };
     let app = TestApp::spawn_with(backend, options).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let first = browser();
     let page = first
         .get(format!("{}/w/{ws}/signup", app.url))

@@ -29,7 +29,7 @@ async fn callback(app: &TestApp, token: String) -> reqwest::Response {
 
 async fn values_over_the_plan_size_are_413(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Free).await;
+    let ws = app.workspace(Plan::free()).await;
     let application = app.application(ws, "web").await;
     let session = app.sign_in(&application, "alice").await;
     session
@@ -52,7 +52,7 @@ async fn values_over_the_plan_size_are_413(backend: Backend) {
 
 async fn sessions_over_the_user_limit_are_429_until_one_ends(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Free).await; // 3 sessions per user
+    let ws = app.workspace(Plan::free()).await; // 3 sessions per user
     let application = app.application(ws, "web").await;
     let mut sessions = Vec::new();
     for _ in 0..3 {
@@ -85,12 +85,12 @@ async fn sessions_over_the_user_limit_are_429_until_one_ends(backend: Backend) {
 
 async fn sessions_over_the_workspace_limit_are_429(backend: Backend) {
     let options = TestOptions {
-        configure: Arc::new(|c| c.plans.base.max_sessions_per_workspace = 2),
+        configure: Arc::new(|c| c.plans.edit("base", |l| l.max_sessions_per_workspace = 2)),
         ..TestOptions::default()
     };
     let app = TestApp::spawn_with(backend, options).await;
-    let ws = app.workspace(Plan::Base).await;
-    let other_ws = app.workspace(Plan::Base).await;
+    let ws = app.workspace(Plan::base()).await;
+    let other_ws = app.workspace(Plan::base()).await;
     let application = app.application(ws, "web").await;
     let other = app.application(other_ws, "other").await;
     app.sign_in(&application, "a").await;
@@ -103,7 +103,7 @@ async fn sessions_over_the_workspace_limit_are_429(backend: Backend) {
 
 async fn concurrent_sign_ins_cannot_double_book_the_last_slot(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Free).await;
+    let ws = app.workspace(Plan::free()).await;
     let application = app.application(ws, "web").await;
     let tokens: Vec<String> = (0..10).map(|_| app.id_token(&application, "alice")).collect();
     let mut tasks = Vec::new();
@@ -129,11 +129,11 @@ async fn concurrent_sign_ins_cannot_double_book_the_last_slot(backend: Backend) 
 
 async fn keys_over_the_plan_quota_are_403(backend: Backend) {
     let options = TestOptions {
-        configure: Arc::new(|c| c.plans.free.max_keys_per_user = 3),
+        configure: Arc::new(|c| c.plans.edit("free", |l| l.max_keys_per_user = 3)),
         ..TestOptions::default()
     };
     let app = TestApp::spawn_with(backend, options).await;
-    let ws = app.workspace(Plan::Free).await;
+    let ws = app.workspace(Plan::free()).await;
     let application = app.application(ws, "web").await;
     let session = app.sign_in(&application, "alice").await;
     for k in ["a", "b", "c"] {
@@ -164,7 +164,7 @@ async fn keys_over_the_plan_quota_are_403(backend: Backend) {
 
 async fn a_plan_change_takes_effect_at_once(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Free).await;
+    let ws = app.workspace(Plan::free()).await;
     let application = app.application(ws, "web").await;
     let session = app.sign_in(&application, "alice").await;
     assert_eq!(
@@ -176,7 +176,7 @@ async fn a_plan_change_takes_effect_at_once(backend: Backend) {
         Some(413)
     );
     app.services()
-        .set_plan(ws, Plan::Pro, &secureflows_core::audit::Actor::operator())
+        .set_plan(ws, Plan::pro(), &secureflows_core::audit::Actor::operator())
         .await
         .unwrap();
     session

@@ -31,7 +31,7 @@ async fn unlock_ends_a_sign_in_lockout_and_is_audited(backend: Backend) {
         ..TestOptions::default()
     };
     let app = TestApp::spawn_with(backend, options).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let owner = app.console_token(ws, "owner@example.com", Role::Owner).await;
     let (user, _) = app
         .services()

@@ -39,6 +39,7 @@ mod row_level_security;
 mod session_api;
 mod sqlite_wal;
 mod step_up;
+mod tiers;
 mod tokens;
 mod upstream;
 mod upstream_login;

@@ -29,7 +29,7 @@ async fn user_id(app: &TestApp, token: &str) -> String {
 
 async fn the_hierarchy_holds_and_the_last_owner_stays(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let owner = app.console_token(ws, "owner@x.example", Role::Owner).await;
     let owner_id = user_id(&app, &owner).await;
     let admin = app.console_token(ws, "admin@x.example", Role::Admin).await;
@@ -163,7 +163,7 @@ async fn the_hierarchy_holds_and_the_last_owner_stays(backend: Backend) {
 
 async fn role_changes_and_locks_end_tokens_at_once(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let owner = app.console_token(ws, "owner@x.example", Role::Owner).await;
     let admin = app.console_token(ws, "admin@x.example", Role::Admin).await;
     let admin_id = user_id(&app, &admin).await;
@@ -241,8 +241,8 @@ async fn role_changes_and_locks_end_tokens_at_once(backend: Backend) {
 
 async fn nothing_of_another_workspace_is_visible_or_changeable(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let a = app.workspace(Plan::Pro).await;
-    let b = app.workspace(Plan::Pro).await;
+    let a = app.workspace(Plan::pro()).await;
+    let b = app.workspace(Plan::pro()).await;
     let owner_a = app.console_token(a, "owner@a.example", Role::Owner).await;
     let owner_b = app.console_token(b, "owner@b.example", Role::Owner).await;
     let app_a = app.application(a, "a-web").await;
@@ -355,7 +355,7 @@ async fn nothing_of_another_workspace_is_visible_or_changeable(backend: Backend)
 
 async fn applications_round_trip_and_secrets_are_shown_once(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let owner = app.console_token(ws, "owner@x.example", Role::Owner).await;
     let created = call_ok(
         &app,
@@ -503,7 +503,7 @@ async fn applications_round_trip_and_secrets_are_shown_once(backend: Backend) {
 
 async fn admin_vault_reads_are_audited_and_support_never_reads_values(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let admin = app.console_token(ws, "admin@x.example", Role::Admin).await;
     let support = app.support_token(ws, "help@ops.example").await;
     let application = app.application(ws, "web").await;
@@ -557,8 +557,8 @@ async fn admin_vault_reads_are_audited_and_support_never_reads_values(backend: B
 
 async fn support_reads_land_in_the_workspace_audit_log(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
-    let other = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
+    let other = app.workspace(Plan::pro()).await;
     let support = app.support_token(ws, "help@ops.example").await;
     let support_id = user_id(&app, &support).await;
     call_ok(&app, "GET", "/api/v1/workspaces", &support, None, 200).await;
@@ -657,7 +657,7 @@ async fn invitations_are_mailed_single_use_and_revocable(backend: Backend) {
         ..TestOptions::default()
     };
     let app = TestApp::spawn_with(backend, options).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let owner = app.console_token(ws, "owner@x.example", Role::Owner).await;
     let email = format!("{}@invitee.example", marker("inv").to_lowercase());
     let created = call_ok(
@@ -748,7 +748,7 @@ async fn invitations_are_mailed_single_use_and_revocable(backend: Backend) {
 
 async fn lists_page_with_opaque_cursors(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let owner = app.console_token(ws, "owner@x.example", Role::Owner).await;
     for i in 0..7 {
         app.console_token(ws, &format!("m{i}@x.example"), Role::User)

@@ -188,8 +188,8 @@ async fn targets(app: &TestApp, ws: WorkspaceId, n: usize) -> Targets {
 
 async fn every_endpoint_for_every_caller(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let a = app.workspace(Plan::Pro).await;
-    let b = app.workspace(Plan::Pro).await;
+    let a = app.workspace(Plan::pro()).await;
+    let b = app.workspace(Plan::pro()).await;
     let end_users = app.application(a, "end-users").await;
     let session_jwt = app.sign_in(&end_users, "someone").await.token().to_owned();
     let claims = jwt_claims(&session_jwt);

@@ -11,7 +11,7 @@ async fn authlib_completes_the_code_flow(backend: Backend) {
         return;
     };
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let redirect = "http://127.0.0.1:9/callback";
     let (client, secret) = app
         .services()

@@ -47,7 +47,7 @@ async fn prompt_and_max_age_are_honoured_with_single_sign_on(backend: Backend) {
         ..TestOptions::default()
     };
     let app = TestApp::spawn_with(backend, options).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let (client, _) = client_app(&app, ws, true).await;
     let b = browser();
     let (_, challenge) = pkce();

@@ -34,7 +34,7 @@ async fn options(
 async fn passkeys_are_not_offered_under_an_ip_address(backend: Backend) {
     // Under an IP address (WebAuthn refuses those as relying-party ids): no passkey button, no options.
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await.to_string();
+    let ws = app.workspace(Plan::pro()).await.to_string();
     let b = browser();
     let login = page(&b, &format!("{}/w/{ws}/login", app.url)).await;
     assert!(!login.contains("passkey-sign-in"));
@@ -47,7 +47,7 @@ async fn passkeys_are_offered_under_a_domain_name(backend: Backend) {
     // Under a name: the button (hidden until the script finds WebAuthn) and discoverable-credential
     // options for this host that require user verification.
     let app = TestApp::spawn_with(backend, TestOptions::default().localhost()).await;
-    let ws = app.workspace(Plan::Pro).await.to_string();
+    let ws = app.workspace(Plan::pro()).await.to_string();
     let b = browser();
     let login = page(&b, &format!("{}/w/{ws}/login", app.url)).await;
     assert!(login.contains(r#"id="passkey-sign-in""#));
@@ -78,7 +78,7 @@ async fn passkeys_are_offered_under_a_domain_name(backend: Backend) {
 
 async fn forged_and_replayed_passkey_answers_are_refused(backend: Backend) {
     let app = TestApp::spawn_with(backend, TestOptions::default().localhost()).await;
-    let ws = app.workspace(Plan::Pro).await.to_string();
+    let ws = app.workspace(Plan::pro()).await.to_string();
     let b = browser();
     let login = page(&b, &format!("{}/w/{ws}/login", app.url)).await;
     let csrf = csrf_of(&login);
@@ -160,7 +160,7 @@ async fn forged_and_replayed_passkey_answers_are_refused(backend: Backend) {
 
 async fn a_passkey_cannot_be_skipped_or_changed_by_a_stale_session(backend: Backend) {
     let app = TestApp::spawn_with(backend, TestOptions::default().localhost()).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let actor = secureflows_core::audit::Actor::operator();
     let (user, _) = app
         .services()

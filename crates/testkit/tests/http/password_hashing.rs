@@ -35,7 +35,7 @@ async fn a_burst_of_sign_ins_hashes_a_few_at_a_time(backend: Backend) {
         ..TestOptions::default()
     };
     let app = TestApp::spawn_with(backend, options).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     app.services()
         .sign_up(
             ws,

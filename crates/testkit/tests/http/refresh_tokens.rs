@@ -90,7 +90,7 @@ async fn live_refresh_tokens(app: &TestApp) -> i64 {
 
 async fn parallel_uses_of_one_refresh_token_share_one_chain(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let (client, secret, grant) = first_grant(&app, ws, "tabs@example.com").await;
     let r0 = grant["refresh_token"].as_str().unwrap().to_owned();
 
@@ -163,7 +163,7 @@ async fn parallel_uses_of_one_refresh_token_share_one_chain(backend: Backend) {
 
 async fn a_thief_out_of_step_revokes_the_family(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let (client, secret, grant) = first_grant(&app, ws, "owner@example.com").await;
     let stolen = grant["refresh_token"].as_str().unwrap().to_owned();
 

@@ -25,7 +25,7 @@ const TENANT_TABLES: [&str; 10] = [
 
 /// A workspace with a row in every tenant table.
 async fn populated(app: &TestApp, name: &str) -> WorkspaceId {
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let application = app.application(ws, &format!("{name}-web")).await;
     let session = app.sign_in(&application, &format!("{name}-user")).await;
     session.set("k", "text/plain", "v").await.unwrap();
@@ -269,7 +269,7 @@ async fn forced_policies_bind_a_non_superuser_owner_outside_the_definer_function
         let ws = secureflows_core::Workspace {
             id: WorkspaceId::new(),
             name: "W".into(),
-            plan: Plan::Free,
+            plan: Plan::free(),
             login_policy: Default::default(),
             branding: Default::default(),
             created_at: now,

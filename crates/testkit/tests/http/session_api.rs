@@ -20,7 +20,7 @@ backend_tests!(
 
 async fn happy_path(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let application = app.application(ws, "tuff-flips-web").await;
     let session = app.sign_in(&application, "alice").await;
 
@@ -56,7 +56,7 @@ async fn happy_path(backend: Backend) {
 
 async fn values_are_returned_byte_for_byte_with_their_content_type(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let application = app.application(ws, "bytes").await;
     let session = app.sign_in(&application, "bob").await;
     let bytes: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
@@ -96,7 +96,7 @@ async fn values_are_returned_byte_for_byte_with_their_content_type(backend: Back
 
 async fn data_outlives_the_token(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let application = app.application(ws, "ttl").await;
     let session = app.sign_in(&application, "carol").await;
     session.set("draft", "text/plain", "keep me").await.unwrap();
@@ -120,7 +120,7 @@ async fn data_outlives_the_token(backend: Backend) {
 
 async fn data_expires_after_the_application_ttl(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let application = app
         .application_with(ws, "short", |a| {
             a.data_ttl = Some(Duration::from_secs(600));
@@ -153,7 +153,7 @@ async fn data_expires_after_the_application_ttl(backend: Backend) {
 
 async fn logout_ends_only_this_session(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let application = app.application(ws, "logout").await;
     let laptop = app.sign_in(&application, "erin").await;
     let phone = app.sign_in(&application, "erin").await;
@@ -173,7 +173,7 @@ async fn logout_ends_only_this_session(backend: Backend) {
 
 async fn revoke_ends_every_session_of_the_user(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let web = app.application(ws, "web").await;
     let mobile = app.application(ws, "mobile").await;
     let a = app.sign_in(&web, "frank").await;
@@ -202,7 +202,7 @@ async fn revoke_ends_every_session_of_the_user(backend: Backend) {
 
 async fn users_and_applications_are_isolated(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let web = app.application(ws, "web").await;
     let admin_tool = app.application(ws, "admin-tool").await;
     let alice_web = app.sign_in(&web, "alice").await;
@@ -241,7 +241,7 @@ async fn users_and_applications_are_isolated(backend: Backend) {
     assert_eq!(&alice_web.get("secret").await.unwrap().bytes[..], b"alice's");
 
     // Another workspace with the same key names and subjects.
-    let ws2 = app.workspace(Plan::Pro).await;
+    let ws2 = app.workspace(Plan::pro()).await;
     let web2 = app.application(ws2, "web-2").await;
     let alice2 = app.sign_in(&web2, "alice").await;
     assert_eq!(alice2.get("secret").await.unwrap_err().status(), Some(404));
@@ -249,7 +249,7 @@ async fn users_and_applications_are_isolated(backend: Backend) {
 
 async fn concurrent_writes_lose_nothing_acknowledged(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let application = app.application(ws, "concurrent").await;
     let session = app.sign_in(&application, "heidi").await;
 

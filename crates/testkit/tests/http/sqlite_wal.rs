@@ -17,7 +17,7 @@ async fn the_write_ahead_log_stays_bounded_under_reads_and_writes() {
         ..TestOptions::default()
     };
     let app = TestApp::spawn_with(Backend::Sqlite, options).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let application = app.application(ws, "web").await;
     let mut sessions = Vec::new();
     for i in 0..16 {

@@ -103,7 +103,7 @@ async fn exchange(app: &TestApp, code: &str, verifier: &str) -> serde_json::Valu
 
 async fn a_session_from_before_the_second_factor_steps_up(backend: Backend) {
     let app = TestApp::spawn_with(backend, options(None)).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let (client, _) = client_app(&app, ws, true).await;
     // Browser A signs up (password only) through an application's request.
     let a = browser();
@@ -179,7 +179,7 @@ async fn a_session_from_before_the_second_factor_steps_up(backend: Backend) {
 
 async fn a_new_workspace_rule_steps_sessions_up_to_enrol(backend: Backend) {
     let app = TestApp::spawn_with(backend, options(None)).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let (client, _) = client_app(&app, ws, true).await;
     let owner = app.console_token(ws, "owner@example.com", Role::Owner).await;
     let a = browser();
@@ -217,7 +217,7 @@ async fn a_new_workspace_rule_steps_sessions_up_to_enrol(backend: Backend) {
 
 async fn changing_a_factor_needs_a_recent_sign_in(backend: Backend) {
     let app = TestApp::spawn_with(backend, options(None)).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let (client, _) = client_app(&app, ws, true).await;
     let b = browser();
     let (_, challenge) = pkce();
@@ -309,7 +309,7 @@ async fn press_magic(b: &reqwest::Client, link: &str) -> reqwest::Response {
 async fn e_mailed_links_end_with_what_should_end_them(backend: Backend) {
     let smtp = SmtpSink::start().await;
     let app = TestApp::spawn_with(backend, options(Some(&smtp))).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let owner = app.console_token(ws, "owner@example.com", Role::Owner).await;
     let (client, _) = client_app(&app, ws, true).await;
     let me = browser();
@@ -483,7 +483,7 @@ async fn e_mailed_links_end_with_what_should_end_them(backend: Backend) {
 async fn a_magic_link_continues_the_request_only_in_the_browser_that_asked(backend: Backend) {
     let smtp = SmtpSink::start().await;
     let app = TestApp::spawn_with(backend, options(Some(&smtp))).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let (client, _) = client_app(&app, ws, true).await;
     sign_up_through_flow(&app, &browser(), ws, &client, &pkce().1, "mia@example.com").await;
 

@@ -27,7 +27,7 @@ const SESSIONS: &str = "/api/v1/sessions";
 
 async fn forged_and_malformed_tokens_are_401(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let application = app.application(ws, "web").await;
     let session = app.sign_in(&application, "alice").await;
     let token = session.token().to_owned();
@@ -86,7 +86,7 @@ async fn forged_and_malformed_tokens_are_401(backend: Backend) {
 
 async fn alg_none_and_hmac_with_the_public_key_are_401(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let application = app.application(ws, "web").await;
     let session = app.sign_in(&application, "alice").await;
     let token = session.token();
@@ -131,8 +131,8 @@ async fn alg_none_and_hmac_with_the_public_key_are_401(backend: Backend) {
 
 async fn tokens_for_another_application_or_workspace_are_401(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws_a = app.workspace(Plan::Pro).await;
-    let ws_b = app.workspace(Plan::Pro).await;
+    let ws_a = app.workspace(Plan::pro()).await;
+    let ws_b = app.workspace(Plan::pro()).await;
     let app_a = app.application(ws_a, "a").await;
     let app_b = app.application(ws_b, "b").await;
     let session = app.sign_in(&app_a, "alice").await;
@@ -204,7 +204,7 @@ async fn tokens_for_another_application_or_workspace_are_401(backend: Backend) {
 
 async fn unknown_kid_wrong_issuer_and_wrong_type_are_401(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let application = app.application(ws, "web").await;
     let session = app.sign_in(&application, "alice").await;
     let claims = jwt_claims(session.token());
@@ -250,7 +250,7 @@ async fn unknown_kid_wrong_issuer_and_wrong_type_are_401(backend: Backend) {
 
 async fn user_jwt_on_the_session_api_is_403(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let application = app.application(ws, "web").await;
     let session = app.sign_in(&application, "alice").await;
     let claims = jwt_claims(session.token());
@@ -280,7 +280,7 @@ async fn user_jwt_on_the_session_api_is_403(backend: Backend) {
 
 async fn time_claims_are_enforced_with_leeway(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let application = app.application(ws, "web").await;
     let session = app.sign_in(&application, "alice").await;
     let key = server_signing_key(&app).await;
@@ -332,7 +332,7 @@ async fn time_claims_are_enforced_with_leeway(backend: Backend) {
 
 async fn signing_key_rotation_keeps_old_tokens_valid(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let application = app.application(ws, "web").await;
     let before = app.sign_in(&application, "alice").await;
     let old_kid = jwt_header(before.token())["kid"].as_str().unwrap().to_owned();
@@ -373,7 +373,7 @@ async fn eddsa_tokens_work_end_to_end(backend: Backend) {
         ..TestOptions::default()
     };
     let app = TestApp::spawn_with(backend, options).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let application = app.application(ws, "web").await;
     let session = app.sign_in(&application, "alice").await;
     assert_eq!(jwt_header(session.token())["alg"], json!("EdDSA"));
@@ -385,7 +385,7 @@ async fn eddsa_tokens_work_end_to_end(backend: Backend) {
 
 async fn upstream_id_token_is_not_a_session_token(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let application = app.application(ws, "web").await;
     let id_token = app.id_token(&application, "alice");
     assert_problem(get_with(&app, SESSIONS, &id_token).await, 401, "invalid-token").await;

@@ -37,7 +37,7 @@ fn now(app: &TestApp) -> i64 {
 
 async fn first_sign_in_creates_the_user_and_later_ones_find_them(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let application = app.application(ws, "web").await;
     let response = callback(&app, json!({ "id_token": app.id_token(&application, "alice") })).await;
     assert_eq!(response.status(), 200);
@@ -63,7 +63,7 @@ async fn first_sign_in_creates_the_user_and_later_ones_find_them(backend: Backen
 
 async fn wrong_issuer_audience_expiry_and_key_are_401(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let application = app.application(ws, "web").await;
     let base = app.issuer.claims("alice", "web", now(&app));
     let edit = |f: &dyn Fn(&mut serde_json::Value)| {
@@ -135,7 +135,7 @@ async fn wrong_issuer_audience_expiry_and_key_are_401(backend: Backend) {
 
 async fn unknown_kid_triggers_one_jwks_refetch(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let application = app.application(ws, "web").await;
     app.sign_in(&application, "alice").await;
     let fetches = app.issuer.jwks_fetches();
@@ -161,7 +161,7 @@ async fn unknown_kid_triggers_one_jwks_refetch(backend: Backend) {
 
 async fn unsigned_and_hmac_id_tokens_are_401(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let _application = app.application(ws, "web").await;
     let claims = app.issuer.claims("alice", "web", now(&app));
     let payload = b64(claims.to_string().as_bytes());
@@ -204,7 +204,7 @@ async fn unsigned_and_hmac_id_tokens_are_401(backend: Backend) {
 
 async fn an_id_token_is_exchanged_once(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let application = app.application(ws, "web").await;
     let token = app.id_token(&application, "alice");
     assert_eq!(callback(&app, json!({ "id_token": token })).await.status(), 200);
@@ -239,7 +239,7 @@ async fn an_id_token_is_exchanged_once(backend: Backend) {
 
 async fn callback_bodies_are_validated(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let application = app.application(ws, "web").await;
     let url = format!("{}/api/v1/auth/callback", app.url);
     let post = |body: &'static str, ct: &'static str| {
@@ -373,8 +373,8 @@ async fn callback_bodies_are_validated(backend: Backend) {
 
 async fn ambiguous_applications_need_a_client_id(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws1 = app.workspace(Plan::Pro).await;
-    let ws2 = app.workspace(Plan::Pro).await;
+    let ws1 = app.workspace(Plan::pro()).await;
+    let ws2 = app.workspace(Plan::pro()).await;
     let a1 = app.application(ws1, "shared-audience").await;
     let a2 = app.application(ws2, "shared-audience").await;
     let token = app.id_token(&a1, "alice");
@@ -405,7 +405,7 @@ async fn private_issuers_are_refused_unless_allowed(backend: Backend) {
         ..TestOptions::default()
     };
     let app = TestApp::spawn_with(backend, options).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let application = app.application(ws, "web").await;
     let response = callback(&app, json!({ "id_token": app.id_token(&application, "alice") })).await;
     assert_problem(response, 503, "service-unavailable").await;
@@ -423,7 +423,7 @@ async fn private_issuers_are_refused_unless_allowed(backend: Backend) {
 async fn an_id_token_exchange_honours_the_second_factor(backend: Backend) {
     use secureflows_core::Clock;
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let application = app.application(ws, "web").await;
     let owner = app
         .console_token(ws, "owner@example.com", secureflows_core::Role::Owner)

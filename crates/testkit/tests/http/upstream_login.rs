@@ -24,7 +24,7 @@ backend_tests!(
 /// The provider workspace, with a confidential client for `ours`; returns (provider workspace,
 /// client id, client secret).
 async fn provider(app: &TestApp, ours: WorkspaceId) -> (WorkspaceId, String, String) {
-    let upstream = app.workspace(Plan::Pro).await;
+    let upstream = app.workspace(Plan::pro()).await;
     let (client, secret) = app
         .services()
         .create_application(
@@ -125,7 +125,7 @@ async fn upstream_provider_signs_in_links_verified_addresses_only(backend: Backe
         ..TestOptions::default()
     };
     let app = TestApp::spawn_with(backend, options).await;
-    let ours = app.workspace(Plan::Pro).await;
+    let ours = app.workspace(Plan::pro()).await;
     let (upstream, client_id, secret) = provider(&app, ours).await;
     let owner = app.console_token(ours, "owner@example.com", Role::Owner).await;
     let r = app
@@ -520,7 +520,7 @@ async fn upstream_provider_signs_in_links_verified_addresses_only(backend: Backe
 
 async fn identity_providers_are_managed_by_admins(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ws = app.workspace(Plan::Pro).await;
+    let ws = app.workspace(Plan::pro()).await;
     let admin = app.console_token(ws, "admin@example.com", Role::Admin).await;
     let user = app.console_token(ws, "user@example.com", Role::User).await;
     let url = format!("{}/api/v1/identity-providers", app.url);
@@ -582,7 +582,7 @@ async fn identity_providers_are_managed_by_admins(backend: Backend) {
         .unwrap();
     assert!(page.contains("Continue with Google"));
     // Another workspace's admin cannot remove it.
-    let other = app.workspace(Plan::Pro).await;
+    let other = app.workspace(Plan::pro()).await;
     let other_admin = app.console_token(other, "admin@example.com", Role::Admin).await;
     let r = app
         .http
@@ -614,7 +614,7 @@ async fn identity_providers_are_managed_by_admins(backend: Backend) {
 /// Twenty browsers starting a sign-in with one provider at once: one discovery fetch, not twenty.
 async fn concurrent_starts_share_one_discovery_fetch(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let ours = app.workspace(Plan::Pro).await;
+    let ours = app.workspace(Plan::pro()).await;
     let owner = app.console_token(ours, "owner@example.com", Role::Owner).await;
     let r = app
         .http
@@ -653,7 +653,7 @@ async fn concurrent_starts_share_one_discovery_fetch(backend: Backend) {
 /// its own, like a new address does, and the address's owner is told.
 async fn verify_first_provider_sign_ins_never_tell_whether_an_address_has_an_account(backend: Backend) {
     let (app, smtp) = crate::hosted_email::app_with_mail(backend, None).await;
-    let ours = app.workspace(Plan::Pro).await;
+    let ours = app.workspace(Plan::pro()).await;
     let (upstream, client_id, secret) = provider(&app, ours).await;
     let owner = app.console_token(ours, "owner@example.com", Role::Owner).await;
     crate::support::call_ok(

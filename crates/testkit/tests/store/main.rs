@@ -229,6 +229,8 @@ fn application(ws: WorkspaceId, issuer: &str, audience: &str, origins: &[&str]) 
         token_ttl: Duration::from_secs(900),
         kind: secureflows_core::ApplicationKind::Server,
         secret_hash: None,
+        tiers: Vec::new(),
+        default_tier: None,
         redirect_uris: vec!["https://app.example/cb".into()],
         post_logout_uris: Vec::new(),
         allow_anonymous: false,
@@ -273,7 +275,7 @@ fn session(ws: WorkspaceId, app: ApplicationId, user: UserId, expires: i64) -> L
 
 /// A workspace with one application and one user.
 async fn tenant(s: &Stores) -> (WorkspaceId, Application, User) {
-    let w = workspace(Plan::Pro);
+    let w = workspace(Plan::pro());
     s.workspaces.insert_workspace(&w).await.unwrap();
     let app = application(w.id, "https://issuer.example", &format!("aud-{}", w.id), &[]);
     s.applications.insert_application(&app).await.unwrap();
@@ -284,7 +286,7 @@ async fn tenant(s: &Stores) -> (WorkspaceId, Application, User) {
 
 async fn workspaces(s: &Stores) {
     assert!(!s.workspaces.any_workspace().await.unwrap());
-    let w = workspace(Plan::Free);
+    let w = workspace(Plan::free());
     s.workspaces.insert_workspace(&w).await.unwrap();
     assert!(s.workspaces.any_workspace().await.unwrap());
     assert_eq!(s.workspaces.find_workspace(w.id).await.unwrap(), Some(w.clone()));
@@ -293,16 +295,16 @@ async fn workspaces(s: &Stores) {
         s.workspaces.find_workspace(WorkspaceId::new()).await.unwrap(),
         None
     );
-    s.workspaces.update_plan(w.id, Plan::Pro, at(5)).await.unwrap();
+    s.workspaces.update_plan(w.id, Plan::pro(), at(5)).await.unwrap();
     let found = s.workspaces.find_workspace(w.id).await.unwrap().unwrap();
-    assert_eq!((found.plan, found.updated_at), (Plan::Pro, at(5)));
+    assert_eq!((found.plan, found.updated_at), (Plan::pro(), at(5)));
     assert!(matches!(
         s.workspaces
-            .update_plan(WorkspaceId::new(), Plan::Pro, at(5))
+            .update_plan(WorkspaceId::new(), Plan::pro(), at(5))
             .await,
         Err(Error::NotFound(_))
     ));
-    let other = workspace(Plan::Base);
+    let other = workspace(Plan::base());
     s.workspaces.insert_workspace(&other).await.unwrap();
     assert_eq!(s.workspaces.list_workspaces().await.unwrap().len(), 2);
 
@@ -1817,17 +1819,17 @@ async fn audit_chain(s: &Stores) {
 async fn workspace_changes(s: &Stores) {
     let m = Manage::new(s);
     let mut cursor = last_invalidation(s).await;
-    let a = workspace(Plan::Free);
+    let a = workspace(Plan::free());
     m.apply(a.id, vec![Change::InsertWorkspace(a.clone())], 0)
         .await
         .unwrap();
     assert_eq!(s.workspaces.find_workspace(a.id).await.unwrap(), Some(a.clone()));
     assert_eq!(published(s, &mut cursor).await, [Invalidation::Workspace(a.id)]);
-    let b = workspace(Plan::Base);
+    let b = workspace(Plan::base());
     s.workspaces.insert_workspace(&b).await.unwrap();
     cursor = last_invalidation(s).await;
     // A workspace other than the set's is not inserted; an id is inserted once.
-    let stray = workspace(Plan::Free);
+    let stray = workspace(Plan::free());
     assert!(is_not_found(
         m.apply(a.id, vec![Change::InsertWorkspace(stray.clone())], 0)
             .await
@@ -1855,7 +1857,7 @@ async fn workspace_changes(s: &Stores) {
         a.id,
         vec![
             Change::RenameWorkspace("Renamed".into()),
-            Change::SetPlan(Plan::Pro),
+            Change::SetPlan(Plan::pro()),
             Change::SetLoginPolicy(policy),
             Change::SetBranding(branding.clone()),
         ],
@@ -1865,7 +1867,7 @@ async fn workspace_changes(s: &Stores) {
     .unwrap();
     let changed = Workspace {
         name: "Renamed".into(),
-        plan: Plan::Pro,
+        plan: Plan::pro(),
         login_policy: policy,
         branding: branding.clone(),
         updated_at: at(5),
@@ -1893,7 +1895,7 @@ async fn workspace_changes(s: &Stores) {
     let ghost = WorkspaceId::new();
     for change in [
         Change::RenameWorkspace("Ghost".into()),
-        Change::SetPlan(Plan::Pro),
+        Change::SetPlan(Plan::pro()),
         Change::SetLoginPolicy(policy),
         Change::SetBranding(branding.clone()),
     ] {
@@ -1910,7 +1912,7 @@ async fn workspace_changes(s: &Stores) {
     let styled = Workspace {
         login_policy: policy,
         branding: branding.clone(),
-        ..workspace(Plan::Base)
+        ..workspace(Plan::base())
     };
     m.apply(styled.id, vec![Change::InsertWorkspace(styled.clone())], 0)
         .await
@@ -3705,7 +3707,7 @@ async fn first_run_setup(s: &Stores) {
 
     // An expired or unknown token creates nothing.
     for token in [old, [9u8; 32]] {
-        let w = workspace(Plan::Pro);
+        let w = workspace(Plan::pro());
         let claim = m
             .apply(
                 w.id,
@@ -3729,7 +3731,7 @@ async fn first_run_setup(s: &Stores) {
     let mut runs = Vec::new();
     for i in 0..8 {
         let token = if i % 2 == 0 { t1 } else { t2 };
-        let w = workspace(Plan::Pro);
+        let w = workspace(Plan::pro());
         let s = s.clone();
         runs.push(tokio::spawn(async move {
             let m = Manage::new(&s);
@@ -3769,7 +3771,7 @@ async fn first_run_setup(s: &Stores) {
         .insert_setup_token(&t3, at(40), at(100))
         .await
         .unwrap();
-    let w = workspace(Plan::Pro);
+    let w = workspace(Plan::pro());
     let claim = m
         .apply(
             w.id,
@@ -3789,7 +3791,7 @@ async fn first_run_setup(s: &Stores) {
 
     // Two workspaces: none is the sole one. The sweeper forgets expired tokens.
     s.workspaces
-        .insert_workspace(&workspace(Plan::Free))
+        .insert_workspace(&workspace(Plan::free()))
         .await
         .unwrap();
     assert_eq!(s.workspaces.sole_workspace().await.unwrap(), None);

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use secureflows_api_types as dto;
 use secureflows_api_types::manage as m;
 use secureflows_core::workspace::{ApplicationPatch, NewApplication};
-use secureflows_core::{Application, ApplicationId, ApplicationKind, Error, UpstreamTrust};
+use secureflows_core::{Application, ApplicationId, ApplicationKind, Error, Tier, UpstreamTrust};
 
 use super::{PageQuery, decode_cursor, next_cursor, page_limit};
 use crate::extract::{ConsoleAuth, Json, Query};
@@ -33,8 +33,26 @@ pub(crate) fn application_dto(a: &Application) -> m::Application {
         }),
         session_ttl: a.data_ttl.as_secs(),
         token_ttl: a.token_ttl.as_secs(),
+        tiers: a.tiers.iter().map(tier_dto).collect(),
+        default_tier: a.default_tier.clone(),
         created_at: a.created_at.rfc3339(),
         updated_at: a.updated_at.rfc3339(),
+    }
+}
+
+pub(crate) fn tier_dto(t: &Tier) -> m::Tier {
+    m::Tier {
+        name: t.name.clone(),
+        requests_per_hour: t.requests_per_hour,
+        features: t.features.clone(),
+    }
+}
+
+fn tier(t: m::Tier) -> Tier {
+    Tier {
+        name: t.name,
+        requests_per_hour: t.requests_per_hour,
+        features: t.features,
     }
 }
 
@@ -63,7 +81,7 @@ fn kind_of(kind: m::ApplicationKind) -> ApplicationKind {
     }
 }
 
-fn parse_id(id: &str) -> Result<ApplicationId, Error> {
+pub(crate) fn parse_id(id: &str) -> Result<ApplicationId, Error> {
     // An id that cannot exist is "not found", like any id of another workspace.
     id.parse().map_err(|_| Error::NotFound("application"))
 }
@@ -167,6 +185,8 @@ pub async fn update_application(
         trust: body.trust.map(|t| t.map(trust)),
         data_ttl: body.session_ttl.map(Duration::from_secs),
         token_ttl: body.token_ttl.map(Duration::from_secs),
+        tiers: body.tiers.map(|tiers| tiers.into_iter().map(tier).collect()),
+        default_tier: body.default_tier,
     };
     let app = state
         .services()
@@ -233,6 +253,8 @@ fn new_application(body: m::CreateApplication) -> NewApplication {
         post_logout_uris: body.post_logout_uris,
         allow_anonymous: body.allow_anonymous,
         console: body.console,
+        tiers: body.tiers.into_iter().map(tier).collect(),
+        default_tier: body.default_tier,
     }
 }
 

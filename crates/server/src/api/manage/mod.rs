@@ -6,6 +6,7 @@ pub mod applications;
 pub mod audit;
 pub mod identity_providers;
 pub mod invites;
+pub mod tiers;
 pub mod users;
 pub mod workspaces;
 

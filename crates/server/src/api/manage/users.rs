@@ -26,7 +26,7 @@ pub(crate) fn user_dto(m: Member) -> m::User {
     }
 }
 
-fn parse_user(id: &str) -> Result<UserId, Error> {
+pub(crate) fn parse_user(id: &str) -> Result<UserId, Error> {
     id.parse().map_err(|_| Error::NotFound("user"))
 }
 
