@@ -148,6 +148,28 @@ pub struct ConsumeResult {
     pub budgets: Vec<BudgetState>,
 }
 
+/// A signed checkout reference: pass it to the billing provider's checkout (Stripe:
+/// `client_reference_id` and `subscription_data.metadata.secureflows_ref`; Paddle: `custom_data`
+/// `secureflows_ref`) so that its webhooks link the subscription to this user or workspace.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct CheckoutReference {
+    /// The reference (`sfr1.…`, at most 200 characters).
+    pub reference: String,
+    /// A subscription whose first event occurs after this is not linked by it (RFC 3339).
+    pub expires_at: String,
+}
+
+/// The answer to a verified billing webhook (always 200, so that the provider stops retrying).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct WebhookResult {
+    /// `applied`, `duplicate` (the event id was handled before), `stale` (a newer event of the same
+    /// subscription was applied) or `ignored`.
+    pub outcome: String,
+    /// What was done or why nothing was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
 /// An RFC 9457 problem as the server sends it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct Problem {

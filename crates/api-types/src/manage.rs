@@ -277,6 +277,10 @@ pub struct Tier {
     /// Name: 1 to 32 of `a-z 0-9 _ -`, starting with a letter.
     #[schema(pattern = "^[a-z][a-z0-9_-]{0,31}$")]
     pub name: String,
+    /// Stripe price ids or lookup keys that put a subscriber on this tier (at most 20).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 20)]
+    pub prices: Vec<String>,
     /// Session API requests (with decisions and `limits/consume`) one user may make per hour in this
     /// application; absent: no per-user limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -304,6 +308,15 @@ pub struct UserTier {
     pub source: Option<String>,
     /// When it was set (RFC 3339).
     pub updated_at: Option<String>,
+}
+
+/// `PUT /api/v1/applications/{id}/billing/stripe`: the Stripe endpoint's signing secret (write only).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StripeSecret {
+    /// The endpoint's signing secret (`whsec_…`); stored sealed, never shown again.
+    #[schema(min_length = 16, max_length = 256)]
+    pub webhook_secret: String,
 }
 
 /// `PUT /api/v1/applications/{id}/users/{user_id}/tier`.

@@ -79,6 +79,14 @@ pub struct Actor {
 }
 
 impl Actor {
+    /// The server itself (background jobs, verified webhooks).
+    pub fn system() -> Actor {
+        Actor {
+            kind: ActorKind::System,
+            ..Actor::operator()
+        }
+    }
+
     /// An operator on the command line.
     pub fn operator() -> Actor {
         Actor {

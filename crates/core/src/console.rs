@@ -554,6 +554,10 @@ pub fn invalidation_of(workspace: WorkspaceId, change: &Change) -> Option<Invali
         | Change::DeleteIdentityProvider(_)
         | Change::LinkIdentity(..)
         | Change::ClaimSetup(_)
+        | Change::RecordWebhookEvent { .. }
+        | Change::LinkBilling(_)
+        | Change::AdvanceBilling { .. }
+        | Change::SetBillingSecret { .. }
         | Change::ExpectRole(..)
         | Change::EndSignInLockout(_)
         | Change::EndLinks(_)

@@ -117,6 +117,9 @@ pub enum Error {
         /// When trying again may succeed.
         retry_after: Duration,
     },
+    /// A billing webhook was refused (400): bad signature or a stale timestamp.
+    #[error("webhook refused: {0:?}")]
+    Webhook(crate::billing::WebhookFailure),
     /// A dependency (database, key ring) is unavailable or sealed (503).
     #[error("service unavailable: {0}")]
     Unavailable(&'static str),

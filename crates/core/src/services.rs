@@ -32,6 +32,8 @@ pub struct DomainSettings {
     pub max_token_ttl: Duration,
     /// Hosted login.
     pub login: LoginSettings,
+    /// Billing webhooks.
+    pub billing: crate::billing::BillingSettings,
 }
 
 impl Default for DomainSettings {
@@ -43,6 +45,7 @@ impl Default for DomainSettings {
             min_token_ttl: Duration::from_secs(60),
             max_token_ttl: Duration::from_secs(24 * 3600),
             login: LoginSettings::default(),
+            billing: crate::billing::BillingSettings::default(),
         }
     }
 }

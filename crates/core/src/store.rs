@@ -463,6 +463,39 @@ pub enum Change {
     /// `NotFound` unless the application and the user are the workspace's. With `event_at` (a billing
     /// provider's event time), `Conflict("stale-event")` when the stored tier came from a later event.
     SetUserTier(crate::tier::TierAssignment),
+    /// Records a handled webhook event (instance level). `Conflict("duplicate-event")` if it was
+    /// recorded before.
+    RecordWebhookEvent {
+        /// `paddle` or `stripe`.
+        provider: &'static str,
+        /// The application (Stripe) or the nil id (Paddle).
+        scope: uuid::Uuid,
+        /// The provider's event id.
+        event_id: String,
+    },
+    /// Links a provider subscription to the change set's workspace (and an end user).
+    /// `Conflict("duplicate-event")` if another event linked it first.
+    LinkBilling(crate::billing::BillingLink),
+    /// Moves a linked subscription's newest event time forward; `Conflict("stale-event")` when the
+    /// stored one is later, `NotFound` when the subscription is not the workspace's.
+    AdvanceBilling {
+        /// `paddle` or `stripe`.
+        provider: &'static str,
+        /// The application (Stripe) or the nil id (Paddle).
+        scope: uuid::Uuid,
+        /// The provider's subscription id.
+        subscription_id: String,
+        /// The event's time.
+        event_at: Timestamp,
+    },
+    /// Sets an application's Stripe webhook secret (sealed). `NotFound` unless the application is the
+    /// workspace's.
+    SetBillingSecret {
+        /// The application.
+        application: ApplicationId,
+        /// The sealed secret.
+        sealed: Vec<u8>,
+    },
     /// Spends the setup token with this SHA-256, with every other one, in the transaction that creates
     /// the first workspace (the change set's). `Conflict("setup-token")` if it is unknown, spent or
     /// expired; `Conflict("setup-done")` if another workspace exists. Concurrent first runs are
@@ -1026,6 +1059,8 @@ pub struct Stores {
     pub health: Arc<dyn HealthStore>,
     /// Key ring.
     pub keyring: Arc<dyn KeyringStore>,
+    /// Billing webhooks.
+    pub billing: Arc<dyn BillingStore>,
 }
 
 impl std::fmt::Debug for Stores {
@@ -1034,9 +1069,32 @@ impl std::fmt::Debug for Stores {
     }
 }
 
+/// Billing webhooks' state: handled events, linked subscriptions, applications' signing secrets.
+#[async_trait]
+pub trait BillingStore: Send + Sync {
+    /// Whether the event was handled before.
+    async fn webhook_event_seen(&self, provider: &str, scope: uuid::Uuid, event_id: &str) -> Result<bool>;
+    /// The link of a provider subscription, found across workspaces by the provider's ids.
+    async fn find_billing_link(
+        &self,
+        provider: &str,
+        scope: uuid::Uuid,
+        subscription_id: &str,
+    ) -> Result<Option<crate::billing::BillingLink>>;
+    /// An application's sealed Stripe webhook secret.
+    async fn billing_secret(
+        &self,
+        workspace: WorkspaceId,
+        application: ApplicationId,
+    ) -> Result<Option<Vec<u8>>>;
+    /// Deletes handled-event records older than `before`; returns how many.
+    async fn purge_webhook_events(&self, before: Timestamp) -> Result<u64>;
+}
+
 /// Implemented by a backend's data store: everything but the key ring.
 pub trait DataStore:
-    WorkspaceStore
+    BillingStore
+    + WorkspaceStore
     + ApplicationStore
     + UserStore
     + SessionStore
@@ -1059,7 +1117,8 @@ pub trait DataStore:
 }
 
 impl<T> DataStore for T where
-    T: WorkspaceStore
+    T: BillingStore
+        + WorkspaceStore
         + ApplicationStore
         + UserStore
         + SessionStore
@@ -1102,6 +1161,7 @@ impl Stores {
             factors: data.clone(),
             providers: data.clone(),
             ceremonies: data.clone(),
+            billing: data.clone(),
             health: data,
             keyring,
         }

@@ -26,6 +26,9 @@ pub struct Tier {
     /// Feature flags the tier includes.
     #[serde(default)]
     pub features: Vec<String>,
+    /// Billing provider prices that put a user on this tier (Stripe price ids or lookup keys).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prices: Vec<String>,
 }
 
 /// Who put an end user on a tier.
@@ -83,6 +86,7 @@ pub fn tuff_flips() -> (Vec<Tier>, String) {
         name: name.to_owned(),
         requests_per_hour: Some(per_hour),
         features: features.iter().map(|f| (*f).to_owned()).collect(),
+        prices: Vec::new(),
     };
     (
         vec![
@@ -125,6 +129,29 @@ pub fn check_tiers(tiers: &[Tier], default: Option<&str>) -> Result<(), Vec<Fiel
             err(
                 format!("tiers[{i}].features"),
                 format!("at most {MAX_FEATURES} features"),
+            );
+        }
+        if t.prices.len() > 20
+            || t.prices.iter().any(|p| {
+                p.is_empty() || p.len() > 255 || p.chars().any(|c| c.is_control() || c.is_whitespace())
+            })
+        {
+            err(
+                format!("tiers[{i}].prices"),
+                "at most 20 price ids or lookup keys, each 1 to 255 characters without spaces".into(),
+            );
+        }
+        if let Some(p) = t
+            .prices
+            .iter()
+            .find(|p| tiers[..i].iter().any(|other| other.prices.contains(p)))
+        {
+            err(
+                format!("tiers[{i}].prices"),
+                format!(
+                    "`{}` already puts users on another tier",
+                    p.chars().take(40).collect::<String>()
+                ),
             );
         }
         if let Some(f) = t.features.iter().find(|f| !is_valid_name(f)) {

@@ -362,6 +362,11 @@ pub async fn open(
             failure_floor: Duration::from_millis(config.login.failure_floor_ms),
             ..LoginSettings::default()
         },
+        billing: secureflows_core::billing::BillingSettings {
+            paddle_secret: config.billing.paddle_webhook_secret.clone().map(Arc::new),
+            paddle_prices: config.billing.paddle_prices.clone(),
+            paddle_cancel_plan: config.billing.paddle_cancel_plan.clone(),
+        },
     };
     let mailer = crate::mail::from_config(&config.smtp, &config.storage.data_dir, &issuer)?;
     let tokens = TokenService::new(

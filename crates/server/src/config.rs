@@ -45,6 +45,34 @@ pub struct Config {
     pub log: LogConfig,
     /// The web console.
     pub console: ConsoleConfig,
+    /// Billing webhooks.
+    pub billing: BillingConfig,
+}
+
+/// `[billing]`: Paddle (the operator bills workspaces) and the webhooks' rate limit. Stripe secrets are
+/// per application, set in the console or the management API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BillingConfig {
+    /// Paddle's webhook signing secret (`pdl_ntfset_…`); unset: Paddle webhooks are refused.
+    pub paddle_webhook_secret: Option<SecretString>,
+    /// Paddle price id → catalogued plan name.
+    pub paddle_prices: std::collections::BTreeMap<String, String>,
+    /// The plan a workspace goes back to when its Paddle subscription is canceled or paused.
+    pub paddle_cancel_plan: String,
+    /// Webhook requests allowed per minute from one client address.
+    pub webhooks_per_minute: u32,
+}
+
+impl Default for BillingConfig {
+    fn default() -> Self {
+        BillingConfig {
+            paddle_webhook_secret: None,
+            paddle_prices: std::collections::BTreeMap::new(),
+            paddle_cancel_plan: "free".to_owned(),
+            webhooks_per_minute: 50,
+        }
+    }
 }
 
 /// `[console]`: the web console.
@@ -458,6 +486,20 @@ impl Config {
         }
         if self.server.max_body_bytes == 0 {
             return err("server.max_body_bytes", "must be positive");
+        }
+        for (price, plan) in &self.billing.paddle_prices {
+            if self.plans.find(plan).is_none() {
+                return err(
+                    "billing.paddle_prices",
+                    &format!("price `{price}` names `{plan}`, which is not a plan of the catalogue"),
+                );
+            }
+        }
+        if self.plans.find(&self.billing.paddle_cancel_plan).is_none() {
+            return err("billing.paddle_cancel_plan", "must be a plan of the catalogue");
+        }
+        if self.billing.webhooks_per_minute == 0 {
+            return err("billing.webhooks_per_minute", "must be positive");
         }
         if let Some(url) = &self.server.public_url
             && url::Url::parse(url)

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use secureflows_core::billing::WebhookFailure;
 use secureflows_core::{AuthFailure, Error, FieldError, ForbiddenReason, LimitKind, Quota};
 use serde::Serialize;
 
@@ -36,6 +37,8 @@ pub const ALL_SLUGS: &[&str] = &[
     "second-factor-required",
     "too-many-sessions",
     "rate-limited",
+    "webhook-signature-invalid",
+    "webhook-stale",
     "not-found",
     "method-not-allowed",
     "conflict",
@@ -290,6 +293,21 @@ impl Problem {
                     ..Problem::new(S::TOO_MANY_REQUESTS, slug, title).detail(detail)
                 }
             }
+            Error::Webhook(failure) => match failure {
+                WebhookFailure::SignatureInvalid => Problem::new(
+                    S::BAD_REQUEST,
+                    "webhook-signature-invalid",
+                    "Webhook signature invalid",
+                )
+                .detail(
+                    "the signature header is missing or malformed, or no signature in it matches the body \
+                         under this endpoint's signing secret",
+                ),
+                WebhookFailure::Stale => {
+                    Problem::new(S::BAD_REQUEST, "webhook-stale", "Webhook timestamp out of range")
+                        .detail("the signed timestamp is more than 5 minutes from the server's clock")
+                }
+            },
             Error::Unavailable(_) => Problem {
                 retry_after: Some(Duration::from_secs(5)),
                 ..Problem::new(

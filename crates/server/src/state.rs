@@ -22,6 +22,7 @@ struct Inner {
     public_hosts: HashSet<String>,
     issuer: String,
     sign_in_limits: crate::throttle::SignInLimits,
+    webhook_limits: crate::throttle::PerMinute,
 }
 
 impl AppState {
@@ -34,6 +35,7 @@ impl AppState {
             .map(|h| h.to_ascii_lowercase())
             .collect();
         let sign_in_limits = crate::throttle::SignInLimits::new(config.login.attempts_per_minute);
+        let webhook_limits = crate::throttle::PerMinute::new(config.billing.webhooks_per_minute);
         AppState {
             inner: Arc::new(Inner {
                 services,
@@ -42,6 +44,7 @@ impl AppState {
                 public_hosts,
                 issuer,
                 sign_in_limits,
+                webhook_limits,
             }),
         }
     }
@@ -74,6 +77,11 @@ impl AppState {
     /// The hosted login's sign-in throttles.
     pub fn sign_in_limits(&self) -> &crate::throttle::SignInLimits {
         &self.inner.sign_in_limits
+    }
+
+    /// Billing webhooks per source per minute.
+    pub fn webhook_limits(&self) -> &crate::throttle::PerMinute {
+        &self.inner.webhook_limits
     }
 
     /// This instance's issuer (public base URL).

@@ -29,6 +29,15 @@ pub async fn sweep(services: &Services, ended_session_retention: Duration) {
             }
         }
     }
+    // Handled billing webhook events: providers stop retrying after a few days.
+    if let Err(e) = services
+        .stores
+        .billing
+        .purge_webhook_events(now.minus(secureflows_core::billing::EVENT_RETENTION))
+        .await
+    {
+        tracing::warn!(error = %e, "purging handled webhook events failed");
+    }
     if let Err(e) = services.stores.used_tokens.purge_used(now).await {
         tracing::warn!(error = %e, "purging used credentials failed");
     }

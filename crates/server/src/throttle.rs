@@ -79,3 +79,32 @@ impl SignInLimits {
         Ok(())
     }
 }
+
+/// Requests per minute per source (a client address), e.g. billing webhooks.
+#[derive(Debug)]
+pub struct PerMinute {
+    sources: DefaultKeyedRateLimiter<String>,
+}
+
+impl PerMinute {
+    /// `per_minute` requests per source.
+    pub fn new(per_minute: u32) -> PerMinute {
+        let quota = Quota::per_minute(NonZeroU32::new(per_minute.max(1)).unwrap_or(NonZeroU32::MIN));
+        PerMinute {
+            sources: RateLimiter::keyed(quota),
+        }
+    }
+
+    /// Takes one request for `source`; `Err(retry_after)` if its budget is used up.
+    pub fn check(&self, source: String) -> Result<(), Duration> {
+        let now = governor::clock::Clock::now(&governor::clock::DefaultClock::default());
+        let result = self
+            .sources
+            .check_key(&source)
+            .map_err(|n| n.wait_time_from(now).max(Duration::from_secs(1)));
+        if self.sources.len() > 100_000 {
+            self.sources.retain_recent();
+        }
+        result
+    }
+}

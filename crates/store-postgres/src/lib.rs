@@ -9,6 +9,7 @@
 //! transaction. Concurrency limits lock the workspace or user row (`FOR NO KEY UPDATE`) so that
 //! check-then-insert is atomic.
 
+mod billing;
 mod data;
 mod error;
 mod keyring;

@@ -161,6 +161,32 @@ pub(crate) async fn apply_change(
             apply_provider_change(c, workspace, now, change).await?
         }
         Change::SetUserTier(assignment) => set_user_tier(c, workspace, now, assignment).await?,
+        Change::RecordWebhookEvent {
+            provider,
+            scope,
+            event_id,
+        } => {
+            crate::billing::record_webhook_event(c, now, provider, *scope, event_id).await?;
+            Applied::default()
+        }
+        Change::LinkBilling(link) => {
+            crate::billing::link_billing(c, workspace, link).await?;
+            Applied::default()
+        }
+        Change::AdvanceBilling {
+            provider,
+            scope,
+            subscription_id,
+            event_at,
+        } => {
+            crate::billing::advance_billing(c, workspace, provider, *scope, subscription_id, *event_at)
+                .await?;
+            Applied::default()
+        }
+        Change::SetBillingSecret { application, sealed } => {
+            crate::billing::set_billing_secret(c, workspace, now, *application, sealed).await?;
+            Applied::default()
+        }
         Change::ClaimSetup(hash) => claim_setup(c, now, hash).await?,
     };
     if let Some(invalidation) = applied.invalidation {

@@ -8,6 +8,7 @@
 //!
 //! Every tenant query takes the `WorkspaceId` and filters on it; keys and indexes lead with it.
 
+mod billing;
 mod conn;
 mod data;
 mod error;

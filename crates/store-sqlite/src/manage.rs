@@ -142,6 +142,31 @@ pub(crate) fn apply_change(
             apply_provider_change(c, workspace, now, change)?
         }
         Change::SetUserTier(assignment) => set_user_tier(c, workspace, now, assignment)?,
+        Change::RecordWebhookEvent {
+            provider,
+            scope,
+            event_id,
+        } => {
+            crate::billing::record_webhook_event(c, now, provider, *scope, event_id)?;
+            Applied::default()
+        }
+        Change::LinkBilling(link) => {
+            crate::billing::link_billing(c, workspace, link)?;
+            Applied::default()
+        }
+        Change::AdvanceBilling {
+            provider,
+            scope,
+            subscription_id,
+            event_at,
+        } => {
+            crate::billing::advance_billing(c, workspace, provider, *scope, subscription_id, *event_at)?;
+            Applied::default()
+        }
+        Change::SetBillingSecret { application, sealed } => {
+            crate::billing::set_billing_secret(c, workspace, now, *application, sealed)?;
+            Applied::default()
+        }
         Change::ClaimSetup(hash) => claim_setup(c, now, hash)?,
     };
     if let Some(invalidation) = applied.invalidation {

@@ -7,6 +7,7 @@
 
 pub mod manage;
 pub mod session;
+pub mod webhooks;
 pub mod wellknown;
 
 use std::collections::{HashMap, HashSet};
@@ -46,6 +47,7 @@ use crate::state::AppState;
         (name = "invites", description = "Management: invitations (USER JWT)"),
         (name = "identity-providers", description = "Management: upstream sign-in providers of the hosted login (USER JWT)"),
         (name = "audit", description = "Management: audit and API-access logs (USER JWT)"),
+        (name = "billing", description = "Billing webhooks (signed by Paddle or Stripe; no token)"),
         (name = "operations", description = "Health and public keys"),
     )
 )]
@@ -85,7 +87,8 @@ fn routers() -> (
         .routes(routes!(session::get_value))
         .routes(routes!(session::delete_value))
         .routes(routes!(session::revoke_sessions))
-        .routes(routes!(session::consume));
+        .routes(routes!(session::consume))
+        .routes(routes!(session::checkout_reference));
     let management = OpenApiRouter::new()
         .routes(routes!(
             workspaces::get_workspace,
@@ -103,6 +106,8 @@ fn routers() -> (
         ))
         .routes(routes!(applications::rotate_secret))
         .routes(routes!(tiers::get_user_tier, tiers::set_user_tier))
+        .routes(routes!(tiers::set_stripe_secret))
+        .routes(routes!(workspaces::checkout_reference))
         .routes(routes!(users::list_users))
         .routes(routes!(users::me))
         .routes(routes!(users::get_user, users::delete_user))
@@ -125,7 +130,9 @@ fn routers() -> (
     let public = OpenApiRouter::new()
         .routes(routes!(wellknown::healthz))
         .routes(routes!(wellknown::readyz))
-        .routes(routes!(wellknown::jwks));
+        .routes(routes!(wellknown::jwks))
+        .routes(routes!(webhooks::paddle))
+        .routes(routes!(webhooks::stripe));
     (session_api, management, public)
 }
 

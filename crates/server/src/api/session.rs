@@ -444,3 +444,24 @@ pub async fn consume(
             .collect(),
     }))
 }
+
+/// `POST /api/v1/billing/checkout-reference`: a signed reference for the calling end user (SESSION JWT,
+/// not a guest), for the application's Stripe checkout (`client_reference_id` and
+/// `subscription_data.metadata.secureflows_ref`), so that its webhooks link the subscription to this
+/// user. The subject comes from the token only.
+#[utoipa::path(post, path = "/api/v1/billing/checkout-reference", tag = "session",
+    security(("session" = [])),
+    responses(
+        (status = 200, description = "The reference", body = dto::CheckoutReference),
+        (status = "4XX", description = "Problem", body = dto::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn checkout_reference(
+    State(state): State<AppState>,
+    SessionAuth(caller): SessionAuth,
+) -> ApiResult<axum::Json<dto::CheckoutReference>> {
+    let (reference, expires) = state.services().user_checkout_reference(&caller)?;
+    Ok(axum::Json(dto::CheckoutReference {
+        reference,
+        expires_at: expires.rfc3339(),
+    }))
+}

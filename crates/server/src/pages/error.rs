@@ -165,7 +165,8 @@ impl From<Error> for PageError {
                 "This cannot be done",
                 "It conflicts with something that already exists. Go back, reload the page and try again.",
             ),
-            Error::Malformed(_) => PageError::new(
+            // Webhooks are never pages; a page that somehow gets one says what any bad request says.
+            Error::Malformed(_) | Error::Webhook(_) => PageError::new(
                 S::BAD_REQUEST,
                 "This request is incomplete",
                 "Something was missing from what your browser sent. Go back, reload the page and try again.",

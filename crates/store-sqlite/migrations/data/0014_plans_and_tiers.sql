@@ -41,3 +41,42 @@ create table end_user_tier (
     foreign key (workspace_id, user_id) references user_account (workspace_id, user_id) on delete cascade
 ) strict;
 create index end_user_tier_user on end_user_tier (workspace_id, user_id);
+
+-- Billing. A provider's subscription belongs to the workspace (Paddle: the operator bills workspaces) or
+-- the end user (Stripe: a workspace's application bills its users) that the first verified event with a
+-- valid signed checkout reference named; later events are matched by the subscription id only.
+-- `scope_id` is the application (Stripe) or the nil id (Paddle). `last_event_at` is the provider's time
+-- of the newest event applied: an older one delivered late changes nothing.
+create table billing_link (
+    provider text not null check (provider in ('paddle', 'stripe')),
+    scope_id blob not null,
+    subscription_id text not null,
+    customer_id text not null,
+    workspace_id blob not null references workspace (workspace_id) on delete cascade,
+    user_id blob,
+    last_event_at integer not null,
+    linked_at integer not null,
+    primary key (provider, scope_id, subscription_id),
+    foreign key (workspace_id, user_id) references user_account (workspace_id, user_id) on delete cascade
+) strict;
+create index billing_link_workspace on billing_link (workspace_id);
+
+-- Webhook events already handled (idempotency by the provider's event id), kept 30 days.
+create table billing_event (
+    provider text not null,
+    scope_id blob not null,
+    event_id text not null,
+    received_at integer not null,
+    primary key (provider, scope_id, event_id)
+) strict;
+create index billing_event_received on billing_event (received_at);
+
+-- An application's webhook signing secret (Stripe), sealed under the workspace data key.
+create table billing_secret (
+    workspace_id blob not null references workspace (workspace_id) on delete cascade,
+    application_id blob not null references application (application_id) on delete cascade,
+    provider text not null check (provider in ('stripe')),
+    secret_sealed blob not null,
+    updated_at integer not null,
+    primary key (application_id, provider)
+) strict;

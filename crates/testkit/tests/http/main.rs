@@ -43,3 +43,4 @@ mod tiers;
 mod tokens;
 mod upstream;
 mod upstream_login;
+mod webhooks;

@@ -190,6 +190,7 @@ store_tests!(
     login_links,
     first_run_setup,
     console_sessions,
+    tiers_and_billing,
 );
 
 raw_store_tests!(email_rules, support_email_rules, invalidation_wakeups);
@@ -3950,4 +3951,227 @@ fn the_suite_calls_every_store_method_and_every_change() {
         .filter(|v| !suite.contains(&format!("Change::{v}")))
         .collect();
     assert!(missing.is_empty(), "changes the suite never applies: {missing:?}");
+}
+
+/// End-user tiers and billing state: a tier put, read and moved only by a newer event; handled event
+/// ids; subscription links found across workspaces and advanced only forwards; sealed secrets; all
+/// refused for another workspace's application or user.
+async fn tiers_and_billing(s: &Stores) {
+    use secureflows_core::billing::{BillingLink, Provider};
+    use secureflows_core::tier::{TierAssignment, TierSource};
+
+    let m = Manage::new(s);
+    let (a, app, alice) = tenant(s).await;
+    let (b, other_app, bob) = tenant(s).await;
+    m.keys(a).await;
+    m.keys(b).await;
+    let assignment = |tier: &str, event_at: Option<i64>| TierAssignment {
+        application: app.id,
+        user: alice.id,
+        tier: Some(tier.to_owned()),
+        source: if event_at.is_some() {
+            TierSource::Stripe
+        } else {
+            TierSource::Api
+        },
+        event_at: event_at.map(at),
+        updated_at: at(1),
+    };
+    assert_eq!(s.users.user_tiers(a, alice.id).await.unwrap(), []);
+    m.apply(a, vec![Change::SetUserTier(assignment("solo", None))], 1)
+        .await
+        .unwrap();
+    m.apply(a, vec![Change::SetUserTier(assignment("pro", Some(50)))], 2)
+        .await
+        .unwrap();
+    // An older provider event changes nothing; a newer one does; an API change always does.
+    let stale = m
+        .apply(a, vec![Change::SetUserTier(assignment("free", Some(40)))], 3)
+        .await;
+    assert!(matches!(stale, Err(Error::Conflict("stale-event"))), "{stale:?}");
+    let tiers = s.users.user_tiers(a, alice.id).await.unwrap();
+    assert_eq!(
+        (tiers[0].tier.as_deref(), tiers[0].event_at),
+        (Some("pro"), Some(at(50)))
+    );
+    assert_eq!(
+        (tiers[0].source, tiers[0].updated_at),
+        (TierSource::Stripe, at(2))
+    );
+    m.apply(a, vec![Change::SetUserTier(assignment("team", Some(60)))], 4)
+        .await
+        .unwrap();
+    m.apply(a, vec![Change::SetUserTier(assignment("solo", None))], 5)
+        .await
+        .unwrap();
+    let tiers = s.users.user_tiers(a, alice.id).await.unwrap();
+    assert_eq!(
+        (tiers[0].tier.as_deref(), tiers[0].event_at),
+        (Some("solo"), Some(at(60)))
+    );
+    // Another workspace's user or application, or a user the workspace does not have: not found.
+    for (ws, application, user) in [
+        (b, app.id, alice.id),
+        (a, other_app.id, alice.id),
+        (a, app.id, bob.id),
+    ] {
+        let change = Change::SetUserTier(TierAssignment {
+            application,
+            user,
+            ..assignment("pro", None)
+        });
+        assert!(is_not_found(m.apply(ws, vec![change], 6).await));
+    }
+    assert_eq!(s.users.user_tiers(b, bob.id).await.unwrap(), []);
+    assert_eq!(s.users.user_tiers(b, alice.id).await.unwrap(), []);
+
+    // Handled events: recorded once per provider and scope; duplicates conflict and roll back the set.
+    let record = |scope: uuid::Uuid, id: &str| Change::RecordWebhookEvent {
+        provider: "stripe",
+        scope,
+        event_id: id.to_owned(),
+    };
+    let scope = app.id.as_uuid();
+    assert!(
+        !s.billing
+            .webhook_event_seen("stripe", scope, "evt_1")
+            .await
+            .unwrap()
+    );
+    m.apply(a, vec![record(scope, "evt_1")], 10).await.unwrap();
+    assert!(
+        s.billing
+            .webhook_event_seen("stripe", scope, "evt_1")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.billing
+            .webhook_event_seen("paddle", scope, "evt_1")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.billing
+            .webhook_event_seen("stripe", other_app.id.as_uuid(), "evt_1")
+            .await
+            .unwrap()
+    );
+    let again = m
+        .apply(
+            a,
+            vec![record(uuid::Uuid::nil(), "evt_2"), record(scope, "evt_1")],
+            11,
+        )
+        .await;
+    assert!(
+        matches!(again, Err(Error::Conflict("duplicate-event"))),
+        "{again:?}"
+    );
+    assert!(
+        !s.billing
+            .webhook_event_seen("stripe", uuid::Uuid::nil(), "evt_2")
+            .await
+            .unwrap()
+    );
+
+    // Links: found by the provider's ids from anywhere, advanced only forwards, not another's.
+    let link = BillingLink {
+        provider: Provider::Stripe,
+        scope,
+        subscription_id: "sub_1".into(),
+        customer_id: "cus_1".into(),
+        workspace: a,
+        user: Some(alice.id),
+        last_event_at: at(100),
+        linked_at: at(12),
+    };
+    assert_eq!(
+        s.billing
+            .find_billing_link("stripe", scope, "sub_1")
+            .await
+            .unwrap(),
+        None
+    );
+    m.apply(a, vec![Change::LinkBilling(link.clone())], 12)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.billing
+            .find_billing_link("stripe", scope, "sub_1")
+            .await
+            .unwrap(),
+        Some(link.clone())
+    );
+    let twice = m.apply(a, vec![Change::LinkBilling(link.clone())], 13).await;
+    assert!(
+        matches!(twice, Err(Error::Conflict("duplicate-event"))),
+        "{twice:?}"
+    );
+    assert!(is_not_found(
+        m.apply(b, vec![Change::LinkBilling(link.clone())], 13).await
+    ));
+    let advance = |secs: i64| Change::AdvanceBilling {
+        provider: "stripe",
+        scope,
+        subscription_id: "sub_1".into(),
+        event_at: at(secs),
+    };
+    m.apply(a, vec![advance(150)], 14).await.unwrap();
+    m.apply(a, vec![advance(150)], 15).await.unwrap();
+    let older = m.apply(a, vec![advance(120)], 16).await;
+    assert!(matches!(older, Err(Error::Conflict("stale-event"))), "{older:?}");
+    assert!(is_not_found(m.apply(b, vec![advance(200)], 17).await));
+    let found = s
+        .billing
+        .find_billing_link("stripe", scope, "sub_1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.last_event_at, at(150));
+    // A Paddle link has no user.
+    let paddle = BillingLink {
+        provider: Provider::Paddle,
+        scope: uuid::Uuid::nil(),
+        subscription_id: "sub_p".into(),
+        customer_id: "ctm_1".into(),
+        workspace: b,
+        user: None,
+        ..link.clone()
+    };
+    m.apply(b, vec![Change::LinkBilling(paddle.clone())], 18)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.billing
+            .find_billing_link("paddle", uuid::Uuid::nil(), "sub_p")
+            .await
+            .unwrap(),
+        Some(paddle)
+    );
+
+    // Sealed secrets: per application, replaced in place, never another workspace's.
+    assert_eq!(s.billing.billing_secret(a, app.id).await.unwrap(), None);
+    let secret = |bytes: &[u8]| Change::SetBillingSecret {
+        application: app.id,
+        sealed: bytes.to_vec(),
+    };
+    m.apply(a, vec![secret(b"sealed-1")], 20).await.unwrap();
+    m.apply(a, vec![secret(b"sealed-2")], 21).await.unwrap();
+    assert_eq!(
+        s.billing.billing_secret(a, app.id).await.unwrap(),
+        Some(b"sealed-2".to_vec())
+    );
+    assert_eq!(s.billing.billing_secret(b, app.id).await.unwrap(), None);
+    assert!(is_not_found(m.apply(b, vec![secret(b"x")], 22).await));
+
+    // Old handled-event records are purged.
+    assert_eq!(s.billing.purge_webhook_events(at(11)).await.unwrap(), 1);
+    assert!(
+        !s.billing
+            .webhook_event_seen("stripe", scope, "evt_1")
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.billing.purge_webhook_events(at(11)).await.unwrap(), 0);
 }

@@ -45,6 +45,7 @@ pub(crate) fn tier_dto(t: &Tier) -> m::Tier {
         name: t.name.clone(),
         requests_per_hour: t.requests_per_hour,
         features: t.features.clone(),
+        prices: t.prices.clone(),
     }
 }
 
@@ -53,6 +54,7 @@ fn tier(t: m::Tier) -> Tier {
         name: t.name,
         requests_per_hour: t.requests_per_hour,
         features: t.features,
+        prices: t.prices,
     }
 }
 

@@ -77,3 +77,26 @@ pub async fn set_user_tier(
         .await?;
     Ok(axum::Json(user_tier_dto(user, tier)))
 }
+
+/// Sets the application's Stripe webhook signing secret (write only; stored sealed). Stripe's events
+/// then go to `/api/v1/webhooks/stripe/{id}`.
+#[utoipa::path(put, path = "/api/v1/applications/{id}/billing/stripe", tag = "applications",
+    security(("console" = [])),
+    params(("id" = String, Path, format = Uuid, description = "Application id")),
+    request_body = m::StripeSecret,
+    responses(
+        (status = 204, description = "Set (OWNER, ADMIN)"),
+        (status = "4XX", description = "Problem", body = dto::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn set_stripe_secret(
+    State(state): State<AppState>,
+    ConsoleAuth(caller): ConsoleAuth,
+    Path(id): Path<String>,
+    Json(body): Json<m::StripeSecret>,
+) -> ApiResult<axum::http::StatusCode> {
+    state
+        .services()
+        .set_stripe_secret(&caller, parse_id(&id)?, &body.webhook_secret)
+        .await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}

@@ -153,3 +153,22 @@ fn login_policy(policy: m::LoginPolicy, signup: SignupMode) -> LoginPolicy {
         },
     }
 }
+
+/// A signed reference for the caller's workspace (OWNER), for the operator's Paddle checkout
+/// (`custom_data.secureflows_ref`), so that Paddle's webhooks link the subscription to this workspace.
+#[utoipa::path(post, path = "/api/v1/workspaces/billing/checkout-reference", tag = "workspaces",
+    security(("console" = [])),
+    responses(
+        (status = 200, description = "The reference (OWNER)", body = dto::CheckoutReference),
+        (status = "4XX", description = "Problem", body = dto::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn checkout_reference(
+    State(state): State<AppState>,
+    ConsoleAuth(caller): ConsoleAuth,
+) -> ApiResult<axum::Json<dto::CheckoutReference>> {
+    let (reference, expires) = state.services().workspace_checkout_reference(&caller)?;
+    Ok(axum::Json(dto::CheckoutReference {
+        reference,
+        expires_at: expires.rfc3339(),
+    }))
+}
