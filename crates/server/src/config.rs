@@ -594,6 +594,26 @@ mod tests {
         assert_eq!(c.plans, d.plans);
         assert_eq!(c.cache.max_staleness_ms, d.cache.max_staleness_ms);
         assert_eq!(c.console.open_signup, d.console.open_signup);
+        assert_eq!(c.billing.paddle_cancel_plan, d.billing.paddle_cancel_plan);
+        assert_eq!(c.billing.webhooks_per_minute, d.billing.webhooks_per_minute);
+        assert_eq!(c.billing.paddle_prices, d.billing.paddle_prices);
+    }
+
+    #[test]
+    fn billing_prices_must_name_catalogued_plans() {
+        let mut c = Config::default();
+        c.billing.paddle_prices.insert("pri_1".into(), "gold".into());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("billing.paddle_prices") && e.contains("gold"), "{e}");
+        c.billing.paddle_prices.insert("pri_1".into(), "pro".into());
+        c.validate().unwrap();
+        c.billing.paddle_cancel_plan = "nothing".into();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("billing.paddle_cancel_plan")
+        );
     }
 
     #[test]

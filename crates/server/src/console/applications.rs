@@ -41,7 +41,7 @@ impl AppRow {
 
 /// What the application form shows (as entered, or as stored).
 #[derive(Default)]
-struct AppFields {
+pub(super) struct AppFields {
     name: String,
     kind: String,
     redirect_uris: String,
@@ -202,6 +202,7 @@ struct AppPage {
     action: String,
     submit: &'static str,
     creating: bool,
+    tiers: super::tiers::TierTable,
 }
 
 /// `GET …/applications` (OWNER, ADMIN).
@@ -316,7 +317,7 @@ pub(super) async fn create(
             let secret = secret.map(|s| s.expose().to_owned());
             let mut c = c;
             c.shell.notice = Some(format!("{} is registered.", app.name));
-            Ok(app_page(&state, c, &app, secret, None, StatusCode::CREATED))
+            app_page(&state, c, &app, secret, None, None, StatusCode::CREATED).await
         }
         Err(Error::Invalid(errors)) => {
             let lines = error_lines(&errors, field_label);
@@ -343,7 +344,7 @@ pub(super) async fn show(
         .services()
         .workspace_application(&c.caller, path_id(&id)?)
         .await?;
-    Ok(app_page(&state, c, &app, None, None, StatusCode::OK))
+    app_page(&state, c, &app, None, None, None, StatusCode::OK).await
 }
 
 /// `POST …/applications/{id}` (OWNER, ADMIN; a console client: OWNER): saves its settings.
@@ -379,18 +380,20 @@ pub(super) async fn update(
     match saved {
         Ok(app) => {
             c.shell.notice = Some("Saved.".into());
-            Ok(app_page(&state, c, &app, None, None, StatusCode::OK))
+            app_page(&state, c, &app, None, None, None, StatusCode::OK).await
         }
         Err(Error::Invalid(errors)) => {
             let lines = error_lines(&errors, field_label);
-            Ok(app_page(
+            app_page(
                 &state,
                 c,
                 &stored,
                 None,
                 Some((form.fields(), lines)),
+                None,
                 StatusCode::UNPROCESSABLE_ENTITY,
-            ))
+            )
+            .await
         }
         Err(e) => Err(e.into()),
     }
@@ -433,14 +436,16 @@ pub(super) async fn rotate(
     let secret = services.rotate_application_secret(&c.caller, id).await?;
     let app = services.workspace_application(&c.caller, id).await?;
     c.shell.notice = Some("The secret is rotated; the old one no longer works.".into());
-    Ok(app_page(
+    app_page(
         &state,
         c,
         &app,
         Some(secret.expose().to_owned()),
         None,
+        None,
         StatusCode::OK,
-    ))
+    )
+    .await
 }
 
 /// `GET …/applications/{id}/delete`: asks before the application is deleted.
@@ -495,23 +500,42 @@ fn confirm_page(
     confirm(c, heading, message, action, button, back)
 }
 
-fn app_page(
+/// The application's page; `entered` and `tiers` re-show a form as posted, with its errors.
+pub(super) async fn app_page(
     state: &AppState,
     c: Console,
     app: &Application,
     secret: Option<String>,
     entered: Option<(AppFields, Vec<String>)>,
+    tiers: Option<super::tiers::TierTable>,
     status: StatusCode,
-) -> Response {
+) -> PageResult {
     let services = state.services();
+    let stripe_configured = services
+        .stores
+        .billing
+        .billing_secret(app.workspace_id, app.id)
+        .await?
+        .is_some();
+    let base_url = state.issuer().trim_end_matches('/').to_owned();
+    let fresh = super::tiers::TierTable::of(app, stripe_configured, &base_url);
+    let tiers = match tiers {
+        Some(t) => super::tiers::TierTable {
+            stripe_configured,
+            webhook_url: fresh.webhook_url.clone(),
+            ..t
+        },
+        None => fresh,
+    };
     let issuer = services.issuer_of(app.workspace_id);
     let base = state.issuer().trim_end_matches('/');
     let editable = !app.console || c.caller.role() == secureflows_core::Role::Owner;
     let (form, errors) = entered.unwrap_or_else(|| (AppFields::of(app), Vec::new()));
     let action = c.path(&format!("/applications/{}", app.id));
-    render(
+    Ok(render(
         status,
         &AppPage {
+            tiers,
             snippet_page: snippet_page(&issuer, app),
             snippet_curl: snippet_curl(base, &issuer, app),
             snippet_verify: snippet_verify(base, &issuer, app),
@@ -526,7 +550,7 @@ fn app_page(
             submit: "Save changes",
             creating: false,
         },
-    )
+    ))
 }
 
 fn field_label(field: &str) -> &'static str {

@@ -15,6 +15,7 @@ mod settings;
 mod setup;
 mod signin;
 mod start;
+mod tiers;
 mod users;
 mod views;
 
@@ -50,6 +51,22 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route(
             "/console/w/{workspace}/applications/{id}",
             get(applications::show).post(applications::update),
+        )
+        .route(
+            "/console/w/{workspace}/applications/{id}/tiers",
+            post(tiers::save_tiers),
+        )
+        .route(
+            "/console/w/{workspace}/applications/{id}/stripe",
+            post(tiers::save_stripe),
+        )
+        .route(
+            "/console/w/{workspace}/users/{id}/tier",
+            post(tiers::set_user_tier),
+        )
+        .route(
+            "/console/w/{workspace}/plan/reference",
+            post(tiers::checkout_reference),
         )
         .route(
             "/console/w/{workspace}/applications/{id}/secret",

@@ -16,6 +16,8 @@ struct PlanPage {
     plan: String,
     display_name: String,
     features: String,
+    owner: bool,
+    reference: Option<(String, String)>,
     rows: Vec<(&'static str, String, String)>,
 }
 
@@ -46,6 +48,15 @@ pub(super) async fn plan(
         &format!("/console/w/{workspace}/plan"),
     )
     .await?;
+    plan_page(&state, c, None).await
+}
+
+/// The plan page, with a checkout reference just created (and its expiry) when there is one.
+pub(super) async fn plan_page(
+    state: &AppState,
+    c: super::context::Console,
+    reference: Option<(String, String)>,
+) -> PageResult {
     let u = state.services().plan_usage(&c.caller).await?;
     let l = &u.limits;
     let per_user = || "per user, checked on each write".to_owned();
@@ -103,6 +114,8 @@ pub(super) async fn plan(
                 l.features.join(", ")
             },
             rows,
+            owner: c.caller.role() == secureflows_core::Role::Owner,
+            reference,
             shell: c.shell,
         },
     ))

@@ -6,6 +6,7 @@
 use askama::Template;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
+use secureflows_core::tier::TierSource;
 use secureflows_core::vault::VaultKey;
 use secureflows_core::{ApplicationId, Role, UserId, UserStatus};
 use serde::Deserialize;
@@ -138,6 +139,18 @@ struct UserPage {
     show_vault: bool,
     identities: Vec<(String, String, String)>,
     revealed: Option<(String, String)>,
+    tiers: Vec<TierRow>,
+    tier_saved: bool,
+}
+
+/// The user's tier in one application that has tiers.
+struct TierRow {
+    application: String,
+    application_id: String,
+    current: String,
+    is_default: bool,
+    source: &'static str,
+    choices: Vec<(String, bool)>,
 }
 
 /// `GET …/users/{id}` (OWNER, ADMIN).
@@ -149,12 +162,14 @@ pub(super) async fn show(
 ) -> PageResult {
     let here = format!("/console/w/{workspace}/users/{id}");
     let c = console(&state, &workspace, &browser, &here).await?;
-    user_page(&state, c, path_id(&id)?, q.vault.is_some(), None).await
+    let tier_saved = q.tier.as_deref() == Some("saved");
+    user_page(&state, c, path_id(&id)?, q.vault.is_some(), None, tier_saved).await
 }
 
 #[derive(Deserialize)]
 pub(super) struct UserQuery {
     vault: Option<String>,
+    tier: Option<String>,
 }
 
 async fn user_page(
@@ -163,6 +178,7 @@ async fn user_page(
     id: UserId,
     show_vault: bool,
     revealed: Option<(String, String)>,
+    tier_saved: bool,
 ) -> PageResult {
     let services = state.services();
     let overview = services.user_overview(&c.caller, id).await?;
@@ -180,6 +196,29 @@ async fn user_page(
             .map(|x| x.name.clone())
             .unwrap_or_else(|| a.to_string())
     };
+    let mut tiers = Vec::new();
+    for app in apps.iter().filter(|a| !a.tiers.is_empty()) {
+        let t = services.user_tier(&c.caller, app.id, id).await?;
+        let current = t.tier.as_ref().map(|t| t.name.clone()).unwrap_or_default();
+        tiers.push(TierRow {
+            application: app.name.clone(),
+            application_id: app.id.to_string(),
+            is_default: t.is_default,
+            source: match t.assignment.as_ref().map(|a| a.source) {
+                _ if t.is_default => "—",
+                Some(TierSource::Api) => "management API",
+                Some(TierSource::Console) => "console",
+                Some(TierSource::Stripe) => "Stripe",
+                None => "—",
+            },
+            choices: app
+                .tiers
+                .iter()
+                .map(|x| (x.name.clone(), !t.is_default && x.name == current))
+                .collect(),
+            current,
+        });
+    }
     let target = &member.user;
     let me = c.caller.role();
     let manageable = target.role != Role::Owner || me == Role::Owner;
@@ -245,6 +284,8 @@ async fn user_page(
                 .collect(),
             show_vault,
             revealed,
+            tiers,
+            tier_saved,
             shell: c.shell,
         },
     ))
@@ -271,7 +312,7 @@ pub(super) async fn unlock(
     let id = path_id(&id)?;
     state.services().set_member_locked(&c.caller, id, false).await?;
     c.shell.notice = Some("Unlocked: they can sign in again.".into());
-    user_page(&state, c, id, false, None).await
+    user_page(&state, c, id, false, None, false).await
 }
 
 crate::pages::csrf_form!(RoleForm { role: String });
@@ -292,7 +333,7 @@ pub(super) async fn change_role(
         return Ok(see_other(&c.path("")));
     }
     c.shell.notice = Some(format!("The role is now {}.", role_label(role)));
-    user_page(&state, c, id, false, None).await
+    user_page(&state, c, id, false, None, false).await
 }
 
 /// The three confirmed actions on a user.
@@ -382,7 +423,7 @@ pub(super) async fn drastic(
     if id == c.caller.token.user {
         return Ok(see_other(&c.path("")));
     }
-    user_page(&state, c, id, false, None).await
+    user_page(&state, c, id, false, None, false).await
 }
 
 /// `POST …/users/{id}/values/{application}/{key}` (OWNER, ADMIN): reads one value, audited with the
@@ -409,5 +450,5 @@ pub(super) async fn read_value(
             value.content_type
         ),
     };
-    user_page(&state, c, id, true, Some((key.as_str().to_owned(), shown))).await
+    user_page(&state, c, id, true, Some((key.as_str().to_owned(), shown)), false).await
 }

@@ -12,6 +12,7 @@ backend_tests!(
     console_first_run_and_an_application_in_the_browser,
     console_members_users_and_audit_in_the_browser,
     console_first_run_with_a_passkey,
+    console_tiers_and_billing_in_the_browser,
 );
 
 async fn console_first_run_and_an_application_in_the_browser(backend: Backend) {
@@ -491,4 +492,137 @@ async fn console_first_run_with_a_passkey(backend: Backend) {
     wait_for_text(c, "#heading", "secureFlows is set up already").await;
     browser.client.clone().close().await.unwrap();
     app.stop().await;
+}
+
+/// An application's tiers and Stripe secret, a user's tier, and a Paddle checkout reference, set in
+/// the browser; each takes effect through the same services as the management API.
+async fn console_tiers_and_billing_in_the_browser(backend: Backend) {
+    let Some(browser) = browser().await else {
+        return;
+    };
+    let c = &browser.client;
+    let app = TestApp::spawn(backend.clone()).await;
+    let shoot = matches!(backend, Backend::Sqlite);
+    let review = |name: &'static str| async move {
+        if shoot {
+            review_page(c, "console", name).await;
+        }
+    };
+    let ws = first_run_in(c, &app).await;
+    let home = format!("{}/console/w/{ws}", app.url);
+    let workspace: secureflows_core::WorkspaceId = ws.parse().unwrap();
+    let application = app.application(workspace, "deals").await;
+
+    // Tiers: a mistake is shown field by field and keeps what was typed; the preset fills the table.
+    c.goto(&format!("{home}/applications/{}", application.id))
+        .await
+        .unwrap();
+    wait_for_text(c, "#heading", "App deals").await;
+    fill(c, "input[name=tier_0_name]", "Basic Plan").await;
+    fill(c, "input[name=tier_0_requests]", "lots").await;
+    click(c, "#save-tiers").await;
+    assert!(text(c, "#tiers-error").await.contains("Requests per hour"));
+    fill(c, "input[name=tier_0_requests]", "250").await;
+    click(c, "#save-tiers").await;
+    let error = text(c, "#tiers-error").await;
+    assert!(
+        error.contains("Tier name") && error.contains("Default tier"),
+        "{error}"
+    );
+    c.execute("document.getElementById('tiers').scrollIntoView()", vec![])
+        .await
+        .unwrap();
+    review("application-tiers-error").await;
+    click(c, "#tuff-flips-tiers").await;
+    wait_for_text(
+        c,
+        "#notice",
+        "Tiers saved. They apply from each user's next request.",
+    )
+    .await;
+    let stored = app
+        .services()
+        .stores
+        .applications
+        .find_application(application.id)
+        .await
+        .unwrap()
+        .unwrap();
+    let names: Vec<&str> = stored.tiers.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["free", "solo", "pro", "team"]);
+    assert_eq!(stored.default_tier.as_deref(), Some("free"));
+    // A row edited in place: solo gets a Stripe price.
+    fill(c, "input[name=tier_1_prices]", "price_solo, solo_monthly").await;
+    click(c, "#save-tiers").await;
+    wait_for_text(
+        c,
+        "#notice",
+        "Tiers saved. They apply from each user's next request.",
+    )
+    .await;
+
+    // The Stripe signing secret: write only.
+    assert!(text(c, "#stripe-status").await.contains("No signing secret yet"));
+    fill(c, "#webhook_secret", "whsec_console_0123456789").await;
+    click(c, "#save-stripe").await;
+    wait_for_text(c, "#stripe-status", "A signing secret is set.").await;
+    assert!(!c.source().await.unwrap().contains("whsec_console_0123456789"));
+    assert!(
+        text(c, "#stripe-webhook-url")
+            .await
+            .ends_with(&format!("/api/v1/webhooks/stripe/{}", application.id))
+    );
+    // The screenshots show the section, not the top of the page.
+    c.execute("document.getElementById('tiers').scrollIntoView()", vec![])
+        .await
+        .unwrap();
+    review("application-tiers").await;
+
+    // A user's tier, set on their page, applies to their next request.
+    let session = app.sign_in(&application, "alice").await;
+    let user = crate::support::jwt_claims(session.token())["sub"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    c.goto(&format!("{home}/users/{user}")).await.unwrap();
+    assert!(text(c, "#user-tiers").await.contains("free (default)"));
+    let select = element(c, "#user-tiers select[name=tier]").await;
+    select.select_by_value("pro").await.unwrap();
+    click(c, "#user-tiers button[type=submit]").await;
+    wait_for_text(
+        c,
+        "#tier-saved",
+        "The tier is saved; it applies from the user's next request.",
+    )
+    .await;
+    let row = text(c, "#user-tiers").await;
+    assert!(
+        row.contains("pro") && row.contains("console") && !row.contains("(default)"),
+        "{row}"
+    );
+    c.execute("document.getElementById('tiers').scrollIntoView()", vec![])
+        .await
+        .unwrap();
+    review("user-tier").await;
+    let response = app
+        .http
+        .get(format!("{}/api/v1/sessions", app.url))
+        .bearer_auth(session.token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers()["ratelimit-policy"],
+        "\"user-hourly\";q=10000;w=3600"
+    );
+
+    // The OWNER creates a Paddle checkout reference on the plan page.
+    c.goto(&format!("{home}/plan")).await.unwrap();
+    click(c, "#create-reference").await;
+    let reference = text(c, "#checkout-reference").await;
+    assert!(reference.starts_with("sfr1."), "{reference}");
+    c.execute("document.getElementById('billing').scrollIntoView()", vec![])
+        .await
+        .unwrap();
+    review("plan-reference").await;
 }
