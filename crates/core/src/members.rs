@@ -153,7 +153,7 @@ impl Services {
     }
 
     /// 403 `quota-exceeded` when the workspace's OWNERs and ADMINs fill its plan's member limit.
-    async fn require_member_room(&self, workspace: WorkspaceId) -> Result<()> {
+    pub(crate) async fn require_member_room(&self, workspace: WorkspaceId) -> Result<()> {
         let plan = self.get_workspace(workspace).await?.plan;
         if let Some(max) = self.plans.limits(&plan).max_members {
             let admins = self

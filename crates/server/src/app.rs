@@ -480,6 +480,7 @@ impl Server {
         };
         let opened = open(&config, clock, Access::Create, true, issuer.clone()).await?;
         let services = opened.services;
+        warn_about_unknown_plans(&services).await;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (access_log, access_task) = AccessLog::spawn(
             services.clone(),
@@ -624,4 +625,26 @@ pub async fn rotate_master_key(
         std::fs::rename(&pending, path).context("cannot replace the master key file")?;
     }
     Ok(count)
+}
+
+/// Warns when workspaces are on plans the catalogue no longer defines (they get the free plan's limits).
+async fn warn_about_unknown_plans(services: &Services) {
+    match services.stores.workspaces.list_workspaces().await {
+        Ok(list) => {
+            let unknown: std::collections::BTreeSet<&str> = list
+                .iter()
+                .filter(|w| !services.plans.contains(&w.plan))
+                .map(|w| w.plan.as_str())
+                .collect();
+            if !unknown.is_empty() {
+                tracing::warn!(
+                    plans = ?unknown,
+                    "workspaces are on plans the plan catalogue no longer defines: they get the free plan's \
+                     limits until a [plans.<name>] section defines them again or `secureflows workspace \
+                     set-plan` moves them"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not check the workspaces' plans against the catalogue"),
+    }
 }

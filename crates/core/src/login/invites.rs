@@ -43,6 +43,11 @@ impl Services {
     ) -> Result<(User, FirstFactor)> {
         let view = self.invite_by_link(workspace, token).await?;
         let invite = &view.invite;
+        // Pending invitations are not counted when they are made: the plan's member limit is checked
+        // again when one is accepted.
+        if invite.role.is_admin() {
+            self.require_member_room(workspace).await?;
+        }
         let found = self.get_workspace(workspace).await?;
         // The invited address, canonical (an invitation made before the address rule took effect is
         // indexed again under it here).

@@ -187,6 +187,21 @@ impl From<Error> for PageError {
                 "This account is locked",
                 "Ask the administrator of this service to unlock it.",
             ),
+            Error::Forbidden(ForbiddenReason::QuotaExceeded(quota)) => PageError::new(
+                S::FORBIDDEN,
+                "The plan's limit is reached",
+                match quota {
+                    secureflows_core::Quota::Members => {
+                        "This workspace has as many owners and admins as its plan allows. Ask one of its owners \
+                         to make room or move to a larger plan, then try again."
+                    }
+                    secureflows_core::Quota::Applications => {
+                        "This workspace has as many applications as its plan allows. Delete one or move to a \
+                         larger plan."
+                    }
+                    secureflows_core::Quota::Keys => "The plan's number of stored values is used up.",
+                },
+            ),
             Error::Forbidden(_) => {
                 PageError::new(S::FORBIDDEN, "Not allowed", "You are not allowed to do this.")
             }

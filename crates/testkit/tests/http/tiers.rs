@@ -478,8 +478,9 @@ async fn a_catalogued_plan_sets_quotas_on_applications_and_members(backend: Back
     let problem = assert_problem(response, 403, "quota-exceeded").await;
     assert!(problem.detail.unwrap().contains("applications"));
 
-    // Two members at most: the OWNER and one ADMIN.
-    call_ok(
+    // Two members at most: the OWNER and one ADMIN. A pending invitation does not count until it is
+    // accepted, and its acceptance is refused once the room is taken.
+    let invited = call_ok(
         &app,
         "POST",
         "/api/v1/invites",
@@ -488,7 +489,29 @@ async fn a_catalogued_plan_sets_quotas_on_applications_and_members(backend: Back
         201,
     )
     .await;
+    assert_eq!(invited["invite"]["state"], "pending");
+    // Without SMTP on a loopback address, the invitation is in the data directory's outbox.
+    let token = std::fs::read_dir(app.data_dir.join("outbox"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.unwrap().path()).ok())
+        .flat_map(|text| text.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .find_map(|w| w.split("/invite/accept?token=").nth(1).map(str::to_owned))
+        .unwrap();
     app.console_token(ws, "second@gold.example", Role::Admin).await;
+    let password = secureflows_crypto::SecretString::new("a gold admin passphrase 7".to_owned());
+    let refused = services
+        .accept_invite(ws, &token, &password, &Actor::operator())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            secureflows_core::Error::Forbidden(secureflows_core::ForbiddenReason::QuotaExceeded(
+                secureflows_core::Quota::Members
+            ))
+        ),
+        "{refused:?}"
+    );
     let response = call(
         &app,
         "POST",
