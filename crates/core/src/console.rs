@@ -267,6 +267,7 @@ impl Services {
             user.revision,
             session.expires_at.since(session.created_at),
             session.created_at,
+            None,
         )
     }
 
@@ -405,6 +406,7 @@ impl Services {
             op.revision,
             ttl,
             now,
+            None,
         )?;
         Ok((op, token))
     }

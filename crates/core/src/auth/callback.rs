@@ -293,6 +293,7 @@ impl Services {
             expires_at: now.plus(app.token_ttl),
             ended_at: None,
         };
+        let tier = self.tier_of(app, user.id).await?;
         self.open_app_session(&workspace.plan, &session, now).await?;
         let token = self.tokens.issue(
             TokenKind::Session,
@@ -304,6 +305,7 @@ impl Services {
             user.revision,
             app.token_ttl,
             now,
+            tier.as_ref().map(|t| t.name.as_str()),
         )?;
         Ok((session, token))
     }

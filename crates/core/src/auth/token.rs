@@ -76,6 +76,10 @@ pub struct AccessClaims {
     pub exp: i64,
     /// Unique token id.
     pub jti: String,
+    /// The end user's tier in the application at issuance (SESSION JWTs of applications with tiers).
+    /// Informational: the server looks the current tier up on every request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
 }
 
 /// What a verified token says. Cached by token hash.
@@ -252,6 +256,7 @@ impl TokenService {
         revision: i64,
         ttl: Duration,
         now: Timestamp,
+        tier: Option<&str>,
     ) -> Result<IssuedToken> {
         let key = self.active_key()?;
         let expires_at = now.plus(ttl);
@@ -268,6 +273,7 @@ impl TokenService {
             nbf: now.secs(),
             exp: expires_at.secs(),
             jti: secureflows_crypto::random_token("")?,
+            tier: tier.map(str::to_owned),
         };
         let token = key.sign_jwt(kind.typ(), &claims)?;
         Ok(IssuedToken {

@@ -771,7 +771,8 @@ impl Services {
             amr: current.amr.clone(),
             family: Some(current.family_id),
         };
-        let access_token = self.access_token(client, &user, session.id, now)?;
+        let tier = self.tier_of(client, user.id).await?;
+        let access_token = self.access_token(client, &user, session.id, now, tier.as_ref())?;
         let refresh_token = new_credential(REFRESH_PREFIX, workspace)?;
         let refresh_expiry = now.plus(self.settings.login.refresh_ttl);
         let successor = RefreshToken {
@@ -965,7 +966,8 @@ impl Services {
         };
         self.open_app_session(&ws.plan, &session, now).await?;
         let session_id = session.id;
-        let access_token = self.access_token(app, user, session_id, now)?;
+        let tier = self.tier_of(app, user.id).await?;
+        let access_token = self.access_token(app, user, session_id, now, tier.as_ref())?;
         let refresh_token = match (basis.family, refresh_expiry) {
             (Some(family), Some(expires_at)) => {
                 let token = new_credential(REFRESH_PREFIX, workspace)?;
@@ -1021,6 +1023,7 @@ impl Services {
         user: &User,
         session: SessionId,
         now: Timestamp,
+        tier: Option<&crate::Tier>,
     ) -> Result<IssuedToken> {
         let (kind, audience) = if app.console {
             (
@@ -1040,6 +1043,7 @@ impl Services {
             user.revision,
             app.token_ttl,
             now,
+            tier.filter(|_| !app.console).map(|t| t.name.as_str()),
         )
     }
 

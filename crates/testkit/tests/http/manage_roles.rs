@@ -206,6 +206,7 @@ async fn every_endpoint_for_every_caller(backend: Backend) {
             1,
             Duration::from_secs(900),
             app.clock.now(),
+            None,
         )
         .unwrap()
         .token;

@@ -145,6 +145,11 @@ async fn tiers_are_set_through_the_management_api_and_checked(backend: Backend) 
         (Some("free"), Some(true))
     );
     assert_eq!(start["source"], Value::Null);
+    assert_eq!(
+        jwt_claims(session.token())["tier"],
+        "free",
+        "informational, at issuance"
+    );
     let set = call_ok(
         &s.app,
         "PUT",
@@ -161,6 +166,8 @@ async fn tiers_are_set_through_the_management_api_and_checked(backend: Backend) 
     assert_eq!(set["source"], "api");
     let response = call(&s.app, "PUT", &tier_path, &s.owner, Some(json!({"tier": "gold"}))).await;
     assert_problem(response, 422, "validation-failed").await;
+    let renewed = s.app.sign_in(&s.application, "alice").await;
+    assert_eq!(jwt_claims(renewed.token())["tier"], "pro");
     let events = call_ok(
         &s.app,
         "GET",

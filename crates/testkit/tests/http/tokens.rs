@@ -272,6 +272,7 @@ async fn user_jwt_on_the_session_api_is_403(backend: Backend) {
                 use secureflows_core::Clock;
                 app.clock.now()
             },
+            None,
         )
         .unwrap();
     let response = get_with(&app, SESSIONS, &issued.token).await;
