@@ -51,6 +51,10 @@ struct Args {
     /// Drive only the first N seeded users (0: all of them); for finding where time goes.
     #[arg(long, default_value_t = 0)]
     hot_users: usize,
+    /// The application's one tier's hourly budget per user: every call then goes through the tier
+    /// lookup and the hourly limiter (0: no tiers, so neither runs; compare the two).
+    #[arg(long, default_value_t = 4_000_000_000)]
+    tier_budget: u32,
     /// Seconds of a mixed phase after GET and SET (80 % GET, 20 % SET), sampling the size of SQLite's
     /// write-ahead log every second; 0: none. Use 600 or more to show the log stays bounded.
     #[arg(long, default_value_t = 0)]
@@ -351,6 +355,42 @@ async fn bench_backend(args: &Args, backend: &Backend, bare: &LoadResult) -> any
     let url = format!("http://127.0.0.1:{port}");
     wait_ready(&format!("{url}/readyz")).await?;
 
+    // The application sells one tier whose hourly budget is far beyond what the run uses: every call
+    // goes through the tier lookup and the hourly limiter, as with a real application's tiers, and
+    // none is refused.
+    if args.tier_budget > 0 {
+        let owner = cli(
+            args,
+            &data_dir,
+            &env,
+            &[
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "token",
+                "issue",
+                "--workspace",
+                &ws,
+                "--email",
+                "bench@bench.example",
+                "--role",
+                "owner",
+            ],
+        )?;
+        let owner = owner["token"].as_str().context("console token")?.to_owned();
+        let tiers = reqwest::Client::new()
+            .patch(format!("{url}/api/v1/applications/{client_id}"))
+            .bearer_auth(&owner)
+            .json(&serde_json::json!({
+                "tiers": [{"name": "bench", "requests_per_hour": args.tier_budget}],
+                "default_tier": "bench"
+            }))
+            .send()
+            .await?;
+        if !tiers.status().is_success() {
+            bail!("setting the bench tier: {}", tiers.text().await?);
+        }
+    }
+
     // Seed through the real API: sign every user in, then write their values.
     let started = Instant::now();
     let client = secureflows_client::Client::new(url.clone());
@@ -396,14 +436,22 @@ async fn bench_backend(args: &Args, backend: &Backend, bare: &LoadResult) -> any
         bail!("{failed} seed writes failed");
     }
     println!(
-        "  {}: seeded {} users x {} keys of {} B in {:.1}s (RSS now {:.1} MB, peak {:.1} MB)",
+        "  {}: seeded {} users x {} keys of {} B in {:.1}s (RSS now {:.1} MB, peak {:.1} MB); {}",
         backend.name,
         args.users,
         args.keys,
         args.value_size,
         started.elapsed().as_secs_f64(),
         rss_mb(pid),
-        peak_rss_mb(pid)
+        peak_rss_mb(pid),
+        if args.tier_budget > 0 {
+            format!(
+                "every call charged to a tier budget of {} per hour",
+                args.tier_budget
+            )
+        } else {
+            "no tiers: no hourly limiter".to_owned()
+        }
     );
 
     let driven = if args.hot_users > 0 {
