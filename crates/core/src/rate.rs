@@ -75,6 +75,8 @@ type Limiter = RateLimiter<BudgetKey, DashMapStateStore<BudgetKey>, DomainClock,
 
 /// Keys kept per limiter before idle (fully refilled) ones are dropped.
 const RETAIN_ABOVE: usize = 100_000;
+/// Distinct hourly limits kept before limiters with no live state are dropped.
+const MAX_IDLE_LIMITERS: usize = 256;
 
 /// Every hourly budget of this node: one GCRA limiter per distinct hourly limit, keyed by whose budget.
 #[derive(Debug)]
@@ -97,6 +99,14 @@ impl HourlyBudgets {
             .limiters
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Tiers are data: limits come and go. A limiter whose every key has refilled holds nothing a
+        // fresh one would not, so idle ones are dropped before the map grows past a bound.
+        if map.len() >= MAX_IDLE_LIMITERS && !map.contains_key(&per_hour.get()) {
+            map.retain(|_, limiter| {
+                limiter.retain_recent();
+                !limiter.is_empty()
+            });
+        }
         map.entry(per_hour.get())
             .or_insert_with(|| {
                 let quota = Quota::with_period(WINDOW / per_hour.get())
@@ -201,6 +211,21 @@ mod tests {
             (c.budgets[0].remaining, c.budgets[0].reset),
             (99, Duration::from_secs(36))
         );
+    }
+
+    #[test]
+    fn idle_limiters_of_old_limits_are_dropped() {
+        let clock = Arc::new(ManualClock::starting_now());
+        let budgets = HourlyBudgets::new(clock.clone());
+        let key = BudgetKey::Workspace(WorkspaceId::new());
+        for limit in 1..=(MAX_IDLE_LIMITERS as u32 + 10) {
+            budgets.charge(&[(key, limit)], one());
+        }
+        // Two hours later every budget has refilled: the next new limit finds nothing worth keeping.
+        clock.advance(Duration::from_secs(7200));
+        budgets.charge(&[(key, 5_000)], one());
+        let kept = budgets.limiters.lock().unwrap().len();
+        assert!(kept <= 2, "{kept} limiters kept");
     }
 
     #[test]
