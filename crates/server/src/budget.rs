@@ -59,7 +59,7 @@ pub fn write_headers(charge: &Charge, headers: &mut HeaderMap) {
             "\"{}\";r={};t={}",
             b.policy,
             b.remaining,
-            b.reset.as_millis().div_ceil(1000)
+            b.reset.as_nanos().div_ceil(1_000_000_000)
         )
     });
     for (name, value) in [(&RATELIMIT_POLICY, policy), (&RATELIMIT, current)] {
