@@ -76,6 +76,8 @@ pub enum LimitKind {
     Sessions,
     /// A request-rate limit.
     Rate,
+    /// An hourly request budget (the end user's tier, or the workspace's plan).
+    Budget,
 }
 
 /// The one error type of the domain. `server::problem` maps each variant to its HTTP status and a

@@ -32,7 +32,7 @@ impl ChargeSlot {
         }
         match charge.refused {
             Some(retry_after) => Err(Error::Limited {
-                kind: LimitKind::Rate,
+                kind: LimitKind::Budget,
                 retry_after,
             }
             .into()),

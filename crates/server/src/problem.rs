@@ -287,6 +287,12 @@ impl Problem {
                         "Too many requests",
                         "the request rate limit is reached",
                     ),
+                    LimitKind::Budget => (
+                        "rate-limited",
+                        "Too many requests",
+                        "an hourly request budget is used up (the RateLimit field names it); Retry-After says \
+                         when the request fits",
+                    ),
                 };
                 Problem {
                     retry_after: Some(retry_after),

@@ -391,6 +391,13 @@ async fn apply_application_change(
                 .execute(&mut *c)
                 .await
                 .db()?;
+            // Its users' Stripe subscriptions can never be matched again.
+            sqlx::query("delete from billing_link where workspace_id = $1 and scope_id = $2")
+                .bind(ws)
+                .bind(id.as_uuid())
+                .execute(&mut *c)
+                .await
+                .db()?;
             let n = sqlx::query("delete from application where workspace_id = $1 and application_id = $2")
                 .bind(ws)
                 .bind(id.as_uuid())

@@ -363,6 +363,12 @@ fn apply_application_change(
                 params![ws, id.as_uuid()],
             )
             .db()?;
+            // Its users' Stripe subscriptions can never be matched again.
+            c.execute(
+                "delete from billing_link where workspace_id = ?1 and scope_id = ?2",
+                params![ws, id.as_uuid()],
+            )
+            .db()?;
             let n = c
                 .execute(
                     "delete from application where workspace_id = ?1 and application_id = ?2",

@@ -172,7 +172,7 @@ impl From<Error> for OAuthError {
                     OAuthErrorKind::Limited,
                     match kind {
                         LimitKind::Sessions => "too many concurrent sessions for the plan",
-                        LimitKind::Rate => "too many requests",
+                        LimitKind::Rate | LimitKind::Budget => "too many requests",
                     },
                 )
             },

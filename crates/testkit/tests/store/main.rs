@@ -4165,6 +4165,19 @@ async fn tiers_and_billing(s: &Stores) {
     assert_eq!(s.billing.billing_secret(b, app.id).await.unwrap(), None);
     assert!(is_not_found(m.apply(b, vec![secret(b"x")], 22).await));
 
+    // Deleting the application takes its subscription links with it.
+    m.apply(a, vec![Change::DeleteApplication(app.id)], 23)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.billing
+            .find_billing_link("stripe", scope, "sub_1")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(s.billing.billing_secret(a, app.id).await.unwrap(), None);
+
     // Old handled-event records are purged.
     assert_eq!(s.billing.purge_webhook_events(at(11)).await.unwrap(), 1);
     assert!(
