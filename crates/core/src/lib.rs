@@ -8,6 +8,7 @@ pub mod access;
 pub mod audit;
 pub mod audit_trail;
 pub mod auth;
+pub mod authz;
 pub mod billing;
 pub mod cache;
 mod clock;
