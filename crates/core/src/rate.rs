@@ -131,36 +131,29 @@ impl HourlyBudgets {
             let limiter = self.limiter(limit);
             let now = self.clock.now();
             let interval = WINDOW / limit.get();
-            match limiter.check_key_n(&key, cost) {
+            let (remaining, reset, refused) = match limiter.check_key_n(&key, cost) {
                 Ok(Ok(snapshot)) => {
                     let remaining = snapshot.remaining_burst_capacity();
-                    charge.budgets.push(Budget {
-                        policy: key.policy(),
-                        limit: limit.get(),
+                    (
                         remaining,
-                        reset: interval * (limit.get() - remaining.min(limit.get())),
-                    });
+                        interval * (limit.get() - remaining.min(limit.get())),
+                        None,
+                    )
                 }
                 Ok(Err(not_until)) => {
                     let wait = not_until.wait_time_from(now);
-                    charge.budgets.push(Budget {
-                        policy: key.policy(),
-                        limit: limit.get(),
-                        remaining: 0,
-                        reset: wait,
-                    });
-                    charge.refused = Some(wait);
+                    (0, wait, Some(wait))
                 }
-                Err(_) => {
-                    charge.budgets.push(Budget {
-                        policy: key.policy(),
-                        limit: limit.get(),
-                        remaining: 0,
-                        reset: WINDOW,
-                    });
-                    charge.refused = Some(WINDOW);
-                }
-            }
+                // More than a whole budget: it never fits.
+                Err(_) => (0, WINDOW, Some(WINDOW)),
+            };
+            charge.budgets.push(Budget {
+                policy: key.policy(),
+                limit: limit.get(),
+                remaining,
+                reset,
+            });
+            charge.refused = refused;
             if limiter.len() > RETAIN_ABOVE {
                 limiter.retain_recent();
             }

@@ -185,23 +185,37 @@ pub(super) async fn save_tiers(
             super::applications::app_page(&state, c, &app, None, None, None, StatusCode::OK).await
         }
         Err(Error::Invalid(errors)) => {
-            let mut table = TierTable::of(&stored, false, "");
-            table.rows = form.entered();
-            table.default_tier = form.default_tier.clone();
-            table.errors = error_lines(&errors, tier_label);
-            super::applications::app_page(
-                &state,
-                c,
-                &stored,
-                None,
-                None,
-                Some(table),
-                StatusCode::UNPROCESSABLE_ENTITY,
-            )
-            .await
+            let entered = Some((form.entered(), form.default_tier.clone()));
+            refused(&state, c, &stored, entered, &errors).await
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The application's page again, 422, with the tier section's errors (and the tier table as entered).
+async fn refused(
+    state: &AppState,
+    c: super::context::Console,
+    stored: &Application,
+    entered: Option<(Vec<TierFields>, String)>,
+    errors: &[secureflows_core::FieldError],
+) -> PageResult {
+    let mut table = TierTable::of(stored, false, "");
+    if let Some((rows, default_tier)) = entered {
+        table.rows = rows;
+        table.default_tier = default_tier;
+    }
+    table.errors = error_lines(errors, tier_label);
+    super::applications::app_page(
+        state,
+        c,
+        stored,
+        None,
+        None,
+        Some(table),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await
 }
 
 crate::pages::csrf_form!(StripeForm {
@@ -229,20 +243,7 @@ pub(super) async fn save_stripe(
                 Some("The Stripe signing secret is saved (sealed; it is not shown again).".into());
             super::applications::app_page(&state, c, &stored, None, None, None, StatusCode::OK).await
         }
-        Err(Error::Invalid(errors)) => {
-            let mut table = TierTable::of(&stored, false, "");
-            table.errors = error_lines(&errors, tier_label);
-            super::applications::app_page(
-                &state,
-                c,
-                &stored,
-                None,
-                None,
-                Some(table),
-                StatusCode::UNPROCESSABLE_ENTITY,
-            )
-            .await
-        }
+        Err(Error::Invalid(errors)) => refused(&state, c, &stored, None, &errors).await,
         Err(e) => Err(e.into()),
     }
 }
