@@ -621,6 +621,11 @@ async fn console_tiers_and_billing_in_the_browser(backend: Backend) {
     click(c, "#create-reference").await;
     let reference = text(c, "#checkout-reference").await;
     assert!(reference.starts_with("sfr1."), "{reference}");
+    let title = c.title().await.unwrap();
+    assert!(
+        title.starts_with("Plan and usage") && !title.contains("sfr1."),
+        "{title}"
+    );
     c.execute("document.getElementById('billing').scrollIntoView()", vec![])
         .await
         .unwrap();
